@@ -1,0 +1,72 @@
+/*
+ * core/internal.h -- what every op file of seqk shares: the context, error
+ * reporting, argument validation, workspace. Not installed.
+ */
+#ifndef SEQK_CORE_INTERNAL_H
+#define SEQK_CORE_INTERNAL_H
+
+#include "seqk.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define SEQK_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define SEQK_PRINTF(f, a)
+#endif
+
+struct seqk_context {
+    seqk_backend backend;
+    int device;          /* CUDA ordinal; 0 on the CPU */
+    int threads;         /* 0 = OpenMP default */
+    void *stream;        /* cudaStream_t */
+    void *cublas;        /* cublasHandle_t, created with the CUDA context */
+    void *workspace;     /* on the backend */
+    size_t workspace_bytes;
+    bool workspace_owned; /* false: caller's buffer, never grown */
+};
+
+/* ---- errors (core/error.c) ---------------------------------------------- */
+
+/* Sets this thread's message (printf format) and returns status. */
+seqk_status seqk__fail(seqk_status status, const char *fmt, ...) SEQK_PRINTF(2, 3);
+
+/* ---- validation (core/validate.c) --------------------------------------
+ * Each check returns SEQK_SUCCESS or sets the message "fn: ..." and returns
+ * the failing status. All index math is int64_t; products are checked. */
+
+seqk_status seqk__check_ctx(const char *fn, const seqk_context *ctx);
+seqk_status seqk__check_ptr(const char *fn, const char *arg, const void *p);
+/* v >= lo */
+seqk_status seqk__check_min(const char *fn, const char *arg, int64_t v, int64_t lo);
+/* lo <= v <= hi */
+seqk_status seqk__check_range(const char *fn, const char *arg, int64_t v, int64_t lo,
+                              int64_t hi);
+/* *out = product of n dims (each >= 0) without overflow of int64 and of
+ * size_t bytes for elem_bytes-sized elements; what names the tensor. */
+seqk_status seqk__check_numel(const char *fn, const char *what, int n, const int64_t *dims,
+                              size_t elem_bytes, int64_t *out);
+/* Validates cu_seqlens (host or backend memory, per ctx) for N sequences
+ * packed along T with batch B: B == 1, N >= 1, cu[0] == 0, non-decreasing,
+ * cu[N] == T. If host_copy is not NULL, it receives the N+1 values
+ * (caller-allocated); otherwise a host array is needed only temporarily. */
+seqk_status seqk__check_cu_seqlens(const char *fn, seqk_context *ctx, const int32_t *cu,
+                                   int64_t N, int64_t B, int64_t T, int32_t *host_copy);
+/* Two outputs/inputs overlap in memory (byte ranges). */
+bool seqk__overlap(const void *p, size_t pbytes, const void *q, size_t qbytes);
+
+/* ---- workspace (core/context.c) ----------------------------------------- */
+
+/* At least bytes of workspace on ctx's backend (grown if owned). */
+seqk_status seqk__workspace(const char *fn, seqk_context *ctx, size_t bytes, void **ptr);
+
+/* Thread count an op should use on this CPU context (>= 1). */
+int seqk__threads(const seqk_context *ctx);
+
+/* Sizes rounded up for sub-allocations inside a workspace. */
+static inline size_t seqk__align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+#endif /* SEQK_CORE_INTERNAL_H */

@@ -1,0 +1,113 @@
+/* core/validate.c -- argument checks shared by every op. Messages read
+ * "fn: arg=value, what was expected". */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+
+seqk_status seqk__check_ctx(const char *fn, const seqk_context *ctx)
+{
+    if (!ctx) return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: ctx is NULL", fn);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_ptr(const char *fn, const char *arg, const void *p)
+{
+    if (!p) return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: %s is NULL", fn, arg);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_min(const char *fn, const char *arg, int64_t v, int64_t lo)
+{
+    if (v < lo)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: %s=%" PRId64 ", must be >= %" PRId64,
+                          fn, arg, v, lo);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_range(const char *fn, const char *arg, int64_t v, int64_t lo, int64_t hi)
+{
+    if (v < lo || v > hi)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: %s=%" PRId64 ", must be in [%" PRId64 ", %" PRId64 "]", fn, arg, v,
+                          lo, hi);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_numel(const char *fn, const char *what, int n, const int64_t *dims,
+                              size_t elem_bytes, int64_t *out)
+{
+    int64_t numel = 1;
+    for (int i = 0; i < n; i++) {
+        if (dims[i] < 0)
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: %s has a negative dimension %" PRId64, fn, what, dims[i]);
+        if (dims[i] != 0 && numel > INT64_MAX / dims[i])
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: %s has more than 2^63 elements (overflow)", fn, what);
+        numel *= dims[i];
+    }
+    if (elem_bytes && (uint64_t)numel > (uint64_t)(SIZE_MAX / elem_bytes))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: %s of %" PRId64 " elements overflows size_t bytes", fn, what,
+                          numel);
+    if (out) *out = numel;
+    return SEQK_SUCCESS;
+}
+
+static seqk_status check_cu_values(const char *fn, const int32_t *cu, int64_t N, int64_t T)
+{
+    if (cu[0] != 0)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: cu_seqlens[0]=%d, must be 0", fn,
+                          (int)cu[0]);
+    for (int64_t i = 1; i <= N; i++) {
+        if (cu[i] < cu[i - 1])
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: cu_seqlens[%" PRId64 "]=%d < cu_seqlens[%" PRId64 "]=%d", fn,
+                              i, (int)cu[i], i - 1, (int)cu[i - 1]);
+    }
+    if ((int64_t)cu[N] != T)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: cu_seqlens[N=%" PRId64 "]=%d, must equal T=%" PRId64, fn, N,
+                          (int)cu[N], T);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_cu_seqlens(const char *fn, seqk_context *ctx, const int32_t *cu,
+                                   int64_t N, int64_t B, int64_t T, int32_t *host_copy)
+{
+    if (B != 1)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: B=%" PRId64 " with cu_seqlens, must be 1 (sequences are packed "
+                          "along T)",
+                          fn, B);
+    if (N < 1)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: N=%" PRId64 " with cu_seqlens, must be >= 1", fn, N);
+    if (N >= INT32_MAX || T > INT32_MAX)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: N=%" PRId64 ", T=%" PRId64 " too large for int32 cu_seqlens", fn,
+                          N, T);
+    if (ctx->backend == SEQK_BACKEND_CPU) {
+        seqk_status st = check_cu_values(fn, cu, N, T);
+        if (st == SEQK_SUCCESS && host_copy)
+            for (int64_t i = 0; i <= N; i++) host_copy[i] = cu[i];
+        return st;
+    }
+    int32_t *tmp = host_copy ? host_copy : malloc((size_t)(N + 1) * sizeof(int32_t));
+    if (!tmp)
+        return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %" PRId64
+                          " ints to check cu_seqlens", fn, N + 1);
+    seqk_status st = seqk_memcpy(ctx, tmp, cu, (size_t)(N + 1) * sizeof(int32_t),
+                                 SEQK_COPY_BACKEND_TO_HOST);
+    if (st == SEQK_SUCCESS) st = check_cu_values(fn, tmp, N, T);
+    if (!host_copy) free(tmp);
+    return st;
+}
+
+bool seqk__overlap(const void *p, size_t pbytes, const void *q, size_t qbytes)
+{
+    uintptr_t a = (uintptr_t)p, b = (uintptr_t)q;
+    if (!p || !q || !pbytes || !qbytes) return false;
+    return a < b + qbytes && b < a + pbytes;
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing seqk needs, if it is missing: a C
+# compiler with OpenMP, CMake >= 3.22, pkg-config. Debian/Ubuntu (apt-get);
+# elsewhere it only says what is missing. The CUDA toolkit is optional
+# (found by CMake when nvcc is on PATH or in /usr/local/cuda).
+set -euo pipefail
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if ((${#missing[@]})); then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    echo "setup: installing ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: please install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+# nvcc is usually not on PATH in a plain shell; let CMake find it.
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  echo "export PATH=/usr/local/cuda/bin:\$PATH"
+fi

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every test of seqk: build (CUDA backend compiled when a toolkit is present),
+# run the CTest suite on every backend (a backend without a device reports its
+# cases as skipped), then build and run the suite again under
+# AddressSanitizer + UndefinedBehaviorSanitizer (CPU backend).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(bash scripts/setup.sh)"
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== build (Release, SEQK_CUDA=${SEQK_CUDA:-AUTO}, warnings are errors) =="
+cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release -DSEQK_CUDA="${SEQK_CUDA:-AUTO}" -DSEQK_WERROR=ON
+cmake --build build/test -j"$jobs"
+echo "== tests =="
+ctest --test-dir build/test --output-on-failure -j1
+
+echo "== build (AddressSanitizer + UndefinedBehaviorSanitizer, CPU) =="
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEQK_CUDA=OFF -DSEQK_SANITIZE=ON \
+  -DSEQK_BUILD_BENCH=OFF -DSEQK_WERROR=ON
+cmake --build build/asan -j"$jobs"
+echo "== tests under sanitizers =="
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build/asan --output-on-failure -j1
