@@ -114,6 +114,15 @@ int seqk__threads(const seqk_context *ctx)
 #endif
 }
 
+int seqk__omp_thread(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 seqk_status seqk_context_threads(const seqk_context *ctx, int *n)
 {
     seqk_status st = seqk__check_ctx("seqk_context_threads", ctx);

@@ -66,6 +66,9 @@ seqk_status seqk__workspace(const char *fn, seqk_context *ctx, size_t bytes, voi
 /* Thread count an op should use on this CPU context (>= 1). */
 int seqk__threads(const seqk_context *ctx);
 
+/* This thread's index inside an OpenMP parallel region (0 outside). */
+int seqk__omp_thread(void);
+
 /* Sizes rounded up for sub-allocations inside a workspace. */
 static inline size_t seqk__align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 

@@ -229,6 +229,243 @@ SEQK_API seqk_status seqk_scan_workspace_size(seqk_context *ctx, int64_t B, int6
                                               int64_t C, int64_t block, unsigned flags,
                                               int64_t N, size_t *bytes);
 
+/* ------------------------------------------------------------------------ */
+/* Modes                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Every recurrent-state module computes the same function in two ways. Values
+ * only grow. */
+typedef enum seqk_mode {
+    SEQK_MODE_RECURRENT = 0, /* token by token: O(1) memory per step; decoding */
+    SEQK_MODE_PARALLEL = 1   /* chunkwise: matrix products per chunk; training, prefill */
+} seqk_mode;
+
+/* ------------------------------------------------------------------------ */
+/* Linear-state modules: linear attention, RetNet retention, gated          */
+/* retention (Mamba2). DESIGN 3.1.                                           */
+/* ------------------------------------------------------------------------ */
+/*
+ * All three are, per head, with S a K x V state:
+ *
+ *   S_t = a_t S_{t-1} + k_t v_t^T,       o_t = S_t^T (scale q_t)
+ *
+ * with a_t = 1 (linear attention), gamma_h (retention) or exp(g_t) (gated
+ * retention). Shared arguments:
+ *
+ *   mode        SEQK_MODE_RECURRENT or SEQK_MODE_PARALLEL (same result up to
+ *               fp32 rounding)
+ *   B, T, H     batch, tokens, heads (B = 1 with cu_seqlens); T >= 0
+ *   K, V        head dims of q/k and of v/o, 1 <= K <= 1024, V >= 1
+ *   scale       multiplies q (finite; 1/sqrt(K) is usual)
+ *   q, k        [B,T,H,K]
+ *   v, o        [B,T,H,V]; o must not overlap any input
+ *   state_in    [N,H,K,V] or NULL (zeros)
+ *   state_out   [N,H,K,V] or NULL (not written); may be state_in (in place)
+ *   cu_seqlens  [N+1] or NULL; N as in seqk_scan
+ *   chunk       chunk size of the parallel mode, 0 = 64 (1..1024)
+ *
+ * A decoding step is the recurrent mode with T = 1 and
+ * state_in == state_out: it writes o and the state, and allocates nothing.
+ * Workspace: see seqk_linear_state_workspace_size.
+ */
+
+/* Flags of seqk_linear_attention; combine with |. Values only grow. */
+#define SEQK_LINATTN_NORMALIZE 1u /* o_t /= scale phi(q_t) . z_t + 1e-6, z_t = z_{t-1} + phi(k_t) */
+#define SEQK_LINATTN_ELU1 2u      /* feature map phi(x) = elu(x) + 1 on q and k (else phi(x) = x) */
+
+/*
+ * seqk_linear_attention: S_t = S_{t-1} + phi(k_t) v_t^T, o_t = S_t^T (scale phi(q_t)),
+ * optionally divided by the Katharopoulos normaliser (flags above), whose
+ * state z [N,H,K] is passed as z_in (NULL = zeros) / z_out (NULL = not
+ * written; may equal z_in). z_in and z_out must be NULL without
+ * SEQK_LINATTN_NORMALIZE.
+ */
+SEQK_API seqk_status seqk_linear_attention(seqk_context *ctx, seqk_mode mode, int64_t B,
+                                           int64_t T, int64_t H, int64_t K, int64_t V,
+                                           float scale, unsigned flags, const float *q,
+                                           const float *k, const float *v, float *o,
+                                           const float *state_in, float *state_out,
+                                           const float *z_in, float *z_out,
+                                           const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+
+/*
+ * seqk_retention (RetNet): S_t = gamma_h S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t).
+ *   gamma   [H] decays in (0, 1], or NULL for RetNet's defaults
+ *           gamma_h = 1 - 2^(-5-h) (seqk_retention_default_gammas writes them)
+ */
+SEQK_API seqk_status seqk_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                    int64_t H, int64_t K, int64_t V, float scale,
+                                    const float *gamma, const float *q, const float *k,
+                                    const float *v, float *o, const float *state_in,
+                                    float *state_out, const int32_t *cu_seqlens, int64_t N,
+                                    int64_t chunk);
+/* gamma[h] = 1 - 2^(-5-h), h = 0 .. H-1 (host memory). */
+SEQK_API seqk_status seqk_retention_default_gammas(int64_t H, float *gamma);
+
+/*
+ * seqk_gated_retention (gated linear attention with a scalar gate per head and
+ * token; Mamba2 / SSD): S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t).
+ *   g       [B,T,H] log-gates, finite, g <= 0 expected (decays in (0, 1]);
+ *           strongly negative gates (-20 and below) are safe: decays are only
+ *           formed as exp(G_i - G_j) with i >= j (DESIGN 2)
+ */
+SEQK_API seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B,
+                                          int64_t T, int64_t H, int64_t K, int64_t V,
+                                          float scale, const float *q, const float *k,
+                                          const float *v, const float *g, float *o,
+                                          const float *state_in, float *state_out,
+                                          const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+
+/* Flags of seqk_mamba2; combine with |. Values only grow. */
+#define SEQK_MAMBA2_DT_SOFTPLUS 1u /* dt = softplus(dt + dt_bias) (else dt + dt_bias) */
+
+/*
+ * seqk_mamba2: the Mamba2 (SSD) layer's sequence mixing, mapped onto gated
+ * retention with q = C, k = B, v = dt * x, g = dt * A, scale 1:
+ *
+ *   dt_t  = softplus(dt_raw_t + dt_bias)   (or without softplus, per flags)
+ *   S_t   = exp(dt_t A_h) S_{t-1} + B_t (dt_t x_t)^T        S: [Nst, P] per head
+ *   y_t   = S_t^T C_t + D_h x_t
+ *
+ *   P, G, Nst  head dim of x, number of B/C groups (H % G == 0; head h uses
+ *              group h / (H/G)), state size
+ *   x, y       [B,T,H,P]; y must not overlap an input
+ *   dt         [B,T,H] raw dt
+ *   A          [H] (negative: A = -exp(A_log))
+ *   Bm, Cm     [B,T,G,Nst]
+ *   D          [H] or NULL (no skip);  dt_bias [H] or NULL (zero)
+ *   state_in/state_out  [N,H,Nst,P] or NULL. Note: mamba_ssm stores this
+ *              state transposed, [N,H,P,Nst].
+ * Workspace: B*T*H floats for dt, plus the engine's.
+ */
+SEQK_API seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                 int64_t H, int64_t P, int64_t G, int64_t Nst, unsigned flags,
+                                 const float *x, const float *dt, const float *A,
+                                 const float *Bm, const float *Cm, const float *D,
+                                 const float *dt_bias, float *y, const float *state_in,
+                                 float *state_out, const int32_t *cu_seqlens, int64_t N,
+                                 int64_t chunk);
+
+/* An upper bound of the workspace bytes any linear-state op above needs for
+ * these sizes and mode on this context (N: sequences with varlen, else 0). */
+SEQK_API seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode,
+                                                      int64_t B, int64_t T, int64_t H, int64_t K,
+                                                      int64_t V, int64_t N, int64_t chunk,
+                                                      size_t *bytes);
+
+/* ------------------------------------------------------------------------ */
+/* Softmax attention (DESIGN 3.5)                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Flags for seqk_attention_parallel; combine with |. Values only grow. */
+#define SEQK_ATTN_CAUSAL 1u  /* query t attends to keys s <= t (else to every key) */
+
+/*
+ * seqk_attention_parallel: softmax attention over whole sequences (prefill,
+ * training forward), FlashAttention-style (the T x T scores are never stored)
+ *
+ *   o[t]   = sum_{s in S(t)} softmax_s(scale q[t].k[s]) v[s]
+ *          = sum_s exp(scale q[t].k[s] - lse[t]) v[s]
+ *   lse[t] = log sum_{s in S(t)} exp(scale q[t].k[s])     (natural log)
+ *
+ * per batch entry (or sequence) and query head h, with the key/value head
+ * h / (Hq / Hkv) (grouped-query attention; Hq == Hkv is multi-head attention,
+ * Hkv == 1 multi-query attention). S(t) is every token of t's sequence, or
+ * with SEQK_ATTN_CAUSAL only s <= t (so S(t) is never empty). With cu_seqlens
+ * the sequences are packed along T and no token attends across a boundary;
+ * empty sequences write nothing.
+ *
+ *   B          batch (>= 1); must be 1 when cu_seqlens is given
+ *   T          tokens per batch entry (>= 0; T = 0 writes nothing)
+ *   Hq         query heads (>= 1)
+ *   Hkv        key/value heads (>= 1), Hq % Hkv == 0
+ *   K          query/key head dimension (>= 1)
+ *   V          value head dimension (>= 1)
+ *              The CUDA backend takes K <= 256 and V <= 256 (else UNSUPPORTED);
+ *              the CPU backend has no limit.
+ *   scale      multiplies q.k (finite; the usual choice is 1/sqrt(K))
+ *   flags      0 or SEQK_ATTN_CAUSAL
+ *   q          [B, T, Hq, K]
+ *   k          [B, T, Hkv, K]
+ *   v          [B, T, Hkv, V]
+ *   o          [B, T, Hq, V]    output; must not overlap q, k, v or lse
+ *   lse        [B, Hq, T] or NULL   the log-sum-exp above (what a backward
+ *                               pass needs), in the natural-log units of the
+ *                               scaled scores; NULL = not written
+ *   cu_seqlens [N+1] or NULL    varlen boundaries (see top of file)
+ *   N          number of sequences when cu_seqlens != NULL (>= 1); ignored
+ *              (N = B) otherwise
+ *
+ * Workspace: the CPU backend uses per-thread tiles from the context's
+ * workspace (seqk_attention_parallel_workspace_size); CUDA uses none.
+ */
+SEQK_API seqk_status seqk_attention_parallel(seqk_context *ctx, int64_t B, int64_t T,
+                                             int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+                                             float scale, unsigned flags, const float *q,
+                                             const float *k, const float *v, float *o,
+                                             float *lse, const int32_t *cu_seqlens, int64_t N);
+
+/* Workspace bytes that seqk_attention_parallel needs for these sizes on this
+ * context (on the CPU it depends on the context's thread count). */
+SEQK_API seqk_status seqk_attention_parallel_workspace_size(seqk_context *ctx, int64_t B,
+                                                            int64_t T, int64_t Hq, int64_t Hkv,
+                                                            int64_t K, int64_t V, unsigned flags,
+                                                            int64_t N, size_t *bytes);
+
+/*
+ * seqk_attention_decode: one recurrent (decoding) step of softmax attention
+ * with a key/value cache owned by the caller. For each batch entry b, with
+ * p = cache_len[b] (tokens already in the cache) and each query head h
+ * (key/value head g = h / (Hq / Hkv)):
+ *
+ *   k_cache[b, p, g] = k_new[b, g]          (append; entries < p are kept)
+ *   v_cache[b, p, g] = v_new[b, g]
+ *   o[b, h]   = sum_{s=0..p} exp(scale q[b,h].k_cache[b,s,g] - lse[b,h]) v_cache[b,s,g]
+ *   lse[b, h] = log sum_{s=0..p} exp(scale q[b,h].k_cache[b,s,g])
+ *
+ * i.e. the last row of seqk_attention_parallel (causal) over the p+1 tokens.
+ * The step does NOT increment cache_len: the caller owns it and adds 1 after
+ * the step (entries may differ per batch entry: ragged batches). Prefill the
+ * cache by copying k, v of the prompt (or with a parallel call plus copies),
+ * then call this once per generated token.
+ * Cost per step grows with p (it reads the whole cache); the CPU backend
+ * allocates nothing; the CUDA backend splits each cache across blocks and
+ * merges the partial softmaxes by their log-sum-exp (Flash-Decoding), with
+ * the partials in the context's workspace
+ * (seqk_attention_decode_workspace_size).
+ *
+ *   B          batch (>= 1)
+ *   Hq, Hkv    query and key/value heads (>= 1), Hq % Hkv == 0
+ *   K, V       head dimensions (>= 1); CUDA takes K, V <= 256 (else UNSUPPORTED)
+ *   max_len    capacity of the cache in tokens (>= 1)
+ *   scale      multiplies q.k (finite)
+ *   q          [B, Hq, K]        the new token's queries
+ *   k_new      [B, Hkv, K]       the new token's keys
+ *   v_new      [B, Hkv, V]       the new token's values
+ *   k_cache    [B, max_len, Hkv, K]   read and written (position cache_len[b])
+ *   v_cache    [B, max_len, Hkv, V]   read and written (position cache_len[b])
+ *   cache_len  [B] int32         0 <= cache_len[b] < max_len (else
+ *                                INVALID_ARGUMENT, nothing written); backend
+ *                                memory like every array (on CUDA the library
+ *                                copies the B ints to the host to check them)
+ *   o          [B, Hq, V]        output
+ *   lse        [B, Hq] or NULL   natural-log log-sum-exp of the scaled scores
+ */
+SEQK_API seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t Hq,
+                                           int64_t Hkv, int64_t K, int64_t V, int64_t max_len,
+                                           float scale, const float *q, const float *k_new,
+                                           const float *v_new, float *k_cache, float *v_cache,
+                                           const int32_t *cache_len, float *o, float *lse);
+
+/* Workspace bytes that seqk_attention_decode needs for these sizes on this
+ * context (0 on the CPU; on CUDA the split-KV partials for a cache of up to
+ * max_len tokens). Reserve it once (seqk_context_reserve_workspace) so that
+ * the steps allocate nothing. */
+SEQK_API seqk_status seqk_attention_decode_workspace_size(seqk_context *ctx, int64_t B,
+                                                          int64_t Hq, int64_t Hkv, int64_t K,
+                                                          int64_t V, int64_t max_len,
+                                                          size_t *bytes);
+
 #ifdef __cplusplus
 }
 #endif

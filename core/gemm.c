@@ -1,0 +1,157 @@
+/* core/gemm.c -- see gemm.h.
+ *
+ * Blocked the usual way for small matrices: for each slice of KC along the
+ * inner dimension, op(A) is packed into row panels of MR rows and op(B) into
+ * column panels of NR columns (zero-padded), then an MR x NR register tile
+ * accumulates over the slice. With AVX2 + FMA: MR = 6, NR = 16, 12 ymm
+ * accumulators. Edge tiles go through a small buffer. */
+#include "gemm.h"
+
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+enum { MR = 6, NR = 16, KC = 256 };
+
+static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+size_t seqk__sgemm_pack_floats(int64_t M, int64_t N, int64_t Kd)
+{
+    int64_t kc = Kd < KC ? Kd : KC;
+    return (size_t)((round_up(M, MR) + round_up(N, NR)) * kc) + 8;
+}
+
+/* op(A)[i, p] for i in [0,M), p in [p0, p0+kc) into panels: pa[(i/MR)*MR*kc + p*MR + i%MR]. */
+static void pack_a(bool trans, int64_t M, int64_t p0, int64_t kc, const float *A, int64_t lda,
+                   float *pa)
+{
+    for (int64_t i0 = 0; i0 < M; i0 += MR) {
+        int64_t mr = M - i0 < MR ? M - i0 : MR;
+        float *dst = pa + i0 * kc;
+        if (!trans) {
+            for (int64_t p = 0; p < kc; p++) {
+                for (int64_t r = 0; r < mr; r++) dst[p * MR + r] = A[(i0 + r) * lda + p0 + p];
+                for (int64_t r = mr; r < MR; r++) dst[p * MR + r] = 0.0f;
+            }
+        } else {
+            for (int64_t p = 0; p < kc; p++) {
+                const float *src = A + (p0 + p) * lda + i0;
+                for (int64_t r = 0; r < mr; r++) dst[p * MR + r] = src[r];
+                for (int64_t r = mr; r < MR; r++) dst[p * MR + r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* op(B)[p, j] into panels: pb[(j/NR)*NR*kc + p*NR + j%NR]. */
+static void pack_b(bool trans, int64_t N, int64_t p0, int64_t kc, const float *B, int64_t ldb,
+                   float *pb)
+{
+    for (int64_t j0 = 0; j0 < N; j0 += NR) {
+        int64_t nr = N - j0 < NR ? N - j0 : NR;
+        float *dst = pb + j0 * kc;
+        if (!trans) {
+            for (int64_t p = 0; p < kc; p++) {
+                const float *src = B + (p0 + p) * ldb + j0;
+                if (nr == NR) {
+                    memcpy(dst + p * NR, src, NR * sizeof(float));
+                } else {
+                    for (int64_t c = 0; c < nr; c++) dst[p * NR + c] = src[c];
+                    for (int64_t c = nr; c < NR; c++) dst[p * NR + c] = 0.0f;
+                }
+            }
+        } else {
+            for (int64_t c = 0; c < NR; c++) {
+                if (c < nr) {
+                    const float *src = B + (j0 + c) * ldb + p0;
+                    for (int64_t p = 0; p < kc; p++) dst[p * NR + c] = src[p];
+                } else {
+                    for (int64_t p = 0; p < kc; p++) dst[p * NR + c] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* acc[MR][NR] = sum_p pa[p][r] * pb[p][c] over kc, then
+ * C = alpha*acc + beta_eff*C on the mr x nr corner (beta_eff = 0: C not read). */
+static void micro_kernel(int64_t kc, const float *pa, const float *pb, float alpha, float beta,
+                         float *C, int64_t ldc, int64_t mr, int64_t nr)
+{
+#ifdef __AVX2__
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t p = 0; p < kc; p++) {
+        const __m256 b0 = _mm256_load_ps(pb + p * NR), b1 = _mm256_load_ps(pb + p * NR + 8);
+        const float *a = pa + p * MR;
+        __m256 x = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    if (mr == MR && nr == NR) {
+        for (int r = 0; r < MR; r++) {
+            float *row = C + r * ldc;
+            __m256 o0 = _mm256_mul_ps(va, acc[r][0]), o1 = _mm256_mul_ps(va, acc[r][1]);
+            if (beta != 0.0f) {
+                o0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row), o0);
+                o1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row + 8), o1);
+            }
+            _mm256_storeu_ps(row, o0);
+            _mm256_storeu_ps(row + 8, o1);
+        }
+        return;
+    }
+    float tile[MR * NR];
+    for (int r = 0; r < MR; r++) {
+        _mm256_storeu_ps(tile + r * NR, acc[r][0]);
+        _mm256_storeu_ps(tile + r * NR + 8, acc[r][1]);
+    }
+#else
+    float tile[MR * NR] = {0};
+    for (int64_t p = 0; p < kc; p++)
+        for (int r = 0; r < MR; r++)
+            for (int c = 0; c < NR; c++) tile[r * NR + c] += pa[p * MR + r] * pb[p * NR + c];
+#endif
+    for (int64_t r = 0; r < mr; r++)
+        for (int64_t c = 0; c < nr; c++) {
+            float v = alpha * tile[r * NR + c];
+            C[r * ldc + c] = beta != 0.0f ? v + beta * C[r * ldc + c] : v;
+        }
+}
+
+void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                 int64_t ldc, float *pack)
+{
+    if (M <= 0 || N <= 0) return;
+    if (Kd <= 0) { /* C = beta * C */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta != 0.0f ? beta * C[i * ldc + j] : 0.0f;
+        return;
+    }
+    const int64_t kc_max = Kd < KC ? Kd : KC;
+    float *pa = pack, *pb = pack + round_up(round_up(M, MR) * kc_max, 8);
+    for (int64_t p0 = 0; p0 < Kd; p0 += KC) {
+        const int64_t kc = Kd - p0 < KC ? Kd - p0 : KC;
+        const float beta_k = p0 == 0 ? beta : 1.0f;
+        pack_a(trans_a, M, p0, kc, A, lda, pa);
+        pack_b(trans_b, N, p0, kc, B, ldb, pb);
+        for (int64_t j0 = 0; j0 < N; j0 += NR)
+            for (int64_t i0 = 0; i0 < M; i0 += MR)
+                micro_kernel(kc, pa + i0 * kc, pb + j0 * kc, alpha, beta_k, C + i0 * ldc + j0, ldc,
+                             M - i0 < MR ? M - i0 : MR, N - j0 < NR ? N - j0 : NR);
+    }
+}

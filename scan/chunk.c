@@ -1,0 +1,396 @@
+/*
+ * scan/chunk.c -- the parallel (chunked) mode of the linear-state engine
+ * (DESIGN 3.1), CPU.
+ *
+ * Per head, chunk c holds tokens [cC, cC+C) (L <= C of them in the last one);
+ * G_i = sum_{j<=i} log a_j inside the chunk; S0 is the state before it:
+ *
+ *   O      = diag(exp(G)) Q S0  +  ((Q K^T) .* D) V      D_ij = exp(G_i - G_j), i >= j, else 0
+ *   S_next = exp(G_L) S0        +  (diag(exp(G_L - G)) K)^T V
+ *
+ * (Q already carries scale and the feature map.) Three stages:
+ *   (1) local terms  seqk__chunk_local_state: U = Kd^T V, a = exp(G_L)
+ *   (2) chunk states S_c = a_c S_{c-1} + U_c: the scan primitive over chunks,
+ *       with one coefficient per K*V block
+ *   (3) output       seqk__chunk_output: inter (Qg S0) + intra (P V)
+ * Two drivers run them: "fused" walks the chunks of one (sequence, head) in
+ * order with the state in cache (stage 2 one step at a time), for when there
+ * are at least as many (sequence, head) pairs as threads; "staged" runs stage
+ * 1 over every chunk in parallel, the scan over chunks parallel over state
+ * elements, then stage 3 over every chunk in parallel, for few long
+ * sequences.
+ *
+ * With the normaliser, the state element is [S (K*V) | z (K)] and z follows
+ * the same recurrence with a row of ones as its value: z_next = a z + Kd^T 1.
+ */
+#include "chunk.h"
+
+#include "../core/gemm.h"
+#include "../core/vmath.h"
+#include "scan.h"
+
+#include <string.h>
+
+/* ---- per-thread scratch ----------------------------------------------------- */
+
+static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
+
+static size_t pack_floats(int64_t L, int64_t K, int64_t V)
+{
+    size_t m = seqk__sgemm_pack_floats(L, L, K);
+    size_t x = seqk__sgemm_pack_floats(L, V, L);
+    if (x > m) m = x;
+    x = seqk__sgemm_pack_floats(L, V, K);
+    if (x > m) m = x;
+    x = seqk__sgemm_pack_floats(K, V, L);
+    if (x > m) m = x;
+    return m;
+}
+
+size_t seqk__chunk_scratch_floats(int64_t L, int64_t K, int64_t V)
+{
+    const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V;
+    return rnd8(l) * 2 + rnd8(l * k) * 4 + rnd8(l * v) + rnd8(l * l) + rnd8(k * v + k) * 2 +
+           rnd8(pack_floats(L, K, V));
+}
+
+void seqk__chunk_scratch_init(seqk__chunk_scratch *w, float *base, int64_t L, int64_t K,
+                              int64_t V)
+{
+    const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V;
+    float *p = base;
+#define TAKE(field, n) (w->field = p, p += rnd8(n))
+    TAKE(G, l);
+    TAKE(den, l);
+    TAKE(Qs, l * k);
+    TAKE(Qg, l * k);
+    TAKE(Kc, l * k);
+    TAKE(Kd, l * k);
+    TAKE(Vs, l * v);
+    TAKE(P, l * l);
+    TAKE(U, k * v + k);
+    TAKE(S, k * v + k);
+    TAKE(pack, pack_floats(L, K, V));
+#undef TAKE
+}
+
+/* ---- stage inputs ------------------------------------------------------------- */
+
+void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk__chunk_scratch *w,
+                      seqk__chunk_view *cv)
+{
+    const int64_t K = P->K, V = P->V, hq = h / (P->H / P->Hqk);
+    const bool decay = P->g || P->log_gamma;
+    /* G: cumulative log-decay inside the chunk */
+    float acc = 0.0f;
+    for (int64_t i = 0; i < L; i++) {
+        if (decay) acc += seqk__lin_logdecay(P, r0 + i, h);
+        w->G[i] = acc;
+    }
+    /* Qs = scale * phi(q), Kc = phi(k): contiguous L x K */
+    for (int64_t i = 0; i < L; i++) {
+        const float *qr = P->q + ((r0 + i) * P->Hqk + hq) * K;
+        const float *kr = P->k + ((r0 + i) * P->Hqk + hq) * K;
+        float *qs = w->Qs + i * K, *kc = w->Kc + i * K;
+        for (int64_t j = 0; j < K; j++) {
+            qs[j] = P->scale * seqk__lin_phi(qr[j], P->flags);
+            kc[j] = seqk__lin_phi(kr[j], P->flags);
+        }
+    }
+    cv->L = L;
+    cv->Qs = w->Qs;
+    cv->Kc = w->Kc;
+    cv->G = decay ? w->G : NULL;
+    /* Qg = diag(exp(G)) Qs, Kd = diag(exp(G_L - G)) Kc (aliases without decay) */
+    if (decay) {
+        const float gl = w->G[L - 1];
+        for (int64_t i = 0; i < L; i++) {
+            const float eq = expf(w->G[i]), ek = expf(gl - w->G[i]);
+            for (int64_t j = 0; j < K; j++) {
+                w->Qg[i * K + j] = eq * w->Qs[i * K + j];
+                w->Kd[i * K + j] = ek * w->Kc[i * K + j];
+            }
+        }
+        cv->Qg = w->Qg;
+        cv->Kd = w->Kd;
+        cv->a = expf(gl);
+    } else {
+        cv->Qg = w->Qs;
+        cv->Kd = w->Kc;
+        cv->a = 1.0f;
+    }
+    /* V: in place (row stride H*V) unless scaled per token */
+    if (P->v_scale) {
+        for (int64_t i = 0; i < L; i++) {
+            const float s = P->v_scale[(r0 + i) * P->H + h];
+            const float *vr = P->v + ((r0 + i) * P->H + h) * V;
+            for (int64_t j = 0; j < V; j++) w->Vs[i * V + j] = s * vr[j];
+        }
+        cv->Vv = w->Vs;
+        cv->ldv = V;
+    } else {
+        cv->Vv = P->v + (r0 * P->H + h) * V;
+        cv->ldv = P->H * V;
+    }
+}
+
+/* ---- stage 1: local state ------------------------------------------------------ */
+
+void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, bool with_z,
+                             const float *Vv, int64_t ldv, float *U, float *pack)
+{
+    /* U[K,V] = Kd^T [K,L] . V [L,V] */
+    seqk__sgemm(true, false, K, V, cv->L, 1.0f, cv->Kd, K, Vv, ldv, 0.0f, U, V, pack);
+    if (with_z) { /* zU[K] = Kd^T 1 */
+        float *zu = U + K * V;
+        for (int64_t j = 0; j < K; j++) zu[j] = 0.0f;
+        for (int64_t i = 0; i < cv->L; i++)
+            for (int64_t j = 0; j < K; j++) zu[j] += cv->Kd[i * K + j];
+    }
+}
+
+/* ---- stage 3: output ------------------------------------------------------------ */
+
+/* P[i,j] *= exp(G_i - G_j) for j <= i, P[i,j] = 0 for j > i (never exp above the diagonal). */
+static void decay_mask(float *Pm, int64_t L, const float *G)
+{
+    for (int64_t i = 0; i < L; i++) {
+        float *row = Pm + i * L;
+        int64_t j = 0;
+        if (G) {
+            const float gi = G[i];
+#ifdef __AVX2__
+            const __m256 vgi = _mm256_set1_ps(gi);
+            for (; j + 8 <= i + 1; j += 8) {
+                __m256 d = seqk__exp8(_mm256_sub_ps(vgi, _mm256_loadu_ps(G + j)));
+                _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), d));
+            }
+#endif
+            for (; j <= i; j++) row[j] *= expf(gi - G[j]);
+        }
+        for (j = i + 1; j < L; j++) row[j] = 0.0f;
+    }
+}
+
+void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsigned flags,
+                        const float *Vv, int64_t ldv, const float *S0, float *O, int64_t ldo,
+                        seqk__chunk_scratch *w)
+{
+    const int64_t L = cv->L;
+    /* intra: P = (Qs Kc^T) .* D, O = P V */
+    seqk__sgemm(false, true, L, L, K, 1.0f, cv->Qs, K, cv->Kc, K, 0.0f, w->P, L, w->pack);
+    decay_mask(w->P, L, cv->G);
+    seqk__sgemm(false, false, L, V, L, 1.0f, w->P, L, Vv, ldv, 0.0f, O, ldo, w->pack);
+    /* inter: O += Qg S0 */
+    if (S0) seqk__sgemm(false, false, L, V, K, 1.0f, cv->Qg, K, S0, V, 1.0f, O, ldo, w->pack);
+    if (flags & SEQK__LIN_NORMALIZE) {
+        /* den_i = sum_j P_ij + Qg_i . z0 */
+        const float *z0 = S0 ? S0 + K * V : NULL;
+        for (int64_t i = 0; i < L; i++) {
+            float d = 0.0f;
+            for (int64_t j = 0; j <= i; j++) d += w->P[i * L + j];
+            if (z0)
+                for (int64_t j = 0; j < K; j++) d += cv->Qg[i * K + j] * z0[j];
+            const float inv = 1.0f / (d + SEQK__LIN_EPS);
+            for (int64_t j = 0; j < V; j++) O[i * ldo + j] *= inv;
+        }
+    }
+}
+
+/* ---- drivers -------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t L;       /* chunk size */
+    int64_t E;       /* floats per state element: K*V (+K with the normaliser) */
+    int64_t nchunks; /* all chunks of all sequences */
+    size_t scratch;  /* floats of per-thread scratch */
+} plan;
+
+static bool with_z(const seqk__lin *P) { return (P->flags & SEQK__LIN_NORMALIZE) != 0; }
+
+static plan make_plan(const seqk__lin *P)
+{
+    plan pl;
+    pl.L = P->chunk;
+    pl.E = P->K * P->V + (with_z(P) ? P->K : 0);
+    pl.nchunks = 0;
+    for (int64_t n = 0; n < P->N; n++) {
+        int64_t r0, len;
+        seqk__lin_seq(P, n, &r0, &len);
+        pl.nchunks += (len + pl.L - 1) / pl.L;
+    }
+    pl.scratch = rnd8(seqk__chunk_scratch_floats(pl.L, P->K, P->V));
+    return pl;
+}
+
+/* Staged when there are fewer (sequence, head) pairs than threads and the
+ * sequences span several chunks; fused otherwise. */
+static bool use_staged(const seqk__lin *P, const plan *pl, int threads)
+{
+    return threads > 1 && P->N * P->H < threads && pl->nchunks > 2 * P->N;
+}
+
+size_t seqk__lin_chunked_workspace(const seqk__lin *P, int threads)
+{
+    plan pl = make_plan(P);
+    size_t floats = pl.scratch * (size_t)threads;
+    if (use_staged(P, &pl, threads))
+        floats += (size_t)(pl.nchunks * P->H) * (size_t)(pl.E + 1) + (size_t)(P->N + 1) * 2;
+    return floats * sizeof(float);
+}
+
+/* The initial state element [S | z] of (n, h) into dst (zeros when absent). */
+static void load_state(const seqk__lin *P, int64_t n, int64_t h, float *dst)
+{
+    const int64_t KV = P->K * P->V;
+    if (P->s_in) memcpy(dst, P->s_in + (n * P->H + h) * KV, (size_t)KV * sizeof(float));
+    else memset(dst, 0, (size_t)KV * sizeof(float));
+    if (with_z(P)) {
+        if (P->z_in) memcpy(dst + KV, P->z_in + (n * P->H + h) * P->K, (size_t)P->K * sizeof(float));
+        else memset(dst + KV, 0, (size_t)P->K * sizeof(float));
+    }
+}
+
+static void store_state(const seqk__lin *P, int64_t n, int64_t h, const float *src)
+{
+    const int64_t KV = P->K * P->V;
+    if (P->s_out) memcpy(P->s_out + (n * P->H + h) * KV, src, (size_t)KV * sizeof(float));
+    if (with_z(P) && P->z_out)
+        memcpy(P->z_out + (n * P->H + h) * P->K, src + KV, (size_t)P->K * sizeof(float));
+}
+
+/* One (sequence, head): chunks in order, the state in w->S. */
+static void run_fused(const seqk__lin *P, const plan *pl, int64_t n, int64_t h,
+                      seqk__chunk_scratch *w)
+{
+    int64_t r0, len;
+    seqk__lin_seq(P, n, &r0, &len);
+    const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
+    load_state(P, n, h, w->S);
+    for (int64_t c0 = 0; c0 < len; c0 += pl->L) {
+        const int64_t L = len - c0 < pl->L ? len - c0 : pl->L;
+        seqk__chunk_view cv;
+        seqk__chunk_load(P, r0 + c0, L, h, w, &cv);
+        float *O = P->o + ((r0 + c0) * P->H + h) * P->V;
+        seqk__chunk_output(&cv, P->K, P->V, P->flags, cv.Vv, cv.ldv,
+                           (c0 == 0 && zero_start) ? NULL : w->S, O, P->H * P->V, w);
+        seqk__chunk_local_state(&cv, P->K, P->V, with_z(P), cv.Vv, cv.ldv, w->U, w->pack);
+        /* stage 2, one step: S = a S + U */
+        seqk__scan_rows(1, pl->E, pl->E, 0, &cv.a, 1, w->U, pl->E, w->S, pl->E, w->S);
+    }
+    store_state(P, n, h, w->S);
+}
+
+/* The sequence that global chunk c belongs to: first[n] <= c < first[n+1]. */
+static int64_t seq_of_chunk(const int64_t *first, int64_t N, int64_t c)
+{
+    int64_t lo = 0, hi = N - 1;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (first[mid] <= c) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
+{
+    static const char fn[] = "seqk (chunked linear-state engine)";
+    const int threads = seqk__threads(ctx);
+    const plan pl = make_plan(P);
+    const bool staged = use_staged(P, &pl, threads);
+    float *ws = NULL;
+    seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + seqk__lin_chunked_workspace(P, threads), (void **)&ws);
+    if (st) return st;
+    if (ws) ws = (float *)((char *)ws + P->ws_offset);
+    const int64_t H = P->H, E = pl.E;
+
+    if (!staged) {
+#pragma omp parallel num_threads(threads)
+        {
+            seqk__chunk_scratch w;
+            seqk__chunk_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), pl.L, P->K,
+                                     P->V);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t nh = 0; nh < P->N * H; nh++) run_fused(P, &pl, nh / H, nh % H, &w);
+        }
+        return SEQK_SUCCESS;
+    }
+
+    /* staged: chunk c of sequence n has global index first[n] + c */
+    float *states = ws + pl.scratch * (size_t)threads; /* [nchunks, H, E]: U, then S after chunk */
+    float *acoef = states + (size_t)(pl.nchunks * H * E); /* [nchunks, H] */
+    int64_t *first = (int64_t *)(acoef + pl.nchunks * H); /* [N+1] */
+    first[0] = 0;
+    for (int64_t n = 0; n < P->N; n++) {
+        int64_t r0, len;
+        seqk__lin_seq(P, n, &r0, &len);
+        first[n + 1] = first[n] + (len + pl.L - 1) / pl.L;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        seqk__chunk_scratch w;
+        seqk__chunk_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), pl.L, P->K,
+                                 P->V);
+        /* (1) local terms of every chunk */
+#pragma omp for schedule(static)
+        for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
+            const int64_t c = ch / H, h = ch % H, n = seq_of_chunk(first, P->N, c);
+            int64_t r0, len;
+            seqk__lin_seq(P, n, &r0, &len);
+            const int64_t c0 = (c - first[n]) * pl.L;
+            const int64_t L = len - c0 < pl.L ? len - c0 : pl.L;
+            seqk__chunk_view cv;
+            seqk__chunk_load(P, r0 + c0, L, h, &w, &cv);
+            seqk__chunk_local_state(&cv, P->K, P->V, with_z(P), cv.Vv, cv.ldv,
+                                    states + (c * H + h) * E, w.pack);
+            acoef[c * H + h] = cv.a;
+        }
+        /* (2) chunk states: S_c = a_c S_{c-1} + U_c in place, split over state elements */
+        const int64_t tile = 512, ntiles = (E + tile - 1) / tile;
+#pragma omp for schedule(static) collapse(2)
+        for (int64_t nh = 0; nh < P->N * H; nh++)
+            for (int64_t t = 0; t < ntiles; t++) {
+                const int64_t n = nh / H, h = nh % H, e0 = t * tile;
+                const int64_t width = E - e0 < tile ? E - e0 : tile;
+                float *carry = w.S; /* [E] scratch */
+                load_state(P, n, h, carry);
+                float *base = states + (first[n] * H + h) * E + e0;
+                seqk__scan_rows(first[n + 1] - first[n], width, width, 0, acoef + first[n] * H + h,
+                                H, base, H * E, base, H * E, carry + e0);
+            }
+        /* (3) outputs of every chunk */
+        const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
+#pragma omp for schedule(static)
+        for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
+            const int64_t c = ch / H, h = ch % H, n = seq_of_chunk(first, P->N, c);
+            int64_t r0, len;
+            seqk__lin_seq(P, n, &r0, &len);
+            const int64_t c0 = (c - first[n]) * pl.L;
+            const int64_t L = len - c0 < pl.L ? len - c0 : pl.L;
+            seqk__chunk_view cv;
+            seqk__chunk_load(P, r0 + c0, L, h, &w, &cv);
+            const float *S0 = NULL;
+            if (c > first[n]) {
+                S0 = states + ((c - 1) * H + h) * E;
+            } else if (!zero_start) {
+                load_state(P, n, h, w.S);
+                S0 = w.S;
+            }
+            seqk__chunk_output(&cv, P->K, P->V, P->flags, cv.Vv, cv.ldv, S0,
+                               P->o + ((r0 + c0) * H + h) * P->V, H * P->V, &w);
+        }
+        /* final states (after every read of the initial states: they may be the same array) */
+#pragma omp for schedule(static)
+        for (int64_t nh = 0; nh < P->N * H; nh++) {
+            const int64_t n = nh / H, h = nh % H;
+            if (first[n + 1] > first[n]) {
+                store_state(P, n, h, states + ((first[n + 1] - 1) * H + h) * E);
+            } else {
+                load_state(P, n, h, w.S);
+                store_state(P, n, h, w.S);
+            }
+        }
+    }
+    return SEQK_SUCCESS;
+}

@@ -1,0 +1,60 @@
+/*
+ * scan/chunk.h -- the shared chunk stages of DESIGN 3.1 (see scan/chunk.c).
+ * Linear attention, retention and gated retention run them through
+ * seqk__lin_chunked; DeltaNet and Titans call the stages with their own value
+ * matrices (Vnew; the mixing matrix) in place of V.
+ */
+#ifndef SEQK_SCAN_CHUNK_H
+#define SEQK_SCAN_CHUNK_H
+
+#include "linear_state.h"
+
+/* Per-thread scratch for one chunk of L <= chunk tokens (floats, 32-byte
+ * aligned regions carved from one block). */
+typedef struct seqk__chunk_scratch {
+    float *G;    /* [L]      cumulative log-decay */
+    float *den;  /* [L]      normaliser */
+    float *Qs;   /* [L,K]    scale * phi(q) */
+    float *Qg;   /* [L,K]    diag(exp(G)) Qs */
+    float *Kc;   /* [L,K]    phi(k) */
+    float *Kd;   /* [L,K]    diag(exp(G_L - G)) Kc */
+    float *Vs;   /* [L,V]    v scaled per token, when the problem has v_scale */
+    float *P;    /* [L,L]    (Qs Kc^T) .* D */
+    float *U;    /* [K*V+K]  local state (and zU) */
+    float *S;    /* [K*V+K]  running state (and z) */
+    float *pack; /* sgemm packing */
+} seqk__chunk_scratch;
+
+size_t seqk__chunk_scratch_floats(int64_t L, int64_t K, int64_t V);
+void seqk__chunk_scratch_init(seqk__chunk_scratch *w, float *base, int64_t L, int64_t K,
+                              int64_t V);
+
+/* One loaded chunk of one head: views into the scratch (or the inputs). */
+typedef struct seqk__chunk_view {
+    int64_t L;         /* tokens in the chunk */
+    const float *G;    /* [L] or NULL (no decay) */
+    const float *Qs;   /* [L,K] */
+    const float *Qg;   /* [L,K] (= Qs without decay) */
+    const float *Kc;   /* [L,K] */
+    const float *Kd;   /* [L,K] (= Kc without decay) */
+    const float *Vv;   /* [L,V] rows ldv apart */
+    int64_t ldv;
+    float a;           /* exp(G_{L-1}): the chunk's decay of the state */
+} seqk__chunk_view;
+
+/* Loads tokens [r0, r0+L) of head h of P: G, Qs, Qg, Kc, Kd, V. */
+void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
+                      seqk__chunk_scratch *w, seqk__chunk_view *cv);
+
+/* Stage 1: U[K,V] = Kd^T Vv (rows ldv apart); with_z: U[K*V + j] = sum_i Kd[i,j]. */
+void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, bool with_z,
+                             const float *Vv, int64_t ldv, float *U, float *pack);
+
+/* Stage 3: O[L,V] (rows ldo apart) = Qg S0 + ((Qs Kc^T) .* D) Vv, S0 [K,V]
+ * (+ z0 [K] after it with SEQK__LIN_NORMALIZE, then O_i /= den_i + eps).
+ * S0 = NULL means a zero state. Uses w->P and w->pack. */
+void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsigned flags,
+                        const float *Vv, int64_t ldv, const float *S0, float *O, int64_t ldo,
+                        seqk__chunk_scratch *w);
+
+#endif

@@ -1,0 +1,143 @@
+/* scan/linear_state.c -- validation and dispatch shared by the linear-state
+ * modules (linear attention, retention, gated retention, Mamba2). */
+#include "linear_state.h"
+
+#include "../gpu/gpu.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+
+enum { DEFAULT_CHUNK = 64, MAX_CHUNK = 1024 };
+
+int64_t seqk__lin_chunk(int64_t chunk) { return chunk == 0 ? DEFAULT_CHUNK : chunk; }
+
+seqk_status seqk__lin_check_sizes(const char *fn, seqk_context *ctx, int mode, int64_t B,
+                                  int64_t T, int64_t H, int64_t K, int64_t V, int64_t N,
+                                  bool varlen, int64_t chunk)
+{
+    seqk_status st;
+    if ((st = seqk__check_ctx(fn, ctx))) return st;
+    if (mode != SEQK_MODE_RECURRENT && mode != SEQK_MODE_PARALLEL)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: mode=%d is not a seqk_mode", fn, mode);
+    if ((st = seqk__check_min(fn, "B", B, 1))) return st;
+    if ((st = seqk__check_min(fn, "T", T, 0))) return st;
+    if ((st = seqk__check_min(fn, "H", H, 1))) return st;
+    if ((st = seqk__check_min(fn, "K", K, 1))) return st;
+    if ((st = seqk__check_min(fn, "V", V, 1))) return st;
+    if (K > SEQK__LIN_MAX_K)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: K=%" PRId64 ", at most %d is supported", fn,
+                          K, SEQK__LIN_MAX_K);
+    if (chunk != 0 && (chunk < 1 || chunk > MAX_CHUNK))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: chunk=%" PRId64 ", must be 0 (default %d) or in [1, %d]", fn,
+                          chunk, DEFAULT_CHUNK, MAX_CHUNK);
+    const int64_t d_q[4] = {B, T, H, K}, d_v[4] = {B, T, H, V};
+    if ((st = seqk__check_numel(fn, "q [B,T,H,K]", 4, d_q, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "v [B,T,H,V]", 4, d_v, sizeof(float), NULL))) return st;
+    if (varlen) {
+        if (B != 1)
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: B=%" PRId64 " with cu_seqlens, must be 1 (sequences are "
+                              "packed along T)",
+                              fn, B);
+        if ((st = seqk__check_min(fn, "N", N, 1))) return st;
+    }
+    const int64_t d_s[4] = {varlen ? N : B, H, K, V};
+    if ((st = seqk__check_numel(fn, "state [N,H,K,V]", 4, d_s, sizeof(float), NULL))) return st;
+    return SEQK_SUCCESS;
+}
+
+/* bytes of a [rows, width] float array */
+static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
+
+seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin *P,
+                          const int32_t *cu_seqlens)
+{
+    const bool varlen = cu_seqlens != NULL;
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, mode, P->B, P->T, P->H, P->K, P->V, P->N,
+                                           varlen, P->chunk);
+    if (st) return st;
+    if (!varlen) P->N = P->B;
+    P->chunk = seqk__lin_chunk(P->chunk);
+    if (!isfinite(P->scale))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", fn,
+                          (double)P->scale);
+    if (P->Hqk < 1 || P->H % P->Hqk)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: H=%" PRId64 " is not a multiple of the q/k heads %" PRId64, fn,
+                          P->H, P->Hqk);
+    const int64_t rows = P->B * P->T;
+    if (rows > 0) {
+        if ((st = seqk__check_ptr(fn, P->Hqk == P->H ? "q" : "Cm", P->q))) return st;
+        if ((st = seqk__check_ptr(fn, P->Hqk == P->H ? "k" : "Bm", P->k))) return st;
+        if ((st = seqk__check_ptr(fn, P->v_scale ? "x" : "v", P->v))) return st;
+        if ((st = seqk__check_ptr(fn, P->v_scale ? "y" : "o", P->o))) return st;
+        const size_t ob = fbytes(rows * P->H, P->V);
+        const void *ins[4] = {P->q, P->k, P->v, P->g};
+        const size_t inb[4] = {fbytes(rows * P->Hqk, P->K), fbytes(rows * P->Hqk, P->K), ob,
+                               fbytes(rows, P->H)};
+        const char *names[4] = {"q", "k", "v", "g"};
+        for (int i = 0; i < 4; i++)
+            if (ins[i] && seqk__overlap(P->o, ob, ins[i], inb[i]))
+                return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: o=%p overlaps %s=%p", fn,
+                                  (void *)P->o, names[i], ins[i]);
+    }
+    const size_t sb = fbytes(P->N * P->H, P->K * P->V);
+    if (P->s_out && P->s_out != P->s_in && seqk__overlap(P->s_out, sb, P->s_in, sb))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: state_out=%p partially overlaps state_in=%p (only equal is "
+                          "allowed)",
+                          fn, (void *)P->s_out, (const void *)P->s_in);
+    if (P->s_out && seqk__overlap(P->s_out, sb, P->o, fbytes(rows * P->H, P->V)))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: state_out=%p overlaps o=%p", fn,
+                          (void *)P->s_out, (void *)P->o);
+    int32_t *cu_host = NULL;
+    if (varlen) {
+        cu_host = malloc((size_t)(P->N + 1) * sizeof(int32_t));
+        if (!cu_host)
+            return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot copy cu_seqlens", fn);
+        st = seqk__check_cu_seqlens(fn, ctx, cu_seqlens, P->N, P->B, P->T, cu_host);
+        if (st) {
+            free(cu_host);
+            return st;
+        }
+        P->cu = cu_host;
+    }
+    if (ctx->backend == SEQK_BACKEND_CPU) {
+        st = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent(ctx, P) : seqk__lin_chunked(ctx, P);
+    } else {
+        st = seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                        "%s: the CUDA backend of the linear-state modules is not built yet "
+                        "(backend=CUDA)",
+                        fn);
+    }
+    free(cu_host);
+    return st;
+}
+
+seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B,
+                                             int64_t T, int64_t H, int64_t K, int64_t V,
+                                             int64_t N, int64_t chunk, size_t *bytes)
+{
+    static const char fn[] = "seqk_linear_state_workspace_size";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, K, V, N, N > 0, chunk);
+    if (!st) st = seqk__check_ptr(fn, "bytes", bytes);
+    if (st) return st;
+    seqk__lin P = {0};
+    P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+    P.chunk = seqk__lin_chunk(chunk);
+    P.flags = SEQK__LIN_NORMALIZE; /* the larger state element */
+    const int threads = seqk__threads(ctx);
+    /* varlen: at most one partial chunk per sequence more than T / chunk */
+    if (N > 0) {
+        P.B = 1;
+        P.N = 1;
+        P.T = T + N * P.chunk;
+    }
+    size_t w = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent_workspace(&P, threads)
+                                           : seqk__lin_chunked_workspace(&P, threads);
+    /* Mamba2's dt */
+    *bytes = w + fbytes(B * T, H) + 256;
+    return SEQK_SUCCESS;
+}

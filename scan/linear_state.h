@@ -1,0 +1,104 @@
+/*
+ * scan/linear_state.h -- the one engine behind every module whose state is a
+ * K x V matrix updated as  S_t = a_t S_{t-1} + k_t v_t^T  and read as
+ * o_t = S_t^T (scale q_t)  (DESIGN 3.1): linear attention (a_t = 1), RetNet
+ * retention (a_t = gamma_h), gated retention / Mamba2 (a_t = exp(g_t)).
+ * The modules differ only in where the log-decay comes from; they fill a
+ * seqk__lin problem and call the recurrent or the chunked driver.
+ *
+ * DeltaNet and Titans reuse the chunk stages (seqk__chunk_*) with their own
+ * value matrices (Vnew, the mixing matrix) in place of V.
+ */
+#ifndef SEQK_SCAN_LINEAR_STATE_H
+#define SEQK_SCAN_LINEAR_STATE_H
+
+#include "../core/internal.h"
+
+#include <math.h>
+
+/* Flags of the engine (the public SEQK_LINATTN_* values map onto these). */
+enum {
+    SEQK__LIN_NORMALIZE = 1u, /* o_t = num_t / (scale phi(q_t) . z_t + eps), z_t = a_t z_{t-1} + phi(k_t) */
+    SEQK__LIN_ELU1 = 2u       /* phi(x) = elu(x) + 1 on q and k; identity otherwise */
+};
+
+#define SEQK__LIN_EPS 1e-6f
+/* Largest head dimension K of the linear-state modules (the recurrent step
+ * keeps phi(q), phi(k) and z on the stack so that it allocates nothing). */
+#define SEQK__LIN_MAX_K 1024
+
+typedef struct seqk__lin {
+    /* sizes: B batch, T tokens, H heads of v/o/state, Hqk heads of q/k
+     * (H % Hqk == 0; head h reads q/k head h / (H / Hqk)), K, V head dims,
+     * N sequences (B, or the count in cu), chunk size */
+    int64_t B, T, H, Hqk, K, V, N, chunk;
+    const int32_t *cu;      /* host cu_seqlens [N+1] or NULL */
+    float scale;
+    unsigned flags;         /* SEQK__LIN_* */
+    const float *q, *k;     /* [B,T,Hqk,K] */
+    const float *v;         /* [B,T,H,V] */
+    const float *v_scale;   /* [B,T,H] or NULL: v_t is used as v_scale_t * v_t (Mamba2's dt) */
+    /* log a_t for head h = g[t,h] * (g_head ? g_head[h] : 1) + (log_gamma ? log_gamma[h] : 0) */
+    const float *g;         /* [B,T,H] or NULL */
+    const float *g_head;    /* [H] or NULL */
+    const float *log_gamma; /* [H] or NULL */
+    float *o;               /* [B,T,H,V] */
+    const float *s_in;      /* [N,H,K,V] or NULL (zeros) */
+    float *s_out;           /* [N,H,K,V] or NULL; may equal s_in */
+    const float *z_in;      /* [N,H,K] or NULL, with SEQK__LIN_NORMALIZE */
+    float *z_out;           /* [N,H,K] or NULL; may equal z_in */
+    size_t ws_offset;       /* bytes at the start of the workspace the module keeps */
+} seqk__lin;
+
+/* Token range [row0, row0 + len) of sequence n in the [B*T] row index. */
+static inline void seqk__lin_seq(const seqk__lin *P, int64_t n, int64_t *row0, int64_t *len)
+{
+    if (P->cu) {
+        *row0 = P->cu[n];
+        *len = (int64_t)P->cu[n + 1] - P->cu[n];
+    } else {
+        *row0 = n * P->T;
+        *len = P->T;
+    }
+}
+
+/* log a for token row r (in [B*T]) and head h. */
+static inline float seqk__lin_logdecay(const seqk__lin *P, int64_t r, int64_t h)
+{
+    float ld = 0.0f;
+    if (P->g) ld = P->g[r * P->H + h] * (P->g_head ? P->g_head[h] : 1.0f);
+    if (P->log_gamma) ld += P->log_gamma[h];
+    return ld;
+}
+
+/* The feature map: elu(x) + 1 with SEQK__LIN_ELU1, else x. */
+static inline float seqk__lin_phi(float x, unsigned flags)
+{
+    if (!(flags & SEQK__LIN_ELU1)) return x;
+    return x > 0.0f ? x + 1.0f : expf(x);
+}
+
+/* The recurrent mode (scan/linear_recurrent.c): token by token, O(K V)
+ * memory per (sequence, head). Workspace: seqk__lin_recurrent_workspace. */
+size_t seqk__lin_recurrent_workspace(const seqk__lin *P, int threads);
+seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P);
+
+/* The parallel (chunked) mode (scan/chunk.c). */
+size_t seqk__lin_chunked_workspace(const seqk__lin *P, int threads);
+seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P);
+
+/* The chunk size a call uses (0 -> the default). */
+int64_t seqk__lin_chunk(int64_t chunk);
+
+/* Checks the sizes every linear-state op takes (messages name fn). */
+seqk_status seqk__lin_check_sizes(const char *fn, seqk_context *ctx, int mode, int64_t B,
+                                  int64_t T, int64_t H, int64_t K, int64_t V, int64_t N,
+                                  bool varlen, int64_t chunk);
+
+/* Validates the rest of P (pointers, overlaps, scale, cu_seqlens) and runs it
+ * in `mode` on ctx's backend. The module has filled P (N as given by the
+ * caller; chunk as given, 0 = default) and checked its own extra arguments. */
+seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin *P,
+                          const int32_t *cu_seqlens);
+
+#endif

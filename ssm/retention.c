@@ -1,0 +1,84 @@
+/* ssm/retention.c -- RetNet retention (a_t = gamma_h) and gated retention
+ * (a_t = exp(g_t)), DESIGN 3.1: both fill the linear-state engine's problem
+ * with their source of decay; both modes run in scan/. */
+#include "../scan/linear_state.h"
+
+#include "../gpu/gpu.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+
+seqk_status seqk_retention_default_gammas(int64_t H, float *gamma)
+{
+    static const char fn[] = "seqk_retention_default_gammas";
+    seqk_status st = seqk__check_range(fn, "H", H, 1, 1 << 20);
+    if (!st) st = seqk__check_ptr(fn, "gamma", gamma);
+    if (st) return st;
+    for (int64_t h = 0; h < H; h++) gamma[h] = (float)(1.0 - ldexp(1.0, (int)(-5 - h)));
+    return SEQK_SUCCESS;
+}
+
+/* RetNet's log-decays: log gamma_h, from the caller's gamma (checked to lie in
+ * (0, 1]) or the defaults. Backend memory on a CUDA context. */
+static seqk_status log_gammas(const char *fn, seqk_context *ctx, int64_t H, const float *gamma,
+                              float *out)
+{
+    if (!gamma) {
+        for (int64_t h = 0; h < H; h++) out[h] = (float)log1p(-ldexp(1.0, (int)(-5 - h)));
+        return SEQK_SUCCESS;
+    }
+    seqk_status st = seqk_memcpy(ctx, out, gamma, (size_t)H * sizeof(float),
+                                 SEQK_COPY_BACKEND_TO_HOST);
+    if (st) return st;
+    for (int64_t h = 0; h < H; h++) {
+        if (!(out[h] > 0.0f && out[h] <= 1.0f))
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: gamma[%" PRId64 "]=%g, must be in (0, 1]", fn, h,
+                              (double)out[h]);
+        out[h] = logf(out[h]);
+    }
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                           int64_t K, int64_t V, float scale, const float *gamma, const float *q,
+                           const float *k, const float *v, float *o, const float *state_in,
+                           float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    static const char fn[] = "seqk_retention";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, K, V, N,
+                                           cu_seqlens != NULL, chunk);
+    if (st) return st;
+    float *lg = malloc((size_t)H * sizeof(float)); /* host: log gamma_h */
+    if (!lg) return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %" PRId64 " floats", fn, H);
+    st = log_gammas(fn, ctx, H, gamma, lg);
+    if (!st) {
+        seqk__lin P = {0};
+        P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
+        P.scale = scale;
+        P.q = q, P.k = k, P.v = v, P.o = o, P.s_in = state_in, P.s_out = state_out;
+        P.log_gamma = lg;
+        st = seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
+    }
+    free(lg);
+    return st;
+}
+
+seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                 int64_t H, int64_t K, int64_t V, float scale, const float *q,
+                                 const float *k, const float *v, const float *g, float *o,
+                                 const float *state_in, float *state_out,
+                                 const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    static const char fn[] = "seqk_gated_retention";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, K, V, N,
+                                           cu_seqlens != NULL, chunk);
+    if (st) return st;
+    if (B * T > 0 && !g) return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: g is NULL", fn);
+    seqk__lin P = {0};
+    P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
+    P.scale = scale;
+    P.q = q, P.k = k, P.v = v, P.g = g, P.o = o, P.s_in = state_in, P.s_out = state_out;
+    return seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
+}
