@@ -1,9 +1,10 @@
 /* core/gemm.c -- see gemm.h.
  *
- * Blocked the usual way for small matrices: for each slice of KC along the
- * inner dimension, op(A) is packed into row panels of MR rows and op(B) into
- * column panels of NR columns (zero-padded), then an MR x NR register tile
- * accumulates over the slice. With AVX2 + FMA: MR = 6, NR = 16, 12 ymm
+ * For the small matrices of a tile: for each slice of KC along the inner
+ * dimension, op(B) is packed into column panels of NR columns (zero-padded),
+ * and an MR x NR register tile accumulates over the slice, broadcasting
+ * op(A)'s elements straight from A (row-major or transposed: only the
+ * strides differ, so A is never copied). With AVX2 + FMA: MR = 6, NR = 16, 12 ymm
  * accumulators. Edge tiles go through a small buffer. */
 #include "gemm.h"
 
@@ -18,30 +19,9 @@ static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 size_t seqk__sgemm_pack_floats(int64_t M, int64_t N, int64_t Kd)
 {
+    (void)M;
     int64_t kc = Kd < KC ? Kd : KC;
-    return (size_t)((round_up(M, MR) + round_up(N, NR)) * kc) + 8;
-}
-
-/* op(A)[i, p] for i in [0,M), p in [p0, p0+kc) into panels: pa[(i/MR)*MR*kc + p*MR + i%MR]. */
-static void pack_a(bool trans, int64_t M, int64_t p0, int64_t kc, const float *A, int64_t lda,
-                   float *pa)
-{
-    for (int64_t i0 = 0; i0 < M; i0 += MR) {
-        int64_t mr = M - i0 < MR ? M - i0 : MR;
-        float *dst = pa + i0 * kc;
-        if (!trans) {
-            for (int64_t p = 0; p < kc; p++) {
-                for (int64_t r = 0; r < mr; r++) dst[p * MR + r] = A[(i0 + r) * lda + p0 + p];
-                for (int64_t r = mr; r < MR; r++) dst[p * MR + r] = 0.0f;
-            }
-        } else {
-            for (int64_t p = 0; p < kc; p++) {
-                const float *src = A + (p0 + p) * lda + i0;
-                for (int64_t r = 0; r < mr; r++) dst[p * MR + r] = src[r];
-                for (int64_t r = mr; r < MR; r++) dst[p * MR + r] = 0.0f;
-            }
-        }
-    }
+    return (size_t)(round_up(N, NR) * kc) + 8;
 }
 
 /* op(B)[p, j] into panels: pb[(j/NR)*NR*kc + p*NR + j%NR]. */
@@ -74,28 +54,31 @@ static void pack_b(bool trans, int64_t N, int64_t p0, int64_t kc, const float *B
     }
 }
 
-/* acc[MR][NR] = sum_p pa[p][r] * pb[p][c] over kc, then
- * C = alpha*acc + beta_eff*C on the mr x nr corner (beta_eff = 0: C not read). */
-static void micro_kernel(int64_t kc, const float *pa, const float *pb, float alpha, float beta,
-                         float *C, int64_t ldc, int64_t mr, int64_t nr)
+/* acc[MR][NR] = sum_p A[r, p] * pb[p][c] over kc, with A[r, p] read in place
+ * at a + r * rs + p * cs (rows past mr repeat row mr-1: read, never stored),
+ * then C = alpha*acc + beta*C on the mr x nr corner (beta = 0: C not read). */
+static void micro_kernel(int64_t kc, const float *a, int64_t rs, int64_t cs, const float *pb,
+                         float alpha, float beta, float *C, int64_t ldc, int64_t mr, int64_t nr)
 {
+    const float *ar[MR];
+    for (int r = 0; r < MR; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
 #ifdef __AVX2__
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int64_t p = 0; p < kc; p++) {
+    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3], *a4 = ar[4], *a5 = ar[5];
+    for (int64_t p = 0; p < kc; p++, a0 += cs, a1 += cs, a2 += cs, a3 += cs, a4 += cs, a5 += cs) {
         const __m256 b0 = _mm256_load_ps(pb + p * NR), b1 = _mm256_load_ps(pb + p * NR + 8);
-        const float *a = pa + p * MR;
-        __m256 x = _mm256_broadcast_ss(a + 0);
+        __m256 x = _mm256_broadcast_ss(a0);
         c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a + 1);
+        x = _mm256_broadcast_ss(a1);
         c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a + 2);
+        x = _mm256_broadcast_ss(a2);
         c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a + 3);
+        x = _mm256_broadcast_ss(a3);
         c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a + 4);
+        x = _mm256_broadcast_ss(a4);
         c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a + 5);
+        x = _mm256_broadcast_ss(a5);
         c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
     }
     __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
@@ -122,7 +105,7 @@ static void micro_kernel(int64_t kc, const float *pa, const float *pb, float alp
     float tile[MR * NR] = {0};
     for (int64_t p = 0; p < kc; p++)
         for (int r = 0; r < MR; r++)
-            for (int c = 0; c < NR; c++) tile[r * NR + c] += pa[p * MR + r] * pb[p * NR + c];
+            for (int c = 0; c < NR; c++) tile[r * NR + c] += ar[r][p * cs] * pb[p * NR + c];
 #endif
     for (int64_t r = 0; r < mr; r++)
         for (int64_t c = 0; c < nr; c++) {
@@ -142,16 +125,17 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
                 C[i * ldc + j] = beta != 0.0f ? beta * C[i * ldc + j] : 0.0f;
         return;
     }
-    const int64_t kc_max = Kd < KC ? Kd : KC;
-    float *pa = pack, *pb = pack + round_up(round_up(M, MR) * kc_max, 8);
+    /* op(A)[i, p] = A[i * rs + p * cs] */
+    const int64_t rs = trans_a ? 1 : lda, cs = trans_a ? lda : 1;
+    float *pb = pack;
     for (int64_t p0 = 0; p0 < Kd; p0 += KC) {
         const int64_t kc = Kd - p0 < KC ? Kd - p0 : KC;
         const float beta_k = p0 == 0 ? beta : 1.0f;
-        pack_a(trans_a, M, p0, kc, A, lda, pa);
         pack_b(trans_b, N, p0, kc, B, ldb, pb);
         for (int64_t j0 = 0; j0 < N; j0 += NR)
             for (int64_t i0 = 0; i0 < M; i0 += MR)
-                micro_kernel(kc, pa + i0 * kc, pb + j0 * kc, alpha, beta_k, C + i0 * ldc + j0, ldc,
-                             M - i0 < MR ? M - i0 : MR, N - j0 < NR ? N - j0 : NR);
+                micro_kernel(kc, A + i0 * rs + p0 * cs, rs, cs, pb + j0 * kc, alpha, beta_k,
+                             C + i0 * ldc + j0, ldc, M - i0 < MR ? M - i0 : MR,
+                             N - j0 < NR ? N - j0 : NR);
     }
 }
