@@ -44,4 +44,10 @@ static inline __m256 seqk__exp8(__m256 x)
 
 static inline float seqk__expf(float x) { return expf(x); }
 
+/* softplus(x) = log(1 + e^x), without overflow for large x. */
+static inline float seqk__softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+/* silu(x) = x / (1 + e^-x). */
+static inline float seqk__silu(float x) { return x / (1.0f + expf(-x)); }
+
 #endif

@@ -354,6 +354,44 @@ SEQK_API seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mo
                                                       size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
+/* Mamba selective scan (Mamba1), DESIGN 3.2                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Flags of seqk_selective_scan; combine with |. Values only grow. */
+#define SEQK_SSCAN_DT_SOFTPLUS 1u /* dt = softplus(dt + dt_bias) (else dt + dt_bias) */
+
+/*
+ * seqk_selective_scan: per channel d (of D) and state index n (of Nst), a
+ * diagonal recurrence with input-dependent coefficients,
+ *
+ *   dt_t[d]  = softplus(dt_raw_t[d] + dt_bias[d])        (per flags)
+ *   h_t[d,n] = exp(dt_t[d] A[d,n]) h_{t-1}[d,n] + dt_t[d] B_t[g,n] u_t[d]
+ *   y_t[d]   = sum_n C_t[g,n] h_t[d,n] + Dskip[d] u_t[d]
+ *   y_t[d]  *= silu(z_t[d])                                (when z is given)
+ *
+ * with g = d / (D/G) the group of channel d. The parallel mode runs the
+ * scan primitive over cache-sized chunks of time and reduces with C on the
+ * fly (h is never stored for every token); the recurrent mode walks tokens.
+ *
+ *   B, T, D, Nst, G   batch, tokens, channels, state size, groups (D % G == 0)
+ *   u, dt, y          [B,T,D] (token-major; mamba_ssm uses [B,D,T])
+ *   A                 [D,Nst] (negative: A = -exp(A_log))
+ *   Bm, Cm            [B,T,G,Nst]
+ *   Dskip, dt_bias    [D] or NULL
+ *   z                 [B,T,D] or NULL (no gate)
+ *   state_in          [N,D,Nst] or NULL (zeros); state_out [N,D,Nst] or NULL,
+ *                     may be state_in
+ *   cu_seqlens, N     varlen as everywhere
+ */
+SEQK_API seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                         int64_t D, int64_t Nst, int64_t G, unsigned flags,
+                                         const float *u, const float *dt, const float *A,
+                                         const float *Bm, const float *Cm, const float *Dskip,
+                                         const float *z, const float *dt_bias, float *y,
+                                         const float *state_in, float *state_out,
+                                         const int32_t *cu_seqlens, int64_t N);
+
+/* ------------------------------------------------------------------------ */
 /* Softmax attention (DESIGN 3.5)                                            */
 /* ------------------------------------------------------------------------ */
 

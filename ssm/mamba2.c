@@ -1,11 +1,10 @@
 /* ssm/mamba2.c -- the Mamba2 (SSD) entry point: maps x, dt, A, B, C, D onto
  * gated retention (DESIGN 3.1) with q = C, k = B (groups as shared q/k heads),
  * v = dt x (v_scale), g = dt A, scale 1, then adds the skip D x. */
+#include "../core/vmath.h"
 #include "../scan/linear_state.h"
 
-#include <math.h>
-
-static float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+#include "../gpu/gpu.h"
 
 seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
                         int64_t Pd, int64_t G, int64_t Nst, unsigned flags, const float *x,
@@ -37,11 +36,11 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
             return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: y=%p overlaps dt, A or D", fn,
                               (void *)y);
     }
+#if !SEQK__HAVE_CUDA
     if (ctx->backend != SEQK_BACKEND_CPU)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                          "%s: the CUDA backend of the linear-state modules is not built yet "
-                          "(backend=CUDA)",
-                          fn);
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", fn);
+#endif
+    const bool cuda = ctx->backend != SEQK_BACKEND_CPU;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;
     P.chunk = seqk__lin_chunk(chunk);
@@ -52,24 +51,38 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
      * it together with the engine's share so that nothing moves it. */
     const int threads = seqk__threads(ctx);
     P.ws_offset = seqk__align_up((size_t)rows * (size_t)H * sizeof(float), 256);
-    const size_t engine = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent_workspace(&P, threads)
-                                                      : seqk__lin_chunked_workspace(&P, threads);
+    size_t engine;
+#if SEQK__HAVE_CUDA
+    if (cuda) engine = seqk__cuda_lin_workspace(&P, (int)mode); /* >= what the run asks */
+    else
+#endif
+        engine = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent_workspace(&P, threads)
+                                             : seqk__lin_chunked_workspace(&P, threads);
     float *dtp = NULL;
     if ((st = seqk__workspace(fn, ctx, P.ws_offset + engine, (void **)&dtp))) return st;
     /* dtp [B,T,H] */
-    if (rows > 0) {
+#if SEQK__HAVE_CUDA
+    if (cuda && rows > 0 &&
+        (st = seqk__cuda_mamba2_dt(ctx, rows, H, dt, dt_bias,
+                                   (flags & SEQK_MAMBA2_DT_SOFTPLUS) != 0, dtp)))
+        return st;
+#endif
+    if (!cuda && rows > 0) {
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t h = 0; h < H; h++) {
                 float d = dt[r * H + h] + (dt_bias ? dt_bias[h] : 0.0f);
-                dtp[r * H + h] = (flags & SEQK_MAMBA2_DT_SOFTPLUS) ? softplus(d) : d;
+                dtp[r * H + h] = (flags & SEQK_MAMBA2_DT_SOFTPLUS) ? seqk__softplus(d) : d;
             }
     }
     P.v_scale = dtp;
     P.g = dtp;
     P.chunk = chunk; /* seqk__lin_run applies the default */
     if ((st = seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens))) return st;
-    if (D && rows > 0) {
+#if SEQK__HAVE_CUDA
+    if (cuda && D && rows > 0) return seqk__cuda_mamba2_skip(ctx, rows, H, Pd, D, x, y);
+#endif
+    if (!cuda && D && rows > 0) {
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t h = 0; h < H; h++)
