@@ -8,6 +8,7 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libopenblas-dev >/dev/null 2>&1; then missing+=(libopenblas-dev libopenblas-openmp-dev); fi # seqk-bench's sgemm ceilings (optional)
 if ((${#missing[@]})); then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
