@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine should run, in one call (device tool:
+#   run command="bash scripts/gpu_check.sh"), logs under $OUT (default ./gpu-out):
+#   1. configure with SEQK_CUDA=ON, build (Release, sm_90 + sm_80)
+#   2. the whole CTest suite (every case on every backend, CUDA included)
+#   3. compute-sanitizer memcheck, racecheck and synccheck over the CUDA cases
+#   4. seqk-bench on the CUDA backend (and its device copy ceiling)
+#   5. peers, when present (PyTorch SDPA, flash-linear-attention): bench/peers*.py
+# Each step's log is its own file; a summary line per step goes to summary.txt.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH
+summary="$OUT/summary.txt"
+: >"$summary"
+step() { # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "$name: rc=$rc ($((SECONDS - t0)) s)" | tee -a "$summary"
+  tail -n 5 "$OUT/$name.log" | sed 's/^/    /' | tee -a "$summary"
+  return $rc
+}
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
+step configure cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DSEQK_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES="${SEQK_CUDA_ARCHITECTURES:-90}" || exit 1
+step build cmake --build build/gpu -j"$(nproc)" || exit 1
+step ctest ctest --test-dir build/gpu --output-on-failure -j1
+# sanitizers: the CUDA backend only (the CPU cases are covered by ASan in CI)
+for tool in memcheck racecheck synccheck; do
+  for t in build/gpu/tests/test_*; do
+    [ -x "$t" ] || continue
+    step "sanitizer-$tool-$(basename "$t")" env SEQK_TEST_BACKEND=cuda \
+      compute-sanitizer --tool "$tool" --error-exitcode 3 "$t"
+  done
+done
+step bench ./build/gpu/bench/seqk-bench --backend all --threads 16 --out "$OUT/bench"
+for p in bench/peers*.py; do
+  [ -f "$p" ] || continue
+  step "peers-$(basename "$p" .py)" python3 "$p" --device cuda --out "$OUT/bench"
+done
+echo "logs: $OUT" | tee -a "$summary"
