@@ -39,6 +39,45 @@ size_t seqk__cuda_scan_workspace_size(int64_t B, int64_t T, int64_t C, int64_t b
                                       unsigned flags, int64_t N);
 #endif
 
+#if SEQK__HAVE_CUDA
+/* gpu/softmax_attention.cu: arguments as seqk_attention_parallel and
+ * seqk_attention_decode, already validated (K, V <= SEQK__CUDA_ATTN_MAX_DIM).
+ * cu is the device cu_seqlens (NULL without varlen), cu_host its host copy;
+ * cache_len is the device array, cache_len_host its host copy. */
+#define SEQK__CUDA_ATTN_MAX_DIM 256
+seqk_status seqk__cuda_attention_parallel(seqk_context *ctx, int64_t B, int64_t T, int64_t Hq,
+                                          int64_t Hkv, int64_t K, int64_t V, float scale,
+                                          unsigned flags, const float *q, const float *k,
+                                          const float *v, float *o, float *lse,
+                                          const int32_t *cu, const int32_t *cu_host, int64_t N);
+seqk_status seqk__cuda_attention_decode(seqk_context *ctx, int64_t B, int64_t Hq, int64_t Hkv,
+                                        int64_t K, int64_t V, int64_t max_len, float scale,
+                                        const float *q, const float *k_new, const float *v_new,
+                                        float *k_cache, float *v_cache,
+                                        const int32_t *cache_len,
+                                        const int32_t *cache_len_host, float *o, float *lse);
+size_t seqk__cuda_attention_decode_workspace_size(int64_t B, int64_t Hq, int64_t V,
+                                                  int64_t max_len);
+#endif
+
+#if SEQK__HAVE_CUDA
+/* gpu/linear_state.cu: the linear-state engine (scan/linear_state.h) on a CUDA
+ * context. P is validated; its arrays are device pointers except P->cu (the
+ * host copy of cu_seqlens) and P->log_gamma (host [H]); cu_device is the
+ * device cu_seqlens (NULL without varlen). The workspace size is an upper
+ * bound when P->cu is NULL and P->N != P->B (a varlen query). */
+struct seqk__lin;
+seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const struct seqk__lin *P,
+                           const int32_t *cu_device);
+size_t seqk__cuda_lin_workspace(const struct seqk__lin *P, int mode);
+/* Mamba2: dt_out[r,h] = softplus(dt[r,h] + dt_bias[h]) (or without softplus),
+ * dt_bias may be NULL; and y[r,h,:] += D[h] x[r,h,:]. Device arrays. */
+seqk_status seqk__cuda_mamba2_dt(seqk_context *ctx, int64_t rows, int64_t H, const float *dt,
+                                 const float *dt_bias, int softplus, float *dt_out);
+seqk_status seqk__cuda_mamba2_skip(seqk_context *ctx, int64_t rows, int64_t H, int64_t Pd,
+                                   const float *D, const float *x, float *y);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -107,10 +107,11 @@ seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin
     if (ctx->backend == SEQK_BACKEND_CPU) {
         st = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent(ctx, P) : seqk__lin_chunked(ctx, P);
     } else {
-        st = seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                        "%s: the CUDA backend of the linear-state modules is not built yet "
-                        "(backend=CUDA)",
-                        fn);
+#if SEQK__HAVE_CUDA
+        st = seqk__cuda_lin(ctx, mode, P, cu_seqlens);
+#else
+        st = seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", fn);
+#endif
     }
     free(cu_host);
     return st;
@@ -128,6 +129,14 @@ seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode, 
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
     P.chunk = seqk__lin_chunk(chunk);
     P.flags = SEQK__LIN_NORMALIZE; /* the larger state element */
+#if SEQK__HAVE_CUDA
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+        /* without P.cu and with N != B the CUDA size is a bound for any
+         * cu_seqlens of N sequences; plus Mamba2's dt */
+        *bytes = seqk__cuda_lin_workspace(&P, (int)mode) + fbytes(B * T, H) + 256;
+        return SEQK_SUCCESS;
+    }
+#endif
     const int threads = seqk__threads(ctx);
     /* varlen: at most one partial chunk per sequence more than T / chunk */
     if (N > 0) {

@@ -11,6 +11,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
+# The device tool returns at most 8 files: logs go to LOGS, packed into one
+# archive at the end; summary.txt and the bench JSON come back as they are.
+FINAL_OUT=$OUT
+OUT=$(mktemp -d)
 export PATH=/usr/local/cuda/bin:$PATH
 summary="$OUT/summary.txt"
 : >"$summary"
@@ -41,4 +45,7 @@ for p in bench/peers*.py; do
   [ -f "$p" ] || continue
   step "peers-$(basename "$p" .py)" python3 "$p" --device cuda --out "$OUT/bench"
 done
-echo "logs: $OUT" | tee -a "$summary"
+tar czf "$FINAL_OUT/gpu-logs.tar.gz" -C "$OUT" .
+cp "$summary" "$FINAL_OUT/summary.txt"
+cp "$OUT"/bench/seqk-bench.jsonl "$FINAL_OUT/" 2>/dev/null || true
+echo "logs: $FINAL_OUT/gpu-logs.tar.gz" | tee -a "$FINAL_OUT/summary.txt"
