@@ -8,6 +8,8 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libopenblas-dev >/dev/null 2>&1; then missing+=(libopenblas-dev libopenblas-openmp-dev); fi # seqk-bench's sgemm ceilings (optional)
 if ((${#missing[@]})); then
   if command -v apt-get >/dev/null 2>&1; then

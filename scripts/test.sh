@@ -13,6 +13,8 @@ cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release -DSEQK_CUDA="${SEQK_CUDA:-AU
 cmake --build build/test -j"$jobs"
 echo "== tests =="
 ctest --test-dir build/test --output-on-failure -j1
+echo "== Python bindings (pytest, against build/test/libseqk.so) =="
+bash python-bindings/run_tests.sh build/test/libseqk.so
 
 echo "== build (AddressSanitizer + UndefinedBehaviorSanitizer, CPU) =="
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEQK_CUDA=OFF -DSEQK_SANITIZE=ON \

@@ -1,0 +1,92 @@
+"""seqk: Python bindings (ctypes) for libseqk, the C library of sequence-model
+kernels: the scan primitive, linear attention, RetNet retention, gated
+retention, Mamba2 (SSD), the Mamba selective scan and softmax attention; each
+recurrent-state module runs in a recurrent and a parallel mode.
+
+    import numpy as np, seqk
+    q = np.random.randn(1, 128, 4, 32).astype(np.float32)
+    o = seqk.retention(q, q, q, mode="parallel")
+
+The C library is loaded at import ($SEQK_LIBRARY first; see seqk._lib for the
+search order) and must have the same version as this package. The ops take
+numpy float32 arrays (or torch tensors, when the caller uses torch); see
+seqk.ops for the conventions shared by every op.
+"""
+
+from ._version import __version__
+from ._lib import library_path  # loads the library; ImportError if none loads
+from ._core import (
+    ATTN_CAUSAL,
+    LINATTN_ELU1,
+    LINATTN_NORMALIZE,
+    MAMBA2_DT_SOFTPLUS,
+    SCAN_REVERSE,
+    SSCAN_DT_SOFTPLUS,
+    Backend,
+    Context,
+    CopyKind,
+    Mode,
+    SeqkError,
+    Status,
+    backend_compiled,
+    backends,
+    cuda_device_count,
+    default_context,
+    status_string,
+    version,
+)
+from .ops import (
+    attention_decode,
+    attention_decode_workspace_size,
+    attention_parallel,
+    attention_parallel_workspace_size,
+    available_ops,
+    gated_retention,
+    has_op,
+    linear_attention,
+    linear_state_workspace_size,
+    mamba2,
+    retention,
+    retention_default_gammas,
+    scan,
+    scan_workspace_size,
+    selective_scan,
+)
+
+__all__ = [
+    "__version__",
+    "library_path",
+    "version",
+    "status_string",
+    "Status",
+    "Backend",
+    "Mode",
+    "CopyKind",
+    "SCAN_REVERSE",
+    "LINATTN_NORMALIZE",
+    "LINATTN_ELU1",
+    "MAMBA2_DT_SOFTPLUS",
+    "SSCAN_DT_SOFTPLUS",
+    "ATTN_CAUSAL",
+    "SeqkError",
+    "Context",
+    "default_context",
+    "backends",
+    "backend_compiled",
+    "cuda_device_count",
+    "scan",
+    "scan_workspace_size",
+    "linear_attention",
+    "retention",
+    "retention_default_gammas",
+    "gated_retention",
+    "mamba2",
+    "linear_state_workspace_size",
+    "selective_scan",
+    "attention_parallel",
+    "attention_parallel_workspace_size",
+    "attention_decode",
+    "attention_decode_workspace_size",
+    "has_op",
+    "available_ops",
+]

@@ -1,0 +1,636 @@
+"""The ops: one Python function per C function of seqk.h.
+
+Common to every op
+------------------
+Arrays are numpy float32 arrays (int32 for ``cu_seqlens`` and ``cache_len``),
+C-contiguous, or torch tensors of the same dtypes (contiguous) when the caller
+uses torch. Shapes are inferred from the arrays; the letters are:
+
+  B batch, T tokens (or scan steps), H heads, K key/query head dim,
+  V value head dim, N number of sequences (B, or len(cu_seqlens) - 1),
+  C scan channels.
+
+Layout is token-major: q, k ``[B, T, H, K]``; v, o ``[B, T, H, V]``; per-token
+scalars ``[B, T, H]``; per-head constants ``[H]``.
+
+Memory: numpy arrays live in host memory and therefore **require a CPU
+context** (a CUDA context raises ValueError). CPU torch tensors run on a CPU
+context without a copy (through ``data_ptr()``); CUDA torch tensors run on a
+CUDA context of their device, and the op first sets the context's stream to
+``torch.cuda.current_stream()`` so that the work is ordered with torch's.
+With ``ctx=None`` the module's default context is used (the default CPU
+context, or for CUDA tensors the default CUDA context of their device).
+
+Outputs (``out=``, ``final_state_out=``, ``lse_out=`` ...) are allocated when
+not given (numpy, or torch on the input's device); when given they are checked
+like inputs and written in place.
+
+Varlen: ``cu_seqlens`` int32 ``[N+1]`` packs N sequences along T (B must be
+1): ``cu_seqlens[0] = 0``, non-decreasing, ``cu_seqlens[N] = T``; no state
+crosses a boundary. The C library validates the values (its message comes
+through in SeqkError).
+
+State: ``initial_state`` (None = zeros) and the final state, returned when
+``return_final_state=True`` (or written to ``final_state_out``, which may be
+the initial state array itself: an in-place decoding step). Passing one call's
+final state as the next call's initial state equals one call over the
+concatenation.
+
+Errors: wrong dtype or array type -> TypeError; wrong shape, non-contiguous,
+read-only output, wrong memory kind -> ValueError; an error of the C library
+-> seqk.SeqkError with seqk_last_error()'s message.
+"""
+
+import numpy as np
+
+from ._arrays import Call, int_arg, mode_arg, scale_or_default
+from ._core import (
+    ATTN_CAUSAL,
+    LINATTN_ELU1,
+    LINATTN_NORMALIZE,
+    MAMBA2_DT_SOFTPLUS,
+    SCAN_REVERSE,
+    SSCAN_DT_SOFTPLUS,
+    Mode,
+    check,
+    default_context,
+)
+from ._core import Context as _Context
+from ._lib import lib
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def _varlen(c, cu_seqlens):
+    """Checks cu_seqlens (int32 [N+1], B == 1); binds N. Returns (address, N for C)."""
+    if cu_seqlens is None:
+        c.dims["N"] = c.dims["B"]
+        c.origin["N"] = c.origin["B"]  # N = B
+        return None, 0
+    p = c.arr("cu_seqlens", cu_seqlens, ("N+1",), dtype="int32")
+    n = c.dims["N+1"] - 1
+    if n < 1:
+        raise ValueError(
+            "%s: cu_seqlens must hold N+1 >= 2 boundaries (N >= 1 sequences), got shape (%d,)"
+            % (c.fn, n + 1)
+        )
+    if c.dims["B"] != 1:
+        raise ValueError(
+            "%s: with cu_seqlens the sequences are packed along T, so B must be 1; %s has B=%d"
+            % (c.fn, c.origin["B"], c.dims["B"])
+        )
+    c.dims["N"] = n
+    c.origin["N"] = "cu_seqlens"
+    return p, n
+
+
+def _bool(fn, name, v):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError("%s: %s must be a bool, got %s" % (fn, name, type(v).__name__))
+    return bool(v)
+
+
+def _ctx(fn, ctx):
+    if ctx is None:
+        return default_context("cpu")
+    if not isinstance(ctx, _Context):
+        raise TypeError("%s: ctx must be a seqk.Context or None, got %s" % (fn, type(ctx).__name__))
+    return ctx
+
+
+def _size_query(fn, cname, ctx, *args):
+    import ctypes
+
+    n = ctypes.c_size_t(0)
+    ctx = _ctx(fn, ctx)
+    with ctx._lock:
+        check(getattr(lib, cname)(ctx.handle, *args, ctypes.byref(n)), cname)
+    return n.value
+
+
+def has_op(name):
+    """True if the loaded library exports the C function behind op `name`
+    ('scan', 'retention', 'attention_parallel', ...)."""
+    return bool(getattr(lib, "seqk_" + name, None))
+
+
+def available_ops():
+    """The ops whose C function the loaded library exports."""
+    return [n for n in _OPS if has_op(n)]
+
+
+# --------------------------------------------------------------------------
+# scan
+# --------------------------------------------------------------------------
+
+
+def scan(a, b, h0=None, *, block=1, reverse=False, cu_seqlens=None, out=None, return_final=False,
+         final_out=None, ctx=None):
+    """First-order linear recurrence over B*C independent channels (seqk_scan).
+
+    Forward, for t = 0 .. T-1, starting from h[-1] = h0:
+
+        h[t] = a[t] * h[t-1] + b[t]
+
+    reverse=True runs from the last step back, starting from h[T] = h0:
+
+        h[t] = a[t] * h[t+1] + b[t]          (note: a[t], not a[t+1])
+
+    elementwise per channel. One coefficient may be shared by `block`
+    consecutive channels (block divides C; block = C: one scalar per step),
+    which is how a matrix state times a scalar decay is scanned.
+
+    Args:
+      a           [B, T, C/block] float32 coefficients
+      b           [B, T, C] float32 inputs
+      h0          [N, C] initial state per sequence, or None (zeros)
+      block       coefficient block size (1 <= block <= C, C % block == 0)
+      reverse     scan from the last step to the first
+      cu_seqlens  int32 [N+1] or None: varlen (B must be 1)
+      out         [B, T, C] output for every h[t], or None (allocated); may be
+                  `b` itself (in place)
+      return_final  also return the state after each sequence's last step
+                  (forward: h[end-1]; reverse: h[start]; empty sequence: h0)
+      final_out   [N, C] where to write that final state, or None
+      ctx         seqk.Context or None (default context)
+
+    Returns: h, or (h, h_final) when return_final.
+    """
+    fn = "seqk.scan"
+    c = Call(fn, "seqk_scan", ctx, b)
+    block = int_arg(fn, "block", block, 1)
+    reverse = _bool(fn, "reverse", reverse)
+    pb = c.arr("b", b, ("B", "T", "C"))
+    B, T, C = c.dims["B"], c.dims["T"], c.dims["C"]
+    if C % block:
+        raise ValueError("%s: block=%d must divide C=%d (the last dimension of b)" % (fn, block, C))
+    pa = c.arr("a", a, ("B", "T", ("C/block", C // block)))
+    pcu, n_arg = _varlen(c, cu_seqlens)
+    ph0 = c.arr("h0", h0, ("N", "C"), optional=True)
+    h, ph = c.out("out", out, ("B", "T", "C"))
+    fin, pfin = (None, None)
+    if return_final or final_out is not None:
+        fin, pfin = c.out("final_out", final_out, ("N", "C"))
+    c.run(B, T, C, block, SCAN_REVERSE if reverse else 0, pa, pb, ph0, ph, pfin, pcu, n_arg)
+    return (h, fin) if return_final else h
+
+
+def scan_workspace_size(B, T, C, *, block=1, reverse=False, N=0, ctx=None):
+    """Workspace bytes seqk_scan needs for these sizes on this context (N: the
+    number of sequences with varlen, else 0)."""
+    return _size_query("seqk.scan_workspace_size", "seqk_scan_workspace_size", ctx, int(B), int(T), int(C),
+                       int(block), SCAN_REVERSE if reverse else 0, int(N))
+
+
+# --------------------------------------------------------------------------
+# linear-state modules
+# --------------------------------------------------------------------------
+
+_LINEAR_DOC = """
+    The state S is a K x V matrix per sequence and head; each token updates it
+    and reads it:
+
+        S_t = a_t * S_{t-1} + k_t v_t^T,        o_t = S_t^T (scale * q_t)
+
+    mode='recurrent' runs token by token (O(1) memory per step: decoding);
+    mode='parallel' runs chunkwise with matrix products (training, prefill).
+    Both give the same result up to fp32 rounding. A decoding step is
+    mode='recurrent' with T = 1 and final_state_out=initial_state (in place).
+
+    Shared arguments:
+      q, k            [B, T, H, K] float32 (1 <= K <= 1024)
+      v               [B, T, H, V] float32
+      mode            'parallel' (default) or 'recurrent'
+      scale           multiplies q; None = 1/sqrt(K)
+      initial_state   [N, H, K, V] or None (zeros)
+      return_final_state  also return the state after the last token
+      final_state_out [N, H, K, V] where to write it, or None (allocated when
+                      asked for); may be initial_state itself
+      cu_seqlens      int32 [N+1] or None (varlen; B must be 1)
+      chunk           chunk size of the parallel mode (1..1024), 0 = 64
+      out             [B, T, H, V] output o, or None (allocated); must not
+                      overlap an input
+      ctx             seqk.Context or None (default context)
+"""
+
+
+def _append_doc(f, text):
+    if f.__doc__:  # None under python -OO
+        f.__doc__ += text
+
+
+def _linear_inputs(c, q, k, v, cu_seqlens):
+    pq = c.arr("q", q, ("B", "T", "H", "K"))
+    pk = c.arr("k", k, ("B", "T", "H", "K"))
+    pv = c.arr("v", v, ("B", "T", "H", "V"))
+    pcu, n_arg = _varlen(c, cu_seqlens)
+    return pq, pk, pv, pcu, n_arg
+
+
+def _state(c, initial_state, final_state_out, return_final_state, spec):
+    ps0 = c.arr("initial_state", initial_state, spec, optional=True)
+    fin, pfin = (None, None)
+    if return_final_state or final_state_out is not None:
+        fin, pfin = c.out("final_state_out", final_state_out, spec)
+    return ps0, fin, pfin
+
+
+def linear_attention(q, k, v, *, mode="parallel", scale=None, normalize=False, feature_map="identity",
+                     initial_state=None, initial_z=None, return_final_state=False, final_state_out=None,
+                     final_z_out=None, cu_seqlens=None, chunk=0, out=None, ctx=None):
+    """Linear attention (seqk_linear_attention): a_t = 1, with a feature map phi
+    on q and k:
+
+        S_t = S_{t-1} + phi(k_t) v_t^T,        o_t = S_t^T (scale * phi(q_t))
+
+    feature_map='identity' (phi(x) = x) or 'elu1' (phi(x) = elu(x) + 1).
+    normalize=True divides by the Katharopoulos normaliser, whose state
+    z (a K-vector per sequence and head) sums the keys:
+
+        z_t = z_{t-1} + phi(k_t),    o_t = S_t^T (scale phi(q_t)) / (scale phi(q_t) . z_t + 1e-6)
+
+    Extra arguments (with normalize=True only):
+      initial_z    [N, H, K] or None (zeros)
+      final_z_out  [N, H, K] where to write the final z, or None
+    """
+    fn = "seqk.linear_attention"
+    c = Call(fn, "seqk_linear_attention", ctx, q)
+    m = mode_arg(fn, mode)
+    normalize = _bool(fn, "normalize", normalize)
+    if feature_map in (None, "identity"):
+        flags = 0
+    elif feature_map in ("elu1", "elu+1"):
+        flags = LINATTN_ELU1
+    else:
+        raise ValueError("%s: feature_map must be 'identity' or 'elu1', got %r" % (fn, feature_map))
+    if normalize:
+        flags |= LINATTN_NORMALIZE
+    elif initial_z is not None or final_z_out is not None:
+        raise ValueError("%s: initial_z / final_z_out need normalize=True" % fn)
+    chunk = int_arg(fn, "chunk", chunk)
+    pq, pk, pv, pcu, n_arg = _linear_inputs(c, q, k, v, cu_seqlens)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    ps0, fin, pfin = _state(c, initial_state, final_state_out, return_final_state, ("N", "H", "K", "V"))
+    pz0 = c.arr("initial_z", initial_z, ("N", "H", "K"), optional=True)
+    z, pz = (None, None)
+    if normalize and (return_final_state or final_z_out is not None):
+        z, pz = c.out("final_z_out", final_z_out, ("N", "H", "K"))
+    o, po = c.out("out", out, ("B", "T", "H", "V"))
+    c.run(int(m), B, T, H, K, V, sc, flags, pq, pk, pv, po, ps0, pfin, pz0, pz, pcu, n_arg, chunk)
+    if return_final_state:
+        return (o, fin, z) if normalize else (o, fin)
+    return o
+
+
+_append_doc(linear_attention, _LINEAR_DOC + """
+    Returns: o; with return_final_state, (o, final_state), or
+    (o, final_state, final_z) when normalize=True.
+""")
+
+
+def retention(q, k, v, gamma=None, *, mode="parallel", scale=None, initial_state=None,
+              return_final_state=False, final_state_out=None, cu_seqlens=None, chunk=0, out=None,
+              ctx=None):
+    """RetNet retention (seqk_retention): a constant decay gamma_h per head:
+
+        S_t = gamma_h S_{t-1} + k_t v_t^T,        o_t = S_t^T (scale * q_t)
+
+    Extra argument:
+      gamma   [H] float32 decays in (0, 1], or None for RetNet's defaults
+              gamma_h = 1 - 2^(-5-h) (see retention_default_gammas)
+    """
+    fn = "seqk.retention"
+    c = Call(fn, "seqk_retention", ctx, q)
+    m = mode_arg(fn, mode)
+    chunk = int_arg(fn, "chunk", chunk)
+    pq, pk, pv, pcu, n_arg = _linear_inputs(c, q, k, v, cu_seqlens)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pg = c.arr("gamma", gamma, ("H",), optional=True)
+    ps0, fin, pfin = _state(c, initial_state, final_state_out, return_final_state, ("N", "H", "K", "V"))
+    o, po = c.out("out", out, ("B", "T", "H", "V"))
+    c.run(int(m), B, T, H, K, V, sc, pg, pq, pk, pv, po, ps0, pfin, pcu, n_arg, chunk)
+    return (o, fin) if return_final_state else o
+
+
+_append_doc(retention, _LINEAR_DOC + """
+    Returns: o, or (o, final_state) with return_final_state.
+""")
+
+
+def retention_default_gammas(H):
+    """RetNet's default decays gamma_h = 1 - 2^(-5-h), h = 0 .. H-1, as a float32
+    numpy array [H] (seqk_retention_default_gammas)."""
+    H = int_arg("seqk.retention_default_gammas", "H", H)
+    # the library checks 1 <= H <= 2^20 before it writes anything
+    g = np.empty(H if 1 <= H <= (1 << 20) else 1, dtype=np.float32)
+    check(lib.seqk_retention_default_gammas(H, g.__array_interface__["data"][0]), "seqk_retention_default_gammas")
+    return g
+
+
+def gated_retention(q, k, v, g, *, mode="parallel", scale=None, initial_state=None, return_final_state=False,
+                    final_state_out=None, cu_seqlens=None, chunk=0, out=None, ctx=None):
+    """Gated retention (seqk_gated_retention): gated linear attention with one
+    scalar log-gate per token and head (Mamba2 / SSD):
+
+        S_t = exp(g_t) S_{t-1} + k_t v_t^T,        o_t = S_t^T (scale * q_t)
+
+    Extra argument:
+      g     [B, T, H] float32 log-gates, finite, normally <= 0 (decays in
+            (0, 1]); very negative gates (-20 and below) are safe
+    """
+    fn = "seqk.gated_retention"
+    c = Call(fn, "seqk_gated_retention", ctx, q)
+    m = mode_arg(fn, mode)
+    chunk = int_arg(fn, "chunk", chunk)
+    pq, pk, pv, pcu, n_arg = _linear_inputs(c, q, k, v, cu_seqlens)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pg = c.arr("g", g, ("B", "T", "H"))
+    ps0, fin, pfin = _state(c, initial_state, final_state_out, return_final_state, ("N", "H", "K", "V"))
+    o, po = c.out("out", out, ("B", "T", "H", "V"))
+    c.run(int(m), B, T, H, K, V, sc, pq, pk, pv, pg, po, ps0, pfin, pcu, n_arg, chunk)
+    return (o, fin) if return_final_state else o
+
+
+_append_doc(gated_retention, _LINEAR_DOC + """
+    Returns: o, or (o, final_state) with return_final_state.
+""")
+
+
+def mamba2(x, dt, A, B, C, D=None, *, dt_bias=None, dt_softplus=False, mode="parallel", initial_state=None,
+           return_final_state=False, final_state_out=None, cu_seqlens=None, chunk=0, out=None, ctx=None):
+    """The Mamba2 (SSD) layer's sequence mixing (seqk_mamba2), computed as gated
+    retention with q = C, k = B, v = dt * x, g = dt * A and scale 1:
+
+        dt_t = softplus(dt_raw_t + dt_bias)    (dt_softplus=True; else dt_raw_t + dt_bias)
+        S_t  = exp(dt_t A_h) S_{t-1} + B_t (dt_t x_t)^T        S: [Nst, P] per head
+        y_t  = S_t^T C_t + D_h x_t
+
+    Head h reads B/C group h // (H / G).
+
+    Args:
+      x             [Bt, T, H, P] float32 inputs (Bt: batch)
+      dt            [Bt, T, H] raw dt
+      A             [H] (negative: A = -exp(A_log))
+      B, C          [Bt, T, G, Nst] (H % G == 0)
+      D             [H] skip weights, or None (no skip)
+      dt_bias       [H] or None (zero)
+      dt_softplus   apply softplus to dt + dt_bias (mamba_ssm's dt_softplus)
+      mode          'parallel' (default) or 'recurrent'
+      initial_state [N, H, Nst, P] or None (zeros). Note: mamba_ssm stores
+                    this state transposed, [N, H, P, Nst].
+      return_final_state, final_state_out [N, H, Nst, P]: as for the other
+                    linear-state ops (final_state_out may be initial_state)
+      cu_seqlens    int32 [N+1] or None (varlen; batch must be 1)
+      chunk         chunk size of the parallel mode, 0 = 64
+      out           [Bt, T, H, P] output y, or None (allocated)
+      ctx           seqk.Context or None
+
+    Returns: y, or (y, final_state) with return_final_state.
+    """
+    fn = "seqk.mamba2"
+    c = Call(fn, "seqk_mamba2", ctx, x)
+    m = mode_arg(fn, mode)
+    chunk = int_arg(fn, "chunk", chunk)
+    dt_softplus = _bool(fn, "dt_softplus", dt_softplus)
+    px = c.arr("x", x, ("B", "T", "H", "P"))
+    pdt = c.arr("dt", dt, ("B", "T", "H"))
+    pA = c.arr("A", A, ("H",))
+    pB = c.arr("B", B, ("B", "T", "G", "Nst"))
+    pC = c.arr("C", C, ("B", "T", "G", "Nst"))
+    pD = c.arr("D", D, ("H",), optional=True)
+    pbias = c.arr("dt_bias", dt_bias, ("H",), optional=True)
+    Bt, T, H, P, G, Nst = (c.dims[n] for n in ("B", "T", "H", "P", "G", "Nst"))
+    if G == 0 or H % G:
+        raise ValueError("%s: H=%d (from x) must be a multiple of the number of groups G=%d (from B)" % (fn, H, G))
+    pcu, n_arg = _varlen(c, cu_seqlens)
+    ps0, fin, pfin = _state(c, initial_state, final_state_out, return_final_state, ("N", "H", "Nst", "P"))
+    y, py = c.out("out", out, ("B", "T", "H", "P"))
+    flags = MAMBA2_DT_SOFTPLUS if dt_softplus else 0
+    c.run(int(m), Bt, T, H, P, G, Nst, flags, px, pdt, pA, pB, pC, pD, pbias, py, ps0, pfin, pcu, n_arg, chunk)
+    return (y, fin) if return_final_state else y
+
+
+def linear_state_workspace_size(B, T, H, K, V, *, mode="parallel", N=0, chunk=0, ctx=None):
+    """An upper bound of the workspace bytes any linear-state op (linear_attention,
+    retention, gated_retention, mamba2) needs for these sizes and mode on this
+    context (seqk_linear_state_workspace_size; N: sequences with varlen, else 0)."""
+    fn = "seqk.linear_state_workspace_size"
+    m = mode_arg(fn, mode)
+    return _size_query(fn, "seqk_linear_state_workspace_size", ctx, int(m), int(B), int(T), int(H), int(K),
+                       int(V), int(N), int(chunk))
+
+
+# --------------------------------------------------------------------------
+# Mamba selective scan (Mamba1)
+# --------------------------------------------------------------------------
+
+
+def selective_scan(u, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=False, mode="parallel",
+                   initial_state=None, return_final_state=False, final_state_out=None, cu_seqlens=None, out=None,
+                   ctx=None):
+    """The Mamba (Mamba1) selective scan (seqk_selective_scan): per channel d and
+    state index n, a diagonal recurrence with input-dependent coefficients,
+
+        dt_t[d]  = softplus(dt_raw_t[d] + dt_bias[d])     (dt_softplus=True; else without softplus)
+        h_t[d,n] = exp(dt_t[d] A[d,n]) h_{t-1}[d,n] + dt_t[d] B_t[g,n] u_t[d]
+        y_t[d]   = sum_n C_t[g,n] h_t[d,n] + D[d] u_t[d]
+        y_t[d]  *= silu(z_t[d])                           (when z is given)
+
+    with g = d // (Dc / G) the group of channel d (Dc channels, G groups).
+    mode='recurrent' walks the tokens; mode='parallel' runs the scan primitive
+    over chunks of time (same result up to fp32 rounding).
+
+    Args:
+      u, dt         [Bt, T, Dc] float32 inputs and raw step sizes (token-major;
+                    mamba_ssm uses [Bt, Dc, T])
+      A             [Dc, Nst] (negative: A = -exp(A_log))
+      B, C          [Bt, T, G, Nst] (Dc % G == 0)
+      D             [Dc] skip weights, or None
+      z             [Bt, T, Dc] gate, or None (no gate)
+      dt_bias       [Dc] or None (zero)
+      dt_softplus   apply softplus to dt + dt_bias
+      mode          'parallel' (default) or 'recurrent'
+      initial_state [N, Dc, Nst] or None (zeros)
+      return_final_state, final_state_out [N, Dc, Nst]: as for the
+                    linear-state ops (final_state_out may be initial_state)
+      cu_seqlens    int32 [N+1] or None (varlen; batch must be 1)
+      out           [Bt, T, Dc] output y, or None (allocated)
+      ctx           seqk.Context or None
+
+    Returns: y, or (y, final_state) with return_final_state.
+    """
+    fn = "seqk.selective_scan"
+    c = Call(fn, "seqk_selective_scan", ctx, u)
+    m = mode_arg(fn, mode)
+    dt_softplus = _bool(fn, "dt_softplus", dt_softplus)
+    pu = c.arr("u", u, ("B", "T", "D"))
+    pdt = c.arr("dt", dt, ("B", "T", "D"))
+    pA = c.arr("A", A, ("D", "Nst"))
+    pB = c.arr("B", B, ("B", "T", "G", "Nst"))
+    pC = c.arr("C", C, ("B", "T", "G", "Nst"))
+    pD = c.arr("D", D, ("D",), optional=True)
+    pz = c.arr("z", z, ("B", "T", "D"), optional=True)
+    pbias = c.arr("dt_bias", dt_bias, ("D",), optional=True)
+    Bt, T, Dc, Nst, G = (c.dims[n] for n in ("B", "T", "D", "Nst", "G"))
+    if G == 0 or Dc % G:
+        raise ValueError("%s: the channel count D=%d (from u) must be a multiple of the number of groups G=%d "
+                         "(from B)" % (fn, Dc, G))
+    pcu, n_arg = _varlen(c, cu_seqlens)
+    ps0, fin, pfin = _state(c, initial_state, final_state_out, return_final_state, ("N", "D", "Nst"))
+    y, py = c.out("out", out, ("B", "T", "D"))
+    flags = SSCAN_DT_SOFTPLUS if dt_softplus else 0
+    c.run(int(m), Bt, T, Dc, Nst, G, flags, pu, pdt, pA, pB, pC, pD, pz, pbias, py, ps0, pfin, pcu, n_arg)
+    return (y, fin) if return_final_state else y
+
+
+# --------------------------------------------------------------------------
+# softmax attention
+# --------------------------------------------------------------------------
+
+
+def attention_parallel(q, k, v, *, causal=False, scale=None, cu_seqlens=None, out=None, return_lse=False,
+                       lse_out=None, ctx=None):
+    """Softmax attention over whole sequences (seqk_attention_parallel;
+    FlashAttention-style: the T x T scores are never stored). For each
+    batch entry (or sequence), query token t and query head h, with key/value
+    head g = h // (Hq / Hkv) (grouped-query attention):
+
+        lse[t] = log sum_{s in S(t)} exp(scale q[t].k[s])          (natural log)
+        o[t]   = sum_{s in S(t)} exp(scale q[t].k[s] - lse[t]) v[s]
+
+    S(t) is every token of t's sequence, or only s <= t with causal=True. With
+    cu_seqlens no token attends across a sequence boundary.
+
+    Args:
+      q           [B, T, Hq, K] float32
+      k           [B, T, Hkv, K] float32 (Hq % Hkv == 0; Hkv == Hq: multi-head,
+                  Hkv == 1: multi-query)
+      v           [B, T, Hkv, V] float32
+      causal      mask keys after the query
+      scale       multiplies q.k; None = 1/sqrt(K)
+      cu_seqlens  int32 [N+1] or None (varlen; B must be 1)
+      out         [B, T, Hq, V] output, or None (allocated); must not overlap an input
+      return_lse  also return the log-sum-exp
+      lse_out     [B, Hq, T] where to write it, or None
+      ctx         seqk.Context or None
+
+    Returns: o, or (o, lse) with return_lse.
+    """
+    fn = "seqk.attention_parallel"
+    c = Call(fn, "seqk_attention_parallel", ctx, q)
+    causal = _bool(fn, "causal", causal)
+    pq = c.arr("q", q, ("B", "T", "Hq", "K"))
+    pk = c.arr("k", k, ("B", "T", "Hkv", "K"))
+    pv = c.arr("v", v, ("B", "T", "Hkv", "V"))
+    B, T, Hq, Hkv, K, V = (c.dims[n] for n in ("B", "T", "Hq", "Hkv", "K", "V"))
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError("%s: Hq=%d (from q) must be a multiple of Hkv=%d (from k)" % (fn, Hq, Hkv))
+    sc = scale_or_default(fn, scale, K)
+    pcu, n_arg = _varlen(c, cu_seqlens)
+    o, po = c.out("out", out, ("B", "T", "Hq", "V"))
+    lse, plse = (None, None)
+    if return_lse or lse_out is not None:
+        lse, plse = c.out("lse_out", lse_out, ("B", "Hq", "T"))
+    c.run(B, T, Hq, Hkv, K, V, sc, ATTN_CAUSAL if causal else 0, pq, pk, pv, po, plse, pcu, n_arg)
+    return (o, lse) if return_lse else o
+
+
+def attention_parallel_workspace_size(B, T, Hq, Hkv, K, V, *, causal=False, N=0, ctx=None):
+    """Workspace bytes seqk_attention_parallel needs for these sizes on this
+    context (on the CPU it depends on the context's thread count)."""
+    return _size_query("seqk.attention_parallel_workspace_size", "seqk_attention_parallel_workspace_size", ctx,
+                       int(B), int(T), int(Hq), int(Hkv), int(K), int(V), ATTN_CAUSAL if causal else 0, int(N))
+
+
+def attention_decode(q, k_new, v_new, k_cache, v_cache, cache_len, *, scale=None, out=None, return_lse=False,
+                     lse_out=None, ctx=None):
+    """One decoding step of softmax attention with a caller-owned key/value cache
+    (seqk_attention_decode). For each batch entry b, with p = cache_len[b]
+    tokens already cached, and each query head h (key/value head
+    g = h // (Hq / Hkv)):
+
+        k_cache[b, p, g] = k_new[b, g];   v_cache[b, p, g] = v_new[b, g]     (append)
+        lse[b, h] = log sum_{s=0..p} exp(scale q[b,h].k_cache[b,s,g])
+        o[b, h]   = sum_{s=0..p} exp(scale q[b,h].k_cache[b,s,g] - lse[b,h]) v_cache[b,s,g]
+
+    i.e. the last row of causal attention_parallel over the p+1 tokens. The
+    step does NOT advance cache_len: add 1 yourself after the call (entries
+    may differ per batch entry: ragged batches).
+
+    Args:
+      q          [B, Hq, K] float32 the new token's queries
+      k_new      [B, Hkv, K] the new token's keys (Hq % Hkv == 0)
+      v_new      [B, Hkv, V] the new token's values
+      k_cache    [B, max_len, Hkv, K] read and written at position cache_len[b]
+      v_cache    [B, max_len, Hkv, V] read and written at position cache_len[b]
+      cache_len  int32 [B], 0 <= cache_len[b] < max_len (checked by the library)
+      scale      multiplies q.k; None = 1/sqrt(K)
+      out        [B, Hq, V] output, or None (allocated)
+      return_lse also return the log-sum-exp
+      lse_out    [B, Hq] where to write it, or None
+      ctx        seqk.Context or None
+
+    Returns: o, or (o, lse) with return_lse.
+    """
+    fn = "seqk.attention_decode"
+    c = Call(fn, "seqk_attention_decode", ctx, q)
+    pq = c.arr("q", q, ("B", "Hq", "K"))
+    pk = c.arr("k_new", k_new, ("B", "Hkv", "K"))
+    pv = c.arr("v_new", v_new, ("B", "Hkv", "V"))
+    B, Hq, Hkv, K, V = (c.dims[n] for n in ("B", "Hq", "Hkv", "K", "V"))
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError("%s: Hq=%d (from q) must be a multiple of Hkv=%d (from k_new)" % (fn, Hq, Hkv))
+    pkc = c.arr("k_cache", k_cache, ("B", "max_len", "Hkv", "K"), writable=True)
+    pvc = c.arr("v_cache", v_cache, ("B", "max_len", "Hkv", "V"), writable=True)
+    pcl = c.arr("cache_len", cache_len, ("B",), dtype="int32")
+    max_len = c.dims["max_len"]
+    sc = scale_or_default(fn, scale, K)
+    o, po = c.out("out", out, ("B", "Hq", "V"))
+    lse, plse = (None, None)
+    if return_lse or lse_out is not None:
+        lse, plse = c.out("lse_out", lse_out, ("B", "Hq"))
+    c.run(B, Hq, Hkv, K, V, max_len, sc, pq, pk, pv, pkc, pvc, pcl, po, plse)
+    return (o, lse) if return_lse else o
+
+
+def attention_decode_workspace_size(B, Hq, Hkv, K, V, max_len, *, ctx=None):
+    """Workspace bytes seqk_attention_decode needs for these sizes on this
+    context (0 on the CPU; on CUDA the split-KV partials)."""
+    return _size_query("seqk.attention_decode_workspace_size", "seqk_attention_decode_workspace_size", ctx,
+                       int(B), int(Hq), int(Hkv), int(K), int(V), int(max_len))
+
+
+_OPS = (
+    "scan",
+    "linear_attention",
+    "retention",
+    "gated_retention",
+    "mamba2",
+    "selective_scan",
+    "attention_parallel",
+    "attention_decode",
+)
+
+__all__ = [
+    "scan",
+    "scan_workspace_size",
+    "linear_attention",
+    "retention",
+    "retention_default_gammas",
+    "gated_retention",
+    "mamba2",
+    "linear_state_workspace_size",
+    "selective_scan",
+    "attention_parallel",
+    "attention_parallel_workspace_size",
+    "attention_decode",
+    "attention_decode_workspace_size",
+    "has_op",
+    "available_ops",
+    "Mode",
+]
