@@ -18,6 +18,10 @@
 #define SEQK_PRINTF(f, a)
 #endif
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA files include this header too */
+#endif
+
 struct seqk_context {
     seqk_backend backend;
     int device;          /* CUDA ordinal; 0 on the CPU */
@@ -71,5 +75,9 @@ int seqk__omp_thread(void);
 
 /* Sizes rounded up for sub-allocations inside a workspace. */
 static inline size_t seqk__align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* SEQK_CORE_INTERNAL_H */

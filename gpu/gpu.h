@@ -78,6 +78,20 @@ seqk_status seqk__cuda_mamba2_skip(seqk_context *ctx, int64_t rows, int64_t H, i
                                    const float *D, const float *x, float *y);
 #endif
 
+#if SEQK__HAVE_CUDA
+/* gpu/deltanet.cu: seqk_deltanet on a CUDA context (DESIGN 3.3). P describes
+ * the problem as for the linear-state engine (q, k, v, g = log-gates or NULL,
+ * o, s_in, s_out device pointers; P->cu the host copy of cu_seqlens or NULL;
+ * flags SEQK__LIN_L2NORM or 0; chunk already defaulted); beta is the device
+ * [B*T, H] array, cu_device the device cu_seqlens (NULL without varlen).
+ * Everything is validated. The workspace size is an upper bound when P->cu
+ * is NULL and P->N != P->B (a varlen query). */
+struct seqk__lin;
+seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const struct seqk__lin *P,
+                                const float *beta, const int32_t *cu_device);
+size_t seqk__cuda_deltanet_workspace(const struct seqk__lin *P, int mode);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

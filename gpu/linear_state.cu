@@ -1,0 +1,971 @@
+/*
+ * gpu/linear_state.cu -- CUDA backend of the linear-state engine
+ * (scan/linear_state.h, DESIGN 3.1): linear attention, RetNet retention,
+ * gated retention, and through them Mamba2. First, plain version: fp32
+ * everywhere, CUDA cores only, shared-memory tiles; the reference the tuned
+ * kernels will be checked against.
+ *
+ * The math (per sequence n, head h; q/k head hq = h / (H / Hqk)):
+ *
+ *   log a_t = g[t,h] * (g_head ? g_head[h] : 1) + (log_gamma ? log_gamma[h] : 0)
+ *   q~_t = scale phi(q_t),  k~_t = phi(k_t),  v~_t = (v_scale ? v_scale[t,h] : 1) v_t
+ *   S_t  = a_t S_{t-1} + k~_t v~_t^T              (K x V, fp32)
+ *   o_t  = S_t^T q~_t                              (V)
+ *   with SEQK__LIN_NORMALIZE: z_t = a_t z_{t-1} + k~_t, o_t /= q~_t . z_t + eps
+ *
+ * phi is elu+1 with SEQK__LIN_ELU1, else the identity. S_{-1} = s_in (zeros
+ * when NULL), z_{-1} = z_in (zeros when NULL); the final S, z go to s_out,
+ * z_out when given (s_out may be s_in, z_out may be z_in). An empty sequence
+ * copies s_in (or zeros) to s_out.
+ *
+ * Recurrent mode: one kernel.
+ *   lin_recurrent_kernel<RPT, MAXT>  grid N*H*nvb blocks, nvb = ceil(V/32)
+ *   (flattened, x = (n*H + h)*nvb + vb), block 32*W threads, W = ceil(K/RPT)
+ *   warps (RPT = 8, 16, 32 rows per thread for K <= 64, 128, 1024). The block
+ *   owns the K x 32 state slice S[:, 32vb .. 32vb+31] of (n, h): lane j = column, warp
+ *   w holds rows w, w+W, .. (RPT of them) in registers. Tokens go in tiles of
+ *   TT (<= 16, shared memory <= 48 KB): the block loads q~, k~ (TT x K) and
+ *   v~ (TT x 32) and a_t with coalesced loads into shared memory; then per
+ *   token each thread does S_ij = a S_ij + k~_i v~_j and its partial
+ *   o_j = sum q~_i S_ij over its rows, partials go to shared memory [TT][W][32]
+ *   and are summed over warps after one barrier. With the normaliser thread
+ *   tid < K keeps z_tid and the den partials are reduced by warp shuffles;
+ *   then the grid is N*H blocks and each walks the nvb column slices of its
+ *   head in turn (z recomputed per slice), so that z_in is read before z_out
+ *   (which may be the same array) is written.
+ *   Reads s_in, z_in, q, k, v, v_scale, g, g_head; writes o, s_out, z_out.
+ *   s_out == s_in is safe: each state element is read and written by the same
+ *   thread.
+ *
+ * Parallel (chunked) mode: the three stages of scan/chunk.c. Chunk c of
+ * sequence n holds its tokens [cL, cL + L) (Lc <= L in the last one); chunks
+ * are numbered globally, sequence n owning [first[n], first[n+1]);
+ * G_i = sum_{j<=i} log a_j inside the chunk:
+ *
+ *   U_c      = (diag(exp(G_Lc - G)) K~)^T V~        (and zU_c = (..)^T 1)
+ *   S0_c     = a_{c-1} S0_{c-1} + U_{c-1},  a_c = exp(G_Lc),  S0_first = s_in
+ *   O        = diag(exp(G)) Q~ S0  +  ((Q~ K~^T) .* D) V~,
+ *              D_ij = exp(G_i - G_j) for j <= i, else 0 (never exponentiated)
+ *   den_i    = exp(G_i) q~_i . z0  +  sum_{j<=i} ((Q~ K~^T) .* D)_ij
+ *
+ *   (0) lin_chunk_first_kernel  <<<1, 1024>>>, varlen only: first[n+1] =
+ *       sum_{m<=n} ceil(len_m / L) from the device cu_seqlens (block scan).
+ *       Without varlen first[n] = n * ceil(T / L) is computed inline.
+ *   (0) lin_chunk_gates_kernel  <<<ceil(nchunks*H / 8), 256>>>, when there is
+ *       a decay: one warp per (chunk, head) scans the chunk's log-decays
+ *       (warp shuffles, 32 tokens at a time) into Gc [B*T, H] (token-major,
+ *       like g) and writes acoef[c, h] = exp(G_last).
+ *   (1) lin_chunk_local_kernel  <<<nchunks*H*ceil(K/64)*ceil(V/64), 256>>>:
+ *       block (c, h, K tile, V tile) computes a 64 x 64 tile of U_c = Kd^T V~
+ *       (Kd = exp(G_last - G_i) k~_i), 4 x 4 outputs per thread, tokens in
+ *       steps of 16 through shared memory (coalesced 64-float rows of k and
+ *       v). The V-tile-0 blocks also write zU. Writes states[c, h, 0..E).
+ *   (2) lin_chunk_scan_kernel   <<<N*H*ceil(E/256), 256>>>: one thread per
+ *       state element e of (n, h) (E = K*V, + K with the normaliser) walks the
+ *       sequence's chunks, replacing U_c in place by the state BEFORE chunk c
+ *       (S0_c) and carrying S = a_c S + U_c; it starts from s_in / z_in and
+ *       ends by writing s_out / z_out (read and write by the same thread, so
+ *       s_out == s_in is safe; stage 3 reads only states, never s_in).
+ *       Coalesced: consecutive threads, consecutive elements.
+ *   (3) lin_chunk_output_kernel <<<nchunks*H*ceil(L/64)*ceil(V/64), 256>>>:
+ *       block (c, h, 64-row tile of the chunk, 64-column tile of V): for each
+ *       64-key tile at or left of the diagonal: P = Q~ K~^T over K in steps of
+ *       16 (4 x 4 per thread), P .*= D in registers (exp only where j <= i),
+ *       P to shared memory, row sums into den, O += P V~; then O += Qg S0 over
+ *       K in steps of 16 and den += Qg . z0; O /= den + eps; writes o.
+ *       42 KB static shared memory.
+ *
+ * Workspace (from P->ws_offset on, 256-byte aligned regions): parallel mode
+ * first [N+1] int32, Gc [B*T*H], acoef [nchunks*H], states [nchunks*H*E]
+ * floats (E = K*V (+K)); both modes: log_gamma [H] when H > LG_INLINE (up to
+ * LG_INLINE heads travel by value in the kernel arguments, so the host array
+ * may be freed as soon as the call returns; more are copied with
+ * cudaMemcpyAsync + stream synchronize). The recurrent mode needs no
+ * workspace otherwise (a decoding step allocates nothing).
+ *
+ * Mamba2 helpers: lin_mamba2_dt_kernel (dt' = softplus(dt + bias) or
+ * dt + bias, [rows, H]) and lin_mamba2_skip_kernel (y += D x), grid-stride,
+ * 256 threads.
+ *
+ * To tune (measure first): tensor cores (tf32 mma / wgmma) for the three
+ * chunk products; one V tile per block covering V <= 128 so that P is not
+ * recomputed per V tile; fusing stage 0 into 1 and 3; the chunk-state pass on
+ * the scan primitive (gpu/scan.cu) for few long sequences; a fused driver
+ * (chunks of one (n, h) in order, state in shared memory) when N*H fills the
+ * machine, which avoids the nchunks*H*K*V state buffer; 16-byte loads; the
+ * recurrent mode's per-token barriers (a warp per 32 columns with the whole
+ * K in registers for small K); the 1024-thread recurrent variant (K > 256) is
+ * capped at 64 registers and spills ~80 bytes (ptxas -v), a 512-thread,
+ * 64-rows-per-thread variant may do better.
+ */
+/* core/internal.h and scan/linear_state.h are C headers without C++ guards:
+ * include them first inside extern "C" so that seqk__fail, seqk__workspace and
+ * seqk__lin_chunk get C linkage here (their include guards make the later
+ * includes through common.cuh no-ops). */
+extern "C" {
+#include "../core/internal.h"
+#include "../scan/linear_state.h"
+}
+
+#include "common.cuh"
+
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- constants ------------------------------------------------------------ */
+
+enum {
+    LG_INLINE = 256,   /* log-gammas passed by value up to this many heads */
+    WS_ALIGN = 256,
+    REC_COLS = 32,     /* state columns per recurrent block (one per lane) */
+    REC_TT_MAX = 16,   /* tokens per recurrent tile */
+    REC_SMEM_FLOATS = 12288, /* 48 KB */
+    TILE = 64,         /* chunk-product tiles: 64 x 64 outputs per block */
+    TSTEP = 16,        /* inner-dimension step of the tiles */
+    TILE_THREADS = 256,
+    MAX_CHUNK_L = 1024,
+    SCAN_THREADS = 256,
+    GATE_THREADS = 256,
+    FIRST_THREADS = 1024,
+    ELEM_THREADS = 256
+};
+
+#define LIN_FULL_MASK 0xffffffffu
+
+/* Everything a kernel needs, by value. Sizes that index memory are used as
+ * int64 in the index math. */
+typedef struct lin_args {
+    int64_t T;      /* tokens per batch entry (without varlen) */
+    int64_t N;      /* sequences */
+    int64_t cps;    /* chunks per sequence without varlen: ceil(T / L) */
+    int64_t KV, E;  /* K*V; floats per chunk state (K*V, + K with the normaliser) */
+    int H, Hqk, hgrp, K, V, L;
+    float scale;
+    int norm, elu, decay, has_lg;
+    const float *q, *k, *v, *v_scale, *g, *g_head;
+    const float *lg_dev; /* device log_gamma [H] when H > LG_INLINE, else NULL */
+    float *o;
+    const float *s_in;
+    float *s_out;
+    const float *z_in;
+    float *z_out;
+    const int32_t *cu;    /* device cu_seqlens [N+1] or NULL */
+    const int32_t *first; /* device [N+1]: first global chunk of each sequence (varlen) */
+    float *Gc;            /* [B*T, H] cumulative log-decay inside the chunk (decay only) */
+    float *acoef;         /* [nchunks, H] exp(G_last) */
+    float *states;        /* [nchunks, H, E] */
+    float lg[LG_INLINE];  /* log_gamma by value (H <= LG_INLINE) */
+} lin_args;
+
+/* ---- device helpers --------------------------------------------------------- */
+
+static __device__ __forceinline__ float lin_phi(float x, int elu)
+{
+    if (!elu) return x;
+    return x > 0.0f ? x + 1.0f : expf(x);
+}
+
+/* log_gamma[h] (0 when absent). */
+static __device__ __forceinline__ float lin_head_lg(const lin_args &a, int h)
+{
+    if (!a.has_lg) return 0.0f;
+    return a.lg_dev ? a.lg_dev[h] : a.lg[h];
+}
+
+/* log a for token row r, head h (lgh = lin_head_lg(a, h)); as seqk__lin_logdecay. */
+static __device__ __forceinline__ float lin_logdecay(const lin_args &a, int64_t r, int h,
+                                                     float lgh)
+{
+    float ld = 0.0f;
+    if (a.g) ld = a.g[r * a.H + h] * (a.g_head ? a.g_head[h] : 1.0f);
+    if (a.has_lg) ld += lgh;
+    return ld;
+}
+
+/* Token range of sequence n. */
+static __device__ __forceinline__ void lin_seq(const lin_args &a, int64_t n, int64_t *row0,
+                                               int64_t *len)
+{
+    if (a.cu) {
+        *row0 = a.cu[n];
+        *len = (int64_t)a.cu[n + 1] - a.cu[n];
+    } else {
+        *row0 = n * a.T;
+        *len = a.T;
+    }
+}
+
+/* Global chunk range [first, end) of sequence n. */
+static __device__ __forceinline__ void lin_seq_chunks(const lin_args &a, int64_t n,
+                                                      int64_t *c_begin, int64_t *c_end)
+{
+    if (a.first) {
+        *c_begin = a.first[n];
+        *c_end = a.first[n + 1];
+    } else {
+        *c_begin = n * a.cps;
+        *c_end = (n + 1) * a.cps;
+    }
+}
+
+/* Global chunk c -> its first token row r0 and its length Lc. */
+static __device__ void lin_chunk_rows(const lin_args &a, int64_t c, int64_t *r0, int *Lc)
+{
+    int64_t n, ci;
+    if (a.first) {
+        /* the largest n < N with first[n] <= c (empty sequences own no chunk) */
+        int64_t lo = 0, hi = a.N - 1;
+        while (lo < hi) {
+            const int64_t mid = (lo + hi + 1) / 2;
+            if (a.first[mid] <= c) lo = mid;
+            else hi = mid - 1;
+        }
+        n = lo;
+        ci = c - a.first[n];
+    } else {
+        n = c / a.cps;
+        ci = c - n * a.cps;
+    }
+    int64_t row0, len;
+    lin_seq(a, n, &row0, &len);
+    const int64_t c0 = ci * a.L;
+    *r0 = row0 + c0;
+    *Lc = (int)(len - c0 < a.L ? len - c0 : a.L);
+}
+
+static __device__ __forceinline__ float lin_warp_sum(float x)
+{
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(LIN_FULL_MASK, x, off);
+    return x;
+}
+
+/* ---- recurrent mode ----------------------------------------------------------- */
+
+template <int RPT, int MAXT>
+static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, int nvb, int TT)
+{
+    extern __shared__ float sm[];
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, W = blockDim.x >> 5;
+    const int K = a.K, V = a.V, H = a.H;
+    /* with the normaliser one block walks every column block of its head in
+     * turn, so that z_in is read before z_out (possibly the same array) is
+     * written; otherwise one block per column block */
+    const int per_head = a.norm ? 1 : nvb;
+    const int64_t id = blockIdx.x;
+    const int vb_first = (int)(id % per_head);
+    const int vb_end = a.norm ? nvb : vb_first + 1;
+    const int h = (int)((id / per_head) % H);
+    const int64_t n = id / ((int64_t)per_head * H);
+    const int hq = h / a.hgrp;
+    const int64_t nh = n * H + h;
+
+    float *qs = sm;                        /* [TT][K] scale phi(q) */
+    float *ks = qs + TT * K;               /* [TT][K] phi(k) */
+    float *vs = ks + TT * K;               /* [TT][32] v_scale v */
+    float *as = vs + TT * REC_COLS;        /* [TT] a_t */
+    float *red = as + TT;                  /* [TT][W][32] partial o */
+    float *dred = red + TT * W * REC_COLS; /* [TT][W] partial den */
+
+    int64_t row0, len;
+    lin_seq(a, n, &row0, &len);
+    const float lgh = lin_head_lg(a, h);
+    float zr = 0.0f; /* z_tid (normaliser) */
+
+    for (int vb = vb_first; vb < vb_end; vb++) {
+        const int c0 = vb * REC_COLS, col = c0 + lane;
+        const bool colok = col < V;
+        float S[RPT];
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const int i = w + W * r;
+            S[r] = (a.s_in && colok && i < K) ? a.s_in[nh * a.KV + (int64_t)i * V + col] : 0.0f;
+        }
+        zr = (a.norm && a.z_in && tid < K) ? a.z_in[nh * K + tid] : 0.0f;
+
+        for (int64_t t0 = 0; t0 < len; t0 += TT) {
+            const int nt = (int)(len - t0 < TT ? len - t0 : TT);
+            /* load the tile: coalesced rows of q, k (K floats) and v (32 floats) */
+            for (int idx = tid; idx < nt * K; idx += blockDim.x) {
+                const int t = idx / K, i = idx - t * K;
+                const int64_t r = row0 + t0 + t;
+                const int64_t off = (r * a.Hqk + hq) * K + i;
+                qs[idx] = a.scale * lin_phi(a.q[off], a.elu);
+                ks[idx] = lin_phi(a.k[off], a.elu);
+            }
+            for (int idx = tid; idx < nt * REC_COLS; idx += blockDim.x) {
+                const int t = idx / REC_COLS, j = idx - t * REC_COLS;
+                const int64_t r = row0 + t0 + t;
+                float x = 0.0f;
+                if (c0 + j < V) {
+                    x = a.v[(r * H + h) * V + c0 + j];
+                    if (a.v_scale) x *= a.v_scale[r * H + h];
+                }
+                vs[idx] = x;
+            }
+            for (int t = tid; t < nt; t += blockDim.x)
+                as[t] = a.decay ? expf(lin_logdecay(a, row0 + t0 + t, h, lgh)) : 1.0f;
+            __syncthreads();
+            /* per token: S = a S + k v^T on the owned rows, partial o and den */
+            for (int t = 0; t < nt; t++) {
+                const float at = as[t], vj = vs[t * REC_COLS + lane];
+                const float *qt = qs + t * K, *kt = ks + t * K;
+                float acc = 0.0f;
+#pragma unroll
+                for (int r = 0; r < RPT; r++) {
+                    const int i = w + W * r;
+                    if (i < K) {
+                        S[r] = fmaf(kt[i], vj, at * S[r]);
+                        acc = fmaf(qt[i], S[r], acc);
+                    }
+                }
+                red[(t * W + w) * REC_COLS + lane] = acc;
+                if (a.norm) {
+                    float d = 0.0f;
+                    if (tid < K) {
+                        zr = at * zr + kt[tid];
+                        d = qt[tid] * zr;
+                    }
+                    d = lin_warp_sum(d);
+                    if (lane == 0) dred[t * W + w] = d;
+                }
+            }
+            __syncthreads();
+            /* o = sum over warps (/ den) */
+            for (int idx = tid; idx < nt * REC_COLS; idx += blockDim.x) {
+                const int t = idx / REC_COLS, j = idx - t * REC_COLS;
+                float s = 0.0f;
+                for (int ww = 0; ww < W; ww++) s += red[(t * W + ww) * REC_COLS + j];
+                if (a.norm) {
+                    float d = 0.0f;
+                    for (int ww = 0; ww < W; ww++) d += dred[t * W + ww];
+                    s *= 1.0f / (d + SEQK__LIN_EPS);
+                }
+                if (c0 + j < V) a.o[((row0 + t0 + t) * H + h) * V + c0 + j] = s;
+            }
+            /* no barrier needed here: the next tile's (or pass's) loads write
+             * qs/ks/vs/as, whose readers all passed the barrier above, and
+             * red/dred are written again only after the next first barrier */
+        }
+#pragma unroll
+        for (int r = 0; r < RPT; r++) {
+            const int i = w + W * r;
+            if (a.s_out && colok && i < K) a.s_out[nh * a.KV + (int64_t)i * V + col] = S[r];
+        }
+    }
+    if (a.norm && a.z_out && tid < K) a.z_out[nh * K + tid] = zr;
+}
+
+/* ---- parallel mode, stage 0: chunk table and cumulative decays ---------------- */
+
+static __global__ void __launch_bounds__(FIRST_THREADS)
+    lin_chunk_first_kernel(const int32_t *cu, int64_t N, int L, int32_t *first)
+{
+    __shared__ int32_t warp_tot[FIRST_THREADS / 32];
+    __shared__ int32_t carry_s;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    if (tid == 0) {
+        first[0] = 0;
+        carry_s = 0;
+    }
+    __syncthreads();
+    for (int64_t base = 0; base < N; base += FIRST_THREADS) {
+        const int64_t n = base + tid;
+        int32_t x = 0;
+        if (n < N) x = (int32_t)(((int64_t)cu[n + 1] - cu[n] + L - 1) / L);
+        /* inclusive block scan */
+        for (int off = 1; off < 32; off <<= 1) {
+            const int32_t y = __shfl_up_sync(LIN_FULL_MASK, x, off);
+            if (lane >= off) x += y;
+        }
+        if (lane == 31) warp_tot[w] = x;
+        __syncthreads();
+        if (w == 0) {
+            int32_t y = warp_tot[lane];
+            for (int off = 1; off < 32; off <<= 1) {
+                const int32_t z = __shfl_up_sync(LIN_FULL_MASK, y, off);
+                if (lane >= off) y += z;
+            }
+            warp_tot[lane] = y; /* inclusive over warps */
+        }
+        __syncthreads();
+        const int32_t carry = carry_s;
+        if (w > 0) x += warp_tot[w - 1];
+        if (n < N) first[n + 1] = carry + x;
+        __syncthreads();
+        if (tid == FIRST_THREADS - 1) carry_s = carry + x;
+        __syncthreads();
+    }
+}
+
+/* One warp per (chunk, head): Gc = inclusive scan of log a over the chunk. */
+static __global__ void __launch_bounds__(GATE_THREADS)
+    lin_chunk_gates_kernel(lin_args a, int64_t nwork)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t wid = (int64_t)blockIdx.x * (GATE_THREADS / 32) + (threadIdx.x >> 5);
+    if (wid >= nwork) return; /* whole warp */
+    const int64_t c = wid / a.H;
+    const int h = (int)(wid - c * a.H);
+    int64_t r0;
+    int Lc;
+    lin_chunk_rows(a, c, &r0, &Lc);
+    const float lgh = lin_head_lg(a, h);
+    float carry = 0.0f;
+    for (int i0 = 0; i0 < Lc; i0 += 32) {
+        const int i = i0 + lane;
+        float x = i < Lc ? lin_logdecay(a, r0 + i, h, lgh) : 0.0f;
+        for (int off = 1; off < 32; off <<= 1) {
+            const float y = __shfl_up_sync(LIN_FULL_MASK, x, off);
+            if (lane >= off) x += y;
+        }
+        x += carry;
+        if (i < Lc) a.Gc[(r0 + i) * a.H + h] = x;
+        /* the last valid lane's value, so that acoef = exp(Gc[last]) exactly */
+        const int last = Lc - 1 - i0 < 31 ? Lc - 1 - i0 : 31;
+        carry = __shfl_sync(LIN_FULL_MASK, x, last);
+    }
+    if (lane == 0) a.acoef[c * a.H + h] = expf(carry);
+}
+
+/* ---- parallel mode, stage 1: local states U = Kd^T V~ -------------------------- */
+
+static __global__ void __launch_bounds__(TILE_THREADS)
+    lin_chunk_local_kernel(lin_args a, int tilesK, int tilesV)
+{
+    __shared__ float Ks[TSTEP][TILE]; /* Kd rows of TSTEP tokens, K tile */
+    __shared__ float Vs[TSTEP][TILE]; /* V~ rows, V tile */
+    __shared__ float fk[MAX_CHUNK_L]; /* exp(G_last - G_i) */
+    __shared__ float fv[MAX_CHUNK_L]; /* v_scale */
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int64_t id = blockIdx.x;
+    const int tv = (int)(id % tilesV);
+    const int tk = (int)((id / tilesV) % tilesK);
+    const int64_t ch = id / ((int64_t)tilesV * tilesK);
+    const int64_t c = ch / a.H;
+    const int h = (int)(ch - c * a.H), hq = h / a.hgrp;
+    const int K = a.K, V = a.V, H = a.H;
+    const int k0 = tk * TILE, v0 = tv * TILE;
+    int64_t r0;
+    int Lc;
+    lin_chunk_rows(a, c, &r0, &Lc);
+    const float glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
+    for (int i = tid; i < Lc; i += TILE_THREADS) {
+        const int64_t r = r0 + i;
+        fk[i] = a.decay ? expf(glast - a.Gc[r * H + h]) : 1.0f;
+        fv[i] = a.v_scale ? a.v_scale[r * H + h] : 1.0f;
+    }
+    __syncthreads();
+    float acc[4][4], zacc[4];
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        zacc[m] = 0.0f;
+#pragma unroll
+        for (int b = 0; b < 4; b++) acc[m][b] = 0.0f;
+    }
+    for (int i0 = 0; i0 < Lc; i0 += TSTEP) {
+#pragma unroll
+        for (int p = 0; p < TSTEP * TILE / TILE_THREADS; p++) {
+            const int idx = tid + TILE_THREADS * p, ii = idx / TILE, cc = idx % TILE;
+            const int i = i0 + ii;
+            float kx = 0.0f, vx = 0.0f;
+            if (i < Lc) {
+                const int64_t r = r0 + i;
+                if (k0 + cc < K) kx = fk[i] * lin_phi(a.k[(r * a.Hqk + hq) * K + k0 + cc], a.elu);
+                if (v0 + cc < V) vx = fv[i] * a.v[(r * H + h) * V + v0 + cc];
+            }
+            Ks[ii][cc] = kx;
+            Vs[ii][cc] = vx;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ii = 0; ii < TSTEP; ii++) {
+            float kr[4], vr[4];
+#pragma unroll
+            for (int m = 0; m < 4; m++) kr[m] = Ks[ii][ty + 16 * m];
+#pragma unroll
+            for (int b = 0; b < 4; b++) vr[b] = Vs[ii][tx + 16 * b];
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                zacc[m] += kr[m];
+#pragma unroll
+                for (int b = 0; b < 4; b++) acc[m][b] = fmaf(kr[m], vr[b], acc[m][b]);
+            }
+        }
+        __syncthreads();
+    }
+    float *U = a.states + (c * H + h) * a.E;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        const int kk = k0 + ty + 16 * m;
+        if (kk >= K) continue;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int vv = v0 + tx + 16 * b;
+            if (vv < V) U[(int64_t)kk * V + vv] = acc[m][b];
+        }
+        if (a.norm && tv == 0 && tx == 0) U[a.KV + kk] = zacc[m];
+    }
+}
+
+/* ---- parallel mode, stage 2: chunk states --------------------------------------- */
+
+static __global__ void __launch_bounds__(SCAN_THREADS)
+    lin_chunk_scan_kernel(lin_args a, int eblocks)
+{
+    const int64_t id = blockIdx.x;
+    const int64_t nh = id / eblocks;
+    const int64_t e = (id - nh * eblocks) * SCAN_THREADS + threadIdx.x;
+    if (e >= a.E) return;
+    const int64_t n = nh / a.H;
+    const int h = (int)(nh - n * a.H);
+    const bool in_s = e < a.KV;
+    float carry = 0.0f;
+    if (in_s) {
+        if (a.s_in) carry = a.s_in[nh * a.KV + e];
+    } else if (a.z_in) {
+        carry = a.z_in[nh * a.K + (e - a.KV)];
+    }
+    int64_t cb, ce;
+    lin_seq_chunks(a, n, &cb, &ce);
+    const int64_t HE = (int64_t)a.H * a.E;
+    float *st = a.states + (int64_t)h * a.E + e; /* + c * HE */
+    int64_t c = cb;
+    for (; c + 4 <= ce; c += 4) { /* four loads in flight before the dependent FMAs */
+        float u[4], cf[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            u[j] = st[(c + j) * HE];
+            cf[j] = a.decay ? a.acoef[(c + j) * a.H + h] : 1.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            st[(c + j) * HE] = carry;
+            carry = fmaf(cf[j], carry, u[j]);
+        }
+    }
+    for (; c < ce; c++) {
+        const float u = st[c * HE];
+        const float cf = a.decay ? a.acoef[c * a.H + h] : 1.0f;
+        st[c * HE] = carry;
+        carry = fmaf(cf, carry, u);
+    }
+    if (in_s) {
+        if (a.s_out) a.s_out[nh * a.KV + e] = carry;
+    } else if (a.z_out) {
+        a.z_out[nh * a.K + (e - a.KV)] = carry;
+    }
+}
+
+/* ---- parallel mode, stage 3: outputs --------------------------------------------- */
+
+static __global__ void __launch_bounds__(TILE_THREADS)
+    lin_chunk_output_kernel(lin_args a, int tilesM, int tilesV)
+{
+    __shared__ float Qt[TSTEP][TILE + 1]; /* Q~ (then Qg) of the row tile, k-major */
+    __shared__ float Kt[TSTEP][TILE + 1]; /* K~ of the key tile, k-major */
+    __shared__ float Ps[TILE][TILE + 1];  /* (Q~ K~^T) .* D */
+    __shared__ float Vt[TILE * TILE];     /* V~ [key][col]; then S0 [k][col] (TSTEP rows) */
+    __shared__ float Gq[TILE], Gk[TILE], fvk[TILE], den[TILE], zs[TSTEP];
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int64_t id = blockIdx.x;
+    const int tv = (int)(id % tilesV);
+    const int tm = (int)((id / tilesV) % tilesM);
+    const int64_t ch = id / ((int64_t)tilesV * tilesM);
+    const int64_t c = ch / a.H;
+    const int h = (int)(ch - c * a.H), hq = h / a.hgrp;
+    const int K = a.K, V = a.V, H = a.H;
+    int64_t r0;
+    int Lc;
+    lin_chunk_rows(a, c, &r0, &Lc);
+    const int m0 = tm * TILE, v0 = tv * TILE;
+    if (m0 >= Lc) return; /* the whole block: a short last chunk */
+    if (tid < TILE) {
+        const int i = m0 + tid;
+        Gq[tid] = (a.decay && i < Lc) ? a.Gc[(r0 + i) * H + h] : 0.0f;
+        den[tid] = 0.0f;
+    }
+    float acc[4][4];
+#pragma unroll
+    for (int m = 0; m < 4; m++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) acc[m][b] = 0.0f;
+
+    /* intra-chunk: key tiles at or left of the diagonal */
+    const int jend = m0 + TILE < Lc ? m0 + TILE : Lc;
+    for (int j0 = 0; j0 < jend; j0 += TILE) {
+        if (tid < TILE) {
+            const int j = j0 + tid;
+            Gk[tid] = (a.decay && j < Lc) ? a.Gc[(r0 + j) * H + h] : 0.0f;
+            fvk[tid] = (a.v_scale && j < Lc) ? a.v_scale[(r0 + j) * H + h] : 1.0f;
+        }
+        float p[4][4];
+#pragma unroll
+        for (int m = 0; m < 4; m++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) p[m][b] = 0.0f;
+        for (int kk0 = 0; kk0 < K; kk0 += TSTEP) {
+#pragma unroll
+            for (int pp = 0; pp < TSTEP * TILE / TILE_THREADS; pp++) {
+                const int idx = tid + TILE_THREADS * pp, t = idx / TSTEP, kc = idx % TSTEP;
+                const int kk = kk0 + kc, i = m0 + t, j = j0 + t;
+                float qx = 0.0f, kx = 0.0f;
+                if (kk < K) {
+                    if (i < Lc)
+                        qx = a.scale * lin_phi(a.q[((r0 + i) * a.Hqk + hq) * K + kk], a.elu);
+                    if (j < Lc) kx = lin_phi(a.k[((r0 + j) * a.Hqk + hq) * K + kk], a.elu);
+                }
+                Qt[kc][t] = qx;
+                Kt[kc][t] = kx;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int kc = 0; kc < TSTEP; kc++) {
+                float qa[4], kb[4];
+#pragma unroll
+                for (int m = 0; m < 4; m++) qa[m] = Qt[kc][ty + 16 * m];
+#pragma unroll
+                for (int b = 0; b < 4; b++) kb[b] = Kt[kc][tx + 16 * b];
+#pragma unroll
+                for (int m = 0; m < 4; m++)
+#pragma unroll
+                    for (int b = 0; b < 4; b++) p[m][b] = fmaf(qa[m], kb[b], p[m][b]);
+            }
+            __syncthreads();
+        }
+        /* decay mask: exp only on and below the diagonal */
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            const int li = ty + 16 * m, i = m0 + li;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int lj = tx + 16 * b, j = j0 + lj;
+                float x = 0.0f;
+                if (j <= i && i < Lc) x = a.decay ? p[m][b] * expf(Gq[li] - Gk[lj]) : p[m][b];
+                Ps[li][lj] = x;
+            }
+        }
+        /* V~ of the key tile */
+#pragma unroll 4
+        for (int pp = 0; pp < TILE * TILE / TILE_THREADS; pp++) {
+            const int idx = tid + TILE_THREADS * pp, t = idx / TILE, cc = idx % TILE;
+            const int j = j0 + t, vv = v0 + cc;
+            Vt[idx] = (j < Lc && vv < V) ? fvk[t] * a.v[((r0 + j) * H + h) * V + vv] : 0.0f;
+        }
+        __syncthreads();
+        if (a.norm && tid < TILE) {
+            float s = 0.0f;
+            for (int jj = 0; jj < TILE; jj++) s += Ps[tid][jj];
+            den[tid] += s;
+        }
+        for (int jj = 0; jj < TILE; jj++) {
+            float pa[4], vb[4];
+#pragma unroll
+            for (int m = 0; m < 4; m++) pa[m] = Ps[ty + 16 * m][jj];
+#pragma unroll
+            for (int b = 0; b < 4; b++) vb[b] = Vt[jj * TILE + tx + 16 * b];
+#pragma unroll
+            for (int m = 0; m < 4; m++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) acc[m][b] = fmaf(pa[m], vb[b], acc[m][b]);
+        }
+        __syncthreads();
+    }
+
+    /* inter-chunk: O += Qg S0, den += Qg . z0 (S0 = the state before chunk c) */
+    const float *S0 = a.states + (c * H + h) * a.E;
+    for (int kk0 = 0; kk0 < K; kk0 += TSTEP) {
+#pragma unroll
+        for (int pp = 0; pp < TSTEP * TILE / TILE_THREADS; pp++) {
+            const int idx = tid + TILE_THREADS * pp, t = idx / TSTEP, kc = idx % TSTEP;
+            const int kk = kk0 + kc, i = m0 + t;
+            float qx = 0.0f;
+            if (kk < K && i < Lc) {
+                qx = a.scale * lin_phi(a.q[((r0 + i) * a.Hqk + hq) * K + kk], a.elu);
+                if (a.decay) qx *= expf(Gq[t]);
+            }
+            Qt[kc][t] = qx;
+        }
+#pragma unroll
+        for (int pp = 0; pp < TSTEP * TILE / TILE_THREADS; pp++) {
+            const int idx = tid + TILE_THREADS * pp, kc = idx / TILE, cc = idx % TILE;
+            const int kk = kk0 + kc, vv = v0 + cc;
+            Vt[idx] = (kk < K && vv < V) ? S0[(int64_t)kk * V + vv] : 0.0f;
+        }
+        if (a.norm && tid < TSTEP) zs[tid] = kk0 + tid < K ? S0[a.KV + kk0 + tid] : 0.0f;
+        __syncthreads();
+#pragma unroll
+        for (int kc = 0; kc < TSTEP; kc++) {
+            float qa[4], sb[4];
+#pragma unroll
+            for (int m = 0; m < 4; m++) qa[m] = Qt[kc][ty + 16 * m];
+#pragma unroll
+            for (int b = 0; b < 4; b++) sb[b] = Vt[kc * TILE + tx + 16 * b];
+#pragma unroll
+            for (int m = 0; m < 4; m++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) acc[m][b] = fmaf(qa[m], sb[b], acc[m][b]);
+        }
+        if (a.norm && tid < TILE) {
+            float s = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < TSTEP; kc++) s = fmaf(Qt[kc][tid], zs[kc], s);
+            den[tid] += s;
+        }
+        __syncthreads();
+    }
+
+    /* write O (/ den) */
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        const int li = ty + 16 * m, i = m0 + li;
+        if (i >= Lc) continue;
+        const float inv = a.norm ? 1.0f / (den[li] + SEQK__LIN_EPS) : 1.0f;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int vv = v0 + tx + 16 * b;
+            if (vv < V) a.o[((r0 + i) * H + h) * V + vv] = a.norm ? acc[m][b] * inv : acc[m][b];
+        }
+    }
+}
+
+/* ---- Mamba2 helpers ---------------------------------------------------------------- */
+
+static __global__ void __launch_bounds__(ELEM_THREADS)
+    lin_mamba2_dt_kernel(int64_t rows, int64_t H, const float *dt, const float *bias,
+                         int softplus, float *out)
+{
+    const int64_t n = rows * H;
+    for (int64_t i = (int64_t)blockIdx.x * ELEM_THREADS + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * ELEM_THREADS) {
+        const float d = dt[i] + (bias ? bias[i % H] : 0.0f);
+        out[i] = softplus ? (d > 20.0f ? d : log1pf(expf(d))) : d;
+    }
+}
+
+static __global__ void __launch_bounds__(ELEM_THREADS)
+    lin_mamba2_skip_kernel(int64_t rows, int64_t H, int64_t Pd, const float *D, const float *x,
+                           float *y)
+{
+    const int64_t n = rows * H * Pd;
+    for (int64_t i = (int64_t)blockIdx.x * ELEM_THREADS + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * ELEM_THREADS)
+        y[i] += D[(i / Pd) % H] * x[i];
+}
+
+/* ---- host: plan and workspace ---------------------------------------------------------- */
+
+typedef struct lin_plan {
+    int64_t L, nchunks, E;
+    size_t off_first, off_G, off_a, off_states, off_lg, bytes;
+} lin_plan;
+
+static size_t align_ws(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
+
+/* Chunks of all sequences: exact with the host cu_seqlens; without them a
+ * varlen query (N != B) gets the bound ceil(B*T / L) + N. */
+static int64_t count_chunks(const seqk__lin *P, int64_t L)
+{
+    if (P->cu) {
+        int64_t s = 0;
+        for (int64_t n = 0; n < P->N; n++) s += ((int64_t)P->cu[n + 1] - P->cu[n] + L - 1) / L;
+        return s;
+    }
+    if (P->N == P->B) return P->B * ((P->T + L - 1) / L);
+    return (P->B * P->T + L - 1) / L + P->N;
+}
+
+static lin_plan make_plan(const seqk__lin *P, int mode)
+{
+    lin_plan pl;
+    pl.L = seqk__lin_chunk(P->chunk);
+    pl.E = P->K * P->V + ((P->flags & SEQK__LIN_NORMALIZE) ? P->K : 0);
+    pl.nchunks = 0;
+    size_t off = 0;
+    pl.off_first = pl.off_G = pl.off_a = pl.off_states = 0;
+    if (mode == SEQK_MODE_PARALLEL) {
+        pl.nchunks = count_chunks(P, pl.L);
+        pl.off_first = off;
+        off += align_ws((size_t)(P->N + 1) * sizeof(int32_t));
+        pl.off_G = off;
+        off += align_ws((size_t)(P->B * P->T * P->H) * sizeof(float));
+        pl.off_a = off;
+        off += align_ws((size_t)(pl.nchunks * P->H) * sizeof(float));
+        pl.off_states = off;
+        off += align_ws((size_t)(pl.nchunks * P->H) * (size_t)pl.E * sizeof(float));
+    }
+    pl.off_lg = off;
+    if (P->H > LG_INLINE) off += align_ws((size_t)P->H * sizeof(float));
+    pl.bytes = off;
+    return pl;
+}
+
+extern "C" size_t seqk__cuda_lin_workspace(const seqk__lin *P, int mode)
+{
+    return make_plan(P, mode).bytes;
+}
+
+/* Blocks of a flattened grid, or 0 when it does not fit a launch. */
+static unsigned grid_of(int64_t blocks)
+{
+    return blocks > 0 && blocks <= INT_MAX ? (unsigned)blocks : 0u;
+}
+
+#define LIN_GRID_OR_FAIL(var, blocks)                                                        \
+    const unsigned var = grid_of(blocks);                                                     \
+    if (var == 0)                                                                             \
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld blocks do not fit one launch", fn, \
+                          (long long)(blocks))
+
+static seqk_status launch_recurrent(const char *fn, const lin_args &a, cudaStream_t stream)
+{
+    const int K = a.K;
+    int rpt, maxt;
+    if (K <= 64) rpt = 8, maxt = 256;
+    else if (K <= 128) rpt = 16, maxt = 256;
+    else if (K <= 256) rpt = 32, maxt = 256;
+    else rpt = 32, maxt = 1024;
+    const int W = (K + rpt - 1) / rpt;
+    const int per_token = 2 * K + REC_COLS + 1 + W * REC_COLS + W; /* floats of shared memory */
+    int TT = REC_SMEM_FLOATS / per_token;
+    if (TT > REC_TT_MAX) TT = REC_TT_MAX;
+    if (TT < 1) TT = 1;
+    const size_t smem = (size_t)TT * (size_t)per_token * sizeof(float);
+    const int nvb = (a.V + REC_COLS - 1) / REC_COLS;
+    LIN_GRID_OR_FAIL(grid, a.N * a.H * (int64_t)(a.norm ? 1 : nvb));
+    const unsigned threads = (unsigned)(32 * W);
+    if (rpt == 8) lin_recurrent_kernel<8, 256><<<grid, threads, smem, stream>>>(a, nvb, TT);
+    else if (rpt == 16) lin_recurrent_kernel<16, 256><<<grid, threads, smem, stream>>>(a, nvb, TT);
+    else if (maxt == 256) lin_recurrent_kernel<32, 256><<<grid, threads, smem, stream>>>(a, nvb, TT);
+    else lin_recurrent_kernel<32, 1024><<<grid, threads, smem, stream>>>(a, nvb, TT);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}
+
+static seqk_status launch_chunked(const char *fn, lin_args &a, const lin_plan &pl,
+                                  const int32_t *cu_device, char *ws, cudaStream_t stream)
+{
+    const int64_t nchunks = pl.nchunks, H = a.H;
+    a.Gc = (float *)(ws + pl.off_G);
+    a.acoef = (float *)(ws + pl.off_a);
+    a.states = (float *)(ws + pl.off_states);
+    if (cu_device) {
+        int32_t *first = (int32_t *)(ws + pl.off_first);
+        lin_chunk_first_kernel<<<1, FIRST_THREADS, 0, stream>>>(cu_device, a.N, a.L, first);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        a.first = first;
+    }
+    if (nchunks > 0) {
+        if (a.decay) {
+            const int64_t nwork = nchunks * H;
+            LIN_GRID_OR_FAIL(g0, (nwork + GATE_THREADS / 32 - 1) / (GATE_THREADS / 32));
+            lin_chunk_gates_kernel<<<g0, GATE_THREADS, 0, stream>>>(a, nwork);
+            SEQK_CUDA_CHECK_LAUNCH(fn);
+        }
+        const int tilesK = (a.K + TILE - 1) / TILE, tilesV = (a.V + TILE - 1) / TILE;
+        LIN_GRID_OR_FAIL(g1, nchunks * H * tilesK * tilesV);
+        lin_chunk_local_kernel<<<g1, TILE_THREADS, 0, stream>>>(a, tilesK, tilesV);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    /* always: it also carries s_in to s_out for sequences without tokens */
+    const int eblocks = (int)((a.E + SCAN_THREADS - 1) / SCAN_THREADS);
+    LIN_GRID_OR_FAIL(g2, a.N * H * eblocks);
+    lin_chunk_scan_kernel<<<g2, SCAN_THREADS, 0, stream>>>(a, eblocks);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (nchunks > 0) {
+        const int tilesM = (a.L + TILE - 1) / TILE, tilesV = (a.V + TILE - 1) / TILE;
+        LIN_GRID_OR_FAIL(g3, nchunks * H * tilesM * tilesV);
+        lin_chunk_output_kernel<<<g3, TILE_THREADS, 0, stream>>>(a, tilesM, tilesV);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    return SEQK_SUCCESS;
+}
+
+extern "C" seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const seqk__lin *P,
+                                     const int32_t *cu_device)
+{
+    static const char fn[] = "seqk (CUDA linear-state engine)";
+    SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
+    cudaStream_t stream = seqk__stream(ctx);
+    const lin_plan pl = make_plan(P, mode);
+    char *ws = NULL;
+    if (pl.bytes > 0) {
+        void *base = NULL;
+        seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + pl.bytes, &base);
+        if (st) return st;
+        ws = (char *)base + P->ws_offset;
+    }
+
+    lin_args a;
+    memset(&a, 0, sizeof a);
+    a.T = P->T;
+    a.N = P->N;
+    a.L = (int)pl.L;
+    a.cps = (P->T + pl.L - 1) / pl.L;
+    a.KV = P->K * P->V;
+    a.E = pl.E;
+    a.H = (int)P->H;
+    a.Hqk = (int)P->Hqk;
+    a.hgrp = (int)(P->H / P->Hqk);
+    a.K = (int)P->K;
+    a.V = (int)P->V;
+    a.scale = P->scale;
+    a.norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
+    a.elu = (P->flags & SEQK__LIN_ELU1) != 0;
+    a.decay = P->g != NULL || P->log_gamma != NULL;
+    a.q = P->q, a.k = P->k, a.v = P->v, a.v_scale = P->v_scale;
+    a.g = P->g, a.g_head = P->g_head;
+    a.o = P->o;
+    a.s_in = P->s_in, a.s_out = P->s_out;
+    a.z_in = a.norm ? P->z_in : NULL;
+    a.z_out = a.norm ? P->z_out : NULL;
+    a.cu = cu_device;
+    if (P->log_gamma) {
+        a.has_lg = 1;
+        if (P->H <= LG_INLINE) {
+            for (int64_t h = 0; h < P->H; h++) a.lg[h] = P->log_gamma[h];
+        } else {
+            /* the host array dies when we return: copy and wait */
+            float *lg = (float *)(ws + pl.off_lg);
+            SEQK_CUDA_TRY(fn, cudaMemcpyAsync(lg, P->log_gamma, (size_t)P->H * sizeof(float),
+                                              cudaMemcpyHostToDevice, stream));
+            SEQK_CUDA_TRY(fn, cudaStreamSynchronize(stream));
+            a.lg_dev = lg;
+        }
+    }
+    if (mode == SEQK_MODE_RECURRENT) return launch_recurrent(fn, a, stream);
+    return launch_chunked(fn, a, pl, cu_device, ws, stream);
+}
+
+/* ---- Mamba2 entry helpers ------------------------------------------------------------- */
+
+static unsigned elem_grid(int64_t n)
+{
+    const int64_t b = (n + ELEM_THREADS - 1) / ELEM_THREADS;
+    return (unsigned)(b < 65536 ? (b > 0 ? b : 1) : 65536); /* grid-stride beyond */
+}
+
+extern "C" seqk_status seqk__cuda_mamba2_dt(seqk_context *ctx, int64_t rows, int64_t H,
+                                           const float *dt, const float *dt_bias, int softplus,
+                                           float *dt_out)
+{
+    static const char fn[] = "seqk_mamba2";
+    if (rows * H <= 0) return SEQK_SUCCESS;
+    SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
+    lin_mamba2_dt_kernel<<<elem_grid(rows * H), ELEM_THREADS, 0, seqk__stream(ctx)>>>(
+        rows, H, dt, dt_bias, softplus, dt_out);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}
+
+extern "C" seqk_status seqk__cuda_mamba2_skip(seqk_context *ctx, int64_t rows, int64_t H,
+                                             int64_t Pd, const float *D, const float *x, float *y)
+{
+    static const char fn[] = "seqk_mamba2";
+    if (rows * H * Pd <= 0) return SEQK_SUCCESS;
+    SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
+    lin_mamba2_skip_kernel<<<elem_grid(rows * H * Pd), ELEM_THREADS, 0, seqk__stream(ctx)>>>(
+        rows, H, Pd, D, x, y);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}
