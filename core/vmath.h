@@ -2,7 +2,9 @@
  * core/vmath.h -- vectorised math shared by the CPU kernels.
  *
  * seqk__exp8(x): e^x for 8 floats (AVX2 + FMA), relative error ~2 ulp for
- * x in [-87, 88]; 0 below -87.3 (where e^x is denormal), +inf above 88.7.
+ * x in [-87.3, 88]; 0 below -87.3 (where e^x is denormal); x above 88.02
+ * gives e^88.02 (about 1.6e38, the largest power the single 2^n scale
+ * reaches) instead of overflowing to inf.
  * Range reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, 2^n by
  * exponent arithmetic. seqk__expf is the scalar twin (libm's expf).
  */
@@ -10,19 +12,21 @@
 #define SEQK_CORE_VMATH_H
 
 #include <math.h>
+#include <stdint.h>
 #ifdef __AVX2__
 #include <immintrin.h>
 
 static inline __m256 seqk__exp8(__m256 x)
 {
-    const __m256 hi = _mm256_set1_ps(88.7f), lo = _mm256_set1_ps(-87.3f);
+    /* clamp so that n = round(x log2 e) stays in [-126, 127]: 2^n is a normal float */
+    const __m256 hi = _mm256_set1_ps(88.02f), lo = _mm256_set1_ps(-87.3f);
     const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    /* e^r ~ 1 + r + r^2/2 + ... + r^6/720 (Horner) */
+    /* e^r ~ 1 + r + r^2/2 + ... + r^6/720 (Horner), |r| <= ln2/2 */
     __m256 p = _mm256_set1_ps(1.0f / 720.0f);
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
@@ -30,19 +34,31 @@ static inline __m256 seqk__exp8(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    /* 2^n: n in [-126, 128]; split so that 2^n never overflows the exponent field */
-    const __m256i ni = _mm256_cvtps_epi32(n);
-    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
-    const __m256 s1 = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
-    const __m256 s2 = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
-    p = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-    return _mm256_andnot_ps(under, p);
+    const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, scale));
 }
 #endif
 
 static inline float seqk__expf(float x) { return expf(x); }
+
+/* sum_i x[i] y[i] (8 lanes at a time, then a horizontal sum). */
+static inline float seqk__dot(const float *x, const float *y, int64_t n)
+{
+    int64_t i = 0;
+    float s = 0.0f;
+#ifdef __AVX2__
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    s = _mm_cvtss_f32(h);
+#endif
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
 
 /* softplus(x) = log(1 + e^x), without overflow for large x. */
 static inline float seqk__softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }

@@ -90,6 +90,37 @@ static void exp_scaled(int64_t Ns, float x, const float *A, float *out)
 
 /* ---- recurrent mode ----------------------------------------------------------- */
 
+/* One token of one channel: h[n] = exp(dt A[n]) h[n] + x B[n]; returns sum_n C[n] h[n].
+ * dA is [Nst] scratch for the scalar tail. */
+static float update_and_read(int64_t Ns, float dtv, float x, const float *A, const float *Bt,
+                             const float *Ct, float *h, float *dA)
+{
+    int64_t s = 0;
+    float acc = 0.0f;
+#ifdef __AVX2__
+    const __m256 vdt = _mm256_set1_ps(dtv), vx = _mm256_set1_ps(x);
+    __m256 vacc = _mm256_setzero_ps();
+    for (; s + 8 <= Ns; s += 8) {
+        const __m256 a = seqk__exp8(_mm256_mul_ps(vdt, _mm256_loadu_ps(A + s)));
+        const __m256 hv = _mm256_fmadd_ps(a, _mm256_loadu_ps(h + s),
+                                          _mm256_mul_ps(vx, _mm256_loadu_ps(Bt + s)));
+        _mm256_storeu_ps(h + s, hv);
+        vacc = _mm256_fmadd_ps(_mm256_loadu_ps(Ct + s), hv, vacc);
+    }
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(vacc), _mm256_extractf128_ps(vacc, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    acc = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+#endif
+    if (s < Ns) {
+        exp_scaled(Ns - s, dtv, A + s, dA);
+        for (int64_t j = 0; s + j < Ns; j++) {
+            h[s + j] = dA[j] * h[s + j] + x * Bt[s + j];
+            acc += Ct[s + j] * h[s + j];
+        }
+    }
+    return acc;
+}
+
 static void item_recurrent(const sscan *P, int64_t n, int64_t d0, int64_t w)
 {
     const int64_t Ns = P->Nst, g = d0 / (P->D / P->G);
@@ -103,13 +134,7 @@ static void item_recurrent(const sscan *P, int64_t n, int64_t d0, int64_t w)
             const int64_t d = d0 + j;
             const float dtv = step_size(P, r, d), x = dtv * P->u[r * P->D + d];
             float *hd = h + j * Ns;
-            exp_scaled(Ns, dtv, P->A + d * Ns, dA);
-            float acc = 0.0f;
-            for (int64_t s = 0; s < Ns; s++) {
-                hd[s] = dA[s] * hd[s] + x * Bt[s];
-                acc += Ct[s] * hd[s];
-            }
-            finish_output(P, r, d, acc);
+            finish_output(P, r, d, update_and_read(Ns, dtv, x, P->A + d * Ns, Bt, Ct, hd, dA));
         }
     }
     store_state(P, n, d0, w, h);
@@ -148,10 +173,7 @@ static void item_parallel(const sscan *P, int64_t n, int64_t d0, int64_t w, floa
             const int64_t r = r0 + c0 + i;
             const float *Ct = P->Cm + (r * P->G + g) * Ns;
             for (int64_t j = 0; j < w; j++) {
-                const float *hd = b + i * E + j * Ns;
-                float acc = 0.0f;
-                for (int64_t s = 0; s < Ns; s++) acc += Ct[s] * hd[s];
-                finish_output(P, r, d0 + j, acc);
+                finish_output(P, r, d0 + j, seqk__dot(Ct, b + i * E + j * Ns, Ns));
             }
         }
     }

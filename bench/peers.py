@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""bench/peers.py -- seqk beside what a CPU user runs today, in one process,
+on the same inputs, with the same thread count.
+
+Peers (plain PyTorch, written here from the math as CPU users write them):
+  linear_attention  chunked form (chunk states by a cumulative sum over chunks)
+  gated_retention   chunked form with a segment-sum decay mask (the SSD
+                    "minimal" form), chunk states by a loop over chunks
+  selective_scan    the token loop of the selective_scan_ref form (Mamba1)
+  deltanet          the naive chunked WY form of gated DeltaNet (forward
+                    substitution in Python over the chunk, loop over chunks)
+Softmax attention against torch.nn.functional.scaled_dot_product_attention
+is in bench/peers_softmax.py.
+
+Each case: both sides get the same data in their own layout (seqk token-major
+[B,T,H,D]; the peers [B,H,T,D]), the outputs are compared (relative error
+printed, so the two compute the same function), then calls are interleaved
+(seqk, peer, seqk, peer, ...) and each figure is the median of --repeats.
+The ratio is peer time / seqk time (> 1: seqk faster).
+
+  SEQK_LIBRARY=build/libseqk.so python bench/peers.py --threads 2 [--quick]
+
+Needs numpy and torch; seqk is imported from python-bindings/ of this tree.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-bindings"))
+import seqk  # noqa: E402
+
+
+# ---- peers: plain PyTorch ----------------------------------------------------------------------
+
+def torch_linear_attention(q, k, v, C=64):
+    """o_t = sum_{s<=t} (q_t.k_s) v_s, chunked. q, k [B,H,T,K], v [B,H,T,V]; T % C == 0."""
+    B, H, T, K = q.shape
+    n = T // C
+    q, k, v = (x.reshape(B, H, n, C, x.shape[-1]) for x in (q, k, v))
+    kv = k.transpose(-1, -2) @ v                      # [B,H,n,K,V] chunk-local states
+    s0 = kv.cumsum(2) - kv                            # state before each chunk
+    mask = torch.ones(C, C, dtype=torch.bool).tril()
+    o = q @ s0 + ((q @ k.transpose(-1, -2)).masked_fill(~mask, 0.0)) @ v
+    return o.reshape(B, H, T, -1)
+
+
+def torch_gated_retention(q, k, v, g, C=64):
+    """S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t, chunked; g [B,H,T]."""
+    B, H, T, K = q.shape
+    n = T // C
+    q, k, v = (x.reshape(B, H, n, C, x.shape[-1]) for x in (q, k, v))
+    G = g.reshape(B, H, n, C).cumsum(-1)
+    mask = torch.ones(C, C, dtype=torch.bool).tril()
+    decay = torch.exp((G[..., :, None] - G[..., None, :]).masked_fill(~mask, float("-inf")))
+    o = ((q @ k.transpose(-1, -2)) * decay) @ v
+    last = G[..., -1]                                 # [B,H,n]
+    U = (k * torch.exp(last[..., None] - G)[..., None]).transpose(-1, -2) @ v
+    S = torch.zeros(B, H, K, v.shape[-1])
+    before = []
+    for c in range(n):
+        before.append(S)
+        S = torch.exp(last[:, :, c])[..., None, None] * S + U[:, :, c]
+    o = o + (q * torch.exp(G)[..., None]) @ torch.stack(before, 2)
+    return o.reshape(B, H, T, -1)
+
+
+def torch_selective_scan_ref(u, delta, A, Bm, Cm, D):
+    """selective_scan_ref form: u, delta [B,D,L], A [D,N], Bm, Cm [B,N,L], D [D]."""
+    dA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
+    dBu = torch.einsum("bdl,bnl,bdl->bdln", delta, Bm, u)
+    x = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for i in range(u.shape[2]):
+        x = dA[:, :, i] * x + dBu[:, :, i]
+        ys.append(torch.einsum("bdn,bn->bd", x, Cm[:, :, i]))
+    return torch.stack(ys, dim=2) + u * D[None, :, None]
+
+
+def torch_deltanet(q, k, v, beta, g, C=64):
+    """Gated DeltaNet, naive chunked WY form; beta, g [B,H,T]."""
+    B, H, T, K = q.shape
+    V = v.shape[-1]
+    n = T // C
+    q, k, v = (x.reshape(B, H, n, C, x.shape[-1]) for x in (q, k, v))
+    beta, G = beta.reshape(B, H, n, C), g.reshape(B, H, n, C).cumsum(-1)
+    incl = torch.ones(C, C, dtype=torch.bool).tril()
+    gamma = torch.exp((G[..., :, None] - G[..., None, :]).masked_fill(~incl, float("-inf")))
+    A = -(beta[..., None] * (k @ k.transpose(-1, -2)) * gamma).tril(-1)
+    for i in range(1, C):                             # T = (I + strict_lower(...))^-1
+        A[..., i, :i] = A[..., i, :i] + (A[..., i, :, None].clone() * A[..., :, :i]).sum(-2)
+    Tm = A + torch.eye(C)
+    U = Tm @ (beta[..., None] * v)
+    W = Tm @ (beta[..., None] * torch.exp(G)[..., None] * k)
+    S = torch.zeros(B, H, K, V)
+    out = torch.empty(B, H, n, C, V)
+    qk = (q @ k.transpose(-1, -2)) * gamma
+    for c in range(n):
+        vnew = U[:, :, c] - W[:, :, c] @ S
+        out[:, :, c] = (q[:, :, c] * torch.exp(G[:, :, c])[..., None]) @ S + qk[:, :, c] @ vnew
+        last = G[:, :, c, -1]
+        kd = k[:, :, c] * torch.exp(last[..., None] - G[:, :, c])[..., None]
+        S = torch.exp(last)[..., None, None] * S + kd.transpose(-1, -2) @ vnew
+    return out.reshape(B, H, T, V)
+
+
+# ---- timing -------------------------------------------------------------------------------------
+
+def interleaved(fns, repeats):
+    """Median seconds of each fn, calls interleaved so noise hits all of them."""
+    for f in fns:
+        f()                                           # warm-up
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def bhtd(x):
+    """[B,T,H,D] numpy -> [B,H,T,D] contiguous torch tensor."""
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1, 3)))
+
+
+# ---- cases --------------------------------------------------------------------------------------
+
+def case_linear(ctx, rng, B, T, H, K, scale):
+    q, k, v = (rng.standard_normal((B, T, H, K), dtype=np.float32) * s for s in (scale, scale, 1.0))
+    tq, tk, tv = bhtd(q), bhtd(k), bhtd(v)
+    ours = lambda: seqk.linear_attention(q, k, v, mode="parallel", scale=1.0, ctx=ctx)
+    peer = lambda: torch_linear_attention(tq, tk, tv)
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3))
+
+
+def case_gated(ctx, rng, B, T, H, K, scale):
+    q, k, v = (rng.standard_normal((B, T, H, K), dtype=np.float32) * s for s in (scale, scale, 1.0))
+    g = rng.uniform(-0.1, 0.0, (B, T, H)).astype(np.float32)
+    tq, tk, tv = bhtd(q), bhtd(k), bhtd(v)
+    tg = torch.from_numpy(np.ascontiguousarray(g.transpose(0, 2, 1)))
+    ours = lambda: seqk.gated_retention(q, k, v, g, mode="parallel", scale=1.0, ctx=ctx)
+    peer = lambda: torch_gated_retention(tq, tk, tv, tg)
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3))
+
+
+def case_deltanet(ctx, rng, B, T, H, K, scale):
+    q = rng.standard_normal((B, T, H, K), dtype=np.float32)
+    k = rng.standard_normal((B, T, H, K), dtype=np.float32)
+    k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    v = rng.standard_normal((B, T, H, K), dtype=np.float32)
+    beta = rng.uniform(0, 1, (B, T, H)).astype(np.float32)
+    g = rng.uniform(-0.1, 0.0, (B, T, H)).astype(np.float32)
+    tq, tk, tv = bhtd(q), bhtd(k), bhtd(v)
+    tb, tg = (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1))) for x in (beta, g))
+    ours = lambda: seqk.deltanet(q, k, v, beta, g, mode="parallel", scale=1.0, ctx=ctx)
+    peer = lambda: torch_deltanet(tq, tk, tv, tb, tg)
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3))
+
+
+def case_selective(ctx, rng, B, T, D, N):
+    u = rng.standard_normal((B, T, D), dtype=np.float32)
+    dt = rng.uniform(0.001, 0.1, (B, T, D)).astype(np.float32)
+    A = -np.exp(rng.uniform(-1, 1, (D, N))).astype(np.float32)
+    Bm = rng.standard_normal((B, T, 1, N), dtype=np.float32)
+    Cm = rng.standard_normal((B, T, 1, N), dtype=np.float32)
+    Dk = rng.standard_normal(D, dtype=np.float32)
+    tu, tdt = (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1))) for x in (u, dt))
+    tB, tC = (torch.from_numpy(np.ascontiguousarray(x[:, :, 0, :].transpose(0, 2, 1))) for x in (Bm, Cm))
+    tA, tD = torch.from_numpy(A), torch.from_numpy(Dk)
+    ours = lambda: seqk.selective_scan(u, dt, A, Bm, Cm, Dk, mode="parallel", ctx=ctx)
+    peer = lambda: torch_selective_scan_ref(tu, tdt, tA, tB, tC, tD)
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="small shapes, a smoke test")
+    ap.add_argument("--only", default="", help="comma-separated modules to run")
+    ap.add_argument("--out", default="bench-results", help="directory for peers.jsonl")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    ctx = seqk.Context("cpu", threads=args.threads)
+    rng = np.random.default_rng(0)
+    T = 512 if args.quick else 4096
+    shapes = [  # module, case builder, its arguments, description
+        ("linear_attention", case_linear, (2, T, 8, 64, 0.125), f"B=2 T={T} H=8 K=V=64"),
+        ("linear_attention", case_linear, (1, T, 8, 128, 0.09), f"B=1 T={T} H=8 K=V=128"),
+        ("gated_retention", case_gated, (2, T, 8, 64, 0.125), f"B=2 T={T} H=8 K=V=64"),
+        ("gated_retention", case_gated, (1, T, 8, 128, 0.09), f"B=1 T={T} H=8 K=V=128"),
+        ("deltanet", case_deltanet, (1, T, 8, 128, 1.0), f"B=1 T={T} H=8 K=V=128"),
+        ("selective_scan", case_selective, (1, 256 if args.quick else 2048, 768, 16),
+         f"B=1 T={256 if args.quick else 2048} D=768 N=16"),
+    ]
+    only = set(filter(None, args.only.split(",")))
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    with open(os.path.join(args.out, "peers.jsonl"), "w") as log:
+        for module, build, shape, desc in shapes:
+            if only and module not in only:
+                continue
+            if module == "deltanet" and not seqk.has_op("deltanet"):
+                print(f"{module}: not in this library, skipped", file=sys.stderr)
+                continue
+            ours, peer, compare = build(ctx, rng, *shape)
+            err = compare(ours(), peer())
+            t_ours, t_peer = interleaved([ours, peer], args.repeats)
+            rec = {"module": module, "shape": desc, "threads": args.threads,
+                   "seqk_s": t_ours, "peer_s": t_peer, "peer_over_seqk": t_peer / t_ours,
+                   "rel_err_vs_peer": err, "peer": "plain PyTorch " + torch.__version__,
+                   "seqk_version": seqk.version(),
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            log.write(json.dumps(rec) + "\n")
+            rows.append(rec)
+            print(f"[{module} {desc}] seqk {t_ours * 1e3:.1f} ms, peer {t_peer * 1e3:.1f} ms, "
+                  f"ratio {t_peer / t_ours:.1f}x, rel err {err:.1e}", file=sys.stderr)
+    print(f"\n{'module':18} {'shape':26} {'thr':>3} {'seqk ms':>9} {'peer ms':>9} {'peer/seqk':>9} {'rel err':>8}")
+    for r in rows:
+        print(f"{r['module']:18} {r['shape']:26} {r['threads']:3d} {r['seqk_s'] * 1e3:9.2f} "
+              f"{r['peer_s'] * 1e3:9.2f} {r['peer_over_seqk']:9.1f} {r['rel_err_vs_peer']:8.1e}")
+    print(f"\nrecords: {os.path.join(args.out, 'peers.jsonl')}")
+
+
+if __name__ == "__main__":
+    main()
