@@ -392,6 +392,90 @@ SEQK_API seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int6
                                          const int32_t *cu_seqlens, int64_t N);
 
 /* ------------------------------------------------------------------------ */
+/* DeltaNet and gated DeltaNet (DESIGN 3.3)                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Flags of seqk_deltanet; combine with |. Values only grow. */
+#define SEQK_DELTANET_L2NORM_QK 1u        /* q, k -> x / sqrt(sum_i x_i^2 + 1e-6) per token and head */
+#define SEQK_DELTANET_ALLOW_NEG_EIGVAL 2u /* beta may be in [0, 2] (else [0, 1]) */
+
+/*
+ * seqk_deltanet: the delta rule (DeltaNet, Yang et al. 2024) and its gated
+ * form (Gated DeltaNet), per sequence and head, with S a K x V state:
+ *
+ *   S'  = exp(g_t) S_{t-1}                           (g = NULL: S' = S_{t-1})
+ *   S_t = S' + beta_t k_t (v_t - S'^T k_t)^T
+ *   o_t = S_t^T (scale q_t)
+ *
+ * i.e. S_t = (I - beta_t k_t k_t^T) exp(g_t) S_{t-1} + beta_t k_t v_t^T:
+ * the state is corrected toward v_t along k_t. With SEQK_DELTANET_L2NORM_QK
+ * q_t and k_t are first replaced by x / sqrt(sum_i x_i^2 + 1e-6) (the eps
+ * of flash-linear-attention's l2norm), then q is multiplied by scale. The
+ * transition I - beta_t k_t k_t^T never expands the state when
+ * ||k_t|| <= 1 and beta_t in [0, 1] (pass unit-norm keys, or the flag):
+ * that is the stable regime. beta_t in (1, 2] gives it a negative
+ * eigenvalue (allowed with SEQK_DELTANET_ALLOW_NEG_EIGVAL; still
+ * non-expansive for unit-norm keys up to beta = 2).
+ *
+ * mode SEQK_MODE_RECURRENT walks the tokens (a decoding step is T = 1 with
+ * state_in == state_out: it writes o and the state and allocates nothing);
+ * SEQK_MODE_PARALLEL runs the chunked WY / UT form: per chunk of C tokens,
+ * with G_i the cumulative log-gate inside the chunk and
+ * Gamma_ij = exp(G_i - G_j) (i >= j only),
+ *
+ *   A    = strict_lower(diag(beta) (K K^T .* Gamma)),   T = (I + A)^-1
+ *   U    = T diag(beta) V,   W = T diag(beta exp(G)) K,   Vnew = U - W S0
+ *   O    = diag(exp(G)) Q S0 + ((Q K^T) .* Gamma .* M_causal) Vnew
+ *   S'   = exp(G_C) S0 + (diag(exp(G_C - G)) K)^T Vnew
+ *
+ * sequential over the chunks of one sequence (Vnew depends on S0). The two
+ * modes agree up to fp32 rounding.
+ *
+ *   mode        SEQK_MODE_RECURRENT or SEQK_MODE_PARALLEL
+ *   B, T, H     batch, tokens, heads (B = 1 with cu_seqlens); T >= 0
+ *   K, V        head dims of q/k and of v/o, 1 <= K <= 1024, V >= 1
+ *   scale       multiplies q (after the L2 norm; finite; 1/sqrt(K) is usual,
+ *               1 with unit-norm queries is also common)
+ *   flags       0 or SEQK_DELTANET_* above
+ *   q, k        [B,T,H,K]
+ *   v, o        [B,T,H,V]; o must not overlap any input
+ *   beta        [B,T,H] writing strengths, each in [0, 1] ([0, 2] with
+ *               SEQK_DELTANET_ALLOW_NEG_EIGVAL); NaN is out of range. On a
+ *               CPU context every value is checked before anything is
+ *               written (INVALID_ARGUMENT, the message names the first bad
+ *               index and value). On a CUDA context the values are NOT
+ *               checked (that would cost a device-to-host copy of the whole
+ *               array): out-of-range betas there give what the formulas give.
+ *   g           [B,T,H] log-gates (gated DeltaNet), finite, g <= 0 expected
+ *               (decays exp(g) in (0, 1]; -20 and below are safe), or NULL:
+ *               plain DeltaNet (g = 0)
+ *   state_in    [N,H,K,V] or NULL (zeros)
+ *   state_out   [N,H,K,V] or NULL (not written); may be state_in (in place)
+ *   cu_seqlens  [N+1] or NULL; N as in seqk_scan
+ *   chunk       chunk size of the parallel mode, 0 = 64 (1..1024)
+ *
+ * Workspace (seqk_deltanet_workspace_size): the recurrent mode needs none
+ * when state_out is given (CPU: one K x 32 slice per thread otherwise; CUDA:
+ * none at all). The parallel mode needs per-thread chunk scratch on the CPU,
+ * plus about B*T*H*(K+V) floats of per-chunk terms when there are fewer
+ * (sequence, head) pairs than threads (it then splits the state's V
+ * columns over threads); on CUDA about B*T*H*(3K + V + 2C + 1) floats.
+ */
+SEQK_API seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                   int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
+                                   const float *q, const float *k, const float *v,
+                                   const float *beta, const float *g, float *o,
+                                   const float *state_in, float *state_out,
+                                   const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+
+/* An upper bound of the workspace bytes seqk_deltanet needs for these sizes
+ * and mode on this context (N: sequences with varlen, else 0; on the CPU it
+ * depends on the context's thread count). */
+SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B,
+                                                  int64_t T, int64_t H, int64_t K, int64_t V,
+                                                  int64_t N, int64_t chunk, size_t *bytes);
+
+/* ------------------------------------------------------------------------ */
 /* Softmax attention (DESIGN 3.5)                                            */
 /* ------------------------------------------------------------------------ */
 
@@ -434,8 +518,10 @@ SEQK_API seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int6
  *   N          number of sequences when cu_seqlens != NULL (>= 1); ignored
  *              (N = B) otherwise
  *
- * Workspace: the CPU backend uses per-thread tiles from the context's
- * workspace (seqk_attention_parallel_workspace_size); CUDA uses none.
+ * Workspace: the CPU backend uses the context's workspace for per-thread
+ * tiles and for a packed copy of the keys and values of as many key/value
+ * heads as fit 32 MiB (at least one head) at a time
+ * (seqk_attention_parallel_workspace_size); CUDA uses none.
  */
 SEQK_API seqk_status seqk_attention_parallel(seqk_context *ctx, int64_t B, int64_t T,
                                              int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
@@ -485,7 +571,8 @@ SEQK_API seqk_status seqk_attention_parallel_workspace_size(seqk_context *ctx, i
  *   cache_len  [B] int32         0 <= cache_len[b] < max_len (else
  *                                INVALID_ARGUMENT, nothing written); backend
  *                                memory like every array (on CUDA the library
- *                                copies the B ints to the host to check them)
+ *                                copies the B ints to the host to check them,
+ *                                which waits for the context's stream)
  *   o          [B, Hq, V]        output
  *   lse        [B, Hq] or NULL   natural-log log-sum-exp of the scaled scores
  */
@@ -498,7 +585,7 @@ SEQK_API seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t
 /* Workspace bytes that seqk_attention_decode needs for these sizes on this
  * context (0 on the CPU; on CUDA the split-KV partials for a cache of up to
  * max_len tokens). Reserve it once (seqk_context_reserve_workspace) so that
- * the steps allocate nothing. */
+ * the steps allocate no device memory. */
 SEQK_API seqk_status seqk_attention_decode_workspace_size(seqk_context *ctx, int64_t B,
                                                           int64_t Hq, int64_t Hkv, int64_t K,
                                                           int64_t V, int64_t max_len,

@@ -19,8 +19,11 @@
 /* Flags of the engine (the public SEQK_LINATTN_* values map onto these). */
 enum {
     SEQK__LIN_NORMALIZE = 1u, /* o_t = num_t / (scale phi(q_t) . z_t + eps), z_t = a_t z_{t-1} + phi(k_t) */
-    SEQK__LIN_ELU1 = 2u       /* phi(x) = elu(x) + 1 on q and k; identity otherwise */
+    SEQK__LIN_ELU1 = 2u,      /* phi(x) = elu(x) + 1 on q and k; identity otherwise */
+    SEQK__LIN_L2NORM = 4u     /* after phi, q and k rows -> x / sqrt(sum x^2 + SEQK__LIN_L2NORM_EPS)
+                               * (DeltaNet's SEQK_DELTANET_L2NORM_QK) */
 };
+#define SEQK__LIN_L2NORM_EPS 1e-6f
 
 #define SEQK__LIN_EPS 1e-6f
 /* Largest head dimension K of the linear-state modules (the recurrent step

@@ -1,6 +1,7 @@
 """seqk: Python bindings (ctypes) for libseqk, the C library of sequence-model
 kernels: the scan primitive, linear attention, RetNet retention, gated
-retention, Mamba2 (SSD), the Mamba selective scan and softmax attention; each
+retention, Mamba2 (SSD), the Mamba selective scan, DeltaNet and gated DeltaNet
+and softmax attention; each
 recurrent-state module runs in a recurrent and a parallel mode.
 
     import numpy as np, seqk
@@ -17,6 +18,8 @@ from ._version import __version__
 from ._lib import library_path  # loads the library; ImportError if none loads
 from ._core import (
     ATTN_CAUSAL,
+    DELTANET_ALLOW_NEG_EIGVAL,
+    DELTANET_L2NORM_QK,
     LINATTN_ELU1,
     LINATTN_NORMALIZE,
     MAMBA2_DT_SOFTPLUS,
@@ -41,6 +44,8 @@ from .ops import (
     attention_parallel,
     attention_parallel_workspace_size,
     available_ops,
+    deltanet,
+    deltanet_workspace_size,
     gated_retention,
     has_op,
     linear_attention,
@@ -68,6 +73,8 @@ __all__ = [
     "MAMBA2_DT_SOFTPLUS",
     "SSCAN_DT_SOFTPLUS",
     "ATTN_CAUSAL",
+    "DELTANET_L2NORM_QK",
+    "DELTANET_ALLOW_NEG_EIGVAL",
     "SeqkError",
     "Context",
     "default_context",
@@ -83,6 +90,8 @@ __all__ = [
     "mamba2",
     "linear_state_workspace_size",
     "selective_scan",
+    "deltanet",
+    "deltanet_workspace_size",
     "attention_parallel",
     "attention_parallel_workspace_size",
     "attention_decode",

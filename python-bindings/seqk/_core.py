@@ -53,6 +53,8 @@ LINATTN_ELU1 = 2
 MAMBA2_DT_SOFTPLUS = 1
 SSCAN_DT_SOFTPLUS = 1
 ATTN_CAUSAL = 1
+DELTANET_L2NORM_QK = 1
+DELTANET_ALLOW_NEG_EIGVAL = 2
 
 
 def version():
@@ -412,6 +414,8 @@ __all__ = [
     "MAMBA2_DT_SOFTPLUS",
     "SSCAN_DT_SOFTPLUS",
     "ATTN_CAUSAL",
+    "DELTANET_L2NORM_QK",
+    "DELTANET_ALLOW_NEG_EIGVAL",
     "SeqkError",
     "Context",
     "default_context",

@@ -297,6 +297,14 @@ SIGNATURES = {
         _int,
         [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _uint, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64],
     ),
+    # ctx, mode, B, T, H, K, V, scale, flags, q, k, v, beta, g, o, state_in, state_out,
+    # cu_seqlens, N, chunk
+    "seqk_deltanet": (
+        _int,
+        [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _flt, _uint, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64],
+    ),
+    # ctx, mode, B, T, H, K, V, N, chunk, bytes
+    "seqk_deltanet_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
     # ctx, mode, B, T, H, K, V, N, chunk, bytes
     "seqk_linear_state_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
     # ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v, o, lse, cu_seqlens, N

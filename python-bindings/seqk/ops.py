@@ -46,6 +46,8 @@ import numpy as np
 from ._arrays import Call, int_arg, mode_arg, scale_or_default
 from ._core import (
     ATTN_CAUSAL,
+    DELTANET_ALLOW_NEG_EIGVAL,
+    DELTANET_L2NORM_QK,
     LINATTN_ELU1,
     LINATTN_NORMALIZE,
     MAMBA2_DT_SOFTPLUS,
@@ -489,6 +491,81 @@ def selective_scan(u, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=
 
 
 # --------------------------------------------------------------------------
+# DeltaNet and gated DeltaNet
+# --------------------------------------------------------------------------
+
+
+def deltanet(q, k, v, beta, g=None, *, mode="parallel", scale=None, l2norm_qk=False, allow_neg_eigval=False,
+             initial_state=None, return_final_state=False, final_state_out=None, cu_seqlens=None, chunk=0, out=None,
+             ctx=None):
+    """DeltaNet, and gated DeltaNet when g is given (seqk_deltanet): the delta
+    rule on a K x V state per sequence and head,
+
+        S'  = exp(g_t) S_{t-1}                          (g=None: S' = S_{t-1})
+        S_t = S' + beta_t k_t (v_t - S'^T k_t)^T
+        o_t = S_t^T (scale * q_t)
+
+    l2norm_qk=True first replaces q_t and k_t by x / sqrt(sum x^2 + 1e-6)
+    (inside the kernel); without it, pass keys of norm <= 1 (the stable
+    regime). beta must lie in [0, 1], or in [0, 2] with allow_neg_eigval=True
+    (checked by the library on a CPU context, not on CUDA).
+
+    mode='recurrent' runs token by token (decoding: T = 1 with
+    final_state_out=initial_state); mode='parallel' runs the chunked WY / UT
+    form (training, prefill). Both give the same result up to fp32 rounding.
+
+    Args:
+      q, k            [B, T, H, K] float32 (1 <= K <= 1024)
+      v               [B, T, H, V] float32
+      beta            [B, T, H] float32 writing strengths
+      g               [B, T, H] float32 log-gates (<= 0), or None (plain DeltaNet)
+      mode            'parallel' (default) or 'recurrent'
+      scale           multiplies q (after the L2 norm); None = 1/sqrt(K)
+      l2norm_qk       L2-normalise q and k in the kernel
+      allow_neg_eigval  allow beta in [0, 2]
+      initial_state   [N, H, K, V] or None (zeros)
+      return_final_state  also return the state after the last token
+      final_state_out [N, H, K, V] where to write it, or None (allocated when
+                      asked for); may be initial_state itself
+      cu_seqlens      int32 [N+1] or None (varlen; B must be 1)
+      chunk           chunk size of the parallel mode (1..1024), 0 = 64
+      out             [B, T, H, V] output o, or None (allocated); must not
+                      overlap an input
+      ctx             seqk.Context or None (default context)
+
+    Returns: o, or (o, final_state) with return_final_state.
+    """
+    fn = "seqk.deltanet"
+    c = Call(fn, "seqk_deltanet", ctx, q)
+    m = mode_arg(fn, mode)
+    chunk = int_arg(fn, "chunk", chunk)
+    flags = 0
+    if _bool(fn, "l2norm_qk", l2norm_qk):
+        flags |= DELTANET_L2NORM_QK
+    if _bool(fn, "allow_neg_eigval", allow_neg_eigval):
+        flags |= DELTANET_ALLOW_NEG_EIGVAL
+    pq, pk, pv, pcu, n_arg = _linear_inputs(c, q, k, v, cu_seqlens)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pb = c.arr("beta", beta, ("B", "T", "H"))
+    pg = c.arr("g", g, ("B", "T", "H"), optional=True)
+    ps0, fin, pfin = _state(c, initial_state, final_state_out, return_final_state, ("N", "H", "K", "V"))
+    o, po = c.out("out", out, ("B", "T", "H", "V"))
+    c.run(int(m), B, T, H, K, V, sc, flags, pq, pk, pv, pb, pg, po, ps0, pfin, pcu, n_arg, chunk)
+    return (o, fin) if return_final_state else o
+
+
+def deltanet_workspace_size(B, T, H, K, V, *, mode="parallel", N=0, chunk=0, ctx=None):
+    """An upper bound of the workspace bytes seqk_deltanet needs for these sizes
+    and mode on this context (seqk_deltanet_workspace_size; N: sequences with
+    varlen, else 0)."""
+    fn = "seqk.deltanet_workspace_size"
+    m = mode_arg(fn, mode)
+    return _size_query(fn, "seqk_deltanet_workspace_size", ctx, int(m), int(B), int(T), int(H), int(K), int(V),
+                       int(N), int(chunk))
+
+
+# --------------------------------------------------------------------------
 # softmax attention
 # --------------------------------------------------------------------------
 
@@ -612,6 +689,7 @@ _OPS = (
     "gated_retention",
     "mamba2",
     "selective_scan",
+    "deltanet",
     "attention_parallel",
     "attention_decode",
 )
@@ -626,6 +704,8 @@ __all__ = [
     "mamba2",
     "linear_state_workspace_size",
     "selective_scan",
+    "deltanet",
+    "deltanet_workspace_size",
     "attention_parallel",
     "attention_parallel_workspace_size",
     "attention_decode",

@@ -164,3 +164,31 @@ def selective_scan_ref(u, dt, A, Bm, Cm, D=None, z=None, dt_bias=None, softplus=
             y[bi, t] = yt
         fin[n] = h
     return y, fin
+
+
+def deltanet_ref(q, k, v, beta, g=None, scale=1.0, s0=None, cu=None, l2norm=False):
+    """DeltaNet / gated DeltaNet, the token loop:
+    S' = exp(g_t) S;  S = S' + beta_t k_t (v_t - S'^T k_t)^T;  o_t = S^T (scale q_t),
+    with q, k -> x / sqrt(sum x^2 + 1e-6) first when l2norm. Returns (o, final_state)."""
+    q = np.asarray(q, np.float64)
+    k = np.asarray(k, np.float64)
+    v = np.asarray(v, np.float64)
+    beta = np.asarray(beta, np.float64)
+    if l2norm:
+        q = q / np.sqrt((q * q).sum(-1, keepdims=True) + 1e-6)
+        k = k / np.sqrt((k * k).sum(-1, keepdims=True) + 1e-6)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    decay = np.ones((B, T, H)) if g is None else np.exp(np.asarray(g, np.float64))
+    seqs = seq_bounds(B, T, cu)
+    o = np.zeros((B, T, H, V))
+    fin = np.zeros((len(seqs), H, K, V))
+    for n, (bi, s, e) in enumerate(seqs):
+        S = np.zeros((H, K, V)) if s0 is None else np.asarray(s0[n], np.float64).copy()
+        for t in range(s, e):
+            S = decay[bi, t][:, None, None] * S
+            u = np.einsum("hk,hkv->hv", k[bi, t], S)
+            S = S + beta[bi, t][:, None, None] * k[bi, t][:, :, None] * (v[bi, t] - u)[:, None, :]
+            o[bi, t] = np.einsum("hk,hkv->hv", scale * q[bi, t], S)
+        fin[n] = S
+    return o, fin

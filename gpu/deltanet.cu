@@ -1,0 +1,651 @@
+/*
+ * gpu/deltanet.cu -- CUDA backend of DeltaNet and gated DeltaNet
+ * (seqk_deltanet, DESIGN 3.3). First, plain version: fp32 everywhere, CUDA
+ * cores only; the reference the tuned kernels will be checked against.
+ * Written without a GPU at hand: compiled warning-free for sm_80/sm_90; the
+ * kernels were checked against the CPU backend in a host emulation (one
+ * std::thread per CUDA thread, __syncthreads as a barrier, NaN-poisoned
+ * shared memory, ThreadSanitizer clean), and tests/test_deltanet.c runs them
+ * on every backend once a device is there.
+ *
+ * The math, per sequence n and head h (a_t = exp(g_t), 1 without g; with
+ * SEQK__LIN_L2NORM q and k are divided by sqrt(sum x^2 + eps) first):
+ *
+ *   k~ = k,  q~ = scale q
+ *   S_t = a_t S_{t-1} + k~_t delta_t^T,   delta_t = beta_t (v_t - a_t S_{t-1}^T k~_t)
+ *   o_t = S_t^T q~_t = a_t S_{t-1}^T q~_t + (k~_t . q~_t) delta_t
+ *
+ * Recurrent mode: dn_recurrent_kernel, one block of 256 threads (8 warps)
+ * per (sequence, head, block of 32 state columns), grid N*H*ceil(V/32). The
+ * block's K x 32 slice of the state lives in shared memory (lane j = column,
+ * warp w = rows w, w+8, ...; conflict-free). Per token: the block loads the
+ * raw q_t, k_t (K floats, coalesced) and v_t (32 floats) and reduces
+ * sum q^2, sum k^2, q.k (warp shuffles, one partial per warp); then one pass
+ * over the slice applies the previous token's pending update
+ * (row_i = a_{t-1} row_i + k_{t-1,i} d_{t-1}) and accumulates per thread
+ * x = sum_i k_i row_i and y = sum_i q_i row_i over its rows; after a barrier
+ * warp 0 sums the 8 partials, forms the norms, delta_t and o_t and stores
+ * d_t = fk delta_t (the key's normalisation folded in) for the next pass. So
+ * the update of token t is applied during the pass of token t+1 (one pass
+ * over the state per token) and once more after the last token; two
+ * barriers per token. Inputs of a token that warp 0 still reads while the
+ * others load the next token (k, v, beta, a, norm partials) are
+ * double-buffered by token parity. Shared memory 4 (35 K + 700) bytes
+ * (K = 1024: 144 KB, set with cudaFuncSetAttribute above 48 KB).
+ *
+ * Parallel (chunked) mode, the WY / UT form, per chunk of L tokens (Lc in
+ * the last one), G_i the cumulative log-gate inside the chunk:
+ *
+ *   A    = strict_lower(diag(beta) (K~ K~^T .* Gamma)),  Gamma_ij = exp(G_i - G_j), i >= j
+ *   U    = (I + A)^-1 diag(beta) V,   W = (I + A)^-1 diag(beta exp(G)) K~
+ *   P    = (Q~ K~^T) .* Gamma .* M_causal
+ *   Vnew = U - W S0
+ *   O    = diag(exp(G)) Q~ S0 + P Vnew
+ *   S'   = exp(G_Lc) S0 + (diag(exp(G_Lc - G)) K~)^T Vnew
+ *
+ * Stages, in order on the context's stream (every stage but the last is
+ * parallel over all chunks of all sequences and heads):
+ *   (0) dn_first_kernel <<<1, 1>>> (varlen only): first[n+1] = first[n] +
+ *       ceil(len_n / L), the global chunk numbering, from the device
+ *       cu_seqlens (without varlen first[n] = n ceil(T / L) inline).
+ *   (1) dn_norm_kernel: one warp per (token, head): Qn = q~, Kn = k~
+ *       ([B*T, H, K] in the workspace).
+ *       dn_gates_kernel (gated only): one thread per (chunk, head): Gc, the
+ *       cumulative log-gate inside the chunk ([B*T, H]).
+ *   (2) dn_ap_kernel: block (chunk, head, 16 x 16 tile of the L x L
+ *       matrices): A and P together (K~ K~^T and Q~ K~^T over K in steps of
+ *       16 through shared memory; exp only where j <= i; tiles above the
+ *       diagonal just write zeros).
+ *   (3) dn_solve_kernel: block per (chunk, head), one thread per column of
+ *       [V | K]: the forward substitution (I + A) X = R row by row,
+ *       X_i = R_i - sum_{j<i} A_ij X_j, for R = diag(beta) V (-> U) and
+ *       R = diag(beta exp(G)) K~ (-> W). Equivalent to forming T = (I + A)^-1
+ *       and multiplying, without the T V and T K products.
+ *   (4) dn_state_kernel: the only stage that depends on S0, hence sequential
+ *       over the chunks of a sequence: one block (256 threads) per
+ *       (sequence, head, 32 state columns) with its K x 32 slice of the state
+ *       in shared memory; per chunk: Vnew = U - W S0 (in place in U), the
+ *       outputs O, then S = exp(G_Lc) S + Kd^T Vnew. Given U, W and P the
+ *       state's columns are independent, so the blocks never communicate.
+ *
+ * Workspace (256-byte aligned regions): parallel mode first [N+1] int32
+ * (varlen), Gc [B*T*H] (gated), Qn, Kn [B*T*H*K], A, P [nchunks*H*L*L],
+ * U [nchunks*H*L*V], W [nchunks*H*L*K]. The recurrent mode uses none (a
+ * decoding step allocates nothing).
+ *
+ * To tune (measure first): tensor cores (tf32 mma) for stages 2-4; a
+ * blocked forward substitution (T on diagonal blocks, products off them);
+ * fusing stages 1-3 per chunk in shared memory for K, V <= 128, which drops
+ * the Qn/Kn/A/P buffers; more than 32 columns per state block (and the state
+ * in registers) once N*H*V/32 fills the machine; tokens in tiles in the
+ * recurrent kernel to amortise its barriers.
+ */
+/* core/internal.h and scan/linear_state.h are C headers without C++ guards:
+ * include them first inside extern "C" so that seqk__fail and
+ * seqk__workspace get C linkage here (their include guards make the later
+ * includes through common.cuh no-ops). */
+extern "C" {
+#include "../core/internal.h"
+#include "../scan/linear_state.h"
+}
+
+#include "common.cuh"
+
+#include <limits.h>
+#include <stdint.h>
+
+enum {
+    DN_COLS = 32,      /* state columns per block (one per lane) */
+    DN_THREADS = 256,  /* 8 warps */
+    DN_WARPS = DN_THREADS / 32,
+    DN_TILE = 16,      /* A / P tiles */
+    DN_WS_ALIGN = 256
+};
+
+#define DN_FULL_MASK 0xffffffffu
+
+/* Everything a kernel needs, by value. */
+typedef struct dn_args {
+    int64_t T;        /* tokens per batch entry (without varlen) */
+    int64_t N;        /* sequences */
+    int64_t cps;      /* chunks per sequence without varlen: ceil(T / L) */
+    int H, K, V, L;
+    float scale;
+    int l2, gated;
+    const float *q, *k, *v, *beta, *g;
+    float *o;
+    const float *s_in;
+    float *s_out;
+    const int32_t *cu; /* device cu_seqlens [N+1] or NULL */
+    int32_t *first;    /* device [N+1] first global chunk of each sequence (varlen) */
+    float *Gc;         /* [B*T, H] cumulative log-gate inside the chunk (gated) */
+    float *Qn, *Kn;    /* [B*T, H, K] q~, k~ */
+    float *A, *P;      /* [nchunks, H, L, L] */
+    float *U, *W;      /* [nchunks, H, L, V], [nchunks, H, L, K] */
+} dn_args;
+
+/* ---- device helpers ------------------------------------------------------------ */
+
+static __device__ __forceinline__ float dn_warp_sum(float x)
+{
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(DN_FULL_MASK, x, off);
+    return x;
+}
+
+/* Token range of sequence n. */
+static __device__ __forceinline__ void dn_seq(const dn_args &a, int64_t n, int64_t *row0,
+                                              int64_t *len)
+{
+    if (a.cu) {
+        *row0 = a.cu[n];
+        *len = (int64_t)a.cu[n + 1] - a.cu[n];
+    } else {
+        *row0 = n * a.T;
+        *len = a.T;
+    }
+}
+
+/* Global chunk range [c_begin, c_end) of sequence n. */
+static __device__ __forceinline__ void dn_seq_chunks(const dn_args &a, int64_t n,
+                                                     int64_t *c_begin, int64_t *c_end)
+{
+    if (a.first) {
+        *c_begin = a.first[n];
+        *c_end = a.first[n + 1];
+    } else {
+        *c_begin = n * a.cps;
+        *c_end = (n + 1) * a.cps;
+    }
+}
+
+/* Global chunk c -> its first token row r0 and its length Lc. */
+static __device__ void dn_chunk_rows(const dn_args &a, int64_t c, int64_t *r0, int *Lc)
+{
+    int64_t n, ci;
+    if (a.first) {
+        /* the largest n < N with first[n] <= c (empty sequences own no chunk) */
+        int64_t lo = 0, hi = a.N - 1;
+        while (lo < hi) {
+            const int64_t mid = (lo + hi + 1) / 2;
+            if (a.first[mid] <= c) lo = mid;
+            else hi = mid - 1;
+        }
+        n = lo;
+        ci = c - a.first[n];
+    } else {
+        n = c / a.cps;
+        ci = c - n * a.cps;
+    }
+    int64_t row0, len;
+    dn_seq(a, n, &row0, &len);
+    const int64_t c0 = ci * a.L;
+    *r0 = row0 + c0;
+    *Lc = (int)(len - c0 < a.L ? len - c0 : a.L);
+}
+
+/* ---- recurrent mode -------------------------------------------------------------- */
+
+static size_t dn_recurrent_smem(int K)
+{
+    /* S [K][32], q [K], k [2][K], v [2][32], d [32], red [2][8][32], nred [2][8][4], sc [8] */
+    return sizeof(float) * ((size_t)K * DN_COLS + 3 * (size_t)K + 2 * DN_COLS + DN_COLS +
+                            2 * DN_WARPS * DN_COLS + 2 * DN_WARPS * 4 + 8);
+}
+
+static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args a, int nvb)
+{
+    extern __shared__ float sm[];
+    const int K = a.K, V = a.V, H = a.H;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int64_t id = blockIdx.x;
+    const int vb = (int)(id % nvb);
+    const int h = (int)((id / nvb) % H);
+    const int64_t n = id / ((int64_t)nvb * H);
+    const int64_t nh = n * H + h;
+    const int col = vb * DN_COLS + lane;
+    const bool colok = col < V;
+
+    float *S = sm;                                   /* [K][32] the state slice */
+    float *qs = S + (size_t)K * DN_COLS;             /* [K] raw q_t */
+    float *ks = qs + K;                              /* [2][K] raw k by token parity */
+    float *vs = ks + 2 * K;                          /* [2][32] v_t columns by parity */
+    float *dp = vs + 2 * DN_COLS;                    /* [32] pending d = fk delta */
+    float *red = dp + DN_COLS;                       /* [2][8][32] partial x, y */
+    float *nred = red + 2 * DN_WARPS * DN_COLS;      /* [2][8][4] partial q.q, k.k, q.k */
+    float *sc = nred + 2 * DN_WARPS * 4;             /* beta [2], a [2], pending a [1] */
+
+    int64_t row0, len;
+    dn_seq(a, n, &row0, &len);
+    for (int i = w; i < K; i += DN_WARPS)
+        S[i * DN_COLS + lane] = (a.s_in && colok) ? a.s_in[(nh * K + i) * V + col] : 0.0f;
+    if (tid < DN_COLS) dp[tid] = 0.0f; /* no pending update before the first token */
+    if (tid == 0) sc[4] = 1.0f;
+
+    for (int64_t t = 0; t < len; t++) {
+        const int par = (int)(t & 1);
+        const int64_t r = row0 + t, rh = r * H + h;
+        /* load the token; partial norms */
+        const float *qg = a.q + rh * K, *kg = a.k + rh * K;
+        float *kt = ks + par * K;
+        float sq = 0.0f, sk = 0.0f, sqk = 0.0f;
+        for (int i = tid; i < K; i += DN_THREADS) {
+            const float x = qg[i], y = kg[i];
+            qs[i] = x;
+            kt[i] = y;
+            sq = fmaf(x, x, sq);
+            sk = fmaf(y, y, sk);
+            sqk = fmaf(x, y, sqk);
+        }
+        sq = dn_warp_sum(sq);
+        sk = dn_warp_sum(sk);
+        sqk = dn_warp_sum(sqk);
+        if (lane == 0) {
+            float *nr = nred + (par * DN_WARPS + w) * 4;
+            nr[0] = sq, nr[1] = sk, nr[2] = sqk;
+        }
+        if (tid < DN_COLS) {
+            const int c = vb * DN_COLS + tid;
+            vs[par * DN_COLS + tid] = c < V ? a.v[rh * V + c] : 0.0f;
+        }
+        if (tid == 0) {
+            sc[par] = a.beta[rh];
+            sc[2 + par] = a.gated ? expf(a.g[rh]) : 1.0f;
+        }
+        __syncthreads();
+        /* one pass: the previous token's update, then x, y on the updated rows */
+        const bool pend = t > 0;
+        const float ap = sc[4], dj = dp[lane];
+        const float *kp = ks + (par ^ 1) * K;
+        float xa = 0.0f, ya = 0.0f;
+        for (int i = w; i < K; i += DN_WARPS) {
+            float s = S[i * DN_COLS + lane];
+            if (pend) {
+                s = fmaf(kp[i], dj, ap * s);
+                S[i * DN_COLS + lane] = s;
+            }
+            xa = fmaf(kt[i], s, xa);
+            ya = fmaf(qs[i], s, ya);
+        }
+        red[w * DN_COLS + lane] = xa;
+        red[(DN_WARPS + w) * DN_COLS + lane] = ya;
+        __syncthreads();
+        /* warp 0: delta_t, o_t, the pending update */
+        if (w == 0) {
+            float x = 0.0f, y = 0.0f, nq = 0.0f, nk = 0.0f, nqk = 0.0f;
+            for (int ww = 0; ww < DN_WARPS; ww++) {
+                x += red[ww * DN_COLS + lane];
+                y += red[(DN_WARPS + ww) * DN_COLS + lane];
+                const float *nr = nred + (par * DN_WARPS + ww) * 4;
+                nq += nr[0], nk += nr[1], nqk += nr[2];
+            }
+            float fq = a.scale, fk = 1.0f;
+            if (a.l2) {
+                fq = a.scale / sqrtf(nq + SEQK__LIN_L2NORM_EPS);
+                fk = 1.0f / sqrtf(nk + SEQK__LIN_L2NORM_EPS);
+            }
+            const float at = sc[2 + par], bt = sc[par];
+            const float d = bt * (vs[par * DN_COLS + lane] - at * (fk * x));
+            if (colok) a.o[rh * V + col] = at * (fq * y) + (fq * fk * nqk) * d;
+            dp[lane] = fk * d; /* S += k d^T with the raw k of this token */
+            if (lane == 0) sc[4] = at;
+        }
+    }
+    __syncthreads();
+    if (len > 0) {
+        const float ap = sc[4], dj = dp[lane];
+        const float *kp = ks + ((len - 1) & 1) * K;
+        for (int i = w; i < K; i += DN_WARPS)
+            S[i * DN_COLS + lane] = fmaf(kp[i], dj, ap * S[i * DN_COLS + lane]);
+    }
+    if (a.s_out && colok)
+        for (int i = w; i < K; i += DN_WARPS) a.s_out[(nh * K + i) * V + col] = S[i * DN_COLS + lane];
+}
+
+/* ---- parallel mode, stages 0 and 1 ------------------------------------------------- */
+
+static __global__ void dn_first_kernel(const int32_t *cu, int64_t N, int L, int32_t *first)
+{
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    int32_t acc = 0;
+    first[0] = 0;
+    for (int64_t n = 0; n < N; n++) {
+        acc += (int32_t)(((int64_t)cu[n + 1] - cu[n] + L - 1) / L);
+        first[n + 1] = acc;
+    }
+}
+
+/* One warp per (token row, head): Qn = scale q / |q|, Kn = k / |k| (or no norm). */
+static __global__ void __launch_bounds__(DN_THREADS) dn_norm_kernel(dn_args a, int64_t nwork)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t wid = (int64_t)blockIdx.x * DN_WARPS + (threadIdx.x >> 5);
+    if (wid >= nwork) return; /* whole warp */
+    const int K = a.K;
+    const float *q = a.q + wid * K, *k = a.k + wid * K;
+    float fq = a.scale, fk = 1.0f;
+    if (a.l2) {
+        float sq = 0.0f, sk = 0.0f;
+        for (int i = lane; i < K; i += 32) {
+            sq = fmaf(q[i], q[i], sq);
+            sk = fmaf(k[i], k[i], sk);
+        }
+        sq = dn_warp_sum(sq);
+        sk = dn_warp_sum(sk);
+        fq = a.scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
+        fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
+    }
+    for (int i = lane; i < K; i += 32) {
+        a.Qn[wid * K + i] = fq * q[i];
+        a.Kn[wid * K + i] = fk * k[i];
+    }
+}
+
+/* One thread per (chunk, head): Gc = cumulative log-gate inside the chunk. */
+static __global__ void __launch_bounds__(DN_THREADS) dn_gates_kernel(dn_args a, int64_t nwork)
+{
+    const int64_t id = (int64_t)blockIdx.x * DN_THREADS + threadIdx.x;
+    if (id >= nwork) return;
+    const int64_t c = id / a.H;
+    const int h = (int)(id - c * a.H);
+    int64_t r0;
+    int Lc;
+    dn_chunk_rows(a, c, &r0, &Lc);
+    float acc = 0.0f;
+    for (int i = 0; i < Lc; i++) {
+        const int64_t rh = (r0 + i) * a.H + h;
+        acc += a.g[rh];
+        a.Gc[rh] = acc;
+    }
+}
+
+/* ---- parallel mode, stage 2: A and P ------------------------------------------------ */
+
+static __global__ void __launch_bounds__(DN_TILE * DN_TILE) dn_ap_kernel(dn_args a, int nt)
+{
+    __shared__ float Ki[DN_TILE][DN_TILE + 1], Qi[DN_TILE][DN_TILE + 1], Kj[DN_TILE][DN_TILE + 1];
+    const int tx = threadIdx.x % DN_TILE, ty = threadIdx.x / DN_TILE;
+    const int64_t ch = blockIdx.x;
+    const int64_t c = ch / a.H;
+    const int h = (int)(ch - c * a.H);
+    const int ti = (int)(blockIdx.y / nt), tj = (int)(blockIdx.y % nt);
+    const int L = a.L, K = a.K, H = a.H;
+    const int i = ti * DN_TILE + ty, j = tj * DN_TILE + tx;
+    float *Am = a.A + ch * L * L, *Pm = a.P + ch * L * L;
+    if (tj > ti) { /* above the diagonal: zeros (block-uniform) */
+        if (i < L && j < L) Am[(int64_t)i * L + j] = 0.0f, Pm[(int64_t)i * L + j] = 0.0f;
+        return;
+    }
+    int64_t r0;
+    int Lc;
+    dn_chunk_rows(a, c, &r0, &Lc);
+    const int jr = tj * DN_TILE + ty; /* the Kj row this thread loads */
+    float kk = 0.0f, qk = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += DN_TILE) {
+        const bool kin = k0 + tx < K;
+        Ki[ty][tx] = (i < Lc && kin) ? a.Kn[((r0 + i) * H + h) * K + k0 + tx] : 0.0f;
+        Qi[ty][tx] = (i < Lc && kin) ? a.Qn[((r0 + i) * H + h) * K + k0 + tx] : 0.0f;
+        Kj[ty][tx] = (jr < Lc && kin) ? a.Kn[((r0 + jr) * H + h) * K + k0 + tx] : 0.0f;
+        __syncthreads();
+#pragma unroll
+        for (int x = 0; x < DN_TILE; x++) {
+            kk = fmaf(Ki[ty][x], Kj[tx][x], kk);
+            qk = fmaf(Qi[ty][x], Kj[tx][x], qk);
+        }
+        __syncthreads();
+    }
+    if (i >= L || j >= L) return;
+    float am = 0.0f, pm = 0.0f;
+    if (i < Lc && j <= i) { /* never exponentiate above the diagonal */
+        const float d = a.gated ? expf(a.Gc[(r0 + i) * H + h] - a.Gc[(r0 + j) * H + h]) : 1.0f;
+        if (j < i) am = a.beta[(r0 + i) * H + h] * kk * d;
+        pm = qk * d;
+    }
+    Am[(int64_t)i * L + j] = am;
+    Pm[(int64_t)i * L + j] = pm;
+}
+
+/* ---- parallel mode, stage 3: U and W by forward substitution ------------------------ */
+
+static __global__ void __launch_bounds__(DN_THREADS) dn_solve_kernel(dn_args a)
+{
+    const int64_t ch = blockIdx.x;
+    const int64_t c = ch / a.H;
+    const int h = (int)(ch - c * a.H);
+    const int L = a.L, K = a.K, V = a.V, H = a.H;
+    int64_t r0;
+    int Lc;
+    dn_chunk_rows(a, c, &r0, &Lc);
+    const float *Am = a.A + ch * L * L;
+    float *Uc = a.U + ch * L * V, *Wc = a.W + ch * L * K;
+    for (int col = threadIdx.x; col < V + K; col += blockDim.x) {
+        /* X = U column col (col < V) or W column col - V, rows ld apart */
+        const bool isu = col < V;
+        float *X = isu ? Uc + col : Wc + (col - V);
+        const int ld = isu ? V : K;
+        for (int i = 0; i < Lc; i++) {
+            const int64_t rh = (r0 + i) * H + h;
+            float x = a.beta[rh];
+            if (isu) x *= a.v[rh * V + col];
+            else x *= (a.gated ? expf(a.Gc[rh]) : 1.0f) * a.Kn[rh * K + (col - V)];
+            const float *Ai = Am + (int64_t)i * L;
+            for (int j = 0; j < i; j++) x = fmaf(-Ai[j], X[(int64_t)j * ld], x);
+            X[(int64_t)i * ld] = x;
+        }
+    }
+}
+
+/* ---- parallel mode, stage 4: the chunk-sequential state pass ----------------------- */
+
+static size_t dn_state_smem(int K, int L)
+{
+    /* S [K][32], exp(G) [L], exp(G_Lc - G) [L] */
+    return sizeof(float) * ((size_t)K * DN_COLS + 2 * (size_t)L);
+}
+
+static __global__ void __launch_bounds__(DN_THREADS) dn_state_kernel(dn_args a, int nvb)
+{
+    extern __shared__ float sm[];
+    const int K = a.K, V = a.V, H = a.H, L = a.L;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int64_t id = blockIdx.x;
+    const int vb = (int)(id % nvb);
+    const int h = (int)((id / nvb) % H);
+    const int64_t n = id / ((int64_t)nvb * H);
+    const int64_t nh = n * H + h;
+    const int col = vb * DN_COLS + lane;
+    const bool colok = col < V;
+    float *S = sm;                         /* [K][32] */
+    float *eg = S + (size_t)K * DN_COLS;   /* [L] exp(G_i) */
+    float *ek = eg + L;                    /* [L] exp(G_Lc - G_i) */
+
+    for (int i = w; i < K; i += DN_WARPS)
+        S[i * DN_COLS + lane] = (a.s_in && colok) ? a.s_in[(nh * K + i) * V + col] : 0.0f;
+    bool s_zero = a.s_in == NULL;
+    int64_t row0, len, cb, ce;
+    dn_seq(a, n, &row0, &len);
+    dn_seq_chunks(a, n, &cb, &ce);
+    for (int64_t c = cb; c < ce; c++) {
+        const int64_t r0 = row0 + (c - cb) * L;
+        const int Lc = (int)(len - (c - cb) * L < L ? len - (c - cb) * L : L);
+        const int64_t ch = c * H + h;
+        float *Uc = a.U + ch * L * V;
+        const float *Wc = a.W + ch * L * K, *Pc = a.P + ch * L * L;
+        const float glast = a.gated ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
+        __syncthreads(); /* the previous chunk is done with eg, ek and S */
+        for (int i = tid; i < Lc; i += DN_THREADS) {
+            const float gi = a.gated ? a.Gc[(r0 + i) * H + h] : 0.0f;
+            eg[i] = expf(gi);
+            ek[i] = expf(glast - gi);
+        }
+        /* Vnew = U - W S0, in place in U */
+        if (!s_zero && colok)
+            for (int i = w; i < Lc; i += DN_WARPS) {
+                const float *wi = Wc + (int64_t)i * K;
+                float acc = Uc[(int64_t)i * V + col];
+                for (int kk = 0; kk < K; kk++) acc = fmaf(-wi[kk], S[kk * DN_COLS + lane], acc);
+                Uc[(int64_t)i * V + col] = acc;
+            }
+        __syncthreads(); /* Vnew, eg, ek visible to the block */
+        /* O = diag(exp(G)) Q~ S0 + P Vnew */
+        for (int i = w; i < Lc; i += DN_WARPS) {
+            const int64_t rh = (r0 + i) * H + h;
+            float inter = 0.0f, intra = 0.0f;
+            if (!s_zero) {
+                const float *qi = a.Qn + rh * K;
+                for (int kk = 0; kk < K; kk++) inter = fmaf(qi[kk], S[kk * DN_COLS + lane], inter);
+            }
+            if (colok) {
+                const float *pi = Pc + (int64_t)i * L;
+                for (int l = 0; l <= i; l++) intra = fmaf(pi[l], Uc[(int64_t)l * V + col], intra);
+                a.o[rh * V + col] = eg[i] * inter + intra;
+            }
+        }
+        __syncthreads(); /* every read of S0 is done */
+        /* S = exp(G_Lc) S0 + (diag(exp(G_Lc - G)) K~)^T Vnew */
+        const float ac = expf(glast);
+        for (int kk = w; kk < K; kk += DN_WARPS) {
+            float acc = 0.0f;
+            if (colok)
+                for (int i = 0; i < Lc; i++)
+                    acc = fmaf(ek[i] * a.Kn[((r0 + i) * H + h) * K + kk], Uc[(int64_t)i * V + col], acc);
+            S[kk * DN_COLS + lane] = s_zero ? acc : fmaf(ac, S[kk * DN_COLS + lane], acc);
+        }
+        s_zero = false;
+    }
+    /* each thread stores the rows it wrote itself */
+    if (a.s_out && colok)
+        for (int i = w; i < K; i += DN_WARPS) a.s_out[(nh * K + i) * V + col] = S[i * DN_COLS + lane];
+}
+
+/* ---- host side --------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t nchunks;
+    size_t off_first, off_gc, off_qn, off_kn, off_a, off_p, off_u, off_w, bytes;
+} dn_plan;
+
+static size_t dn_align(size_t n) { return (n + DN_WS_ALIGN - 1) / DN_WS_ALIGN * DN_WS_ALIGN; }
+
+/* Chunks of the problem: exact with P->cu; a bound for a varlen query. */
+static int64_t dn_nchunks(const seqk__lin *P)
+{
+    const int64_t L = P->chunk;
+    if (P->cu) {
+        int64_t nc = 0;
+        for (int64_t n = 0; n < P->N; n++) nc += ((int64_t)P->cu[n + 1] - P->cu[n] + L - 1) / L;
+        return nc;
+    }
+    if (P->N != P->B) return (P->B * P->T + L - 1) / L + P->N;
+    return P->B * ((P->T + L - 1) / L);
+}
+
+static dn_plan dn_make_plan(const seqk__lin *P, int mode)
+{
+    dn_plan pl = {};
+    if (mode != SEQK_MODE_PARALLEL) return pl;
+    const size_t f = sizeof(float), rows = (size_t)(P->B * P->T), H = (size_t)P->H;
+    const size_t L = (size_t)P->chunk, K = (size_t)P->K, V = (size_t)P->V;
+    pl.nchunks = dn_nchunks(P);
+    const size_t nch = (size_t)pl.nchunks * H;
+    size_t o = 0;
+    pl.off_first = o, o += dn_align((size_t)(P->N + 1) * sizeof(int32_t));
+    pl.off_gc = o, o += dn_align(rows * H * f);
+    pl.off_qn = o, o += dn_align(rows * H * K * f);
+    pl.off_kn = o, o += dn_align(rows * H * K * f);
+    pl.off_a = o, o += dn_align(nch * L * L * f);
+    pl.off_p = o, o += dn_align(nch * L * L * f);
+    pl.off_u = o, o += dn_align(nch * L * V * f);
+    pl.off_w = o, o += dn_align(nch * L * K * f);
+    pl.bytes = o;
+    return pl;
+}
+
+extern "C" size_t seqk__cuda_deltanet_workspace(const seqk__lin *P, int mode)
+{
+    return dn_make_plan(P, mode).bytes;
+}
+
+/* Dynamic shared memory above the 48 KB default needs an opt-in per kernel. */
+template <typename Kern>
+static seqk_status dn_smem_optin(const char *fn, Kern kernel, size_t bytes)
+{
+    if (bytes > 48 * 1024)
+        SEQK_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)bytes));
+    return SEQK_SUCCESS;
+}
+
+extern "C" seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const seqk__lin *P,
+                                           const float *beta, const int32_t *cu_device)
+{
+    static const char fn[] = "seqk_deltanet (CUDA)";
+    SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
+    const cudaStream_t stream = seqk__stream(ctx);
+    dn_args a = {};
+    a.T = P->T;
+    a.N = P->N;
+    a.L = (int)P->chunk;
+    a.cps = (P->T + P->chunk - 1) / P->chunk;
+    a.H = (int)P->H, a.K = (int)P->K, a.V = (int)P->V;
+    a.scale = P->scale;
+    a.l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
+    a.gated = P->g != NULL;
+    a.q = P->q, a.k = P->k, a.v = P->v, a.beta = beta, a.g = P->g;
+    a.o = P->o, a.s_in = P->s_in, a.s_out = P->s_out;
+    a.cu = P->cu ? cu_device : NULL;
+    const int nvb = (int)((P->V + DN_COLS - 1) / DN_COLS);
+    const int64_t blocks = P->N * P->H * nvb;
+    if (blocks > INT_MAX)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: N*H*ceil(V/32)=%lld blocks, at most %d", fn,
+                          (long long)blocks, INT_MAX);
+
+    if (mode == SEQK_MODE_RECURRENT) {
+        const size_t smem = dn_recurrent_smem(a.K);
+        seqk_status st = dn_smem_optin(fn, dn_recurrent_kernel, smem);
+        if (st) return st;
+        dn_recurrent_kernel<<<(unsigned)blocks, DN_THREADS, smem, stream>>>(a, nvb);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        return SEQK_SUCCESS;
+    }
+
+    const dn_plan pl = dn_make_plan(P, mode);
+    void *base = NULL;
+    seqk_status st = seqk__workspace(fn, ctx, pl.bytes, &base);
+    if (st) return st;
+    char *ws = (char *)base;
+    a.first = a.cu ? (int32_t *)(ws + pl.off_first) : NULL;
+    a.Gc = (float *)(ws + pl.off_gc);
+    a.Qn = (float *)(ws + pl.off_qn), a.Kn = (float *)(ws + pl.off_kn);
+    a.A = (float *)(ws + pl.off_a), a.P = (float *)(ws + pl.off_p);
+    a.U = (float *)(ws + pl.off_u), a.W = (float *)(ws + pl.off_w);
+    const int64_t rows = P->B * P->T, nch = pl.nchunks * P->H;
+    const int nt = (a.L + DN_TILE - 1) / DN_TILE;
+    if (nch > INT_MAX || (rows * P->H + DN_WARPS - 1) / DN_WARPS > INT_MAX)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld chunks x heads, too many for one grid",
+                          fn, (long long)nch);
+    if (a.first) {
+        dn_first_kernel<<<1, 1, 0, stream>>>(a.cu, a.N, a.L, a.first);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    if (rows > 0) {
+        const int64_t nw = rows * P->H;
+        dn_norm_kernel<<<seqk__ceil_div(nw, DN_WARPS), DN_THREADS, 0, stream>>>(a, nw);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    if (nch > 0) {
+        if (a.gated) {
+            dn_gates_kernel<<<seqk__ceil_div(nch, DN_THREADS), DN_THREADS, 0, stream>>>(a, nch);
+            SEQK_CUDA_CHECK_LAUNCH(fn);
+        }
+        dn_ap_kernel<<<dim3((unsigned)nch, (unsigned)(nt * nt)), DN_TILE * DN_TILE, 0, stream>>>(a,
+                                                                                                 nt);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        dn_solve_kernel<<<(unsigned)nch, DN_THREADS, 0, stream>>>(a);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    const size_t smem = dn_state_smem(a.K, a.L);
+    if ((st = dn_smem_optin(fn, dn_state_kernel, smem))) return st;
+    dn_state_kernel<<<(unsigned)blocks, DN_THREADS, smem, stream>>>(a, nvb);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}

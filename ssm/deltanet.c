@@ -1,0 +1,827 @@
+/*
+ * ssm/deltanet.c -- DeltaNet and gated DeltaNet (DESIGN 3.3), CPU; the
+ * validation and dispatch of seqk_deltanet.
+ *
+ * Per sequence and head, with S a K x V state, a_t = exp(g_t) (1 without g),
+ * q~ = scale * q (L2-normalised first with the flag), k~ = k (normalised):
+ *
+ *   S_t = a_t S_{t-1} + k~_t delta_t^T,   delta_t = beta_t (v_t - a_t S_{t-1}^T k~_t)
+ *   o_t = S_t^T q~_t = a_t S_{t-1}^T q~_t + (k~_t . q~_t) delta_t
+ *
+ * Recurrent mode. Columns of S are independent (delta_t's column j needs only
+ * column j of S), so the work items are (sequence, head, block of VB state
+ * columns), as in scan/linear_recurrent.c. Per token an item needs
+ * x = S_{t-1}^T k~ and y = S_{t-1}^T q~ (two reductions over the K rows)
+ * before it can form delta_t, and then the rank-1 update. The update of token
+ * t is therefore deferred into the pass of token t+1: one pass per token over
+ * the K x VB slice does, row by row,
+ *
+ *   row_i = a_{t-1} row_i + k~_{t-1,i} delta_{t-1}      (the pending update)
+ *   x += k~_{t,i} row_i,   y += q~_{t,i} row_i
+ *
+ * and a last pass applies the final pending update: T tokens cost T + 1
+ * passes (a decoding step two: one read, one read-modify-write), 6 K V
+ * flops per token (AVX2: four ymm of a 32-column row per pass). The slice is
+ * updated in place in state_out (after copying state_in there), so a
+ * decoding step with state_in == state_out allocates nothing; an item of at
+ * least LOCAL_MIN_T tokens with K <= 128 works on a contiguous copy on the
+ * stack instead (rows V floats apart thrash L1's sets; measured ~1.35x
+ * faster at K = V = 128) and writes it back at the end; without state_out
+ * the slice lives in the workspace.
+ *
+ * Parallel (chunked) mode, per chunk of L tokens (G the cumulative log-gate
+ * in the chunk, Gamma_ij = exp(G_i - G_j) for i >= j only, S0 the state
+ * before the chunk):
+ *
+ *   A    = strict_lower(diag(beta) (K K^T .* Gamma)),   T = (I + A)^-1
+ *   U    = T diag(beta) V,   W = T diag(beta exp(G)) K    (independent of S0)
+ *   Vnew = U - W S0
+ *   O    = diag(exp(G)) Q S0 + ((Q K^T) .* Gamma .* M_causal) Vnew
+ *   S_next = exp(G_L) S0 + (diag(exp(G_L - G)) K)^T Vnew
+ *
+ * built from the shared chunk stages of scan/chunk.c: seqk__chunk_load (G,
+ * Q~, exp(G) Q~, K~, exp(G_L - G) K~, with the L2 norm), seqk__chunk_output
+ * and seqk__chunk_local_state with Vnew in place of V; the products K K^T,
+ * T V, T K and W S0 are seqk__sgemm calls (T V and T K by row blocks that
+ * skip T's zero upper triangle). T comes from forward substitution,
+ * row by row: T_i = e_i - sum_{j<i} A_ij T_j (an axpy of earlier rows, which
+ * vectorises). Vnew depends on S0, so the chunks of one (sequence, head) run
+ * in order. Two drivers:
+ *   fused  (at least as many (sequence, head) pairs as threads): one pair per
+ *          work item, everything of a chunk in the thread's scratch;
+ *   split  (fewer pairs than threads): stage 1 computes U and W of every
+ *          chunk in parallel (they do not depend on S0) into the workspace;
+ *          stage 2 splits the state's V columns into blocks: given U and W,
+ *          the columns of Vnew, O and S are independent, so each (pair, column
+ *          block) walks its chunks on its own K x vw slice of the state
+ *          (Vnew_blk = U_blk - W S0_blk, then the output and local-state
+ *          stages on vw columns).
+ */
+#include "../core/gemm.h"
+#include "../core/vmath.h"
+#include "../gpu/gpu.h"
+#include "../scan/chunk.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__)
+#define DN_INLINE static inline __attribute__((always_inline))
+#else
+#define DN_INLINE static inline
+#endif
+
+static const char FN[] = "seqk_deltanet";
+
+enum {
+    VB = 32,       /* state columns per recurrent work item */
+    STRIP = 32,    /* columns per pass of the recurrent kernel (four ymm per row) */
+    MIN_VW = 16,   /* narrowest column block of the split chunked driver */
+    LOCAL_FLOATS = 128 * VB, /* a recurrent item of >= LOCAL_MIN_T tokens keeps its slice */
+    LOCAL_MIN_T = 8,         /* contiguous on the stack when it fits (K <= 128) */
+    TRI_RB = 18,             /* row block of the triangular products (3 sgemm micro-tiles) */
+    PREFETCH_T = 4           /* the recurrent mode prefetches q, k, v this many tokens ahead */
+};
+
+/* The problem: the linear-state description (q, k, v, g, o, states, sizes,
+ * flags: SEQK__LIN_L2NORM) plus beta [B*T, H]. */
+typedef struct {
+    seqk__lin lin;
+    const float *beta;
+} dn_problem;
+
+static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
+
+/* ---- recurrent mode --------------------------------------------------------- */
+
+/* q~ = scale q, k~ = k (both L2-normalised with SEQK__LIN_L2NORM) into qv, kv;
+ * returns k~ . q~. */
+#ifdef __AVX2__
+static float hsum8(__m256 x)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+static float token_qk(const seqk__lin *P, const float *q, const float *k, float *qv, float *kv)
+{
+    const int64_t K = P->K;
+    float fq = P->scale, fk = 1.0f;
+    if (P->flags & SEQK__LIN_L2NORM) {
+        float sq = 0.0f, sk = 0.0f;
+        int64_t i = 0;
+#ifdef __AVX2__
+        __m256 aq = _mm256_setzero_ps(), ak = aq;
+        for (; i + 8 <= K; i += 8) {
+            const __m256 x = _mm256_loadu_ps(q + i), y = _mm256_loadu_ps(k + i);
+            aq = _mm256_fmadd_ps(x, x, aq), ak = _mm256_fmadd_ps(y, y, ak);
+        }
+        sq = hsum8(aq), sk = hsum8(ak);
+#endif
+        for (; i < K; i++) {
+            sq += q[i] * q[i];
+            sk += k[i] * k[i];
+        }
+        fq = P->scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
+        fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
+    }
+    float kq = 0.0f;
+    int64_t i = 0;
+#ifdef __AVX2__
+    const __m256 vq = _mm256_set1_ps(fq), vk = _mm256_set1_ps(fk);
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= K; i += 8) {
+        const __m256 x = _mm256_mul_ps(vq, _mm256_loadu_ps(q + i));
+        const __m256 y = _mm256_mul_ps(vk, _mm256_loadu_ps(k + i));
+        _mm256_storeu_ps(qv + i, x), _mm256_storeu_ps(kv + i, y);
+        acc = _mm256_fmadd_ps(x, y, acc);
+    }
+    kq = hsum8(acc);
+#endif
+    for (; i < K; i++) {
+        qv[i] = fq * q[i];
+        kv[i] = fk * k[i];
+        kq += kv[i] * qv[i];
+    }
+    return kq;
+}
+
+/*
+ * One pass over a K x w strip of the state (w <= STRIP, rows ldS apart; AVX2
+ * for w = 32 and 16):
+ *   upd: row_i = ap row_i + kp_i dp      (dec: with the decay ap, else ap = 1)
+ *   rd:  x = sum_i k_i row_i, y = sum_i q_i row_i   (after the update)
+ * Called with constant upd / dec / rd so that each combination compiles to
+ * its own loop.
+ */
+DN_INLINE void strip_pass(int64_t K, int64_t w, float *S, int64_t ldS, bool upd, bool dec,
+                          float ap, const float *kp, const float *dp, bool rd, const float *k,
+                          const float *q, float *x, float *y)
+{
+#ifdef __AVX2__
+    if (w == 32) {
+        const __m256 va = _mm256_set1_ps(ap);
+        __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, y0 = x0, y1 = x0, y2 = x0, y3 = x0;
+        for (int64_t i = 0; i < K; i++) {
+            float *row = S + i * ldS;
+            __m256 r0 = _mm256_loadu_ps(row), r1 = _mm256_loadu_ps(row + 8);
+            __m256 r2 = _mm256_loadu_ps(row + 16), r3 = _mm256_loadu_ps(row + 24);
+            if (upd) {
+                const __m256 kpi = _mm256_broadcast_ss(kp + i);
+                if (dec) {
+                    r0 = _mm256_mul_ps(va, r0), r1 = _mm256_mul_ps(va, r1);
+                    r2 = _mm256_mul_ps(va, r2), r3 = _mm256_mul_ps(va, r3);
+                }
+                r0 = _mm256_fmadd_ps(kpi, _mm256_loadu_ps(dp), r0);
+                r1 = _mm256_fmadd_ps(kpi, _mm256_loadu_ps(dp + 8), r1);
+                r2 = _mm256_fmadd_ps(kpi, _mm256_loadu_ps(dp + 16), r2);
+                r3 = _mm256_fmadd_ps(kpi, _mm256_loadu_ps(dp + 24), r3);
+                _mm256_storeu_ps(row, r0), _mm256_storeu_ps(row + 8, r1);
+                _mm256_storeu_ps(row + 16, r2), _mm256_storeu_ps(row + 24, r3);
+            }
+            if (rd) {
+                const __m256 ki = _mm256_broadcast_ss(k + i), qi = _mm256_broadcast_ss(q + i);
+                x0 = _mm256_fmadd_ps(ki, r0, x0), x1 = _mm256_fmadd_ps(ki, r1, x1);
+                x2 = _mm256_fmadd_ps(ki, r2, x2), x3 = _mm256_fmadd_ps(ki, r3, x3);
+                y0 = _mm256_fmadd_ps(qi, r0, y0), y1 = _mm256_fmadd_ps(qi, r1, y1);
+                y2 = _mm256_fmadd_ps(qi, r2, y2), y3 = _mm256_fmadd_ps(qi, r3, y3);
+            }
+        }
+        if (rd) {
+            _mm256_storeu_ps(x, x0), _mm256_storeu_ps(x + 8, x1);
+            _mm256_storeu_ps(x + 16, x2), _mm256_storeu_ps(x + 24, x3);
+            _mm256_storeu_ps(y, y0), _mm256_storeu_ps(y + 8, y1);
+            _mm256_storeu_ps(y + 16, y2), _mm256_storeu_ps(y + 24, y3);
+        }
+        return;
+    }
+    if (w == 16) {
+        const __m256 va = _mm256_set1_ps(ap);
+        __m256 d0 = _mm256_setzero_ps(), d1 = d0, x0 = d0, x1 = d0, y0 = d0, y1 = d0;
+        if (upd) d0 = _mm256_loadu_ps(dp), d1 = _mm256_loadu_ps(dp + 8);
+        for (int64_t i = 0; i < K; i++) {
+            float *row = S + i * ldS;
+            __m256 r0 = _mm256_loadu_ps(row), r1 = _mm256_loadu_ps(row + 8);
+            if (upd) {
+                const __m256 kpi = _mm256_set1_ps(kp[i]);
+                if (dec) r0 = _mm256_mul_ps(va, r0), r1 = _mm256_mul_ps(va, r1);
+                r0 = _mm256_fmadd_ps(kpi, d0, r0), r1 = _mm256_fmadd_ps(kpi, d1, r1);
+                _mm256_storeu_ps(row, r0), _mm256_storeu_ps(row + 8, r1);
+            }
+            if (rd) {
+                const __m256 ki = _mm256_set1_ps(k[i]), qi = _mm256_set1_ps(q[i]);
+                x0 = _mm256_fmadd_ps(ki, r0, x0), x1 = _mm256_fmadd_ps(ki, r1, x1);
+                y0 = _mm256_fmadd_ps(qi, r0, y0), y1 = _mm256_fmadd_ps(qi, r1, y1);
+            }
+        }
+        if (rd) {
+            _mm256_storeu_ps(x, x0), _mm256_storeu_ps(x + 8, x1);
+            _mm256_storeu_ps(y, y0), _mm256_storeu_ps(y + 8, y1);
+        }
+        return;
+    }
+#endif
+    if (rd)
+        for (int64_t j = 0; j < w; j++) x[j] = y[j] = 0.0f;
+    for (int64_t i = 0; i < K; i++) {
+        float *row = S + i * ldS;
+        for (int64_t j = 0; j < w; j++) {
+            float r = row[j];
+            if (upd) {
+                r = (dec ? ap * r : r) + kp[i] * dp[j];
+                row[j] = r;
+            }
+            if (rd) {
+                x[j] += k[i] * r;
+                y[j] += q[i] * r;
+            }
+        }
+    }
+}
+
+/* strip_pass with the flags as compile-time constants. */
+static void strip_dispatch(int64_t K, int64_t w, float *S, int64_t ldS, bool upd, bool dec,
+                           float ap, const float *kp, const float *dp, bool rd, const float *k,
+                           const float *q, float *x, float *y)
+{
+    if (upd && dec && rd) strip_pass(K, w, S, ldS, true, true, ap, kp, dp, true, k, q, x, y);
+    else if (upd && !dec && rd) strip_pass(K, w, S, ldS, true, false, ap, kp, dp, true, k, q, x, y);
+    else if (!upd && rd) strip_pass(K, w, S, ldS, false, false, ap, kp, dp, true, k, q, x, y);
+    else if (upd && dec) strip_pass(K, w, S, ldS, true, true, ap, kp, dp, false, k, q, x, y);
+    else if (upd) strip_pass(K, w, S, ldS, true, false, ap, kp, dp, false, k, q, x, y);
+}
+
+static size_t recurrent_workspace(const seqk__lin *P, int threads)
+{
+    if (P->s_out) return 0; /* the state lives in state_out */
+    return (size_t)(P->K * VB) * (size_t)threads * sizeof(float);
+}
+
+/* One item: tokens of sequence n, head h, state columns [c0, c0 + width). */
+static void recurrent_item(const dn_problem *D, int64_t n, int64_t h, int64_t c0, int64_t width,
+                           float *slice)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t H = P->H, K = P->K, V = P->V, KV = K * V;
+    const bool dec = P->g != NULL;
+    float qv[SEQK__LIN_MAX_K], kbuf[2][SEQK__LIN_MAX_K];
+    float x[VB], y[VB], dp[VB];
+    int64_t r0, len;
+    seqk__lin_seq(P, n, &r0, &len);
+    /* the K x width slice of the state and its row stride */
+    float *S;
+    int64_t ldS;
+    const float *Sin = P->s_in ? P->s_in + (n * H + h) * KV + c0 : NULL;
+    float *Sout = P->s_out ? P->s_out + (n * H + h) * KV + c0 : NULL;
+    float loc[LOCAL_FLOATS];
+    if (Sout && (len < LOCAL_MIN_T || K * width > LOCAL_FLOATS)) {
+        S = Sout;
+        ldS = V;
+    } else if (Sout) {
+        S = loc;
+        ldS = width;
+    } else {
+        S = slice;
+        ldS = width;
+    }
+    if (Sin != S)
+        for (int64_t i = 0; i < K; i++) {
+            if (Sin) memcpy(S + i * ldS, Sin + i * V, (size_t)width * sizeof(float));
+            else memset(S + i * ldS, 0, (size_t)width * sizeof(float));
+        }
+    bool pending = false; /* an update (ap, kp, dp) not yet applied to S */
+    float ap = 1.0f;
+    const float *kp = NULL;
+    for (int64_t t = 0; t < len; t++) {
+        const int64_t r = r0 + t;
+        float *kv = kbuf[t & 1];
+#ifdef __AVX2__
+        if (t + PREFETCH_T < len) { /* rows of later tokens sit in other pages: no hardware prefetch */
+            const int64_t rp = (r + PREFETCH_T) * H + h;
+            for (int64_t i = 0; i < K; i += 16) {
+                _mm_prefetch((const char *)(P->q + rp * K + i), _MM_HINT_T0);
+                _mm_prefetch((const char *)(P->k + rp * K + i), _MM_HINT_T0);
+            }
+            for (int64_t j = 0; j < width; j += 16)
+                _mm_prefetch((const char *)(P->v + rp * V + c0 + j), _MM_HINT_T0);
+        }
+#endif
+        const float kq = token_qk(P, P->q + (r * H + h) * K, P->k + (r * H + h) * K, qv, kv);
+        const float a = dec ? expf(P->g[r * H + h]) : 1.0f;
+        const float b = D->beta[r * H + h];
+        const float *v = P->v + (r * H + h) * V + c0;
+        float *o = P->o + (r * H + h) * V + c0;
+        for (int64_t j0 = 0; j0 < width; j0 += STRIP) {
+            const int64_t w = width - j0 < STRIP ? width - j0 : STRIP;
+            strip_dispatch(K, w, S + j0, ldS, pending, dec, ap, kp, dp + j0, true, kv, qv, x + j0,
+                           y + j0);
+        }
+        /* x = S_{t-1}^T k~, y = S_{t-1}^T q~ */
+        for (int64_t j = 0; j < width; j++) {
+            const float d = b * (v[j] - a * x[j]);
+            o[j] = a * y[j] + kq * d;
+            dp[j] = d;
+        }
+        pending = true, ap = a, kp = kv;
+    }
+    if (pending)
+        for (int64_t j0 = 0; j0 < width; j0 += STRIP) {
+            const int64_t w = width - j0 < STRIP ? width - j0 : STRIP;
+            strip_dispatch(K, w, S + j0, ldS, true, dec, ap, kp, dp + j0, false, NULL, NULL, NULL,
+                           NULL);
+        }
+    if (S == loc)
+        for (int64_t i = 0; i < K; i++) memcpy(Sout + i * V, S + i * ldS, (size_t)width * sizeof(float));
+}
+
+static seqk_status deltanet_recurrent(seqk_context *ctx, const dn_problem *D)
+{
+    const seqk__lin *P = &D->lin;
+    const int threads = seqk__threads(ctx);
+    const size_t ws_bytes = recurrent_workspace(P, threads);
+    float *ws = NULL;
+    seqk_status st = seqk__workspace(FN, ctx, ws_bytes, (void **)&ws);
+    if (st) return st;
+    const int64_t H = P->H, nvb = (P->V + VB - 1) / VB;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t item = 0; item < P->N * H * nvb; item++) {
+        const int64_t n = item / (H * nvb), h = (item / nvb) % H, vb = item % nvb;
+        const int64_t c0 = vb * VB, width = P->V - c0 < VB ? P->V - c0 : VB;
+        float *slice = ws ? ws + (size_t)(P->K * VB) * (size_t)seqk__omp_thread() : NULL;
+        recurrent_item(D, n, h, c0, width, slice);
+    }
+    return SEQK_SUCCESS;
+}
+
+/* ---- parallel (chunked) mode ---------------------------------------------------- */
+
+/* Per-thread scratch: the chunk stages' scratch, then beta [L], T [L,L], U [L,V],
+ * W [L,K] and the packing of this file's products. */
+typedef struct {
+    seqk__chunk_scratch cs;
+    float *beta, *Tm, *U, *W, *pack;
+} dn_scratch;
+
+static size_t dn_pack_floats(int64_t L, int64_t K, int64_t V)
+{
+    size_t m = seqk__sgemm_pack_floats(L, L, K), x;
+    if ((x = seqk__sgemm_pack_floats(L, V, L)) > m) m = x;
+    if ((x = seqk__sgemm_pack_floats(L, K, L)) > m) m = x;
+    if ((x = seqk__sgemm_pack_floats(L, V, K)) > m) m = x;
+    return m;
+}
+
+static size_t dn_scratch_floats(int64_t L, int64_t K, int64_t V)
+{
+    const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V;
+    return rnd8(seqk__chunk_scratch_floats(L, K, V)) + rnd8(l) + rnd8(l * l) + rnd8(l * v) +
+           rnd8(l * k) + rnd8(dn_pack_floats(L, K, V));
+}
+
+static void dn_scratch_init(dn_scratch *w, float *base, int64_t L, int64_t K, int64_t V)
+{
+    const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V;
+    seqk__chunk_scratch_init(&w->cs, base, L, K, V);
+    float *p = base + rnd8(seqk__chunk_scratch_floats(L, K, V));
+    w->beta = p, p += rnd8(l);
+    w->Tm = p, p += rnd8(l * l);
+    w->U = p, p += rnd8(l * v);
+    w->W = p, p += rnd8(l * k);
+    w->pack = p;
+}
+
+/* Tm (holding K~ K~^T on entry) -> T = (I + A)^-1 with
+ * A_ij = beta_i (K~ K~^T)_ij exp(G_i - G_j) for j < i (0 elsewhere), lower
+ * unit triangular, zero above the diagonal. Row by row:
+ * T_i = e_i - sum_{j<i} A_ij T_j, where T_j is nonzero in columns <= j only. */
+static void forward_substitution(float *Tm, int64_t L, const float *beta, const float *G,
+                                 float *arow)
+{
+    for (int64_t i = 0; i < L; i++) {
+        float *ti = Tm + i * L;
+        /* arow = A_i. (j < i): never exponentiate above the diagonal */
+        int64_t j = 0;
+        const float bi = beta[i];
+        if (G) {
+#ifdef __AVX2__
+            const __m256 vg = _mm256_set1_ps(G[i]), vb = _mm256_set1_ps(bi);
+            for (; j + 8 <= i; j += 8) {
+                const __m256 d = seqk__exp8(_mm256_sub_ps(vg, _mm256_loadu_ps(G + j)));
+                _mm256_storeu_ps(arow + j, _mm256_mul_ps(_mm256_mul_ps(vb, _mm256_loadu_ps(ti + j)), d));
+            }
+#endif
+            for (; j < i; j++) arow[j] = bi * ti[j] * expf(G[i] - G[j]);
+        } else {
+            for (; j < i; j++) arow[j] = bi * ti[j];
+        }
+        /* T_i = e_i - sum_j arow_j T_j over columns [0, j] */
+        for (int64_t c = 0; c < L; c++) ti[c] = c == i ? 1.0f : 0.0f;
+        for (j = 0; j < i; j++) {
+            const float aj = arow[j];
+            if (aj == 0.0f) continue;
+            const float *tj = Tm + j * L;
+            int64_t c = 0;
+#ifdef __AVX2__
+            const __m256 va = _mm256_set1_ps(aj);
+            for (; c + 8 <= j + 1; c += 8)
+                _mm256_storeu_ps(ti + c, _mm256_fnmadd_ps(va, _mm256_loadu_ps(tj + c),
+                                                          _mm256_loadu_ps(ti + c)));
+#endif
+            for (; c <= j; c++) ti[c] -= aj * tj[c];
+        }
+    }
+}
+
+/* C[L,N] = A[L,L] B[L,N] for a lower-triangular A: row blocks of TRI_RB rows
+ * use only the rows of B up to the block's end (about a third fewer flops
+ * than the full product; B's rows are packed once per block, a cheap copy). */
+static void tri_sgemm(int64_t L, int64_t N, const float *A, int64_t lda, const float *B,
+                      int64_t ldb, float *C, int64_t ldc, float *pack)
+{
+    for (int64_t i0 = 0; i0 < L; i0 += TRI_RB) {
+        const int64_t rb = L - i0 < TRI_RB ? L - i0 : TRI_RB;
+        seqk__sgemm(false, false, rb, N, i0 + rb, 1.0f, A + i0 * lda, lda, B, ldb, 0.0f,
+                    C + i0 * ldc, ldc, pack);
+    }
+}
+
+/* For the loaded chunk cv (tokens [r0, r0 + L) of head h): U [L,V] (rows ldu
+ * apart) = T diag(beta) V and W [L,K] = T diag(beta exp(G)) K~. Uses w->beta,
+ * w->Tm, w->pack (and w->cs.den as a row buffer). Neither depends on S0. */
+static void chunk_uw(const dn_problem *D, const seqk__chunk_view *cv, int64_t r0, int64_t h,
+                     dn_scratch *w, float *U, int64_t ldu, float *W)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t L = cv->L, K = P->K, V = P->V;
+    for (int64_t i = 0; i < L; i++) w->beta[i] = D->beta[(r0 + i) * P->H + h];
+    /* Tm = K~ K~^T, then T */
+    seqk__sgemm(false, true, L, L, K, 1.0f, cv->Kc, K, cv->Kc, K, 0.0f, w->Tm, L, w->pack);
+    forward_substitution(w->Tm, L, w->beta, cv->G, w->cs.den);
+    /* T diag(beta): scale column j by beta_j (T is zero above the diagonal) */
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j <= i; j++) w->Tm[i * L + j] *= w->beta[j];
+    /* U = (T diag(beta)) V, straight from the input rows */
+    tri_sgemm(L, V, w->Tm, L, cv->Vv, cv->ldv, U, ldu, w->pack);
+    /* W = (T diag(beta) diag(exp(G))) K~; exp(G_j) <= 1 for g <= 0 */
+    if (cv->G) {
+        float *eg = w->cs.den;
+        for (int64_t j = 0; j < L; j++) eg[j] = expf(cv->G[j]);
+        for (int64_t i = 0; i < L; i++)
+            for (int64_t j = 0; j <= i; j++) w->Tm[i * L + j] *= eg[j];
+    }
+    tri_sgemm(L, K, w->Tm, L, cv->Kc, K, W, K, w->pack);
+}
+
+/* The S0-dependent part of a chunk on the state columns [v0, v0 + vw): Sb is
+ * the K x vw slice of S0 (contiguous, rows vw apart; s_zero: S0 = 0, Sb holds
+ * zeros), U the chunk's U (rows ldu apart, already offset to column v0),
+ * overwritten by Vnew; W the chunk's W. Writes o and leaves S_next in Sb. */
+static void chunk_apply(const dn_problem *D, const seqk__chunk_view *cv, int64_t r0, int64_t h,
+                        int64_t v0, int64_t vw, float *U, int64_t ldu, const float *W, float *Sb,
+                        bool s_zero, dn_scratch *w)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t L = cv->L, K = P->K, H = P->H, V = P->V;
+    /* Vnew = U - W S0 */
+    if (!s_zero) seqk__sgemm(false, false, L, vw, K, -1.0f, W, K, Sb, vw, 1.0f, U, ldu, w->pack);
+    /* O = diag(exp(G)) Q~ S0 + ((Q~ K~^T) .* Gamma) Vnew */
+    seqk__chunk_output(cv, K, vw, 0, U, ldu, s_zero ? NULL : Sb, P->o + (r0 * H + h) * V + v0,
+                       H * V, &w->cs);
+    /* S_next = exp(G_L) S0 + Kd^T Vnew */
+    seqk__chunk_local_state(cv, K, vw, false, U, ldu, w->cs.U, w->cs.pack);
+    const int64_t E = K * vw;
+    if (s_zero) {
+        memcpy(Sb, w->cs.U, (size_t)E * sizeof(float));
+    } else {
+        const float a = cv->a;
+        int64_t e = 0;
+#ifdef __AVX2__
+        const __m256 va = _mm256_set1_ps(a);
+        for (; e + 8 <= E; e += 8)
+            _mm256_storeu_ps(Sb + e, _mm256_fmadd_ps(va, _mm256_loadu_ps(Sb + e),
+                                                     _mm256_loadu_ps(w->cs.U + e)));
+#endif
+        for (; e < E; e++) Sb[e] = a * Sb[e] + w->cs.U[e];
+    }
+}
+
+/* The K x vw slice [v0, v0 + vw) of the initial state of (n, h) into Sb
+ * (rows vw apart; zeros without state_in), and back into state_out. */
+static void load_slice(const seqk__lin *P, int64_t n, int64_t h, int64_t v0, int64_t vw, float *Sb)
+{
+    const int64_t K = P->K, V = P->V;
+    const float *src = P->s_in ? P->s_in + (n * P->H + h) * K * V + v0 : NULL;
+    for (int64_t i = 0; i < K; i++) {
+        if (src) memcpy(Sb + i * vw, src + i * V, (size_t)vw * sizeof(float));
+        else memset(Sb + i * vw, 0, (size_t)vw * sizeof(float));
+    }
+}
+
+static void store_slice(const seqk__lin *P, int64_t n, int64_t h, int64_t v0, int64_t vw,
+                        const float *Sb)
+{
+    if (!P->s_out) return;
+    const int64_t K = P->K, V = P->V;
+    float *dst = P->s_out + (n * P->H + h) * K * V + v0;
+    for (int64_t i = 0; i < K; i++) memcpy(dst + i * V, Sb + i * vw, (size_t)vw * sizeof(float));
+}
+
+/* Fused driver: one (sequence, head), all V columns, chunks in order. */
+static void run_fused(const dn_problem *D, int64_t n, int64_t h, dn_scratch *w)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t Lc = P->chunk, V = P->V;
+    int64_t r0, len;
+    seqk__lin_seq(P, n, &r0, &len);
+    float *Sb = w->cs.S;
+    load_slice(P, n, h, 0, V, Sb);
+    bool s_zero = P->s_in == NULL;
+    for (int64_t c0 = 0; c0 < len; c0 += Lc) {
+        const int64_t L = len - c0 < Lc ? len - c0 : Lc;
+        seqk__chunk_view cv;
+        seqk__chunk_load(P, r0 + c0, L, h, &w->cs, &cv);
+        chunk_uw(D, &cv, r0 + c0, h, w, w->U, V, w->W);
+        chunk_apply(D, &cv, r0 + c0, h, 0, V, w->U, V, w->W, Sb, s_zero, w);
+        s_zero = false;
+    }
+    store_slice(P, n, h, 0, V, Sb);
+}
+
+typedef struct {
+    int64_t nchunks; /* chunks of all sequences */
+    int64_t nvb, vw; /* column blocks of the split driver and their width */
+    bool split;
+    size_t scratch;  /* floats per thread */
+} dn_plan;
+
+static dn_plan make_plan(const seqk__lin *P, int threads)
+{
+    dn_plan pl;
+    pl.nchunks = 0;
+    for (int64_t n = 0; n < P->N; n++) {
+        int64_t r0, len;
+        seqk__lin_seq(P, n, &r0, &len);
+        pl.nchunks += (len + P->chunk - 1) / P->chunk;
+    }
+    pl.scratch = rnd8(dn_scratch_floats(P->chunk, P->K, P->V));
+    pl.split = threads > 1 && P->N * P->H < threads && P->V >= 2 * MIN_VW;
+    pl.nvb = 1, pl.vw = P->V;
+    if (pl.split) {
+        int64_t nvb = (threads + P->N * P->H - 1) / (P->N * P->H);
+        int64_t vw = (P->V + nvb - 1) / nvb;
+        vw = (vw + MIN_VW - 1) / MIN_VW * MIN_VW; /* whole sgemm panels */
+        pl.vw = vw;
+        pl.nvb = (P->V + vw - 1) / vw;
+    }
+    return pl;
+}
+
+/* Floats of the split driver's per-chunk U [L,V] and W [L,K]. */
+static size_t uw_floats(const seqk__lin *P) { return rnd8((size_t)(P->chunk * (P->K + P->V))); }
+
+static size_t chunked_workspace(const seqk__lin *P, int threads)
+{
+    const dn_plan pl = make_plan(P, threads);
+    size_t floats = pl.scratch * (size_t)threads;
+    if (pl.split)
+        floats += (size_t)(pl.nchunks * P->H) * uw_floats(P) + rnd8((size_t)(P->N + 1) * 2);
+    return floats * sizeof(float);
+}
+
+/* The sequence that global chunk c belongs to: first[n] <= c < first[n+1]. */
+static int64_t seq_of_chunk(const int64_t *first, int64_t N, int64_t c)
+{
+    int64_t lo = 0, hi = N - 1;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (first[mid] <= c) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
+{
+    const seqk__lin *P = &D->lin;
+    const int threads = seqk__threads(ctx);
+    const dn_plan pl = make_plan(P, threads);
+    float *ws = NULL;
+    seqk_status st = seqk__workspace(FN, ctx, chunked_workspace(P, threads), (void **)&ws);
+    if (st) return st;
+    const int64_t H = P->H, Lc = P->chunk, K = P->K, V = P->V;
+
+    if (!pl.split) {
+#pragma omp parallel num_threads(threads)
+        {
+            dn_scratch w;
+            dn_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), Lc, K, V);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t nh = 0; nh < P->N * H; nh++) run_fused(D, nh / H, nh % H, &w);
+        }
+        return SEQK_SUCCESS;
+    }
+
+    /* split: chunk c of sequence n has global index first[n] + c */
+    float *uw = ws + pl.scratch * (size_t)threads; /* [nchunks, H]: U [L,V] then W [L,K] */
+    const size_t per = uw_floats(P);
+    int64_t *first = (int64_t *)(uw + (size_t)(pl.nchunks * H) * per); /* [N+1] */
+    first[0] = 0;
+    for (int64_t n = 0; n < P->N; n++) {
+        int64_t r0, len;
+        seqk__lin_seq(P, n, &r0, &len);
+        first[n + 1] = first[n] + (len + Lc - 1) / Lc;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        dn_scratch w;
+        dn_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), Lc, K, V);
+        /* (1) U and W of every chunk */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
+            const int64_t c = ch / H, h = ch % H, n = seq_of_chunk(first, P->N, c);
+            int64_t r0, len;
+            seqk__lin_seq(P, n, &r0, &len);
+            const int64_t c0 = (c - first[n]) * Lc, L = len - c0 < Lc ? len - c0 : Lc;
+            seqk__chunk_view cv;
+            seqk__chunk_load(P, r0 + c0, L, h, &w.cs, &cv);
+            float *U = uw + (size_t)ch * per;
+            chunk_uw(D, &cv, r0 + c0, h, &w, U, V, U + L * V);
+        }
+        /* (2) per (sequence, head, column block): the chunks in order */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < P->N * H * pl.nvb; item++) {
+            const int64_t n = item / (H * pl.nvb), h = (item / pl.nvb) % H, vb = item % pl.nvb;
+            const int64_t v0 = vb * pl.vw, vw = V - v0 < pl.vw ? V - v0 : pl.vw;
+            int64_t r0, len;
+            seqk__lin_seq(P, n, &r0, &len);
+            float *Sb = w.cs.S;
+            load_slice(P, n, h, v0, vw, Sb);
+            bool s_zero = P->s_in == NULL;
+            for (int64_t c = first[n]; c < first[n + 1]; c++) {
+                const int64_t c0 = (c - first[n]) * Lc, L = len - c0 < Lc ? len - c0 : Lc;
+                seqk__chunk_view cv;
+                seqk__chunk_load(P, r0 + c0, L, h, &w.cs, &cv);
+                float *U = uw + (size_t)(c * H + h) * per;
+                chunk_apply(D, &cv, r0 + c0, h, v0, vw, U + v0, V, U + L * V, Sb, s_zero, &w);
+                s_zero = false;
+            }
+            store_slice(P, n, h, v0, vw, Sb);
+        }
+    }
+    return SEQK_SUCCESS;
+}
+
+/* ---- validation and dispatch ------------------------------------------------------ */
+
+static const unsigned KNOWN_FLAGS = SEQK_DELTANET_L2NORM_QK | SEQK_DELTANET_ALLOW_NEG_EIGVAL;
+
+static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
+
+/* beta[i] in [0, 1] ([0, 2] with SEQK_DELTANET_ALLOW_NEG_EIGVAL), host memory. */
+static seqk_status check_beta(const float *beta, int64_t n, unsigned flags)
+{
+    const bool neg = (flags & SEQK_DELTANET_ALLOW_NEG_EIGVAL) != 0;
+    const float hi = neg ? 2.0f : 1.0f;
+    for (int64_t i = 0; i < n; i++)
+        if (!(beta[i] >= 0.0f && beta[i] <= hi)) {
+            if (neg)
+                return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                                  "%s: beta[%" PRId64 "]=%g, must be in [0, 2] "
+                                  "(SEQK_DELTANET_ALLOW_NEG_EIGVAL is set)",
+                                  FN, i, (double)beta[i]);
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: beta[%" PRId64 "]=%g, must be in [0, 1] "
+                              "(SEQK_DELTANET_ALLOW_NEG_EIGVAL allows [0, 2])",
+                              FN, i, (double)beta[i]);
+        }
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                          int64_t K, int64_t V, float scale, unsigned flags, const float *q,
+                          const float *k, const float *v, const float *beta, const float *g,
+                          float *o, const float *state_in, float *state_out,
+                          const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    const bool varlen = cu_seqlens != NULL;
+    seqk_status st = seqk__lin_check_sizes(FN, ctx, (int)mode, B, T, H, K, V, N, varlen, chunk);
+    if (st) return st;
+    if (flags & ~KNOWN_FLAGS)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", FN,
+                          flags, flags & ~KNOWN_FLAGS);
+    if (!isfinite(scale))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", FN,
+                          (double)scale);
+    if (!varlen) N = B;
+    const int64_t rows = B * T;
+    const size_t ob = fbytes(rows * H, V);
+    if (rows > 0) {
+        const struct { const void *p; const char *name; } req[] = {
+            {q, "q"}, {k, "k"}, {v, "v"}, {beta, "beta"}, {o, "o"}};
+        for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
+            if ((st = seqk__check_ptr(FN, req[i].name, req[i].p))) return st;
+        const struct { const void *p; size_t bytes; const char *name; } in[] = {
+            {q, fbytes(rows * H, K), "q"}, {k, fbytes(rows * H, K), "k"}, {v, ob, "v"},
+            {beta, fbytes(rows, H), "beta"}, {g, fbytes(rows, H), "g"}};
+        for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+            if (in[i].p && seqk__overlap(o, ob, in[i].p, in[i].bytes))
+                return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: o=%p overlaps %s=%p", FN,
+                                  (void *)o, in[i].name, in[i].p);
+    }
+    const size_t sb = fbytes(N * H, K * V);
+    if (state_out && state_out != state_in && seqk__overlap(state_out, sb, state_in, sb))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: state_out=%p partially overlaps state_in=%p (only equal is "
+                          "allowed)",
+                          FN, (void *)state_out, (const void *)state_in);
+    if (state_out && rows > 0 && seqk__overlap(state_out, sb, o, ob))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: state_out=%p overlaps o=%p", FN,
+                          (void *)state_out, (void *)o);
+#if !SEQK__HAVE_CUDA
+    if (ctx->backend != SEQK_BACKEND_CPU)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", FN);
+#endif
+    int32_t *cu_host = NULL;
+    if (varlen) {
+        cu_host = malloc((size_t)(N + 1) * sizeof(int32_t));
+        if (!cu_host) return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot copy cu_seqlens", FN);
+        if ((st = seqk__check_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, cu_host))) {
+            free(cu_host);
+            return st;
+        }
+    }
+    /* beta's range: read on the CPU; not checked on CUDA (see seqk.h) */
+    if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 && (st = check_beta(beta, rows * H, flags))) {
+        free(cu_host);
+        return st;
+    }
+    dn_problem D;
+    memset(&D, 0, sizeof D);
+    seqk__lin *P = &D.lin;
+    P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
+    P->chunk = seqk__lin_chunk(chunk);
+    P->cu = cu_host;
+    P->scale = scale;
+    P->flags = (flags & SEQK_DELTANET_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
+    P->q = q, P->k = k, P->v = v, P->g = g, P->o = o;
+    P->s_in = state_in, P->s_out = state_out;
+    D.beta = beta;
+    if (ctx->backend == SEQK_BACKEND_CPU) {
+        st = mode == SEQK_MODE_RECURRENT ? deltanet_recurrent(ctx, &D) : deltanet_chunked(ctx, &D);
+    } else {
+#if SEQK__HAVE_CUDA
+        st = seqk__cuda_deltanet(ctx, (int)mode, P, beta, cu_seqlens);
+#else
+        st = SEQK_ERROR_INTERNAL;
+#endif
+    }
+    free(cu_host);
+    return st;
+}
+
+seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                         int64_t H, int64_t K, int64_t V, int64_t N,
+                                         int64_t chunk, size_t *bytes)
+{
+    static const char fn[] = "seqk_deltanet_workspace_size";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, K, V, N, N > 0, chunk);
+    if (!st) st = seqk__check_ptr(fn, "bytes", bytes);
+    if (st) return st;
+    seqk__lin P;
+    memset(&P, 0, sizeof P);
+    P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+    P.chunk = seqk__lin_chunk(chunk);
+#if SEQK__HAVE_CUDA
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+        *bytes = seqk__cuda_deltanet_workspace(&P, (int)mode) + 256;
+        return SEQK_SUCCESS;
+    }
+#endif
+    const int threads = seqk__threads(ctx);
+    size_t w;
+    if (mode == SEQK_MODE_RECURRENT) {
+        w = recurrent_workspace(&P, threads); /* the bound: state_out absent */
+    } else {
+        /* per-thread scratch, plus the split driver's U, W of every chunk and
+         * first[] whenever it may run; varlen: at most one partial chunk per
+         * sequence more than T / chunk */
+        const int64_t nseq = N > 0 ? N : B;
+        w = rnd8(dn_scratch_floats(P.chunk, K, V)) * (size_t)threads;
+        if (threads > 1 && nseq * H < threads && V >= 2 * MIN_VW) {
+            const int64_t nchunks = N > 0 ? (T + P.chunk - 1) / P.chunk + N
+                                          : B * ((T + P.chunk - 1) / P.chunk);
+            w += (size_t)(nchunks * H) * uw_floats(&P) + rnd8((size_t)(nseq + 1) * 2);
+        }
+        w *= sizeof(float);
+    }
+    *bytes = w + 256;
+    return SEQK_SUCCESS;
+}
