@@ -1,0 +1,1002 @@
+/*
+ * attention/softmax_attention.c -- softmax attention (DESIGN 3.5): the
+ * parallel mode (FlashAttention-style tiles with the online softmax) and the
+ * recurrent mode (one decoding step over a caller-owned KV cache), CPU
+ * backend, then the validation and dispatch of both public functions.
+ *
+ * The math, per query row t of one head (scores in log2 units: the scale is
+ * folded with log2(e) into q, so exp becomes exp2):
+ *
+ *   s_j   = scale * log2(e) * q_t . k_j              for the keys j of t
+ *   m     = max_j s_j,   l = sum_j 2^(s_j - m)
+ *   o_t   = sum_j 2^(s_j - m) v_j / l,   lse_t = ln(2) * (m + log2 l)
+ *
+ * Online over key tiles: m' = max(m, max of the tile), alpha = 2^(m - m'),
+ * l' = alpha l + sum_tile 2^(s - m'), acc' = alpha acc + P V; divide once at
+ * the end. The T x T score matrix is never stored: one tile of BC keys by BR
+ * queries at a time, per thread.
+ *
+ * CPU parallel mode, in passes over groups of key/value heads (as many as
+ * fit a 32 MiB budget of the workspace):
+ *   1. pack each head's keys and values once (rows of one head lie Hkv*K
+ *      floats apart in k and v: 4 KiB strides alias in L1, every row sits on
+ *      its own page; packed, a key tile is one contiguous stream):
+ *        kp  [Tp/QR][K][QR]   keys, QR rows interleaved (the QK^T kernel's
+ *                             broadcasts read one stream)
+ *        vp  [Vp/PW][Tp][PW]  values blocked by PW columns, Vp = V rounded
+ *                             up to PW (zero columns)
+ *      each sequence starting at a multiple of QR, zero rows after it;
+ *   2. OpenMP over (query tile, query head) of those heads, the heaviest
+ *      causal tiles first, dynamic; per thread, for one tile of BR queries:
+ *        qp  [BR/QW][K][QW]   scaled queries, transposed, blocked by QW
+ *        s   [BC][BR]         scores then probabilities of one key tile,
+ *                             key-major (S^T): the softmax over keys runs
+ *                             down columns, i.e. across SIMD lanes of queries
+ *        acc [BR][Vp]         output accumulator; m, l, alpha [BR]
+ *      over key tiles of BC keys; causal: tiles past the last query are never
+ *      visited and each group of QG queries stops at its own last query.
+ * QK^T micro-kernel: QR keys x QW queries in 12 AVX registers, over K.
+ * PV micro-kernel:   PR queries x PW values in 12 AVX registers, over keys.
+ * Queries are handled in groups of QG (a multiple of QW, PR and 8).
+ *
+ * CPU decode: append, then per (batch entry, kv head, <= DG query heads) one
+ * pass over the cache in tiles of DT keys, online softmax, accumulating in
+ * the output rows; stack buffers only (the step allocates nothing).
+ */
+#include "../core/internal.h"
+#include "../gpu/gpu.h"
+
+#include <immintrin.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "attention/softmax_attention.c needs AVX2 and FMA (-mavx2 -mfma)"
+#endif
+
+#define BR 96 /* queries per tile */
+#define BC 60 /* keys per tile (a multiple of QR) */
+#define QR 6  /* keys per QK^T micro-kernel */
+#define QW 16 /* queries per QK^T micro-kernel (2 vectors) */
+#define QG 48 /* query granularity: a multiple of QW, PR and 8 */
+#define PR 6  /* queries per PV micro-kernel */
+#define PW 16 /* values per PV micro-kernel (2 vectors) */
+
+#define LOG2E_F 1.44269504088896340736f
+#define LN2_D 0.69314718055994530942
+
+/* ------------------------------------------------------------------------ */
+/* exp2 for arguments <= 0                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* 2^x for x <= 0 (scores minus their running max). x = n + f with
+ * n = round(x), |f| <= 1/2; 2^f by a degree-6 polynomial fitted for relative
+ * error on [-1/2, 1/2] (1.9e-9, about 1 ulp after fp32 rounding); 2^n added
+ * into the exponent bits. x < -125 (and -inf) gives 2^-125, i.e. 0 for all
+ * purposes here; callers that need an exact 0 (masked keys) mask the result. */
+static inline __m256 exp2_neg(__m256 x)
+{
+    const __m256 magic = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23 */
+    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));
+    const __m256 t = _mm256_add_ps(x, magic); /* low mantissa bits hold round(x) */
+    const __m256 n = _mm256_sub_ps(t, magic);
+    const __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.534581243e-04f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339993090e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618489072e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550328642e-02f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402264625e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471825e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    /* (bits(t) << 23) == n << 23 mod 2^32: the 1.5*2^23 part shifts out. */
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+
+static inline float hsum8(__m256 x)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hmax8(__m256 x)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parallel mode, CPU: micro-kernels                                         */
+/* ------------------------------------------------------------------------ */
+
+/* The micro-kernels keep their 12 accumulators in named registers (arrays
+ * of __m256 are not reliably kept in registers by compilers). */
+#define FMA2(r, x)                                \
+    c##r##0 = _mm256_fmadd_ps(x, b0, c##r##0);    \
+    c##r##1 = _mm256_fmadd_ps(x, b1, c##r##1)
+
+/* s[r][0..QW) = sum_d kt[d][r] * qp[d][0..QW) for the QR = 6 keys r of one
+ * block (kt [K][QR], interleaved); qp is one QW-block; s has row stride BR. */
+__attribute__((noinline)) static void qk_kernel(const float *restrict qp,
+                                                const float *restrict kt, int64_t K,
+                                                float *restrict s)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t d = 0; d < K; d++) {
+        const __m256 b0 = _mm256_load_ps(qp + d * QW);
+        const __m256 b1 = _mm256_load_ps(qp + d * QW + 8);
+        const float *kd = kt + d * QR;
+        __m256 x = _mm256_broadcast_ss(kd + 0);
+        FMA2(0, x);
+        x = _mm256_broadcast_ss(kd + 1);
+        FMA2(1, x);
+        x = _mm256_broadcast_ss(kd + 2);
+        FMA2(2, x);
+        x = _mm256_broadcast_ss(kd + 3);
+        FMA2(3, x);
+        x = _mm256_broadcast_ss(kd + 4);
+        FMA2(4, x);
+        x = _mm256_broadcast_ss(kd + 5);
+        FMA2(5, x);
+    }
+#define STORE2(r)                                   \
+    _mm256_store_ps(s + r * BR, c##r##0);           \
+    _mm256_store_ps(s + r * BR + 8, c##r##1)
+    STORE2(0);
+    STORE2(1);
+    STORE2(2);
+    STORE2(3);
+    STORE2(4);
+    STORE2(5);
+#undef STORE2
+}
+
+/* acc[r][0..PW) = alpha[r] * acc[r][0..PW) + sum_{j<kn} p[j][r] * v[j][0..PW)
+ * for the PR = 6 queries r of one block; p (row stride BR) starts at the
+ * block's first query, v (row stride PW) and acc (row stride Vp) at the value
+ * block. */
+__attribute__((noinline)) static void pv_kernel(const float *restrict p, int64_t kn,
+                                                const float *restrict v, int64_t Vp,
+                                                float *restrict acc,
+                                                const float *restrict alpha)
+{
+#define LOAD2(r)                                                               \
+    const __m256 a##r = _mm256_broadcast_ss(alpha + r);                        \
+    __m256 c##r##0 = _mm256_mul_ps(a##r, _mm256_load_ps(acc + r * Vp));        \
+    __m256 c##r##1 = _mm256_mul_ps(a##r, _mm256_load_ps(acc + r * Vp + 8))
+    LOAD2(0);
+    LOAD2(1);
+    LOAD2(2);
+    LOAD2(3);
+    LOAD2(4);
+    LOAD2(5);
+#undef LOAD2
+    for (int64_t j = 0; j < kn; j++) {
+        const __m256 b0 = _mm256_load_ps(v + j * PW);
+        const __m256 b1 = _mm256_load_ps(v + j * PW + 8);
+        const float *pj = p + j * BR;
+        __m256 x = _mm256_broadcast_ss(pj + 0);
+        FMA2(0, x);
+        x = _mm256_broadcast_ss(pj + 1);
+        FMA2(1, x);
+        x = _mm256_broadcast_ss(pj + 2);
+        FMA2(2, x);
+        x = _mm256_broadcast_ss(pj + 3);
+        FMA2(3, x);
+        x = _mm256_broadcast_ss(pj + 4);
+        FMA2(4, x);
+        x = _mm256_broadcast_ss(pj + 5);
+        FMA2(5, x);
+    }
+#define STORE2(r)                                   \
+    _mm256_store_ps(acc + r * Vp, c##r##0);         \
+    _mm256_store_ps(acc + r * Vp + 8, c##r##1)
+    STORE2(0);
+    STORE2(1);
+    STORE2(2);
+    STORE2(3);
+    STORE2(4);
+    STORE2(5);
+#undef STORE2
+}
+#undef FMA2
+
+/* ------------------------------------------------------------------------ */
+/* Parallel mode, CPU: one query tile of one head                            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct attn_args {
+    int64_t B, T, Hq, Hkv, K, V, Vp;
+    int64_t N;                   /* sequences per batch entry (1 without varlen) */
+    float scale2;                /* scale * log2(e) */
+    bool causal;
+    const float *q, *k, *v;
+    float *o, *lse;
+    const int32_t *cu;           /* host cu_seqlens or NULL */
+    int32_t seq1[2];             /* {0, T} without varlen */
+    const int32_t *seq;          /* [N+1] sequence boundaries: cu, or seq1 */
+    const int64_t *tiles_before; /* [N+1] query tiles before sequence n */
+    const int64_t *prow0;        /* [N+1] packed row of sequence n's first token */
+    int64_t Tp;                  /* rows of a packed head */
+} attn_args;
+
+typedef struct tile_scratch {
+    float *qp, *s, *acc, *m, *l, *alpha;
+} tile_scratch;
+
+static size_t al16(int64_t n) { return seqk__align_up((size_t)n, 16); }
+
+/* Floats of one thread's tile scratch (each piece 64-byte aligned). */
+static size_t scratch_floats(int64_t K, int64_t Vp)
+{
+    return al16(BR * K) + al16(BC * BR) + al16(BR * Vp) + 3 * al16(BR);
+}
+
+static tile_scratch scratch_at(float *base, int64_t K, int64_t Vp)
+{
+    tile_scratch w;
+    w.qp = base;
+    w.s = w.qp + al16(BR * K);
+    w.acc = w.s + al16(BC * BR);
+    w.m = w.acc + al16(BR * Vp);
+    w.l = w.m + al16(BR);
+    w.alpha = w.l + al16(BR);
+    return w;
+}
+
+/* Floats of one packed key/value head: kp [Tp/QR][K][QR], vp [Vp/PW][Tp][PW]. */
+static size_t packed_head_floats(int64_t Tp, int64_t K, int64_t Vp)
+{
+    return al16(Tp * K) + al16(Tp * Vp);
+}
+
+/* Online-softmax update of one key tile, vectorised across queries: for the
+ * nI queries (multiple of 8) of the tile and its kn keys, turn scores into
+ * probabilities 2^(s - m') in place, update m, l and set alpha = 2^(m - m').
+ * With `masked`, key j is hidden from query i when j + rel > i (causal
+ * diagonal; rel = key tile start - query tile start) and gets p = 0. */
+static void softmax_tile(float *restrict s, int64_t kn, int64_t nI, bool masked, int64_t rel,
+                         float *restrict m, float *restrict l, float *restrict alpha)
+{
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int64_t i0 = 0; i0 < nI; i0 += 8) {
+        const __m256i iv = _mm256_add_epi32(_mm256_set1_epi32((int)i0),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256 mold = _mm256_load_ps(m + i0);
+        __m256 mx = mold;
+        if (masked) {
+            for (int64_t j = 0; j < kn; j++) {
+                const __m256 hide = _mm256_castsi256_ps(
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(j + rel)), iv));
+                mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_load_ps(s + j * BR + i0), ninf,
+                                                        hide));
+            }
+        } else {
+            int64_t j = 0;
+            __m256 mx2 = ninf;
+            for (; j + 1 < kn; j += 2) {
+                mx = _mm256_max_ps(mx, _mm256_load_ps(s + j * BR + i0));
+                mx2 = _mm256_max_ps(mx2, _mm256_load_ps(s + (j + 1) * BR + i0));
+            }
+            if (j < kn) mx = _mm256_max_ps(mx, _mm256_load_ps(s + j * BR + i0));
+            mx = _mm256_max_ps(mx, mx2);
+        }
+        __m256 sum = _mm256_setzero_ps(), sum2 = sum;
+        if (masked) {
+            for (int64_t j = 0; j < kn; j++) {
+                const __m256 hide = _mm256_castsi256_ps(
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(j + rel)), iv));
+                __m256 p = exp2_neg(_mm256_sub_ps(_mm256_load_ps(s + j * BR + i0), mx));
+                p = _mm256_andnot_ps(hide, p);
+                _mm256_store_ps(s + j * BR + i0, p);
+                sum = _mm256_add_ps(sum, p);
+            }
+        } else {
+            int64_t j = 0;
+            for (; j + 1 < kn; j += 2) {
+                const __m256 p0 = exp2_neg(_mm256_sub_ps(_mm256_load_ps(s + j * BR + i0), mx));
+                const __m256 p1 =
+                    exp2_neg(_mm256_sub_ps(_mm256_load_ps(s + (j + 1) * BR + i0), mx));
+                _mm256_store_ps(s + j * BR + i0, p0);
+                _mm256_store_ps(s + (j + 1) * BR + i0, p1);
+                sum = _mm256_add_ps(sum, p0);
+                sum2 = _mm256_add_ps(sum2, p1);
+            }
+            if (j < kn) {
+                const __m256 p0 = exp2_neg(_mm256_sub_ps(_mm256_load_ps(s + j * BR + i0), mx));
+                _mm256_store_ps(s + j * BR + i0, p0);
+                sum = _mm256_add_ps(sum, p0);
+            }
+        }
+        const __m256 a = exp2_neg(_mm256_sub_ps(mold, mx)); /* mold = -inf: ~0, acc is 0 */
+        _mm256_store_ps(alpha + i0, a);
+        _mm256_store_ps(l + i0, _mm256_fmadd_ps(_mm256_load_ps(l + i0), a,
+                                                _mm256_add_ps(sum, sum2)));
+        _mm256_store_ps(m + i0, mx);
+    }
+}
+
+/* Packs tokens [t0, t1) of the key/value heads g0 .. g0+gn-1 (flattened
+ * b * Hkv + hk), head hl at packed + hl * per_head: keys into kp
+ * [Tp/QR][K][QR] (blocks of QR rows, interleaved, so that the QK^T kernel
+ * reads one stream) and values into vp [Vp/PW][Tp][PW] (blocked by PW
+ * columns, zero columns up to Vp). Each sequence starts at a packed row
+ * prow0[n] (a multiple of QR; tiles start at multiples of BC from it) and is
+ * followed by zero rows up to the next multiple of QR. In place, the rows of
+ * one head lie Hkv*K floats apart: 4 KiB strides alias in L1 and put every
+ * row on its own page, which defeats the prefetchers and the TLB; packed, a
+ * key tile is one contiguous stream. */
+static void pack_heads(const attn_args *a, int64_t g0, int64_t gn, int64_t t0, int64_t t1,
+                       float *packed, size_t per_head)
+{
+    const int64_t K = a->K, V = a->V, Vp = a->Vp, Tp = a->Tp, Hkv = a->Hkv;
+    int64_t n = 0; /* the sequence of t0: last n with seq[n] <= t0 */
+    {
+        int64_t lo = 0, hi = a->N - 1;
+        while (lo < hi) {
+            const int64_t mid = (lo + hi + 1) / 2;
+            if (a->seq[mid] <= t0)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        n = lo;
+    }
+    for (int64_t t = t0; t < t1; t++) {
+        while (t >= a->seq[n + 1]) n++;
+        const int64_t r = a->prow0[n] + (t - a->seq[n]);
+        const bool last = t + 1 == a->seq[n + 1];
+        /* The pass's heads one after the other: for one batch entry their
+         * rows are contiguous in k and v. */
+        for (int64_t hl = 0; hl < gn; hl++) {
+            const int64_t b = (g0 + hl) / Hkv, hk = (g0 + hl) % Hkv;
+            float *kp = packed + (size_t)hl * per_head, *vp = kp + al16(Tp * K);
+            const float *ks = a->k + ((b * a->T + t) * Hkv + hk) * K;
+            float *kd = kp + (r / QR) * QR * K + r % QR;
+            for (int64_t d = 0; d < K; d++) kd[d * QR] = ks[d];
+            const float *src = a->v + ((b * a->T + t) * Hkv + hk) * V;
+            float *vd = vp + r * PW;
+            int64_t c = 0;
+            for (; c + PW <= V; c += PW) {
+                _mm256_store_ps(vd + (c / PW) * Tp * PW, _mm256_loadu_ps(src + c));
+                _mm256_store_ps(vd + (c / PW) * Tp * PW + 8, _mm256_loadu_ps(src + c + 8));
+            }
+            if (c < V)
+                for (int64_t x = 0; x < PW; x++)
+                    vd[(c / PW) * Tp * PW + x] = c + x < V ? src[c + x] : 0.0f;
+            if (last) /* the sequence's zero rows up to a multiple of QR */
+                for (int64_t z = r + 1; z < a->prow0[n + 1]; z++) {
+                    float *kz = kp + (z / QR) * QR * K + z % QR;
+                    for (int64_t d = 0; d < K; d++) kz[d * QR] = 0.0f;
+                    for (int64_t x = 0; x < Vp; x += PW)
+                        memset(vp + (x / PW) * Tp * PW + z * PW, 0, PW * sizeof(float));
+                }
+        }
+    }
+}
+
+/* Queries [qs, qs+qn) of query head h (token indices within batch entry b),
+ * whose sequence is tokens [s0, s1), packed from row p0 of kp, vp (its
+ * packed key/value head). */
+static void attn_tile(const attn_args *a, const tile_scratch *w, const float *kp,
+                      const float *vp, int64_t p0, int64_t b, int64_t h, int64_t s0, int64_t s1,
+                      int64_t qs, int64_t qn)
+{
+    const int64_t K = a->K, V = a->V, Vp = a->Vp, Hq = a->Hq, Tp = a->Tp;
+    const int64_t nI = (qn + QG - 1) / QG * QG; /* queries computed */
+
+    /* Pack the scaled queries, transposed, blocked by QW (zeros past qn). */
+    for (int64_t ib = 0; ib < nI / QW; ib++) {
+        float *dst = w->qp + ib * K * QW;
+        for (int64_t c = 0; c < QW; c++) {
+            const int64_t i = ib * QW + c;
+            if (i < qn) {
+                const float *src = a->q + ((b * a->T + qs + i) * Hq + h) * K;
+                for (int64_t d = 0; d < K; d++) dst[d * QW + c] = src[d] * a->scale2;
+            } else {
+                for (int64_t d = 0; d < K; d++) dst[d * QW + c] = 0.0f;
+            }
+        }
+    }
+    for (int64_t i = 0; i < nI; i++) {
+        w->m[i] = -INFINITY;
+        w->l[i] = 0.0f;
+    }
+    memset(w->acc, 0, (size_t)(nI * Vp) * sizeof(float));
+
+    const int64_t kend = a->causal ? (qs + qn < s1 ? qs + qn : s1) : s1;
+    for (int64_t ks = s0; ks < kend; ks += BC) {
+        const int64_t kn = kend - ks < BC ? kend - ks : BC;
+        const int64_t pr = p0 + (ks - s0); /* packed row of the tile, a multiple of QR */
+        const float *kt = kp + pr * K;
+        /* Keys of the tile that each group of QG queries sees: all kn, or
+         * with the causal mask those up to the group's last query (0: the
+         * group skips the tile, no scores, no update). Key rows are computed
+         * up to a multiple of QR; rows past the group's count belong to the
+         * next keys, the next sequence or the zero padding: finite, unused. */
+        int64_t jn[BR / QG];
+        for (int64_t g = 0; g < nI / QG; g++) {
+            jn[g] = kn;
+            if (a->causal) {
+                const int64_t lim = qs + (g + 1) * QG - ks;
+                jn[g] = lim < 0 ? 0 : lim < kn ? lim : kn;
+            }
+        }
+        for (int64_t g = 0; g < nI / QG; g++) {
+            if (jn[g] == 0) continue;
+            const int64_t nJ = (jn[g] + QR - 1) / QR * QR;
+            /* S^T = K Q^T for the group. */
+            for (int64_t ib = g * (QG / QW); ib < (g + 1) * (QG / QW); ib++)
+                for (int64_t jb = 0; jb < nJ / QR; jb++)
+                    qk_kernel(w->qp + ib * K * QW, kt + jb * QR * K, K,
+                              w->s + jb * QR * BR + ib * QW);
+            /* Online softmax; causal mask only where a key follows a query. */
+            const int64_t i0 = g * QG;
+            const bool masked = a->causal && ks + jn[g] - 1 > qs + i0;
+            softmax_tile(w->s + i0, jn[g], QG, masked, ks - qs - i0, w->m + i0, w->l + i0,
+                         w->alpha + i0);
+        }
+        /* acc = alpha acc + P V. */
+        for (int64_t v0 = 0; v0 < Vp; v0 += PW)
+            for (int64_t g = 0; g < nI / QG; g++)
+                for (int64_t i0 = g * QG; jn[g] && i0 < (g + 1) * QG; i0 += PR)
+                    pv_kernel(w->s + i0, jn[g], vp + (v0 / PW) * Tp * PW + pr * PW, Vp,
+                              w->acc + i0 * Vp + v0, w->alpha + i0);
+    }
+
+    /* Divide once; write o and lse. */
+    for (int64_t i = 0; i < qn; i++) {
+        const float inv = 1.0f / w->l[i];
+        float *dst = a->o + ((b * a->T + qs + i) * Hq + h) * V;
+        const float *src = w->acc + i * Vp;
+        for (int64_t c = 0; c < V; c++) dst[c] = src[c] * inv;
+    }
+    if (a->lse) {
+        float *dst = a->lse + (b * Hq + h) * a->T + qs;
+        for (int64_t i = 0; i < qn; i++)
+            dst[i] = (float)(LN2_D * ((double)w->m[i] + log2((double)w->l[i])));
+    }
+}
+
+static int64_t ceil_div64(int64_t n, int64_t d) { return (n + d - 1) / d; }
+
+/* Key/value heads packed at a time: as many as fit PACK_BUDGET bytes (at
+ * least one), so that the workspace stays bounded for long sequences, spread
+ * evenly over the passes. Tp is an upper bound of the packed rows per head. */
+#define PACK_BUDGET ((size_t)32 << 20)
+static int64_t heads_per_pass(int64_t B, int64_t Tp, int64_t Hkv, int64_t K, int64_t Vp)
+{
+    const size_t head = packed_head_floats(Tp, K, Vp) * sizeof(float);
+    int64_t g = (int64_t)(PACK_BUDGET / head);
+    if (g < 1) g = 1;
+    if (g >= B * Hkv) return B * Hkv;
+    const int64_t passes = (B * Hkv + g - 1) / g;
+    return (B * Hkv + passes - 1) / passes; /* passes of equal size */
+}
+
+/* Packed rows per head, an upper bound: each of the N sequences (1 without
+ * varlen) padded to a multiple of QR. */
+static int64_t packed_rows_bound(int64_t T, bool varlen, int64_t N)
+{
+    return T + (varlen ? N : 1) * (QR - 1);
+}
+
+static size_t cpu_parallel_workspace(const seqk_context *ctx, int64_t B, int64_t T, int64_t Hkv,
+                                     int64_t K, int64_t V, bool varlen, int64_t N)
+{
+    const int64_t Vp = ceil_div64(V, PW) * PW, Tp = packed_rows_bound(T, varlen, N);
+    size_t bytes = (size_t)seqk__threads(ctx) * scratch_floats(K, Vp) * sizeof(float);
+    bytes += (size_t)heads_per_pass(B, Tp, Hkv, K, Vp) * packed_head_floats(Tp, K, Vp) *
+             sizeof(float);
+    bytes += 2 * seqk__align_up((size_t)((varlen ? N : 1) + 1) * sizeof(int64_t), 64);
+    return bytes + 64; /* room to align the start */
+}
+
+static seqk_status cpu_attention_parallel(const char *fn, seqk_context *ctx, attn_args *a)
+{
+    const bool varlen = a->cu != NULL;
+    const int nt = seqk__threads(ctx);
+    void *raw = NULL;
+    seqk_status st = seqk__workspace(
+        fn, ctx, cpu_parallel_workspace(ctx, a->B, a->T, a->Hkv, a->K, a->V, varlen, a->N), &raw);
+    if (st) return st;
+    if (!varlen) {
+        a->N = 1; /* one sequence per batch entry */
+        a->seq1[0] = 0;
+        a->seq1[1] = (int32_t)a->T;
+        a->seq = a->seq1;
+    } else {
+        a->seq = a->cu;
+    }
+    const int64_t Tpb = packed_rows_bound(a->T, varlen, a->N);
+    const int64_t G = heads_per_pass(a->B, Tpb, a->Hkv, a->K, a->Vp);
+    const size_t per_thread = scratch_floats(a->K, a->Vp);
+    const size_t per_head = packed_head_floats(Tpb, a->K, a->Vp);
+    float *base = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    float *packed = base + (size_t)nt * per_thread;
+    int64_t *tb = (int64_t *)(packed + (size_t)G * per_head);
+    int64_t *p0 = tb + seqk__align_up((size_t)(a->N + 1), 8);
+    tb[0] = 0;
+    p0[0] = 0;
+    for (int64_t n = 0; n < a->N; n++) {
+        const int64_t len = (int64_t)a->seq[n + 1] - a->seq[n];
+        tb[n + 1] = tb[n] + ceil_div64(len, BR);
+        p0[n + 1] = p0[n] + ceil_div64(len, QR) * QR;
+    }
+    a->tiles_before = tb;
+    a->prow0 = p0;
+    a->Tp = p0[a->N];
+    const int64_t ntiles = tb[a->N]; /* query tiles per batch entry */
+    const int64_t group = a->Hq / a->Hkv;
+    const int64_t pack_rows = 64; /* tokens per packing task */
+    const int64_t row_tasks = ceil_div64(a->T, pack_rows);
+
+    /* Passes over groups of G key/value heads: pack them, then run every
+     * query tile of every query head that reads them. */
+    for (int64_t g0 = 0; g0 < a->B * a->Hkv; g0 += G) {
+        const int64_t gn = a->B * a->Hkv - g0 < G ? a->B * a->Hkv - g0 : G;
+        const int64_t ntasks = ntiles * gn * group;
+        const int64_t most = ntasks > row_tasks ? ntasks : row_tasks;
+        const int use = most < nt ? (int)most : nt;
+#pragma omp parallel num_threads(use)
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num();
+#else
+            const int tid = 0;
+#endif
+#pragma omp for schedule(static)
+            for (int64_t pt = 0; pt < row_tasks; pt++) {
+                const int64_t t0 = pt * pack_rows;
+                pack_heads(a, g0, gn, t0, t0 + pack_rows < a->T ? t0 + pack_rows : a->T, packed,
+                           per_head);
+            }
+            const tile_scratch w = scratch_at(base + (size_t)tid * per_thread, a->K, a->Vp);
+            /* Heaviest tiles first (causal: each sequence's last query tiles),
+             * then dynamic. */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t task = 0; task < ntasks; task++) {
+                const int64_t r = task / (gn * group), rest = task % (gn * group);
+                const int64_t hl = rest / group, bh = g0 + hl;
+                const int64_t b = bh / a->Hkv, h = (bh % a->Hkv) * group + rest % group;
+                int64_t lo = 0, hi = a->N - 1; /* last n with tiles_before[n] <= r */
+                while (lo < hi) {
+                    const int64_t mid = (lo + hi + 1) / 2;
+                    if (a->tiles_before[mid] <= r)
+                        lo = mid;
+                    else
+                        hi = mid - 1;
+                }
+                const int64_t local = r - a->tiles_before[lo];
+                const int64_t count = a->tiles_before[lo + 1] - a->tiles_before[lo];
+                const int64_t tile = a->causal ? count - 1 - local : local;
+                const int64_t s0 = a->seq[lo], s1 = a->seq[lo + 1];
+                const int64_t qs = s0 + tile * BR;
+                const int64_t qn = s1 - qs < BR ? s1 - qs : BR;
+                const float *kp = packed + (size_t)hl * per_head;
+                attn_tile(a, &w, kp, kp + al16(a->Tp * a->K), a->prow0[lo], b, h, s0, s1, qs,
+                          qn);
+            }
+        }
+    }
+    return SEQK_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Recurrent mode (decode), CPU: no allocation                               */
+/* ------------------------------------------------------------------------ */
+
+#define DT 64 /* keys per decode tile */
+#define DG 8  /* query heads that share one pass over the cache */
+
+static float dot(const float *restrict x, const float *restrict y, int64_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t d = 0;
+    for (; d + 16 <= n; d += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(y + d), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d + 8), _mm256_loadu_ps(y + d + 8), s1);
+    }
+    if (d + 8 <= n) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(y + d), s0);
+        d += 8;
+    }
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; d < n; d++) s += x[d] * y[d];
+    return s;
+}
+
+/* y = a * y + p * x over n floats (a = 1 skips the rescale). */
+static void scale_axpy(float *restrict y, float a, float p, const float *restrict x, int64_t n)
+{
+    const __m256 va = _mm256_set1_ps(a), vp = _mm256_set1_ps(p);
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        _mm256_storeu_ps(y + c, _mm256_fmadd_ps(vp, _mm256_loadu_ps(x + c),
+                                                _mm256_mul_ps(va, _mm256_loadu_ps(y + c))));
+    for (; c < n; c++) y[c] = a * y[c] + p * x[c];
+}
+
+typedef struct decode_args {
+    int64_t B, Hq, Hkv, K, V, max_len;
+    float scale2;
+    const float *q;
+    const float *k_cache, *v_cache;
+    const int32_t *cache_len;
+    float *o, *lse;
+} decode_args;
+
+/* Query heads [h0, h0+hn) (hn <= DG) of batch entry b, all on key/value head
+ * hk, over the cache_len[b]+1 entries; accumulates straight into o. */
+static void decode_heads(const decode_args *a, int64_t b, int64_t hk, int64_t h0, int64_t hn)
+{
+    const int64_t K = a->K, V = a->V, Hkv = a->Hkv;
+    const int64_t L = (int64_t)a->cache_len[b] + 1;
+    _Alignas(32) float sc[DG][DT];
+    float m[DG], l[DG];
+    for (int64_t g = 0; g < hn; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+        memset(a->o + (b * a->Hq + h0 + g) * V, 0, (size_t)V * sizeof(float));
+    }
+    for (int64_t t0 = 0; t0 < L; t0 += DT) {
+        const int64_t tn = L - t0 < DT ? L - t0 : DT;
+        const int64_t tn8 = (tn + 7) / 8 * 8;
+        for (int64_t j = 0; j < tn; j++) {
+            const float *krow = a->k_cache + ((b * a->max_len + t0 + j) * Hkv + hk) * K;
+            for (int64_t g = 0; g < hn; g++)
+                sc[g][j] = dot(a->q + (b * a->Hq + h0 + g) * K, krow, K) * a->scale2;
+        }
+        float alpha[DG];
+        for (int64_t g = 0; g < hn; g++) {
+            for (int64_t j = tn; j < tn8; j++) sc[g][j] = -INFINITY;
+            __m256 mx = _mm256_set1_ps(m[g]);
+            for (int64_t j = 0; j < tn8; j += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(sc[g] + j));
+            const float mnew = hmax8(mx);
+            mx = _mm256_set1_ps(mnew);
+            __m256 sum = _mm256_setzero_ps();
+            for (int64_t j = 0; j < tn8; j += 8) {
+                __m256 x = _mm256_load_ps(sc[g] + j);
+                __m256 p = exp2_neg(_mm256_sub_ps(x, mx));
+                /* exact 0 for the -inf padding */
+                p = _mm256_and_ps(p, _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+                _mm256_store_ps(sc[g] + j, p);
+                sum = _mm256_add_ps(sum, p);
+            }
+            alpha[g] = m[g] == -INFINITY ? 0.0f : exp2f(m[g] - mnew);
+            l[g] = l[g] * alpha[g] + hsum8(sum);
+            m[g] = mnew;
+        }
+        for (int64_t j = 0; j < tn; j++) {
+            const float *vrow = a->v_cache + ((b * a->max_len + t0 + j) * Hkv + hk) * V;
+            for (int64_t g = 0; g < hn; g++)
+                scale_axpy(a->o + (b * a->Hq + h0 + g) * V, j == 0 ? alpha[g] : 1.0f, sc[g][j],
+                           vrow, V);
+        }
+    }
+    for (int64_t g = 0; g < hn; g++) {
+        float *orow = a->o + (b * a->Hq + h0 + g) * V;
+        const float inv = 1.0f / l[g];
+        for (int64_t c = 0; c < V; c++) orow[c] *= inv;
+        if (a->lse)
+            a->lse[b * a->Hq + h0 + g] = (float)(LN2_D * ((double)m[g] + log2((double)l[g])));
+    }
+}
+
+static seqk_status cpu_attention_decode(seqk_context *ctx, const decode_args *a,
+                                        const float *k_new, const float *v_new, float *k_cache,
+                                        float *v_cache)
+{
+    const int64_t B = a->B, Hkv = a->Hkv, K = a->K, V = a->V;
+    /* Append the new token's keys and values at position cache_len[b]. */
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t p = a->cache_len[b];
+        memcpy(k_cache + (b * a->max_len + p) * Hkv * K, k_new + b * Hkv * K,
+               (size_t)(Hkv * K) * sizeof(float));
+        memcpy(v_cache + (b * a->max_len + p) * Hkv * V, v_new + b * Hkv * V,
+               (size_t)(Hkv * V) * sizeof(float));
+    }
+    /* Work items: (b, kv head, group of <= DG query heads). With fewer (b, kv
+     * head) pairs than threads, one query head per item (more parallelism,
+     * each item re-reads its cache). */
+    const int nt = seqk__threads(ctx);
+    const int64_t G = a->Hq / Hkv;
+    const int64_t gs = B * Hkv >= nt ? (G < DG ? G : DG) : 1;
+    const int64_t nsub = ceil_div64(G, gs);
+    const int64_t items = B * Hkv * nsub;
+    const int use = items < nt ? (int)items : nt;
+#pragma omp parallel for num_threads(use) schedule(dynamic, 1) if (use > 1)
+    for (int64_t it = 0; it < items; it++) {
+        const int64_t sub = it % nsub, bk = it / nsub;
+        const int64_t b = bk / Hkv, hk = bk % Hkv;
+        const int64_t g0 = sub * gs;
+        const int64_t hn = G - g0 < gs ? G - g0 : gs;
+        decode_heads(a, b, hk, hk * G + g0, hn);
+    }
+    return SEQK_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validation and dispatch                                                   */
+/* ------------------------------------------------------------------------ */
+
+static const char FN_PAR[] = "seqk_attention_parallel";
+static const char FN_DEC[] = "seqk_attention_decode";
+
+/* Checks shared by both modes: dimensions, heads, scale, backend limits. */
+static seqk_status check_heads(const char *fn, seqk_context *ctx, int64_t B, int64_t Hq,
+                               int64_t Hkv, int64_t K, int64_t V)
+{
+    seqk_status st;
+    if ((st = seqk__check_ctx(fn, ctx))) return st;
+    if ((st = seqk__check_min(fn, "B", B, 1))) return st;
+    if ((st = seqk__check_min(fn, "Hq", Hq, 1))) return st;
+    if ((st = seqk__check_min(fn, "Hkv", Hkv, 1))) return st;
+    if ((st = seqk__check_min(fn, "K", K, 1))) return st;
+    if ((st = seqk__check_min(fn, "V", V, 1))) return st;
+    if (Hq % Hkv)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: Hq=%" PRId64 " is not a multiple of Hkv=%" PRId64, fn, Hq, Hkv);
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+#if SEQK__HAVE_CUDA
+        if (K > SEQK__CUDA_ATTN_MAX_DIM)
+            return seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                              "%s: K=%" PRId64 ", the CUDA backend takes K <= %d", fn, K,
+                              SEQK__CUDA_ATTN_MAX_DIM);
+        if (V > SEQK__CUDA_ATTN_MAX_DIM)
+            return seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                              "%s: V=%" PRId64 ", the CUDA backend takes V <= %d", fn, V,
+                              SEQK__CUDA_ATTN_MAX_DIM);
+#endif
+    } else if (K > INT32_MAX / BC || V > INT32_MAX / BC) {
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                          "%s: K=%" PRId64 ", V=%" PRId64 ": head dimensions above %d are not "
+                          "supported",
+                          fn, K, V, INT32_MAX / BC);
+    }
+    return SEQK_SUCCESS;
+}
+
+static seqk_status check_parallel_sizes(const char *fn, seqk_context *ctx, int64_t B, int64_t T,
+                                        int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+                                        unsigned flags, bool varlen, int64_t N)
+{
+    seqk_status st;
+    if ((st = check_heads(fn, ctx, B, Hq, Hkv, K, V))) return st;
+    if ((st = seqk__check_min(fn, "T", T, 0))) return st;
+    if (flags & ~SEQK_ATTN_CAUSAL)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", fn,
+                          flags, flags & ~SEQK_ATTN_CAUSAL);
+    const int64_t qd[4] = {B, T, Hq, K}, kd[4] = {B, T, Hkv, K};
+    const int64_t vd[4] = {B, T, Hkv, V}, od[4] = {B, T, Hq, V};
+    if ((st = seqk__check_numel(fn, "q [B,T,Hq,K]", 4, qd, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "k [B,T,Hkv,K]", 4, kd, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "v [B,T,Hkv,V]", 4, vd, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "o [B,T,Hq,V]", 4, od, sizeof(float), NULL))) return st;
+    if (varlen) {
+        if (B != 1)
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: B=%" PRId64 " with cu_seqlens, must be 1 (sequences are "
+                              "packed along T)",
+                              fn, B);
+        if ((st = seqk__check_min(fn, "N", N, 1))) return st;
+        if (N >= INT32_MAX)
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: N=%" PRId64 " is too large", fn,
+                              N);
+    }
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk_attention_parallel_workspace_size(seqk_context *ctx, int64_t B, int64_t T,
+                                                   int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+                                                   unsigned flags, int64_t N, size_t *bytes)
+{
+    static const char fn[] = "seqk_attention_parallel_workspace_size";
+    seqk_status st = check_parallel_sizes(fn, ctx, B, T, Hq, Hkv, K, V, flags, N > 0, N);
+    if (st == SEQK_SUCCESS) st = seqk__check_ptr(fn, "bytes", bytes);
+    if (st != SEQK_SUCCESS) return st;
+    *bytes = ctx->backend == SEQK_BACKEND_CPU
+                 ? cpu_parallel_workspace(ctx, N > 0 ? 1 : B, T, Hkv, K, V, N > 0, N)
+                 : 0;
+    return SEQK_SUCCESS;
+}
+
+static bool overlaps(const void *p, int64_t pn, const void *q, int64_t qn)
+{
+    return seqk__overlap(p, (size_t)pn * sizeof(float), q, (size_t)qn * sizeof(float));
+}
+
+seqk_status seqk_attention_parallel(seqk_context *ctx, int64_t B, int64_t T, int64_t Hq,
+                                    int64_t Hkv, int64_t K, int64_t V, float scale,
+                                    unsigned flags, const float *q, const float *k,
+                                    const float *v, float *o, float *lse,
+                                    const int32_t *cu_seqlens, int64_t N)
+{
+    const char *fn = FN_PAR;
+    const bool varlen = cu_seqlens != NULL;
+    seqk_status st = check_parallel_sizes(fn, ctx, B, T, Hq, Hkv, K, V, flags, varlen, N);
+    if (st) return st;
+    if (!isfinite(scale))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", fn,
+                          (double)scale);
+    if (!varlen) N = B;
+    const int64_t nq = B * T * Hq * K, nk = B * T * Hkv * K, nv = B * T * Hkv * V;
+    const int64_t no = B * T * Hq * V, nl = B * Hq * T;
+    if (T > 0) {
+        if ((st = seqk__check_ptr(fn, "q", q))) return st;
+        if ((st = seqk__check_ptr(fn, "k", k))) return st;
+        if ((st = seqk__check_ptr(fn, "v", v))) return st;
+        if ((st = seqk__check_ptr(fn, "o", o))) return st;
+        if (overlaps(o, no, q, nq) || overlaps(o, no, k, nk) || overlaps(o, no, v, nv))
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: o=%p overlaps an input (q, k or v)", fn, (void *)o);
+        if (lse && (overlaps(lse, nl, o, no) || overlaps(lse, nl, q, nq) ||
+                    overlaps(lse, nl, k, nk) || overlaps(lse, nl, v, nv)))
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: lse=%p overlaps o, q, k or v", fn, (void *)lse);
+    }
+    int32_t *cu_host = NULL;
+    if (varlen) {
+        cu_host = malloc((size_t)(N + 1) * sizeof(int32_t));
+        if (!cu_host)
+            return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate cu_seqlens copy",
+                              fn);
+        st = seqk__check_cu_seqlens(fn, ctx, cu_seqlens, N, B, T, cu_host);
+        if (st) {
+            free(cu_host);
+            return st;
+        }
+    }
+    if (T > 0) {
+        switch (ctx->backend) {
+        case SEQK_BACKEND_CPU: {
+            attn_args a = {.B = B, .T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .V = V,
+                           .Vp = ceil_div64(V, PW) * PW, .N = varlen ? N : 1,
+                           .scale2 = scale * LOG2E_F,
+                           .causal = (flags & SEQK_ATTN_CAUSAL) != 0, .q = q, .k = k, .v = v,
+                           .o = o, .lse = lse, .cu = cu_host};
+            st = cpu_attention_parallel(fn, ctx, &a);
+            break;
+        }
+        case SEQK_BACKEND_CUDA:
+#if SEQK__HAVE_CUDA
+            st = seqk__cuda_attention_parallel(ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v, o,
+                                               lse, cu_seqlens, cu_host, N);
+#else
+            st = seqk__fail(SEQK_ERROR_NOT_COMPILED, "%s: no CUDA backend in this build", fn);
+#endif
+            break;
+        default:
+            st = seqk__fail(SEQK_ERROR_INTERNAL, "%s: context has backend=%d", fn,
+                            (int)ctx->backend);
+        }
+    }
+    free(cu_host);
+    return st;
+}
+
+static seqk_status check_decode_sizes(const char *fn, seqk_context *ctx, int64_t B, int64_t Hq,
+                                      int64_t Hkv, int64_t K, int64_t V, int64_t max_len)
+{
+    seqk_status st;
+    if ((st = check_heads(fn, ctx, B, Hq, Hkv, K, V))) return st;
+    if ((st = seqk__check_min(fn, "max_len", max_len, 1))) return st;
+    if (max_len > INT32_MAX)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: max_len=%" PRId64 ", must be <= %d (cache_len is int32)", fn,
+                          max_len, INT32_MAX);
+    const int64_t kd[4] = {B, max_len, Hkv, K}, vd[4] = {B, max_len, Hkv, V};
+    const int64_t qd[3] = {B, Hq, K}, od[3] = {B, Hq, V};
+    if ((st = seqk__check_numel(fn, "k_cache [B,max_len,Hkv,K]", 4, kd, sizeof(float), NULL)))
+        return st;
+    if ((st = seqk__check_numel(fn, "v_cache [B,max_len,Hkv,V]", 4, vd, sizeof(float), NULL)))
+        return st;
+    if ((st = seqk__check_numel(fn, "q [B,Hq,K]", 3, qd, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "o [B,Hq,V]", 3, od, sizeof(float), NULL))) return st;
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk_attention_decode_workspace_size(seqk_context *ctx, int64_t B, int64_t Hq,
+                                                 int64_t Hkv, int64_t K, int64_t V,
+                                                 int64_t max_len, size_t *bytes)
+{
+    static const char fn[] = "seqk_attention_decode_workspace_size";
+    seqk_status st = check_decode_sizes(fn, ctx, B, Hq, Hkv, K, V, max_len);
+    if (st == SEQK_SUCCESS) st = seqk__check_ptr(fn, "bytes", bytes);
+    if (st != SEQK_SUCCESS) return st;
+    *bytes = 0;
+#if SEQK__HAVE_CUDA
+    if (ctx->backend == SEQK_BACKEND_CUDA)
+        *bytes = seqk__cuda_attention_decode_workspace_size(B, Hq, V, max_len);
+#endif
+    return SEQK_SUCCESS;
+}
+
+static seqk_status check_cache_len(const char *fn, const int32_t *len, int64_t B, int64_t max_len)
+{
+    for (int64_t b = 0; b < B; b++) {
+        if (len[b] < 0)
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: cache_len[%" PRId64 "]=%d, must be >= 0", fn, b, (int)len[b]);
+        if (len[b] >= max_len)
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: cache_len[%" PRId64 "]=%d, must be < max_len=%" PRId64
+                              " (no room in the cache for the new token)",
+                              fn, b, (int)len[b], max_len);
+    }
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t Hq, int64_t Hkv,
+                                  int64_t K, int64_t V, int64_t max_len, float scale,
+                                  const float *q, const float *k_new, const float *v_new,
+                                  float *k_cache, float *v_cache, const int32_t *cache_len,
+                                  float *o, float *lse)
+{
+    const char *fn = FN_DEC;
+    seqk_status st = check_decode_sizes(fn, ctx, B, Hq, Hkv, K, V, max_len);
+    if (st) return st;
+    if (!isfinite(scale))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", fn,
+                          (double)scale);
+    if ((st = seqk__check_ptr(fn, "q", q))) return st;
+    if ((st = seqk__check_ptr(fn, "k_new", k_new))) return st;
+    if ((st = seqk__check_ptr(fn, "v_new", v_new))) return st;
+    if ((st = seqk__check_ptr(fn, "k_cache", k_cache))) return st;
+    if ((st = seqk__check_ptr(fn, "v_cache", v_cache))) return st;
+    if ((st = seqk__check_ptr(fn, "cache_len", cache_len))) return st;
+    if ((st = seqk__check_ptr(fn, "o", o))) return st;
+    const int64_t nkc = B * max_len * Hkv * K, nvc = B * max_len * Hkv * V;
+    const int64_t no = B * Hq * V, nq = B * Hq * K;
+    if (overlaps(k_cache, nkc, v_cache, nvc))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: k_cache=%p overlaps v_cache=%p", fn,
+                          (void *)k_cache, (void *)v_cache);
+    if (overlaps(o, no, k_cache, nkc) || overlaps(o, no, v_cache, nvc) ||
+        overlaps(o, no, q, nq) || overlaps(o, no, k_new, B * Hkv * K) ||
+        overlaps(o, no, v_new, B * Hkv * V))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: o=%p overlaps an input or the cache", fn, (void *)o);
+    if (lse && (overlaps(lse, B * Hq, o, no) || overlaps(lse, B * Hq, k_cache, nkc) ||
+                overlaps(lse, B * Hq, v_cache, nvc)))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: lse=%p overlaps o or the cache", fn,
+                          (void *)lse);
+    switch (ctx->backend) {
+    case SEQK_BACKEND_CPU: {
+        if ((st = check_cache_len(fn, cache_len, B, max_len))) return st;
+        const decode_args a = {.B = B, .Hq = Hq, .Hkv = Hkv, .K = K, .V = V, .max_len = max_len,
+                               .scale2 = scale * LOG2E_F, .q = q, .k_cache = k_cache,
+                               .v_cache = v_cache, .cache_len = cache_len, .o = o, .lse = lse};
+        return cpu_attention_decode(ctx, &a, k_new, v_new, k_cache, v_cache);
+    }
+    case SEQK_BACKEND_CUDA: {
+#if SEQK__HAVE_CUDA
+        int32_t *len_host = malloc((size_t)B * sizeof(int32_t));
+        if (!len_host)
+            return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate cache_len copy",
+                              fn);
+        st = seqk_memcpy(ctx, len_host, cache_len, (size_t)B * sizeof(int32_t),
+                         SEQK_COPY_BACKEND_TO_HOST);
+        if (st == SEQK_SUCCESS) st = check_cache_len(fn, len_host, B, max_len);
+        if (st == SEQK_SUCCESS)
+            st = seqk__cuda_attention_decode(ctx, B, Hq, Hkv, K, V, max_len, scale, q, k_new,
+                                             v_new, k_cache, v_cache, cache_len, len_host, o,
+                                             lse);
+        free(len_host);
+        return st;
+#else
+        return seqk__fail(SEQK_ERROR_NOT_COMPILED, "%s: no CUDA backend in this build", fn);
+#endif
+    }
+    }
+    return seqk__fail(SEQK_ERROR_INTERNAL, "%s: context has backend=%d", fn, (int)ctx->backend);
+}
