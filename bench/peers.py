@@ -2,16 +2,17 @@
 """bench/peers.py -- seqk beside what a CPU user runs today, in one process,
 on the same inputs, with the same thread count.
 
-Peers (plain PyTorch, written here from the math as CPU users write them):
+Peers:
+  softmax_attention torch.nn.functional.scaled_dot_product_attention (PyTorch's
+                    own fused CPU kernel), causal, timed on whichever of its
+                    input layouts (a transposed view, a contiguous copy) is faster
+and plain PyTorch, written here from the math as CPU users write it:
   linear_attention  chunked form (chunk states by a cumulative sum over chunks)
   gated_retention   chunked form with a segment-sum decay mask (the SSD
                     "minimal" form), chunk states by a loop over chunks
   selective_scan    the token loop of the selective_scan_ref form (Mamba1)
   deltanet          the naive chunked WY form of gated DeltaNet (forward
                     substitution in Python over the chunk, loop over chunks)
-Softmax attention against torch.nn.functional.scaled_dot_product_attention
-is in bench/peers_softmax.py.
-
 Each case: both sides get the same data in their own layout (seqk token-major
 [B,T,H,D]; the peers [B,H,T,D]), the outputs are compared (relative error
 printed, so the two compute the same function), then calls are interleaved
@@ -111,6 +112,16 @@ def torch_deltanet(q, k, v, beta, g, C=64):
 
 # ---- timing -------------------------------------------------------------------------------------
 
+SETTLE_S = 0.02  # between calls: the other OpenMP runtime's spinning threads go to sleep
+
+
+def timed(f):
+    time.sleep(SETTLE_S)
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
 def interleaved(fns, repeats):
     """Median seconds of each fn, calls interleaved so noise hits all of them."""
     for f in fns:
@@ -118,9 +129,7 @@ def interleaved(fns, repeats):
     times = [[] for _ in fns]
     for _ in range(repeats):
         for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            times[i].append(time.perf_counter() - t0)
+            times[i].append(timed(f))
     return [statistics.median(t) for t in times]
 
 
@@ -135,6 +144,23 @@ def bhtd(x):
 
 
 # ---- cases --------------------------------------------------------------------------------------
+
+def case_softmax(ctx, rng, B, T, H, D):
+    q, k, v = (rng.standard_normal((B, T, H, D), dtype=np.float32) for _ in range(3))
+    scale = 1.0 / D ** 0.5
+    tq, tk, tv = (torch.from_numpy(x).transpose(1, 2) for x in (q, k, v))   # views, [B,H,T,D]
+    cq, ck, cv = (x.contiguous() for x in (tq, tk, tv))
+    out = np.empty_like(q)
+    ours = lambda: seqk.attention_parallel(q, k, v, causal=True, scale=scale, out=out, ctx=ctx)
+
+    def sdpa(a, b, c):
+        with torch.no_grad():
+            return torch.nn.functional.scaled_dot_product_attention(a, b, c, is_causal=True,
+                                                                    scale=scale)
+    views, contig = (lambda: sdpa(tq, tk, tv)), (lambda: sdpa(cq, ck, cv))
+    peer = min((timed(views), 0, views), (timed(contig), 1, contig))[2]
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3))
+
 
 def case_linear(ctx, rng, B, T, H, K, scale):
     q, k, v = (rng.standard_normal((B, T, H, K), dtype=np.float32) * s for s in (scale, scale, 1.0))
@@ -197,7 +223,11 @@ def main():
     ctx = seqk.Context("cpu", threads=args.threads)
     rng = np.random.default_rng(0)
     T = 512 if args.quick else 4096
-    shapes = [  # module, case builder, its arguments, description
+    softmax = [(1, 512, 8, 64)] if args.quick else [
+        (B, Ts, 8, D) for B in (1, 4) for D in (64, 128) for Ts in (1024, 2048, 4096, 8192)]
+    shapes = [("softmax_attention", case_softmax, s, f"B={s[0]} T={s[1]} H=8 K=V={s[3]} causal")
+              for s in softmax]
+    shapes += [  # module, case builder, its arguments, description
         ("linear_attention", case_linear, (2, T, 8, 64, 0.125), f"B=2 T={T} H=8 K=V=64"),
         ("linear_attention", case_linear, (1, T, 8, 128, 0.09), f"B=1 T={T} H=8 K=V=128"),
         ("gated_retention", case_gated, (2, T, 8, 64, 0.125), f"B=2 T={T} H=8 K=V=64"),
