@@ -92,6 +92,22 @@ seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const struct seqk__
 size_t seqk__cuda_deltanet_workspace(const struct seqk__lin *P, int mode);
 #endif
 
+#if SEQK__HAVE_CUDA
+/* gpu/titans.cu: seqk_titans on a CUDA context (DESIGN 3.4). Both modes run
+ * the recurrent kernel (one block per sequence, head and block of state
+ * columns, the state slice in shared memory). P describes the problem as for
+ * the linear-state engine (q, k, v, o device pointers; P->cu the host copy of
+ * cu_seqlens or NULL; flags SEQK__LIN_L2NORM or 0; P->s_in, P->s_out unused);
+ * eta, theta, alpha are the device [B*T, H] arrays, state_in / state_out the
+ * device [N, H, 3KV+8] states (or NULL), cu_device the device cu_seqlens
+ * (NULL without varlen). Everything is validated; no workspace. */
+struct seqk__lin;
+seqk_status seqk__cuda_titans(seqk_context *ctx, int mode, const struct seqk__lin *P,
+                              const float *eta, const float *theta, const float *alpha,
+                              int64_t minibatch, const float *state_in, float *state_out,
+                              const int32_t *cu_device);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

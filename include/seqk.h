@@ -476,6 +476,132 @@ SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode m
                                                   int64_t N, int64_t chunk, size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
+/* Titans test-time memory (DESIGN 3.4)                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Flags of seqk_titans; combine with |. Values only grow. */
+#define SEQK_TITANS_L2NORM_QK 1u /* q, k -> x / sqrt(sum_i x_i^2 + 1e-6) per token and head */
+
+/*
+ * seqk_titans: the linear memory of Titans (Behrouz et al. 2024), a K x V
+ * matrix M per sequence and head trained at test time by mini-batch gradient
+ * descent with momentum S and forgetting, on the loss
+ * l_t(M) = 1/2 ||M^T k_t - v_t||^2, whose gradient is
+ * grad_t(M) = k_t (M^T k_t - v_t)^T. With mini-batches of b tokens
+ * (`minibatch`; positions counted from the start of each sequence, or
+ * continued from the state's position) and Mhat the memory the current
+ * mini-batch started with:
+ *
+ *   Mhat = M_{t-1}                     when token t starts a mini-batch
+ *   S_t  = eta_t S_{t-1} - theta_t k_t (Mhat^T k_t - v_t)^T
+ *   M_t  = (1 - alpha_t) M_{t-1} + S_t
+ *   o_t  = M_t^T (scale q_t)
+ *
+ * (with SEQK_TITANS_L2NORM_QK q_t and k_t are first replaced by
+ * x / sqrt(sum_i x_i^2 + 1e-6), then q is multiplied by scale). b is part of
+ * the function computed, not a tuning knob: b = 1 is the pure online rule
+ * (every gradient at the latest memory); larger b takes the gradients of a
+ * mini-batch at the memory it started with, which is what makes the
+ * parallel mode's matrix products possible.
+ *
+ * mode SEQK_MODE_RECURRENT walks the tokens keeping (M, S, Mhat, position)
+ * and refreshes Mhat every b tokens (8 K V flops per token and head; a
+ * decoding step is T = 1 with state_in == state_out: it writes o and the
+ * state in place and allocates nothing). SEQK_MODE_PARALLEL works per
+ * mini-batch (sequential over the mini-batches of a sequence): with Q, K, V
+ * its rows, Gerr = K Mhat - V in one product, m_t and beta_t the products of
+ * eta and of 1 - alpha over the mini-batch up to t (cumulated in log space),
+ *
+ *   o_t = beta_t M0^T q_t + f_t S0^T q_t - sum_{s<=t} Gmix_ts theta_s (q_t . k_s) Gerr_s
+ *   Gmix_ts = sum_{r=s..t} (beta_t / beta_r)(m_r / m_s),  f_t = sum_{r<=t} (beta_t / beta_r) m_r
+ *
+ * (M0, S0 the state before it) and the end-of-mini-batch state from two
+ * more products. The two modes agree up to fp32 rounding. The parallel
+ * mode's work per token is about 10 K V + 2 b (K + V) flops, all in matrix
+ * products, against the recurrent mode's 8 K V in a memory-bound pass: it
+ * pays only for larger b (on the CPU at K = V = 128: slower than the
+ * recurrent mode below b = 16, about even at 16, faster at 64); for small b
+ * the recurrent mode is the faster way to compute the same function.
+ *
+ * Stability: with unit-norm keys each token is a gradient step of size
+ * theta_t on a loss of curvature <= 1. Without momentum (eta ~ 0) or with
+ * strong forgetting (alpha ~ 1) the memory stays bounded for theta up to 1
+ * at b = 1 and 16; momentum near 1 with little forgetting needs a small
+ * theta (bounded in the tests: 1e-2 at b = 1, 1e-3 at b = 16 and 64), and a
+ * large b with a large theta takes many steps from one stale gradient (b =
+ * 64 is bounded in the tests up to theta = 1/4, or 1 with alpha ~ 1).
+ * Outside such regimes it is the mathematics that diverges (the float64
+ * token loop too), not the rounding.
+ *
+ * State: fp32 [N, H, E] with E = 3 K V + 8 floats per (sequence, head)
+ * (seqk_titans_state_size gives E); each block holds, in this order,
+ *
+ *   [0, KV)        M      the memory, K x V row-major
+ *   [KV, 2KV)      S      the momentum, K x V
+ *   [2KV, 3KV)     Mhat   the memory the current mini-batch started with
+ *   [3KV]          pos    tokens of the current mini-batch already taken, an
+ *                         integer in [0, b) stored as a float (0: the next
+ *                         token starts a mini-batch)
+ *   [3KV+1, 3KV+8) reserved: written as 0, ignored when read
+ *
+ * When pos = 0, Mhat is not read (the next token sets Mhat = M) and the
+ * library writes Mhat = M. A state from M and S alone is therefore
+ * [M | S | anything | 0 | ...]; NULL state_in is all zeros. Because the
+ * state carries Mhat and pos, a sequence split anywhere, inside a
+ * mini-batch included, and continued from the state (in either mode)
+ * equals one call over the whole.
+ *
+ *   mode        SEQK_MODE_RECURRENT or SEQK_MODE_PARALLEL
+ *   B, T, H     batch, tokens, heads (B = 1 with cu_seqlens); T >= 0
+ *   K, V        head dims of q/k and of v/o, 1 <= K <= 1024, V >= 1
+ *   scale       multiplies q (after the L2 norm); finite
+ *   flags       0 or SEQK_TITANS_L2NORM_QK
+ *   minibatch   b, 1 <= b <= 1024 (INVALID_ARGUMENT outside)
+ *   q, k        [B,T,H,K]
+ *   v, o        [B,T,H,V]; o must not overlap any input
+ *   eta         [B,T,H] momentum factors in [0, 1]
+ *   theta       [B,T,H] learning rates, finite and >= 0
+ *   alpha       [B,T,H] forgetting factors in [0, 1] (M decays by 1 - alpha)
+ *               On a CPU context every eta, theta, alpha and every pos of
+ *               state_in (an integer in [0, b)) is checked before anything
+ *               is written (INVALID_ARGUMENT; the message names the first
+ *               bad index and value; NaN is out of range). On a CUDA context
+ *               they are NOT checked (that would cost device-to-host copies
+ *               on every decoding step): out-of-range gates give what the
+ *               formulas give, and a pos outside [0, b) is taken as 0 (a
+ *               fractional one is truncated).
+ *   state_in    [N,H,E] or NULL (zeros)
+ *   state_out   [N,H,E] or NULL (not written); may be state_in (in place)
+ *   cu_seqlens  [N+1] or NULL; N as in seqk_scan
+ *
+ * Workspace (seqk_titans_workspace_size): the recurrent mode needs none when
+ * state_out is given (on the CPU one 3 K x 16 slice per thread otherwise);
+ * the parallel mode needs per-thread mini-batch scratch on the CPU (about
+ * 8 b K + 2 b V + 2 b^2 + 2 K V floats plus the products' packing, and 3 K V
+ * more without state_out). The CUDA backend runs BOTH modes with its
+ * recurrent kernel (one block per sequence, head and block of state columns,
+ * the state slice in shared memory; K <= 1024) and needs no workspace.
+ */
+SEQK_API seqk_status seqk_titans(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                 int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
+                                 int64_t minibatch, const float *q, const float *k,
+                                 const float *v, const float *eta, const float *theta,
+                                 const float *alpha, float *o, const float *state_in,
+                                 float *state_out, const int32_t *cu_seqlens, int64_t N);
+
+/* Floats per (sequence, head) of seqk_titans' state, E = 3 K V + 8, written
+ * to *floats (K, V >= 1; INVALID_ARGUMENT if it overflows). A state holds
+ * N * H * E floats. */
+SEQK_API seqk_status seqk_titans_state_size(int64_t K, int64_t V, size_t *floats);
+
+/* An upper bound of the workspace bytes seqk_titans needs for these sizes,
+ * mode and mini-batch size on this context (N: sequences with varlen, else
+ * 0; on the CPU it depends on the context's thread count). */
+SEQK_API seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B,
+                                                int64_t T, int64_t H, int64_t K, int64_t V,
+                                                int64_t minibatch, int64_t N, size_t *bytes);
+
+/* ------------------------------------------------------------------------ */
 /* Softmax attention (DESIGN 3.5)                                            */
 /* ------------------------------------------------------------------------ */
 

@@ -57,4 +57,13 @@ void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsign
                         const float *Vv, int64_t ldv, const float *S0, float *O, int64_t ldo,
                         seqk__chunk_scratch *w);
 
+/* Stage 3's intra term with an explicit mixing matrix in place of the decay
+ * mask (Titans): O[L,V] (rows ldo apart) = ((Qs Kc^T) .* Mix) Vv, Mix [L,L]
+ * with rows ldm apart, read on and below the diagonal only (the product is
+ * causal: above the diagonal counts as 0). No inter term: the caller adds
+ * its own. Uses w->P and w->pack. */
+void seqk__chunk_output_mix(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Mix,
+                            int64_t ldm, const float *Vv, int64_t ldv, float *O, int64_t ldo,
+                            seqk__chunk_scratch *w);
+
 #endif

@@ -1,7 +1,7 @@
 """seqk: Python bindings (ctypes) for libseqk, the C library of sequence-model
 kernels: the scan primitive, linear attention, RetNet retention, gated
-retention, Mamba2 (SSD), the Mamba selective scan, DeltaNet and gated DeltaNet
-and softmax attention; each
+retention, Mamba2 (SSD), the Mamba selective scan, DeltaNet and gated DeltaNet,
+the Titans linear memory and softmax attention; each
 recurrent-state module runs in a recurrent and a parallel mode.
 
     import numpy as np, seqk
@@ -25,6 +25,7 @@ from ._core import (
     MAMBA2_DT_SOFTPLUS,
     SCAN_REVERSE,
     SSCAN_DT_SOFTPLUS,
+    TITANS_L2NORM_QK,
     Backend,
     Context,
     CopyKind,
@@ -56,6 +57,9 @@ from .ops import (
     scan,
     scan_workspace_size,
     selective_scan,
+    titans,
+    titans_state_size,
+    titans_workspace_size,
 )
 
 __all__ = [
@@ -75,6 +79,7 @@ __all__ = [
     "ATTN_CAUSAL",
     "DELTANET_L2NORM_QK",
     "DELTANET_ALLOW_NEG_EIGVAL",
+    "TITANS_L2NORM_QK",
     "SeqkError",
     "Context",
     "default_context",
@@ -92,6 +97,9 @@ __all__ = [
     "selective_scan",
     "deltanet",
     "deltanet_workspace_size",
+    "titans",
+    "titans_state_size",
+    "titans_workspace_size",
     "attention_parallel",
     "attention_parallel_workspace_size",
     "attention_decode",

@@ -55,6 +55,7 @@ SSCAN_DT_SOFTPLUS = 1
 ATTN_CAUSAL = 1
 DELTANET_L2NORM_QK = 1
 DELTANET_ALLOW_NEG_EIGVAL = 2
+TITANS_L2NORM_QK = 1
 
 
 def version():
@@ -416,6 +417,7 @@ __all__ = [
     "ATTN_CAUSAL",
     "DELTANET_L2NORM_QK",
     "DELTANET_ALLOW_NEG_EIGVAL",
+    "TITANS_L2NORM_QK",
     "SeqkError",
     "Context",
     "default_context",

@@ -305,6 +305,16 @@ SIGNATURES = {
     ),
     # ctx, mode, B, T, H, K, V, N, chunk, bytes
     "seqk_deltanet_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
+    # ctx, mode, B, T, H, K, V, scale, flags, minibatch, q, k, v, eta, theta, alpha, o, state_in,
+    # state_out, cu_seqlens, N
+    "seqk_titans": (
+        _int,
+        [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _flt, _uint, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64],
+    ),
+    # K, V, floats
+    "seqk_titans_state_size": (_int, [_i64, _i64, _p_size]),
+    # ctx, mode, B, T, H, K, V, minibatch, N, bytes
+    "seqk_titans_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
     # ctx, mode, B, T, H, K, V, N, chunk, bytes
     "seqk_linear_state_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
     # ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v, o, lse, cu_seqlens, N

@@ -53,6 +53,7 @@ from ._core import (
     MAMBA2_DT_SOFTPLUS,
     SCAN_REVERSE,
     SSCAN_DT_SOFTPLUS,
+    TITANS_L2NORM_QK,
     Mode,
     check,
     default_context,
@@ -566,6 +567,97 @@ def deltanet_workspace_size(B, T, H, K, V, *, mode="parallel", N=0, chunk=0, ctx
 
 
 # --------------------------------------------------------------------------
+# Titans linear memory
+# --------------------------------------------------------------------------
+
+
+def titans_state_size(K, V):
+    """Floats per (sequence, head) of the Titans state: E = 3*K*V + 8
+    (seqk_titans_state_size). A state is an array [N, H, E]."""
+    import ctypes
+
+    fn = "seqk.titans_state_size"
+    n = ctypes.c_size_t(0)
+    check(lib.seqk_titans_state_size(int_arg(fn, "K", K), int_arg(fn, "V", V), ctypes.byref(n)),
+          "seqk_titans_state_size")
+    return n.value
+
+
+def titans(q, k, v, eta, theta, alpha, *, minibatch, mode="parallel", scale=None, l2norm_qk=False,
+           initial_state=None, return_final_state=False, final_state_out=None, cu_seqlens=None, out=None, ctx=None):
+    """The Titans linear memory (seqk_titans): a K x V memory M per sequence and
+    head, trained at test time by mini-batch gradient descent with momentum S
+    and forgetting on l_t(M) = 1/2 ||M^T k_t - v_t||^2:
+
+        Mhat = M_{t-1}                  when token t starts a mini-batch of `minibatch` tokens
+        S_t  = eta_t S_{t-1} - theta_t k_t (Mhat^T k_t - v_t)^T
+        M_t  = (1 - alpha_t) M_{t-1} + S_t
+        o_t  = M_t^T (scale * q_t)
+
+    minibatch (b) is part of the function: b = 1 is the pure online rule; a
+    larger b takes a mini-batch's gradients at the memory it started with.
+    mode='recurrent' walks the tokens (decoding: T = 1 with
+    final_state_out=initial_state); mode='parallel' works per mini-batch with
+    matrix products. Both give the same result up to fp32 rounding.
+
+    The state is [N, H, E] float32 with E = titans_state_size(K, V) = 3KV + 8:
+    per (sequence, head) M (K x V), S, Mhat, then the position inside the
+    current mini-batch (an integer-valued float in [0, b)) and 7 reserved
+    floats. Where the position is 0, Mhat is not read. A sequence split
+    anywhere and continued from the state equals one call over the whole.
+
+    Args:
+      q, k            [B, T, H, K] float32 (1 <= K <= 1024)
+      v               [B, T, H, V] float32
+      eta             [B, T, H] momentum factors in [0, 1]
+      theta           [B, T, H] learning rates, finite, >= 0
+      alpha           [B, T, H] forgetting factors in [0, 1]
+      minibatch       b, 1 <= b <= 1024 (keyword)
+      mode            'parallel' (default) or 'recurrent'
+      scale           multiplies q (after the L2 norm); None = 1/sqrt(K)
+      l2norm_qk       L2-normalise q and k in the kernel
+      initial_state   [N, H, E] or None (zeros)
+      return_final_state  also return the state after the last token
+      final_state_out [N, H, E] where to write it, or None (allocated when
+                      asked for); may be initial_state itself
+      cu_seqlens      int32 [N+1] or None (varlen; B must be 1)
+      out             [B, T, H, V] output o, or None (allocated)
+      ctx             seqk.Context or None (default context)
+
+    The library checks the gates' ranges and the state's positions on a CPU
+    context (SeqkError naming the first bad value), not on CUDA.
+
+    Returns: o, or (o, final_state) with return_final_state.
+    """
+    fn = "seqk.titans"
+    c = Call(fn, "seqk_titans", ctx, q)
+    m = mode_arg(fn, mode)
+    minibatch = int_arg(fn, "minibatch", minibatch)
+    flags = TITANS_L2NORM_QK if _bool(fn, "l2norm_qk", l2norm_qk) else 0
+    pq, pk, pv, pcu, n_arg = _linear_inputs(c, q, k, v, cu_seqlens)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pe = c.arr("eta", eta, ("B", "T", "H"))
+    pth = c.arr("theta", theta, ("B", "T", "H"))
+    pa = c.arr("alpha", alpha, ("B", "T", "H"))
+    E = 3 * K * V + 8
+    ps0, fin, pfin = _state(c, initial_state, final_state_out, return_final_state, ("N", "H", ("3KV+8", E)))
+    o, po = c.out("out", out, ("B", "T", "H", "V"))
+    c.run(int(m), B, T, H, K, V, sc, flags, minibatch, pq, pk, pv, pe, pth, pa, po, ps0, pfin, pcu, n_arg)
+    return (o, fin) if return_final_state else o
+
+
+def titans_workspace_size(B, T, H, K, V, *, minibatch, mode="parallel", N=0, ctx=None):
+    """An upper bound of the workspace bytes seqk_titans needs for these sizes,
+    mode and mini-batch size on this context (seqk_titans_workspace_size; N:
+    sequences with varlen, else 0)."""
+    fn = "seqk.titans_workspace_size"
+    m = mode_arg(fn, mode)
+    return _size_query(fn, "seqk_titans_workspace_size", ctx, int(m), int(B), int(T), int(H), int(K), int(V),
+                       int(minibatch), int(N))
+
+
+# --------------------------------------------------------------------------
 # softmax attention
 # --------------------------------------------------------------------------
 
@@ -690,6 +782,7 @@ _OPS = (
     "mamba2",
     "selective_scan",
     "deltanet",
+    "titans",
     "attention_parallel",
     "attention_decode",
 )
@@ -706,6 +799,9 @@ __all__ = [
     "selective_scan",
     "deltanet",
     "deltanet_workspace_size",
+    "titans",
+    "titans_state_size",
+    "titans_workspace_size",
     "attention_parallel",
     "attention_parallel_workspace_size",
     "attention_decode",

@@ -192,3 +192,48 @@ def deltanet_ref(q, k, v, beta, g=None, scale=1.0, s0=None, cu=None, l2norm=Fals
             o[bi, t] = np.einsum("hk,hkv->hv", scale * q[bi, t], S)
         fin[n] = S
     return o, fin
+
+
+def titans_ref(q, k, v, eta, theta, alpha, b, scale=1.0, s0=None, cu=None, l2norm=False):
+    """The Titans linear memory, the token loop, with the state block
+    [M | S | Mhat | pos | 7 reserved] (E = 3KV + 8) per (sequence, head):
+    Mhat = M where pos = 0;  S = eta S - theta k (Mhat^T k - v)^T;
+    M = (1 - alpha) M + S;  o = M^T (scale q);  pos = (pos + 1) mod b.
+    Returns (o, final_state) with the final state in that layout."""
+    q = np.asarray(q, np.float64)
+    k = np.asarray(k, np.float64)
+    v = np.asarray(v, np.float64)
+    if l2norm:
+        q = q / np.sqrt((q * q).sum(-1, keepdims=True) + 1e-6)
+        k = k / np.sqrt((k * k).sum(-1, keepdims=True) + 1e-6)
+    eta = np.asarray(eta, np.float64)
+    theta = np.asarray(theta, np.float64)
+    a = 1.0 - np.asarray(alpha, np.float64)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    KV = K * V
+    seqs = seq_bounds(B, T, cu)
+    o = np.zeros((B, T, H, V))
+    fin = np.zeros((len(seqs), H, 3 * KV + 8))
+    for n, (bi, s, e) in enumerate(seqs):
+        for h in range(H):
+            if s0 is None:
+                M, S, Mh, pos = np.zeros((K, V)), np.zeros((K, V)), np.zeros((K, V)), 0
+            else:
+                blk = np.asarray(s0[n, h], np.float64)
+                M, S = blk[:KV].reshape(K, V).copy(), blk[KV:2 * KV].reshape(K, V).copy()
+                pos = int(blk[3 * KV])
+                Mh = blk[2 * KV:3 * KV].reshape(K, V).copy() if pos else M.copy()
+            for t in range(s, e):
+                if pos == 0:
+                    Mh = M.copy()
+                err = Mh.T @ k[bi, t, h] - v[bi, t, h]
+                S = eta[bi, t, h] * S - theta[bi, t, h] * np.outer(k[bi, t, h], err)
+                M = a[bi, t, h] * M + S
+                o[bi, t, h] = M.T @ (scale * q[bi, t, h])
+                pos = (pos + 1) % b
+            if pos == 0:
+                Mh = M.copy()
+            fin[n, h, :3 * KV] = np.concatenate([M.ravel(), S.ravel(), Mh.ravel()])
+            fin[n, h, 3 * KV] = pos
+    return o, fin

@@ -38,6 +38,11 @@ def valid_call(name, rng):
         return seqk.selective_scan, dict(u=f32(rng, B, T, 6), dt=f32(rng, B, T, 6), A=-f32(rng, 6, 5, lo=0.5, hi=1),
                                          B=f32(rng, B, T, 2, 5), C=f32(rng, B, T, 2, 5), D=f32(rng, 6),
                                          z=f32(rng, B, T, 6), dt_bias=f32(rng, 6), initial_state=f32(rng, B, 6, 5))
+    if name == "titans":
+        return seqk.titans, dict(q=f32(rng, B, T, H, K), k=f32(rng, B, T, H, K) * 0.3, v=f32(rng, B, T, H, V),
+                                 eta=f32(rng, B, T, H, lo=0, hi=1), theta=f32(rng, B, T, H, lo=0, hi=0.5),
+                                 alpha=f32(rng, B, T, H, lo=0, hi=1), minibatch=2,
+                                 initial_state=np.zeros((B, H, 3 * K * V + 8), np.float32))
     if name == "attention_parallel":
         return seqk.attention_parallel, dict(q=f32(rng, B, T, 4, K), k=f32(rng, B, T, 2, K), v=f32(rng, B, T, 2, V))
     if name == "attention_decode":
@@ -47,7 +52,7 @@ def valid_call(name, rng):
     raise AssertionError(name)
 
 
-OPS = ["scan", "linear_attention", "retention", "gated_retention", "mamba2", "selective_scan",
+OPS = ["scan", "linear_attention", "retention", "gated_retention", "mamba2", "selective_scan", "titans",
        "attention_parallel", "attention_decode"]
 REQUIRED = {
     "scan": ["a", "b"],
@@ -56,6 +61,7 @@ REQUIRED = {
     "gated_retention": ["q", "k", "v", "g"],
     "mamba2": ["x", "dt", "A", "B", "C"],
     "selective_scan": ["u", "dt", "A", "B", "C"],
+    "titans": ["q", "k", "v", "eta", "theta", "alpha"],
     "attention_parallel": ["q", "k", "v"],
     "attention_decode": ["q", "k_new", "v_new", "k_cache", "v_cache", "cache_len"],
 }
