@@ -138,7 +138,7 @@ typedef struct bench_shape {
 
 typedef struct bench_record {
     const char *kind;     /* "measurement", "ceiling", "skipped", or a suite's summary
-                             ("crossover": suite_linear.c) */
+                             ("crossover": suite_linear.c; "updates": suite_sscan.c) */
     const char *suite;    /* "ceilings", "scan", ... */
     const char *name;     /* the case, e.g. "many-channels" */
     const char *backend;  /* "cpu" or "cuda" */
@@ -258,5 +258,7 @@ typedef struct bench_suite {
 void suite_scan_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
 void suite_linear_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
 void suite_linear_finish(bench_backend *be, const bench_options *opt);
+void suite_sscan_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
+void suite_sscan_finish(bench_backend *be, const bench_options *opt);
 
 #endif

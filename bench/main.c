@@ -2,7 +2,7 @@
  * bench/main.c -- seqk-bench: command line, backends, the suite table, and
  * the driver that runs the plan.
  *
- *   seqk-bench [--suite scan|linear|all] [--backend cpu|cuda|all] [--threads N]
+ *   seqk-bench [--suite scan|linear|sscan|all] [--backend cpu|cuda|all] [--threads N]
  *              [--repeats R] [--quick] [--out DIR] [--help]
  *
  * Exit status: 0 done (backends without a device are reported as skipped),
@@ -22,9 +22,14 @@ static const bench_suite SUITES[] = {
      NULL},
     {"linear",
      "linear attention, retention, gated retention, Mamba2\n"
-     "                          (DESIGN 3.1), recurrent and parallel modes, and the T\n"
-     "                          from which parallel is faster; bound: sgemm_large",
+     "                          (DESIGN 3.1), gated DeltaNet (3.3), Titans (3.4),\n"
+     "                          recurrent and parallel modes, and the T from which\n"
+     "                          parallel is faster; bound: sgemm_large",
      suite_linear_plan, suite_linear_finish},
+    {"sscan",
+     "seqk_selective_scan, Mamba1's selective scan (DESIGN 3.2),\n"
+     "                          recurrent and parallel modes, state updates/s; bound: copy",
+     suite_sscan_plan, suite_sscan_finish},
 };
 #define N_SUITES ((int)(sizeof SUITES / sizeof SUITES[0]))
 

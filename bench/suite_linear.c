@@ -1,7 +1,9 @@
 /*
  * bench/suite_linear.c -- the "linear" suite: the linear-state modules of
  * DESIGN 3.1 (seqk_linear_attention, seqk_retention, seqk_gated_retention,
- * seqk_mamba2), each in SEQK_MODE_RECURRENT and SEQK_MODE_PARALLEL, bound by
+ * seqk_mamba2), gated DeltaNet (seqk_deltanet, DESIGN 3.3) and the Titans
+ * memory (seqk_titans, DESIGN 3.4), each in SEQK_MODE_RECURRENT and
+ * SEQK_MODE_PARALLEL, bound by
  * the large-sgemm ceiling; then, per module and shape family, where the
  * parallel mode overtakes the recurrent one as T grows ("crossover" records).
  *
@@ -12,6 +14,12 @@
  * dt_bias in [-1, 0), A in [-2, -0.5), D in [0.5, 1.5). A state_in in
  * [-0.1, 0.1) and a separate state_out are passed, as chunked prefill does.
  * Parallel mode with chunk C = LIN_CHUNK = 64.
+ * Gated DeltaNet: flags SEQK_DELTANET_L2NORM_QK, log-gates g uniform in
+ * [-0.1, 0], beta uniform in [0, 1], scale 1/sqrt(K).
+ * Titans: flags SEQK_TITANS_L2NORM_QK, minibatch b = TITANS_MINIBATCH = 16,
+ * eta uniform in [0.8, 0.95], theta in [0, 0.1], alpha in [0, 0.05], scale
+ * 1/sqrt(K); state [B, H, E], E = seqk_titans_state_size(K, V) = 3 K V + 8,
+ * with M, S, Mhat in [-0.1, 0.1) and pos (and the reserved floats) 0.
  *
  * FLOPs counted per call = B * T * H * (flops per token and head):
  *   recurrent:  4 K V                    S += k v^T (2 K V), o = S^T q (2 K V);
@@ -22,14 +30,36 @@
  *                 chunk state K^T V (2 K V); the causal mask's zeros and the
  *                 decays' exponentials are not subtracted / not counted
  * (Mamba2 the same with K = Nst, V = P: B and C are shared by the heads of a
- * group but every head still multiplies them.) So the parallel mode counts
+ * group but every head still multiplies them.)
+ * Gated DeltaNet:
+ *   recurrent:  6 K V                    S'^T k (2 K V), the rank-1 update
+ *                                        k (v - S'^T k)^T (2 K V), o = S^T q
+ *                                        (2 K V); the gate's K V multiplies
+ *                                        and the L2 norms not counted
+ *   parallel:   6 C K + 4 C V + C^2/3 + 6 K V,   C = min(chunk, T)
+ *               = per chunk of C tokens, divided by C, the chunked WY form:
+ *                 K K^T (2 C^2 K), forward substitution T = (I + A)^-1
+ *                 (~C^3/3), U = T (beta V) (2 C^2 V), W = T (beta K)
+ *                 (2 C^2 K), Vnew = U - W S0 (2 C K V), Q K^T (2 C^2 K),
+ *                 P Vnew (2 C^2 V), Q S0 (2 C K V), K^T Vnew (2 C K V)
+ * Titans (b = mini-batch, 16):
+ *   recurrent:  8 K V                    Mhat^T k, the gradient's outer
+ *                                        product, S and M updates, M^T q
+ *                                        (seqk.h's count)
+ *   parallel:   10 K V + 2 b (K + V),    b = min(minibatch, T)
+ *               = the products per mini-batch (K Mhat, the intra-batch
+ *                 Q K^T and its mix with Gerr, the inter-batch Q M0 and
+ *                 Q S0, the end-of-batch state) divided by b (seqk.h's count)
+ * So the parallel mode counts
  * more flops than the recurrent one for the same output (2x at K = V = C):
  * compare the two by time (the crossover records), and each against the
  * sgemm ceilings by GFLOP/s.
  *
  * Bytes counted per call (fp32, each once): q, k, v read, o written,
- * state_in read, state_out written, plus the per-token gates (g; Mamba2's dt)
- * and per-head constants; Mamba2 reads B and C once per group, not per head.
+ * state_in read, state_out written (Titans: E floats per sequence and head),
+ * plus the per-token gates (g; Mamba2's dt; DeltaNet's g and beta; Titans'
+ * eta, theta, alpha) and per-head constants; Mamba2 reads B and C once per
+ * group, not per head.
  *
  * Bound: "sgemm_large" (frac); the note gives the fraction of "sgemm_64",
  * the rate of the 64x64x64 products that a chunk kernel is made of.
@@ -40,17 +70,20 @@
 #include <string.h>
 
 #define LIN_CHUNK 64
+#define TITANS_MINIBATCH 16
 
 typedef enum lin_module {
     LIN_ATTENTION = 0,
     LIN_RETENTION = 1,
     LIN_GATED = 2,
     LIN_MAMBA2 = 3,
-    LIN_N_MODULES = 4
+    LIN_DELTANET = 4,
+    LIN_TITANS = 5,
+    LIN_N_MODULES = 6
 } lin_module;
 
-static const char *const MODULE_NAMES[LIN_N_MODULES] = {"linear_attention", "retention",
-                                                       "gated_retention", "mamba2"};
+static const char *const MODULE_NAMES[LIN_N_MODULES] = {
+    "linear_attention", "retention", "gated_retention", "mamba2", "deltanet", "titans"};
 
 /* A shape family: B, H, K = V fixed, T growing (ascending). */
 #define LIN_MAX_T 4
@@ -118,12 +151,29 @@ static const lin_result *find_result(const bench_backend *be, lin_module module,
 /* ---- FLOP and byte counts -------------------------------------------------------- */
 
 /* Flops per token and head (see the top of the file). */
-static double flops_per_token_head(bool parallel, int64_t T, int64_t K, int64_t V)
+static double flops_per_token_head(lin_module module, bool parallel, int64_t T, int64_t K,
+                                   int64_t V)
 {
-    if (!parallel) return 4.0 * (double)K * (double)V;
+    const double k = (double)K, v = (double)V, kv = k * v;
     const double C = (double)(T < LIN_CHUNK ? T : LIN_CHUNK);
-    return 2.0 * C * (double)K + 2.0 * C * (double)V + 2.0 * (double)K * (double)V +
-           2.0 * (double)K * (double)V;
+    switch (module) {
+    case LIN_DELTANET:
+        if (!parallel) return 6.0 * kv;
+        return 6.0 * C * k + 4.0 * C * v + C * C / 3.0 + 6.0 * kv;
+    case LIN_TITANS: {
+        if (!parallel) return 8.0 * kv;
+        const double b = (double)(T < TITANS_MINIBATCH ? T : TITANS_MINIBATCH);
+        return 10.0 * kv + 2.0 * b * (k + v);
+    }
+    case LIN_ATTENTION:
+    case LIN_RETENTION:
+    case LIN_GATED:
+    case LIN_MAMBA2:
+    case LIN_N_MODULES:
+        break;
+    }
+    if (!parallel) return 4.0 * kv;
+    return 2.0 * C * k + 2.0 * C * v + 2.0 * kv + 2.0 * kv;
 }
 
 /* ---- the timed calls ---------------------------------------------------------------- */
@@ -135,11 +185,13 @@ typedef struct lin_args {
     int64_t B, T, H, K, V;
     float scale;
     const float *q, *k, *v; /* [B,T,H,K], [B,T,H,K], [B,T,H,V]; Mamba2: C [B,T,1,K], B [B,T,1,K], x */
-    const float *g;         /* gated: [B,T,H]; Mamba2: dt [B,T,H] */
+    const float *g;         /* gated, DeltaNet: [B,T,H]; Mamba2: dt [B,T,H]; Titans: eta */
+    const float *beta;      /* DeltaNet: beta [B,T,H]; Titans: theta [B,T,H] */
+    const float *alpha;     /* Titans: alpha [B,T,H] */
     const float *A, *D, *dt_bias; /* Mamba2: [H] each */
     float *o;               /* [B,T,H,V] */
-    const float *s_in;      /* [B,H,K,V] */
-    float *s_out;           /* [B,H,K,V] */
+    const float *s_in;      /* [B,H,K,V]; Titans [B,H,E] */
+    float *s_out;           /* [B,H,K,V]; Titans [B,H,E] */
 } lin_args;
 
 static seqk_status lin_call(void *arg)
@@ -162,6 +214,14 @@ static seqk_status lin_call(void *arg)
         return seqk_mamba2(a->ctx, a->mode, a->B, a->T, a->H, a->V, 1, a->K,
                            SEQK_MAMBA2_DT_SOFTPLUS, a->v, a->g, a->A, a->k, a->q, a->D,
                            a->dt_bias, a->o, a->s_in, a->s_out, NULL, 0, LIN_CHUNK);
+    case LIN_DELTANET:
+        return seqk_deltanet(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
+                             SEQK_DELTANET_L2NORM_QK, a->q, a->k, a->v, a->beta, a->g, a->o,
+                             a->s_in, a->s_out, NULL, 0, LIN_CHUNK);
+    case LIN_TITANS:
+        return seqk_titans(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
+                           SEQK_TITANS_L2NORM_QK, TITANS_MINIBATCH, a->q, a->k, a->v, a->g,
+                           a->beta, a->alpha, a->o, a->s_in, a->s_out, NULL, 0);
     case LIN_N_MODULES:
         break;
     }
@@ -180,16 +240,24 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
     const size_t n_qk = (size_t)(B * T * qk_heads * K);
     const size_t n_v = (size_t)(B * T * H * V);
     const size_t n_tok = (size_t)(B * T * H);
-    const size_t n_state = (size_t)(B * H * K * V);
-    const bool has_g = module == LIN_GATED || mamba2;
+    const bool deltanet = module == LIN_DELTANET;
+    const bool titans = module == LIN_TITANS;
+    size_t state_floats = (size_t)(K * V); /* per sequence and head */
+    if (titans)
+        bench_check(seqk_titans_state_size(K, V, &state_floats), "seqk_titans_state_size");
+    const size_t n_state = (size_t)(B * H) * state_floats;
+    const bool has_g = module == LIN_GATED || mamba2 || deltanet || titans;
+    const int n_gates = has_g ? (deltanet ? 2 : titans ? 3 : 1) : 0; /* per-token [B,T,H] arrays */
 
     float *q = bench_alloc(be, n_qk * sizeof(float), "q");      /* [B,T,H,K]; Mamba2 C [B,T,1,K] */
     float *k = bench_alloc(be, n_qk * sizeof(float), "k");      /* [B,T,H,K]; Mamba2 B [B,T,1,K] */
     float *v = bench_alloc(be, n_v * sizeof(float), "v");       /* [B,T,H,V]; Mamba2 x */
     float *o = bench_alloc(be, n_v * sizeof(float), "o");       /* [B,T,H,V]; Mamba2 y */
-    float *s_in = bench_alloc(be, n_state * sizeof(float), "state_in");   /* [B,H,K,V] */
-    float *s_out = bench_alloc(be, n_state * sizeof(float), "state_out"); /* [B,H,K,V] */
-    float *g = has_g ? bench_alloc(be, n_tok * sizeof(float), "g") : NULL; /* [B,T,H] */
+    float *s_in = bench_alloc(be, n_state * sizeof(float), "state_in");   /* [B,H,K,V]; Titans [B,H,E] */
+    float *s_out = bench_alloc(be, n_state * sizeof(float), "state_out"); /* [B,H,K,V]; Titans [B,H,E] */
+    float *g = has_g ? bench_alloc(be, n_tok * sizeof(float), "g") : NULL; /* [B,T,H]; Titans eta */
+    float *beta = deltanet || titans ? bench_alloc(be, n_tok * sizeof(float), "beta") : NULL;
+    float *alpha = titans ? bench_alloc(be, n_tok * sizeof(float), "alpha") : NULL; /* [B,T,H] */
     float *A = NULL, *D = NULL, *dt_bias = NULL;                           /* [H] each */
     bench_fill_uniform(be, q, n_qk, -1.0f, 1.0f, 31);
     bench_fill_uniform(be, k, n_qk, -1.0f, 1.0f, 32);
@@ -197,7 +265,18 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
     bench_fill_uniform(be, o, n_v, 0.0f, 0.0f, 34);
     bench_fill_uniform(be, s_in, n_state, -0.1f, 0.1f, 35);
     bench_fill_uniform(be, s_out, n_state, 0.0f, 0.0f, 36);
-    if (module == LIN_GATED) bench_fill_uniform(be, g, n_tok, -0.1f, 0.0f, 37);
+    if (module == LIN_GATED || deltanet) bench_fill_uniform(be, g, n_tok, -0.1f, 0.0f, 37);
+    if (deltanet) bench_fill_uniform(be, beta, n_tok, 0.0f, 1.0f, 42);
+    if (titans) {
+        bench_fill_uniform(be, g, n_tok, 0.8f, 0.95f, 43);    /* eta */
+        bench_fill_uniform(be, beta, n_tok, 0.0f, 0.1f, 44);  /* theta */
+        bench_fill_uniform(be, alpha, n_tok, 0.0f, 0.05f, 45);
+        /* pos (an integer in [0, b)) and the reserved floats of every block: 0 */
+        const size_t kv3 = (size_t)(3 * K * V);
+        for (size_t bh = 0; bh < (size_t)(B * H); bh++)
+            bench_fill_uniform(be, s_in + bh * state_floats + kv3, state_floats - kv3, 0.0f,
+                               0.0f, 46);
+    }
     if (mamba2) {
         A = bench_alloc(be, (size_t)H * sizeof(float), "A");
         D = bench_alloc(be, (size_t)H * sizeof(float), "D");
@@ -210,15 +289,24 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
 
     const seqk_mode mode = parallel ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
     size_t workspace = 0;
-    bench_check(seqk_linear_state_workspace_size(be->ctx, mode, B, T, H, K, V, 0, LIN_CHUNK,
+    if (deltanet)
+        bench_check(seqk_deltanet_workspace_size(be->ctx, mode, B, T, H, K, V, 0, LIN_CHUNK,
                                                  &workspace),
-                "seqk_linear_state_workspace_size (%s %s)", bc->name, sh->mode);
+                    "seqk_deltanet_workspace_size (%s)", sh->mode);
+    else if (titans)
+        bench_check(seqk_titans_workspace_size(be->ctx, mode, B, T, H, K, V, TITANS_MINIBATCH, 0,
+                                               &workspace),
+                    "seqk_titans_workspace_size (%s)", sh->mode);
+    else
+        bench_check(seqk_linear_state_workspace_size(be->ctx, mode, B, T, H, K, V, 0, LIN_CHUNK,
+                                                     &workspace),
+                    "seqk_linear_state_workspace_size (%s %s)", bc->name, sh->mode);
     if (workspace > 0)
         bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
                     "seqk_context_reserve_workspace(%zu bytes)", workspace);
 
     lin_args args = {be->ctx, module, mode, B, T, H, K, V, mamba2 ? 1.0f : 1.0f / sqrtf((float)K),
-                     q, k, v, g, A, D, dt_bias, o, s_in, s_out};
+                     q, k, v, g, beta, alpha, A, D, dt_bias, o, s_in, s_out};
     const seqk_status st = bench_time(be->ctx, lin_call, &args, opt->warmup, opt->repeats,
                                       &rec->stats);
     if (st == SEQK_ERROR_UNSUPPORTED) {
@@ -227,9 +315,9 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
         snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
     } else {
         bench_check(st, "%s %s (on %s)", bc->name, sh->mode, be->name);
-        rec->flops = (double)n_tok * flops_per_token_head(parallel, T, K, V);
+        rec->flops = (double)n_tok * flops_per_token_head(module, parallel, T, K, V);
         double floats = 2.0 * (double)n_qk + 2.0 * (double)n_v + 2.0 * (double)n_state;
-        if (has_g) floats += (double)n_tok;
+        floats += (double)n_gates * (double)n_tok;
         if (mamba2) floats += 3.0 * (double)H;
         rec->bytes = floats * sizeof(float);
         rec->tokens = (double)(B * T);
@@ -248,6 +336,9 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
         if (bad)
             snprintf(rec->note, sizeof rec->note, "%zu of %zu elements of o and state_out are "
                      "NaN or inf; %s", bad, n_v + n_state, s64_text);
+        else if (titans)
+            snprintf(rec->note, sizeof rec->note, "%s; minibatch %d%s", s64_text,
+                     TITANS_MINIBATCH, parallel ? "" : ", token by token");
         else if (parallel)
             snprintf(rec->note, sizeof rec->note, "%s; chunk %d", s64_text, LIN_CHUNK);
         else
@@ -260,6 +351,8 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
         bench_free(be, D);
         bench_free(be, A);
     }
+    if (alpha) bench_free(be, alpha);
+    if (beta) bench_free(be, beta);
     if (g) bench_free(be, g);
     bench_free(be, s_out);
     bench_free(be, s_in);
