@@ -31,15 +31,26 @@
  * No allocation: per-thread scratch lives in fixed-size stack buffers
  * (at most ~60 KiB per frame).
  */
+#if !defined(_POSIX_C_SOURCE) && !defined(_WIN32)
+#define _POSIX_C_SOURCE 200809L /* sched_yield */
+#endif
 #include "scan.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#if defined(_POSIX_PRIORITY_SCHEDULING)
+#include <sched.h>
+#define SEQK__HAVE_SCHED_YIELD 1
+#endif
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX2__
+#if defined(__AVX2__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -245,10 +256,117 @@ SEQK_INLINE void tile_body(const tile_plan *p, int64_t rows, const float *a, int
     }
 }
 
+/*
+ * Narrow tiles (at most 4 vectors, the last one maybe partial): the carry
+ * stays in registers and rows go in pairs. The pair (a1 a0, a1 b0 + b1) is
+ * formed off the carry's chain, so the chain has one FMA per two rows
+ * instead of an FMA and a store-to-load round trip per row.
+ */
+SEQK_INLINE __m256 narrow_coef(const tile_plan *p, const float *ar, int j, int last,
+                               const int grouped)
+{
+    if (grouped) return tile_coef(p, ar, j, 1);
+    return last ? _mm256_maskload_ps(ar + p->c0 + 8 * j, p->tmask)
+                : _mm256_loadu_ps(ar + p->c0 + 8 * j);
+}
+
+SEQK_INLINE __m256 narrow_b(const tile_plan *p, const float *br, int j, int last)
+{
+    return last ? _mm256_maskload_ps(br + 8 * j, p->tmask) : _mm256_loadu_ps(br + 8 * j);
+}
+
+SEQK_INLINE void narrow_h(const tile_plan *p, float *hr, int j, __m256 x, int last,
+                          const int store)
+{
+    if (last) _mm256_maskstore_ps(hr + 8 * j, p->tmask, x);
+    else store_h(hr + 8 * j, x, store);
+}
+
+SEQK_INLINE void tile_narrow_body(const tile_plan *p, int64_t rows, const float *a, int64_t ars,
+                                  const float *b, int64_t brs, float *h, int64_t hrs, float *cb,
+                                  float *pb, const int NV, const int grouped, const int store)
+{
+    const int part = p->tail != 0; /* the last vector is partial */
+    __m256 c[4], P[4];
+    for (int j = 0; j < NV; j++) {
+        c[j] = _mm256_load_ps(cb + 8 * j);
+        P[j] = store == ST_NONE ? _mm256_load_ps(pb + 8 * j) : c[j];
+    }
+    int64_t k = 0;
+    for (; k + 2 <= rows; k += 2) {
+        const float *ar0 = a + k * ars, *ar1 = ar0 + ars;
+        const float *br0 = b + k * brs + p->c0, *br1 = br0 + brs;
+        float *hr0 = store != ST_NONE ? h + k * hrs + p->c0 : NULL;
+        for (int j = 0; j < NV; j++) {
+            const int last = j == NV - 1 && part;
+            const __m256 a0 = narrow_coef(p, ar0, j, last, grouped);
+            const __m256 a1 = narrow_coef(p, ar1, j, last, grouped);
+            const __m256 b0 = narrow_b(p, br0, j, last), b1 = narrow_b(p, br1, j, last);
+            const __m256 A = _mm256_mul_ps(a1, a0), B = _mm256_fmadd_ps(a1, b0, b1);
+            if (store == ST_NONE) {
+                P[j] = _mm256_mul_ps(P[j], A);
+            } else {
+                narrow_h(p, hr0, j, _mm256_fmadd_ps(a0, c[j], b0), last, store);
+            }
+            c[j] = _mm256_fmadd_ps(A, c[j], B);
+            if (store != ST_NONE) narrow_h(p, hr0 + hrs, j, c[j], last, store);
+        }
+    }
+    if (k < rows) {
+        const float *ar = a + k * ars, *br = b + k * brs + p->c0;
+        float *hr = store != ST_NONE ? h + k * hrs + p->c0 : NULL;
+        for (int j = 0; j < NV; j++) {
+            const int last = j == NV - 1 && part;
+            const __m256 av = narrow_coef(p, ar, j, last, grouped);
+            c[j] = _mm256_fmadd_ps(av, c[j], narrow_b(p, br, j, last));
+            if (store == ST_NONE) P[j] = _mm256_mul_ps(P[j], av);
+            else narrow_h(p, hr, j, c[j], last, store);
+        }
+    }
+    for (int j = 0; j < NV; j++) {
+        _mm256_store_ps(cb + 8 * j, c[j]);
+        if (store == ST_NONE) _mm256_store_ps(pb + 8 * j, P[j]);
+    }
+}
+
+#define TILE_NARROW(NV)                                                                       \
+    static void tile_narrow##NV(const tile_plan *p, int64_t rows, const float *a, int64_t ars, \
+                                const float *b, int64_t brs, float *h, int64_t hrs, float *cb, \
+                                float *pb, int store)                                          \
+    {                                                                                          \
+        if (p->grouped) {                                                                      \
+            switch (store) {                                                                   \
+            case ST_NONE: tile_narrow_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, NV, 1, ST_NONE); break; \
+            case ST_PLAIN: tile_narrow_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, NV, 1, ST_PLAIN); break; \
+            case ST_NT: tile_narrow_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, NV, 1, ST_NT); break; \
+            default: tile_narrow_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, NV, 1, ST_NT16); break; \
+            }                                                                                  \
+        } else {                                                                               \
+            switch (store) {                                                                   \
+            case ST_NONE: tile_narrow_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, NV, 0, ST_NONE); break; \
+            case ST_PLAIN: tile_narrow_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, NV, 0, ST_PLAIN); break; \
+            case ST_NT: tile_narrow_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, NV, 0, ST_NT); break; \
+            default: tile_narrow_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, NV, 0, ST_NT16); break; \
+            }                                                                                  \
+        }                                                                                      \
+    }
+TILE_NARROW(1)
+TILE_NARROW(2)
+TILE_NARROW(3)
+TILE_NARROW(4)
+#undef TILE_NARROW
+
 static void tile_avx2(const tile_plan *p, int64_t rows, const float *a, int64_t ars,
                       const float *b, int64_t brs, float *h, int64_t hrs, float *cb, float *pb,
                       int store)
 {
+    switch (p->nfull + (p->tail > 0)) {
+    case 1: tile_narrow1(p, rows, a, ars, b, brs, h, hrs, cb, pb, store); return;
+    case 2: tile_narrow2(p, rows, a, ars, b, brs, h, hrs, cb, pb, store); return;
+    case 3: tile_narrow3(p, rows, a, ars, b, brs, h, hrs, cb, pb, store); return;
+    case 4: tile_narrow4(p, rows, a, ars, b, brs, h, hrs, cb, pb, store); return;
+    default: break;
+    }
 #define TILE_CASE(G, S) tile_body(p, rows, a, ars, b, brs, h, hrs, cb, pb, G, S)
     if (p->grouped) {
         switch (store) {
@@ -271,173 +389,400 @@ static void tile_avx2(const tile_plan *p, int64_t rows, const float *a, int64_t 
 /* ---- 2b. flat kernel: C < 8 channels along the flattened index -------------- */
 
 /*
- * Elements i = 0, 1, ... of the flattened sequence (i = r*C + c in
- * processing order); the predecessor of element i is element i - C. An
- * 8-lane vector holds 8 consecutive elements. After the log steps (lane l
- * combined with lane l - s for s = C, 2C, 4C < 8), lane l holds the element
- * composed of its chain l, l-C, l-2C, ... inside the vector; its carry is
- * lane 8 - C + (l mod C) of the previous vector's h.
+ * Elements i = 0, 1, ... of the flattened sequence in processing order
+ * (forward: memory order r*C + c; reverse: backwards); the predecessor of
+ * element i is element i - C. Vectors are loaded in memory order either
+ * way; the reverse kernel is the forward one mirrored (lanes run down).
+ *
+ * Per vector (forward; reverse mirrored):
+ *   1. scan inside each 128-bit half: lane l combines with lane l - s for
+ *      s = C, 2C < 4 (byte shifts, cheap; C = 1, 2, 3 only);
+ *   2. the upper half combines with the state of its chain's predecessor in
+ *      the lower half (one cross-lane permute of a and of b);
+ *   3. every lane combines with the carry: the state of its chain's
+ *      predecessor in the previous vector (one permute, one FMA).
+ * Combining lane l (a_l, b_l) with an earlier (a_p, b_p) gives
+ * (a_l a_p, a_l b_p + b_l).
  */
 typedef struct {
-    __m256i sh[3];   /* lane l <- lane l - s */
-    __m256 keep[3];  /* lanes l >= s */
-    __m256i cidx;    /* lane l <- lane 8 - C + l % C */
-    __m256i rev;     /* lane l <- lane 7 - l */
+    __m256i xidx;  /* step 2: lane l <- lane xidx[l] ... */
+    __m256 xkeep;  /* ... for the lanes set here */
+    __m256i cidx;  /* step 3: lane l <- lane cidx[l] of the previous vector */
 } flat_lanes;
 
-static void flat_lanes_init(flat_lanes *L, int C)
+static void flat_lanes_init(flat_lanes *L, int C, int rev)
 {
-    int32_t v[8], m[8];
-    for (int k = 0; k < 3; k++) {
-        const int s = C << k;
-        for (int l = 0; l < 8; l++) v[l] = l >= s ? l - s : 0, m[l] = l >= s ? -1 : 0;
-        L->sh[k] = _mm256_loadu_si256((const __m256i *)v);
-        L->keep[k] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)m));
+    int32_t x[8], k[8], c[8];
+    for (int l = 0; l < 8; l++) {
+        /* forward: the chain l, l-C, ... ; reverse: l, l+C, ... (mirror: m = 7 - l) */
+        const int m = rev ? 7 - l : l;
+        const int lo = m >= 4 ? m - C * ((m - 4) / C) : m; /* chain's first lane in m's half */
+        const int p = lo - C;                              /* its predecessor */
+        x[l] = m >= 4 && p >= 0 ? (rev ? 7 - p : p) : 0;
+        k[l] = m >= 4 && p >= 0 ? -1 : 0;
+        const int first = m % C; /* the chain's first lane in the vector */
+        c[l] = rev ? 7 - (first - C + 8) : first - C + 8;
     }
-    for (int l = 0; l < 8; l++) v[l] = 8 - C + l % C;
-    L->cidx = _mm256_loadu_si256((const __m256i *)v);
-    for (int l = 0; l < 8; l++) v[l] = 7 - l;
-    L->rev = _mm256_loadu_si256((const __m256i *)v);
+    L->xidx = _mm256_loadu_si256((const __m256i *)x);
+    L->xkeep = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)k));
+    L->cidx = _mm256_loadu_si256((const __m256i *)c);
 }
 
-/* One element in plain C: hist[8] holds the last 8 states (hist[7] the
- * latest), phist the running products of a (aggregate). */
-SEQK_INLINE float flat_step(int C, float av, float bv, float *hist, float *phist)
+/* Step 1 for s (1, 2, 3 elements; forward shifts lanes up within halves,
+ * reverse down; the lanes that receive nothing keep their value). */
+#define FLAT_HALF_STEP(s, rev)                                                                \
+    do {                                                                                      \
+        __m256 as_, bs_;                                                                      \
+        if (!(rev)) {                                                                         \
+            as_ = _mm256_castsi256_ps(_mm256_slli_si256(_mm256_castps_si256(av), 4 * (s)));  \
+            bs_ = _mm256_castsi256_ps(_mm256_slli_si256(_mm256_castps_si256(bv), 4 * (s)));  \
+            as_ = _mm256_blend_ps(as_, one, (s) == 1 ? 0x11 : (s) == 2 ? 0x33 : 0x77);       \
+        } else {                                                                              \
+            as_ = _mm256_castsi256_ps(_mm256_srli_si256(_mm256_castps_si256(av), 4 * (s)));  \
+            bs_ = _mm256_castsi256_ps(_mm256_srli_si256(_mm256_castps_si256(bv), 4 * (s)));  \
+            as_ = _mm256_blend_ps(as_, one, (s) == 1 ? 0x88 : (s) == 2 ? 0xCC : 0xEE);       \
+        }                                                                                     \
+        bv = _mm256_fmadd_ps(av, bs_, bv);                                                    \
+        av = _mm256_mul_ps(av, as_);                                                          \
+    } while (0)
+
+/* Steps 1 and 2 on one vector: lane l ends up with its chain in the vector. */
+SEQK_INLINE void flat_vec(__m256 *pa, __m256 *pb, __m256i xidx, __m256 xkeep, const int CT,
+                          const int rev)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 av = *pa, bv = *pb;
+    if (CT == 1) {
+        FLAT_HALF_STEP(1, rev);
+        FLAT_HALF_STEP(2, rev);
+    }
+    if (CT == 2) FLAT_HALF_STEP(2, rev);
+    if (CT == 3) FLAT_HALF_STEP(3, rev);
+    const __m256 as = _mm256_permutevar8x32_ps(av, xidx);
+    const __m256 bs = _mm256_permutevar8x32_ps(bv, xidx);
+    *pb = _mm256_fmadd_ps(av, _mm256_and_ps(bs, xkeep), bv);
+    *pa = _mm256_mul_ps(av, _mm256_blendv_ps(one, as, xkeep));
+}
+
+/* One element in plain C: hist[8] holds the last 8 states in processing
+ * order (hist[7] the latest). */
+SEQK_INLINE float flat_step(int C, float av, float bv, float *hist)
 {
     const float x = FMAF(av, hist[8 - C], bv);
     memmove(hist, hist + 1, 7 * sizeof(float));
     hist[7] = x;
-    if (phist) {
-        const float p = av * phist[8 - C];
-        memmove(phist, phist + 1, 7 * sizeof(float));
-        phist[7] = p;
-    }
     return x;
 }
 
+/* h + o is formed only when storing: with ST_NONE, h may be NULL. */
+SEQK_INLINE void flat_store(float *h, int64_t o, __m256 x, const int store)
+{
+    if (store == ST_NT) _mm256_stream_ps(h + o, x);
+    else if (store == ST_PLAIN) _mm256_storeu_ps(h + o, x);
+}
+
 /*
- * n elements; element i at a[i], b[i], h[i] (rev: a[-i], b[-i], h[-i], i.e.
- * the pointers are at the highest address). steps = number of log steps
- * (3 for C = 1, 2 for C = 2, 3, else 1). hist/phist as in flat_step; phist
- * only with ST_NONE (where h is not touched).
+ * n elements, element i at a[d*i], b[d*i], h[d*i] with d = 1 (forward) or
+ * -1 (reverse: the pointers are at the highest address). CT = C for C < 4,
+ * 0 for C >= 4 (no step 1). ST_NONE computes only the states (hist).
+ * Two vectors per iteration: the second is composed with the first before
+ * either meets the carry, so the loop-carried chain (one permute, one FMA)
+ * is paid once per 16 elements.
  */
 SEQK_INLINE void flat_body(const flat_lanes *L, int64_t n, int C, const float *a, const float *b,
-                           float *h, float *hist, float *phist, const int steps, const int rev,
-                           const int store)
+                           float *h, float *hist, const int CT, const int rev, const int store)
 {
-    const int64_t dir = rev ? -1 : 1;
+    const int64_t d = rev ? -1 : 1;
     int64_t i = 0;
     if (store == ST_NT) /* peel to 32-byte alignment of the vector stores */
         for (; i < n; i++) {
             const uintptr_t addr = (uintptr_t)h + (uintptr_t)((rev ? -i - 7 : i) * 4);
             if ((addr & 31) == 0) break;
-            h[dir * i] = flat_step(C, a[dir * i], b[dir * i], hist, NULL);
+            h[d * i] = flat_step(C, a[d * i], b[d * i], hist);
         }
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 cv = _mm256_loadu_ps(hist);
-    __m256 pv = store == ST_NONE ? _mm256_loadu_ps(phist) : one;
-    for (; i + 8 <= n; i += 8) {
-        __m256 av, bv;
-        if (!rev) {
-            av = _mm256_loadu_ps(a + i), bv = _mm256_loadu_ps(b + i);
-        } else {
-            av = _mm256_permutevar8x32_ps(_mm256_loadu_ps(a - i - 7), L->rev);
-            bv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(b - i - 7), L->rev);
+    if (i + 8 <= n) {
+        /* in registers: stores to h could alias *L as far as the compiler knows */
+        const __m256i xidx = L->xidx, cidx = L->cidx;
+        const __m256i cidx2 = _mm256_permutevar8x32_epi32(cidx, cidx); /* through one vector */
+        const __m256i mirror = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+        const __m256 xkeep = L->xkeep;
+        /* the carry vector holds the last 8 states in memory lane order */
+        __m256 cv = _mm256_loadu_ps(hist);
+        if (rev) cv = _mm256_permutevar8x32_ps(cv, mirror);
+        for (; i + 16 <= n; i += 16) {
+            const int64_t o0 = rev ? -i - 7 : i, o1 = rev ? -i - 15 : i + 8;
+            __m256 a0 = _mm256_loadu_ps(a + o0), b0 = _mm256_loadu_ps(b + o0);
+            __m256 a1 = _mm256_loadu_ps(a + o1), b1 = _mm256_loadu_ps(b + o1);
+            flat_vec(&a0, &b0, xidx, xkeep, CT, rev);
+            flat_vec(&a1, &b1, xidx, xkeep, CT, rev);
+            b1 = _mm256_fmadd_ps(a1, _mm256_permutevar8x32_ps(b0, cidx), b1);
+            a1 = _mm256_mul_ps(a1, _mm256_permutevar8x32_ps(a0, cidx));
+            const __m256 h0 = _mm256_fmadd_ps(a0, _mm256_permutevar8x32_ps(cv, cidx), b0);
+            cv = _mm256_fmadd_ps(a1, _mm256_permutevar8x32_ps(cv, cidx2), b1);
+            flat_store(h, o0, h0, store);
+            flat_store(h, o1, cv, store);
         }
-        for (int k = 0; k < steps; k++) {
-            const __m256 as = _mm256_permutevar8x32_ps(av, L->sh[k]);
-            const __m256 bs = _mm256_permutevar8x32_ps(bv, L->sh[k]);
-            bv = _mm256_fmadd_ps(av, _mm256_and_ps(bs, L->keep[k]), bv);
-            av = _mm256_mul_ps(av, _mm256_blendv_ps(one, as, L->keep[k]));
+        if (i + 8 <= n) {
+            const int64_t o = rev ? -i - 7 : i;
+            __m256 av = _mm256_loadu_ps(a + o), bv = _mm256_loadu_ps(b + o);
+            flat_vec(&av, &bv, xidx, xkeep, CT, rev);
+            cv = _mm256_fmadd_ps(av, _mm256_permutevar8x32_ps(cv, cidx), bv);
+            flat_store(h, o, cv, store);
+            i += 8;
         }
-        const __m256 x = _mm256_fmadd_ps(av, _mm256_permutevar8x32_ps(cv, L->cidx), bv);
-        cv = x;
-        if (store == ST_NONE) {
-            pv = _mm256_mul_ps(av, _mm256_permutevar8x32_ps(pv, L->cidx));
-        } else {
-            const __m256 y = rev ? _mm256_permutevar8x32_ps(x, L->rev) : x;
-            if (store == ST_NT) _mm256_stream_ps(rev ? h - i - 7 : h + i, y);
-            else _mm256_storeu_ps(rev ? h - i - 7 : h + i, y);
-        }
+        if (rev) cv = _mm256_permutevar8x32_ps(cv, mirror);
+        _mm256_storeu_ps(hist, cv);
     }
-    _mm256_storeu_ps(hist, cv);
-    if (store == ST_NONE) _mm256_storeu_ps(phist, pv);
     for (; i < n; i++) {
-        const float x = flat_step(C, a[dir * i], b[dir * i], hist, store == ST_NONE ? phist : NULL);
-        if (store != ST_NONE) h[dir * i] = x;
+        const float x = flat_step(C, a[d * i], b[d * i], hist);
+        if (store != ST_NONE) h[d * i] = x;
     }
 }
 
-#define FLAT_DISPATCH(S)                                                                      \
-    static void flat_s##S(const flat_lanes *L, int64_t n, int C, const float *a,              \
-                          const float *b, float *h, float *hist, float *phist, int rev,        \
-                          int store)                                                           \
-    {                                                                                          \
-        if (rev) {                                                                             \
-            if (store == ST_NONE) flat_body(L, n, C, a, b, h, hist, phist, S, 1, ST_NONE);     \
-            else if (store == ST_NT) flat_body(L, n, C, a, b, h, hist, phist, S, 1, ST_NT);    \
-            else flat_body(L, n, C, a, b, h, hist, phist, S, 1, ST_PLAIN);                     \
-        } else {                                                                               \
-            if (store == ST_NONE) flat_body(L, n, C, a, b, h, hist, phist, S, 0, ST_NONE);     \
-            else if (store == ST_NT) flat_body(L, n, C, a, b, h, hist, phist, S, 0, ST_NT);    \
-            else flat_body(L, n, C, a, b, h, hist, phist, S, 0, ST_PLAIN);                     \
-        }                                                                                      \
+#define FLAT_DISPATCH(CT)                                                                     \
+    static void flat_c##CT(const flat_lanes *L, int64_t n, int C, const float *a,             \
+                           const float *b, float *h, float *hist, int rev, int store)         \
+    {                                                                                         \
+        if (rev) {                                                                            \
+            if (store == ST_NONE) flat_body(L, n, C, a, b, h, hist, CT, 1, ST_NONE);          \
+            else if (store == ST_NT) flat_body(L, n, C, a, b, h, hist, CT, 1, ST_NT);         \
+            else flat_body(L, n, C, a, b, h, hist, CT, 1, ST_PLAIN);                          \
+        } else {                                                                              \
+            if (store == ST_NONE) flat_body(L, n, C, a, b, h, hist, CT, 0, ST_NONE);          \
+            else if (store == ST_NT) flat_body(L, n, C, a, b, h, hist, CT, 0, ST_NT);         \
+            else flat_body(L, n, C, a, b, h, hist, CT, 0, ST_PLAIN);                          \
+        }                                                                                     \
     }
+FLAT_DISPATCH(0)
 FLAT_DISPATCH(1)
 FLAT_DISPATCH(2)
 FLAT_DISPATCH(3)
 #undef FLAT_DISPATCH
 
 static void flat_run(const flat_lanes *L, int64_t n, int C, const float *a, const float *b,
-                     float *h, float *hist, float *phist, int rev, int store)
+                     float *h, float *hist, int rev, int store)
 {
-    if (C == 1) flat_s3(L, n, C, a, b, h, hist, phist, rev, store);
-    else if (C < 4) flat_s2(L, n, C, a, b, h, hist, phist, rev, store);
-    else flat_s1(L, n, C, a, b, h, hist, phist, rev, store);
+    switch (C) {
+    case 1: flat_c1(L, n, C, a, b, h, hist, rev, store); break;
+    case 2: flat_c2(L, n, C, a, b, h, hist, rev, store); break;
+    case 3: flat_c3(L, n, C, a, b, h, hist, rev, store); break;
+    default: flat_c0(L, n, C, a, b, h, hist, rev, store); break;
+    }
+}
+
+/* colp[e % CA] *= a[e] for e < n (the product of each coefficient column of
+ * contiguous rows of CA < 8 coefficients; a at a row start). Vertical
+ * products in U independent accumulators, U*8 a multiple of CA. */
+SEQK_INLINE void colprod_body(int64_t n, int CA, const float *a, float *colp, const int U)
+{
+    __m256 acc[8];
+    for (int k = 0; k < U; k++) acc[k] = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 * U <= n; i += 8 * U)
+        for (int k = 0; k < U; k++) acc[k] = _mm256_mul_ps(acc[k], _mm256_loadu_ps(a + i + 8 * k));
+    float t[8];
+    for (int k = 0; k < U; k++) {
+        _mm256_storeu_ps(t, acc[k]);
+        for (int l = 0; l < 8; l++) colp[(8 * k + l) % CA] *= t[l];
+    }
+    for (; i < n; i++) colp[i % CA] *= a[i];
+}
+
+static void colprod(int64_t n, int CA, const float *a, float *colp)
+{
+    switch (CA) {
+    case 3: case 6: colprod_body(n, CA, a, colp, 6); break;
+    case 5: colprod_body(n, CA, a, colp, 5); break;
+    case 7: colprod_body(n, CA, a, colp, 7); break;
+    default: colprod_body(n, CA, a, colp, 8); break; /* 1, 2, 4 */
+    }
+}
+
+/*
+ * The aggregate alone (C = 1, 2, 4): a reduction tree instead of a scan.
+ * Each level composes adjacent pairs of elements of two vectors and packs
+ * the results into one vector; after log2(8/C) levels a vector holds whole
+ * vectors' aggregates, which are reduced further and folded into the
+ * running (A, E) per channel once per group of 64 / C elements. The
+ * tree halves the shuffles of the scan and leaves one FMA per group on the
+ * chain. Reverse composes the higher memory half first.
+ */
+SEQK_INLINE void compose2(__m256 *A, __m256 *B, __m256 a_lo, __m256 b_lo, __m256 a_hi,
+                          __m256 b_hi, const int rev)
+{
+    /* forward: lo first, then hi; reverse: hi first */
+    if (!rev) *B = _mm256_fmadd_ps(a_hi, b_lo, b_hi), *A = _mm256_mul_ps(a_hi, a_lo);
+    else *B = _mm256_fmadd_ps(a_lo, b_hi, b_lo), *A = _mm256_mul_ps(a_lo, a_hi);
+}
+
+SEQK_INLINE void compose1(__m128 *A, __m128 *B, __m128 a_lo, __m128 b_lo, __m128 a_hi,
+                          __m128 b_hi, const int rev)
+{
+    if (!rev) *B = _mm_fmadd_ps(a_hi, b_lo, b_hi), *A = _mm_mul_ps(a_hi, a_lo);
+    else *B = _mm_fmadd_ps(a_lo, b_hi, b_lo), *A = _mm_mul_ps(a_lo, a_hi);
+}
+
+/* pairs of lanes (2j, 2j+1) of x then y, packed: [x01 x23 y01 y23 | x45 x67 y45 y67] */
+SEQK_INLINE void level_ps(__m256 *A, __m256 *B, __m256 ax, __m256 bx, __m256 ay, __m256 by,
+                          const int rev)
+{
+    compose2(A, B, _mm256_shuffle_ps(ax, ay, 0x88), _mm256_shuffle_ps(bx, by, 0x88),
+             _mm256_shuffle_ps(ax, ay, 0xDD), _mm256_shuffle_ps(bx, by, 0xDD), rev);
+}
+
+/* pairs of lane pairs: [x(01,23) y(01,23) | x(45,67) y(45,67)] */
+SEQK_INLINE void level_pd(__m256 *A, __m256 *B, __m256 ax, __m256 bx, __m256 ay, __m256 by,
+                          const int rev)
+{
+#define LO_PD(u, v) _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(u), _mm256_castps_pd(v)))
+#define HI_PD(u, v) _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(u), _mm256_castps_pd(v)))
+    compose2(A, B, LO_PD(ax, ay), LO_PD(bx, by), HI_PD(ax, ay), HI_PD(bx, by), rev);
+#undef LO_PD
+#undef HI_PD
+}
+
+/* halves: [x.lo-then-hi | y.lo-then-hi] */
+SEQK_INLINE void level_128(__m256 *A, __m256 *B, __m256 ax, __m256 bx, __m256 ay, __m256 by,
+                           const int rev)
+{
+    compose2(A, B, _mm256_permute2f128_ps(ax, ay, 0x20), _mm256_permute2f128_ps(bx, by, 0x20),
+             _mm256_permute2f128_ps(ax, ay, 0x31), _mm256_permute2f128_ps(bx, by, 0x31), rev);
+}
+
+/* (A, E) per channel (lanes 0..C-1) folded with n elements of processing
+ * order (pointers at the first one processed, as for flat_body; the run
+ * starts at a row boundary). */
+/* The aggregate of one group of 64 / CT elements (8, 4 or 2 vectors at ag,
+ * bg in memory order), in lanes 0 .. C-1. */
+SEQK_INLINE void flat_group(const float *ag, const float *bg, __m128 *Ag, __m128 *Bg,
+                            const int CT, const int rev)
+{
+    __m256 A, B;
+    if (CT == 1) {
+        __m256 A0, B0, A1, B1, A2, B2, A3, B3, Q0, R0, Q1, R1;
+        level_ps(&A0, &B0, _mm256_loadu_ps(ag), _mm256_loadu_ps(bg), _mm256_loadu_ps(ag + 8),
+                 _mm256_loadu_ps(bg + 8), rev);
+        level_ps(&A1, &B1, _mm256_loadu_ps(ag + 16), _mm256_loadu_ps(bg + 16),
+                 _mm256_loadu_ps(ag + 24), _mm256_loadu_ps(bg + 24), rev);
+        level_ps(&A2, &B2, _mm256_loadu_ps(ag + 32), _mm256_loadu_ps(bg + 32),
+                 _mm256_loadu_ps(ag + 40), _mm256_loadu_ps(bg + 40), rev);
+        level_ps(&A3, &B3, _mm256_loadu_ps(ag + 48), _mm256_loadu_ps(bg + 48),
+                 _mm256_loadu_ps(ag + 56), _mm256_loadu_ps(bg + 56), rev);
+        level_ps(&Q0, &R0, A0, B0, A1, B1, rev);
+        level_ps(&Q1, &R1, A2, B2, A3, B3, rev);
+        level_128(&A, &B, Q0, R0, Q1, R1, rev); /* lanes: the 8 vectors */
+        level_ps(&A, &B, A, B, A, B, rev);       /* lanes 0, 1 of each half */
+        const __m256 a0 = _mm256_shuffle_ps(A, A, 0x00), b0 = _mm256_shuffle_ps(B, B, 0x00);
+        compose2(&A, &B, a0, b0, _mm256_shuffle_ps(A, A, 0x55), _mm256_shuffle_ps(B, B, 0x55),
+                 rev); /* lane 0 of each half */
+    } else if (CT == 2) {
+        __m256 A0, B0, A1, B1;
+        level_pd(&A0, &B0, _mm256_loadu_ps(ag), _mm256_loadu_ps(bg), _mm256_loadu_ps(ag + 8),
+                 _mm256_loadu_ps(bg + 8), rev);
+        level_pd(&A1, &B1, _mm256_loadu_ps(ag + 16), _mm256_loadu_ps(bg + 16),
+                 _mm256_loadu_ps(ag + 24), _mm256_loadu_ps(bg + 24), rev);
+        level_128(&A, &B, A0, B0, A1, B1, rev); /* lane pairs: the 4 vectors */
+        level_pd(&A, &B, A, B, A, B, rev);       /* lanes 0, 1 of each half */
+    } else {
+        level_128(&A, &B, _mm256_loadu_ps(ag), _mm256_loadu_ps(bg), _mm256_loadu_ps(ag + 8),
+                  _mm256_loadu_ps(bg + 8), rev); /* halves: the 2 vectors */
+    }
+    compose1(Ag, Bg, _mm256_castps256_ps128(A), _mm256_castps256_ps128(B),
+             _mm256_extractf128_ps(A, 1), _mm256_extractf128_ps(B, 1), rev);
+}
+
+/* (A, E) per channel (lanes 0..C-1) folded with n elements of processing
+ * order (pointers at the first one processed, as for flat_body; the run
+ * starts at a row boundary). 64 elements per iteration: CT groups combined
+ * off the chain, then one FMA on it. */
+SEQK_INLINE void flat_tree_body(int64_t n, int C, const float *a, const float *b, float *Ach,
+                                float *Ech, const int CT, const int rev)
+{
+    const int G = 64 / CT; /* elements per group */
+    float At[4] = {1, 1, 1, 1}, Et[4] = {0, 0, 0, 0};
+    for (int c = 0; c < C; c++) At[c] = Ach[c], Et[c] = Ech[c];
+    __m128 Ar = _mm_loadu_ps(At), Er = _mm_loadu_ps(Et);
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m128 Ag[4], Bg[4]; /* the groups in processing order */
+        for (int g = 0; g < CT; g++) {
+            const int64_t e = i + g * G; /* first element of the group processed */
+            flat_group(rev ? a - e - (G - 1) : a + e, rev ? b - e - (G - 1) : b + e, &Ag[g],
+                       &Bg[g], CT, rev);
+        }
+        if (CT == 4) {
+            compose1(&Ag[0], &Bg[0], Ag[0], Bg[0], Ag[1], Bg[1], 0);
+            compose1(&Ag[2], &Bg[2], Ag[2], Bg[2], Ag[3], Bg[3], 0);
+        }
+        if (CT >= 2) {
+            const int k = CT == 4 ? 2 : 1;
+            compose1(&Ag[0], &Bg[0], Ag[0], Bg[0], Ag[k], Bg[k], 0);
+        }
+        Er = _mm_fmadd_ps(Ag[0], Er, Bg[0]);
+        Ar = _mm_mul_ps(Ar, Ag[0]);
+    }
+    _mm_storeu_ps(At, Ar);
+    _mm_storeu_ps(Et, Er);
+    for (int c = 0; c < C; c++) Ach[c] = At[c], Ech[c] = Et[c];
+    const int64_t d = rev ? -1 : 1;
+    for (; i < n; i++) {
+        const int c = (int)(rev ? C - 1 - i % C : i % C);
+        Ech[c] = FMAF(a[d * i], Ech[c], b[d * i]);
+        Ach[c] *= a[d * i];
+    }
+}
+
+static void flat_tree(int64_t n, int C, const float *a, const float *b, float *Ach, float *Ech,
+                      int rev)
+{
+    if (C == 1) rev ? flat_tree_body(n, C, a, b, Ach, Ech, 1, 1) : flat_tree_body(n, C, a, b, Ach, Ech, 1, 0);
+    else if (C == 2) rev ? flat_tree_body(n, C, a, b, Ach, Ech, 2, 1) : flat_tree_body(n, C, a, b, Ach, Ech, 2, 0);
+    else rev ? flat_tree_body(n, C, a, b, Ach, Ech, 4, 1) : flat_tree_body(n, C, a, b, Ach, Ech, 4, 0);
 }
 
 /*
  * `rows` contiguous rows of C < 8 channels (b, h row stride C, a row stride
  * C/block), memory row 0 at a, b, h; rev walks them from the last. carry[C]
- * (channel order) in/out; prod[C] multiplied by the product of a (ST_NONE).
- * NT stores peel to 32-byte alignment, so ST_NT16 never reaches here.
+ * (channel order) in/out; with ST_NONE, prod[C] is multiplied by the
+ * product of a. NT stores peel to 32-byte alignment (no ST_NT16 here).
+ * Blocks > 1 expand the coefficients per element, a chunk at a time.
  */
 static void flat_rows(int64_t rows, int C, int64_t block, int rev, const float *a,
                       const float *b, float *h, float *carry, float *prod, int store)
 {
+    const int tree = store == ST_NONE && (C == 1 || C == 2 || C == 4);
     flat_lanes L;
-    flat_lanes_init(&L, C);
-    /* lane 8 - C + j of the state before the first element is channel j
-     * (reverse: channel C-1-j, the flattened order runs backwards) */
-    float hist[8] = {0}, phist[8] = {1, 1, 1, 1, 1, 1, 1, 1};
-    for (int j = 0; j < C; j++) {
-        const int c = rev ? C - 1 - j : j;
-        hist[8 - C + j] = carry[c];
-        if (store == ST_NONE) phist[8 - C + j] = prod[c];
-    }
+    if (!tree) flat_lanes_init(&L, C, rev);
+    /* hist[8 - C + j] is the state of channel j (reverse: C-1-j) before the first element */
+    float hist[8] = {0};
+    for (int j = 0; j < C; j++) hist[8 - C + j] = carry[rev ? C - 1 - j : j];
     if (store == ST_NT && ((uintptr_t)h & 3)) store = ST_PLAIN;
     const int64_t n = rows * C;
-    if (block == 1) {
-        const int64_t o = rev ? n - 1 : 0;
-        flat_run(&L, n, C, a + o, b + o, h ? h + o : NULL, hist, phist, rev, store);
-    } else {
-        _Alignas(32) float abuf[FLAT_CHUNK];
-        for (int64_t i = 0; i < n; i += FLAT_CHUNK) {
-            const int64_t m = min64(FLAT_CHUNK, n - i), lo = rev ? n - i - m : i;
+    _Alignas(32) float abuf[FLAT_CHUNK];
+    for (int64_t i = 0; i < n;) {
+        /* elements [lo, lo + m) in memory; o: the one processed first */
+        const int64_t m = block == 1 ? n : min64(FLAT_CHUNK, n - i), lo = rev ? n - i - m : i;
+        const int64_t o = rev ? lo + m - 1 : lo;
+        const float *ap = a + o;
+        if (block > 1) {
             int64_t q = lo / block, rem = lo % block;
             for (int64_t e = 0; e < m; e++) {
                 abuf[e] = a[q];
                 if (++rem == block) rem = 0, q++;
             }
-            const int64_t o = rev ? lo + m - 1 : lo;
-            flat_run(&L, m, C, abuf + (rev ? m - 1 : 0), b + o, h ? h + o : NULL, hist, phist,
-                     rev, store);
+            ap = abuf + (rev ? m - 1 : 0);
         }
+        if (tree) flat_tree(m, C, ap, b + o, prod, carry, rev);
+        else flat_run(&L, m, C, ap, b + o, h ? h + o : NULL, hist, rev, store);
+        i += m;
     }
-    for (int j = 0; j < C; j++) {
-        const int c = rev ? C - 1 - j : j;
-        carry[c] = hist[8 - C + j];
-        if (store == ST_NONE) prod[c] = phist[8 - C + j];
+    if (tree) return;
+    for (int j = 0; j < C; j++) carry[rev ? C - 1 - j : j] = hist[8 - C + j];
+    if (store == ST_NONE) {
+        const int CA = (int)(C / block);
+        float colp[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+        colprod(rows * CA, CA, a, colp);
+        for (int c = 0; c < C; c++) prod[c] *= colp[c / block];
     }
 }
 
@@ -505,8 +850,8 @@ static void job_run(const scan_job *J, int64_t k0, int64_t k1, float *cb, float 
     const int64_t r0 = J->rev ? J->rows - k1 : k0;
     const float *a = J->a + r0 * J->ars, *b = J->b + r0 * J->brs;
     float *h = write_h ? J->h + r0 * J->hrs : NULL;
-    const int store = write_h ? J->store : ST_NONE;
 #ifdef __AVX2__
+    const int store = write_h ? J->store : ST_NONE;
     if (J->flat) {
         flat_rows(n, (int)J->C, J->block, J->rev, a, b, h, cb, pb, store);
         if (store == ST_NT) _mm_sfence();
@@ -571,29 +916,59 @@ void seqk__scan_rows_aggregate(int64_t rows, int64_t C, int64_t block, unsigned 
     scan_rows_impl(rows, C, block, flags, a, a_row_stride, b, b_row_stride, NULL, 0, end, prod);
 }
 
+/* ---- waiting for another thread ---------------------------------------------- */
+
+/* Threads of a time split hand each other their carries through a counter
+ * per thread (blocks published) and a buffer on the publisher's stack. A
+ * waiting thread spins (about a millisecond: a hand-off normally comes
+ * within a block's time, tens of microseconds, and yielding costs a whole
+ * scheduler slice when the core has other work), then yields its core: the
+ * thread it waits for may have been descheduled and need that core. */
+typedef struct {
+    _Alignas(64) atomic_llong seq;
+    float *buf;
+    char pad[64 - sizeof(atomic_llong) - sizeof(float *)];
+} ts_mailbox;
+
+static void wait_for(atomic_llong *seq, long long target)
+{
+    for (int spins = 0; atomic_load_explicit(seq, memory_order_acquire) < target; spins++) {
+        if (spins < 20000) {
+#if defined(__SSE2__)
+            _mm_pause();
+#endif
+        } else {
+#if defined(SEQK__HAVE_SCHED_YIELD)
+            sched_yield();
+#endif
+        }
+    }
+}
+
 /* ==== 5. drivers ================================================================= */
 
 /*
- * Time split of one job (w <= TS_GROUP channels) over a new team of P
+ * Time split of one job (w <= TS_GROUP channels) over a team of up to P
  * threads, in blocks of rows sized so that each thread's share of a and b
  * (~SEQK_SCAN_L2_BYTES) stays in its L2 between the two passes over it.
  *
- * Per block, thread p owns processing rows [k0 + p*per, k0 + (p+1)*per):
+ * In each block, thread p owns processing rows [k0 + p*per, k0 + (p+1)*per):
  *   (1) it composes its rows' aggregate (product of a, end state from 0);
- *   barrier;
- *   (2) it folds the aggregates of threads 0..p-1 into the block's carry-in
- *       to get its own carry-in, and goes on through all of them to get the
- *       next block's (every thread redundantly: no second barrier);
- *   (3) it re-runs its rows, now in L2, from its carry-in, writing h.
- * The aggregates live on each thread's stack, double-buffered by block
- * parity: a thread that has gone on to block k+1 cannot overwrite what a
- * slower one still reads for block k (it would first need it at the barrier).
+ *   (2) it takes the inclusive prefix of the rows before its own (published
+ *       by thread p-1; thread 0 takes the last thread's from the previous
+ *       block, or the initial carry), publishes its own
+ *       (= product * carry-in + end state) right away, and
+ *   (3) re-runs its rows, now in L2, from the carry-in, writing h.
+ * Only (2) waits, and only for the thread before; a thread can run about a
+ * phase ahead of the next one. One mailbox per thread suffices: p publishes
+ * block k after reading p-1's block k, which happened after every reader of
+ * p's block k-1 had read it (the hand-off goes round the threads in order).
  * carry[w]: in/out.
  */
 static void time_split(int P, const scan_job *J, float *carry)
 {
-    enum { LD = TS_GROUP + 8 }; /* leading dimension of the aggregates */
-    float *aggs[TS_MAXT];
+    enum { LD = TS_GROUP + 8 };
+    ts_mailbox box[TS_MAXT];
     const int64_t rows = J->rows, w = J->w;
     const int64_t row_bytes = 4 * w + 4 * (w / J->block + 2);
     const int64_t rpt = max64(16, SEQK_SCAN_L2_BYTES / row_bytes); /* rows per thread */
@@ -601,30 +976,36 @@ static void time_split(int P, const scan_job *J, float *carry)
 #pragma omp parallel num_threads(P)
     {
         const int np = team_size(), p = thread_id();
-        _Alignas(32) float agg[2][2][LD]; /* [parity][product of a, end state][channel] */
-        _Alignas(32) float cin[LD];       /* carry into the block (then the next block) */
-        _Alignas(32) float cur[LD];       /* this thread's carry */
-        aggs[p] = &agg[0][0][0];
-        memcpy(cin, carry, (size_t)w * sizeof(float));
+        _Alignas(32) float A[LD], E[LD]; /* aggregate: product of a, end state */
+        _Alignas(32) float cur[LD];      /* carry-in, then this thread's carry */
+        _Alignas(32) float pub[LD];      /* the inclusive prefix it publishes */
+        atomic_init(&box[p].seq, 0);
+        box[p].buf = pub;
 #pragma omp barrier
+        ts_mailbox *prev = &box[p > 0 ? p - 1 : np - 1];
         const int64_t brows = rpt * np;
-        for (int64_t blk = 0, k0 = 0; k0 < rows; blk++, k0 += brows) {
-            const int64_t nb = min64(brows, rows - k0), per = cdiv(nb, np);
+        for (long long blk = 0; blk * brows < rows; blk++) {
+            const int64_t k0 = blk * brows, nb = min64(brows, rows - k0), per = cdiv(nb, np);
             const int64_t lo = min64(k0 + p * per, k0 + nb), hi = min64(lo + per, k0 + nb);
-            const int par = (int)(blk & 1);
-            float *A = agg[par][0], *E = agg[par][1];
             for (int64_t c = 0; c < LD; c++) A[c] = 1.0f, E[c] = 0.0f;
             job_run(J, lo, hi, E, A, 0); /* (1) */
-#pragma omp barrier
-            for (int q = 0; q < np; q++) { /* (2) */
-                const float *Aq = aggs[q] + par * 2 * LD, *Eq = Aq + LD;
-                if (q == p) memcpy(cur, cin, (size_t)w * sizeof(float));
-                for (int64_t c = 0; c < w; c++) cin[c] = FMAF(Aq[c], cin[c], Eq[c]);
+            const float *in;             /* (2) */
+            if (p == 0 && blk == 0) {
+                in = carry;
+            } else {
+                wait_for(&prev->seq, p > 0 ? blk + 1 : blk);
+                in = prev->buf;
             }
+            for (int64_t c = 0; c < w; c++) {
+                cur[c] = in[c];
+                pub[c] = FMAF(A[c], cur[c], E[c]);
+            }
+            atomic_store_explicit(&box[p].seq, blk + 1, memory_order_release);
             job_run(J, lo, hi, cur, NULL, 1); /* (3) */
+            /* the owner of the last row leaves the state it wrote there (the
+             * published prefix is the same up to rounding); carry has been read */
+            if (lo < hi && hi == rows) memcpy(carry, cur, (size_t)w * sizeof(float));
         }
-        /* every thread holds the same end state; the others have read carry */
-        if (p == 0) memcpy(carry, cin, (size_t)w * sizeof(float));
     }
 }
 
