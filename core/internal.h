@@ -59,6 +59,15 @@ seqk_status seqk__check_numel(const char *fn, const char *what, int n, const int
  * (caller-allocated); otherwise a host array is needed only temporarily. */
 seqk_status seqk__check_cu_seqlens(const char *fn, seqk_context *ctx, const int32_t *cu,
                                    int64_t N, int64_t B, int64_t T, int32_t *host_copy);
+/* seqk__check_cu_seqlens into a host copy it allocates (*host; the caller
+ * frees it; NULL on failure). */
+seqk_status seqk__copy_cu_seqlens(const char *fn, seqk_context *ctx, const int32_t *cu, int64_t N,
+                                  int64_t B, int64_t T, int32_t **host);
+/* The state arguments of a recurrent-state op: state_out may equal state_in
+ * but not partially overlap it, and must not overlap the output o_name=o. */
+seqk_status seqk__check_state_io(const char *fn, const void *state_in, void *state_out,
+                                 size_t state_bytes, const char *o_name, const void *o,
+                                 size_t o_bytes);
 /* Two outputs/inputs overlap in memory (byte ranges). */
 bool seqk__overlap(const void *p, size_t pbytes, const void *q, size_t qbytes);
 

@@ -111,3 +111,38 @@ bool seqk__overlap(const void *p, size_t pbytes, const void *q, size_t qbytes)
     if (!p || !q || !pbytes || !qbytes) return false;
     return a < b + qbytes && b < a + pbytes;
 }
+
+seqk_status seqk__copy_cu_seqlens(const char *fn, seqk_context *ctx, const int32_t *cu, int64_t N,
+                                  int64_t B, int64_t T, int32_t **host)
+{
+    *host = NULL;
+    if (N < 0 || N >= INT32_MAX)
+        return seqk__check_cu_seqlens(fn, ctx, cu, N, B, T, NULL); /* reports the bad N */
+    int32_t *copy = malloc((size_t)(N + 1) * sizeof(int32_t));
+    if (!copy)
+        return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate a copy of cu_seqlens",
+                          fn);
+    seqk_status st = seqk__check_cu_seqlens(fn, ctx, cu, N, B, T, copy);
+    if (st) {
+        free(copy);
+        return st;
+    }
+    *host = copy;
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_state_io(const char *fn, const void *state_in, void *state_out,
+                                 size_t state_bytes, const char *o_name, const void *o,
+                                 size_t o_bytes)
+{
+    if (state_out && state_out != state_in &&
+        seqk__overlap(state_out, state_bytes, state_in, state_bytes))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: state_out=%p partially overlaps state_in=%p (only equal is "
+                          "allowed)",
+                          fn, state_out, state_in);
+    if (state_out && seqk__overlap(state_out, state_bytes, o, o_bytes))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: state_out=%p overlaps %s=%p", fn,
+                          state_out, o_name, o);
+    return SEQK_SUCCESS;
+}

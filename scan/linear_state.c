@@ -84,24 +84,11 @@ seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin
                                   (void *)P->o, names[i], ins[i]);
     }
     const size_t sb = fbytes(P->N * P->H, P->K * P->V);
-    if (P->s_out && P->s_out != P->s_in && seqk__overlap(P->s_out, sb, P->s_in, sb))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                          "%s: state_out=%p partially overlaps state_in=%p (only equal is "
-                          "allowed)",
-                          fn, (void *)P->s_out, (const void *)P->s_in);
-    if (P->s_out && seqk__overlap(P->s_out, sb, P->o, fbytes(rows * P->H, P->V)))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: state_out=%p overlaps o=%p", fn,
-                          (void *)P->s_out, (void *)P->o);
+    if ((st = seqk__check_state_io(fn, P->s_in, P->s_out, sb, "o", P->o, fbytes(rows * P->H, P->V))))
+        return st;
     int32_t *cu_host = NULL;
     if (varlen) {
-        cu_host = malloc((size_t)(P->N + 1) * sizeof(int32_t));
-        if (!cu_host)
-            return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot copy cu_seqlens", fn);
-        st = seqk__check_cu_seqlens(fn, ctx, cu_seqlens, P->N, P->B, P->T, cu_host);
-        if (st) {
-            free(cu_host);
-            return st;
-        }
+        if ((st = seqk__copy_cu_seqlens(fn, ctx, cu_seqlens, P->N, P->B, P->T, &cu_host))) return st;
         P->cu = cu_host;
     }
     if (ctx->backend == SEQK_BACKEND_CPU) {

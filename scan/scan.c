@@ -84,14 +84,7 @@ seqk_status seqk_scan(seqk_context *ctx, int64_t B, int64_t T, int64_t C, int64_
     }
     int32_t *cu_host = NULL;
     if (varlen) {
-        cu_host = malloc((size_t)(N + 1) * sizeof(int32_t));
-        if (!cu_host)
-            return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate cu_seqlens copy", FN);
-        st = seqk__check_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, cu_host);
-        if (st) {
-            free(cu_host);
-            return st;
-        }
+        if ((st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
     }
     switch (ctx->backend) {
     case SEQK_BACKEND_CPU:

@@ -737,26 +737,15 @@ seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t 
                                   (void *)o, in[i].name, in[i].p);
     }
     const size_t sb = fbytes(N * H, K * V);
-    if (state_out && state_out != state_in && seqk__overlap(state_out, sb, state_in, sb))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                          "%s: state_out=%p partially overlaps state_in=%p (only equal is "
-                          "allowed)",
-                          FN, (void *)state_out, (const void *)state_in);
-    if (state_out && rows > 0 && seqk__overlap(state_out, sb, o, ob))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: state_out=%p overlaps o=%p", FN,
-                          (void *)state_out, (void *)o);
+    if ((st = seqk__check_state_io(FN, state_in, state_out, sb, "o", o, ob)))
+        return st;
 #if !SEQK__HAVE_CUDA
     if (ctx->backend != SEQK_BACKEND_CPU)
         return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", FN);
 #endif
     int32_t *cu_host = NULL;
     if (varlen) {
-        cu_host = malloc((size_t)(N + 1) * sizeof(int32_t));
-        if (!cu_host) return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot copy cu_seqlens", FN);
-        if ((st = seqk__check_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, cu_host))) {
-            free(cu_host);
-            return st;
-        }
+        if ((st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
     }
     /* beta's range: read on the CPU; not checked on CUDA (see seqk.h) */
     if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 && (st = check_beta(beta, rows * H, flags))) {

@@ -232,10 +232,9 @@ seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, in
                                   (void *)y, in[i].name, in[i].p);
     }
     const size_t sb = (size_t)(N * D * Nst) * sizeof(float);
-    if (state_out && state_out != state_in && seqk__overlap(state_out, sb, state_in, sb))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                          "%s: state_out=%p partially overlaps state_in=%p", FN, (void *)state_out,
-                          (const void *)state_in);
+    if ((st = seqk__check_state_io(FN, state_in, state_out, sb, "y", y,
+                                   (size_t)(rows * D) * sizeof(float))))
+        return st;
     if (ctx->backend != SEQK_BACKEND_CPU)
         return seqk__fail(SEQK_ERROR_UNSUPPORTED,
                           "%s: the CUDA backend of the selective scan is not built yet "
@@ -243,12 +242,7 @@ seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, in
                           FN);
     int32_t *cu_host = NULL;
     if (cu_seqlens) {
-        cu_host = malloc((size_t)(N + 1) * sizeof(int32_t));
-        if (!cu_host) return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot copy cu_seqlens", FN);
-        if ((st = seqk__check_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, cu_host))) {
-            free(cu_host);
-            return st;
-        }
+        if ((st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
     }
     const sscan P = {B, T, D, Nst, G, N, cu_host, flags, u, dt, A, Bm, Cm, Dskip, z, dt_bias,
                      y, state_in, state_out};
