@@ -44,6 +44,7 @@
  * the output rows; stack buffers only (the step allocates nothing).
  */
 #include "../core/internal.h"
+#include "../core/vmath.h"
 #include "../gpu/gpu.h"
 
 #include <immintrin.h>
@@ -96,14 +97,6 @@ static inline __m256 exp2_neg(__m256 x)
     /* (bits(t) << 23) == n << 23 mod 2^32: the 1.5*2^23 part shifts out. */
     const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-}
-
-static inline float hsum8(__m256 x)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 static inline float hmax8(__m256 x)
@@ -611,7 +604,7 @@ static float dot(const float *restrict x, const float *restrict y, int64_t n)
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(y + d), s0);
         d += 8;
     }
-    float s = hsum8(_mm256_add_ps(s0, s1));
+    float s = seqk__hsum8(_mm256_add_ps(s0, s1));
     for (; d < n; d++) s += x[d] * y[d];
     return s;
 }
@@ -674,7 +667,7 @@ static void decode_heads(const decode_args *a, int64_t b, int64_t hk, int64_t h0
                 sum = _mm256_add_ps(sum, p);
             }
             alpha[g] = m[g] == -INFINITY ? 0.0f : exp2f(m[g] - mnew);
-            l[g] = l[g] * alpha[g] + hsum8(sum);
+            l[g] = l[g] * alpha[g] + seqk__hsum8(sum);
             m[g] = mnew;
         }
         for (int64_t j = 0; j < tn; j++) {

@@ -42,6 +42,17 @@ static inline __m256 seqk__exp8(__m256 x)
 
 static inline float seqk__expf(float x) { return expf(x); }
 
+#ifdef __AVX2__
+/* The sum of the 8 lanes of x. */
+static inline float seqk__hsum8(__m256 x)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
 /* sum_i x[i] y[i] (8 lanes at a time, then a horizontal sum). */
 static inline float seqk__dot(const float *x, const float *y, int64_t n)
 {
@@ -51,10 +62,7 @@ static inline float seqk__dot(const float *x, const float *y, int64_t n)
     __m256 acc = _mm256_setzero_ps();
     for (; i + 8 <= n; i += 8)
         acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    s = _mm_cvtss_f32(h);
+    s = seqk__hsum8(acc);
 #endif
     for (; i < n; i++) s += x[i] * y[i];
     return s;

@@ -101,16 +101,6 @@ static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 
 /* q~ = scale q, k~ = k (both L2-normalised with SEQK__LIN_L2NORM) into qv, kv;
  * returns k~ . q~. */
-#ifdef __AVX2__
-static float hsum8(__m256 x)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#endif
-
 static float token_qk(const seqk__lin *P, const float *q, const float *k, float *qv, float *kv)
 {
     const int64_t K = P->K;
@@ -124,7 +114,7 @@ static float token_qk(const seqk__lin *P, const float *q, const float *k, float 
             const __m256 x = _mm256_loadu_ps(q + i), y = _mm256_loadu_ps(k + i);
             aq = _mm256_fmadd_ps(x, x, aq), ak = _mm256_fmadd_ps(y, y, ak);
         }
-        sq = hsum8(aq), sk = hsum8(ak);
+        sq = seqk__hsum8(aq), sk = seqk__hsum8(ak);
 #endif
         for (; i < K; i++) {
             sq += q[i] * q[i];
@@ -144,7 +134,7 @@ static float token_qk(const seqk__lin *P, const float *q, const float *k, float 
         _mm256_storeu_ps(qv + i, x), _mm256_storeu_ps(kv + i, y);
         acc = _mm256_fmadd_ps(x, y, acc);
     }
-    kq = hsum8(acc);
+    kq = seqk__hsum8(acc);
 #endif
     for (; i < K; i++) {
         qv[i] = fq * q[i];

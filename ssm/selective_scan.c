@@ -107,9 +107,7 @@ static float update_and_read(int64_t Ns, float dtv, float x, const float *A, con
         _mm256_storeu_ps(h + s, hv);
         vacc = _mm256_fmadd_ps(_mm256_loadu_ps(Ct + s), hv, vacc);
     }
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(vacc), _mm256_extractf128_ps(vacc, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    acc = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+    acc = seqk__hsum8(vacc);
 #endif
     if (s < Ns) {
         exp_scaled(Ns - s, dtv, A + s, dA);

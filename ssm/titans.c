@@ -178,16 +178,6 @@ static void write_positions(const tt_problem *D)
 
 /* ---- recurrent mode ----------------------------------------------------------- */
 
-#ifdef __AVX2__
-static float hsum8(__m256 x)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#endif
-
 /* The factors q~ = fq q, k~ = fk k of one token (fq = scale, fk = 1 without
  * SEQK__LIN_L2NORM): the passes read the raw rows and the factors are applied
  * to the K-independent results (o, Gerr), so a token costs no O(K) loop of
@@ -205,7 +195,7 @@ static void token_factors(const seqk__lin *P, const float *q, const float *k, fl
         const __m256 x = _mm256_loadu_ps(q + i), y = _mm256_loadu_ps(k + i);
         aq = _mm256_fmadd_ps(x, x, aq), ak = _mm256_fmadd_ps(y, y, ak);
     }
-    sq = hsum8(aq), sk = hsum8(ak);
+    sq = seqk__hsum8(aq), sk = seqk__hsum8(ak);
 #endif
     for (; i < K; i++) {
         sq += q[i] * q[i];
