@@ -52,7 +52,10 @@ seqk_status seqk__cpu_scan(seqk_context *ctx, int64_t B, int64_t T, int64_t C, i
  *                 computed
  *   carry         [C] in: the state before the first row walked (forward:
  *                 h_{-1}, reverse: h_rows); out: the state after the last
- *                 (forward: h_{rows-1}, reverse: h_0)
+ *                 (forward: h_{rows-1}, reverse: h_0). It is read before
+ *                 and written after the rows, so it may be the memory of the
+ *                 last row walked (e.g. h itself when rows == 1); it must
+ *                 not overlap a or b otherwise.
  *
  * Chaining calls over consecutive row ranges through carry equals one call
  * over the whole range (up to fp32 rounding): that is how an op walks

@@ -87,6 +87,26 @@ bool th_check_close(const float *out, const double *ref, size_t n, double tol, c
     return th_check(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
 }
 
+bool th_check_close_scaled(const float *out, const double *ref, size_t n, double scale,
+                           double tol, const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(out[i])) return th_check(false, "%s: non-finite output [%zu]", what, i);
+        double d = (double)out[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    den = fmax(den, (double)n * scale * scale);
+    double e = den > 0 ? sqrt(num / den) : sqrt(num);
+    return th_check(e <= tol, "%s: rel err %.3g (tol %.1g, scale %.3g)", what, e, tol, scale);
+}
+
 bool th_check_close_f(const float *out, const float *ref, size_t n, double tol, const char *fmt,
                       ...)
 {
@@ -101,7 +121,13 @@ bool th_check_close_f(const float *out, const float *ref, size_t n, double tol, 
 
 /* ---- random ----------------------------------------------------------------- */
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
-void th_seed(uint64_t seed) { rng = seed * 0x9E3779B97F4A7C15ull + 1; }
+/* SEQK_TEST_SEED=n shifts every test's seed, to run the same cases on other data. */
+void th_seed(uint64_t seed)
+{
+    const char *env = getenv("SEQK_TEST_SEED");
+    if (env && *env) seed += strtoull(env, NULL, 10) * 7919u;
+    rng = seed * 0x9E3779B97F4A7C15ull + 1;
+}
 static uint64_t next_u64(void)
 {
     /* xorshift64* */

@@ -51,6 +51,11 @@ bool th_check_status(seqk_status got, seqk_status want, const char *what);
 /* Passes and counts a check for rel_err(out, ref) <= tol; prints the error. */
 bool th_check_close(const float *out, const double *ref, size_t n, double tol, const char *fmt,
                     ...) TH_PRINTF(5, 6);
+/* Same, with the denominator at least sqrt(n) * scale: for a few values (a
+ * final state) whose size may happen to be small against the terms that
+ * were summed into them; pass the RMS of those terms as scale. */
+bool th_check_close_scaled(const float *out, const double *ref, size_t n, double scale,
+                           double tol, const char *fmt, ...) TH_PRINTF(6, 7);
 bool th_check_close_f(const float *out, const float *ref, size_t n, double tol, const char *fmt,
                       ...) TH_PRINTF(5, 6);
 
@@ -60,6 +65,7 @@ double th_rel_err(const float *out, const double *ref, size_t n);
 double th_rel_err_f(const float *out, const float *ref, size_t n);
 
 /* ---- random inputs ---------------------------------------------------------- */
+/* Seeds the generator; SEQK_TEST_SEED=n in the environment shifts every seed. */
 void th_seed(uint64_t seed);
 double th_uniform(double lo, double hi);
 int64_t th_randint(int64_t lo, int64_t hi); /* inclusive */
