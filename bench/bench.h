@@ -49,6 +49,7 @@ typedef struct bench_options {
     int repeats;         /* timed repeats per measurement (median, min, max over them) */
     int warmup;          /* untimed calls before the repeats */
     bool quick;          /* small sizes: a smoke test of a few seconds */
+    const char *case_filter; /* run only cases whose name contains it (NULL: all) */
     const char *out_dir; /* where seqk-bench.jsonl and seqk-bench.csv go */
 } bench_options;
 

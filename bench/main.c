@@ -50,7 +50,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: seqk-bench [--suite NAME|all] [--backend cpu|cuda|all] [--threads N]\n"
-            "                  [--repeats R] [--quick] [--out DIR] [--help]\n"
+            "                  [--repeats R] [--case TEXT] [--quick] [--out DIR]\n"
+            "                  [--help]\n"
             "\n"
             "Times seqk's kernels against the machine's ceilings, measured in the same run.\n"
             "\n"
@@ -64,6 +65,7 @@ static void usage(FILE *f)
             "                 context's, i.e. OpenMP's maximum)\n"
             "  --repeats R    timed repeats per measurement; the median, min and max are\n"
             "                 reported (default: %d, after %d warm-up call)\n"
+            "  --case TEXT    only the cases whose name contains TEXT (e.g. retention)\n"
             "  --quick        small sizes: a smoke test of a few seconds, not a benchmark\n"
             "  --out DIR      write DIR/seqk-bench.jsonl and DIR/seqk-bench.csv (default:\n"
             "                 %s; created if missing, files overwritten)\n"
@@ -109,7 +111,7 @@ static bool suite_known(const char *name)
 
 static bench_options parse_args(int argc, char **argv)
 {
-    bench_options opt = {"all", "all", 0, DEFAULT_REPEATS, DEFAULT_WARMUP, false,
+    bench_options opt = {"all", "all", 0, DEFAULT_REPEATS, DEFAULT_WARMUP, false, NULL,
                          DEFAULT_OUT_DIR};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -125,6 +127,7 @@ static bench_options parse_args(int argc, char **argv)
             snprintf(name, sizeof name, "%s", arg);
         }
         const bool takes_value = strcmp(name, "--suite") == 0 || strcmp(name, "--backend") == 0 ||
+                                 strcmp(name, "--case") == 0 ||
                                  strcmp(name, "--threads") == 0 ||
                                  strcmp(name, "--repeats") == 0 || strcmp(name, "--out") == 0;
         if (takes_value && !value) {
@@ -142,6 +145,8 @@ static bench_options parse_args(int argc, char **argv)
         } else if (strcmp(name, "--suite") == 0) {
             if (!suite_known(value)) usage_error("--suite %s: unknown suite", value);
             opt.suite = value;
+        } else if (strcmp(name, "--case") == 0) {
+            opt.case_filter = value;
         } else if (strcmp(name, "--backend") == 0) {
             if (strcmp(value, "cpu") != 0 && strcmp(value, "cuda") != 0 &&
                 strcmp(value, "all") != 0)
@@ -268,6 +273,12 @@ int main(int argc, char **argv)
         for (int s = 0; s < N_SUITES; s++)
             if (strcmp(opt.suite, "all") == 0 || strcmp(opt.suite, SUITES[s].name) == 0)
                 SUITES[s].plan(&plan, &backends[i], &opt);
+    }
+    if (opt.case_filter) { /* keep the cases whose name holds the text */
+        int kept = 0;
+        for (int c = 0; c < plan.n; c++)
+            if (strstr(plan.cases[c].name, opt.case_filter)) plan.cases[kept++] = plan.cases[c];
+        plan.n = kept;
     }
     pg.total += plan.n;
 

@@ -22,7 +22,8 @@
 #include <immintrin.h>
 #endif
 
-enum { VB = 32 }; /* state columns per work item */
+enum { VB = 32, /* state columns per work item */
+       PF = 4 /* tokens ahead to prefetch */ };
 
 /* One token on one K x w slice (w <= VB, rows ldS apart):
  * row_i = a row_i + kv_i * v; o = sum_i qv_i row_i. */
@@ -64,6 +65,12 @@ static void token_step(int64_t K, int64_t w, float a, bool decay, const float *q
             o[j] += qv[i] * row[j];
         }
     }
+}
+
+/* Asks for the cache lines of n floats from p. */
+static inline void prefetch_row(const float *p, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i);
 }
 
 size_t seqk__lin_recurrent_workspace(const seqk__lin *P, int threads)
@@ -129,6 +136,15 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
             const float *q = P->q + (r * P->Hqk + hq) * K, *k = P->k + (r * P->Hqk + hq) * K;
             const float *v = P->v + (r * H + h) * V + c0;
             float *o = P->o + (r * H + h) * V + c0;
+            if (t + PF < len) {
+                /* rows of one head are H*K floats apart: a new page every few tokens,
+                 * where the hardware prefetcher stops; fetch a few tokens ahead */
+                const int64_t rp = r + PF;
+                prefetch_row(P->q + (rp * P->Hqk + hq) * K, K);
+                prefetch_row(P->k + (rp * P->Hqk + hq) * K, K);
+                prefetch_row(P->v + (rp * H + h) * V + c0, width);
+                prefetch_row(P->o + (rp * H + h) * V + c0, width);
+            }
             const float a = decay ? expf(seqk__lin_logdecay(P, r, h)) : 1.0f;
             float vs = P->v_scale ? P->v_scale[r * H + h] : 1.0f;
             float rq = 1.0f, rk = 1.0f; /* 1 / L2 norms of phi(q), phi(k) with SEQK__LIN_L2NORM */
