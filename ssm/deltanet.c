@@ -293,17 +293,7 @@ static void recurrent_item(const dn_problem *D, int64_t n, int64_t h, int64_t c0
     for (int64_t t = 0; t < len; t++) {
         const int64_t r = r0 + t;
         float *kv = kbuf[t & 1];
-#ifdef __AVX2__
-        if (t + PREFETCH_T < len) { /* rows of later tokens sit in other pages: no hardware prefetch */
-            const int64_t rp = (r + PREFETCH_T) * H + h;
-            for (int64_t i = 0; i < K; i += 16) {
-                _mm_prefetch((const char *)(P->q + rp * K + i), _MM_HINT_T0);
-                _mm_prefetch((const char *)(P->k + rp * K + i), _MM_HINT_T0);
-            }
-            for (int64_t j = 0; j < width; j += 16)
-                _mm_prefetch((const char *)(P->v + rp * V + c0 + j), _MM_HINT_T0);
-        }
-#endif
+        if (t + PREFETCH_T < len) seqk__lin_prefetch_token(P, r + PREFETCH_T, h, c0, width, NULL);
         const float kq = token_qk(P, P->q + (r * H + h) * K, P->k + (r * H + h) * K, qv, kv);
         const float a = dec ? expf(P->g[r * H + h]) : 1.0f;
         const float b = D->beta[r * H + h];
