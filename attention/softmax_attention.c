@@ -37,12 +37,14 @@
  *      visited and each group of QG queries stops at its own last query.
  * QK^T micro-kernel: QR keys x QW queries in 12 AVX registers, over K.
  * PV micro-kernel:   PR queries x PW values in 12 AVX registers, over keys.
+ * Both are the 6 x 16 register tile of core/gemm.h (seqk__sgemm_6x16).
  * Queries are handled in groups of QG (a multiple of QW, PR and 8).
  *
  * CPU decode: append, then per (batch entry, kv head, <= DG query heads) one
  * pass over the cache in tiles of DT keys, online softmax, accumulating in
  * the output rows; stack buffers only (the step allocates nothing).
  */
+#include "../core/gemm.h"
 #include "../core/internal.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
@@ -111,11 +113,10 @@ static inline float hmax8(__m256 x)
 /* Parallel mode, CPU: micro-kernels                                         */
 /* ------------------------------------------------------------------------ */
 
-/* The micro-kernels keep their 12 accumulators in named registers (arrays
- * of __m256 are not reliably kept in registers by compilers). */
-#define FMA2(r, x)                                \
-    c##r##0 = _mm256_fmadd_ps(x, b0, c##r##0);    \
-    c##r##1 = _mm256_fmadd_ps(x, b1, c##r##1)
+/* Both micro-kernels are the register tile seqk__sgemm_6x16 (core/gemm.h):
+ * its 6 left-operand rows are 6 adjacent floats (QR keys interleaved in kt,
+ * or PR queries of a row of s), their elements QR or BR floats apart; its
+ * right operand is rows of QW = PW = 16 floats. */
 
 /* s[r][0..QW) = sum_d kt[d][r] * qp[d][0..QW) for the QR = 6 keys r of one
  * block (kt [K][QR], interleaved); qp is one QW-block; s has row stride BR. */
@@ -123,35 +124,14 @@ __attribute__((noinline)) static void qk_kernel(const float *restrict qp,
                                                 const float *restrict kt, int64_t K,
                                                 float *restrict s)
 {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int64_t d = 0; d < K; d++) {
-        const __m256 b0 = _mm256_load_ps(qp + d * QW);
-        const __m256 b1 = _mm256_load_ps(qp + d * QW + 8);
-        const float *kd = kt + d * QR;
-        __m256 x = _mm256_broadcast_ss(kd + 0);
-        FMA2(0, x);
-        x = _mm256_broadcast_ss(kd + 1);
-        FMA2(1, x);
-        x = _mm256_broadcast_ss(kd + 2);
-        FMA2(2, x);
-        x = _mm256_broadcast_ss(kd + 3);
-        FMA2(3, x);
-        x = _mm256_broadcast_ss(kd + 4);
-        FMA2(4, x);
-        x = _mm256_broadcast_ss(kd + 5);
-        FMA2(5, x);
+    const float *const keys[QR] = {kt, kt + 1, kt + 2, kt + 3, kt + 4, kt + 5};
+    __m256 c[QR][2];
+    for (int r = 0; r < QR; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    seqk__sgemm_6x16(K, keys, QR, qp, QW, c);
+    for (int r = 0; r < QR; r++) {
+        _mm256_store_ps(s + r * BR, c[r][0]);
+        _mm256_store_ps(s + r * BR + 8, c[r][1]);
     }
-#define STORE2(r)                                   \
-    _mm256_store_ps(s + r * BR, c##r##0);           \
-    _mm256_store_ps(s + r * BR + 8, c##r##1)
-    STORE2(0);
-    STORE2(1);
-    STORE2(2);
-    STORE2(3);
-    STORE2(4);
-    STORE2(5);
-#undef STORE2
 }
 
 /* acc[r][0..PW) = alpha[r] * acc[r][0..PW) + sum_{j<kn} p[j][r] * v[j][0..PW)
@@ -163,46 +143,19 @@ __attribute__((noinline)) static void pv_kernel(const float *restrict p, int64_t
                                                 float *restrict acc,
                                                 const float *restrict alpha)
 {
-#define LOAD2(r)                                                               \
-    const __m256 a##r = _mm256_broadcast_ss(alpha + r);                        \
-    __m256 c##r##0 = _mm256_mul_ps(a##r, _mm256_load_ps(acc + r * Vp));        \
-    __m256 c##r##1 = _mm256_mul_ps(a##r, _mm256_load_ps(acc + r * Vp + 8))
-    LOAD2(0);
-    LOAD2(1);
-    LOAD2(2);
-    LOAD2(3);
-    LOAD2(4);
-    LOAD2(5);
-#undef LOAD2
-    for (int64_t j = 0; j < kn; j++) {
-        const __m256 b0 = _mm256_load_ps(v + j * PW);
-        const __m256 b1 = _mm256_load_ps(v + j * PW + 8);
-        const float *pj = p + j * BR;
-        __m256 x = _mm256_broadcast_ss(pj + 0);
-        FMA2(0, x);
-        x = _mm256_broadcast_ss(pj + 1);
-        FMA2(1, x);
-        x = _mm256_broadcast_ss(pj + 2);
-        FMA2(2, x);
-        x = _mm256_broadcast_ss(pj + 3);
-        FMA2(3, x);
-        x = _mm256_broadcast_ss(pj + 4);
-        FMA2(4, x);
-        x = _mm256_broadcast_ss(pj + 5);
-        FMA2(5, x);
+    const float *const queries[PR] = {p, p + 1, p + 2, p + 3, p + 4, p + 5};
+    __m256 c[PR][2];
+    for (int r = 0; r < PR; r++) {
+        const __m256 a = _mm256_broadcast_ss(alpha + r);
+        c[r][0] = _mm256_mul_ps(a, _mm256_load_ps(acc + r * Vp));
+        c[r][1] = _mm256_mul_ps(a, _mm256_load_ps(acc + r * Vp + 8));
     }
-#define STORE2(r)                                   \
-    _mm256_store_ps(acc + r * Vp, c##r##0);         \
-    _mm256_store_ps(acc + r * Vp + 8, c##r##1)
-    STORE2(0);
-    STORE2(1);
-    STORE2(2);
-    STORE2(3);
-    STORE2(4);
-    STORE2(5);
-#undef STORE2
+    seqk__sgemm_6x16(kn, queries, BR, v, PW, c);
+    for (int r = 0; r < PR; r++) {
+        _mm256_store_ps(acc + r * Vp, c[r][0]);
+        _mm256_store_ps(acc + r * Vp + 8, c[r][1]);
+    }
 }
-#undef FMA2
 
 /* ------------------------------------------------------------------------ */
 /* Parallel mode, CPU: one query tile of one head                            */

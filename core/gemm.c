@@ -4,14 +4,12 @@
  * dimension, op(B) is packed into column panels of NR columns (zero-padded),
  * and an MR x NR register tile accumulates over the slice, broadcasting
  * op(A)'s elements straight from A (row-major or transposed: only the
- * strides differ, so A is never copied). With AVX2 + FMA: MR = 6, NR = 16, 12 ymm
- * accumulators. Edge tiles go through a small buffer. */
+ * strides differ, so A is never copied). With AVX2 + FMA the register tile is
+ * seqk__sgemm_6x16 (gemm.h): MR = 6, NR = 16, 12 ymm accumulators. Edge tiles
+ * go through a small buffer. */
 #include "gemm.h"
 
 #include <string.h>
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
 
 enum { MR = 6, NR = 16, KC = 256 };
 
@@ -62,26 +60,10 @@ static void micro_kernel(int64_t kc, const float *a, int64_t rs, int64_t cs, con
 {
     const float *ar[MR];
     for (int r = 0; r < MR; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
-#ifdef __AVX2__
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3], *a4 = ar[4], *a5 = ar[5];
-    for (int64_t p = 0; p < kc; p++, a0 += cs, a1 += cs, a2 += cs, a3 += cs, a4 += cs, a5 += cs) {
-        const __m256 b0 = _mm256_load_ps(pb + p * NR), b1 = _mm256_load_ps(pb + p * NR + 8);
-        __m256 x = _mm256_broadcast_ss(a0);
-        c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a1);
-        c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a2);
-        c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a3);
-        c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a4);
-        c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a5);
-        c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
-    }
-    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+#ifdef SEQK__HAVE_SGEMM_6X16
+    __m256 acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    seqk__sgemm_6x16(kc, ar, cs, pb, NR, acc);
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (mr == MR && nr == NR) {
         for (int r = 0; r < MR; r++) {

@@ -24,4 +24,54 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                  int64_t ldc, float *pack);
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#define SEQK__HAVE_SGEMM_6X16 1
+
+/*
+ * The one AVX2 register tile of seqk's products (seqk__sgemm's micro-kernel,
+ * and softmax attention's Q K^T and P V kernels): 6 rows x 16 columns in 12
+ * ymm accumulators, 2 vectors per row,
+ *
+ *   c[r][0..16) += sum_{p<n} a[r][p * as] * b[p * ldb + 0..16),   r = 0..5
+ *
+ * a[r] points at element 0 of row r of the left operand, whose elements lie
+ * `as` floats apart (each is broadcast); b holds n rows of 16 floats, ldb
+ * floats apart, each 32-byte aligned. On entry c holds the accumulators'
+ * initial values, on return the sums, accumulated in the order p = 0, 1, ..
+ * with one FMA per element.
+ *
+ * Always inlined: the accumulators live in 12 named registers inside, and a
+ * caller's local c indexed by constants is kept in registers too (a call
+ * through memory would store and reload the tile around every loop).
+ */
+static inline __attribute__((always_inline)) void
+seqk__sgemm_6x16(int64_t n, const float *const a[6], int64_t as, const float *b, int64_t ldb,
+                 __m256 c[6][2])
+{
+    __m256 c00 = c[0][0], c01 = c[0][1], c10 = c[1][0], c11 = c[1][1], c20 = c[2][0],
+           c21 = c[2][1], c30 = c[3][0], c31 = c[3][1], c40 = c[4][0], c41 = c[4][1],
+           c50 = c[5][0], c51 = c[5][1];
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+    for (int64_t p = 0; p < n; p++, a0 += as, a1 += as, a2 += as, a3 += as, a4 += as, a5 += as) {
+        const __m256 b0 = _mm256_load_ps(b + p * ldb), b1 = _mm256_load_ps(b + p * ldb + 8);
+        __m256 x = _mm256_broadcast_ss(a0);
+        c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a1);
+        c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a2);
+        c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a3);
+        c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a4);
+        c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a5);
+        c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    c[0][0] = c00, c[0][1] = c01, c[1][0] = c10, c[1][1] = c11, c[2][0] = c20, c[2][1] = c21;
+    c[3][0] = c30, c[3][1] = c31, c[4][0] = c40, c[4][1] = c41, c[5][0] = c50, c[5][1] = c51;
+}
+#endif
+
 #endif

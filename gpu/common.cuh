@@ -1,5 +1,7 @@
 /* gpu/common.cuh -- helpers shared by the CUDA files: error checks that turn
- * a CUDA error into a seqk status and message. */
+ * a CUDA error into a seqk status and message, launch helpers, and the
+ * device helpers more than one kernel file needs (warp reductions, a
+ * sequence's token rows, the varlen chunk table). */
 #ifndef SEQK_GPU_COMMON_CUH
 #define SEQK_GPU_COMMON_CUH
 
@@ -26,5 +28,121 @@ static inline cudaStream_t seqk__stream(const seqk_context *ctx)
 }
 
 static inline unsigned seqk__ceil_div(int64_t n, int64_t d) { return (unsigned)((n + d - 1) / d); }
+
+/* Chunks (or tiles) of L tokens over all sequences: exact with the host
+ * cu_seqlens (the sum of ceil(len_n / L)); without them B ceil(T / L) when
+ * N == B, else (a varlen size query without cu_seqlens) the bound
+ * ceil(B T / L) + N. */
+static inline int64_t seqk__count_chunks(const int32_t *cu_host, int64_t N, int64_t B, int64_t T,
+                                         int64_t L)
+{
+    if (cu_host) {
+        int64_t s = 0;
+        for (int64_t n = 0; n < N; n++) s += ((int64_t)cu_host[n + 1] - cu_host[n] + L - 1) / L;
+        return s;
+    }
+    if (N == B) return B * ((T + L - 1) / L);
+    return (B * T + L - 1) / L + N;
+}
+
+/* Dynamic shared memory above the 48 KB default needs an opt-in per kernel. */
+template <typename Kern>
+static seqk_status seqk__smem_optin(const char *fn, Kern kernel, size_t bytes)
+{
+    if (bytes > 48 * 1024)
+        SEQK_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)bytes));
+    return SEQK_SUCCESS;
+}
+
+/* ---- device helpers ------------------------------------------------------------ */
+
+/* Every lane of a warp, for the *_sync intrinsics. */
+#define SEQK__FULL_MASK 0xffffffffu
+
+/* The sum of x over the 32 lanes of a warp, in every lane (xor butterfly). */
+static __device__ __forceinline__ float seqk__warp_sum(float x)
+{
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(SEQK__FULL_MASK, x, off);
+    return x;
+}
+
+/* Token rows [row0, row0 + len) of sequence n in the [B*T] row index: from
+ * the device cu_seqlens when given, else batch entry n of T tokens. */
+static __device__ __forceinline__ void seqk__seq_rows(const int32_t *cu, int64_t T, int64_t n,
+                                                      int64_t *row0, int64_t *len)
+{
+    if (cu) {
+        *row0 = cu[n];
+        *len = (int64_t)cu[n + 1] - cu[n];
+    } else {
+        *row0 = n * T;
+        *len = T;
+    }
+}
+
+/* Where this block lies in a grid over (sequence n, head h, column block vb)
+ * of N*H*nvb blocks, numbered (n H + h) nvb + vb; nh = n H + h. */
+typedef struct seqk__nhv {
+    int64_t n, nh;
+    int h, vb;
+} seqk__nhv;
+
+static __device__ __forceinline__ seqk__nhv seqk__block_nhv(int nvb, int H)
+{
+    const int64_t id = blockIdx.x;
+    seqk__nhv b;
+    b.vb = (int)(id % nvb);
+    b.h = (int)((id / nvb) % H);
+    b.n = id / ((int64_t)nvb * H);
+    b.nh = b.n * H + b.h;
+    return b;
+}
+
+/* Threads of the one block that runs seqk__chunk_prefix. */
+enum { SEQK__PREFIX_THREADS = 1024 };
+static_assert(SEQK__PREFIX_THREADS == 32 * 32, "one warp scans the per-warp totals");
+
+/* In one block of SEQK__PREFIX_THREADS threads, all of which call it:
+ * first[n] = sum_{m<n} ceil(len_m / L) for n = 0..N, len_m = cu[m+1] - cu[m]
+ * (device cu_seqlens), i.e. the global numbering of the L-token chunks (or
+ * tiles) of a varlen batch, sequence n owning [first[n], first[n+1]).
+ * SEQK__PREFIX_THREADS sequences per round: a scan in each warp, a scan of
+ * the 32 warp totals, and the total of the rounds before, kept by every
+ * thread. */
+static __device__ __forceinline__ void seqk__chunk_prefix(const int32_t *cu, int64_t N, int64_t L,
+                                                          int32_t *first)
+{
+    __shared__ int32_t wsum[SEQK__PREFIX_THREADS / 32];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int32_t run = 0; /* total of the previous rounds, the same in every thread */
+    for (int64_t base = 0; base < N; base += SEQK__PREFIX_THREADS) {
+        const int64_t n = base + tid;
+        int32_t cnt = 0;
+        if (n < N) cnt = (int32_t)(((int64_t)cu[n + 1] - cu[n] + L - 1) / L);
+        int32_t v = cnt; /* inclusive scan over the warp */
+#pragma unroll
+        for (int d = 1; d < 32; d *= 2) {
+            const int32_t u = __shfl_up_sync(SEQK__FULL_MASK, v, d);
+            if (lane >= d) v += u;
+        }
+        if (lane == 31) wsum[warp] = v;
+        __syncthreads();
+        if (warp == 0) { /* inclusive scan over the warp totals */
+            int32_t w = wsum[lane];
+#pragma unroll
+            for (int d = 1; d < 32; d *= 2) {
+                const int32_t u = __shfl_up_sync(SEQK__FULL_MASK, w, d);
+                if (lane >= d) w += u;
+            }
+            wsum[lane] = w;
+        }
+        __syncthreads();
+        if (n < N) first[n] = run + (warp > 0 ? wsum[warp - 1] : 0) + v - cnt;
+        run += wsum[SEQK__PREFIX_THREADS / 32 - 1];
+        __syncthreads(); /* wsum is rewritten next round */
+    }
+    if (tid == 0) first[N] = run;
+}
 
 #endif

@@ -45,9 +45,9 @@
  *
  * Stages, in order on the context's stream (every stage but the last is
  * parallel over all chunks of all sequences and heads):
- *   (0) dn_first_kernel <<<1, 1>>> (varlen only): first[n+1] = first[n] +
- *       ceil(len_n / L), the global chunk numbering, from the device
- *       cu_seqlens (without varlen first[n] = n ceil(T / L) inline).
+ *   (0) seqk__chunk_first_kernel (gpu/chunks.cuh; varlen only): first[n] =
+ *       sum_{m<n} ceil(len_m / L), the global chunk numbering, from the
+ *       device cu_seqlens (without varlen first[n] = n ceil(T / L) inline).
  *   (1) dn_norm_kernel: one warp per (token, head): Qn = q~, Kn = k~
  *       ([B*T, H, K] in the workspace).
  *       dn_gates_kernel (gated only): one thread per (chunk, head): Gc, the
@@ -89,6 +89,7 @@ extern "C" {
 #include "../scan/linear_state.h"
 }
 
+#include "chunks.cuh"
 #include "common.cuh"
 
 #include <limits.h>
@@ -102,85 +103,61 @@ enum {
     DN_WS_ALIGN = 256
 };
 
-#define DN_FULL_MASK 0xffffffffu
-
 /* Everything a kernel needs, by value. */
 typedef struct dn_args {
-    int64_t T;        /* tokens per batch entry (without varlen) */
-    int64_t N;        /* sequences */
-    int64_t cps;      /* chunks per sequence without varlen: ceil(T / L) */
-    int H, K, V, L;
+    seqk__chunks map; /* sequences and chunks (L tokens each) */
+    int H, K, V;
     float scale;
     int l2, gated;
     const float *q, *k, *v, *beta, *g;
     float *o;
     const float *s_in;
     float *s_out;
-    const int32_t *cu; /* device cu_seqlens [N+1] or NULL */
-    int32_t *first;    /* device [N+1] first global chunk of each sequence (varlen) */
     float *Gc;         /* [B*T, H] cumulative log-gate inside the chunk (gated) */
     float *Qn, *Kn;    /* [B*T, H, K] q~, k~ */
     float *A, *P;      /* [nchunks, H, L, L] */
     float *U, *W;      /* [nchunks, H, L, V], [nchunks, H, L, K] */
 } dn_args;
 
-/* ---- device helpers ------------------------------------------------------------ */
+/* ---- the state slice of a block --------------------------------------------------- */
 
-static __device__ __forceinline__ float dn_warp_sum(float x)
+/* What a block of dn_recurrent_kernel or dn_state_kernel owns (grid N*H*nvb,
+ * nvb = ceil(V/32)): the K x 32 slice of the state of sequence n, head h
+ * (nh = n H + h) with columns col = 32 vb + lane (colok: col < V). It lives in
+ * shared memory S [K][32], warp w holding rows w, w + 8, ... */
+typedef struct dn_slice {
+    int64_t n, nh;
+    int h, vb, col;
+    bool colok;
+} dn_slice;
+
+static __device__ __forceinline__ dn_slice dn_slice_of(const dn_args &a, int nvb)
 {
-    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(DN_FULL_MASK, x, off);
-    return x;
+    const seqk__nhv b = seqk__block_nhv(nvb, a.H);
+    dn_slice s;
+    s.n = b.n, s.nh = b.nh, s.h = b.h, s.vb = b.vb;
+    s.col = b.vb * DN_COLS + (int)(threadIdx.x & 31);
+    s.colok = s.col < a.V;
+    return s;
 }
 
-/* Token range of sequence n. */
-static __device__ __forceinline__ void dn_seq(const dn_args &a, int64_t n, int64_t *row0,
-                                              int64_t *len)
+/* S = the slice of s_in (zeros without it). */
+static __device__ __forceinline__ void dn_slice_load(const dn_args &a, const dn_slice &s, float *S)
 {
-    if (a.cu) {
-        *row0 = a.cu[n];
-        *len = (int64_t)a.cu[n + 1] - a.cu[n];
-    } else {
-        *row0 = n * a.T;
-        *len = a.T;
-    }
+    const int lane = threadIdx.x & 31;
+    for (int i = threadIdx.x >> 5; i < a.K; i += DN_WARPS)
+        S[i * DN_COLS + lane] = (a.s_in && s.colok) ? a.s_in[(s.nh * a.K + i) * a.V + s.col] : 0.0f;
 }
 
-/* Global chunk range [c_begin, c_end) of sequence n. */
-static __device__ __forceinline__ void dn_seq_chunks(const dn_args &a, int64_t n,
-                                                     int64_t *c_begin, int64_t *c_end)
+/* The slice of s_out = S, when s_out is given (each thread stores the rows it
+ * wrote itself). */
+static __device__ __forceinline__ void dn_slice_store(const dn_args &a, const dn_slice &s,
+                                                      const float *S)
 {
-    if (a.first) {
-        *c_begin = a.first[n];
-        *c_end = a.first[n + 1];
-    } else {
-        *c_begin = n * a.cps;
-        *c_end = (n + 1) * a.cps;
-    }
-}
-
-/* Global chunk c -> its first token row r0 and its length Lc. */
-static __device__ void dn_chunk_rows(const dn_args &a, int64_t c, int64_t *r0, int *Lc)
-{
-    int64_t n, ci;
-    if (a.first) {
-        /* the largest n < N with first[n] <= c (empty sequences own no chunk) */
-        int64_t lo = 0, hi = a.N - 1;
-        while (lo < hi) {
-            const int64_t mid = (lo + hi + 1) / 2;
-            if (a.first[mid] <= c) lo = mid;
-            else hi = mid - 1;
-        }
-        n = lo;
-        ci = c - a.first[n];
-    } else {
-        n = c / a.cps;
-        ci = c - n * a.cps;
-    }
-    int64_t row0, len;
-    dn_seq(a, n, &row0, &len);
-    const int64_t c0 = ci * a.L;
-    *r0 = row0 + c0;
-    *Lc = (int)(len - c0 < a.L ? len - c0 : a.L);
+    const int lane = threadIdx.x & 31;
+    if (a.s_out && s.colok)
+        for (int i = threadIdx.x >> 5; i < a.K; i += DN_WARPS)
+            a.s_out[(s.nh * a.K + i) * a.V + s.col] = S[i * DN_COLS + lane];
 }
 
 /* ---- recurrent mode -------------------------------------------------------------- */
@@ -197,13 +174,7 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args
     extern __shared__ float sm[];
     const int K = a.K, V = a.V, H = a.H;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int64_t id = blockIdx.x;
-    const int vb = (int)(id % nvb);
-    const int h = (int)((id / nvb) % H);
-    const int64_t n = id / ((int64_t)nvb * H);
-    const int64_t nh = n * H + h;
-    const int col = vb * DN_COLS + lane;
-    const bool colok = col < V;
+    const dn_slice sl = dn_slice_of(a, nvb);
 
     float *S = sm;                                   /* [K][32] the state slice */
     float *qs = S + (size_t)K * DN_COLS;             /* [K] raw q_t */
@@ -215,15 +186,14 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args
     float *sc = nred + 2 * DN_WARPS * 4;             /* beta [2], a [2], pending a [1] */
 
     int64_t row0, len;
-    dn_seq(a, n, &row0, &len);
-    for (int i = w; i < K; i += DN_WARPS)
-        S[i * DN_COLS + lane] = (a.s_in && colok) ? a.s_in[(nh * K + i) * V + col] : 0.0f;
+    seqk__chunks_seq(a.map, sl.n, &row0, &len);
+    dn_slice_load(a, sl, S);
     if (tid < DN_COLS) dp[tid] = 0.0f; /* no pending update before the first token */
     if (tid == 0) sc[4] = 1.0f;
 
     for (int64_t t = 0; t < len; t++) {
         const int par = (int)(t & 1);
-        const int64_t r = row0 + t, rh = r * H + h;
+        const int64_t r = row0 + t, rh = r * H + sl.h;
         /* load the token; partial norms */
         const float *qg = a.q + rh * K, *kg = a.k + rh * K;
         float *kt = ks + par * K;
@@ -236,15 +206,15 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args
             sk = fmaf(y, y, sk);
             sqk = fmaf(x, y, sqk);
         }
-        sq = dn_warp_sum(sq);
-        sk = dn_warp_sum(sk);
-        sqk = dn_warp_sum(sqk);
+        sq = seqk__warp_sum(sq);
+        sk = seqk__warp_sum(sk);
+        sqk = seqk__warp_sum(sqk);
         if (lane == 0) {
             float *nr = nred + (par * DN_WARPS + w) * 4;
             nr[0] = sq, nr[1] = sk, nr[2] = sqk;
         }
         if (tid < DN_COLS) {
-            const int c = vb * DN_COLS + tid;
+            const int c = sl.vb * DN_COLS + tid;
             vs[par * DN_COLS + tid] = c < V ? a.v[rh * V + c] : 0.0f;
         }
         if (tid == 0) {
@@ -285,7 +255,7 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args
             }
             const float at = sc[2 + par], bt = sc[par];
             const float d = bt * (vs[par * DN_COLS + lane] - at * (fk * x));
-            if (colok) a.o[rh * V + col] = at * (fq * y) + (fq * fk * nqk) * d;
+            if (sl.colok) a.o[rh * V + sl.col] = at * (fq * y) + (fq * fk * nqk) * d;
             dp[lane] = fk * d; /* S += k d^T with the raw k of this token */
             if (lane == 0) sc[4] = at;
         }
@@ -297,22 +267,10 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args
         for (int i = w; i < K; i += DN_WARPS)
             S[i * DN_COLS + lane] = fmaf(kp[i], dj, ap * S[i * DN_COLS + lane]);
     }
-    if (a.s_out && colok)
-        for (int i = w; i < K; i += DN_WARPS) a.s_out[(nh * K + i) * V + col] = S[i * DN_COLS + lane];
+    dn_slice_store(a, sl, S);
 }
 
 /* ---- parallel mode, stages 0 and 1 ------------------------------------------------- */
-
-static __global__ void dn_first_kernel(const int32_t *cu, int64_t N, int L, int32_t *first)
-{
-    if (blockIdx.x != 0 || threadIdx.x != 0) return;
-    int32_t acc = 0;
-    first[0] = 0;
-    for (int64_t n = 0; n < N; n++) {
-        acc += (int32_t)(((int64_t)cu[n + 1] - cu[n] + L - 1) / L);
-        first[n + 1] = acc;
-    }
-}
 
 /* One warp per (token row, head): Qn = scale q / |q|, Kn = k / |k| (or no norm). */
 static __global__ void __launch_bounds__(DN_THREADS) dn_norm_kernel(dn_args a, int64_t nwork)
@@ -329,8 +287,8 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_norm_kernel(dn_args a, i
             sq = fmaf(q[i], q[i], sq);
             sk = fmaf(k[i], k[i], sk);
         }
-        sq = dn_warp_sum(sq);
-        sk = dn_warp_sum(sk);
+        sq = seqk__warp_sum(sq);
+        sk = seqk__warp_sum(sk);
         fq = a.scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
         fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
     }
@@ -349,7 +307,7 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_gates_kernel(dn_args a, 
     const int h = (int)(id - c * a.H);
     int64_t r0;
     int Lc;
-    dn_chunk_rows(a, c, &r0, &Lc);
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
     float acc = 0.0f;
     for (int i = 0; i < Lc; i++) {
         const int64_t rh = (r0 + i) * a.H + h;
@@ -368,7 +326,7 @@ static __global__ void __launch_bounds__(DN_TILE * DN_TILE) dn_ap_kernel(dn_args
     const int64_t c = ch / a.H;
     const int h = (int)(ch - c * a.H);
     const int ti = (int)(blockIdx.y / nt), tj = (int)(blockIdx.y % nt);
-    const int L = a.L, K = a.K, H = a.H;
+    const int L = a.map.L, K = a.K, H = a.H;
     const int i = ti * DN_TILE + ty, j = tj * DN_TILE + tx;
     float *Am = a.A + ch * L * L, *Pm = a.P + ch * L * L;
     if (tj > ti) { /* above the diagonal: zeros (block-uniform) */
@@ -377,7 +335,7 @@ static __global__ void __launch_bounds__(DN_TILE * DN_TILE) dn_ap_kernel(dn_args
     }
     int64_t r0;
     int Lc;
-    dn_chunk_rows(a, c, &r0, &Lc);
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
     const int jr = tj * DN_TILE + ty; /* the Kj row this thread loads */
     float kk = 0.0f, qk = 0.0f;
     for (int k0 = 0; k0 < K; k0 += DN_TILE) {
@@ -411,10 +369,10 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_solve_kernel(dn_args a)
     const int64_t ch = blockIdx.x;
     const int64_t c = ch / a.H;
     const int h = (int)(ch - c * a.H);
-    const int L = a.L, K = a.K, V = a.V, H = a.H;
+    const int L = a.map.L, K = a.K, V = a.V, H = a.H;
     int64_t r0;
     int Lc;
-    dn_chunk_rows(a, c, &r0, &Lc);
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
     const float *Am = a.A + ch * L * L;
     float *Uc = a.U + ch * L * V, *Wc = a.W + ch * L * K;
     for (int col = threadIdx.x; col < V + K; col += blockDim.x) {
@@ -445,59 +403,53 @@ static size_t dn_state_smem(int K, int L)
 static __global__ void __launch_bounds__(DN_THREADS) dn_state_kernel(dn_args a, int nvb)
 {
     extern __shared__ float sm[];
-    const int K = a.K, V = a.V, H = a.H, L = a.L;
+    const int K = a.K, V = a.V, H = a.H, L = a.map.L;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int64_t id = blockIdx.x;
-    const int vb = (int)(id % nvb);
-    const int h = (int)((id / nvb) % H);
-    const int64_t n = id / ((int64_t)nvb * H);
-    const int64_t nh = n * H + h;
-    const int col = vb * DN_COLS + lane;
-    const bool colok = col < V;
+    const dn_slice sl = dn_slice_of(a, nvb);
     float *S = sm;                         /* [K][32] */
     float *eg = S + (size_t)K * DN_COLS;   /* [L] exp(G_i) */
     float *ek = eg + L;                    /* [L] exp(G_Lc - G_i) */
 
-    for (int i = w; i < K; i += DN_WARPS)
-        S[i * DN_COLS + lane] = (a.s_in && colok) ? a.s_in[(nh * K + i) * V + col] : 0.0f;
+    dn_slice_load(a, sl, S);
     bool s_zero = a.s_in == NULL;
     int64_t row0, len, cb, ce;
-    dn_seq(a, n, &row0, &len);
-    dn_seq_chunks(a, n, &cb, &ce);
+    seqk__chunks_seq(a.map, sl.n, &row0, &len);
+    seqk__chunks_range(a.map, sl.n, &cb, &ce);
     for (int64_t c = cb; c < ce; c++) {
         const int64_t r0 = row0 + (c - cb) * L;
         const int Lc = (int)(len - (c - cb) * L < L ? len - (c - cb) * L : L);
-        const int64_t ch = c * H + h;
+        const int64_t ch = c * H + sl.h;
         float *Uc = a.U + ch * L * V;
         const float *Wc = a.W + ch * L * K, *Pc = a.P + ch * L * L;
-        const float glast = a.gated ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
+        const float glast = a.gated ? a.Gc[(r0 + Lc - 1) * H + sl.h] : 0.0f;
         __syncthreads(); /* the previous chunk is done with eg, ek and S */
         for (int i = tid; i < Lc; i += DN_THREADS) {
-            const float gi = a.gated ? a.Gc[(r0 + i) * H + h] : 0.0f;
+            const float gi = a.gated ? a.Gc[(r0 + i) * H + sl.h] : 0.0f;
             eg[i] = expf(gi);
             ek[i] = expf(glast - gi);
         }
         /* Vnew = U - W S0, in place in U */
-        if (!s_zero && colok)
+        if (!s_zero && sl.colok)
             for (int i = w; i < Lc; i += DN_WARPS) {
                 const float *wi = Wc + (int64_t)i * K;
-                float acc = Uc[(int64_t)i * V + col];
+                float acc = Uc[(int64_t)i * V + sl.col];
                 for (int kk = 0; kk < K; kk++) acc = fmaf(-wi[kk], S[kk * DN_COLS + lane], acc);
-                Uc[(int64_t)i * V + col] = acc;
+                Uc[(int64_t)i * V + sl.col] = acc;
             }
         __syncthreads(); /* Vnew, eg, ek visible to the block */
         /* O = diag(exp(G)) Q~ S0 + P Vnew */
         for (int i = w; i < Lc; i += DN_WARPS) {
-            const int64_t rh = (r0 + i) * H + h;
+            const int64_t rh = (r0 + i) * H + sl.h;
             float inter = 0.0f, intra = 0.0f;
             if (!s_zero) {
                 const float *qi = a.Qn + rh * K;
                 for (int kk = 0; kk < K; kk++) inter = fmaf(qi[kk], S[kk * DN_COLS + lane], inter);
             }
-            if (colok) {
+            if (sl.colok) {
                 const float *pi = Pc + (int64_t)i * L;
-                for (int l = 0; l <= i; l++) intra = fmaf(pi[l], Uc[(int64_t)l * V + col], intra);
-                a.o[rh * V + col] = eg[i] * inter + intra;
+                for (int l = 0; l <= i; l++)
+                    intra = fmaf(pi[l], Uc[(int64_t)l * V + sl.col], intra);
+                a.o[rh * V + sl.col] = eg[i] * inter + intra;
             }
         }
         __syncthreads(); /* every read of S0 is done */
@@ -505,16 +457,15 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_state_kernel(dn_args a, 
         const float ac = expf(glast);
         for (int kk = w; kk < K; kk += DN_WARPS) {
             float acc = 0.0f;
-            if (colok)
+            if (sl.colok)
                 for (int i = 0; i < Lc; i++)
-                    acc = fmaf(ek[i] * a.Kn[((r0 + i) * H + h) * K + kk], Uc[(int64_t)i * V + col], acc);
+                    acc = fmaf(ek[i] * a.Kn[((r0 + i) * H + sl.h) * K + kk],
+                               Uc[(int64_t)i * V + sl.col], acc);
             S[kk * DN_COLS + lane] = s_zero ? acc : fmaf(ac, S[kk * DN_COLS + lane], acc);
         }
         s_zero = false;
     }
-    /* each thread stores the rows it wrote itself */
-    if (a.s_out && colok)
-        for (int i = w; i < K; i += DN_WARPS) a.s_out[(nh * K + i) * V + col] = S[i * DN_COLS + lane];
+    dn_slice_store(a, sl, S);
 }
 
 /* ---- host side --------------------------------------------------------------------- */
@@ -524,20 +475,7 @@ typedef struct {
     size_t off_first, off_gc, off_qn, off_kn, off_a, off_p, off_u, off_w, bytes;
 } dn_plan;
 
-static size_t dn_align(size_t n) { return (n + DN_WS_ALIGN - 1) / DN_WS_ALIGN * DN_WS_ALIGN; }
-
-/* Chunks of the problem: exact with P->cu; a bound for a varlen query. */
-static int64_t dn_nchunks(const seqk__lin *P)
-{
-    const int64_t L = P->chunk;
-    if (P->cu) {
-        int64_t nc = 0;
-        for (int64_t n = 0; n < P->N; n++) nc += ((int64_t)P->cu[n + 1] - P->cu[n] + L - 1) / L;
-        return nc;
-    }
-    if (P->N != P->B) return (P->B * P->T + L - 1) / L + P->N;
-    return P->B * ((P->T + L - 1) / L);
-}
+static size_t dn_align(size_t n) { return seqk__align_up(n, DN_WS_ALIGN); }
 
 static dn_plan dn_make_plan(const seqk__lin *P, int mode)
 {
@@ -545,7 +483,7 @@ static dn_plan dn_make_plan(const seqk__lin *P, int mode)
     if (mode != SEQK_MODE_PARALLEL) return pl;
     const size_t f = sizeof(float), rows = (size_t)(P->B * P->T), H = (size_t)P->H;
     const size_t L = (size_t)P->chunk, K = (size_t)P->K, V = (size_t)P->V;
-    pl.nchunks = dn_nchunks(P);
+    pl.nchunks = seqk__count_chunks(P->cu, P->N, P->B, P->T, P->chunk);
     const size_t nch = (size_t)pl.nchunks * H;
     size_t o = 0;
     pl.off_first = o, o += dn_align((size_t)(P->N + 1) * sizeof(int32_t));
@@ -565,16 +503,6 @@ extern "C" size_t seqk__cuda_deltanet_workspace(const seqk__lin *P, int mode)
     return dn_make_plan(P, mode).bytes;
 }
 
-/* Dynamic shared memory above the 48 KB default needs an opt-in per kernel. */
-template <typename Kern>
-static seqk_status dn_smem_optin(const char *fn, Kern kernel, size_t bytes)
-{
-    if (bytes > 48 * 1024)
-        SEQK_CUDA_TRY(fn, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)bytes));
-    return SEQK_SUCCESS;
-}
-
 extern "C" seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const seqk__lin *P,
                                            const float *beta, const int32_t *cu_device)
 {
@@ -582,17 +510,13 @@ extern "C" seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const se
     SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
     const cudaStream_t stream = seqk__stream(ctx);
     dn_args a = {};
-    a.T = P->T;
-    a.N = P->N;
-    a.L = (int)P->chunk;
-    a.cps = (P->T + P->chunk - 1) / P->chunk;
+    a.map = seqk__chunks_of(P->T, P->N, P->chunk, P->cu ? cu_device : NULL);
     a.H = (int)P->H, a.K = (int)P->K, a.V = (int)P->V;
     a.scale = P->scale;
     a.l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
     a.gated = P->g != NULL;
     a.q = P->q, a.k = P->k, a.v = P->v, a.beta = beta, a.g = P->g;
     a.o = P->o, a.s_in = P->s_in, a.s_out = P->s_out;
-    a.cu = P->cu ? cu_device : NULL;
     const int nvb = (int)((P->V + DN_COLS - 1) / DN_COLS);
     const int64_t blocks = P->N * P->H * nvb;
     if (blocks > INT_MAX)
@@ -601,7 +525,7 @@ extern "C" seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const se
 
     if (mode == SEQK_MODE_RECURRENT) {
         const size_t smem = dn_recurrent_smem(a.K);
-        seqk_status st = dn_smem_optin(fn, dn_recurrent_kernel, smem);
+        seqk_status st = seqk__smem_optin(fn, dn_recurrent_kernel, smem);
         if (st) return st;
         dn_recurrent_kernel<<<(unsigned)blocks, DN_THREADS, smem, stream>>>(a, nvb);
         SEQK_CUDA_CHECK_LAUNCH(fn);
@@ -613,19 +537,18 @@ extern "C" seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const se
     seqk_status st = seqk__workspace(fn, ctx, pl.bytes, &base);
     if (st) return st;
     char *ws = (char *)base;
-    a.first = a.cu ? (int32_t *)(ws + pl.off_first) : NULL;
     a.Gc = (float *)(ws + pl.off_gc);
     a.Qn = (float *)(ws + pl.off_qn), a.Kn = (float *)(ws + pl.off_kn);
     a.A = (float *)(ws + pl.off_a), a.P = (float *)(ws + pl.off_p);
     a.U = (float *)(ws + pl.off_u), a.W = (float *)(ws + pl.off_w);
     const int64_t rows = P->B * P->T, nch = pl.nchunks * P->H;
-    const int nt = (a.L + DN_TILE - 1) / DN_TILE;
+    const int nt = (a.map.L + DN_TILE - 1) / DN_TILE;
     if (nch > INT_MAX || (rows * P->H + DN_WARPS - 1) / DN_WARPS > INT_MAX)
         return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld chunks x heads, too many for one grid",
                           fn, (long long)nch);
-    if (a.first) {
-        dn_first_kernel<<<1, 1, 0, stream>>>(a.cu, a.N, a.L, a.first);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (a.map.cu) {
+        st = seqk__chunks_build_first(fn, &a.map, (int32_t *)(ws + pl.off_first), stream);
+        if (st) return st;
     }
     if (rows > 0) {
         const int64_t nw = rows * P->H;
@@ -643,8 +566,8 @@ extern "C" seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const se
         dn_solve_kernel<<<(unsigned)nch, DN_THREADS, 0, stream>>>(a);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
-    const size_t smem = dn_state_smem(a.K, a.L);
-    if ((st = dn_smem_optin(fn, dn_state_kernel, smem))) return st;
+    const size_t smem = dn_state_smem(a.K, a.map.L);
+    if ((st = seqk__smem_optin(fn, dn_state_kernel, smem))) return st;
     dn_state_kernel<<<(unsigned)blocks, DN_THREADS, smem, stream>>>(a, nvb);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     return SEQK_SUCCESS;

@@ -48,9 +48,10 @@
  *              D_ij = exp(G_i - G_j) for j <= i, else 0 (never exponentiated)
  *   den_i    = exp(G_i) q~_i . z0  +  sum_{j<=i} ((Q~ K~^T) .* D)_ij
  *
- *   (0) lin_chunk_first_kernel  <<<1, 1024>>>, varlen only: first[n+1] =
- *       sum_{m<=n} ceil(len_m / L) from the device cu_seqlens (block scan).
- *       Without varlen first[n] = n * ceil(T / L) is computed inline.
+ *   (0) seqk__chunk_first_kernel <<<1, 1024>>> (gpu/chunks.cuh), varlen only:
+ *       first[n] = sum_{m<n} ceil(len_m / L) from the device cu_seqlens
+ *       (block scan). Without varlen first[n] = n * ceil(T / L) is computed
+ *       inline.
  *   (0) lin_chunk_gates_kernel  <<<ceil(nchunks*H / 8), 256>>>, when there is
  *       a decay: one warp per (chunk, head) scans the chunk's log-decays
  *       (warp shuffles, 32 tokens at a time) into Gc [B*T, H] (token-major,
@@ -107,6 +108,7 @@ extern "C" {
 #include "../scan/linear_state.h"
 }
 
+#include "chunks.cuh"
 #include "common.cuh"
 
 #include <limits.h>
@@ -127,20 +129,15 @@ enum {
     MAX_CHUNK_L = 1024,
     SCAN_THREADS = 256,
     GATE_THREADS = 256,
-    FIRST_THREADS = 1024,
     ELEM_THREADS = 256
 };
-
-#define LIN_FULL_MASK 0xffffffffu
 
 /* Everything a kernel needs, by value. Sizes that index memory are used as
  * int64 in the index math. */
 typedef struct lin_args {
-    int64_t T;      /* tokens per batch entry (without varlen) */
-    int64_t N;      /* sequences */
-    int64_t cps;    /* chunks per sequence without varlen: ceil(T / L) */
+    seqk__chunks map; /* sequences and chunks (L tokens each) */
     int64_t KV, E;  /* K*V; floats per chunk state (K*V, + K with the normaliser) */
-    int H, Hqk, hgrp, K, V, L;
+    int H, Hqk, hgrp, K, V;
     float scale;
     int norm, elu, decay, has_lg;
     const float *q, *k, *v, *v_scale, *g, *g_head;
@@ -150,8 +147,6 @@ typedef struct lin_args {
     float *s_out;
     const float *z_in;
     float *z_out;
-    const int32_t *cu;    /* device cu_seqlens [N+1] or NULL */
-    const int32_t *first; /* device [N+1]: first global chunk of each sequence (varlen) */
     float *Gc;            /* [B*T, H] cumulative log-decay inside the chunk (decay only) */
     float *acoef;         /* [nchunks, H] exp(G_last) */
     float *states;        /* [nchunks, H, E] */
@@ -183,61 +178,32 @@ static __device__ __forceinline__ float lin_logdecay(const lin_args &a, int64_t 
     return ld;
 }
 
-/* Token range of sequence n. */
-static __device__ __forceinline__ void lin_seq(const lin_args &a, int64_t n, int64_t *row0,
-                                               int64_t *len)
+/* The 64 x 64 (TILE x TILE) output tiles of the chunk products: thread
+ * (tx, ty) = (tid % 16, tid / 16) of the 256 keeps a 4 x 4 register tile,
+ * rows ty + 16 m, columns tx + 16 j. */
+static __device__ __forceinline__ void lin_tile_zero(float acc[4][4])
 {
-    if (a.cu) {
-        *row0 = a.cu[n];
-        *len = (int64_t)a.cu[n + 1] - a.cu[n];
-    } else {
-        *row0 = n * a.T;
-        *len = a.T;
-    }
+#pragma unroll
+    for (int m = 0; m < 4; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[m][j] = 0.0f;
 }
 
-/* Global chunk range [first, end) of sequence n. */
-static __device__ __forceinline__ void lin_seq_chunks(const lin_args &a, int64_t n,
-                                                      int64_t *c_begin, int64_t *c_end)
+/* One step of the inner dimension: acc[m][j] += x[m xs] y[j ys], x at the
+ * thread's first row's element, y at its first column's (one FMA per output,
+ * in the order of the steps). */
+static __device__ __forceinline__ void lin_tile_step(float acc[4][4], const float *x, int xs,
+                                                     const float *y, int ys)
 {
-    if (a.first) {
-        *c_begin = a.first[n];
-        *c_end = a.first[n + 1];
-    } else {
-        *c_begin = n * a.cps;
-        *c_end = (n + 1) * a.cps;
-    }
-}
-
-/* Global chunk c -> its first token row r0 and its length Lc. */
-static __device__ void lin_chunk_rows(const lin_args &a, int64_t c, int64_t *r0, int *Lc)
-{
-    int64_t n, ci;
-    if (a.first) {
-        /* the largest n < N with first[n] <= c (empty sequences own no chunk) */
-        int64_t lo = 0, hi = a.N - 1;
-        while (lo < hi) {
-            const int64_t mid = (lo + hi + 1) / 2;
-            if (a.first[mid] <= c) lo = mid;
-            else hi = mid - 1;
-        }
-        n = lo;
-        ci = c - a.first[n];
-    } else {
-        n = c / a.cps;
-        ci = c - n * a.cps;
-    }
-    int64_t row0, len;
-    lin_seq(a, n, &row0, &len);
-    const int64_t c0 = ci * a.L;
-    *r0 = row0 + c0;
-    *Lc = (int)(len - c0 < a.L ? len - c0 : a.L);
-}
-
-static __device__ __forceinline__ float lin_warp_sum(float x)
-{
-    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(LIN_FULL_MASK, x, off);
-    return x;
+    float xr[4], yr[4];
+#pragma unroll
+    for (int m = 0; m < 4; m++) xr[m] = x[m * xs];
+#pragma unroll
+    for (int j = 0; j < 4; j++) yr[j] = y[j * ys];
+#pragma unroll
+    for (int m = 0; m < 4; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[m][j] = fmaf(xr[m], yr[j], acc[m][j]);
 }
 
 /* ---- recurrent mode ----------------------------------------------------------- */
@@ -252,13 +218,13 @@ static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, 
      * turn, so that z_in is read before z_out (possibly the same array) is
      * written; otherwise one block per column block */
     const int per_head = a.norm ? 1 : nvb;
-    const int64_t id = blockIdx.x;
-    const int vb_first = (int)(id % per_head);
+    const seqk__nhv blk = seqk__block_nhv(per_head, H);
+    const int vb_first = blk.vb;
     const int vb_end = a.norm ? nvb : vb_first + 1;
-    const int h = (int)((id / per_head) % H);
-    const int64_t n = id / ((int64_t)per_head * H);
+    const int h = blk.h;
+    const int64_t n = blk.n;
     const int hq = h / a.hgrp;
-    const int64_t nh = n * H + h;
+    const int64_t nh = blk.nh;
 
     float *qs = sm;                        /* [TT][K] scale phi(q) */
     float *ks = qs + TT * K;               /* [TT][K] phi(k) */
@@ -268,7 +234,7 @@ static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, 
     float *dred = red + TT * W * REC_COLS; /* [TT][W] partial den */
 
     int64_t row0, len;
-    lin_seq(a, n, &row0, &len);
+    seqk__chunks_seq(a.map, n, &row0, &len);
     const float lgh = lin_head_lg(a, h);
     float zr = 0.0f; /* z_tid (normaliser) */
 
@@ -326,7 +292,7 @@ static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, 
                         zr = at * zr + kt[tid];
                         d = qt[tid] * zr;
                     }
-                    d = lin_warp_sum(d);
+                    d = seqk__warp_sum(d);
                     if (lane == 0) dred[t * W + w] = d;
                 }
             }
@@ -358,46 +324,6 @@ static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, 
 
 /* ---- parallel mode, stage 0: chunk table and cumulative decays ---------------- */
 
-static __global__ void __launch_bounds__(FIRST_THREADS)
-    lin_chunk_first_kernel(const int32_t *cu, int64_t N, int L, int32_t *first)
-{
-    __shared__ int32_t warp_tot[FIRST_THREADS / 32];
-    __shared__ int32_t carry_s;
-    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    if (tid == 0) {
-        first[0] = 0;
-        carry_s = 0;
-    }
-    __syncthreads();
-    for (int64_t base = 0; base < N; base += FIRST_THREADS) {
-        const int64_t n = base + tid;
-        int32_t x = 0;
-        if (n < N) x = (int32_t)(((int64_t)cu[n + 1] - cu[n] + L - 1) / L);
-        /* inclusive block scan */
-        for (int off = 1; off < 32; off <<= 1) {
-            const int32_t y = __shfl_up_sync(LIN_FULL_MASK, x, off);
-            if (lane >= off) x += y;
-        }
-        if (lane == 31) warp_tot[w] = x;
-        __syncthreads();
-        if (w == 0) {
-            int32_t y = warp_tot[lane];
-            for (int off = 1; off < 32; off <<= 1) {
-                const int32_t z = __shfl_up_sync(LIN_FULL_MASK, y, off);
-                if (lane >= off) y += z;
-            }
-            warp_tot[lane] = y; /* inclusive over warps */
-        }
-        __syncthreads();
-        const int32_t carry = carry_s;
-        if (w > 0) x += warp_tot[w - 1];
-        if (n < N) first[n + 1] = carry + x;
-        __syncthreads();
-        if (tid == FIRST_THREADS - 1) carry_s = carry + x;
-        __syncthreads();
-    }
-}
-
 /* One warp per (chunk, head): Gc = inclusive scan of log a over the chunk. */
 static __global__ void __launch_bounds__(GATE_THREADS)
     lin_chunk_gates_kernel(lin_args a, int64_t nwork)
@@ -409,21 +335,21 @@ static __global__ void __launch_bounds__(GATE_THREADS)
     const int h = (int)(wid - c * a.H);
     int64_t r0;
     int Lc;
-    lin_chunk_rows(a, c, &r0, &Lc);
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
     const float lgh = lin_head_lg(a, h);
     float carry = 0.0f;
     for (int i0 = 0; i0 < Lc; i0 += 32) {
         const int i = i0 + lane;
         float x = i < Lc ? lin_logdecay(a, r0 + i, h, lgh) : 0.0f;
         for (int off = 1; off < 32; off <<= 1) {
-            const float y = __shfl_up_sync(LIN_FULL_MASK, x, off);
+            const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
             if (lane >= off) x += y;
         }
         x += carry;
         if (i < Lc) a.Gc[(r0 + i) * a.H + h] = x;
         /* the last valid lane's value, so that acoef = exp(Gc[last]) exactly */
         const int last = Lc - 1 - i0 < 31 ? Lc - 1 - i0 : 31;
-        carry = __shfl_sync(LIN_FULL_MASK, x, last);
+        carry = __shfl_sync(SEQK__FULL_MASK, x, last);
     }
     if (lane == 0) a.acoef[c * a.H + h] = expf(carry);
 }
@@ -448,7 +374,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
     const int k0 = tk * TILE, v0 = tv * TILE;
     int64_t r0;
     int Lc;
-    lin_chunk_rows(a, c, &r0, &Lc);
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
     const float glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
     for (int i = tid; i < Lc; i += TILE_THREADS) {
         const int64_t r = r0 + i;
@@ -456,13 +382,8 @@ static __global__ void __launch_bounds__(TILE_THREADS)
         fv[i] = a.v_scale ? a.v_scale[r * H + h] : 1.0f;
     }
     __syncthreads();
-    float acc[4][4], zacc[4];
-#pragma unroll
-    for (int m = 0; m < 4; m++) {
-        zacc[m] = 0.0f;
-#pragma unroll
-        for (int b = 0; b < 4; b++) acc[m][b] = 0.0f;
-    }
+    float acc[4][4], zacc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    lin_tile_zero(acc);
     for (int i0 = 0; i0 < Lc; i0 += TSTEP) {
 #pragma unroll
         for (int p = 0; p < TSTEP * TILE / TILE_THREADS; p++) {
@@ -480,17 +401,9 @@ static __global__ void __launch_bounds__(TILE_THREADS)
         __syncthreads();
 #pragma unroll
         for (int ii = 0; ii < TSTEP; ii++) {
-            float kr[4], vr[4];
+            lin_tile_step(acc, &Ks[ii][ty], 16, &Vs[ii][tx], 16);
 #pragma unroll
-            for (int m = 0; m < 4; m++) kr[m] = Ks[ii][ty + 16 * m];
-#pragma unroll
-            for (int b = 0; b < 4; b++) vr[b] = Vs[ii][tx + 16 * b];
-#pragma unroll
-            for (int m = 0; m < 4; m++) {
-                zacc[m] += kr[m];
-#pragma unroll
-                for (int b = 0; b < 4; b++) acc[m][b] = fmaf(kr[m], vr[b], acc[m][b]);
-            }
+            for (int m = 0; m < 4; m++) zacc[m] += Ks[ii][ty + 16 * m];
         }
         __syncthreads();
     }
@@ -527,7 +440,7 @@ static __global__ void __launch_bounds__(SCAN_THREADS)
         carry = a.z_in[nh * a.K + (e - a.KV)];
     }
     int64_t cb, ce;
-    lin_seq_chunks(a, n, &cb, &ce);
+    seqk__chunks_range(a.map, n, &cb, &ce);
     const int64_t HE = (int64_t)a.H * a.E;
     float *st = a.states + (int64_t)h * a.E + e; /* + c * HE */
     int64_t c = cb;
@@ -577,7 +490,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
     const int K = a.K, V = a.V, H = a.H;
     int64_t r0;
     int Lc;
-    lin_chunk_rows(a, c, &r0, &Lc);
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
     const int m0 = tm * TILE, v0 = tv * TILE;
     if (m0 >= Lc) return; /* the whole block: a short last chunk */
     if (tid < TILE) {
@@ -586,10 +499,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
         den[tid] = 0.0f;
     }
     float acc[4][4];
-#pragma unroll
-    for (int m = 0; m < 4; m++)
-#pragma unroll
-        for (int b = 0; b < 4; b++) acc[m][b] = 0.0f;
+    lin_tile_zero(acc);
 
     /* intra-chunk: key tiles at or left of the diagonal */
     const int jend = m0 + TILE < Lc ? m0 + TILE : Lc;
@@ -600,10 +510,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             fvk[tid] = (a.v_scale && j < Lc) ? a.v_scale[(r0 + j) * H + h] : 1.0f;
         }
         float p[4][4];
-#pragma unroll
-        for (int m = 0; m < 4; m++)
-#pragma unroll
-            for (int b = 0; b < 4; b++) p[m][b] = 0.0f;
+        lin_tile_zero(p);
         for (int kk0 = 0; kk0 < K; kk0 += TSTEP) {
 #pragma unroll
             for (int pp = 0; pp < TSTEP * TILE / TILE_THREADS; pp++) {
@@ -620,17 +527,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             }
             __syncthreads();
 #pragma unroll
-            for (int kc = 0; kc < TSTEP; kc++) {
-                float qa[4], kb[4];
-#pragma unroll
-                for (int m = 0; m < 4; m++) qa[m] = Qt[kc][ty + 16 * m];
-#pragma unroll
-                for (int b = 0; b < 4; b++) kb[b] = Kt[kc][tx + 16 * b];
-#pragma unroll
-                for (int m = 0; m < 4; m++)
-#pragma unroll
-                    for (int b = 0; b < 4; b++) p[m][b] = fmaf(qa[m], kb[b], p[m][b]);
-            }
+            for (int kc = 0; kc < TSTEP; kc++) lin_tile_step(p, &Qt[kc][ty], 16, &Kt[kc][tx], 16);
             __syncthreads();
         }
         /* decay mask: exp only on and below the diagonal */
@@ -658,17 +555,8 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             for (int jj = 0; jj < TILE; jj++) s += Ps[tid][jj];
             den[tid] += s;
         }
-        for (int jj = 0; jj < TILE; jj++) {
-            float pa[4], vb[4];
-#pragma unroll
-            for (int m = 0; m < 4; m++) pa[m] = Ps[ty + 16 * m][jj];
-#pragma unroll
-            for (int b = 0; b < 4; b++) vb[b] = Vt[jj * TILE + tx + 16 * b];
-#pragma unroll
-            for (int m = 0; m < 4; m++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) acc[m][b] = fmaf(pa[m], vb[b], acc[m][b]);
-        }
+        for (int jj = 0; jj < TILE; jj++)
+            lin_tile_step(acc, &Ps[ty][jj], 16 * (TILE + 1), &Vt[jj * TILE + tx], 16);
         __syncthreads();
     }
 
@@ -695,17 +583,8 @@ static __global__ void __launch_bounds__(TILE_THREADS)
         if (a.norm && tid < TSTEP) zs[tid] = kk0 + tid < K ? S0[a.KV + kk0 + tid] : 0.0f;
         __syncthreads();
 #pragma unroll
-        for (int kc = 0; kc < TSTEP; kc++) {
-            float qa[4], sb[4];
-#pragma unroll
-            for (int m = 0; m < 4; m++) qa[m] = Qt[kc][ty + 16 * m];
-#pragma unroll
-            for (int b = 0; b < 4; b++) sb[b] = Vt[kc * TILE + tx + 16 * b];
-#pragma unroll
-            for (int m = 0; m < 4; m++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) acc[m][b] = fmaf(qa[m], sb[b], acc[m][b]);
-        }
+        for (int kc = 0; kc < TSTEP; kc++)
+            lin_tile_step(acc, &Qt[kc][ty], 16, &Vt[kc * TILE + tx], 16);
         if (a.norm && tid < TILE) {
             float s = 0.0f;
 #pragma unroll
@@ -760,20 +639,7 @@ typedef struct lin_plan {
     size_t off_first, off_G, off_a, off_states, off_lg, bytes;
 } lin_plan;
 
-static size_t align_ws(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
-
-/* Chunks of all sequences: exact with the host cu_seqlens; without them a
- * varlen query (N != B) gets the bound ceil(B*T / L) + N. */
-static int64_t count_chunks(const seqk__lin *P, int64_t L)
-{
-    if (P->cu) {
-        int64_t s = 0;
-        for (int64_t n = 0; n < P->N; n++) s += ((int64_t)P->cu[n + 1] - P->cu[n] + L - 1) / L;
-        return s;
-    }
-    if (P->N == P->B) return P->B * ((P->T + L - 1) / L);
-    return (P->B * P->T + L - 1) / L + P->N;
-}
+static size_t align_ws(size_t n) { return seqk__align_up(n, WS_ALIGN); }
 
 static lin_plan make_plan(const seqk__lin *P, int mode)
 {
@@ -784,7 +650,7 @@ static lin_plan make_plan(const seqk__lin *P, int mode)
     size_t off = 0;
     pl.off_first = pl.off_G = pl.off_a = pl.off_states = 0;
     if (mode == SEQK_MODE_PARALLEL) {
-        pl.nchunks = count_chunks(P, pl.L);
+        pl.nchunks = seqk__count_chunks(P->cu, P->N, P->B, P->T, pl.L);
         pl.off_first = off;
         off += align_ws((size_t)(P->N + 1) * sizeof(int32_t));
         pl.off_G = off;
@@ -832,7 +698,7 @@ static seqk_status launch_recurrent(const char *fn, const lin_args &a, cudaStrea
     if (TT < 1) TT = 1;
     const size_t smem = (size_t)TT * (size_t)per_token * sizeof(float);
     const int nvb = (a.V + REC_COLS - 1) / REC_COLS;
-    LIN_GRID_OR_FAIL(grid, a.N * a.H * (int64_t)(a.norm ? 1 : nvb));
+    LIN_GRID_OR_FAIL(grid, a.map.N * a.H * (int64_t)(a.norm ? 1 : nvb));
     const unsigned threads = (unsigned)(32 * W);
     if (rpt == 8) lin_recurrent_kernel<8, 256><<<grid, threads, smem, stream>>>(a, nvb, TT);
     else if (rpt == 16) lin_recurrent_kernel<16, 256><<<grid, threads, smem, stream>>>(a, nvb, TT);
@@ -842,18 +708,17 @@ static seqk_status launch_recurrent(const char *fn, const lin_args &a, cudaStrea
     return SEQK_SUCCESS;
 }
 
-static seqk_status launch_chunked(const char *fn, lin_args &a, const lin_plan &pl,
-                                  const int32_t *cu_device, char *ws, cudaStream_t stream)
+static seqk_status launch_chunked(const char *fn, lin_args &a, const lin_plan &pl, char *ws,
+                                  cudaStream_t stream)
 {
     const int64_t nchunks = pl.nchunks, H = a.H;
     a.Gc = (float *)(ws + pl.off_G);
     a.acoef = (float *)(ws + pl.off_a);
     a.states = (float *)(ws + pl.off_states);
-    if (cu_device) {
-        int32_t *first = (int32_t *)(ws + pl.off_first);
-        lin_chunk_first_kernel<<<1, FIRST_THREADS, 0, stream>>>(cu_device, a.N, a.L, first);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-        a.first = first;
+    if (a.map.cu) {
+        const seqk_status st =
+            seqk__chunks_build_first(fn, &a.map, (int32_t *)(ws + pl.off_first), stream);
+        if (st) return st;
     }
     if (nchunks > 0) {
         if (a.decay) {
@@ -869,11 +734,11 @@ static seqk_status launch_chunked(const char *fn, lin_args &a, const lin_plan &p
     }
     /* always: it also carries s_in to s_out for sequences without tokens */
     const int eblocks = (int)((a.E + SCAN_THREADS - 1) / SCAN_THREADS);
-    LIN_GRID_OR_FAIL(g2, a.N * H * eblocks);
+    LIN_GRID_OR_FAIL(g2, a.map.N * H * eblocks);
     lin_chunk_scan_kernel<<<g2, SCAN_THREADS, 0, stream>>>(a, eblocks);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (nchunks > 0) {
-        const int tilesM = (a.L + TILE - 1) / TILE, tilesV = (a.V + TILE - 1) / TILE;
+        const int tilesM = (a.map.L + TILE - 1) / TILE, tilesV = (a.V + TILE - 1) / TILE;
         LIN_GRID_OR_FAIL(g3, nchunks * H * tilesM * tilesV);
         lin_chunk_output_kernel<<<g3, TILE_THREADS, 0, stream>>>(a, tilesM, tilesV);
         SEQK_CUDA_CHECK_LAUNCH(fn);
@@ -898,10 +763,7 @@ extern "C" seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const seqk__l
 
     lin_args a;
     memset(&a, 0, sizeof a);
-    a.T = P->T;
-    a.N = P->N;
-    a.L = (int)pl.L;
-    a.cps = (P->T + pl.L - 1) / pl.L;
+    a.map = seqk__chunks_of(P->T, P->N, pl.L, cu_device);
     a.KV = P->K * P->V;
     a.E = pl.E;
     a.H = (int)P->H;
@@ -919,7 +781,6 @@ extern "C" seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const seqk__l
     a.s_in = P->s_in, a.s_out = P->s_out;
     a.z_in = a.norm ? P->z_in : NULL;
     a.z_out = a.norm ? P->z_out : NULL;
-    a.cu = cu_device;
     if (P->log_gamma) {
         a.has_lg = 1;
         if (P->H <= LG_INLINE) {
@@ -934,7 +795,7 @@ extern "C" seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const seqk__l
         }
     }
     if (mode == SEQK_MODE_RECURRENT) return launch_recurrent(fn, a, stream);
-    return launch_chunked(fn, a, pl, cu_device, ws, stream);
+    return launch_chunked(fn, a, pl, ws, stream);
 }
 
 /* ---- Mamba2 entry helpers ------------------------------------------------------------- */

@@ -56,7 +56,6 @@ enum {
     CHUNK_TILE_ELEMS = CHUNK_THREADS * CHUNK_STEPS,
     CHUNK_MAX_CHANNELS = 65536,  /* N*C at or above this: serial */
     CHUNK_MIN_T = 256,           /* T below this: serial */
-    PREFIX_THREADS = 1024,
     WS_ALIGN = 256
 };
 
@@ -104,8 +103,6 @@ static scan_plan plan_scan(int64_t B, int64_t T, int64_t C, int64_t N)
 
 /* ---- device helpers ------------------------------------------------------- */
 
-#define FULL_MASK 0xffffffffu
-
 static __device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
 {
     unsigned v;
@@ -135,36 +132,36 @@ static __device__ __forceinline__ void backoff(void)
 #endif
 }
 
-/* ---- strategy 1: one thread per (sequence, channel) ----------------------- */
-
-typedef struct serial_args {
+/* The operands of one call, as both strategies' kernels read them. */
+typedef struct scan_operands {
     const float *a, *b, *h0;
     float *h, *h_final;
     const int32_t *cu; /* device cu_seqlens, or NULL: sequence n is rows n*T .. n*T+T-1 */
-    int64_t NC, T, C, CA, block;
+    int64_t T, C, CA, block;
     int rev;
+} scan_operands;
+
+/* ---- strategy 1: one thread per (sequence, channel) ----------------------- */
+
+typedef struct serial_args {
+    scan_operands io;
+    int64_t NC;
 } serial_args;
 
 static __global__ void __launch_bounds__(SERIAL_THREADS) scan_serial_kernel(serial_args p)
 {
     const int64_t idx = (int64_t)blockIdx.x * SERIAL_THREADS + threadIdx.x;
     if (idx >= p.NC) return;
-    const int64_t n = idx / p.C, c = idx - n * p.C;
+    const int64_t n = idx / p.io.C, c = idx - n * p.io.C;
     int64_t start, L;
-    if (p.cu) {
-        start = p.cu[n];
-        L = p.cu[n + 1] - start;
-    } else {
-        start = n * p.T;
-        L = p.T;
-    }
-    float s = p.h0 ? p.h0[idx] : 0.0f;
+    seqk__seq_rows(p.io.cu, p.io.T, n, &start, &L);
+    float s = p.io.h0 ? p.io.h0[idx] : 0.0f;
     if (L > 0) {
-        const int64_t row0 = p.rev ? start + L - 1 : start;
-        const int64_t sb = p.rev ? -p.C : p.C, sa = p.rev ? -p.CA : p.CA;
-        const float *pb = p.b + row0 * p.C + c;
-        const float *pa = p.a + row0 * p.CA + c / p.block;
-        float *ph = p.h + row0 * p.C + c;
+        const int64_t row0 = p.io.rev ? start + L - 1 : start;
+        const int64_t sb = p.io.rev ? -p.io.C : p.io.C, sa = p.io.rev ? -p.io.CA : p.io.CA;
+        const float *pb = p.io.b + row0 * p.io.C + c;
+        const float *pa = p.io.a + row0 * p.io.CA + c / p.io.block;
+        float *ph = p.io.h + row0 * p.io.C + c;
         for (int64_t i = 0; i < L; i += SERIAL_UNROLL) {
             const int64_t rem = L - i;
             float av[SERIAL_UNROLL], bv[SERIAL_UNROLL];
@@ -189,24 +186,21 @@ static __global__ void __launch_bounds__(SERIAL_THREADS) scan_serial_kernel(seri
             }
         }
     }
-    if (p.h_final) p.h_final[idx] = s;
+    if (p.io.h_final) p.io.h_final[idx] = s;
 }
 
 /* ---- strategy 2: tiles with decoupled look-back --------------------------- */
 
 typedef struct chunk_args {
-    const float *a, *b, *h0;
-    float *h, *h_final;
-    const int32_t *cu; /* device cu_seqlens, or NULL */
+    scan_operands io;
     const int32_t *tp; /* [N+1] tile prefix per sequence (varlen), or NULL */
     unsigned *counter; /* next tile id */
     unsigned *flags;   /* [tiles, CG] look-back status */
     float2 *agg;       /* [tiles, CG] tile aggregate (A, B) */
     float *incl;       /* [tiles, CG] state after the tile */
-    int64_t N, T, C, CA, block;
+    int64_t N;
     int64_t groups;    /* G */
     int64_t kps;       /* tiles per sequence without varlen: ceil(T / TT) */
-    int rev;
 } chunk_args;
 
 /* Warp-wide: the largest n in [0, N) with tp[n] <= kg, given tp[0] = 0 <= kg
@@ -219,7 +213,7 @@ static __device__ int64_t find_sequence(const int32_t *tp, int64_t N, int64_t kg
         const int64_t step = (hi - lo + 31) / 32;
         const int64_t q = lo + lane * step;
         const bool ok = q < hi && __ldg(tp + q) <= kg;
-        const unsigned m = __ballot_sync(FULL_MASK, ok); /* bit 0 is set: q = lo */
+        const unsigned m = __ballot_sync(SEQK__FULL_MASK, ok); /* bit 0 is set: q = lo */
         lo += (31 - __clz(m)) * step;
         hi = hi < lo + step ? hi : lo + step;
     }
@@ -276,7 +270,7 @@ static __global__ void __launch_bounds__(CHUNK_THREADS, 3) scan_chunked_kernel(c
     if (warp == 0) {
         unsigned uid = 0;
         if (lane == 0) uid = atomicAdd(p.counter, 1u);
-        uid = __shfl_sync(FULL_MASK, uid, 0);
+        uid = __shfl_sync(SEQK__FULL_MASK, uid, 0);
         const int64_t id = uid, kg = id / p.groups;
         int64_t n, k, nk;
         if (p.tp) {
@@ -299,25 +293,25 @@ static __global__ void __launch_bounds__(CHUNK_THREADS, 3) scan_chunked_kernel(c
     __syncthreads();
     const int64_t id = s_tile[0], n = s_tile[1], k = s_tile[2], nk = s_tile[3];
     const int64_t c = (id % p.groups) * CG + j;
-    const bool c_ok = c < p.C;
+    const bool c_ok = c < p.io.C;
     int64_t start, L;
-    if (p.cu) {
-        start = __ldg(p.cu + n);
-        L = __ldg(p.cu + n + 1) - start;
+    if (p.io.cu) {
+        start = __ldg(p.io.cu + n);
+        L = __ldg(p.io.cu + n + 1) - start;
     } else {
-        start = n * p.T;
-        L = p.T;
+        start = n * p.io.T;
+        L = p.io.T;
     }
     const int64_t first = k * TT; /* first step of the tile, in scan order */
     const int len = (int)(L - first < TT ? L - first : TT);
-    const int64_t row0 = p.rev ? start + L - 1 - first : start + first;
-    const int64_t sbs = p.rev ? -p.C : p.C; /* b/h stride of one scan step */
+    const int64_t row0 = p.io.rev ? start + L - 1 - first : start + first;
+    const int64_t sbs = p.io.rev ? -p.io.C : p.io.C; /* b/h stride of one scan step */
 
     /* 2. Load the tile: all loads in flight, then into shared memory. */
     {
-        const int64_t sas = p.rev ? -p.CA : p.CA;
-        const float *pb = p.b + row0 * p.C + (c_ok ? c : 0);
-        const float *pa = p.a + row0 * p.CA + (c_ok ? c / p.block : 0);
+        const int64_t sas = p.io.rev ? -p.io.CA : p.io.CA;
+        const float *pb = p.io.b + row0 * p.io.C + (c_ok ? c : 0);
+        const float *pa = p.io.a + row0 * p.io.CA + (c_ok ? c / p.io.block : 0);
         float av[S], bv[S];
 #pragma unroll
         for (int m = 0; m < S; m++) {
@@ -350,7 +344,8 @@ static __global__ void __launch_bounds__(CHUNK_THREADS, 3) scan_chunked_kernel(c
     /* Inclusive warp scan over the runs of the same channel (lanes j, j+CG, ...). */
 #pragma unroll
     for (int d = CG; d < 32; d *= 2) {
-        const float pA = __shfl_up_sync(FULL_MASK, A, d), pB = __shfl_up_sync(FULL_MASK, Bv, d);
+        const float pA = __shfl_up_sync(SEQK__FULL_MASK, A, d);
+        const float pB = __shfl_up_sync(SEQK__FULL_MASK, Bv, d);
         if (lane >= d) {
             Bv = fmaf(A, pB, Bv);
             A *= pA;
@@ -360,7 +355,8 @@ static __global__ void __launch_bounds__(CHUNK_THREADS, 3) scan_chunked_kernel(c
     float eA = 1.0f, eB = 0.0f;
     if (CG < 32) {
         const int d = CG < 32 ? CG : 1;
-        const float tA = __shfl_up_sync(FULL_MASK, A, d), tB = __shfl_up_sync(FULL_MASK, Bv, d);
+        const float tA = __shfl_up_sync(SEQK__FULL_MASK, A, d);
+        const float tB = __shfl_up_sync(SEQK__FULL_MASK, Bv, d);
         if (lane >= d) {
             eA = tA;
             eB = tB;
@@ -383,7 +379,8 @@ static __global__ void __launch_bounds__(CHUNK_THREADS, 3) scan_chunked_kernel(c
         const int64_t slot = id * CG + j;
         float carry;
         if (k == 0) {
-            carry = p.h0 && c_ok ? p.h0[n * p.C + c] : 0.0f; /* plain load: h0 may be h_final */
+            /* plain load: h0 may be h_final */
+            carry = p.io.h0 && c_ok ? p.io.h0[n * p.io.C + c] : 0.0f;
         } else {
             __stcg(p.agg + slot, make_float2(TA, TB));
             st_release(p.flags + slot, LB_AGGREGATE);
@@ -393,8 +390,8 @@ static __global__ void __launch_bounds__(CHUNK_THREADS, 3) scan_chunked_kernel(c
         if (k + 1 < nk) {
             __stcg(p.incl + slot, after);
             st_release(p.flags + slot, LB_INCLUSIVE);
-        } else if (p.h_final && c_ok) {
-            p.h_final[n * p.C + c] = after;
+        } else if (p.io.h_final && c_ok) {
+            p.io.h_final[n * p.io.C + c] = after;
         }
         s_carry[j] = carry;
     }
@@ -414,7 +411,7 @@ static __global__ void __launch_bounds__(CHUNK_THREADS, 3) scan_chunked_kernel(c
 
     /* 6. Store the tile (same coalesced pattern as the load). */
     if (c_ok) {
-        float *ph = p.h + row0 * p.C + c;
+        float *ph = p.io.h + row0 * p.io.C + c;
 #pragma unroll
         for (int m = 0; m < S; m++) {
             const int i = m * R + r;
@@ -423,44 +420,16 @@ static __global__ void __launch_bounds__(CHUNK_THREADS, 3) scan_chunked_kernel(c
     }
 }
 
-/* Varlen, one block of PREFIX_THREADS: tp[n] = sum_{m<n} ceil(L_m / tt),
- * tp[N] = the total; and h_final = h0 (or 0) for empty sequences. */
-static __global__ void __launch_bounds__(PREFIX_THREADS)
+/* Varlen, one block of SEQK__PREFIX_THREADS: tp[n] = sum_{m<n} ceil(L_m / tt),
+ * tp[N] = the total (seqk__chunk_prefix); and h_final = h0 (or 0) for empty
+ * sequences. */
+static __global__ void __launch_bounds__(SEQK__PREFIX_THREADS)
     scan_tile_prefix_kernel(const int32_t *cu, int64_t N, int64_t C, int64_t tt, int32_t *tp,
                             const float *h0, float *h_final)
 {
-    __shared__ int wsum[PREFIX_THREADS / 32];
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    int run = 0; /* total of the previous rounds, the same in every thread */
-    for (int64_t base = 0; base < N; base += PREFIX_THREADS) {
-        const int64_t n = base + tid;
-        int cnt = 0;
-        if (n < N) cnt = (int)((cu[n + 1] - cu[n] + tt - 1) / tt);
-        int v = cnt;
-#pragma unroll
-        for (int d = 1; d < 32; d *= 2) {
-            const int u = __shfl_up_sync(FULL_MASK, v, d);
-            if (lane >= d) v += u;
-        }
-        if (lane == 31) wsum[warp] = v;
-        __syncthreads();
-        if (warp == 0) {
-            int w = wsum[lane];
-#pragma unroll
-            for (int d = 1; d < 32; d *= 2) {
-                const int u = __shfl_up_sync(FULL_MASK, w, d);
-                if (lane >= d) w += u;
-            }
-            wsum[lane] = w;
-        }
-        __syncthreads();
-        if (n < N) tp[n] = run + (warp > 0 ? wsum[warp - 1] : 0) + v - cnt;
-        run += wsum[PREFIX_THREADS / 32 - 1];
-        __syncthreads(); /* wsum is rewritten next round */
-    }
-    if (tid == 0) tp[N] = run;
+    seqk__chunk_prefix(cu, N, tt, tp);
     if (h_final)
-        for (int64_t e = tid; e < N * C; e += PREFIX_THREADS) {
+        for (int64_t e = threadIdx.x; e < N * C; e += SEQK__PREFIX_THREADS) {
             const int64_t n = e / C;
             if (cu[n + 1] == cu[n]) h_final[e] = h0 ? h0[e] : 0.0f;
         }
@@ -519,20 +488,22 @@ extern "C" seqk_status seqk__cuda_scan(seqk_context *ctx, int64_t B, int64_t T, 
         return SEQK_SUCCESS;
     }
 
+    scan_operands io;
+    io.a = a;
+    io.b = b;
+    io.h0 = h0;
+    io.h = h;
+    io.h_final = h_final;
+    io.cu = cu;
+    io.T = T;
+    io.C = C;
+    io.CA = C / block;
+    io.block = block;
+    io.rev = rev;
     if (!pl.chunked) {
         serial_args args;
-        args.a = a;
-        args.b = b;
-        args.h0 = h0;
-        args.h = h;
-        args.h_final = h_final;
-        args.cu = cu;
+        args.io = io;
         args.NC = N * C;
-        args.T = T;
-        args.C = C;
-        args.CA = C / block;
-        args.block = block;
-        args.rev = rev;
         const int64_t blocks = (args.NC + SERIAL_THREADS - 1) / SERIAL_THREADS;
         if (blocks > INT32_MAX)
             return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: N*C=%lld channels is too many",
@@ -542,44 +513,28 @@ extern "C" seqk_status seqk__cuda_scan(seqk_context *ctx, int64_t B, int64_t T, 
         return SEQK_SUCCESS;
     }
 
-    /* Tiles per channel group, exactly as the device counts them. */
-    int64_t per_group = 0;
-    if (cu) {
-        for (int64_t n = 0; n < N; n++)
-            per_group += ((int64_t)cu_host[n + 1] - cu_host[n] + pl.tt - 1) / pl.tt;
-    } else {
-        per_group = B * ((T + pl.tt - 1) / pl.tt);
-    }
+    /* Tiles per channel group, exactly as the device counts them (N = B without cu). */
+    const int64_t per_group = seqk__count_chunks(cu ? cu_host : NULL, N, B, T, pl.tt);
     const int64_t tiles = per_group * pl.groups; /* >= 1 since T > 0; <= pl.tiles */
 
     char *w = (char *)ws;
     chunk_args args;
-    args.a = a;
-    args.b = b;
-    args.h0 = h0;
-    args.h = h;
-    args.h_final = h_final;
-    args.cu = cu;
+    args.io = io;
     args.tp = cu ? (const int32_t *)(w + pl.off_tp) : NULL;
     args.counter = (unsigned *)w;
     args.flags = (unsigned *)(w + pl.off_flags);
     args.agg = (float2 *)(w + pl.off_agg);
     args.incl = (float *)(w + pl.off_incl);
     args.N = N;
-    args.T = T;
-    args.C = C;
-    args.CA = C / block;
-    args.block = block;
     args.groups = pl.groups;
     args.kps = (T + pl.tt - 1) / pl.tt;
-    args.rev = rev;
 
     SEQK_CUDA_TRY(fn, cudaMemsetAsync(ws, 0,
                                       pl.off_flags + (size_t)tiles * (size_t)pl.cg *
                                                          sizeof(unsigned),
                                       stream));
     if (cu) {
-        scan_tile_prefix_kernel<<<1, PREFIX_THREADS, 0, stream>>>(
+        scan_tile_prefix_kernel<<<1, SEQK__PREFIX_THREADS, 0, stream>>>(
             cu, N, C, pl.tt, (int32_t *)(w + pl.off_tp), h0, h_final);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }

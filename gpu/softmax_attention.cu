@@ -56,19 +56,12 @@ extern "C" {
 
 #define LOG2E_F 1.4426950408889634f
 #define LN2_F 0.6931471805599453f
-#define FULL_MASK 0xffffffffu
 
 static __device__ __forceinline__ float neg_inf(void) { return __int_as_float(0xff800000); }
 
 static __device__ __forceinline__ float warp_max(float x)
 {
-    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(FULL_MASK, x, o));
-    return x;
-}
-
-static __device__ __forceinline__ float warp_sum(float x)
-{
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(FULL_MASK, x, o);
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(SEQK__FULL_MASK, x, o));
     return x;
 }
 
@@ -158,7 +151,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(attn_params p)
                     const float muse = mnew == neg_inf() ? 0.0f : mnew;
                     pr[i] = exp2f(si - muse);
                     const float alpha = exp2f(m[i] - muse);
-                    l[i] = l[i] * alpha + warp_sum(pr[i]);
+                    l[i] = l[i] * alpha + seqk__warp_sum(pr[i]);
                     m[i] = mnew;
 #pragma unroll
                     for (int c = 0; c < VCH; c++) acc[i][c] *= alpha;
@@ -171,7 +164,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(attn_params p)
                     for (int c = 0; c < VCH; c++) vv[c] = vs_[jj * p.vst + lane + 32 * c];
 #pragma unroll
                     for (int i = 0; i < ATT_RPW; i++) {
-                        const float pj = __shfl_sync(FULL_MASK, pr[i], jj);
+                        const float pj = __shfl_sync(SEQK__FULL_MASK, pr[i], jj);
 #pragma unroll
                         for (int c = 0; c < VCH; c++) acc[i][c] = fmaf(pj, vv[c], acc[i][c]);
                     }
@@ -316,7 +309,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_partial_kernel(decode_para
                 const float *krow = p.k_cache + ((b * p.max_len + j0 + j) * p.Hkv + hk) * p.K;
                 float s = 0.0f;
                 for (int64_t d = lane; d < p.K; d += 32) s = fmaf(qv[d], krow[d], s);
-                s = warp_sum(s);
+                s = seqk__warp_sum(s);
                 if (lane == 0) sc[j] = s;
             }
             __syncthreads();
@@ -336,7 +329,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_partial_kernel(decode_para
                 sc[j] = e;
                 sum += e;
             }
-            sum = warp_sum(sum);
+            sum = seqk__warp_sum(sum);
             if (lane == 0) red[warp] = sum;
             __syncthreads();
             sum = 0.0f;

@@ -75,16 +75,22 @@ double th_rel_err_f(const float *out, const float *ref, size_t n)
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
+/* Records e <= tol for the check named by fmt, ap. */
+static bool check_err(double e, double tol, const char *fmt, va_list ap)
+{
+    char what[512];
+    vsnprintf(what, sizeof what, fmt, ap);
+    return th_check(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+}
+
 bool th_check_close(const float *out, const double *ref, size_t n, double tol, const char *fmt,
                     ...)
 {
-    char what[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    const bool ok = check_err(th_rel_err(out, ref, n), tol, fmt, ap);
     va_end(ap);
-    double e = th_rel_err(out, ref, n);
-    return th_check(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+    return ok;
 }
 
 bool th_check_close_scaled(const float *out, const double *ref, size_t n, double scale,
@@ -110,13 +116,11 @@ bool th_check_close_scaled(const float *out, const double *ref, size_t n, double
 bool th_check_close_f(const float *out, const float *ref, size_t n, double tol, const char *fmt,
                       ...)
 {
-    char what[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    const bool ok = check_err(th_rel_err_f(out, ref, n), tol, fmt, ap);
     va_end(ap);
-    double e = th_rel_err_f(out, ref, n);
-    return th_check(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+    return ok;
 }
 
 /* ---- random ----------------------------------------------------------------- */
@@ -250,4 +254,21 @@ int th_finish(void)
     if (n_fail) return 1;
     if (!n_pass && n_skip) return 77;
     return n_pass ? 0 : 1;
+}
+
+bool th_skipped(const th_backend *be, const char *what)
+{
+    if (be->ctx) return false;
+    th_skip("%s: %s", what, be->skip_reason);
+    return true;
+}
+
+void th_set_threads(th_backend *be, int n)
+{
+    if (be->backend == SEQK_BACKEND_CPU) seqk_context_set_threads(be->ctx, n);
+}
+
+const char *th_mode_name(seqk_mode mode)
+{
+    return mode == SEQK_MODE_PARALLEL ? "parallel" : "recurrent";
 }

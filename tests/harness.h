@@ -40,6 +40,13 @@ int th_init(int argc, char **argv, th_backend **list);
  * 0 if nothing failed (and something passed), 1 if anything failed, 77 if
  * everything was skipped. */
 int th_finish(void);
+/* True when be has no context (no device): the case `what` is then counted
+ * as skipped, with the backend's reason. Use: if (th_skipped(be, what)) return; */
+bool th_skipped(const th_backend *be, const char *what);
+/* The CPU thread count of be's context (0: the default); other backends ignore it. */
+void th_set_threads(th_backend *be, int n);
+/* "recurrent" or "parallel", for case descriptions. */
+const char *th_mode_name(seqk_mode mode);
 
 /* ---- results -------------------------------------------------------------- */
 /* Records one check; prints a line for failures (and for passes with -v). */

@@ -2,7 +2,7 @@
  * retention and the Mamba2 entry, both modes, on every backend, against the
  * float64 token loops of tests/ref; recurrent == parallel; split == whole
  * through the state; validation rules. */
-#include "harness.h"
+#include "fixtures.h"
 #include "ref/ref_linear.h"
 
 #include <math.h>
@@ -26,13 +26,37 @@ typedef struct {
     double glo, ghi; /* log-gate range (gated retention) */
 } lcase;
 
-/* Host inputs of one case. */
+/* Host inputs of one case, and the reference's outputs for them. */
 typedef struct {
     float *q, *k, *v, *g, *gamma, *s0, *z0;
+    double *ro, *rs, *rz; /* o, the final state and z, float64 */
     size_t nq, nv, ng, ns, nz;
+    int norm; /* the module has the normaliser (z_in, z_out) */
 } inputs;
 
-static void make_inputs(const lcase *c, int mod, inputs *in)
+/* The float64 reference of module mod on the inputs (in->norm set): in->ro,
+ * in->rs, in->rz. */
+static void reference(int mod, const lcase *c, inputs *in)
+{
+    ref_decay dec = {0, NULL, NULL};
+    float gam[64];
+    if (mod == RETNET) dec.kind = 1, dec.gamma = in->gamma;
+    if (mod == RETNET_DEFAULT) {
+        for (int64_t h = 0; h < c->H; h++) gam[h] = (float)(1.0 - pow(2.0, -5.0 - (double)h));
+        dec.kind = 1, dec.gamma = gam;
+    }
+    if (mod == GATED) dec.kind = 2, dec.g = in->g;
+    const int norm = in->norm;
+    ref_linear_state(c->B, c->T, c->H, c->K, c->V, 1.0 / sqrt((double)c->K), norm,
+                     mod == LINATTN_ELU_NORM, dec, in->q, in->k, in->v,
+                     c->with_s0 ? in->s0 : NULL, c->with_s0 && norm ? in->z0 : NULL, in->ro,
+                     in->rs, in->rz, c->cu, c->N);
+}
+
+/* The random inputs of case c for module mod and the float64 reference's
+ * outputs for them, allocated in h, each array one element longer than it
+ * needs. */
+static void make_case(tf_arrays *h, const lcase *c, int mod, inputs *in)
 {
     const int64_t N = c->cu ? c->N : c->B;
     in->nq = (size_t)(c->B * c->T * c->H * c->K);
@@ -40,23 +64,19 @@ static void make_inputs(const lcase *c, int mod, inputs *in)
     in->ng = (size_t)(c->B * c->T * c->H);
     in->ns = (size_t)(N * c->H * c->K * c->V);
     in->nz = (size_t)(N * c->H * c->K);
-    in->q = th_floats(in->nq + 1), in->k = th_floats(in->nq + 1), in->v = th_floats(in->nv + 1);
-    in->g = th_floats(in->ng + 1), in->gamma = th_floats((size_t)c->H);
-    in->s0 = th_floats(in->ns + 1), in->z0 = th_floats(in->nz + 1);
     const double lo = mod == LINATTN_NORM ? 0.05 : -1.0; /* positive features keep q.z away from 0 */
-    th_fill(in->q, in->nq + 1, lo, 1);
-    th_fill(in->k, in->nq + 1, lo, 1);
-    th_fill(in->v, in->nv + 1, -1, 1);
-    th_fill(in->g, in->ng + 1, c->glo, c->ghi);
-    th_fill(in->gamma, (size_t)c->H, 0.8, 1.0);
-    th_fill(in->s0, in->ns + 1, -0.5, 0.5);
-    th_fill(in->z0, in->nz + 1, 0.5, 1.0);
-}
-
-static void free_inputs(inputs *in)
-{
-    free(in->q), free(in->k), free(in->v), free(in->g), free(in->gamma), free(in->s0),
-        free(in->z0);
+    in->q = tf_random(h, in->nq + 1, lo, 1);
+    in->k = tf_random(h, in->nq + 1, lo, 1);
+    in->v = tf_random(h, in->nv + 1, -1, 1);
+    in->g = tf_random(h, in->ng + 1, c->glo, c->ghi);
+    in->gamma = tf_random(h, (size_t)c->H, 0.8, 1.0);
+    in->s0 = tf_random(h, in->ns + 1, -0.5, 0.5);
+    in->z0 = tf_random(h, in->nz + 1, 0.5, 1.0);
+    in->norm = mod == LINATTN_NORM || mod == LINATTN_ELU_NORM;
+    in->ro = tf_doubles(h, in->nv + 1);
+    in->rs = tf_doubles(h, in->ns + 1);
+    in->rz = tf_doubles(h, in->nz + 1);
+    reference(mod, c, in);
 }
 
 /* Backend copies of the inputs and outputs of one call. */
@@ -65,24 +85,17 @@ typedef struct {
     int32_t *cu;
 } dev;
 
-static void upload(th_backend *be, const lcase *c, const inputs *in, dev *d)
+/* Uploads the inputs into d's backend; o, s1 and z1 poisoned. */
+static void upload(tf_arrays *d, const lcase *c, const inputs *in, dev *x)
 {
     const int64_t N = c->cu ? c->N : c->B;
-    d->q = th_upload(be, in->q, in->nq * 4 + 4), d->k = th_upload(be, in->k, in->nq * 4 + 4);
-    d->v = th_upload(be, in->v, in->nv * 4 + 4), d->g = th_upload(be, in->g, in->ng * 4 + 4);
-    d->gamma = th_upload(be, in->gamma, (size_t)c->H * 4);
-    d->s0 = th_upload(be, in->s0, in->ns * 4 + 4), d->z0 = th_upload(be, in->z0, in->nz * 4 + 4);
-    d->o = th_poisoned(be, in->nv + 1), d->s1 = th_poisoned(be, in->ns + 1);
-    d->z1 = th_poisoned(be, in->nz + 1);
-    d->cu = c->cu ? th_upload(be, c->cu, (size_t)(N + 1) * 4) : NULL;
-}
-
-static void release(th_backend *be, dev *d)
-{
-    th_free(be, d->q), th_free(be, d->k), th_free(be, d->v), th_free(be, d->g);
-    th_free(be, d->gamma), th_free(be, d->s0), th_free(be, d->z0), th_free(be, d->o);
-    th_free(be, d->s1), th_free(be, d->z1);
-    if (d->cu) th_free(be, d->cu);
+    x->q = tf_upload(d, in->q, in->nq * 4 + 4), x->k = tf_upload(d, in->k, in->nq * 4 + 4);
+    x->v = tf_upload(d, in->v, in->nv * 4 + 4), x->g = tf_upload(d, in->g, in->ng * 4 + 4);
+    x->gamma = tf_upload(d, in->gamma, (size_t)c->H * 4);
+    x->s0 = tf_upload(d, in->s0, in->ns * 4 + 4), x->z0 = tf_upload(d, in->z0, in->nz * 4 + 4);
+    x->o = tf_poisoned(d, in->nv + 1), x->s1 = tf_poisoned(d, in->ns + 1);
+    x->z1 = tf_poisoned(d, in->nz + 1);
+    x->cu = c->cu ? tf_upload(d, c->cu, (size_t)(N + 1) * 4) : NULL;
 }
 
 static seqk_status call(seqk_context *ctx, int mod, seqk_mode mode, const lcase *c, int64_t T,
@@ -115,24 +128,6 @@ static seqk_status call(seqk_context *ctx, int mod, seqk_mode mode, const lcase 
     }
 }
 
-static void reference(int mod, const lcase *c, const inputs *in, double *o, double *s1,
-                      double *z1)
-{
-    ref_decay dec = {0, NULL, NULL};
-    float gam[64];
-    if (mod == RETNET) dec.kind = 1, dec.gamma = in->gamma;
-    if (mod == RETNET_DEFAULT) {
-        for (int64_t h = 0; h < c->H; h++) gam[h] = (float)(1.0 - pow(2.0, -5.0 - (double)h));
-        dec.kind = 1, dec.gamma = gam;
-    }
-    if (mod == GATED) dec.kind = 2, dec.g = in->g;
-    const int norm = mod == LINATTN_NORM || mod == LINATTN_ELU_NORM;
-    ref_linear_state(c->B, c->T, c->H, c->K, c->V, 1.0 / sqrt((double)c->K), norm,
-                     mod == LINATTN_ELU_NORM, dec, in->q, in->k, in->v,
-                     c->with_s0 ? in->s0 : NULL, c->with_s0 && norm ? in->z0 : NULL, o, s1, z1,
-                     c->cu, c->N);
-}
-
 static void describe(const lcase *c, int mod, const char *be, const char *mode, char *buf,
                      size_t n)
 {
@@ -147,42 +142,33 @@ static void run_case(th_backend *be, int mod, const lcase *c)
 {
     char what[256];
     describe(c, mod, be->name, "both modes", what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     inputs in;
-    make_inputs(c, mod, &in);
-    double *ro = th_doubles(in.nv + 1), *rs = th_doubles(in.ns + 1), *rz = th_doubles(in.nz + 1);
-    reference(mod, c, &in, ro, rs, rz);
-    const int norm = mod == LINATTN_NORM || mod == LINATTN_ELU_NORM;
-    float *out[2] = {th_floats(in.nv + 1), th_floats(in.nv + 1)};
-    float *st = th_floats(in.ns + 1), *zt = th_floats(in.nz + 1);
+    make_case(&h, c, mod, &in);
+    const int norm = in.norm;
+    float *out[2] = {tf_floats(&h, in.nv + 1), tf_floats(&h, in.nv + 1)};
+    float *st = tf_floats(&h, in.ns + 1), *zt = tf_floats(&h, in.nz + 1);
     for (int m = 0; m < 2; m++) {
         const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
-        describe(c, mod, be->name, m ? "parallel" : "recurrent", what, sizeof what);
-        dev d;
-        upload(be, c, &in, &d);
-        seqk_status s = call(be->ctx, mod, mode, c, c->T, d.q, d.k, d.v, d.g, d.gamma,
-                             c->with_s0 ? d.s0 : NULL, c->with_s0 && norm ? d.z0 : NULL, d.o,
-                             d.s1, norm ? d.z1 : NULL, d.cu);
+        describe(c, mod, be->name, th_mode_name(mode), what, sizeof what);
+        dev x;
+        upload(&d, c, &in, &x);
+        seqk_status s = call(be->ctx, mod, mode, c, c->T, x.q, x.k, x.v, x.g, x.gamma,
+                             c->with_s0 ? x.s0 : NULL, c->with_s0 && norm ? x.z0 : NULL, x.o,
+                             x.s1, norm ? x.z1 : NULL, x.cu);
         if (th_check_status(s, SEQK_SUCCESS, what)) {
-            th_download(be, out[m], d.o, (in.nv + 1) * 4);
-            th_download(be, st, d.s1, (in.ns + 1) * 4);
-            th_download(be, zt, d.z1, (in.nz + 1) * 4);
-            th_check_close(out[m], ro, in.nv, TOL, "%s: o", what);
-            th_check(isnan(out[m][in.nv]), "%s: nothing written past o", what);
-            th_check_close(st, rs, in.ns, TOL, "%s: final state", what);
-            if (norm) th_check_close(zt, rz, in.nz, TOL, "%s: final z", what);
+            tf_check_result(be, out[m], x.o, in.nv, in.ro, TOL, true, what, "o");
+            tf_check_result(be, st, x.s1, in.ns, in.rs, TOL, false, what, "final state");
+            if (norm) tf_check_result(be, zt, x.z1, in.nz, in.rz, TOL, false, what, "final z");
         } else {
             th_poison(out[m], in.nv + 1);
         }
-        release(be, &d);
+        tf_arrays_free(&d);
     }
     describe(c, mod, be->name, "recurrent vs parallel", what, sizeof what);
     th_check_close_f(out[0], out[1], in.nv, TOL, "%s", what);
-    free(out[0]), free(out[1]), free(st), free(zt), free(ro), free(rs), free(rz);
-    free_inputs(&in);
+    tf_arrays_free(&h);
 }
 
 /* Parallel over [0, T1) then recurrent over [T1, T) through the state, B = 1,
@@ -191,38 +177,29 @@ static void split_equals_whole(th_backend *be, int mod, const lcase *c, int64_t 
 {
     char what[256];
     describe(c, mod, be->name, "split==whole (parallel then recurrent)", what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     inputs in;
-    make_inputs(c, mod, &in);
-    double *ro = th_doubles(in.nv), *rs = th_doubles(in.ns), *rz = th_doubles(in.nz);
-    reference(mod, c, &in, ro, rs, rz);
-    const int norm = mod == LINATTN_NORM || mod == LINATTN_ELU_NORM;
-    dev d;
-    upload(be, c, &in, &d);
+    make_case(&h, c, mod, &in); /* c->B = 1 */
+    const int norm = in.norm;
+    dev x;
+    upload(&d, c, &in, &x);
     const int64_t H = c->H, K = c->K, V = c->V;
-    float *mid = th_poisoned(be, in.ns), *zmid = th_poisoned(be, in.nz);
-    seqk_status s = call(be->ctx, mod, SEQK_MODE_PARALLEL, c, T1, d.q, d.k, d.v, d.g, d.gamma,
-                         c->with_s0 ? d.s0 : NULL, c->with_s0 && norm ? d.z0 : NULL, d.o, mid,
+    float *mid = tf_poisoned(&d, in.ns), *zmid = tf_poisoned(&d, in.nz);
+    seqk_status s = call(be->ctx, mod, SEQK_MODE_PARALLEL, c, T1, x.q, x.k, x.v, x.g, x.gamma,
+                         c->with_s0 ? x.s0 : NULL, c->with_s0 && norm ? x.z0 : NULL, x.o, mid,
                          norm ? zmid : NULL, NULL);
     if (!s)
-        s = call(be->ctx, mod, SEQK_MODE_RECURRENT, c, c->T - T1, d.q + T1 * H * K,
-                 d.k + T1 * H * K, d.v + T1 * H * V, d.g + T1 * H, d.gamma, mid,
-                 norm ? zmid : NULL, d.o + T1 * H * V, d.s1, norm ? d.z1 : NULL, NULL);
+        s = call(be->ctx, mod, SEQK_MODE_RECURRENT, c, c->T - T1, x.q + T1 * H * K,
+                 x.k + T1 * H * K, x.v + T1 * H * V, x.g + T1 * H, x.gamma, mid,
+                 norm ? zmid : NULL, x.o + T1 * H * V, x.s1, norm ? x.z1 : NULL, NULL);
     if (th_check_status(s, SEQK_SUCCESS, what)) {
-        float *o = th_floats(in.nv), *st = th_floats(in.ns);
-        th_download(be, o, d.o, in.nv * 4);
-        th_download(be, st, d.s1, in.ns * 4);
-        th_check_close(o, ro, in.nv, TOL, "%s: o", what);
-        th_check_close(st, rs, in.ns, TOL, "%s: final state", what);
-        free(o), free(st);
+        tf_check_result(be, tf_floats(&h, in.nv), x.o, in.nv, in.ro, TOL, false, what, "o");
+        tf_check_result(be, tf_floats(&h, in.ns), x.s1, in.ns, in.rs, TOL, false, what,
+                        "final state");
     }
-    th_free(be, mid), th_free(be, zmid);
-    release(be, &d);
-    free(ro), free(rs), free(rz);
-    free_inputs(&in);
+    tf_arrays_free(&d);
+    tf_arrays_free(&h);
 }
 
 /* Mamba2 against its own reference, and equal to the gated-retention call it maps to. */
@@ -233,104 +210,78 @@ static void mamba2_case(th_backend *be, int64_t B, int64_t T, int64_t H, int64_t
     snprintf(what, sizeof what, "%s mamba2 B=%lld T=%lld H=%lld P=%lld G=%lld N=%lld%s%s", be->name,
              (long long)B, (long long)T, (long long)H, (long long)P, (long long)G, (long long)Nst,
              softplus ? " softplus" : "", with_s0 ? " s0" : "");
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     const size_t nx = (size_t)(B * T * H * P), ndt = (size_t)(B * T * H),
                  nb = (size_t)(B * T * G * Nst), ns = (size_t)(B * H * Nst * P);
-    float *x = th_floats(nx), *dt = th_floats(ndt), *A = th_floats((size_t)H), *Bm = th_floats(nb),
-          *Cm = th_floats(nb), *D = th_floats((size_t)H), *bias = th_floats((size_t)H),
-          *s0 = th_floats(ns);
     /* without softplus, dt + bias must itself be a positive step size */
-    th_fill(x, nx, -1, 1), th_fill(dt, ndt, softplus ? -3 : 0.01, 1);
-    th_fill(A, (size_t)H, -2, -0.2), th_fill(Bm, nb, -1, 1), th_fill(Cm, nb, -1, 1);
-    th_fill(D, (size_t)H, -1, 1), th_fill(bias, (size_t)H, softplus ? -0.5 : 0, 0.5);
-    th_fill(s0, ns, -0.5, 0.5);
-    double *ry = th_doubles(nx), *rs = th_doubles(ns);
+    float *x = tf_random(&h, nx, -1, 1), *dt = tf_random(&h, ndt, softplus ? -3 : 0.01, 1);
+    float *A = tf_random(&h, (size_t)H, -2, -0.2), *Bm = tf_random(&h, nb, -1, 1),
+          *Cm = tf_random(&h, nb, -1, 1), *D = tf_random(&h, (size_t)H, -1, 1);
+    float *bias = tf_random(&h, (size_t)H, softplus ? -0.5 : 0, 0.5);
+    float *s0 = tf_random(&h, ns, -0.5, 0.5);
+    double *ry = tf_doubles(&h, nx), *rs = tf_doubles(&h, ns);
     ref_mamba2(B, T, H, P, G, Nst, softplus, x, dt, A, Bm, Cm, D, bias, with_s0 ? s0 : NULL, ry, rs,
                NULL, B);
-    float *dx = th_upload(be, x, nx * 4), *ddt = th_upload(be, dt, ndt * 4),
-          *dA = th_upload(be, A, (size_t)H * 4), *dB = th_upload(be, Bm, nb * 4),
-          *dC = th_upload(be, Cm, nb * 4), *dD = th_upload(be, D, (size_t)H * 4),
-          *dbias = th_upload(be, bias, (size_t)H * 4), *ds0 = th_upload(be, s0, ns * 4);
-    float *y = th_floats(nx), *s1 = th_floats(ns);
+    float *dx = tf_upload(&d, x, nx * 4), *ddt = tf_upload(&d, dt, ndt * 4),
+          *dA = tf_upload(&d, A, (size_t)H * 4), *dB = tf_upload(&d, Bm, nb * 4),
+          *dC = tf_upload(&d, Cm, nb * 4), *dD = tf_upload(&d, D, (size_t)H * 4),
+          *dbias = tf_upload(&d, bias, (size_t)H * 4), *ds0 = tf_upload(&d, s0, ns * 4);
+    float *y = tf_floats(&h, nx), *s1 = tf_floats(&h, ns);
     for (int m = 0; m < 2; m++) {
         const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
         char w2[240];
-        snprintf(w2, sizeof w2, "%s %s", what, m ? "parallel" : "recurrent");
-        float *dy = th_poisoned(be, nx), *ds1 = th_poisoned(be, ns);
+        snprintf(w2, sizeof w2, "%s %s", what, th_mode_name(mode));
+        tf_arrays out = tf_arrays_on(be);
+        float *dy = tf_poisoned(&out, nx), *ds1 = tf_poisoned(&out, ns);
         seqk_status s = seqk_mamba2(be->ctx, mode, B, T, H, P, G, Nst,
                                     softplus ? SEQK_MAMBA2_DT_SOFTPLUS : 0, dx, ddt, dA, dB, dC, dD,
                                     dbias, dy, with_s0 ? ds0 : NULL, ds1, NULL, 0, chunk);
         if (th_check_status(s, SEQK_SUCCESS, w2)) {
-            th_download(be, y, dy, nx * 4);
-            th_download(be, s1, ds1, ns * 4);
-            th_check_close(y, ry, nx, TOL, "%s: y", w2);
-            th_check_close(s1, rs, ns, TOL, "%s: final state", w2);
+            tf_check_result(be, y, dy, nx, ry, TOL, false, w2, "y");
+            tf_check_result(be, s1, ds1, ns, rs, TOL, false, w2, "final state");
         }
-        th_free(be, dy), th_free(be, ds1);
+        tf_arrays_free(&out);
     }
     /* The mapping: q = C, k = B per head, v = dt' x, g = dt' A, then + D x. */
-    {
-        const size_t nq = (size_t)(B * T * H * Nst);
-        float *q = th_floats(nq), *k = th_floats(nq), *v = th_floats(nx), *g = th_floats(ndt);
-        for (int64_t r = 0; r < B * T; r++)
-            for (int64_t h = 0; h < H; h++) {
-                const int64_t grp = h / (H / G);
-                double d = (double)dt[r * H + h] + bias[h];
-                if (softplus) d = log1p(exp(d));
-                g[r * H + h] = (float)(d * A[h]);
-                for (int64_t s = 0; s < Nst; s++) {
-                    q[(r * H + h) * Nst + s] = Cm[(r * G + grp) * Nst + s];
-                    k[(r * H + h) * Nst + s] = Bm[(r * G + grp) * Nst + s];
-                }
-                for (int64_t p = 0; p < P; p++)
-                    v[(r * H + h) * P + p] = (float)(d * x[(r * H + h) * P + p]);
+    const size_t nq = (size_t)(B * T * H * Nst);
+    float *q = tf_floats(&h, nq), *k = tf_floats(&h, nq), *v = tf_floats(&h, nx),
+          *g = tf_floats(&h, ndt);
+    for (int64_t r = 0; r < B * T; r++)
+        for (int64_t hh = 0; hh < H; hh++) {
+            const int64_t grp = hh / (H / G);
+            double dd = (double)dt[r * H + hh] + bias[hh];
+            if (softplus) dd = log1p(exp(dd));
+            g[r * H + hh] = (float)(dd * A[hh]);
+            for (int64_t i = 0; i < Nst; i++) {
+                q[(r * H + hh) * Nst + i] = Cm[(r * G + grp) * Nst + i];
+                k[(r * H + hh) * Nst + i] = Bm[(r * G + grp) * Nst + i];
             }
-        float *dq = th_upload(be, q, nq * 4), *dk = th_upload(be, k, nq * 4),
-              *dv = th_upload(be, v, nx * 4), *dg = th_upload(be, g, ndt * 4);
-        float *dy = th_poisoned(be, nx), *dy2 = th_poisoned(be, nx);
-        seqk_status s = seqk_gated_retention(be->ctx, SEQK_MODE_PARALLEL, B, T, H, Nst, P, 1.0f, dq,
-                                             dk, dv, dg, dy, with_s0 ? ds0 : NULL, NULL, NULL, 0,
-                                             chunk);
-        if (!s)
-            s = seqk_mamba2(be->ctx, SEQK_MODE_PARALLEL, B, T, H, P, G, Nst,
-                            softplus ? SEQK_MAMBA2_DT_SOFTPLUS : 0, dx, ddt, dA, dB, dC, NULL,
-                            dbias, dy2, with_s0 ? ds0 : NULL, NULL, NULL, 0, chunk);
-        char w2[240];
-        snprintf(w2, sizeof w2, "%s equals gated_retention of its mapping", what);
-        if (th_check_status(s, SEQK_SUCCESS, w2)) {
-            float *a1 = th_floats(nx), *a2 = th_floats(nx);
-            th_download(be, a1, dy, nx * 4);
-            th_download(be, a2, dy2, nx * 4);
-            th_check_close_f(a2, a1, nx, 1e-6, "%s", w2);
-            free(a1), free(a2);
+            for (int64_t p = 0; p < P; p++)
+                v[(r * H + hh) * P + p] = (float)(dd * x[(r * H + hh) * P + p]);
         }
-        th_free(be, dq), th_free(be, dk), th_free(be, dv), th_free(be, dg), th_free(be, dy),
-            th_free(be, dy2);
-        free(q), free(k), free(v), free(g);
+    float *dq = tf_upload(&d, q, nq * 4), *dk = tf_upload(&d, k, nq * 4),
+          *dv = tf_upload(&d, v, nx * 4), *dg = tf_upload(&d, g, ndt * 4);
+    float *dy = tf_poisoned(&d, nx), *dy2 = tf_poisoned(&d, nx);
+    seqk_status s = seqk_gated_retention(be->ctx, SEQK_MODE_PARALLEL, B, T, H, Nst, P, 1.0f, dq, dk,
+                                         dv, dg, dy, with_s0 ? ds0 : NULL, NULL, NULL, 0, chunk);
+    if (!s)
+        s = seqk_mamba2(be->ctx, SEQK_MODE_PARALLEL, B, T, H, P, G, Nst,
+                        softplus ? SEQK_MAMBA2_DT_SOFTPLUS : 0, dx, ddt, dA, dB, dC, NULL, dbias,
+                        dy2, with_s0 ? ds0 : NULL, NULL, NULL, 0, chunk);
+    char w2[240];
+    snprintf(w2, sizeof w2, "%s equals gated_retention of its mapping", what);
+    if (th_check_status(s, SEQK_SUCCESS, w2)) {
+        float *a1 = tf_floats(&h, nx), *a2 = tf_floats(&h, nx);
+        th_download(be, a1, dy, nx * 4);
+        th_download(be, a2, dy2, nx * 4);
+        th_check_close_f(a2, a1, nx, 1e-6, "%s", w2);
     }
-    th_free(be, dx), th_free(be, ddt), th_free(be, dA), th_free(be, dB), th_free(be, dC),
-        th_free(be, dD), th_free(be, dbias), th_free(be, ds0);
-    free(x), free(dt), free(A), free(Bm), free(Cm), free(D), free(bias), free(s0), free(y), free(s1);
-    free(ry), free(rs);
+    tf_arrays_free(&d);
+    tf_arrays_free(&h);
 }
 
 /* ---- validation ------------------------------------------------------------------ */
-
-static void expect(seqk_status got, seqk_status want, const char *needle, const char *rule,
-                   const float *o, size_t n)
-{
-    char what[160];
-    snprintf(what, sizeof what, "validation: %s", rule);
-    th_check_status(got, want, what);
-    th_check(strstr(seqk_last_error(), needle) != NULL, "validation: %s: message names '%s': %s",
-             rule, needle, seqk_last_error());
-    bool untouched = true;
-    for (size_t i = 0; i < n; i++) untouched &= o[i] == 7.0f;
-    th_check(untouched, "validation: %s: outputs untouched", rule);
-}
 
 static void validation(seqk_context *ctx)
 {
@@ -340,65 +291,68 @@ static void validation(seqk_context *ctx)
     for (size_t i = 0; i < sizeof q / 4; i++) q[i] = k[i] = 0.1f;
     for (size_t i = 0; i < sizeof v / 4; i++) v[i] = 0.2f;
     for (size_t i = 0; i < sizeof g / 4; i++) g[i] = -0.1f;
-#define RESET() do { for (size_t i_ = 0; i_ < sizeof o / 4; i_++) o[i_] = 7.0f; for (size_t i_ = 0; i_ < sizeof s / 4; i_++) s[i_] = 7.0f; } while (0)
+#define RESET() (tf_fill_untouched(o, sizeof o / 4), tf_fill_untouched(s, sizeof s / 4))
+#define EXPECT(got, want, needle, rule, o_, no_) \
+    tf_expect_rejected(got, want, needle, rule, o_, no_, NULL, 0)
     const seqk_status INV = SEQK_ERROR_INVALID_ARGUMENT;
     const seqk_mode PAR = SEQK_MODE_PARALLEL;
     RESET();
-    expect(seqk_linear_attention(ctx, (seqk_mode)5, B, T, H, K, V, 1, 0, q, k, v, o, NULL, s, NULL,
+    EXPECT(seqk_linear_attention(ctx, (seqk_mode)5, B, T, H, K, V, 1, 0, q, k, v, o, NULL, s, NULL,
                                  NULL, NULL, 0, 0), INV, "mode=5", "mode=5", o, sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, 0, K, V, 1, 0, q, k, v, o, NULL, s, NULL, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, 0, K, V, 1, 0, q, k, v, o, NULL, s, NULL, NULL,
                                  NULL, 0, 0), INV, "H=0", "H=0", o, sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, H, 2000, V, 1, 0, q, k, v, o, NULL, s, NULL, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, H, 2000, V, 1, 0, q, k, v, o, NULL, s, NULL, NULL,
                                  NULL, 0, 0), SEQK_ERROR_UNSUPPORTED, "K=2000", "K too large", o,
            sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, q, k, v, o, NULL, s, NULL, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, q, k, v, o, NULL, s, NULL, NULL,
                                  NULL, 0, 4096), INV, "chunk=4096", "chunk=4096", o, sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, H, K, V, NAN, 0, q, k, v, o, NULL, s, NULL, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, H, K, V, NAN, 0, q, k, v, o, NULL, s, NULL, NULL,
                                  NULL, 0, 0), INV, "scale=nan", "scale NaN", o, sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0x10, q, k, v, o, NULL, s, NULL, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0x10, q, k, v, o, NULL, s, NULL, NULL,
                                  NULL, 0, 0), INV, "flags=0x10", "unknown flags", o, sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, q, k, v, o, NULL, s, s, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, q, k, v, o, NULL, s, s, NULL,
                                  NULL, 0, 0), INV, "z_in", "z without the normaliser", o,
            sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, NULL, k, v, o, NULL, s, NULL, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, NULL, k, v, o, NULL, s, NULL, NULL,
                                  NULL, 0, 0), INV, "q is NULL", "q NULL", o, sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, q, k, v, NULL, NULL, s, NULL, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, q, k, v, NULL, NULL, s, NULL, NULL,
                                  NULL, 0, 0), INV, "o is NULL", "o NULL", o, sizeof o / 4);
     RESET();
-    expect(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, q, k, v, (float *)v, NULL, s, NULL,
+    EXPECT(seqk_linear_attention(ctx, PAR, B, T, H, K, V, 1, 0, q, k, v, (float *)v, NULL, s, NULL,
                                  NULL, NULL, 0, 0), INV, "overlaps v", "o overlapping v", o, 0);
     RESET();
-    expect(seqk_gated_retention(ctx, PAR, B, T, H, K, V, 1, q, k, v, NULL, o, NULL, s, NULL, 0, 0),
+    EXPECT(seqk_gated_retention(ctx, PAR, B, T, H, K, V, 1, q, k, v, NULL, o, NULL, s, NULL, 0, 0),
            INV, "g is NULL", "g NULL", o, sizeof o / 4);
     float gam[H] = {0.9f, 1.5f};
     RESET();
-    expect(seqk_retention(ctx, PAR, B, T, H, K, V, 1, gam, q, k, v, o, NULL, s, NULL, 0, 0), INV,
+    EXPECT(seqk_retention(ctx, PAR, B, T, H, K, V, 1, gam, q, k, v, o, NULL, s, NULL, 0, 0), INV,
            "gamma[1]=1.5", "gamma out of (0,1]", o, sizeof o / 4);
     const int32_t cu_bad[3] = {0, 4, 3};
     RESET();
-    expect(seqk_gated_retention(ctx, PAR, B, T, H, K, V, 1, q, k, v, g, o, NULL, s, cu_bad, 2, 0),
+    EXPECT(seqk_gated_retention(ctx, PAR, B, T, H, K, V, 1, q, k, v, g, o, NULL, s, cu_bad, 2, 0),
            INV, "cu_seqlens[2]=3 < cu_seqlens[1]=4", "cu_seqlens decreasing", o, sizeof o / 4);
     const int32_t cu_end[3] = {0, 2, 4};
     RESET();
-    expect(seqk_retention(ctx, SEQK_MODE_RECURRENT, B, T, H, K, V, 1, NULL, q, k, v, o, NULL, s,
+    EXPECT(seqk_retention(ctx, SEQK_MODE_RECURRENT, B, T, H, K, V, 1, NULL, q, k, v, o, NULL, s,
                           cu_end, 2, 0), INV, "must equal T=5", "cu_seqlens[N] != T", o,
            sizeof o / 4);
     RESET();
-    expect(seqk_mamba2(ctx, PAR, B, T, H, V, 3, K, 0, v, g, g, q, k, NULL, NULL, o, NULL, s, NULL, 0,
+    EXPECT(seqk_mamba2(ctx, PAR, B, T, H, V, 3, K, 0, v, g, g, q, k, NULL, NULL, o, NULL, s, NULL, 0,
                        0), INV, "G=3", "G > H", o, sizeof o / 4);
     RESET();
     float gammas[4];
     th_check_status(seqk_retention_default_gammas(4, gammas), SEQK_SUCCESS, "default gammas");
     th_check(fabsf(gammas[0] - (1.0f - 1.0f / 32)) < 1e-7f && fabsf(gammas[3] - (1.0f - 1.0f / 256)) < 1e-7f,
              "default gammas are 1 - 2^(-5-h)");
+#undef EXPECT
 #undef RESET
 }
 
@@ -407,7 +361,7 @@ int main(int argc, char **argv)
     th_backend *be;
     int nb = th_init(argc, argv, &be);
     th_seed(7);
-    static const int32_t cu1[] = {0, 0, 1, 70, 70, 133}; /* empty and length-1 sequences */
+    const int32_t *cu1 = tf_cu_133; /* empty and length-1 sequences */
     const lcase cases[] = {
         /* B  T    H  K    V    s0 cu   N chunk glo    ghi */
         {1, 1, 1, 8, 8, 0, NULL, 0, 0, -0.05, 0},        /* T = 1 */

@@ -34,10 +34,7 @@ static void run_case(th_backend *be, const scan_case *sc)
 {
     char what[256];
     describe(sc, be->name, what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
     const int64_t N = sc->cu ? sc->N : sc->B;
     const size_t nh = (size_t)(sc->B * sc->T * sc->C), na = nh / (size_t)sc->block,
                  ns = (size_t)(N * sc->C);
@@ -103,10 +100,7 @@ static void split_equals_whole(th_backend *be, int64_t B, int64_t T, int64_t C, 
     snprintf(what, sizeof what, "%s scan split==whole B=%lld T=%lld=%lld+%lld C=%lld block=%lld%s",
              be->name, (long long)B, (long long)T, (long long)T1, (long long)(T - T1),
              (long long)C, (long long)block, reverse ? " reverse" : "");
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
     const int64_t CA = C / block, T2 = T - T1;
     float *a = th_floats((size_t)(B * T * CA)), *b = th_floats((size_t)(B * T * C));
     th_fill(a, (size_t)(B * T * CA), 0.5, 1.0);

@@ -7,7 +7,7 @@
  * allocates nothing), and every validation rule (status, message naming the
  * argument, outputs untouched). */
 #define _GNU_SOURCE 1
-#include "harness.h"
+#include "fixtures.h"
 #include "ref/ref_attention.h"
 
 #include <math.h>
@@ -98,10 +98,7 @@ static void run_par_case(th_backend *be, const par_case *c)
 {
     char what[256];
     par_describe(c, be->name, what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
     const int64_t N = c->cu ? c->N : c->B;
     const size_t nq = (size_t)(c->B * c->T * c->Hq * c->K),
                  nk = (size_t)(c->B * c->T * c->Hkv * c->K);
@@ -109,18 +106,17 @@ static void run_par_case(th_backend *be, const par_case *c)
                  no = (size_t)(c->B * c->T * c->Hq * c->V);
     const size_t nl = (size_t)(c->B * c->Hq * c->T);
     const float scale = (float)(c->scale_mul / sqrt((double)c->K));
-    float *q = th_floats(nq + 1), *k = th_floats(nk + 1), *v = th_floats(nv + 1);
-    th_fill(q, nq + 1, -1.5, 1.5);
-    th_fill(k, nk + 1, -1.5, 1.5);
-    th_fill(v, nv + 1, -1, 1);
-    double *ref = th_doubles(no + 1), *ref_lse = th_doubles(nl + 1);
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
+    float *q = tf_random(&h, nq + 1, -1.5, 1.5), *k = tf_random(&h, nk + 1, -1.5, 1.5);
+    float *v = tf_random(&h, nv + 1, -1, 1);
+    double *ref = tf_doubles(&h, no + 1), *ref_lse = tf_doubles(&h, nl + 1);
     ref_attention(c->B, c->T, c->Hq, c->Hkv, c->K, c->V, scale, c->causal, q, k, v, ref, ref_lse,
                   c->cu, c->N);
 
-    float *d_q = th_upload(be, q, nq * sizeof(float)), *d_k = th_upload(be, k, nk * sizeof(float));
-    float *d_v = th_upload(be, v, nv * sizeof(float));
-    float *d_o = th_poisoned(be, no + 1), *d_lse = th_poisoned(be, nl + 1);
-    int32_t *d_cu = c->cu ? th_upload(be, c->cu, (size_t)(N + 1) * sizeof(int32_t)) : NULL;
+    float *d_q = tf_upload(&d, q, nq * sizeof(float)), *d_k = tf_upload(&d, k, nk * sizeof(float));
+    float *d_v = tf_upload(&d, v, nv * sizeof(float));
+    float *d_o = tf_poisoned(&d, no + 1), *d_lse = tf_poisoned(&d, nl + 1);
+    int32_t *d_cu = c->cu ? tf_upload(&d, c->cu, (size_t)(N + 1) * sizeof(int32_t)) : NULL;
     int old_threads = 0;
     seqk_context_threads(be->ctx, &old_threads);
     if (c->threads) seqk_context_set_threads(be->ctx, c->threads);
@@ -129,33 +125,19 @@ static void run_par_case(th_backend *be, const par_case *c)
                                              c->with_lse ? d_lse : NULL, d_cu, c->N);
     if (c->threads) seqk_context_set_threads(be->ctx, 0);
     if (th_check_status(st, SEQK_SUCCESS, what)) {
-        float *o = th_floats(no + 1), *lse = th_floats(nl + 1);
-        th_download(be, o, d_o, (no + 1) * sizeof(float));
-        th_download(be, lse, d_lse, (nl + 1) * sizeof(float));
-        th_check_close(o, ref, no, TOL, "%s: o", what);
-        th_check(isnan(o[no]), "%s: nothing written past o", what);
+        float *o = tf_floats(&h, no + 1), *lse = tf_floats(&h, nl + 1);
+        tf_check_result(be, o, d_o, no, ref, TOL, true, what, "o");
         if (c->with_lse) {
-            th_check_close(lse, ref_lse, nl, TOL, "%s: lse", what);
-            th_check(isnan(lse[nl]), "%s: nothing written past lse", what);
+            tf_check_result(be, lse, d_lse, nl, ref_lse, TOL, true, what, "lse");
         } else {
+            th_download(be, lse, d_lse, (nl + 1) * sizeof(float));
             bool untouched = true;
             for (size_t i = 0; i <= nl; i++) untouched = untouched && isnan(lse[i]);
             th_check(untouched, "%s: lse buffer untouched when lse = NULL", what);
         }
-        free(o);
-        free(lse);
     }
-    th_free(be, d_q);
-    th_free(be, d_k);
-    th_free(be, d_v);
-    th_free(be, d_o);
-    th_free(be, d_lse);
-    if (d_cu) th_free(be, d_cu);
-    free(q);
-    free(k);
-    free(v);
-    free(ref);
-    free(ref_lse);
+    tf_arrays_free(&d);
+    tf_arrays_free(&h);
 }
 
 static void parallel_cases(th_backend *be)
@@ -239,42 +221,35 @@ static void run_dec_case(th_backend *be, const dec_case *c)
              be->name, (long long)c->B, (long long)c->Hq, (long long)c->Hkv, (long long)c->K,
              (long long)c->V, (long long)c->prefill[0], (long long)c->prefill[1],
              (long long)c->steps, (long long)c->max_len, c->with_lse ? " lse" : "");
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
     const int64_t B = c->B, T = c->T, Hq = c->Hq, Hkv = c->Hkv, K = c->K, V = c->V;
     const int64_t ML = c->max_len;
     const float scale = (float)(1.0 / sqrt((double)K));
     const size_t nq = (size_t)(B * T * Hq * K), nk = (size_t)(B * T * Hkv * K);
     const size_t nv = (size_t)(B * T * Hkv * V), no = (size_t)(B * T * Hq * V);
     const size_t nl = (size_t)(B * Hq * T);
-    float *q = th_floats(nq), *k = th_floats(nk), *v = th_floats(nv);
-    th_fill(q, nq, -1.5, 1.5);
-    th_fill(k, nk, -1.5, 1.5);
-    th_fill(v, nv, -1, 1);
-    double *ref = th_doubles(no), *ref_lse = th_doubles(nl);
+    tf_arrays ha = tf_arrays_on(NULL), da = tf_arrays_on(be); /* host arrays, backend buffers */
+    float *q = tf_random(&ha, nq, -1.5, 1.5), *k = tf_random(&ha, nk, -1.5, 1.5);
+    float *v = tf_random(&ha, nv, -1, 1);
+    double *ref = tf_doubles(&ha, no), *ref_lse = tf_doubles(&ha, nl);
     ref_attention(B, T, Hq, Hkv, K, V, scale, 1, q, k, v, ref, ref_lse, NULL, 0);
 
     /* The parallel mode over the whole sequences, on this backend. */
-    float *d_q = th_upload(be, q, nq * sizeof(float)), *d_k = th_upload(be, k, nk * sizeof(float));
-    float *d_v = th_upload(be, v, nv * sizeof(float));
-    float *d_o = th_poisoned(be, no), *d_lse = th_poisoned(be, nl);
+    tf_arrays dp = tf_arrays_on(be); /* its buffers */
+    float *d_q = tf_upload(&dp, q, nq * sizeof(float)), *d_k = tf_upload(&dp, k, nk * sizeof(float));
+    float *d_v = tf_upload(&dp, v, nv * sizeof(float));
+    float *d_o = tf_poisoned(&dp, no), *d_lse = tf_poisoned(&dp, nl);
     seqk_status st = seqk_attention_parallel(be->ctx, B, T, Hq, Hkv, K, V, scale, SEQK_ATTN_CAUSAL,
                                              d_q, d_k, d_v, d_o, d_lse, NULL, 0);
     th_check_status(st, SEQK_SUCCESS, what);
-    float *par_o = th_floats(no), *par_lse = th_floats(nl);
+    float *par_o = tf_floats(&ha, no), *par_lse = tf_floats(&ha, nl);
     th_download(be, par_o, d_o, no * sizeof(float));
     th_download(be, par_lse, d_lse, nl * sizeof(float));
-    th_free(be, d_q);
-    th_free(be, d_k);
-    th_free(be, d_v);
-    th_free(be, d_o);
-    th_free(be, d_lse);
+    tf_arrays_free(&dp);
 
     /* The cache: prefill tokens copied in, the rest NaN (never to be read). */
     const size_t nkc = (size_t)(B * ML * Hkv * K), nvc = (size_t)(B * ML * Hkv * V);
-    float *kc = th_floats(nkc), *vc = th_floats(nvc);
+    float *kc = tf_floats(&ha, nkc), *vc = tf_floats(&ha, nvc);
     th_poison(kc, nkc);
     th_poison(vc, nvc);
     int32_t len[4];
@@ -285,19 +260,17 @@ static void run_dec_case(th_backend *be, const dec_case *c)
         memcpy(vc + b * ML * Hkv * V, v + b * T * Hkv * V,
                (size_t)(len[b] * Hkv * V) * sizeof(float));
     }
-    float *d_kc = th_upload(be, kc, nkc * sizeof(float)),
-          *d_vc = th_upload(be, vc, nvc * sizeof(float));
-    int32_t *d_len = th_upload(be, len, (size_t)B * sizeof(int32_t));
+    float *d_kc = tf_upload(&da, kc, nkc * sizeof(float)),
+          *d_vc = tf_upload(&da, vc, nvc * sizeof(float));
+    int32_t *d_len = tf_upload(&da, len, (size_t)B * sizeof(int32_t));
     const size_t sq = (size_t)(B * Hq * K), sk = (size_t)(B * Hkv * K), sv = (size_t)(B * Hkv * V);
     const size_t so = (size_t)(B * Hq * V), sl = (size_t)(B * Hq);
-    float *hq = th_floats(sq), *hk = th_floats(sk), *hv = th_floats(sv);
-    float *ho = th_floats(so + 1), *hl = th_floats(sl + 1);
-    double *ro = th_doubles(so), *rl = th_doubles(sl);
-    float *po = th_floats(so), *pl = th_floats(sl);
-    float *d_sq = th_upload(be, NULL, sq * sizeof(float)),
-          *d_sk = th_upload(be, NULL, sk * sizeof(float));
-    float *d_sv = th_upload(be, NULL, sv * sizeof(float));
-    float *d_so = th_poisoned(be, so + 1), *d_sl = th_poisoned(be, sl + 1);
+    float *hq = tf_floats(&ha, sq), *hk = tf_floats(&ha, sk), *hv = tf_floats(&ha, sv);
+    float *ho = tf_floats(&ha, so + 1), *hl = tf_floats(&ha, sl + 1);
+    double *ro = tf_doubles(&ha, so), *rl = tf_doubles(&ha, sl);
+    float *po = tf_floats(&ha, so), *pl = tf_floats(&ha, sl);
+    float *d_sq = tf_poisoned(&da, sq), *d_sk = tf_poisoned(&da, sk), *d_sv = tf_poisoned(&da, sv);
+    float *d_so = tf_poisoned(&da, so + 1), *d_sl = tf_poisoned(&da, sl + 1);
     size_t ws = 0;
     st = seqk_attention_decode_workspace_size(be->ctx, B, Hq, Hkv, K, V, ML, &ws);
     th_check_status(st, SEQK_SUCCESS, "decode workspace size");
@@ -383,32 +356,8 @@ static void run_dec_case(th_backend *be, const dec_case *c)
         }
         th_check(cache_ok, "%s: cache holds the appended tokens, nothing else written", what);
     }
-    th_free(be, d_kc);
-    th_free(be, d_vc);
-    th_free(be, d_len);
-    th_free(be, d_sq);
-    th_free(be, d_sk);
-    th_free(be, d_sv);
-    th_free(be, d_so);
-    th_free(be, d_sl);
-    free(q);
-    free(k);
-    free(v);
-    free(ref);
-    free(ref_lse);
-    free(par_o);
-    free(par_lse);
-    free(kc);
-    free(vc);
-    free(hq);
-    free(hk);
-    free(hv);
-    free(ho);
-    free(hl);
-    free(ro);
-    free(rl);
-    free(po);
-    free(pl);
+    tf_arrays_free(&da);
+    tf_arrays_free(&ha);
 }
 
 static void decode_cases(th_backend *be)
@@ -507,14 +456,15 @@ static bool all_equal(const float *x, size_t n, float val)
     return true;
 }
 
-/* The outputs (o, lse: filled with 7) are untouched. */
+/* The outputs (o, lse: filled with TF_UNTOUCHED) are untouched. */
 static void check_untouched(th_backend *be, const char *what, const float *d_o, size_t no,
                             const float *d_l, size_t nl)
 {
     float *o = th_floats(no), *l = th_floats(nl);
     th_download(be, o, d_o, no * sizeof(float));
     th_download(be, l, d_l, nl * sizeof(float));
-    th_check(all_equal(o, no, 7.0f) && all_equal(l, nl, 7.0f), "%s: outputs untouched", what);
+    th_check(all_equal(o, no, TF_UNTOUCHED) && all_equal(l, nl, TF_UNTOUCHED),
+             "%s: outputs untouched", what);
     free(o);
     free(l);
 }
@@ -541,21 +491,19 @@ static void validation_parallel(th_backend *be)
     seqk_context *ctx = be->ctx;
     const size_t nq = VB * VT * VHQ * VK, nk = VB * VT * VHKV * VK, nv = VB * VT * VHKV * VV;
     const size_t no = VB * VT * VHQ * VV, nl = VB * VHQ * VT;
-    float *hq = th_floats(nq), *hk = th_floats(nk), *hv = th_floats(nv);
-    float *h7 = th_floats(no + nl);
-    th_fill(hq, nq, -1, 1);
-    th_fill(hk, nk, -1, 1);
-    th_fill(hv, nv, -1, 1);
-    for (size_t i = 0; i < no + nl; i++) h7[i] = 7.0f;
-    float *q = th_upload(be, hq, nq * sizeof(float)), *k = th_upload(be, hk, nk * sizeof(float));
-    float *v = th_upload(be, hv, nv * sizeof(float));
-    float *o = th_upload(be, h7, no * sizeof(float)), *l = th_upload(be, h7, nl * sizeof(float));
+    tf_arrays ha = tf_arrays_on(NULL), da = tf_arrays_on(be);
+    float *hq = tf_random(&ha, nq, -1, 1), *hk = tf_random(&ha, nk, -1, 1);
+    float *hv = tf_random(&ha, nv, -1, 1), *h7 = tf_floats(&ha, no + nl);
+    tf_fill_untouched(h7, no + nl);
+    float *q = tf_upload(&da, hq, nq * sizeof(float)), *k = tf_upload(&da, hk, nk * sizeof(float));
+    float *v = tf_upload(&da, hv, nv * sizeof(float));
+    float *o = tf_upload(&da, h7, no * sizeof(float)), *l = tf_upload(&da, h7, nl * sizeof(float));
     const int32_t cu_ok[3] = {0, 2, VT}, cu_first[3] = {1, 2, VT}, cu_dec[3] = {0, 4, 3};
     const int32_t cu_end[3] = {0, 2, VT - 1};
-    int32_t *dcu_ok = th_upload(be, cu_ok, sizeof cu_ok),
-            *dcu_first = th_upload(be, cu_first, sizeof cu_first);
-    int32_t *dcu_dec = th_upload(be, cu_dec, sizeof cu_dec),
-            *dcu_end = th_upload(be, cu_end, sizeof cu_end);
+    int32_t *dcu_ok = tf_upload(&da, cu_ok, sizeof cu_ok),
+            *dcu_first = tf_upload(&da, cu_first, sizeof cu_first);
+    int32_t *dcu_dec = tf_upload(&da, cu_dec, sizeof cu_dec),
+            *dcu_end = tf_upload(&da, cu_end, sizeof cu_end);
     const float s = 0.35f;
     const unsigned C = SEQK_ATTN_CAUSAL;
 #define PAR(ctx_, B_, T_, Hq_, Hkv_, K_, V_, sc_, fl_, q_, k_, v_, o_, l_, cu_, N_)                \
@@ -624,19 +572,8 @@ static void validation_parallel(th_backend *be)
     check_untouched(be, "T = 0 writes nothing", o, no, l, nl);
 #undef EXPECT
 #undef PAR
-    th_free(be, q);
-    th_free(be, k);
-    th_free(be, v);
-    th_free(be, o);
-    th_free(be, l);
-    th_free(be, dcu_ok);
-    th_free(be, dcu_first);
-    th_free(be, dcu_dec);
-    th_free(be, dcu_end);
-    free(hq);
-    free(hk);
-    free(hv);
-    free(h7);
+    tf_arrays_free(&da);
+    tf_arrays_free(&ha);
 }
 
 static void validation_decode(th_backend *be)
@@ -649,20 +586,19 @@ static void validation_decode(th_backend *be)
     enum { B = 2, H = 4, G = 2, K = 8, V = 8, ML = 5 };
     const size_t nq = B * H * K, nkn = B * G * K, nvn = B * G * V, nkc = B * ML * G * K,
                  nvc = B * ML * G * V, no = B * H * V, nl = B * H;
-    float *hbuf = th_floats(nkc + nvc + nq);
-    th_fill(hbuf, nkc + nvc + nq, -1, 1);
-    float *h7 = th_floats(no + nl);
-    for (size_t i = 0; i < no + nl; i++) h7[i] = 7.0f;
-    float *q = th_upload(be, hbuf, nq * sizeof(float)),
-          *kn = th_upload(be, hbuf, nkn * sizeof(float));
-    float *vn = th_upload(be, hbuf, nvn * sizeof(float));
-    float *kc = th_upload(be, hbuf, nkc * sizeof(float)),
-          *vc = th_upload(be, hbuf + nkc, nvc * sizeof(float));
-    float *o = th_upload(be, h7, no * sizeof(float)), *l = th_upload(be, h7, nl * sizeof(float));
+    tf_arrays ha = tf_arrays_on(NULL), da = tf_arrays_on(be);
+    float *hbuf = tf_random(&ha, nkc + nvc + nq, -1, 1), *h7 = tf_floats(&ha, no + nl);
+    tf_fill_untouched(h7, no + nl);
+    float *q = tf_upload(&da, hbuf, nq * sizeof(float)),
+          *kn = tf_upload(&da, hbuf, nkn * sizeof(float));
+    float *vn = tf_upload(&da, hbuf, nvn * sizeof(float));
+    float *kc = tf_upload(&da, hbuf, nkc * sizeof(float)),
+          *vc = tf_upload(&da, hbuf + nkc, nvc * sizeof(float));
+    float *o = tf_upload(&da, h7, no * sizeof(float)), *l = tf_upload(&da, h7, nl * sizeof(float));
     const int32_t len_ok[B] = {2, 4}, len_full[B] = {2, ML}, len_neg[B] = {-1, 0};
-    int32_t *dl_ok = th_upload(be, len_ok, sizeof len_ok),
-            *dl_full = th_upload(be, len_full, sizeof len_full);
-    int32_t *dl_neg = th_upload(be, len_neg, sizeof len_neg);
+    int32_t *dl_ok = tf_upload(&da, len_ok, sizeof len_ok),
+            *dl_full = tf_upload(&da, len_full, sizeof len_full);
+    int32_t *dl_neg = tf_upload(&da, len_neg, sizeof len_neg);
     const float s = 0.35f;
     const seqk_status INV = SEQK_ERROR_INVALID_ARGUMENT;
 #define DEC(ctx_, B_, H_, G_, K_, V_, ML_, sc_, q_, kn_, vn_, kc_, vc_, len_, o_, l_)              \
@@ -716,7 +652,7 @@ static void validation_decode(th_backend *be)
         EXPECT(DEC(ctx, B, H, G, 512, V, ML, s, q, kn, vn, kc, vc, dl_ok, o, l),
                SEQK_ERROR_UNSUPPORTED, "K=512", "decode CUDA K > 256");
     /* the caches were not written by any failed call */
-    float *back = th_floats(nkc + nvc);
+    float *back = tf_floats(&ha, nkc + nvc);
     th_download(be, back, kc, nkc * sizeof(float));
     th_download(be, back + nkc, vc, nvc * sizeof(float));
     th_check(memcmp(back, hbuf, (nkc + nvc) * sizeof(float)) == 0,
@@ -730,19 +666,8 @@ static void validation_decode(th_backend *be)
              "%s decode workspace_size: max_len=0", be->name);
 #undef EXPECT
 #undef DEC
-    th_free(be, q);
-    th_free(be, kn);
-    th_free(be, vn);
-    th_free(be, kc);
-    th_free(be, vc);
-    th_free(be, o);
-    th_free(be, l);
-    th_free(be, dl_ok);
-    th_free(be, dl_full);
-    th_free(be, dl_neg);
-    free(hbuf);
-    free(h7);
-    free(back);
+    tf_arrays_free(&da);
+    tf_arrays_free(&ha);
 }
 
 int main(int argc, char **argv)

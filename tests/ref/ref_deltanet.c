@@ -1,5 +1,6 @@
 /* tests/ref/ref_deltanet.c -- see ref_deltanet.h. Double precision, token loop. */
 #include "ref_deltanet.h"
+#include "ref_common.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,22 +20,8 @@ void ref_deltanet(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, double 
             for (int64_t i = 0; i < K * V; i++) S[i] = s0 ? s0[(n * H + h) * K * V + i] : 0.0;
             const int64_t start = cu ? cu[n] : n * T, end = cu ? cu[n + 1] : (n + 1) * T;
             for (int64_t r = start; r < end; r++) {
-                const float *qr = q + (r * H + h) * K, *kr = k + (r * H + h) * K;
+                ref_qk_tilde(K, scale, l2norm, q + (r * H + h) * K, k + (r * H + h) * K, qt, kt);
                 const float *vr = v + (r * H + h) * V;
-                double nq = 1.0, nk = 1.0;
-                if (l2norm) {
-                    double sq = 0.0, sk = 0.0;
-                    for (int64_t i = 0; i < K; i++) {
-                        sq += (double)qr[i] * qr[i];
-                        sk += (double)kr[i] * kr[i];
-                    }
-                    nq = sqrt(sq + 1e-6);
-                    nk = sqrt(sk + 1e-6);
-                }
-                for (int64_t i = 0; i < K; i++) {
-                    qt[i] = scale * qr[i] / nq;
-                    kt[i] = kr[i] / nk;
-                }
                 const double a = g ? exp((double)g[r * H + h]) : 1.0;
                 const double b = beta[r * H + h];
                 /* S' = a S;  u = S'^T k */

@@ -1,0 +1,158 @@
+/* tests/fixtures.c -- see fixtures.h. */
+#include "fixtures.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the arrays of one case ----------------------------------------------------- */
+
+tf_arrays tf_arrays_on(th_backend *be)
+{
+    tf_arrays s;
+    memset(&s, 0, sizeof s);
+    s.be = be;
+    return s;
+}
+
+static void *keep(tf_arrays *s, void *p, bool on_backend)
+{
+    if (s->n == TF_ARRAYS_MAX) {
+        fprintf(stderr, "test: more than %d arrays in one tf_arrays\n", TF_ARRAYS_MAX);
+        exit(1);
+    }
+    s->a[s->n].p = p;
+    s->a[s->n].on_backend = on_backend;
+    s->n++;
+    return p;
+}
+
+void tf_arrays_free(tf_arrays *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        if (s->a[i].on_backend) th_free(s->be, s->a[i].p);
+        else free(s->a[i].p);
+    }
+    s->n = 0;
+}
+
+float *tf_floats(tf_arrays *s, size_t n) { return keep(s, th_floats(n), false); }
+
+float *tf_random(tf_arrays *s, size_t n, double lo, double hi)
+{
+    float *x = tf_floats(s, n);
+    th_fill(x, n, lo, hi);
+    return x;
+}
+
+double *tf_doubles(tf_arrays *s, size_t n) { return keep(s, th_doubles(n), false); }
+
+void *tf_upload(tf_arrays *s, const void *host, size_t bytes)
+{
+    return keep(s, th_upload(s->be, host, bytes), true);
+}
+
+float *tf_poisoned(tf_arrays *s, size_t n) { return keep(s, th_poisoned(s->be, n), true); }
+
+/* ---- checking an output --------------------------------------------------------- */
+
+void tf_check_result(th_backend *be, float *host, const float *dev, size_t n, const double *ref,
+                     double tol, bool past, const char *what, const char *name)
+{
+    th_download(be, host, dev, (n + (past ? 1 : 0)) * sizeof(float));
+    th_check_close(host, ref, n, tol, "%s: %s", what, name);
+    if (past) th_check(isnan(host[n]), "%s: nothing written past %s", what, name);
+}
+
+bool tf_all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return false;
+    return true;
+}
+
+/* ---- split == whole --------------------------------------------------------------- */
+
+int tf_split_plan(int64_t T, int64_t s, seqk_mode m1, seqk_mode m2, int64_t decode,
+                  tf_segment seg[TF_SPLIT_MAX], char *label, size_t label_size)
+{
+    snprintf(label, label_size, "split at %lld (%s then %s, %lld decoded in place)", (long long)s,
+             th_mode_name(m1), th_mode_name(m2), (long long)decode);
+    if (decode > TF_SPLIT_MAX - 2) {
+        fprintf(stderr, "test: tf_split_plan decodes at most %d tokens\n", TF_SPLIT_MAX - 2);
+        exit(1);
+    }
+    const int64_t t2 = T - decode; /* the second part ends here */
+    int n = 0;
+    if (s > 0) seg[n++] = (tf_segment){0, s, m1};
+    if (t2 > s) seg[n++] = (tf_segment){s, t2, m2};
+    for (int64_t t = t2 > s ? t2 : s; t < T; t++)
+        seg[n++] = (tf_segment){t, t + 1, SEQK_MODE_RECURRENT};
+    return n;
+}
+
+/* ---- workspace ---------------------------------------------------------------------- */
+
+void *tf_workspace_begin(th_backend *be, size_t bytes)
+{
+    void *buf = bytes ? th_upload(be, NULL, bytes) : NULL;
+    seqk_context_set_workspace(be->ctx, buf, bytes);
+    return buf;
+}
+
+void tf_workspace_end(th_backend *be, void *buf)
+{
+    seqk_context_set_workspace(be->ctx, NULL, 0);
+    if (buf) th_free(be, buf);
+}
+
+/* ---- validation rules ------------------------------------------------------------------ */
+
+void tf_fill_untouched(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = TF_UNTOUCHED;
+}
+
+void tf_expect_rejected(seqk_status got, seqk_status want, const char *needle, const char *rule,
+                        const float *o, size_t no, const float *s, size_t ns)
+{
+    char what[200];
+    snprintf(what, sizeof what, "validation: %s", rule);
+    th_check_status(got, want, what);
+    th_check(strstr(seqk_last_error(), needle) != NULL, "validation: %s: message names '%s': %s",
+             rule, needle, seqk_last_error());
+    bool untouched = true;
+    for (size_t i = 0; i < no; i++) untouched &= o[i] == TF_UNTOUCHED;
+    for (size_t i = 0; i < ns; i++) untouched &= s[i] == TF_UNTOUCHED;
+    th_check(untouched, "validation: %s: outputs untouched", rule);
+}
+
+/* ---- inputs of the delta-rule modules ----------------------------------------------------- */
+
+void tf_delta_keys(float *k, int64_t rows, int64_t K, int l2)
+{
+    th_fill(k, (size_t)(rows * K), -1, 1);
+    if (l2) {
+        for (int64_t i = 0; i < rows * K; i++) k[i] *= 3.0f;
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0.0;
+        for (int64_t i = 0; i < K; i++) s += (double)k[r * K + i] * k[r * K + i];
+        const double f = th_uniform(0.6, 1.0) / sqrt(s + 1e-30);
+        for (int64_t i = 0; i < K; i++) k[r * K + i] = (float)(k[r * K + i] * f);
+    }
+}
+
+void tf_unit_rows(float *x, int64_t rows, int64_t K)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0.0;
+        for (int64_t i = 0; i < K; i++) s += (double)x[r * K + i] * x[r * K + i];
+        for (int64_t i = 0; i < K; i++) x[r * K + i] = (float)(x[r * K + i] / sqrt(s));
+    }
+}
+
+const int32_t tf_cu_133[6] = {0, 0, 1, 70, 70, 133};
+const int32_t tf_cu_91[4] = {0, 90, 90, 91};
