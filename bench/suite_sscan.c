@@ -3,9 +3,13 @@
  * selective scan (DESIGN 3.2), in SEQK_MODE_RECURRENT and
  * SEQK_MODE_PARALLEL, bound by copy bandwidth.
  *
- * Shape: B = 1, T = 2048, D = 1536 channels, Nst = 16, G = 1 group (Mamba
- * 130M-like: d_inner 1536, d_state 16); --quick: T = 256, D = 256. Flags
- * SEQK_SSCAN_DT_SOFTPLUS, with the D skip (Dskip) and the z gate.
+ * Shapes: B = 1, T = 2048, Nst = 16, G = 1 group, D = 1536 channels (Mamba
+ * 130M-like: d_inner 1536, d_state 16) and D = 768 (the shape bench/peers.py
+ * times PyTorch's selective_scan_ref loop on, so that the two records can
+ * be read side by side); --quick: T = 256, D = 256. Flags
+ * SEQK_SSCAN_DT_SOFTPLUS, with the D skip (Dskip) and the z gate (the peer
+ * runs without softplus and gate: the same state updates, a little less
+ * work per token).
  *
  * Inputs: u, z, Bm, Cm uniform in [-1, 1); raw dt in [-3, -1) and dt_bias
  * in [-1, 0) (dt = softplus(dt + dt_bias) in about [0.02, 0.31]); A in
@@ -36,6 +40,7 @@ typedef struct sscan_def {
 
 static const sscan_def SSCAN_CASES[] = {
     {"mamba1-d1536", 1, 2048, 1536, 16, 1, 256, 256},
+    {"mamba1-d768", 1, 2048, 768, 16, 1, 256, 256},
 };
 #define N_SSCAN_CASES ((int)(sizeof SSCAN_CASES / sizeof SSCAN_CASES[0]))
 

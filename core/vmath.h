@@ -74,4 +74,74 @@ static inline float seqk__softplus(float x) { return x > 20.0f ? x : log1pf(expf
 /* silu(x) = x / (1 + e^-x). */
 static inline float seqk__silu(float x) { return x / (1.0f + expf(-x)); }
 
+#ifdef __AVX2__
+/*
+ * seqk__exp2_8(x): 2^x for 8 floats, relative error <= 1.1e-7 (about 1 ulp;
+ * exact 1 at x = 0, so that products of many coefficients near 1 do not
+ * drift) for x in [-125.5, 127]. Outside: x < -125.5 gives 2^-125.5
+ * (~1.9e-38, a normal float: no denormal ever comes out) and x > 127 gives
+ * 2^127; NaN stays NaN. Cheaper than seqk__exp8 (no ln2 split, no underflow
+ * mask, the scale added to the exponent field): for e^(c x) with c fixed,
+ * fold log2(e) into c once (the selective scan's exp(dt A) is
+ * exp2(dt * (A log2 e))).
+ * x = n + f, n = round(x), |f| <= 1/2 (exact); 2^f by a degree-6 polynomial
+ * with constant term 1 (fitted for relative error on [-1/2, 1/2]); then n is
+ * added to the exponent field (2^f in [0.70, 1.42] keeps it in range).
+ * seqk__exp2_8_inrange is the same without the clamp (two instructions
+ * fewer), for x known to lie in [-125.5, 127]; outside it returns garbage.
+ */
+static inline __m256 seqk__exp2_8_inrange(__m256 x)
+{
+    const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.5353358e-4f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3398876e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6184369e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5503324e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022648e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+
+static inline __m256 seqk__exp2_8(__m256 x)
+{
+    /* max(lo, x) and min(hi, .) return x when it is NaN */
+    x = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-125.5f), x));
+    return seqk__exp2_8_inrange(x);
+}
+
+/*
+ * seqk__softplus8(x) = log(1 + e^x) for 8 floats, as max(x, 0) +
+ * log1p(e^-|x|) (no overflow; accurate to a few ulp also where the result
+ * is tiny, x << 0, unlike log(1 + t) rounded at 1 + t). With t = e^-|x| in
+ * (0, 1]: log1p(t) = 2 atanh(s) = 2 (s + s^3/3 + ... + s^13/13),
+ * s = t / (2 + t) <= 1/3 (truncation below 2e-8 relative). NaN stays NaN.
+ */
+static inline __m256 seqk__softplus8(__m256 x)
+{
+    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    const __m256 t = seqk__exp8(_mm256_sub_ps(_mm256_setzero_ps(), ax));
+    const __m256 s = _mm256_div_ps(t, _mm256_add_ps(t, _mm256_set1_ps(2.0f)));
+    const __m256 s2 = _mm256_mul_ps(s, s);
+    __m256 p = _mm256_set1_ps(1.0f / 13.0f);
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 11.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 9.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 7.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 5.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 3.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f));
+    return _mm256_fmadd_ps(_mm256_add_ps(s, s), p, _mm256_max_ps(_mm256_setzero_ps(), x));
+}
+
+/* seqk__silu8(x) = x / (1 + e^-x) for 8 floats (x << 0: a tiny value of the
+ * right sign instead of x e^x; NaN stays NaN). */
+static inline __m256 seqk__silu8(__m256 x)
+{
+    const __m256 e = seqk__exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+#endif
+
 #endif

@@ -93,19 +93,40 @@ size_t seqk__cuda_deltanet_workspace(const struct seqk__lin *P, int mode);
 #endif
 
 #if SEQK__HAVE_CUDA
-/* gpu/titans.cu: seqk_titans on a CUDA context (DESIGN 3.4). Both modes run
- * the recurrent kernel (one block per sequence, head and block of state
- * columns, the state slice in shared memory). P describes the problem as for
+/* gpu/titans.cu: seqk_titans on a CUDA context (DESIGN 3.4): the recurrent
+ * mode runs a token-by-token kernel (one block per sequence, head and block
+ * of state columns, the state slice in shared memory), the parallel mode the
+ * chunked form (per mini-batch: the gates, mixing matrix and Q K^T of all
+ * mini-batches at once, then the state pass). P describes the problem as for
  * the linear-state engine (q, k, v, o device pointers; P->cu the host copy of
  * cu_seqlens or NULL; flags SEQK__LIN_L2NORM or 0; P->s_in, P->s_out unused);
  * eta, theta, alpha are the device [B*T, H] arrays, state_in / state_out the
  * device [N, H, 3KV+8] states (or NULL), cu_device the device cu_seqlens
- * (NULL without varlen). Everything is validated; no workspace. */
+ * (NULL without varlen). Everything is validated. Workspace: none for the
+ * recurrent mode; seqk__cuda_titans_workspace bytes for the parallel mode
+ * (an upper bound when P->cu is NULL and P->N != P->B, a varlen query). */
 struct seqk__lin;
 seqk_status seqk__cuda_titans(seqk_context *ctx, int mode, const struct seqk__lin *P,
                               const float *eta, const float *theta, const float *alpha,
                               int64_t minibatch, const float *state_in, float *state_out,
                               const int32_t *cu_device);
+size_t seqk__cuda_titans_workspace(const struct seqk__lin *P, int mode, int64_t minibatch);
+#endif
+
+#if SEQK__HAVE_CUDA
+/* gpu/selective_scan.cu: seqk_selective_scan on a CUDA context (DESIGN 3.2).
+ * mode is SEQK_MODE_RECURRENT or SEQK_MODE_PARALLEL; arrays as
+ * seqk_selective_scan (device pointers), already validated (Nst <= 256);
+ * cu is the device cu_seqlens (NULL without varlen), cu_host its host copy;
+ * N the number of sequences (B without varlen). The parallel mode with few
+ * channels takes workspace from the context (one state per time chunk). */
+seqk_status seqk__cuda_selective_scan(seqk_context *ctx, int mode, int64_t B, int64_t T,
+                                      int64_t D, int64_t Nst, int64_t G, unsigned flags,
+                                      const float *u, const float *dt, const float *A,
+                                      const float *Bm, const float *Cm, const float *Dskip,
+                                      const float *z, const float *dt_bias, float *y,
+                                      const float *state_in, float *state_out,
+                                      const int32_t *cu, const int32_t *cu_host, int64_t N);
 #endif
 
 #ifdef __cplusplus

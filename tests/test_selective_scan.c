@@ -150,55 +150,104 @@ static void split_equals_whole(th_backend *be, const scase *c, int64_t T1)
     unmake(&in);
 }
 
-static void validation(seqk_context *ctx)
+/* In place: state_in == state_out, one call per mode, against the reference. */
+static void state_in_place(th_backend *be, const scase *c)
 {
+    char what[300];
+    describe(c, be->name, "state_in == state_out", what, sizeof what);
+    if (!be->ctx) {
+        th_skip("%s: %s", what, be->skip_reason);
+        return;
+    }
+    sinputs in;
+    make(c, &in);
+    double *ry = th_doubles(in.nu), *rs = th_doubles(in.ns);
+    ref_selective_scan(c->B, c->T, c->D, c->Nst, c->G, c->softplus, in.u, in.dt, in.A, in.Bm,
+                       in.Cm, in.Ds, in.z, in.bias, in.s0, ry, rs, NULL, c->B);
+    float *du = th_upload(be, in.u, in.nu * 4), *ddt = th_upload(be, in.dt, in.nu * 4),
+          *dz = th_upload(be, in.z, in.nu * 4), *dA = th_upload(be, in.A, in.na * 4),
+          *dB = th_upload(be, in.Bm, in.nbc * 4), *dC = th_upload(be, in.Cm, in.nbc * 4),
+          *dDs = th_upload(be, in.Ds, (size_t)c->D * 4),
+          *dbias = th_upload(be, in.bias, (size_t)c->D * 4);
+    float *y = th_floats(in.nu), *s1 = th_floats(in.ns);
+    for (int m = 0; m < 2; m++) {
+        describe(c, be->name,
+                 m ? "parallel, state_in == state_out" : "recurrent, state_in == state_out", what,
+                 sizeof what);
+        float *ds = th_upload(be, in.s0, in.ns * 4), *dy = th_poisoned(be, in.nu);
+        seqk_status st = seqk_selective_scan(
+            be->ctx, m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT, c->B, c->T, c->D, c->Nst, c->G,
+            c->softplus ? SEQK_SSCAN_DT_SOFTPLUS : 0, du, ddt, dA, dB, dC, dDs, dz, dbias, dy, ds,
+            ds, NULL, 0);
+        if (th_check_status(st, SEQK_SUCCESS, what)) {
+            th_download(be, y, dy, in.nu * 4);
+            th_download(be, s1, ds, in.ns * 4);
+            th_check_close(y, ry, in.nu, TOL, "%s: y", what);
+            th_check_close(s1, rs, in.ns, TOL, "%s: final state", what);
+        }
+        th_free(be, ds), th_free(be, dy);
+    }
+    th_free(be, du), th_free(be, ddt), th_free(be, dz), th_free(be, dA), th_free(be, dB);
+    th_free(be, dC), th_free(be, dDs), th_free(be, dbias);
+    free(y), free(s1), free(ry), free(rs);
+    unmake(&in);
+}
+
+/* Each validation rule fails with its status and leaves y untouched; the
+ * arrays live on the backend (cu_seqlens too: a CUDA context reads it from
+ * device memory). */
+static void validation(th_backend *be)
+{
+    if (!be->ctx) {
+        th_skip("%s selective_scan validation: %s", be->name, be->skip_reason);
+        return;
+    }
     enum { B = 1, T = 4, D = 4, NS = 2, G = 1 };
     float u[B * T * D], dt[B * T * D], A[D * NS], bc[B * T * G * NS], y[B * T * D];
     for (size_t i = 0; i < sizeof u / 4; i++) u[i] = dt[i] = 0.5f;
     for (size_t i = 0; i < sizeof A / 4; i++) A[i] = -1.0f;
     for (size_t i = 0; i < sizeof bc / 4; i++) bc[i] = 0.1f;
-    typedef struct { seqk_status got; seqk_status want; const char *needle, *rule; } vcase;
-    vcase cases[8];
-    int n = 0;
-#define CALL(mode_, B_, T_, D_, NS_, G_, fl_, u_, y_, cu_, N_)                                   \
-    (memset(y, 0x7f, sizeof y),                                                             \
-     seqk_selective_scan(ctx, mode_, B_, T_, D_, NS_, G_, fl_, u_, dt, A, bc, bc, NULL, NULL, NULL, \
-                         y_, NULL, NULL, cu_, N_))
-    const seqk_status INV = SEQK_ERROR_INVALID_ARGUMENT;
-    cases[n++] = (vcase){CALL(SEQK_MODE_PARALLEL, B, T, D, NS, 3, 0, u, y, NULL, 0), INV,
-                                    "G=3", "D not a multiple of G"};
-    cases[n++] = (vcase){CALL(SEQK_MODE_PARALLEL, B, T, D, 0, G, 0, u, y, NULL, 0), INV,
-                                    "Nst=0", "Nst=0"};
-    cases[n++] = (vcase){CALL(SEQK_MODE_PARALLEL, B, T, D, 4096, G, 0, u, y, NULL, 0),
-                                    SEQK_ERROR_UNSUPPORTED, "Nst=4096", "Nst too large"};
-    cases[n++] = (vcase){CALL(SEQK_MODE_RECURRENT, B, T, D, NS, G, 0, NULL, y, NULL, 0),
-                                    INV, "u is NULL", "u NULL"};
-    cases[n++] = (vcase){CALL(SEQK_MODE_RECURRENT, B, T, D, NS, G, 4, u, y, NULL, 0), INV,
-                                    "flags=0x4", "unknown flags"};
-    cases[n++] = (vcase){CALL(SEQK_MODE_RECURRENT, B, T, D, NS, G, 0, u, u, NULL, 0), INV,
-                                    "overlaps u", "y overlapping u"};
-    const int32_t cu_bad[3] = {0, 3, 2};
-    cases[n++] = (vcase){CALL(SEQK_MODE_PARALLEL, B, T, D, NS, G, 0, u, y, cu_bad, 2), INV,
-                                    "cu_seqlens[2]=2 < cu_seqlens[1]=3", "cu_seqlens decreasing"};
-    cases[n++] = (vcase){CALL((seqk_mode)9, B, T, D, NS, G, 0, u, y, NULL, 0), INV,
-                                    "mode=9", "mode=9"};
-#undef CALL
-    for (int i = 0; i < n; i++) {
-        char w[120];
-        snprintf(w, sizeof w, "validation: %s", cases[i].rule);
-        th_check_status(cases[i].got, cases[i].want, w);
-    }
-    /* messages were overwritten by later calls: re-run each to check its message */
-    th_check(seqk_selective_scan(ctx, SEQK_MODE_PARALLEL, B, T, D, NS, 3, 0, u, dt, A, bc, bc, NULL,
-                                 NULL, NULL, y, NULL, NULL, NULL, 0) == INV &&
-                 strstr(seqk_last_error(), "G=3") && strstr(seqk_last_error(), "seqk_selective_scan"),
-             "validation: message names the function and G=3: %s", seqk_last_error());
-    memset(y, 0, sizeof y);
+    for (size_t i = 0; i < sizeof y / 4; i++) y[i] = 0.0f;
+    float *du = th_upload(be, u, sizeof u), *ddt = th_upload(be, dt, sizeof dt),
+          *dA = th_upload(be, A, sizeof A), *dbc = th_upload(be, bc, sizeof bc),
+          *dy = th_upload(be, y, sizeof y);
+    const int32_t cu_bad_host[3] = {0, 3, 2};
+    int32_t *cu_bad = th_upload(be, cu_bad_host, sizeof cu_bad_host);
+    const seqk_status INV = SEQK_ERROR_INVALID_ARGUMENT, UNS = SEQK_ERROR_UNSUPPORTED;
+    /* each call's status and message (names the function and the rule's value) */
+#define CHECK(want_, needle_, rule_, mode_, B_, T_, D_, NS_, G_, fl_, u_, y_, cu_, N_)           \
+    do {                                                                                      \
+        char w_[200];                                                                         \
+        snprintf(w_, sizeof w_, "%s validation: %s", be->name, rule_);                        \
+        const seqk_status st_ =                                                               \
+            seqk_selective_scan(be->ctx, mode_, B_, T_, D_, NS_, G_, fl_, u_, ddt, dA, dbc, dbc, \
+                                NULL, NULL, NULL, y_, NULL, NULL, cu_, N_);                   \
+        th_check_status(st_, want_, w_);                                                      \
+        th_check(strstr(seqk_last_error(), "seqk_selective_scan") &&                          \
+                     strstr(seqk_last_error(), needle_),                                      \
+                 "%s: message names the function and '%s': %s", w_, needle_, seqk_last_error()); \
+    } while (0)
+    CHECK(INV, "G=3", "D not a multiple of G", SEQK_MODE_PARALLEL, B, T, D, NS, 3, 0, du, dy,
+          NULL, 0);
+    CHECK(INV, "Nst=0", "Nst=0", SEQK_MODE_PARALLEL, B, T, D, 0, G, 0, du, dy, NULL, 0);
+    CHECK(UNS, "Nst=4096", "Nst too large", SEQK_MODE_PARALLEL, B, T, D, 4096, G, 0, du, dy,
+          NULL, 0);
+    CHECK(INV, "u is NULL", "u NULL", SEQK_MODE_RECURRENT, B, T, D, NS, G, 0, NULL, dy, NULL, 0);
+    CHECK(INV, "flags=0x4", "unknown flags", SEQK_MODE_RECURRENT, B, T, D, NS, G, 4, du, dy,
+          NULL, 0);
+    CHECK(INV, "overlaps u", "y overlapping u", SEQK_MODE_RECURRENT, B, T, D, NS, G, 0, du, du,
+          NULL, 0);
+    CHECK(INV, "cu_seqlens[2]=2 < cu_seqlens[1]=3", "cu_seqlens decreasing", SEQK_MODE_PARALLEL,
+          B, T, D, NS, G, 0, du, dy, cu_bad, 2);
+    CHECK(INV, "mode=9", "mode=9", (seqk_mode)9, B, T, D, NS, G, 0, du, dy, NULL, 0);
+#undef CHECK
+    float back[B * T * D];
+    th_download(be, back, dy, sizeof back);
     bool untouched = true;
-    (void)seqk_selective_scan(ctx, SEQK_MODE_PARALLEL, B, T, D, NS, G, 0, u, dt, A, bc, bc, NULL, NULL,
-                              NULL, y, NULL, NULL, cu_bad, 2);
-    for (size_t i = 0; i < sizeof y / 4; i++) untouched &= y[i] == 0.0f;
-    th_check(untouched, "validation: y untouched after a rejected call");
+    for (size_t i = 0; i < sizeof back / 4; i++) untouched &= back[i] == 0.0f;
+    th_check(untouched, "%s validation: y untouched after the rejected calls", be->name);
+    th_free(be, du), th_free(be, ddt), th_free(be, dA), th_free(be, dbc), th_free(be, dy);
+    th_free(be, cu_bad);
 }
 
 int main(int argc, char **argv)
@@ -207,6 +256,7 @@ int main(int argc, char **argv)
     int nb = th_init(argc, argv, &be);
     th_seed(11);
     static const int32_t cu1[] = {0, 0, 1, 90, 90, 201};
+    static const int32_t cu2[] = {0, 300, 300, 301, 700};
     const scase cases[] = {
         /* B T    D    Nst G  sp s0 D  z  bias cu   N  dt range */
         {1, 1, 8, 16, 1, 1, 0, 1, 1, 1, NULL, 0, -3, 1},      /* T = 1 */
@@ -214,19 +264,23 @@ int main(int argc, char **argv)
         {1, 200, 24, 5, 3, 0, 1, 0, 0, 0, NULL, 0, 0.01, 0.5},/* groups, odd Nst, no softplus */
         {3, 97, 40, 64, 4, 1, 0, 1, 0, 1, NULL, 0, -3, 1},    /* Nst = 64 */
         {1, 201, 20, 16, 2, 1, 1, 1, 1, 0, cu1, 5, -3, 1},    /* varlen with empty and length-1 */
+        {1, 700, 12, 20, 3, 1, 1, 1, 1, 1, cu2, 4, -3, 1},    /* varlen, long, Nst = 20, w = 4 */
+        {2, 37, 48, 17, 2, 1, 1, 1, 1, 1, NULL, 0, -3, 1},    /* Nst = 17 */
         {1, 300, 16, 16, 1, 1, 1, 1, 0, 0, NULL, 0, -12, -8}, /* tiny steps: decay near 1 */
         {1, 300, 16, 16, 1, 1, 1, 1, 0, 0, NULL, 0, 3, 6},    /* big steps: decay near 0 */
+        {2, 24, 33000, 4, 3, 1, 1, 1, 1, 1, NULL, 0, -3, 1},  /* many channels (N*D >= 65536) */
     };
     for (int i = 0; i < nb; i++)
         for (size_t j = 0; j < sizeof cases / sizeof cases[0]; j++) run_case(&be[i], &cases[j]);
     const scase split = {1, 150, 20, 16, 2, 1, 1, 1, 1, 1, NULL, 0, -3, 1};
     const scase longt = {1, 65536, 4, 16, 1, 1, 1, 1, 1, 1, NULL, 0, -6, 2};
+    const scase inplace = {2, 90, 12, 24, 2, 1, 1, 1, 1, 1, NULL, 0, -3, 1};
     for (int i = 0; i < nb; i++) {
         split_equals_whole(&be[i], &split, 70);
         split_equals_whole(&be[i], &split, 64);
+        state_in_place(&be[i], &inplace);
         run_case(&be[i], &longt); /* T = 65536: no inf or NaN, still within tolerance */
     }
-    for (int i = 0; i < nb; i++)
-        if (be[i].backend == SEQK_BACKEND_CPU) validation(be[i].ctx);
+    for (int i = 0; i < nb; i++) validation(&be[i]);
     return th_finish();
 }
