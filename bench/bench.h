@@ -21,6 +21,12 @@
  * on a backend, that reports summary records over them (the linear suite's
  * "crossover" records). Units: seconds, bytes, GB/s = 1e9 bytes/s, GFLOP/s =
  * 1e9 flop/s.
+ *
+ * Shared by the suites that compare the recurrent-state modules with softmax
+ * attention (prefill, decode, memory): modules.c sets up, calls and counts
+ * any module through one interface (bench_module_*), crossover.c holds the
+ * crossover rule and its verdict text (bench_find_crossover). bench/plot.py
+ * turns the JSON lines into PNGs (scripts/bench.sh runs it).
  */
 #ifndef SEQK_BENCH_H
 #define SEQK_BENCH_H
@@ -99,13 +105,21 @@ typedef seqk_status (*bench_timed_fn)(void *arg);
 /* Runs fn `warmup` times untimed, then `repeats` timed samples, and writes
  * the median, min and max seconds per call. A sample is one call, or several
  * back-to-back when one call is shorter than BENCH_MIN_SAMPLE_S (so that the
- * clock and the synchronisation do not dominate a short GPU kernel). With a
+ * clock and the synchronisation do not dominate a short GPU kernel); a short
+ * call is tried a few more times untimed first and the fastest try sizes
+ * the samples (timing.c; out->warmup counts those tries too). With a
  * ctx, seqk_context_synchronize runs before the clock starts and before it
  * stops (a no-op on the CPU; on CUDA it waits for the queued work). Returns
  * the first failing status (stats untouched then). */
 #define BENCH_MIN_SAMPLE_S 2e-3
 seqk_status bench_time(seqk_context *ctx, bench_timed_fn fn, void *arg, int warmup, int repeats,
                        bench_stats *out);
+/* bench_time for calls that may be long: after the warm-up, the timed
+ * samples are cut to about budget_s seconds in all (repeats =
+ * budget_s / the last warm-up call's time, at least min_repeats and at most
+ * `repeats`). The record's repeats field says how many were taken. */
+seqk_status bench_time_budget(seqk_context *ctx, bench_timed_fn fn, void *arg, int warmup,
+                              int repeats, int min_repeats, double budget_s, bench_stats *out);
 
 /* ------------------------------------------------------------------------ */
 /* Memory on a backend (buffers.c); every failure exits through bench_check  */
@@ -139,7 +153,10 @@ typedef struct bench_shape {
 
 typedef struct bench_record {
     const char *kind;     /* "measurement", "ceiling", "skipped", or a suite's summary
-                             ("crossover": suite_linear.c; "updates": suite_sscan.c) */
+                             ("crossover": suite_linear.c, suite_prefill.c,
+                             suite_decode.c, suite_memory.c; "updates":
+                             suite_sscan.c; "memory": suite_memory.c, computed
+                             sizes, not timed) */
     const char *suite;    /* "ceilings", "scan", ... */
     const char *name;     /* the case, e.g. "many-channels" */
     const char *backend;  /* "cpu" or "cuda" */
@@ -158,6 +175,9 @@ typedef struct bench_record {
     double bound_value;   /* that ceiling's value in this run; 0 = not measured */
     double fraction;      /* achieved / bound_value; < 0 = not available */
     const char *check;    /* output sanity: "ok", "non-finite", or "-" (not checked) */
+    double crossing;      /* summaries ("crossover"): the interpolated point (T, or a
+                             context length L) where the compared times or sizes
+                             cross; 0 = none (reported as null) */
     char note[512];
 } bench_record;
 
@@ -255,11 +275,133 @@ typedef struct bench_suite {
     bench_finish_fn finish;  /* or NULL */
 } bench_suite;
 
+/* ------------------------------------------------------------------------ */
+/* Crossovers (crossover.c)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Where a candidate overtakes a reference as x grows (T, or a context
+ * length L). xs[0..n) ascending, ratio[i] = reference / candidate at xs[i]
+ * (times: > 1 = the candidate faster; sizes: > 1 = the candidate smaller).
+ * first: the smallest index from which ratio > 1 at every larger x (n: not
+ * at the largest x). crossing: where log(ratio) crosses 0 between xs[first-1]
+ * and xs[first], interpolated in log-log; 0 when first is 0 or n (the
+ * crossing is outside the range measured). */
+typedef struct bench_crossover {
+    int first;
+    double crossing;
+} bench_crossover;
+
+/* Finds the crossover and writes a verdict in words to text, e.g.
+ *   "deltanet faster from T = 2048 (crossing near T ~ 1500); t_softmax/t_deltanet:
+ *    T=256 0.31 T=512 0.52 ..."
+ * better: what the candidate is when ratio > 1 ("faster", "smaller");
+ * candidate, reference: their names; x_name: "T" or "L"; ratio_name: the
+ * ratio's name in the list ("t_softmax/t_deltanet"). */
+bench_crossover bench_find_crossover(const int64_t *xs, const double *ratio, int n,
+                                     const char *candidate, const char *reference,
+                                     const char *better, const char *x_name,
+                                     const char *ratio_name, char *text, size_t size);
+/* Copies text into storage that lives until the end of the run (records
+ * keep pointers to their names until the tables are printed). */
+const char *bench_keep_name(const char *text);
+
+/* ------------------------------------------------------------------------ */
+/* The recurrent-state modules, set up and called alike (modules.c)          */
+/* ------------------------------------------------------------------------ */
+
+/* The modules that have a recurrent mode and a parallel mode, with the
+ * inputs the linear suite documents (suite_linear.c): q, k, v (Mamba2: C, B,
+ * x) uniform in [-1, 1), scale 1/sqrt(K); retention with RetNet's default
+ * gammas; gated retention and gated DeltaNet with log-gates in [-0.1, 0];
+ * DeltaNet beta in [0, 1] and SEQK_DELTANET_L2NORM_QK; Mamba2 with G = 1
+ * group, Nst = K, P = V, dt = softplus(dt_raw + dt_bias), dt_raw in
+ * [-3, -1), dt_bias in [-1, 0), A in [-2, -0.5), D in [0.5, 1.5); Titans
+ * with SEQK_TITANS_L2NORM_QK, mini-batch BENCH_TITANS_MINIBATCH, eta in
+ * [0.8, 0.95], theta in [0, 0.1] (decoding steps, BENCH_STATE_IN_PLACE:
+ * [0, 1e-3], see modules.c), alpha in [0, 0.05]; chunk
+ * BENCH_MODULE_CHUNK. The selective scan (Mamba1) with the sscan suite's
+ * inputs (suite_sscan.c): u, z, Bm, Cm in [-1, 1), raw dt in [-3, -1),
+ * dt_bias in [-1, 0), A in [-4, -0.5), Dskip in [0.5, 1.5), G = 1 group,
+ * SEQK_SSCAN_DT_SOFTPLUS with the D skip and the z gate. States (when
+ * passed in) in [-0.1, 0.1) (Titans: pos and the reserved floats 0). */
+typedef enum bench_module {
+    BENCH_MOD_LINEAR_ATTENTION = 0,
+    BENCH_MOD_RETENTION,
+    BENCH_MOD_GATED_RETENTION,
+    BENCH_MOD_MAMBA2,
+    BENCH_MOD_DELTANET,
+    BENCH_MOD_TITANS,
+    BENCH_MOD_SELECTIVE_SCAN,
+    BENCH_N_MODULES
+} bench_module;
+/* The first six have a [N,H,K,V] state (Titans [N,H,E]) and [B,T,H,K] inputs. */
+#define BENCH_N_MATRIX_MODULES 6
+#define BENCH_MODULE_CHUNK 64
+#define BENCH_TITANS_MINIBATCH 16
+
+/* "linear_attention", "retention", ..., "selective_scan". */
+const char *bench_module_name(bench_module m);
+
+/* How the state is passed. */
+typedef enum bench_state_use {
+    BENCH_STATE_OUT,      /* state_in NULL (zeros), state_out written: a prefill from scratch */
+    BENCH_STATE_IN_PLACE  /* state_in == state_out: a decoding step */
+} bench_state_use;
+
+/* One module's buffers on a backend and its call. Dimensions: B, T, H, K, V
+ * as in seqk.h; for the selective scan H = D (channels), K = Nst (state
+ * size), V = 1, with one group. */
+typedef struct bench_module_call {
+    seqk_context *ctx;
+    bench_module module;
+    seqk_mode mode;
+    bench_state_use state_use;
+    int64_t B, T, H, K, V;
+    float scale;
+    float *q, *k, *v, *o;   /* [B,T,H,K] [B,T,H,K] [B,T,H,V] [B,T,H,V];
+                               Mamba2: C [B,T,1,K], B [B,T,1,K], x, y;
+                               sscan: q = C [B,T,1,Nst], k = B [B,T,1,Nst],
+                               v = u [B,T,D], o = y [B,T,D] */
+    float *g;               /* [B,T,H]: gated retention, DeltaNet log-gates; Mamba2 raw dt;
+                               Titans eta; sscan raw dt [B,T,D] */
+    float *beta;            /* [B,T,H]: DeltaNet beta; Titans theta; sscan z [B,T,D] */
+    float *alpha;           /* [B,T,H]: Titans alpha */
+    float *A, *D, *dt_bias; /* Mamba2: [H] each; sscan: A [D,Nst], Dskip [D], dt_bias [D] */
+    float *state;           /* [B,H,K,V]; Titans [B,H,E]; sscan [B,D,Nst] */
+    size_t n_qk, n_v, n_tok, n_state; /* floats of q (and k), v (and o), a gate, the state */
+    size_t n_const;         /* floats of the per-head / per-channel constants */
+    int n_gates;            /* per-token arrays besides q, k, v, o */
+} bench_module_call;
+
+/* Allocates and fills the module's buffers on be and reserves the workspace
+ * the call needs. */
+void bench_module_setup(bench_backend *be, bench_module_call *c, bench_module module,
+                        seqk_mode mode, bench_state_use state_use, int64_t B, int64_t T,
+                        int64_t H, int64_t K, int64_t V);
+/* The timed call (a bench_timed_fn; arg is a bench_module_call). */
+seqk_status bench_module_run(void *arg);
+void bench_module_teardown(bench_backend *be, bench_module_call *c);
+/* Counted flops and minimum bytes of one call (modules.c's top comment). */
+double bench_module_flops(const bench_module_call *c);
+double bench_module_bytes(const bench_module_call *c);
+/* NaN or inf elements of the output and the state. */
+size_t bench_module_nonfinite(bench_backend *be, const bench_module_call *c);
+/* Floats of the recurrent state per sequence (one layer): H K V for the
+ * matrix-state modules, H E for Titans, D Nst for the selective scan
+ * (H = D, K = Nst). */
+size_t bench_module_state_floats(bench_module m, int64_t H, int64_t K, int64_t V);
+
 /* The suites (one .c each). */
 void suite_scan_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
 void suite_linear_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
 void suite_linear_finish(bench_backend *be, const bench_options *opt);
 void suite_sscan_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
 void suite_sscan_finish(bench_backend *be, const bench_options *opt);
+void suite_prefill_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
+void suite_prefill_finish(bench_backend *be, const bench_options *opt);
+void suite_decode_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
+void suite_decode_finish(bench_backend *be, const bench_options *opt);
+void suite_memory_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
+void suite_memory_finish(bench_backend *be, const bench_options *opt);
 
 #endif

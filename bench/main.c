@@ -2,8 +2,9 @@
  * bench/main.c -- seqk-bench: command line, backends, the suite table, and
  * the driver that runs the plan.
  *
- *   seqk-bench [--suite scan|linear|sscan|all] [--backend cpu|cuda|all] [--threads N]
- *              [--repeats R] [--quick] [--out DIR] [--help]
+ *   seqk-bench [--suite scan|linear|sscan|prefill|decode|memory|all]
+ *              [--backend cpu|cuda|all] [--threads N] [--repeats R] [--case TEXT]
+ *              [--quick] [--out DIR] [--help]
  *
  * Exit status: 0 done (backends without a device are reported as skipped),
  * 1 a seqk call failed or an output held NaN/inf, 2 bad command line.
@@ -30,6 +31,23 @@ static const bench_suite SUITES[] = {
      "seqk_selective_scan, Mamba1's selective scan (DESIGN 3.2),\n"
      "                          recurrent and parallel modes, state updates/s; bound: copy",
      suite_sscan_plan, suite_sscan_finish},
+    {"prefill",
+     "prefill: the parallel mode of every module above against\n"
+     "                          softmax attention's causal forward (same B, H, dims),\n"
+     "                          time per token vs T, and the T from which each module\n"
+     "                          is faster; bound: sgemm_large",
+     suite_prefill_plan, suite_prefill_finish},
+    {"decode",
+     "decoding: one recurrent step of every module (selective\n"
+     "                          scan included) against softmax decoding over a KV cache\n"
+     "                          of L tokens, tokens/s vs L, and the L from which each\n"
+     "                          step is faster; bound: copy",
+     suite_decode_plan, suite_decode_finish},
+    {"memory",
+     "bytes per sequence and layer, computed, not timed: each\n"
+     "                          module's state against the softmax KV cache as L grows,\n"
+     "                          and the L from which the cache is larger",
+     suite_memory_plan, suite_memory_finish},
 };
 #define N_SUITES ((int)(sizeof SUITES / sizeof SUITES[0]))
 

@@ -172,8 +172,9 @@ static int record_fields(const bench_record *r, field *f)
     put_int(f, &n, "N", r->shape.N);
     put_int(f, &n, "varlen", r->shape.varlen);
     put_str(f, &n, "mode", r->shape.mode);
+    /* computed sizes ("memory" records) have bytes without timings */
     put_num(f, &n, "flops", "%.0f", r->flops, timed);
-    put_num(f, &n, "bytes", "%.0f", r->bytes, timed);
+    put_num(f, &n, "bytes", "%.0f", r->bytes, timed || r->bytes > 0.0);
     put_int(f, &n, "warmup", r->stats.warmup);
     put_int(f, &n, "repeats", r->stats.repeats);
     put_int(f, &n, "calls_per_repeat", r->stats.calls_per_repeat);
@@ -189,6 +190,7 @@ static int record_fields(const bench_record *r, field *f)
     put_num(f, &n, "bound_value", "%.6g", r->bound_value, timed && r->bound_value > 0.0);
     put_num(f, &n, "fraction", "%.6g", r->fraction, timed && r->fraction >= 0.0);
     put_str(f, &n, "check", r->check);
+    put_num(f, &n, "crossing", "%.6g", r->crossing, r->crossing > 0.0);
     put_str(f, &n, "note", r->note);
     put_str(f, &n, "seqk_version", g_meta.version);
     put_str(f, &n, "date", g_meta.date);
@@ -538,6 +540,26 @@ void report_print_tables(FILE *f)
         table_print(f, &res);
     }
 
+    /* Computed sizes (kind "memory"): one line each. */
+    table mem = {6, {"suite", "case", "backend", "shape", "bytes", "note"},
+                 {false, false, false, false, true, false}, rows, 0};
+    memset(rows, 0, n_rows * sizeof *rows);
+    for (int i = 0; i < g_n_records; i++) {
+        const bench_record *r = &g_records[i];
+        if (strcmp(r->kind, "memory") != 0) continue;
+        table_row *row = &mem.rows[mem.n_rows++];
+        CELL(row, 0, "%s", r->suite);
+        CELL(row, 1, "%s", r->name);
+        CELL(row, 2, "%s", r->backend);
+        format_shape(&r->shape, row->cell[3], TABLE_CELL);
+        CELL(row, 4, "%.0f", r->bytes);
+        cell_note(row->cell[5], r->note);
+    }
+    if (mem.n_rows) {
+        fputs("\nMemory (computed, not timed; bytes per sequence and layer)\n", f);
+        table_print(f, &mem);
+    }
+
     /* Suites' summaries (kind "crossover", ...): one line each. */
     table sum = {5, {"suite", "summary", "backend", "case", "verdict"},
                  {false, false, false, false, false}, rows, 0};
@@ -545,7 +567,7 @@ void report_print_tables(FILE *f)
     for (int i = 0; i < g_n_records; i++) {
         const bench_record *r = &g_records[i];
         if (strcmp(r->kind, "measurement") == 0 || strcmp(r->kind, "ceiling") == 0 ||
-            strcmp(r->kind, "skipped") == 0)
+            strcmp(r->kind, "skipped") == 0 || strcmp(r->kind, "memory") == 0)
             continue;
         table_row *row = &sum.rows[sum.n_rows++];
         CELL(row, 0, "%s", r->suite);
