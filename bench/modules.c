@@ -10,11 +10,14 @@
  * linear suite's counts (suite_linear.c has the derivations), chunk
  * C = min(BENCH_MODULE_CHUNK, T), mini-batch b = min(BENCH_TITANS_MINIBATCH, T):
  *                      recurrent      parallel
- *   linear attention,  4 K V          2 C K + 2 C V + 4 K V
+ *   linear attention,  4 K V          (C+1) K + (C+1) V + 4 K V
  *   retention, gated
  *   retention, Mamba2
- *   gated DeltaNet     6 K V          6 C K + 4 C V + C^2/3 + 6 K V
- *   Titans             8 K V          10 K V + 2 b (K + V)
+ *   gated DeltaNet     6 K V          3 (C+1) K + 2 (C+1) V + C^2/3 + 6 K V
+ *   Titans             8 K V          10 K V + (b+1) (K + V)
+ * (the causal C x C products count their lower triangle, diagonal included,
+ * which is what seqk__sgemm_causal computes up to the register tiles that
+ * straddle the diagonal: 2 C (C+1)/2 K / C = (C+1) K per token)
  * and the selective scan 6 B T D Nst (suite_sscan.c: dt*A, dt*B*u, the decay
  * multiply-add, C*h and its sum per state element; exp, softplus, skip and
  * gate not counted).
@@ -60,11 +63,11 @@ static double flops_per_token_head(bench_module m, bool parallel, int64_t T, int
         return 6.0 * k; /* per channel: Nst state elements */
     case BENCH_MOD_DELTANET:
         if (!parallel) return 6.0 * kv;
-        return 6.0 * C * k + 4.0 * C * v + C * C / 3.0 + 6.0 * kv;
+        return 3.0 * (C + 1.0) * k + 2.0 * (C + 1.0) * v + C * C / 3.0 + 6.0 * kv;
     case BENCH_MOD_TITANS: {
         if (!parallel) return 8.0 * kv;
         const double b = (double)(T < BENCH_TITANS_MINIBATCH ? T : BENCH_TITANS_MINIBATCH);
-        return 10.0 * kv + 2.0 * b * (k + v);
+        return 10.0 * kv + (b + 1.0) * (k + v);
     }
     case BENCH_MOD_LINEAR_ATTENTION:
     case BENCH_MOD_RETENTION:
@@ -74,7 +77,7 @@ static double flops_per_token_head(bench_module m, bool parallel, int64_t T, int
         break;
     }
     if (!parallel) return 4.0 * kv;
-    return 2.0 * C * k + 2.0 * C * v + 4.0 * kv;
+    return (C + 1.0) * k + (C + 1.0) * v + 4.0 * kv;
 }
 
 double bench_module_flops(const bench_module_call *c)

@@ -96,9 +96,9 @@ static void micro_kernel(int64_t kc, const float *a, int64_t rs, int64_t cs, con
         }
 }
 
-void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, float alpha,
-                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                 int64_t ldc, float *pack)
+void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                        int64_t Kd, float alpha, const float *A, int64_t lda, const float *B,
+                        int64_t ldb, float beta, float *C, int64_t ldc, float *pack)
 {
     if (M <= 0 || N <= 0) return;
     if (Kd <= 0) { /* C = beta * C */
@@ -113,11 +113,24 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
     for (int64_t p0 = 0; p0 < Kd; p0 += KC) {
         const int64_t kc = Kd - p0 < KC ? Kd - p0 : KC;
         const float beta_k = p0 == 0 ? beta : 1.0f;
+        if ((causal & SEQK__GEMM_LOWER_A) && p0 >= M) break; /* op(A) is 0 from column M on */
         pack_b(trans_b, N, p0, kc, B, ldb, pb);
         for (int64_t j0 = 0; j0 < N; j0 += NR)
-            for (int64_t i0 = 0; i0 < M; i0 += MR)
-                micro_kernel(kc, A + i0 * rs + p0 * cs, rs, cs, pb + j0 * kc, alpha, beta_k,
-                             C + i0 * ldc + j0, ldc, M - i0 < MR ? M - i0 : MR,
-                             N - j0 < NR ? N - j0 : NR);
+            for (int64_t i0 = 0; i0 < M; i0 += MR) {
+                const int64_t mr = M - i0 < MR ? M - i0 : MR;
+                if ((causal & SEQK__GEMM_LOWER_C) && j0 > i0 + mr - 1) continue;
+                int64_t kt = kc; /* the inner extent this tile needs */
+                if ((causal & SEQK__GEMM_LOWER_A) && i0 + mr - p0 < kt) kt = i0 + mr - p0;
+                if (kt <= 0) continue; /* p0 > 0 here: C already holds its sum */
+                micro_kernel(kt, A + i0 * rs + p0 * cs, rs, cs, pb + j0 * kc, alpha, beta_k,
+                             C + i0 * ldc + j0, ldc, mr, N - j0 < NR ? N - j0 : NR);
+            }
     }
+}
+
+void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                 int64_t ldc, float *pack)
+{
+    seqk__sgemm_causal(0u, trans_a, trans_b, M, N, Kd, alpha, A, lda, B, ldb, beta, C, ldc, pack);
 }

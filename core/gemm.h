@@ -24,6 +24,19 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                  int64_t ldc, float *pack);
 
+/* The causal structure of a chunk's products, for seqk__sgemm_causal:
+ *   SEQK__GEMM_LOWER_C  only C[i, j] with j <= i is wanted: register tiles
+ *                       wholly above the diagonal are skipped (left unwritten);
+ *   SEQK__GEMM_LOWER_A  op(A)[i, p] = 0 for p > i (a masked score matrix):
+ *                       the rows of a register tile sum over p < its last
+ *                       row + 1 only (op(A) must hold those zeros up to there).
+ * Both roughly halve a square product's work. */
+enum { SEQK__GEMM_LOWER_C = 1u, SEQK__GEMM_LOWER_A = 2u };
+
+void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                        int64_t Kd, float alpha, const float *A, int64_t lda, const float *B,
+                        int64_t ldb, float beta, float *C, int64_t ldc, float *pack);
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 

@@ -219,16 +219,21 @@ static void mix_mask(float *Pm, int64_t L, const float *Mix, int64_t ldm)
 }
 
 /* The intra term: w->P = (Qs Kc^T) masked by Mix (when given) or by the
- * decay mask of G, then O[L,V] = P Vv. */
+ * decay mask of G, then O[L,V] = P Vv. The masks write every element of P
+ * (zeros above the diagonal) from the lower triangle alone. */
 static void intra_term(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Mix,
                        int64_t ldm, const float *Vv, int64_t ldv, float *O, int64_t ldo,
                        seqk__chunk_scratch *w)
 {
     const int64_t L = cv->L;
-    seqk__sgemm(false, true, L, L, K, 1.0f, cv->Qs, K, cv->Kc, K, 0.0f, w->P, L, w->pack);
+    /* causal: only the lower triangle of Q K^T is formed (the masks zero the
+     * rest), and P V sums each row over its lower triangle only */
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Qs, K, cv->Kc, K, 0.0f,
+                       w->P, L, w->pack);
     if (Mix) mix_mask(w->P, L, Mix, ldm);
     else decay_mask(w->P, L, cv->G);
-    seqk__sgemm(false, false, L, V, L, 1.0f, w->P, L, Vv, ldv, 0.0f, O, ldo, w->pack);
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, V, L, 1.0f, w->P, L, Vv, ldv, 0.0f, O,
+                       ldo, w->pack);
 }
 
 void seqk__chunk_output_mix(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Mix,

@@ -42,8 +42,8 @@
  * built from the shared chunk stages of scan/chunk.c: seqk__chunk_load (G,
  * Q~, exp(G) Q~, K~, exp(G_L - G) K~, with the L2 norm), seqk__chunk_output
  * and seqk__chunk_local_state with Vnew in place of V; the products K K^T,
- * T V, T K and W S0 are seqk__sgemm calls (T V and T K by row blocks that
- * skip T's zero upper triangle). T comes from forward substitution,
+ * T V, T K and W S0 are seqk__sgemm calls (K K^T, T V and T K through
+ * seqk__sgemm_causal, which skips the triangle that is not needed or is 0). T comes from forward substitution,
  * row by row: T_i = e_i - sum_{j<i} A_ij T_j (an axpy of earlier rows, which
  * vectorises). Vnew depends on S0, so the chunks of one (sequence, head) run
  * in order. Two drivers:
@@ -84,7 +84,6 @@ enum {
     MIN_VW = 16,   /* narrowest column block of the split chunked driver */
     LOCAL_FLOATS = 128 * VB, /* a recurrent item of >= LOCAL_MIN_T tokens keeps its slice */
     LOCAL_MIN_T = 8,         /* contiguous on the stack when it fits (K <= 128) */
-    TRI_RB = 18,             /* row block of the triangular products (3 sgemm micro-tiles) */
     PREFETCH_T = 4           /* the recurrent mode prefetches q, k, v this many tokens ahead */
 };
 
@@ -420,19 +419,6 @@ static void forward_substitution(float *Tm, int64_t L, const float *beta, const 
     }
 }
 
-/* C[L,N] = A[L,L] B[L,N] for a lower-triangular A: row blocks of TRI_RB rows
- * use only the rows of B up to the block's end (about a third fewer flops
- * than the full product; B's rows are packed once per block, a cheap copy). */
-static void tri_sgemm(int64_t L, int64_t N, const float *A, int64_t lda, const float *B,
-                      int64_t ldb, float *C, int64_t ldc, float *pack)
-{
-    for (int64_t i0 = 0; i0 < L; i0 += TRI_RB) {
-        const int64_t rb = L - i0 < TRI_RB ? L - i0 : TRI_RB;
-        seqk__sgemm(false, false, rb, N, i0 + rb, 1.0f, A + i0 * lda, lda, B, ldb, 0.0f,
-                    C + i0 * ldc, ldc, pack);
-    }
-}
-
 /* For the loaded chunk cv (tokens [r0, r0 + L) of head h): U [L,V] (rows ldu
  * apart) = T diag(beta) V and W [L,K] = T diag(beta exp(G)) K~. Uses w->beta,
  * w->Tm, w->pack (and w->cs.den as a row buffer). Neither depends on S0. */
@@ -443,13 +429,15 @@ static void chunk_uw(const dn_problem *D, const seqk__chunk_view *cv, int64_t r0
     const int64_t L = cv->L, K = P->K, V = P->V;
     for (int64_t i = 0; i < L; i++) w->beta[i] = D->beta[(r0 + i) * P->H + h];
     /* Tm = K~ K~^T, then T */
-    seqk__sgemm(false, true, L, L, K, 1.0f, cv->Kc, K, cv->Kc, K, 0.0f, w->Tm, L, w->pack);
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Kc, K, cv->Kc, K, 0.0f,
+                       w->Tm, L, w->pack); /* the substitution reads j < i only */
     forward_substitution(w->Tm, L, w->beta, cv->G, w->cs.den);
     /* T diag(beta): scale column j by beta_j (T is zero above the diagonal) */
     for (int64_t i = 0; i < L; i++)
         for (int64_t j = 0; j <= i; j++) w->Tm[i * L + j] *= w->beta[j];
     /* U = (T diag(beta)) V, straight from the input rows */
-    tri_sgemm(L, V, w->Tm, L, cv->Vv, cv->ldv, U, ldu, w->pack);
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, V, L, 1.0f, w->Tm, L, cv->Vv, cv->ldv,
+                       0.0f, U, ldu, w->pack);
     /* W = (T diag(beta) diag(exp(G))) K~; exp(G_j) <= 1 for g <= 0 */
     if (cv->G) {
         float *eg = w->cs.den;
@@ -457,7 +445,8 @@ static void chunk_uw(const dn_problem *D, const seqk__chunk_view *cv, int64_t r0
         for (int64_t i = 0; i < L; i++)
             for (int64_t j = 0; j <= i; j++) w->Tm[i * L + j] *= eg[j];
     }
-    tri_sgemm(L, K, w->Tm, L, cv->Kc, K, W, K, w->pack);
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, w->Tm, L, cv->Kc, K, 0.0f, W,
+                       K, w->pack);
 }
 
 /* The S0-dependent part of a chunk on the state columns [v0, v0 + vw): Sb is
