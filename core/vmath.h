@@ -42,6 +42,15 @@ static inline __m256 seqk__exp8(__m256 x)
 
 static inline float seqk__expf(float x) { return expf(x); }
 
+/* Asks the cache for the lines of n floats from p. The recurrent loops call
+ * it for the rows of a token a few steps ahead: the rows of one head are
+ * H*K floats apart, so walking a head's tokens crosses a page every few
+ * tokens, where the hardware prefetcher stops. */
+static inline void seqk__prefetch_floats(const float *p, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i);
+}
+
 #ifdef __AVX2__
 /* The sum of the 8 lanes of x. */
 static inline float seqk__hsum8(__m256 x)

@@ -27,16 +27,10 @@
 enum { VB = 32, /* state columns per work item */
        PF = 4 /* tokens ahead to prefetch */ };
 
-/* A decay is applied to the state lazily: the item keeps S = c S' and
- * updates S' += (k / c) v^T, o = c S'^T q, which saves a multiply per state
- * element and token; c is folded into S' when it leaves [1/FOLD, FOLD]. */
-#define FOLD 1e12f
-
 /* One token on one K x w slice (w <= VB, rows ldS apart):
- * row_i = a row_i + kv_i * v (a = 1 without decay); o = oscale sum_i qv_i row_i. */
-SEQK_NOINLINE static void token_step(int64_t K, int64_t w, float a, bool decay, const float *qv,
-                       const float *kv, const float *v, float *S, int64_t ldS, float *o,
-                       float oscale)
+ * row_i = a row_i + kv_i * v; o = sum_i qv_i row_i. */
+static void token_step(int64_t K, int64_t w, float a, bool decay, const float *qv,
+                       const float *kv, const float *v, float *S, int64_t ldS, float *o)
 {
 #ifdef __AVX2__
     if (w == VB) {
@@ -60,10 +54,8 @@ SEQK_NOINLINE static void token_step(int64_t K, int64_t w, float a, bool decay, 
             o0 = _mm256_fmadd_ps(qi, r0, o0), o1 = _mm256_fmadd_ps(qi, r1, o1);
             o2 = _mm256_fmadd_ps(qi, r2, o2), o3 = _mm256_fmadd_ps(qi, r3, o3);
         }
-        const __m256 os = _mm256_set1_ps(oscale);
-        _mm256_storeu_ps(o, _mm256_mul_ps(os, o0)), _mm256_storeu_ps(o + 8, _mm256_mul_ps(os, o1));
-        _mm256_storeu_ps(o + 16, _mm256_mul_ps(os, o2));
-        _mm256_storeu_ps(o + 24, _mm256_mul_ps(os, o3));
+        _mm256_storeu_ps(o, o0), _mm256_storeu_ps(o + 8, o1);
+        _mm256_storeu_ps(o + 16, o2), _mm256_storeu_ps(o + 24, o3);
         return;
     }
 #endif
@@ -75,31 +67,6 @@ SEQK_NOINLINE static void token_step(int64_t K, int64_t w, float a, bool decay, 
             o[j] += qv[i] * row[j];
         }
     }
-    for (int64_t j = 0; j < w; j++) o[j] *= oscale;
-}
-
-/* dst = f * phi(src) over n floats (phi: SEQK__LIN_ELU1 or the identity). */
-static void phi_row(float *dst, const float *src, int64_t n, float f, unsigned flags)
-{
-    int64_t i = 0;
-#ifdef __AVX2__
-    const __m256 vf = _mm256_set1_ps(f), one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-    for (; i + 8 <= n; i += 8) {
-        __m256 x = _mm256_loadu_ps(src + i);
-        if (flags & SEQK__LIN_ELU1)
-            x = _mm256_blendv_ps(seqk__exp8(_mm256_min_ps(x, zero)), _mm256_add_ps(x, one),
-                                 _mm256_cmp_ps(x, zero, _CMP_GT_OQ));
-        _mm256_storeu_ps(dst + i, _mm256_mul_ps(vf, x));
-    }
-#endif
-    for (; i < n; i++) dst[i] = f * seqk__lin_phi(src[i], flags);
-}
-
-/* S (K x w, rows ldS apart) *= c. */
-static void scale_slice(float *S, int64_t K, int64_t w, int64_t ldS, float c)
-{
-    for (int64_t i = 0; i < K; i++)
-        for (int64_t j = 0; j < w; j++) S[i * ldS + j] *= c;
 }
 
 size_t seqk__lin_recurrent_workspace(const seqk__lin *P, int threads)
@@ -160,43 +127,42 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
             if (P->z_in) memcpy(z, P->z_in + (n * H + h) * K, (size_t)K * sizeof(float));
             else memset(z, 0, (size_t)K * sizeof(float));
         }
-        /* the decay deferred in c (S = c S'), for items of more than two tokens */
-        const bool lazy = decay && !norm && len > 2;
-        float c = 1.0f;
         for (int64_t t = 0; t < len; t++) {
             const int64_t r = r0 + t;
             const float *q = P->q + (r * P->Hqk + hq) * K, *k = P->k + (r * P->Hqk + hq) * K;
             const float *v = P->v + (r * H + h) * V + c0;
             float *o = P->o + (r * H + h) * V + c0;
-            if (t + PF < len)
-                seqk__lin_prefetch_token(P, r + PF, h, c0, width, P->o + ((r + PF) * H + h) * V + c0);
-            float a = decay ? expf(seqk__lin_logdecay(P, r, h)) : 1.0f;
-            const float vs = P->v_scale ? P->v_scale[r * H + h] : 1.0f;
-            /* qv = scale phi(q), kv = v_scale phi(k) (v_scale folded into k: (s k) v^T = k (s v)^T),
-             * both over their L2 norms with SEQK__LIN_L2NORM */
-            phi_row(qv, q, K, 1.0f, P->flags);
-            phi_row(kv, k, K, 1.0f, P->flags);
-            float rq = 1.0f, rk = 1.0f;
+            if (t + PF < len) {
+                /* rows of one head are H*K floats apart: a new page every few tokens,
+                 * where the hardware prefetcher stops; fetch a few tokens ahead */
+                const int64_t rp = r + PF;
+                seqk__prefetch_floats(P->q + (rp * P->Hqk + hq) * K, K);
+                seqk__prefetch_floats(P->k + (rp * P->Hqk + hq) * K, K);
+                seqk__prefetch_floats(P->v + (rp * H + h) * V + c0, width);
+                seqk__prefetch_floats(P->o + (rp * H + h) * V + c0, width);
+            }
+            const float a = decay ? expf(seqk__lin_logdecay(P, r, h)) : 1.0f;
+            float vs = P->v_scale ? P->v_scale[r * H + h] : 1.0f;
+            float rq = 1.0f, rk = 1.0f; /* 1 / L2 norms of phi(q), phi(k) with SEQK__LIN_L2NORM */
             if (P->flags & SEQK__LIN_L2NORM) {
-                rq = 1.0f / sqrtf(seqk__dot(qv, qv, K) + SEQK__LIN_L2NORM_EPS);
-                rk = 1.0f / sqrtf(seqk__dot(kv, kv, K) + SEQK__LIN_L2NORM_EPS);
-            }
-            float kf = vs * rk, oscale = 1.0f;
-            bool step_decay = decay;
-            if (lazy) {
-                c *= a;
-                if (c < 1.0f / FOLD || c > FOLD) { /* fold: S' = c S' + k v^T */
-                    a = c, c = 1.0f;
-                } else { /* S' += (k / c) v^T, o = c S'^T q */
-                    step_decay = false, kf /= c, oscale = c;
+                float sq = 0.0f, sk = 0.0f;
+                for (int64_t i = 0; i < K; i++) {
+                    const float pq = seqk__lin_phi(q[i], P->flags), pk = seqk__lin_phi(k[i], P->flags);
+                    sq += pq * pq;
+                    sk += pk * pk;
                 }
+                rq = 1.0f / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
+                rk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
             }
-            const float qf = P->scale * rq;
-            for (int64_t i = 0; i < K; i++) qv[i] *= qf, kv[i] *= kf;
+            const float qf = P->scale * rq, kf = vs * rk;
+            for (int64_t i = 0; i < K; i++) {
+                qv[i] = qf * seqk__lin_phi(q[i], P->flags);
+                kv[i] = kf * seqk__lin_phi(k[i], P->flags); /* v_scale folded into k: (s k) v^T = k (s v)^T */
+            }
             if (!norm) {
                 for (int64_t j0 = 0; j0 < width; j0 += VB)
-                    token_step(K, width - j0 < VB ? width - j0 : VB, a, step_decay, qv, kv, v + j0,
-                               S + j0, ldS, o + j0, oscale);
+                    token_step(K, width - j0 < VB ? width - j0 : VB, a, decay, qv, kv, v + j0,
+                               S + j0, ldS, o + j0);
             } else {
                 float den = 0.0f;
                 for (int64_t i = 0; i < K; i++) {
@@ -205,12 +171,11 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
                 }
                 for (int64_t j0 = 0; j0 < width; j0 += VB)
                     token_step(K, width - j0 < VB ? width - j0 : VB, a, decay, qv, kv, v + j0,
-                               S + j0, ldS, o + j0, 1.0f);
+                               S + j0, ldS, o + j0);
                 const float inv = 1.0f / (den + SEQK__LIN_EPS);
                 for (int64_t j = 0; j < V; j++) o[j] *= inv;
             }
         }
-        if (c != 1.0f) scale_slice(S, K, width, ldS, c);
         if (norm && P->z_out) memcpy(P->z_out + (n * H + h) * K, z, (size_t)K * sizeof(float));
     }
     return SEQK_SUCCESS;

@@ -81,28 +81,6 @@ static inline float seqk__lin_phi(float x, unsigned flags)
     return x > 0.0f ? x + 1.0f : expf(x);
 }
 
-/* Asks the cache for the rows of token row r that a recurrent item (head h,
- * state columns [c0, c0 + width)) reads: q and k (head h / (H / Hqk)) and v,
- * and o when o is not NULL. The rows of one head are H*K floats apart, so
- * walking the tokens of a head crosses a page every few tokens, where the
- * hardware prefetcher stops; the recurrent loops call this a few tokens
- * ahead. */
-static inline void seqk__lin_prefetch_token(const seqk__lin *P, int64_t r, int64_t h, int64_t c0,
-                                            int64_t width, const float *o)
-{
-    const int64_t hq = h / (P->H / P->Hqk);
-    const float *q = P->q + (r * P->Hqk + hq) * P->K, *k = P->k + (r * P->Hqk + hq) * P->K;
-    const float *v = P->v + (r * P->H + h) * P->V + c0;
-    for (int64_t i = 0; i < P->K; i += 16) {
-        __builtin_prefetch(q + i);
-        __builtin_prefetch(k + i);
-    }
-    for (int64_t j = 0; j < width; j += 16) {
-        __builtin_prefetch(v + j);
-        if (o) __builtin_prefetch(o + j);
-    }
-}
-
 /* The recurrent mode (scan/linear_recurrent.c): token by token, O(K V)
  * memory per (sequence, head). Workspace: seqk__lin_recurrent_workspace. */
 size_t seqk__lin_recurrent_workspace(const seqk__lin *P, int threads);
