@@ -14,12 +14,8 @@
 
 #if defined(__GNUC__)
 #define SEQK_PRINTF(f, a) __attribute__((format(printf, f, a)))
-/* For a register-tiled inner kernel: inlined into a large OpenMP body, GCC
- * may run out of registers and spill the tile (measured: 6x the loads). */
-#define SEQK_NOINLINE __attribute__((noinline))
 #else
 #define SEQK_PRINTF(f, a)
-#define SEQK_NOINLINE
 #endif
 
 #ifdef __cplusplus
