@@ -544,6 +544,7 @@ static seqk_status cpu_attention_parallel(const char *fn, seqk_context *ctx, att
 
 #define DT 64 /* keys per decode tile */
 #define DG 8  /* query heads that share one pass over the cache */
+#define DPF 16 /* cached rows ahead to prefetch */
 
 static float dot(const float *restrict x, const float *restrict y, int64_t n)
 {
@@ -600,6 +601,9 @@ static void decode_heads(const decode_args *a, int64_t b, int64_t hk, int64_t h0
         const int64_t tn8 = (tn + 7) / 8 * 8;
         for (int64_t j = 0; j < tn; j++) {
             const float *krow = a->k_cache + ((b * a->max_len + t0 + j) * Hkv + hk) * K;
+            /* one head's cached rows are Hkv*K floats apart, a page or more: the
+             * hardware prefetcher stops at every row, so ask for rows ahead */
+            if (t0 + j + DPF < L) seqk__prefetch_floats(krow + DPF * Hkv * K, K);
             for (int64_t g = 0; g < hn; g++)
                 sc[g][j] = dot(a->q + (b * a->Hq + h0 + g) * K, krow, K) * a->scale2;
         }
@@ -625,6 +629,7 @@ static void decode_heads(const decode_args *a, int64_t b, int64_t hk, int64_t h0
         }
         for (int64_t j = 0; j < tn; j++) {
             const float *vrow = a->v_cache + ((b * a->max_len + t0 + j) * Hkv + hk) * V;
+            if (j + DPF < tn) seqk__prefetch_floats(vrow + DPF * Hkv * V, V);
             for (int64_t g = 0; g < hn; g++)
                 scale_axpy(a->o + (b * a->Hq + h0 + g) * V, j == 0 ? alpha[g] : 1.0f, sc[g][j],
                            vrow, V);
