@@ -16,10 +16,13 @@
  * Parallel mode with chunk C = LIN_CHUNK = 64.
  * Gated DeltaNet: flags SEQK_DELTANET_L2NORM_QK, log-gates g uniform in
  * [-0.1, 0], beta uniform in [0, 1], scale 1/sqrt(K).
- * Titans: flags SEQK_TITANS_L2NORM_QK, minibatch b = TITANS_MINIBATCH = 16,
- * eta uniform in [0.8, 0.95], theta in [0, 0.1], alpha in [0, 0.05], scale
- * 1/sqrt(K); state [B, H, E], E = seqk_titans_state_size(K, V) = 3 K V + 8,
- * with M, S, Mhat in [-0.1, 0.1) and pos (and the reserved floats) 0.
+ * Titans: flags SEQK_TITANS_L2NORM_QK, each shape at two mini-batch sizes
+ * b (TITANS_MINIBATCHES: 16 and 64; b is part of the function, so the two
+ * modes are compared at the same b, and the case is named "titans
+ * minibatch=16" etc.), eta uniform in [0.8, 0.95], theta in [0, 0.1], alpha
+ * in [0, 0.05], scale 1/sqrt(K); state [B, H, E], E =
+ * seqk_titans_state_size(K, V) = 3 K V + 8, with M, S, Mhat in [-0.1, 0.1)
+ * and pos (and the reserved floats) 0.
  *
  * FLOPs counted per call = B * T * H * (flops per token and head):
  *   recurrent:  4 K V                    S += k v^T (2 K V), o = S^T q (2 K V);
@@ -42,14 +45,20 @@
  *                 (~C^3/3), U = T (beta V) (2 C^2 V), W = T (beta K)
  *                 (2 C^2 K), Vnew = U - W S0 (2 C K V), Q K^T (2 C^2 K),
  *                 P Vnew (2 C^2 V), Q S0 (2 C K V), K^T Vnew (2 C K V)
- * Titans (b = mini-batch, 16):
+ * Titans (b = the case's mini-batch size, 16 or 64):
  *   recurrent:  8 K V                    Mhat^T k, the gradient's outer
  *                                        product, S and M updates, M^T q
- *                                        (seqk.h's count)
- *   parallel:   10 K V + 2 b (K + V),    b = min(minibatch, T)
- *               = the products per mini-batch (K Mhat, the intra-batch
- *                 Q K^T and its mix with Gerr, the inter-batch Q M0 and
- *                 Q S0, the end-of-batch state) divided by b (seqk.h's count)
+ *                                        (seqk.h's count; the same at every b)
+ *   parallel:   10 K V + (b + 1) (K + V),    b = min(minibatch, T)
+ *               = the products per mini-batch of b tokens, divided by b:
+ *                 Gerr = K Mhat (2 b K V), the inter-batch [Q M0 | Q S0]
+ *                 (4 b K V), the end-of-batch state [M; S] += W^T Gerr
+ *                 (4 b K V), and the causal intra-batch Q K^T and its mix
+ *                 with Gerr counted on their lower triangle, diagonal
+ *                 included (b (b + 1) (K + V), what ssm/titans.c computes up
+ *                 to the register tiles that straddle the diagonal; the
+ *                 convention of bench/modules.c); the gates, the mixing
+ *                 matrix and the decays of M and S not counted
  * So the parallel mode counts
  * more flops than the recurrent one for the same output (2x at K = V = C):
  * compare the two by time (the crossover records), and each against the
@@ -70,7 +79,10 @@
 #include <string.h>
 
 #define LIN_CHUNK 64
-#define TITANS_MINIBATCH 16
+
+/* Titans' mini-batch sizes: each Titans shape runs at each of them. */
+static const int64_t TITANS_MINIBATCHES[] = {16, 64};
+#define N_TITANS_MB ((int)(sizeof TITANS_MINIBATCHES / sizeof TITANS_MINIBATCHES[0]))
 
 typedef enum lin_module {
     LIN_ATTENTION = 0,
@@ -109,10 +121,26 @@ static const lin_family *families(const bench_options *opt)
     return opt->quick ? FAMILIES_QUICK : FAMILIES;
 }
 
-/* bench_case.flags: module | family << 8 */
-#define LIN_FLAGS(module, family) ((unsigned)(module) | (unsigned)(family) << 8)
+/* bench_case.flags: module | family << 8 | variant << 16 (variant: Titans'
+ * index into TITANS_MINIBATCHES, 0 for the other modules) */
+#define LIN_FLAGS(module, family, variant) \
+    ((unsigned)(module) | (unsigned)(family) << 8 | (unsigned)(variant) << 16)
 #define LIN_MODULE(flags) ((lin_module)((flags) & 0xffu))
-#define LIN_FAMILY(flags) ((int)((flags) >> 8))
+#define LIN_FAMILY(flags) ((int)(((flags) >> 8) & 0xffu))
+#define LIN_VARIANT(flags) ((int)((flags) >> 16))
+
+/* Variants of a module: Titans' mini-batch sizes, one for the others. */
+static int n_variants(lin_module module) { return module == LIN_TITANS ? N_TITANS_MB : 1; }
+
+/* The case name of a module and variant into out: the module's name, and
+ * Titans' mini-batch size ("titans minibatch=16"). */
+static void case_name(lin_module module, int variant, char *out, size_t size)
+{
+    if (module == LIN_TITANS)
+        snprintf(out, size, "titans minibatch=%d", (int)TITANS_MINIBATCHES[variant]);
+    else
+        snprintf(out, size, "%s", MODULE_NAMES[module]);
+}
 
 /* ---- results kept for the crossover summary ------------------------------------ */
 
@@ -120,6 +148,7 @@ static const lin_family *families(const bench_options *opt)
 typedef struct lin_result {
     const bench_backend *be;
     lin_module module;
+    int variant;
     int family;
     int64_t T;
     bool parallel;
@@ -129,20 +158,20 @@ typedef struct lin_result {
 static lin_result g_results[LIN_MAX_RESULTS];
 static int g_n_results;
 
-static void keep_result(const bench_backend *be, lin_module module, int family, int64_t T,
-                        bool parallel, double median_s)
+static void keep_result(const bench_backend *be, lin_module module, int variant, int family,
+                        int64_t T, bool parallel, double median_s)
 {
     if (g_n_results == LIN_MAX_RESULTS) bench_die("linear suite: too many results");
-    g_results[g_n_results++] = (lin_result){be, module, family, T, parallel, median_s};
+    g_results[g_n_results++] = (lin_result){be, module, variant, family, T, parallel, median_s};
 }
 
-static const lin_result *find_result(const bench_backend *be, lin_module module, int family,
-                                     int64_t T, bool parallel)
+static const lin_result *find_result(const bench_backend *be, lin_module module, int variant,
+                                     int family, int64_t T, bool parallel)
 {
     for (int i = 0; i < g_n_results; i++) {
         const lin_result *r = &g_results[i];
-        if (r->be == be && r->module == module && r->family == family && r->T == T &&
-            r->parallel == parallel)
+        if (r->be == be && r->module == module && r->variant == variant &&
+            r->family == family && r->T == T && r->parallel == parallel)
             return r;
     }
     return NULL;
@@ -150,9 +179,9 @@ static const lin_result *find_result(const bench_backend *be, lin_module module,
 
 /* ---- FLOP and byte counts -------------------------------------------------------- */
 
-/* Flops per token and head (see the top of the file). */
+/* Flops per token and head (see the top of the file); minibatch: Titans' b. */
 static double flops_per_token_head(lin_module module, bool parallel, int64_t T, int64_t K,
-                                   int64_t V)
+                                   int64_t V, int64_t minibatch)
 {
     const double k = (double)K, v = (double)V, kv = k * v;
     const double C = (double)(T < LIN_CHUNK ? T : LIN_CHUNK);
@@ -162,8 +191,8 @@ static double flops_per_token_head(lin_module module, bool parallel, int64_t T, 
         return 6.0 * C * k + 4.0 * C * v + C * C / 3.0 + 6.0 * kv;
     case LIN_TITANS: {
         if (!parallel) return 8.0 * kv;
-        const double b = (double)(T < TITANS_MINIBATCH ? T : TITANS_MINIBATCH);
-        return 10.0 * kv + 2.0 * b * (k + v);
+        const double b = (double)(T < minibatch ? T : minibatch);
+        return 10.0 * kv + (b + 1.0) * (k + v);
     }
     case LIN_ATTENTION:
     case LIN_RETENTION:
@@ -183,6 +212,7 @@ typedef struct lin_args {
     lin_module module;
     seqk_mode mode;
     int64_t B, T, H, K, V;
+    int64_t minibatch;      /* Titans: b */
     float scale;
     const float *q, *k, *v; /* [B,T,H,K], [B,T,H,K], [B,T,H,V]; Mamba2: C [B,T,1,K], B [B,T,1,K], x */
     const float *g;         /* gated, DeltaNet: [B,T,H]; Mamba2: dt [B,T,H]; Titans: eta */
@@ -220,7 +250,7 @@ static seqk_status lin_call(void *arg)
                              a->s_in, a->s_out, NULL, 0, LIN_CHUNK);
     case LIN_TITANS:
         return seqk_titans(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
-                           SEQK_TITANS_L2NORM_QK, TITANS_MINIBATCH, a->q, a->k, a->v, a->g,
+                           SEQK_TITANS_L2NORM_QK, a->minibatch, a->q, a->k, a->v, a->g,
                            a->beta, a->alpha, a->o, a->s_in, a->s_out, NULL, 0);
     case LIN_N_MODULES:
         break;
@@ -233,6 +263,8 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
 {
     const bench_shape *sh = &bc->shape;
     const lin_module module = LIN_MODULE(bc->flags);
+    const int variant = LIN_VARIANT(bc->flags);
+    const int64_t minibatch = module == LIN_TITANS ? TITANS_MINIBATCHES[variant] : 0;
     const bool parallel = strcmp(sh->mode, "parallel") == 0;
     const bool mamba2 = module == LIN_MAMBA2;
     const int64_t B = sh->B, T = sh->T, H = sh->H, K = sh->K, V = sh->V;
@@ -294,7 +326,7 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
                                                  &workspace),
                     "seqk_deltanet_workspace_size (%s)", sh->mode);
     else if (titans)
-        bench_check(seqk_titans_workspace_size(be->ctx, mode, B, T, H, K, V, TITANS_MINIBATCH, 0,
+        bench_check(seqk_titans_workspace_size(be->ctx, mode, B, T, H, K, V, minibatch, 0,
                                                &workspace),
                     "seqk_titans_workspace_size (%s)", sh->mode);
     else
@@ -305,7 +337,8 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
         bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
                     "seqk_context_reserve_workspace(%zu bytes)", workspace);
 
-    lin_args args = {be->ctx, module, mode, B, T, H, K, V, mamba2 ? 1.0f : 1.0f / sqrtf((float)K),
+    lin_args args = {be->ctx, module, mode, B, T, H, K, V, minibatch,
+                     mamba2 ? 1.0f : 1.0f / sqrtf((float)K),
                      q, k, v, g, beta, alpha, A, D, dt_bias, o, s_in, s_out};
     const seqk_status st = bench_time(be->ctx, lin_call, &args, opt->warmup, opt->repeats,
                                       &rec->stats);
@@ -315,7 +348,7 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
         snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
     } else {
         bench_check(st, "%s %s (on %s)", bc->name, sh->mode, be->name);
-        rec->flops = (double)n_tok * flops_per_token_head(module, parallel, T, K, V);
+        rec->flops = (double)n_tok * flops_per_token_head(module, parallel, T, K, V, minibatch);
         double floats = 2.0 * (double)n_qk + 2.0 * (double)n_v + 2.0 * (double)n_state;
         floats += (double)n_gates * (double)n_tok;
         if (mamba2) floats += 3.0 * (double)H;
@@ -337,13 +370,14 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
             snprintf(rec->note, sizeof rec->note, "%zu of %zu elements of o and state_out are "
                      "NaN or inf; %s", bad, n_v + n_state, s64_text);
         else if (titans)
-            snprintf(rec->note, sizeof rec->note, "%s; minibatch %d%s", s64_text,
-                     TITANS_MINIBATCH, parallel ? "" : ", token by token");
+            snprintf(rec->note, sizeof rec->note, "%s; minibatch %lld%s", s64_text,
+                     (long long)minibatch, parallel ? "" : ", token by token");
         else if (parallel)
             snprintf(rec->note, sizeof rec->note, "%s; chunk %d", s64_text, LIN_CHUNK);
         else
             snprintf(rec->note, sizeof rec->note, "%s; token by token", s64_text);
-        keep_result(be, module, LIN_FAMILY(bc->flags), T, parallel, rec->stats.median_s);
+        keep_result(be, module, variant, LIN_FAMILY(bc->flags), T, parallel,
+                    rec->stats.median_s);
     }
 
     if (mamba2) {
@@ -366,25 +400,28 @@ void suite_linear_plan(bench_plan *plan, bench_backend *be, const bench_options 
 {
     const lin_family *fam = families(opt);
     static const char *const MODES[2] = {"recurrent", "parallel"};
-    /* Module, family, T, then both modes back to back: the two timings that
-     * the crossover compares are taken close together in time. */
+    /* Module, mini-batch size (Titans), family, T, then both modes back to
+     * back: the two timings that the crossover compares are taken close
+     * together in time. */
     for (int m = 0; m < LIN_N_MODULES; m++) {
-        for (int f = 0; f < N_FAMILIES; f++) {
-            for (int t = 0; t < fam[f].n_T; t++) {
-                for (int p = 0; p < 2; p++) {
-                    bench_case bc = {0};
-                    bc.suite = "linear";
-                    snprintf(bc.name, sizeof bc.name, "%s", MODULE_NAMES[m]);
-                    bc.shape.B = fam[f].B;
-                    bc.shape.T = fam[f].T[t];
-                    bc.shape.H = fam[f].H;
-                    bc.shape.K = fam[f].K;
-                    bc.shape.V = fam[f].V;
-                    bc.shape.N = fam[f].B;
-                    bc.shape.mode = MODES[p];
-                    bc.flags = LIN_FLAGS(m, f);
-                    bc.run = linear_run;
-                    bench_plan_add(plan, be, &bc);
+        for (int var = 0; var < n_variants((lin_module)m); var++) {
+            for (int f = 0; f < N_FAMILIES; f++) {
+                for (int t = 0; t < fam[f].n_T; t++) {
+                    for (int p = 0; p < 2; p++) {
+                        bench_case bc = {0};
+                        bc.suite = "linear";
+                        case_name((lin_module)m, var, bc.name, sizeof bc.name);
+                        bc.shape.B = fam[f].B;
+                        bc.shape.T = fam[f].T[t];
+                        bc.shape.H = fam[f].H;
+                        bc.shape.K = fam[f].K;
+                        bc.shape.V = fam[f].V;
+                        bc.shape.N = fam[f].B;
+                        bc.shape.mode = MODES[p];
+                        bc.flags = LIN_FLAGS(m, f, var);
+                        bc.run = linear_run;
+                        bench_plan_add(plan, be, &bc);
+                    }
                 }
             }
         }
@@ -394,97 +431,102 @@ void suite_linear_plan(bench_plan *plan, bench_backend *be, const bench_options 
 /* ---- the crossover summary ------------------------------------------------------------ */
 
 /* Names of the crossover records; they live until the tables are printed. */
-static char g_crossover_names[LIN_N_MODULES * 2 * 4][64];
+static char g_crossover_names[(LIN_N_MODULES + N_TITANS_MB) * N_FAMILIES][80];
 static int g_n_crossover_names;
 
-/* One "crossover" record per module and shape family on be: from which T on
- * the parallel mode is faster than the recurrent one (median times), with
- * the time ratios recurrent / parallel at every T measured. The record's
- * shape has the family's B, H, K, V and T = that first T (0 when the
- * recurrent mode is faster at the largest T measured). */
+/* One "crossover" record per module (Titans: per mini-batch size) and shape
+ * family on be: from which T on the parallel mode is faster than the
+ * recurrent one (median times), with the time ratios recurrent / parallel at
+ * every T measured. The record's shape has the family's B, H, K, V and T =
+ * that first T (0 when the recurrent mode is faster at the largest T
+ * measured). */
 void suite_linear_finish(bench_backend *be, const bench_options *opt)
 {
     const lin_family *fam = families(opt);
     for (int m = 0; m < LIN_N_MODULES; m++) {
-        for (int f = 0; f < N_FAMILIES; f++) {
-            const lin_family *fm = &fam[f];
-            int64_t Ts[LIN_MAX_T];
-            double ratio[LIN_MAX_T]; /* t_recurrent / t_parallel: > 1 = parallel faster */
-            int n = 0;
-            for (int t = 0; t < fm->n_T; t++) {
-                const lin_result *rr = find_result(be, (lin_module)m, f, fm->T[t], false);
-                const lin_result *rp = find_result(be, (lin_module)m, f, fm->T[t], true);
-                if (!rr || !rp || !(rp->median_s > 0.0)) continue;
-                Ts[n] = fm->T[t];
-                ratio[n] = rr->median_s / rp->median_s;
-                n++;
-            }
-            if (n == 0) continue; /* skipped on this backend */
-
-            /* first: the smallest index from which parallel is faster at every larger T */
-            int first = n;
-            while (first > 0 && ratio[first - 1] > 1.0) first--;
-
-            char verdict[256];
-            size_t len = 0;
-            if (first == n) {
-                bool any = false;
-                for (int i = 0; i < n; i++) any = any || ratio[i] > 1.0;
-                if (!any) {
-                    len = (size_t)snprintf(verdict, sizeof verdict,
-                                           "recurrent faster at every T measured");
-                } else {
-                    /* noise, or a parallel mode that loses ground as T grows */
-                    len = (size_t)snprintf(verdict, sizeof verdict,
-                                           "recurrent faster at the largest T measured, "
-                                           "parallel faster only at T =");
-                    for (int i = 0; i < n && len < sizeof verdict; i++)
-                        if (ratio[i] > 1.0)
-                            len += (size_t)snprintf(verdict + len, sizeof verdict - len, " %lld",
-                                                    (long long)Ts[i]);
+        for (int var = 0; var < n_variants((lin_module)m); var++) {
+            for (int f = 0; f < N_FAMILIES; f++) {
+                const lin_family *fm = &fam[f];
+                int64_t Ts[LIN_MAX_T];
+                double ratio[LIN_MAX_T]; /* t_recurrent / t_parallel: > 1 = parallel faster */
+                int n = 0;
+                for (int t = 0; t < fm->n_T; t++) {
+                    const lin_result *rr = find_result(be, (lin_module)m, var, f, fm->T[t], false);
+                    const lin_result *rp = find_result(be, (lin_module)m, var, f, fm->T[t], true);
+                    if (!rr || !rp || !(rp->median_s > 0.0)) continue;
+                    Ts[n] = fm->T[t];
+                    ratio[n] = rr->median_s / rp->median_s;
+                    n++;
                 }
-            } else if (first == 0) {
-                len = (size_t)snprintf(verdict, sizeof verdict,
-                                       "parallel faster from T = %lld (%s)",
-                                       (long long)Ts[0],
-                                       n == 1 ? "the only T measured"
-                                              : "every T measured");
-            } else {
-                /* log-log interpolation of the ratio between the two Ts around 1 */
-                const double x0 = log((double)Ts[first - 1]), x1 = log((double)Ts[first]);
-                const double y0 = log(ratio[first - 1]), y1 = log(ratio[first]);
-                const double x = y1 != y0 ? x0 + (0.0 - y0) * (x1 - x0) / (y1 - y0) : x1;
-                len = (size_t)snprintf(verdict, sizeof verdict,
-                                       "parallel faster from T = %lld (crossing near T ~ %.0f)",
-                                       (long long)Ts[first], exp(x));
-            }
-            if (len < sizeof verdict)
-                len += (size_t)snprintf(verdict + len, sizeof verdict - len, "; t_rec/t_par:");
-            for (int i = 0; i < n && len < sizeof verdict; i++)
-                len += (size_t)snprintf(verdict + len, sizeof verdict - len, " T=%lld %.2f",
-                                        (long long)Ts[i], ratio[i]);
+                if (n == 0) continue; /* skipped on this backend */
 
-            if (g_n_crossover_names == (int)(sizeof g_crossover_names /
-                                             sizeof g_crossover_names[0]))
-                bench_die("linear suite: too many crossover records");
-            char *name = g_crossover_names[g_n_crossover_names++];
-            snprintf(name, sizeof g_crossover_names[0], "%s B=%lld H=%lld K=%lld V=%lld",
-                     MODULE_NAMES[m], (long long)fm->B, (long long)fm->H, (long long)fm->K,
-                     (long long)fm->V);
-            bench_record r = bench_record_init("crossover");
-            r.suite = "linear";
-            r.name = name;
-            r.backend = be->name;
-            r.device = be->device;
-            r.threads = bench_record_threads(be);
-            r.shape.B = fm->B;
-            r.shape.H = fm->H;
-            r.shape.K = fm->K;
-            r.shape.V = fm->V;
-            r.shape.N = fm->B;
-            r.shape.T = first < n ? Ts[first] : 0;
-            snprintf(r.note, sizeof r.note, "%s", verdict);
-            report_record(&r);
+                /* first: the smallest index from which parallel is faster at every larger T */
+                int first = n;
+                while (first > 0 && ratio[first - 1] > 1.0) first--;
+
+                char verdict[256];
+                size_t len = 0;
+                if (first == n) {
+                    bool any = false;
+                    for (int i = 0; i < n; i++) any = any || ratio[i] > 1.0;
+                    if (!any) {
+                        len = (size_t)snprintf(verdict, sizeof verdict,
+                                               "recurrent faster at every T measured");
+                    } else {
+                        /* noise, or a parallel mode that loses ground as T grows */
+                        len = (size_t)snprintf(verdict, sizeof verdict,
+                                               "recurrent faster at the largest T measured, "
+                                               "parallel faster only at T =");
+                        for (int i = 0; i < n && len < sizeof verdict; i++)
+                            if (ratio[i] > 1.0)
+                                len += (size_t)snprintf(verdict + len, sizeof verdict - len,
+                                                        " %lld", (long long)Ts[i]);
+                    }
+                } else if (first == 0) {
+                    len = (size_t)snprintf(verdict, sizeof verdict,
+                                           "parallel faster from T = %lld (%s)",
+                                           (long long)Ts[0],
+                                           n == 1 ? "the only T measured"
+                                                  : "every T measured");
+                } else {
+                    /* log-log interpolation of the ratio between the two Ts around 1 */
+                    const double x0 = log((double)Ts[first - 1]), x1 = log((double)Ts[first]);
+                    const double y0 = log(ratio[first - 1]), y1 = log(ratio[first]);
+                    const double x = y1 != y0 ? x0 + (0.0 - y0) * (x1 - x0) / (y1 - y0) : x1;
+                    len = (size_t)snprintf(verdict, sizeof verdict,
+                                           "parallel faster from T = %lld (crossing near T ~ %.0f)",
+                                           (long long)Ts[first], exp(x));
+                }
+                if (len < sizeof verdict)
+                    len += (size_t)snprintf(verdict + len, sizeof verdict - len, "; t_rec/t_par:");
+                for (int i = 0; i < n && len < sizeof verdict; i++)
+                    len += (size_t)snprintf(verdict + len, sizeof verdict - len, " T=%lld %.2f",
+                                            (long long)Ts[i], ratio[i]);
+
+                if (g_n_crossover_names == (int)(sizeof g_crossover_names /
+                                                 sizeof g_crossover_names[0]))
+                    bench_die("linear suite: too many crossover records");
+                char *name = g_crossover_names[g_n_crossover_names++];
+                char cname[48];
+                case_name((lin_module)m, var, cname, sizeof cname);
+                snprintf(name, sizeof g_crossover_names[0], "%s B=%lld H=%lld K=%lld V=%lld",
+                         cname, (long long)fm->B, (long long)fm->H, (long long)fm->K,
+                         (long long)fm->V);
+                bench_record r = bench_record_init("crossover");
+                r.suite = "linear";
+                r.name = name;
+                r.backend = be->name;
+                r.device = be->device;
+                r.threads = bench_record_threads(be);
+                r.shape.B = fm->B;
+                r.shape.H = fm->H;
+                r.shape.K = fm->K;
+                r.shape.V = fm->V;
+                r.shape.N = fm->B;
+                r.shape.T = first < n ? Ts[first] : 0;
+                snprintf(r.note, sizeof r.note, "%s", verdict);
+                report_record(&r);
+            }
         }
     }
 }

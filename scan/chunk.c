@@ -202,45 +202,19 @@ static void decay_mask(float *Pm, int64_t L, const float *G)
     }
 }
 
-/* P[i,j] *= Mix[i,j] for j <= i, P[i,j] = 0 for j > i (Mix's upper triangle is not read). */
-static void mix_mask(float *Pm, int64_t L, const float *Mix, int64_t ldm)
-{
-    for (int64_t i = 0; i < L; i++) {
-        float *row = Pm + i * L;
-        const float *mrow = Mix + i * ldm;
-        int64_t j = 0;
-#ifdef __AVX2__
-        for (; j + 8 <= i + 1; j += 8)
-            _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(mrow + j)));
-#endif
-        for (; j <= i; j++) row[j] *= mrow[j];
-        for (j = i + 1; j < L; j++) row[j] = 0.0f;
-    }
-}
-
-/* The intra term: w->P = (Qs Kc^T) masked by Mix (when given) or by the
- * decay mask of G, then O[L,V] = P Vv. The masks write every element of P
- * (zeros above the diagonal) from the lower triangle alone. */
-static void intra_term(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Mix,
-                       int64_t ldm, const float *Vv, int64_t ldv, float *O, int64_t ldo,
-                       seqk__chunk_scratch *w)
+/* The intra term: w->P = (Qs Kc^T) .* D (the decay mask writes every
+ * element of P, zeros above the diagonal, from the lower triangle alone),
+ * then O[L,V] = P Vv. Causal: only the lower triangle of Q K^T is formed,
+ * and P V sums each row over its lower triangle only. */
+static void intra_term(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Vv,
+                       int64_t ldv, float *O, int64_t ldo, seqk__chunk_scratch *w)
 {
     const int64_t L = cv->L;
-    /* causal: only the lower triangle of Q K^T is formed (the masks zero the
-     * rest), and P V sums each row over its lower triangle only */
     seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Qs, K, cv->Kc, K, 0.0f,
                        w->P, L, w->pack);
-    if (Mix) mix_mask(w->P, L, Mix, ldm);
-    else decay_mask(w->P, L, cv->G);
+    decay_mask(w->P, L, cv->G);
     seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, V, L, 1.0f, w->P, L, Vv, ldv, 0.0f, O,
                        ldo, w->pack);
-}
-
-void seqk__chunk_output_mix(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Mix,
-                            int64_t ldm, const float *Vv, int64_t ldv, float *O, int64_t ldo,
-                            seqk__chunk_scratch *w)
-{
-    intra_term(cv, K, V, Mix, ldm, Vv, ldv, O, ldo, w);
 }
 
 void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsigned flags,
@@ -249,7 +223,7 @@ void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsign
 {
     const int64_t L = cv->L;
     /* intra: P = (Qs Kc^T) .* D, O = P V */
-    intra_term(cv, K, V, NULL, 0, Vv, ldv, O, ldo, w);
+    intra_term(cv, K, V, Vv, ldv, O, ldo, w);
     /* inter: O += Qg S0 */
     if (S0) seqk__sgemm(false, false, L, V, K, 1.0f, cv->Qg, K, S0, V, 1.0f, O, ldo, w->pack);
     if (flags & SEQK__LIN_NORMALIZE) {

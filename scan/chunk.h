@@ -1,8 +1,9 @@
 /*
  * scan/chunk.h -- the shared chunk stages of DESIGN 3.1 (see scan/chunk.c).
  * Linear attention, retention and gated retention run them through
- * seqk__lin_chunked; DeltaNet and Titans call the stages with their own value
- * matrices (Vnew; the mixing matrix) in place of V.
+ * seqk__lin_chunked; DeltaNet calls the stages with Vnew in place of V, and
+ * Titans loads its mini-batches with seqk__chunk_load (its output and state
+ * pass is fused per block of state columns, ssm/titans.c).
  */
 #ifndef SEQK_SCAN_CHUNK_H
 #define SEQK_SCAN_CHUNK_H
@@ -56,14 +57,5 @@ void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, b
 void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsigned flags,
                         const float *Vv, int64_t ldv, const float *S0, float *O, int64_t ldo,
                         seqk__chunk_scratch *w);
-
-/* Stage 3's intra term with an explicit mixing matrix in place of the decay
- * mask (Titans): O[L,V] (rows ldo apart) = ((Qs Kc^T) .* Mix) Vv, Mix [L,L]
- * with rows ldm apart, read on and below the diagonal only (the product is
- * causal: above the diagonal counts as 0). No inter term: the caller adds
- * its own. Uses w->P and w->pack. */
-void seqk__chunk_output_mix(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Mix,
-                            int64_t ldm, const float *Vv, int64_t ldv, float *O, int64_t ldo,
-                            seqk__chunk_scratch *w);
 
 #endif

@@ -6,8 +6,8 @@
  * The modules differ only in where the log-decay comes from; they fill a
  * seqk__lin problem and call the recurrent or the chunked driver.
  *
- * DeltaNet and Titans reuse the chunk stages (seqk__chunk_*) with their own
- * value matrices (Vnew, the mixing matrix) in place of V.
+ * DeltaNet reuses the chunk stages (seqk__chunk_*) with Vnew in place of V;
+ * Titans reuses seqk__chunk_load.
  */
 #ifndef SEQK_SCAN_LINEAR_STATE_H
 #define SEQK_SCAN_LINEAR_STATE_H

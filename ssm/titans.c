@@ -18,30 +18,42 @@
  * call ends at pos = 0.
  *
  * Recurrent mode. Columns are independent (column j of Gerr, S, M and o needs
- * only column j of Mhat, S, M), so the work items are (sequence, head, block
- * of VB = 16 state columns): a K x 16 slice of each of M, S, Mhat (3 K 64
- * bytes, L1-sized for K <= 128). Per token an item needs x = Mhat^T k over
- * all K rows before it can form Gerr_t and update S and M. As in
- * ssm/deltanet.c the update of token t is deferred into the pass of token
- * t+1: one pass per token does, row by row (raw q and k rows; the factors
- * q~ = fq q, k~ = fk k are applied to the K-independent results),
+ * only column j of Mhat, S, M), so each block of VB = 16 state columns runs
+ * on its own K x 16 slices of M, S, Mhat (3 K 64 bytes, L1-sized for
+ * K <= 128; rows contiguous: rows V floats apart would thrash L1's sets).
+ * A work item is (sequence, head, group of columns): all the columns of the
+ * head (a share when there are fewer (sequence, head) pairs than threads).
+ * Its tokens go in chunks of RC = 32: the chunk's norms and gates are
+ * computed once and its q, k, v rows gathered once into contiguous buffers
+ * (one head's rows are H K floats apart, a new page every few tokens: one
+ * walk per head, not one per block, with the next chunk's rows prefetched a
+ * few lines per pass), then every block runs the chunk's tokens, and the
+ * outputs are written as whole rows. The slices live in the workspace from
+ * the first chunk to the last; a call of fewer than LOCAL_MIN_T tokens with
+ * state_out (a decoding step) works in place (rows where they are, slices
+ * in state_out, no workspace). Per block and chunk (raw q and k rows; the
+ * factors q~ = fq q, k~ = fk k are applied to the K-independent results):
  *
- *   S_i = e_{t-1} S_i - k_{t-1,i} gp                  (gp = theta_{t-1} fk_{t-1} Gerr_{t-1})
- *   M_i = a_{t-1} M_i + S_i;   y += q_{t-1,i} M_i      (o_{t-1} = fq_{t-1} y)
- *   Mhat_i = M_i if token t starts a mini-batch (stored when b > 1)
- *   x += k_{t,i} Mhat_i                               (Gerr_t = fk_t x - v_t)
+ *   b > 1: inside a mini-batch Mhat is fixed, so x_t = Mhat^T k_t for all
+ *     the chunk's tokens of one mini-batch is one register-tiled product
+ *     (x_batch), g_t = theta_t fk_t (fk_t x_t - v_t); then one pass per four
+ *     tokens applies their updates and read-outs row by row (upd_pass):
+ *       S_i = e_t S_i - k_{t,i} g_t;  M_i = a_t M_i + S_i;  y_t += q_{t,i} M_i
+ *     (o_t = fq_t y_t). No pass waits for the one before (token t's update
+ *     needs only its own g_t), and M, S are loaded and stored once per four
+ *     tokens. Mhat = M is copied at each mini-batch start.
+ *   b = 1: x_t = M_{t-1}^T k_t needs the update of token t - 1, so, as in
+ *     ssm/deltanet.c, that update is deferred into the pass of token t: one
+ *     pass per token does, row by row,
+ *       S_i = e_{t-1} S_i - k_{t-1,i} gp;  M_i = a_{t-1} M_i + S_i;
+ *       y += q_{t-1,i} M_i;  x += k_{t,i} M_i
+ *     and a last pass per chunk applies the chunk's last update.
  *
- * and a last pass applies the final pending update: T tokens cost T + 1
- * passes, 8 K V flops per token (counted: 2 each for the momentum update, the
- * memory update, the read-out and Mhat^T k) and no O(K) loop per token and
- * item besides the norms with SEQK_TITANS_L2NORM_QK. The slice is updated in
- * place in state_out (after copying state_in there), so a decoding step with
- * state_in == state_out allocates nothing; an item of at least LOCAL_MIN_T
- * tokens with K <= 128 works on a contiguous copy on the stack (rows V
- * floats apart thrash L1's sets) and writes it back; without state_out the
- * slice lives in the workspace. Positions are written after all items (an
- * item of one head must not overwrite the position another item of the
- * same head has still to read when state_in == state_out).
+ * 8 K V flops per token either way (counted: 2 each for the momentum
+ * update, the memory update, the read-out and Mhat^T k). Positions are
+ * written after all items (an item of one head must not overwrite the
+ * position another item of the same head has still to read when state_in
+ * == state_out).
  *
  * Parallel mode, per mini-batch (or the part of one that a call starts
  * inside or ends inside: a "segment" of L tokens, all in one mini-batch) of
@@ -63,19 +75,25 @@
  * of 0 gives exact zeros through exp(-1e4 - ...) = 0). At a mini-batch start
  * Mhat = M0; a call that starts inside a mini-batch (pos != 0) finishes it
  * first with the state's Mhat (the same formulas: only Gerr reads Mhat),
- * then whole mini-batches follow. The pieces: seqk__chunk_load (Q~, K~ with
- * the L2 norm, V in place), seqk__chunk_output_mix (the intra term: stage 3
- * of the shared chunk stages with Mix in place of the decay mask), and
- * seqk__sgemm for Gerr, the inter term (one product of inner dimension 2K,
- * M0 and S0 being contiguous in the state) and the state update (one
- * product [M; S] -= [W_M | W_S]^T Gerr). The mini-batches of a sequence run
- * in order (Gerr needs the previous mini-batch's end); the work items are
- * (sequence, head), or (sequence, head, block of state columns) when there
- * are fewer pairs than threads (every column of Gerr, O and the state
- * depends only on the same column of the state; Q~ K~^T is recomputed per
- * block).
+ * then whole mini-batches follow. Per segment: seqk__chunk_load (Q~, K~ with
+ * the L2 norm, V in place), the gates, P = (Q~ K~^T) .* Mix (the products on
+ * and below the diagonal only), QQ = [diag(beta) Q~ | diag(f) Q~] and
+ * W = -[diag(theta Gmix_{L-1}) K~ | diag(theta m_{L-1}/m) K~]; then ONE pass
+ * over the state per segment, block by block of 16 columns (block16: the
+ * block's 3 K rows stay in L1 while its three products run):
+ *
+ *   G = K~ Mhat - V;  O = P G + QQ [M0; S0];  [M; S] = [beta_L M + f_L S; m_L S] + W^T G
+ *
+ * (the intra term is stage 3 of the shared chunk stages with Mix in place of
+ * the decay mask, fused here with the rest: one read and one write of the
+ * state and of o per mini-batch instead of five passes). The mini-batches
+ * of a sequence run in order (Gerr needs the previous mini-batch's end); the
+ * work items are (sequence, head), or (sequence, head, block of state
+ * columns) when there are fewer pairs than threads (every column of Gerr, O
+ * and the state depends only on the same column of the state; P is
+ * recomputed per block). The next segment's rows are prefetched during the
+ * current one.
  */
-#include "../core/gemm.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
 #include "../scan/chunk.h"
@@ -99,11 +117,9 @@ static const char FN[] = "seqk_titans";
 enum {
     PAD = 8,                  /* floats after M, S, Mhat: pos and 7 reserved */
     MAX_MINIBATCH = 1024,
-    VB = 16,                  /* state columns per recurrent work item (two ymm per row) */
-    LOCAL_FLOATS = 3 * 128 * VB, /* a recurrent item of >= LOCAL_MIN_T tokens keeps its */
-    LOCAL_MIN_T = 8,             /* slices contiguous on the stack when they fit */
-    MIN_VW = 16,              /* narrowest column block of the parallel mode's split */
-    PREFETCH_T = 4            /* the recurrent mode prefetches q, k, v this many tokens ahead */
+    VB = 16,                  /* state columns per recurrent block (two ymm per row) */
+    LOCAL_MIN_T = 8,          /* recurrent calls shorter than this with state_out: in place */
+    MIN_VW = 16               /* narrowest column block of the parallel mode's split */
 };
 
 /* log x for the cumulative gates: x in [0, 1]; 0 -> -1e4 (exp of anything
@@ -176,7 +192,53 @@ static void write_positions(const tt_problem *D)
     }
 }
 
+/* The register tile of the products (both modes): 6 rows of 16 columns, 12
+ * accumulators. */
+#ifdef __AVX2__
+/* acc[r][0..1] += sum_{p < n} A[r ars + p] B[p ldb + 0..15] for r < R. */
+TT_INLINE void mk16(int R, int64_t n, const float *A, int64_t ars, const float *B, int64_t ldb,
+                    __m256 acc[][2])
+{
+    for (int64_t p = 0; p < n; p++) {
+        const __m256 b0 = _mm256_loadu_ps(B + p * ldb), b1 = _mm256_loadu_ps(B + p * ldb + 8);
+        for (int r = 0; r < R; r++) {
+            const __m256 x = _mm256_broadcast_ss(A + r * ars + p);
+            acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+}
+
+/* call_(n) with the constant n = R in 1..6 (each row count its own copy, so
+ * that the accumulators stay in registers). */
+#define TT_ROWS_6(call_)         \
+    switch (R) {                 \
+    case 6: call_(6); break;     \
+    case 5: call_(5); break;     \
+    case 4: call_(4); break;     \
+    case 3: call_(3); break;     \
+    case 2: call_(2); break;     \
+    default: call_(1); break;    \
+    }
+#endif
+
 /* ---- recurrent mode ----------------------------------------------------------- */
+
+/* Rows [0, K) of the first w columns of src into dst (rows ld apart; the
+ * same block). */
+static void copy_rows(int64_t K, int64_t w, const float *src, float *dst, int64_t ld)
+{
+#ifdef __AVX2__
+    if (w == VB) {
+        for (int64_t i = 0; i < K; i++) {
+            _mm256_storeu_ps(dst + i * ld, _mm256_loadu_ps(src + i * ld));
+            _mm256_storeu_ps(dst + i * ld + 8, _mm256_loadu_ps(src + i * ld + 8));
+        }
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < K; i++) memcpy(dst + i * ld, src + i * ld, (size_t)w * sizeof(float));
+}
 
 /* The factors q~ = fq q, k~ = fk k of one token (fq = scale, fk = 1 without
  * SEQK__LIN_L2NORM): the passes read the raw rows and the factors are applied
@@ -300,102 +362,388 @@ static void pass_dispatch(int64_t K, int64_t w, float *M, int64_t ld, unsigned f
 #undef TT_CASE
 }
 
-static size_t recurrent_workspace(const tt_problem *D, int threads)
+/*
+ * b > 1: inside a mini-batch Mhat does not change, so the errors of the
+ * mini-batch's tokens need not wait for the updates before them:
+ * x_t = Mhat^T k_t for the chunk's tokens of one mini-batch in one
+ * register-tiled product over the Mhat slice (x_batch), then passes that
+ * apply the updates of up to UP tokens each and read their outputs
+ * (upd_pass). No pass waits for the result of the previous one (the update
+ * of token t needs only Gerr_t), and M and S are loaded and stored once per
+ * UP tokens. Same flops: 2 K w for x and 6 K w for the update and read-out,
+ * per token.
+ */
+
+#ifdef __AVX2__
+/* Rows j < R (a constant) of X = Hm^T k_j: one register tile. */
+TT_INLINE void x_tile(int R, int64_t K, const float *k0, int64_t ldk, const float *Hm,
+                      int64_t ld, float *X)
 {
-    if (D->s_out) return 0; /* the state lives in state_out */
-    return (size_t)(3 * D->lin.K * VB) * (size_t)threads * sizeof(float);
+    __m256 acc[6][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    mk16(R, K, k0, ldk, Hm, ld, acc);
+    for (int i = 0; i < R; i++) {
+        _mm256_storeu_ps(X + i * VB, acc[i][0]);
+        _mm256_storeu_ps(X + i * VB + 8, acc[i][1]);
+    }
+}
+#endif
+
+/* X[j][0..w) = Hm^T k_j for the raw keys k_j at k0 + j ldk, j < n. */
+static void x_batch(int64_t K, const float *k0, int64_t ldk, int64_t n, const float *Hm,
+                    int64_t ld, int64_t w, float *X)
+{
+#ifdef __AVX2__
+    if (w == VB) {
+        for (int64_t j0 = 0; j0 < n; j0 += 6) {
+            const int R = (int)(n - j0 < 6 ? n - j0 : 6);
+#define TT_X(c) x_tile(c, K, k0 + j0 * ldk, ldk, Hm, ld, X + j0 * VB)
+            TT_ROWS_6(TT_X)
+#undef TT_X
+        }
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < n; j++) {
+        const float *kr = k0 + j * ldk;
+        for (int64_t c = 0; c < w; c++) {
+            float x = 0.0f;
+            for (int64_t i = 0; i < K; i++) x += kr[i] * Hm[i * ld + c];
+            X[j * VB + c] = x;
+        }
+    }
 }
 
-/* One item: tokens of sequence n, head h, state columns [c0, c0 + w). */
-static void recurrent_item(const tt_problem *D, int64_t n, int64_t h, int64_t c0, int64_t w,
-                           float *slice)
+enum { UP = 4 }; /* tokens per update pass */
+
+/*
+ * One pass over a K x w slice (rows ld apart; S at M + K ld) applying the
+ * updates of n (1..UP, a constant) tokens in order, each followed by its
+ * read-out:  S_i = e_u S_i - k_{u,i} g_u;  M_i = a_u M_i + S_i;
+ * y_u += q_{u,i} M_i  (g [n][VB], y [n][VB]). With AVX2 the per-token
+ * factors are read from memory in the loop (operands of the arithmetic, not
+ * registers: 16 ymm hold the row, the accumulators and the broadcasts).
+ */
+TT_INLINE void upd_pass(int n, int64_t K, int64_t w, float *M, int64_t ld, const float *e,
+                        const float *a, const float *const *kr, const float *g,
+                        const float *const *qr, float *y)
+{
+    float *S = M + K * ld;
+#ifdef __AVX2__
+    if (w == VB) {
+        float eb[UP][8], ab[UP][8]; /* e_u, a_u broadcast, as memory operands */
+        __m256 y0[UP], y1[UP];
+        for (int u = 0; u < n; u++) {
+            _mm256_storeu_ps(eb[u], _mm256_set1_ps(e[u]));
+            _mm256_storeu_ps(ab[u], _mm256_set1_ps(a[u]));
+            y0[u] = y1[u] = _mm256_setzero_ps();
+        }
+        for (int64_t i = 0; i < K; i++) {
+            float *mr = M + i * ld, *sr = S + i * ld;
+            __m256 m0 = _mm256_loadu_ps(mr), m1 = _mm256_loadu_ps(mr + 8);
+            __m256 s0 = _mm256_loadu_ps(sr), s1 = _mm256_loadu_ps(sr + 8);
+            for (int u = 0; u < n; u++) {
+                const __m256 ve = _mm256_loadu_ps(eb[u]), va = _mm256_loadu_ps(ab[u]);
+                const __m256 ki = _mm256_broadcast_ss(kr[u] + i);
+                s0 = _mm256_fnmadd_ps(ki, _mm256_loadu_ps(g + u * VB), _mm256_mul_ps(ve, s0));
+                s1 = _mm256_fnmadd_ps(ki, _mm256_loadu_ps(g + u * VB + 8), _mm256_mul_ps(ve, s1));
+                m0 = _mm256_fmadd_ps(va, m0, s0), m1 = _mm256_fmadd_ps(va, m1, s1);
+                const __m256 qi = _mm256_broadcast_ss(qr[u] + i);
+                y0[u] = _mm256_fmadd_ps(qi, m0, y0[u]), y1[u] = _mm256_fmadd_ps(qi, m1, y1[u]);
+            }
+            _mm256_storeu_ps(sr, s0), _mm256_storeu_ps(sr + 8, s1);
+            _mm256_storeu_ps(mr, m0), _mm256_storeu_ps(mr + 8, m1);
+        }
+        for (int u = 0; u < n; u++) {
+            _mm256_storeu_ps(y + u * VB, y0[u]);
+            _mm256_storeu_ps(y + u * VB + 8, y1[u]);
+        }
+        return;
+    }
+#endif
+    for (int u = 0; u < n; u++)
+        for (int64_t j = 0; j < w; j++) y[u * VB + j] = 0.0f;
+    for (int64_t i = 0; i < K; i++) {
+        float *mr = M + i * ld, *sr = S + i * ld;
+        for (int64_t j = 0; j < w; j++) {
+            float m = mr[j], sv = sr[j];
+            for (int u = 0; u < n; u++) {
+                sv = e[u] * sv - kr[u][i] * g[u * VB + j];
+                m = a[u] * m + sv;
+                y[u * VB + j] += qr[u][i] * m;
+            }
+            sr[j] = sv;
+            mr[j] = m;
+        }
+    }
+}
+
+/*
+ * The recurrent driver. A work item is (sequence, head, group of state
+ * columns): all the columns of the head, or a share of them when there are
+ * fewer (sequence, head) pairs than threads. Its tokens go in chunks of RC:
+ * the chunk's per-token factors and gates are computed once, its q, k, v
+ * rows gathered once into contiguous buffers (one head's rows are H K floats
+ * apart, a new page every few tokens: walking them once per head instead of
+ * once per block of 16 columns, with the next chunk's rows prefetched on the
+ * way), and its outputs written as whole rows at the end; in between, every
+ * block of VB columns runs the chunk's tokens over its K x VB slices of M, S
+ * and Mhat, which are contiguous in the workspace (rows V floats apart
+ * would thrash L1's sets) and stay there from the first chunk to the last.
+ * A call of fewer than LOCAL_MIN_T tokens with state_out (a decoding step)
+ * works in place: rows read where they are, slices in state_out, no
+ * workspace.
+ */
+enum { RC = 32 }; /* tokens per chunk */
+
+/* The next chunk's rows, prefetched a few lines per pass (a burst would
+ * stall on the miss buffers): tokens [0, n) from row r of head h, each with
+ * its q and k rows (K floats) and its v row on the group's columns (gw
+ * floats from g0); the cursor is (token j, array a: 0 q, 1 k, 2 v, float i). */
+typedef struct {
+    const seqk__lin *P;
+    int64_t r, h, n, g0, gw;
+    int64_t j, a, i;
+    int64_t per_pass; /* lines per call of pf_step */
+} rc_prefetch;
+
+static inline void pf_step(rc_prefetch *pf)
+{
+    const seqk__lin *P = pf->P;
+    for (int64_t c = 0; c < pf->per_pass && pf->j < pf->n; c++) {
+        const int64_t rh = (pf->r + pf->j) * P->H + pf->h;
+        const int64_t len = pf->a < 2 ? P->K : pf->gw;
+        const float *row = pf->a == 0   ? P->q + rh * P->K
+                           : pf->a == 1 ? P->k + rh * P->K
+                                        : P->v + rh * P->V + pf->g0;
+        __builtin_prefetch(row + pf->i, 0, 3);
+        pf->i += 16;
+        if (pf->i >= len) { /* and the row's last float (a row need not start a line) */
+            __builtin_prefetch(row + len - 1, 0, 3);
+            pf->i = 0;
+            if (++pf->a == 3) pf->a = 0, pf->j++;
+        }
+    }
+}
+
+/* A chunk's tokens as the blocks see them: rows of raw q, k (ldqk apart), v
+ * and o at the group's first column (ldv, ldo apart); per token the factors
+ * fq, fk, eta, a = 1 - alpha and theta. */
+typedef struct {
+    int64_t n;
+    const float *q, *k, *v;
+    float *o;
+    int64_t ldqk, ldv, ldo;
+    float fq[RC], fk[RC], e[RC], a[RC], th[RC];
+    rc_prefetch pf;
+} rc_chunk;
+
+/* b = 1 over a chunk for one block: x_t = M_{t-1}^T k_t, so token by token,
+ * the update of token t - 1 deferred into the pass of token t, and the last
+ * one applied at the end of the chunk. */
+static void block_online(rc_chunk *ck, int64_t K, int64_t w, int64_t c, float *Mb, int64_t ld)
+{
+    float x[VB], y[VB], gp[VB] = {0};
+    for (int64_t j = 0; j < ck->n; j++) {
+        const float *kr = ck->k + j * ck->ldqk, *v = ck->v + j * ck->ldv + c;
+        const bool pend = j > 0;
+        const unsigned f = P_RD | P_REFRESH | (pend ? P_PEND : 0u);
+        pass_dispatch(K, w, Mb, ld, f, pend ? ck->e[j - 1] : 0.0f, pend ? ck->a[j - 1] : 1.0f,
+                      pend ? ck->k + (j - 1) * ck->ldqk : NULL, gp,
+                      pend ? ck->q + (j - 1) * ck->ldqk : NULL, y, kr, x);
+        if (pend) {
+            float *o = ck->o + (j - 1) * ck->ldo + c;
+            for (int64_t q = 0; q < w; q++) o[q] = ck->fq[j - 1] * y[q];
+        }
+        const float fk = ck->fk[j], tf = ck->th[j] * fk;
+        for (int64_t q = 0; q < w; q++) gp[q] = tf * (fk * x[q] - v[q]);
+        pf_step(&ck->pf);
+    }
+    const int64_t j = ck->n - 1;
+    pass_dispatch(K, w, Mb, ld, P_PEND, ck->e[j], ck->a[j], ck->k + j * ck->ldqk, gp,
+                  ck->q + j * ck->ldqk, y, NULL, NULL);
+    float *o = ck->o + j * ck->ldo + c;
+    for (int64_t q = 0; q < w; q++) o[q] = ck->fq[j] * y[q];
+}
+
+/* b > 1 over a chunk for one block (columns c.. of the group): per piece of
+ * one mini-batch, Mhat = M at its start, x_batch, then upd_pass UP tokens
+ * at a time. *pos: the position at the chunk's start, then at its end. */
+static void block_minibatch(rc_chunk *ck, int64_t K, int64_t w, int64_t c, int64_t b, float *Mb,
+                            int64_t ld, int64_t *pos_io)
+{
+    float X[RC * VB], Y[UP * VB];
+    float *Hm = Mb + 2 * K * ld;
+    int64_t pos = *pos_io;
+    for (int64_t j0 = 0; j0 < ck->n;) {
+        if (pos == 0) copy_rows(K, w, Mb, Hm, ld); /* a mini-batch starts: Mhat = M */
+        const int64_t n = b - pos < ck->n - j0 ? b - pos : ck->n - j0;
+        x_batch(K, ck->k + j0 * ck->ldqk, ck->ldqk, n, Hm, ld, w, X);
+        for (int64_t j = 0; j < n; j++) { /* g = theta fk Gerr, Gerr = fk x - v */
+            const float fk = ck->fk[j0 + j], tf = ck->th[j0 + j] * fk;
+            const float *v = ck->v + (j0 + j) * ck->ldv + c;
+            float *x = X + j * VB;
+            for (int64_t q = 0; q < w; q++) x[q] = tf * (fk * x[q] - v[q]);
+        }
+        for (int64_t j = 0; j < n; j += UP) {
+            const int64_t t = j0 + j;
+            const int nu = (int)(n - j < UP ? n - j : UP);
+            const float *kr[UP], *qr[UP];
+            for (int u = 0; u < UP; u++) { /* rows past nu: not read */
+                kr[u] = ck->k + (t + (u < nu ? u : 0)) * ck->ldqk;
+                qr[u] = ck->q + (t + (u < nu ? u : 0)) * ck->ldqk;
+            }
+            const float *e = ck->e + t, *a = ck->a + t, *g = X + j * VB;
+            switch (nu) {
+            case 4: upd_pass(4, K, w, Mb, ld, e, a, kr, g, qr, Y); break;
+            case 3: upd_pass(3, K, w, Mb, ld, e, a, kr, g, qr, Y); break;
+            case 2: upd_pass(2, K, w, Mb, ld, e, a, kr, g, qr, Y); break;
+            default: upd_pass(1, K, w, Mb, ld, e, a, kr, g, qr, Y); break;
+            }
+            for (int u = 0; u < nu; u++) {
+                float *o = ck->o + (t + u) * ck->ldo + c;
+                for (int64_t q = 0; q < w; q++) o[q] = ck->fq[t + u] * Y[u * VB + q];
+            }
+            pf_step(&ck->pf);
+        }
+        j0 += n;
+        pos = (pos + n) % b;
+    }
+    *pos_io = pos;
+}
+
+typedef struct {
+    int64_t ngr, gw;  /* column groups per head and their width (a multiple of VB but the last) */
+    size_t ws_floats; /* per thread */
+} rc_plan;
+
+static rc_plan recurrent_plan(const tt_problem *D, int threads)
+{
+    const seqk__lin *P = &D->lin;
+    rc_plan pl;
+    pl.ngr = 1, pl.gw = P->V;
+    if (threads > 1 && P->N * P->H < threads && P->V >= 2 * VB) {
+        const int64_t ng = (threads + P->N * P->H - 1) / (P->N * P->H);
+        int64_t gw = (P->V + ng - 1) / ng;
+        gw = (gw + VB - 1) / VB * VB;
+        pl.gw = gw;
+        pl.ngr = (P->V + gw - 1) / gw;
+    }
+    /* slices [blocks][3][K][VB], then q, k [RC][K] and v, o [RC][gw] */
+    const size_t k = (size_t)P->K, gwp = (size_t)((pl.gw + VB - 1) / VB * VB);
+    pl.ws_floats = rnd8(3 * k * gwp) + 2 * rnd8(RC * k) + 2 * rnd8(RC * (size_t)pl.gw);
+    return pl;
+}
+
+/* Whether the item works in place (rows where they are, slices in
+ * state_out) rather than in the workspace. */
+static bool in_place(const tt_problem *D, int64_t len) { return D->s_out && len < LOCAL_MIN_T; }
+
+static size_t recurrent_workspace(const tt_problem *D, int threads)
+{
+    if (D->s_out && D->lin.T < LOCAL_MIN_T) return 0; /* every item in place (len <= T) */
+    return recurrent_plan(D, threads).ws_floats * (size_t)threads * sizeof(float);
+}
+
+/* One item: tokens of sequence n, head h, state columns [g0, g0 + gw). */
+static void recurrent_item(const tt_problem *D, const rc_plan *pl, int64_t n, int64_t h,
+                           int64_t g0, int64_t gw, float *ws)
 {
     const seqk__lin *P = &D->lin;
     const int64_t H = P->H, K = P->K, V = P->V, b = D->b;
-    float x[VB], y[VB], gp[VB] = {0};
-    float loc[LOCAL_FLOATS];
     int64_t r0, len;
     seqk__lin_seq(P, n, &r0, &len);
     int64_t pos = pos_in(D, n, h);
-    const float *Sin = D->s_in ? D->s_in + (n * H + h) * D->E + c0 : NULL;
-    float *Sout = D->s_out ? D->s_out + (n * H + h) * D->E + c0 : NULL;
-    /* the slices: M at Mb, S at Mb + K ld, Mhat at Mb + 2 K ld */
-    float *Mb;
-    int64_t ld;
-    if (Sout && (len < LOCAL_MIN_T || 3 * K * w > LOCAL_FLOATS)) {
-        Mb = Sout, ld = V;
-    } else if (Sout) {
-        Mb = loc, ld = w;
+    const float *Sin = D->s_in ? D->s_in + (n * H + h) * D->E + g0 : NULL;
+    float *Sout = D->s_out ? D->s_out + (n * H + h) * D->E + g0 : NULL;
+    const bool inpl = in_place(D, len);
+    const int64_t nblk = (gw + VB - 1) / VB;
+    /* block bi's slices: M at sl + bi * bstride, S, Mhat after it, rows ld apart */
+    float *sl, *qb = NULL, *kb = NULL, *vb = NULL, *ob = NULL;
+    int64_t ld, bstride;
+    if (inpl) {
+        sl = Sout, ld = V, bstride = VB;
     } else {
-        Mb = slice, ld = w;
+        const size_t k = (size_t)K, gwp = (size_t)(nblk * VB);
+        sl = ws, ld = VB, bstride = 3 * K * VB;
+        qb = ws + rnd8(3 * k * gwp), kb = qb + rnd8(RC * k);
+        vb = kb + rnd8(RC * k), ob = vb + rnd8(RC * (size_t)pl->gw);
     }
-    if (Sin != Mb) {
-        slice_in(Sin, K, V, 0, Mb, ld, w);
-        slice_in(Sin, K, V, 1, Mb, ld, w);
-        if (pos != 0) slice_in(Sin, K, V, 2, Mb, ld, w);
+    for (int64_t bi = 0; bi < nblk; bi++) {
+        const int64_t c = bi * VB, w = gw - c < VB ? gw - c : VB;
+        float *Mb = sl + bi * bstride;
+        if (inpl && Sin == Sout) continue;
+        slice_in(Sin ? Sin + c : NULL, K, V, 0, Mb, ld, w);
+        slice_in(Sin ? Sin + c : NULL, K, V, 1, Mb, ld, w);
+        if (pos != 0) slice_in(Sin + c, K, V, 2, Mb, ld, w);
     }
-    /* the pending update of the previous token: S = ep S - kp gp^T, M = ap M + S,
-     * with kp its raw key and gp = theta fk Gerr; qp, fqp its raw query and factor */
-    bool pend = false;
-    float ep = 0.0f, ap = 1.0f, fqp = 0.0f;
-    const float *kp = NULL, *qp = NULL;
-    for (int64_t t = 0; t < len; t++) {
-        const int64_t r = r0 + t, rh = r * H + h;
-#ifdef __AVX2__
-        if (t + PREFETCH_T < len) { /* later tokens' rows sit in other pages */
-            const int64_t rp = (r + PREFETCH_T) * H + h;
-            for (int64_t i = 0; i < K; i += 16) {
-                _mm_prefetch((const char *)(P->q + rp * K + i), _MM_HINT_T0);
-                _mm_prefetch((const char *)(P->k + rp * K + i), _MM_HINT_T0);
+    rc_chunk ck;
+    for (int64_t t0 = 0; t0 < len; t0 += RC) {
+        const int64_t nc = len - t0 < RC ? len - t0 : RC, rc = r0 + t0;
+        ck.n = nc;
+        if (inpl) {
+            ck.q = P->q + (rc * H + h) * K, ck.k = P->k + (rc * H + h) * K;
+            ck.v = P->v + (rc * H + h) * V + g0, ck.o = P->o + (rc * H + h) * V + g0;
+            ck.ldqk = H * K, ck.ldv = ck.ldo = H * V;
+        } else {
+            for (int64_t j = 0; j < nc; j++) {
+                const int64_t rh = (rc + j) * H + h;
+                memcpy(qb + j * K, P->q + rh * K, (size_t)K * sizeof(float));
+                memcpy(kb + j * K, P->k + rh * K, (size_t)K * sizeof(float));
+                memcpy(vb + j * gw, P->v + rh * V + g0, (size_t)gw * sizeof(float));
             }
-            _mm_prefetch((const char *)(P->v + rp * V + c0), _MM_HINT_T0);
+            ck.q = qb, ck.k = kb, ck.v = vb, ck.o = ob;
+            ck.ldqk = K, ck.ldv = ck.ldo = gw;
         }
-#endif
-        const float *qr = P->q + rh * K, *kr = P->k + rh * K;
-        float fq, fk;
-        token_factors(P, qr, kr, &fq, &fk);
-        unsigned f = P_RD | (pend ? P_PEND : 0u);
-        if (pos == 0) f |= P_REFRESH | (b > 1 ? P_WH : 0u);
-        pass_dispatch(K, w, Mb, ld, f, ep, ap, kp, gp, qp, y, kr, x);
-        if (pend) {
-            float *o = P->o + (rh - H) * V + c0;
-            for (int64_t j = 0; j < w; j++) o[j] = fqp * y[j];
+        for (int64_t j = 0; j < nc; j++) {
+            const int64_t rh = (rc + j) * H + h;
+            token_factors(P, ck.q + j * ck.ldqk, ck.k + j * ck.ldqk, &ck.fq[j], &ck.fk[j]);
+            ck.e[j] = D->eta[rh], ck.a[j] = 1.0f - D->alpha[rh], ck.th[j] = D->theta[rh];
         }
-        /* Gerr_t = fk x - v_t and the pending update of token t */
-        const float *v = P->v + rh * V + c0;
-        const float tf = D->theta[rh] * fk;
-        for (int64_t j = 0; j < w; j++) gp[j] = tf * (fk * x[j] - v[j]);
-        ep = D->eta[rh];
-        ap = 1.0f - D->alpha[rh];
-        kp = kr, qp = qr, fqp = fq;
-        pend = true;
-        pos = pos + 1 == b ? 0 : pos + 1;
+        /* the next chunk's rows, a few lines per pass (none in place: a short call) */
+        const int64_t nn = len - t0 - nc < RC ? len - t0 - nc : RC;
+        const int64_t lines = nn * (2 * ((K + 15) / 16 + 1) + (gw + 15) / 16 + 1);
+        const int64_t passes = nblk * (b == 1 ? nc : (nc + UP - 1) / UP + 1);
+        ck.pf = (rc_prefetch){P, rc + nc, h, inpl ? 0 : nn, g0, gw, 0, 0, 0,
+                              (lines + passes - 1) / passes};
+        int64_t pos_end = pos;
+        for (int64_t bi = 0; bi < nblk; bi++) {
+            const int64_t c = bi * VB, w = gw - c < VB ? gw - c : VB;
+            float *Mb = sl + bi * bstride;
+            pos_end = pos;
+            if (b == 1) block_online(&ck, K, w, c, Mb, ld);
+            else block_minibatch(&ck, K, w, c, b, Mb, ld, &pos_end);
+        }
+        pos = b == 1 ? 0 : pos_end;
+        if (!inpl)
+            for (int64_t j = 0; j < nc; j++)
+                memcpy(P->o + ((rc + j) * H + h) * V + g0, ob + j * gw, (size_t)gw * sizeof(float));
     }
-    /* the last pending update; Mhat = M when the call ends at a mini-batch end */
-    const unsigned f = (pend ? P_PEND : 0u) | (pos == 0 ? P_WH : 0u);
-    if (f) pass_dispatch(K, w, Mb, ld, f, ep, ap, kp, gp, qp, y, NULL, NULL);
-    if (pend) {
-        float *o = P->o + ((r0 + len - 1) * H + h) * V + c0;
-        for (int64_t j = 0; j < w; j++) o[j] = fqp * y[j];
+    /* Mhat = M when the call ends at a mini-batch end; the slices out */
+    for (int64_t bi = 0; bi < nblk; bi++) {
+        const int64_t c = bi * VB, w = gw - c < VB ? gw - c : VB;
+        float *Mb = sl + bi * bstride;
+        if (pos == 0) copy_rows(K, w, Mb, Mb + 2 * K * ld, ld);
+        if (!inpl && Sout)
+            for (int mat = 0; mat < 3; mat++) slice_out(Mb, ld, K, V, mat, Sout + c, w);
     }
-    if (Mb == loc)
-        for (int mat = 0; mat < 3; mat++) slice_out(loc, ld, K, V, mat, Sout, w);
 }
 
 static seqk_status titans_recurrent(seqk_context *ctx, const tt_problem *D)
 {
     const seqk__lin *P = &D->lin;
     const int threads = seqk__threads(ctx);
+    const rc_plan pl = recurrent_plan(D, threads);
     float *ws = NULL;
     seqk_status st = seqk__workspace(FN, ctx, recurrent_workspace(D, threads), (void **)&ws);
     if (st) return st;
-    const int64_t H = P->H, nvb = (P->V + VB - 1) / VB;
+    const int64_t H = P->H;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t item = 0; item < P->N * H * nvb; item++) {
-        const int64_t n = item / (H * nvb), h = (item / nvb) % H, vb = item % nvb;
-        const int64_t c0 = vb * VB, w = P->V - c0 < VB ? P->V - c0 : VB;
-        float *slice = ws ? ws + (size_t)(3 * P->K * VB) * (size_t)seqk__omp_thread() : NULL;
-        recurrent_item(D, n, h, c0, w, slice);
+    for (int64_t item = 0; item < P->N * H * pl.ngr; item++) {
+        const int64_t n = item / (H * pl.ngr), h = (item / pl.ngr) % H, gi = item % pl.ngr;
+        const int64_t g0 = gi * pl.gw, gw = P->V - g0 < pl.gw ? P->V - g0 : pl.gw;
+        float *w = ws ? ws + pl.ws_floats * (size_t)seqk__omp_thread() : NULL;
+        recurrent_item(D, &pl, n, h, g0, gw, w);
     }
     write_positions(D);
     return SEQK_SUCCESS;
@@ -403,46 +751,47 @@ static seqk_status titans_recurrent(seqk_context *ctx, const tt_problem *D)
 
 /* ---- parallel mode -------------------------------------------------------------- */
 
-/* Per-thread scratch: the chunk stages' scratch (L = b), then this file's. */
+enum {
+    CB = 16,  /* state columns per block of the fused pass (two ymm per row) */
+    RO = 6,   /* rows of Gerr and O per register tile (12 accumulators) */
+    RS = 3    /* state rows per register tile of the update (M and S rows: 12 accumulators) */
+};
+
+/* Per-thread scratch: the chunk stages' scratch (L = b; for seqk__chunk_load's
+ * Q~, K~), then this file's. */
 typedef struct {
     seqk__chunk_scratch cs;
-    double *lm;     /* [L] cumulative log eta */
-    float *ca;      /* [L] a = 1 - alpha */
-    float *cb;      /* [L] beta_t */
-    float *cf;      /* [L] f_t */
-    float *th;      /* [L] theta */
-    float *g;       /* [L] the current row of Gmix */
-    float *e;       /* [L] exp(lm_t - lm_s) of the current row */
+    double *lm;      /* [L] cumulative log eta */
+    float *ca;       /* [L] a = 1 - alpha */
+    float *cb;       /* [L] beta_t */
+    float *cf;       /* [L] f_t */
+    float *th;       /* [L] theta */
+    float *g;        /* [L] the current row of Gmix */
+    float *e;        /* [L] exp(lm_t - lm_s) of the current row */
     float *wm, *wsv; /* [L] weights of the state update: theta_s Gmix_{L-1,s}, theta_s m_{L-1}/m_s */
-    float *Mix;     /* [L,L] -Gmix_ts theta_s on and below the diagonal */
-    float *QQ;      /* [L,2K] [diag(beta) Q~ | diag(f) Q~] */
-    float *W2;      /* [L,2K] [diag(wm) K~ | diag(ws) K~] */
-    float *Gerr;    /* [L,V] */
-    float *pack;    /* packing of this file's products */
-    float *state;   /* [3,K,V] the state slice without state_out */
+    float *Pm;       /* [L,L] Mix, then (Q~ K~^T) .* Mix; zeros above the diagonal */
+    float *QQ;       /* [L,2K] [diag(beta) Q~ | diag(f) Q~] */
+    float *W2;       /* [L,2K] [-diag(wm) K~ | -diag(wsv) K~] */
+    float *Gb;       /* [L,CB] Gerr of one block of state columns */
+    float *KcT;      /* [K,Lp] K~^T, Lp = L rounded up to CB (zero columns after L) */
+    float *state;    /* [3,K,V] the state slice without state_out */
     float mL, bL, fL; /* m, beta, f at the segment's last token */
 } tt_scratch;
 
-static size_t tt_pack_floats(int64_t L, int64_t K, int64_t V)
-{
-    size_t m = seqk__sgemm_pack_floats(L, V, K), x;
-    if ((x = seqk__sgemm_pack_floats(L, V, 2 * K)) > m) m = x;
-    if ((x = seqk__sgemm_pack_floats(2 * K, V, L)) > m) m = x;
-    return m;
-}
+static size_t lpad(int64_t L) { return (size_t)((L + CB - 1) / CB * CB); }
 
 static size_t tt_scratch_floats(int64_t L, int64_t K, int64_t V, bool with_state)
 {
     const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V;
     return rnd8(seqk__chunk_scratch_floats(L, K, V)) + rnd8(2 * l) + 8 * rnd8(l) + rnd8(l * l) +
-           2 * rnd8(2 * l * k) + rnd8(l * v) + rnd8(tt_pack_floats(L, K, V)) +
+           2 * rnd8(2 * l * k) + rnd8(l * CB) + rnd8(k * lpad(L)) +
            (with_state ? rnd8(3 * k * v) : 0);
 }
 
 static void tt_scratch_init(tt_scratch *w, float *base, int64_t L, int64_t K, int64_t V,
                             bool with_state)
 {
-    const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V;
+    const size_t l = (size_t)L, k = (size_t)K;
     seqk__chunk_scratch_init(&w->cs, base, L, K, V);
     float *p = base + rnd8(seqk__chunk_scratch_floats(L, K, V));
     w->lm = (double *)p, p += rnd8(2 * l);
@@ -454,28 +803,19 @@ static void tt_scratch_init(tt_scratch *w, float *base, int64_t L, int64_t K, in
     w->e = p, p += rnd8(l);
     w->wm = p, p += rnd8(l);
     w->wsv = p, p += rnd8(l);
-    w->Mix = p, p += rnd8(l * l);
+    w->Pm = p, p += rnd8(l * l);
     w->QQ = p, p += rnd8(2 * l * k);
     w->W2 = p, p += rnd8(2 * l * k);
-    w->Gerr = p, p += rnd8(l * v);
-    w->pack = p, p += rnd8(tt_pack_floats(L, K, V));
+    w->Gb = p, p += rnd8(l * CB);
+    w->KcT = p, p += rnd8(k * lpad(L));
     w->state = with_state ? p : NULL;
 }
 
 static double log_gate(float x) { return x > 0.0f ? log((double)x) : LOG_ZERO; }
 
-/* exp of x[0..n) in place (x <= 0). */
-static void exp_inplace(float *x, int64_t n)
-{
-    int64_t i = 0;
-#ifdef __AVX2__
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, seqk__exp8(_mm256_loadu_ps(x + i)));
-#endif
-    for (; i < n; i++) x[i] = expf(x[i]);
-}
-
-/* The gates of the segment [r0, r0 + L) of head h: beta_t, f_t, Mix, and
- * the state-update weights wm, wsv; mL, bL, fL. */
+/* The gates of the segment [r0, r0 + L) of head h: beta_t, f_t, Mix (into
+ * Pm, on and below the diagonal), and the state-update weights wm, wsv;
+ * mL, bL, fL. */
 static void segment_gates(const tt_problem *D, int64_t r0, int64_t L, int64_t h, tt_scratch *w)
 {
     const int64_t H = D->lin.H;
@@ -497,14 +837,40 @@ static void segment_gates(const tt_problem *D, int64_t r0, int64_t L, int64_t h,
     /* Gmix row by row: g_s = a_t g_s + exp(lm_t - lm_s) (s < t), g_t = 1 */
     for (int64_t t = 0; t < L; t++) {
         const double lt = w->lm[t];
-        for (int64_t s = 0; s < t; s++) { /* lm is non-increasing: lt - lm_s <= 0 */
-            const double d = lt - w->lm[s];
-            w->e[s] = (float)(d < 0.0 ? d : 0.0);
-        }
-        exp_inplace(w->e, t);
         const float a = w->ca[t];
-        float *mix = w->Mix + t * L;
-        for (int64_t s = 0; s < t; s++) {
+        float *mix = w->Pm + t * L;
+        int64_t s = 0;
+#ifdef __AVX2__
+        const __m256d vlt = _mm256_set1_pd(lt), z = _mm256_setzero_pd();
+        const __m256 va = _mm256_set1_ps(a), mone = _mm256_set1_ps(-1.0f);
+        for (; s + 8 <= t; s += 8) { /* lm is non-increasing: lt - lm_s <= 0 */
+            const __m256d l0 = _mm256_loadu_pd(w->lm + s), l1 = _mm256_loadu_pd(w->lm + s + 4);
+            const __m128 d0 = _mm256_cvtpd_ps(_mm256_min_pd(_mm256_sub_pd(vlt, l0), z));
+            const __m128 d1 = _mm256_cvtpd_ps(_mm256_min_pd(_mm256_sub_pd(vlt, l1), z));
+            const __m256 e = seqk__exp8(_mm256_set_m128(d1, d0));
+            const __m256 g = _mm256_fmadd_ps(va, _mm256_loadu_ps(w->g + s), e);
+            _mm256_storeu_ps(w->e + s, e);
+            _mm256_storeu_ps(w->g + s, g);
+            const __m256 nth = _mm256_mul_ps(mone, _mm256_loadu_ps(w->th + s));
+            _mm256_storeu_ps(mix + s, _mm256_mul_ps(nth, g));
+        }
+        if (s < t) { /* the last t - s < 8: exp8 over a padded copy */
+            float d[8], e[8];
+            for (int64_t i = 0; i < 8; i++) {
+                const double x = s + i < t ? lt - w->lm[s + i] : 0.0;
+                d[i] = (float)(x < 0.0 ? x : 0.0);
+            }
+            _mm256_storeu_ps(e, seqk__exp8(_mm256_loadu_ps(d)));
+            for (int64_t i = 0; s < t; s++, i++) {
+                w->e[s] = e[i];
+                w->g[s] = a * w->g[s] + e[i];
+                mix[s] = -w->th[s] * w->g[s];
+            }
+        }
+#endif
+        for (; s < t; s++) {
+            const double d = lt - w->lm[s];
+            w->e[s] = expf((float)(d < 0.0 ? d : 0.0));
             w->g[s] = a * w->g[s] + w->e[s];
             mix[s] = -w->th[s] * w->g[s];
         }
@@ -519,29 +885,246 @@ static void segment_gates(const tt_problem *D, int64_t r0, int64_t L, int64_t h,
 }
 
 /*
+ * The fused pass over one block of state columns (width wc <= CB; M at Mb,
+ * S at Mb + K ld, rows ld apart, both at the block's first column; Mh the
+ * Mhat the gradients are taken at, same layout; V and O at the block's
+ * first column, rows ldv and ldo apart):
+ *
+ *   (1) G = K~ Mh - V                                   [L, wc]   -> Gb
+ *   (2) O = Pm G + QQ [M; S]                             [L, wc]   (row r reads G rows <= r)
+ *   (3) M = bL M + fL S + W2_M^T G,  S = mL S + W2_S^T G [K, wc]  (W2 = [W2_M | W2_S] holds
+ *                                                                   the minus sign)
+ *
+ * Every product reads the block's state rows (3 K rows of 64 bytes at
+ * CB = 16: 24 KB at K = 128), which stay in L1 from (1) to (3); the
+ * mini-batch operands (K~, Pm, QQ, W2) are shared by all the blocks of the
+ * segment. One pass over the state per mini-batch.
+ */
+typedef struct {
+    int64_t L, K;
+    const float *Kc, *Pm, *QQ, *W2;
+    float bL, fL, mL;
+} tt_seg;
+
+#ifdef __AVX2__
+
+/* (1) for rows [r0, r0 + R) */
+TT_INLINE void gerr_tile(int R, const tt_seg *sg, int64_t r0, const float *Mh, int64_t ld,
+                         const float *Vv, int64_t ldv, float *G)
+{
+    __m256 acc[RO][2];
+    for (int r = 0; r < R; r++) {
+        const float *vr = Vv + (r0 + r) * ldv;
+        acc[r][0] = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(vr));
+        acc[r][1] = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(vr + 8));
+    }
+    mk16(R, sg->K, sg->Kc + r0 * sg->K, sg->K, Mh, ld, acc);
+    for (int r = 0; r < R; r++) {
+        _mm256_storeu_ps(G + (r0 + r) * CB, acc[r][0]);
+        _mm256_storeu_ps(G + (r0 + r) * CB + 8, acc[r][1]);
+    }
+}
+
+/* (2) for rows [r0, r0 + R) */
+TT_INLINE void out_tile(int R, const tt_seg *sg, int64_t r0, const float *G, const float *Mb,
+                        int64_t ld, float *O, int64_t ldo)
+{
+    const int64_t L = sg->L, K2 = 2 * sg->K;
+    __m256 acc[RO][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const int64_t n = r0 + R < L ? r0 + R : L; /* Pm is zero above the diagonal */
+    mk16(R, n, sg->Pm + r0 * L, L, G, CB, acc);
+    mk16(R, K2, sg->QQ + r0 * K2, K2, Mb, ld, acc);
+    for (int r = 0; r < R; r++) {
+        _mm256_storeu_ps(O + (r0 + r) * ldo, acc[r][0]);
+        _mm256_storeu_ps(O + (r0 + r) * ldo + 8, acc[r][1]);
+    }
+}
+
+/* (3) for state rows [i0, i0 + R) of M and of S */
+TT_INLINE void update_tile(int R, const tt_seg *sg, int64_t i0, const float *G, float *Mb,
+                           int64_t ld)
+{
+    const int64_t L = sg->L, K = sg->K, K2 = 2 * K;
+    float *S = Mb + K * ld;
+    const __m256 vb = _mm256_set1_ps(sg->bL), vf = _mm256_set1_ps(sg->fL),
+                 vm = _mm256_set1_ps(sg->mL);
+    __m256 acc[2 * RS][2];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 2; j++) {
+            const __m256 m = _mm256_loadu_ps(Mb + (i0 + r) * ld + 8 * j);
+            const __m256 s = _mm256_loadu_ps(S + (i0 + r) * ld + 8 * j);
+            acc[2 * r][j] = _mm256_fmadd_ps(vb, m, _mm256_mul_ps(vf, s));
+            acc[2 * r + 1][j] = _mm256_mul_ps(vm, s);
+        }
+    const float *wm = sg->W2 + i0, *ws = wm + K; /* column i0 of W2_M and of W2_S */
+    for (int64_t p = 0; p < L; p++, wm += K2, ws += K2) {
+        const __m256 b0 = _mm256_loadu_ps(G + p * CB), b1 = _mm256_loadu_ps(G + p * CB + 8);
+        for (int r = 0; r < R; r++) {
+            const __m256 x = _mm256_broadcast_ss(wm + r), y = _mm256_broadcast_ss(ws + r);
+            acc[2 * r][0] = _mm256_fmadd_ps(x, b0, acc[2 * r][0]);
+            acc[2 * r][1] = _mm256_fmadd_ps(x, b1, acc[2 * r][1]);
+            acc[2 * r + 1][0] = _mm256_fmadd_ps(y, b0, acc[2 * r + 1][0]);
+            acc[2 * r + 1][1] = _mm256_fmadd_ps(y, b1, acc[2 * r + 1][1]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 2; j++) {
+            _mm256_storeu_ps(Mb + (i0 + r) * ld + 8 * j, acc[2 * r][j]);
+            _mm256_storeu_ps(S + (i0 + r) * ld + 8 * j, acc[2 * r + 1][j]);
+        }
+}
+
+static void block16(const tt_seg *sg, const float *Mh, float *Mb, int64_t ld, const float *Vv,
+                    int64_t ldv, float *O, int64_t ldo, float *G)
+{
+    const int64_t L = sg->L, K = sg->K;
+    for (int64_t r0 = 0; r0 < L; r0 += RO) {
+        const int R = (int)(L - r0 < RO ? L - r0 : RO);
+#define TT_G(n) gerr_tile(n, sg, r0, Mh, ld, Vv, ldv, G)
+        TT_ROWS_6(TT_G)
+#undef TT_G
+    }
+    for (int64_t r0 = 0; r0 < L; r0 += RO) {
+        const int R = (int)(L - r0 < RO ? L - r0 : RO);
+#define TT_O(n) out_tile(n, sg, r0, G, Mb, ld, O, ldo)
+        TT_ROWS_6(TT_O)
+#undef TT_O
+    }
+    for (int64_t i0 = 0; i0 < K; i0 += RS) {
+        const int R = (int)(K - i0 < RS ? K - i0 : RS);
+        switch (R) {
+        case 3: update_tile(3, sg, i0, G, Mb, ld); break;
+        case 2: update_tile(2, sg, i0, G, Mb, ld); break;
+        default: update_tile(1, sg, i0, G, Mb, ld); break;
+        }
+    }
+}
+#endif
+
+/* dst[j, i] = src[i, j] for i < m, j < n (rows lds and ldd apart); 8 x 8
+ * blocks in registers. */
+static void transpose(int64_t m, int64_t n, const float *src, int64_t lds, float *dst,
+                      int64_t ldd)
+{
+    int64_t i0 = 0;
+#ifdef __AVX2__
+    for (; i0 + 8 <= m; i0 += 8) {
+        int64_t j0 = 0;
+        for (; j0 + 8 <= n; j0 += 8) {
+            __m256 r[8], t[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (i0 + i) * lds + j0);
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+            }
+            for (int i = 0; i < 4; i++) {
+                t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+                t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+            }
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (j0 + i) * ldd + i0, t[i]);
+        }
+        for (; j0 < n; j0++)
+            for (int64_t i = i0; i < i0 + 8; i++) dst[j0 * ldd + i] = src[i * lds + j0];
+    }
+#endif
+    for (; i0 < m; i0++)
+        for (int64_t j = 0; j < n; j++) dst[j * ldd + i0] = src[i0 * lds + j];
+}
+
+/* Pm = (Q~ K~^T) .* Pm on and below the diagonal, 0 above (Pm holds Mix
+ * there). The products on and below the diagonal only: per block of CB
+ * columns s, the rows r >= s in register tiles over K~^T (KcT, [K, Lp]). */
+static void qk_mix(int64_t L, int64_t K, const float *Qs, const float *Kc, float *KcT, float *Pm)
+{
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t s = t + 1; s < L; s++) Pm[t * L + s] = 0.0f;
+#ifdef __AVX2__
+    const int64_t Lp = (int64_t)lpad(L);
+    transpose(L, K, Kc, K, KcT, Lp);
+    for (int64_t p = 0; p < K; p++)
+        for (int64_t s = L; s < Lp; s++) KcT[p * Lp + s] = 0.0f;
+    float tmp[RO * CB];
+    for (int64_t s0 = 0; s0 < L; s0 += CB) {
+        const int64_t sn = L - s0 < CB ? L - s0 : CB;
+        for (int64_t r0 = s0; r0 < L; r0 += RO) {
+            const int R = (int)(L - r0 < RO ? L - r0 : RO);
+#define TT_QK(n) x_tile(n, K, Qs + r0 * K, K, KcT + s0, Lp, tmp)
+            TT_ROWS_6(TT_QK)
+#undef TT_QK
+            for (int r = 0; r < R; r++) {
+                float *pr = Pm + (r0 + r) * L + s0;
+                const int64_t n = r0 + r - s0 + 1 < sn ? r0 + r - s0 + 1 : sn; /* s <= r */
+                for (int64_t c = 0; c < n; c++) pr[c] *= tmp[r * CB + c];
+            }
+        }
+    }
+#else
+    (void)KcT;
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t s = 0; s <= t; s++) Pm[t * L + s] *= seqk__dot(Qs + t * K, Kc + s * K, K);
+#endif
+}
+
+/* The same pass for any width wc <= CB (the last block of a V that is not
+ * a multiple of CB; every block without AVX2). */
+static void block_any(const tt_seg *sg, int64_t wc, const float *Mh, float *Mb, int64_t ld,
+                      const float *Vv, int64_t ldv, float *O, int64_t ldo, float *G)
+{
+    const int64_t L = sg->L, K = sg->K, K2 = 2 * K;
+    for (int64_t r = 0; r < L; r++)
+        for (int64_t j = 0; j < wc; j++) {
+            float x = -Vv[r * ldv + j];
+            for (int64_t p = 0; p < K; p++) x += sg->Kc[r * K + p] * Mh[p * ld + j];
+            G[r * CB + j] = x;
+        }
+    for (int64_t r = 0; r < L; r++)
+        for (int64_t j = 0; j < wc; j++) {
+            float y = 0.0f;
+            for (int64_t p = 0; p <= r; p++) y += sg->Pm[r * L + p] * G[p * CB + j];
+            for (int64_t p = 0; p < K2; p++) y += sg->QQ[r * K2 + p] * Mb[p * ld + j];
+            O[r * ldo + j] = y;
+        }
+    float *S = Mb + K * ld;
+    for (int64_t i = 0; i < K; i++)
+        for (int64_t j = 0; j < wc; j++) {
+            const float m = Mb[i * ld + j], s = S[i * ld + j];
+            float am = sg->bL * m + sg->fL * s, as = sg->mL * s;
+            for (int64_t p = 0; p < L; p++) {
+                am += sg->W2[p * K2 + i] * G[p * CB + j];
+                as += sg->W2[p * K2 + K + i] * G[p * CB + j];
+            }
+            Mb[i * ld + j] = am;
+            S[i * ld + j] = as;
+        }
+}
+
+/*
  * One segment: tokens [r0, r0 + L) of head h, all inside one mini-batch, on
  * the state columns [v0, v0 + vw): M at Mb, S at Mb + K ld (so [M; S] is one
  * 2K x vw matrix with rows ld apart), Mh the Mhat the gradients are taken
- * at (Mb itself at a mini-batch start). Writes o and advances M and S.
+ * at (Mb itself at a mini-batch start). Writes o and advances M and S. The
+ * next segment's rows (rn, Ln; Ln = 0: none) are prefetched on the
+ * way, a share per column block: one head's rows are H K floats apart, a
+ * new page every few tokens, where the hardware prefetcher stops.
  */
 static void segment(const tt_problem *D, int64_t r0, int64_t L, int64_t h, int64_t v0,
-                    int64_t vw, float *Mb, int64_t ld, const float *Mh, tt_scratch *w)
+                    int64_t vw, float *Mb, int64_t ld, const float *Mh, int64_t rn, int64_t Ln,
+                    tt_scratch *w)
 {
     const seqk__lin *P = &D->lin;
     const int64_t K = P->K, V = P->V, H = P->H, K2 = 2 * K;
     seqk__chunk_view cv;
     seqk__chunk_load(P, r0, L, h, &w->cs, &cv);
     segment_gates(D, r0, L, h, w);
-    /* Gerr = K~ Mhat - V */
-    for (int64_t i = 0; i < L; i++) {
-        const float *vr = cv.Vv + i * cv.ldv + v0;
-        float *gr = w->Gerr + i * vw;
-        for (int64_t j = 0; j < vw; j++) gr[j] = -vr[j];
-    }
-    seqk__sgemm(false, false, L, vw, K, 1.0f, cv.Kc, K, Mh, ld, 1.0f, w->Gerr, vw, w->pack);
-    /* O = ((Q~ K~^T) .* Mix) Gerr + [diag(beta) Q~ | diag(f) Q~] [M0; S0] */
-    float *O = P->o + (r0 * H + h) * V + v0;
-    seqk__chunk_output_mix(&cv, K, vw, w->Mix, L, w->Gerr, vw, O, H * V, &w->cs);
+    qk_mix(L, K, cv.Qs, cv.Kc, w->KcT, w->Pm); /* Pm = (Q~ K~^T) .* Mix */
+    /* QQ = [diag(beta) Q~ | diag(f) Q~]; W2 = [-diag(wm) K~ | -diag(wsv) K~] */
     for (int64_t i = 0; i < L; i++) {
         const float *qr = cv.Qs + i * K;
         float *d = w->QQ + i * K2;
@@ -551,37 +1134,40 @@ static void segment(const tt_problem *D, int64_t r0, int64_t L, int64_t h, int64
             d[K + j] = cf * qr[j];
         }
     }
-    seqk__sgemm(false, false, L, vw, K2, 1.0f, w->QQ, K2, Mb, ld, 1.0f, O, H * V, w->pack);
-    /* M = beta_L M + f_L S, S = m_L S; then [M; S] -= [W_M | W_S]^T Gerr */
-    float *S = Mb + K * ld;
-    const float bL = w->bL, fL = w->fL, mL = w->mL;
-    for (int64_t i = 0; i < K; i++) {
-        float *mr = Mb + i * ld, *sr = S + i * ld;
-        int64_t j = 0;
-#ifdef __AVX2__
-        const __m256 vb = _mm256_set1_ps(bL), vf = _mm256_set1_ps(fL), vm = _mm256_set1_ps(mL);
-        for (; j + 8 <= vw; j += 8) {
-            const __m256 s = _mm256_loadu_ps(sr + j);
-            _mm256_storeu_ps(mr + j, _mm256_fmadd_ps(vb, _mm256_loadu_ps(mr + j), _mm256_mul_ps(vf, s)));
-            _mm256_storeu_ps(sr + j, _mm256_mul_ps(vm, s));
-        }
-#endif
-        for (; j < vw; j++) {
-            const float s = sr[j];
-            mr[j] = bL * mr[j] + fL * s;
-            sr[j] = mL * s;
-        }
-    }
     for (int64_t s = 0; s < L; s++) {
         const float *kr = cv.Kc + s * K;
         float *d = w->W2 + s * K2;
-        const float a = w->wm[s], c = w->wsv[s];
+        const float a = -w->wm[s], c = -w->wsv[s];
         for (int64_t j = 0; j < K; j++) {
             d[j] = a * kr[j];
             d[K + j] = c * kr[j];
         }
     }
-    seqk__sgemm(true, false, K2, vw, L, -1.0f, w->W2, K2, w->Gerr, vw, 1.0f, Mb, ld, w->pack);
+    const tt_seg sg = {L, K, cv.Kc, w->Pm, w->QQ, w->W2, w->bL, w->fL, w->mL};
+    float *O = P->o + (r0 * H + h) * V + v0;
+    const float *Vv = cv.Vv + v0;
+    const int64_t ldo = H * V, nblk = (vw + CB - 1) / CB;
+    for (int64_t c = 0, bi = 0; c < vw; c += CB, bi++) {
+        const int64_t wc = vw - c < CB ? vw - c : CB;
+        /* this block's v and o rows (o for writing), then a share of the next segment's rows */
+        for (int64_t i = 0; i < L; i++) {
+            __builtin_prefetch(Vv + i * cv.ldv + c, 0, 3);
+            __builtin_prefetch(O + i * ldo + c, 1, 3);
+        }
+        for (int64_t i = bi * Ln / nblk; i < (bi + 1) * Ln / nblk; i++) {
+            const int64_t rh = (rn + i) * H + h;
+            seqk__prefetch_floats(P->q + rh * K, K);
+            seqk__prefetch_floats(P->k + rh * K, K);
+            seqk__prefetch_floats(P->v + rh * V + v0, vw);
+        }
+#ifdef __AVX2__
+        if (wc == CB) {
+            block16(&sg, Mh + c, Mb + c, ld, Vv + c, cv.ldv, O + c, ldo, w->Gb);
+            continue;
+        }
+#endif
+        block_any(&sg, wc, Mh + c, Mb + c, ld, Vv + c, cv.ldv, O + c, ldo, w->Gb);
+    }
 }
 
 /* One (sequence, head, column block): the segments in order. */
@@ -613,8 +1199,9 @@ static void parallel_item(const tt_problem *D, int64_t n, int64_t h, int64_t v0,
                 for (int64_t i = 0; i < K; i++)
                     memcpy(Hm + i * ld, Mb + i * ld, (size_t)vw * sizeof(float));
         }
-        segment(D, r0 + t, L, h, v0, vw, Mb, ld, Mh, w);
-        t += L;
+        const int64_t tn = t + L, Ln = b < len - tn ? b : len - tn; /* the next segment */
+        segment(D, r0 + t, L, h, v0, vw, Mb, ld, Mh, r0 + tn, Ln, w);
+        t = tn;
         pos = (pos + L) % b;
     }
     if (pos == 0)
@@ -634,7 +1221,7 @@ static tt_plan make_plan(const tt_problem *D, int threads)
     if (threads > 1 && P->N * P->H < threads && P->V >= 2 * MIN_VW) {
         const int64_t nvb = (threads + P->N * P->H - 1) / (P->N * P->H);
         int64_t vw = (P->V + nvb - 1) / nvb;
-        vw = (vw + MIN_VW - 1) / MIN_VW * MIN_VW; /* whole sgemm panels */
+        vw = (vw + MIN_VW - 1) / MIN_VW * MIN_VW; /* whole column blocks */
         pl.vw = vw;
         pl.nvb = (P->V + vw - 1) / vw;
     }
@@ -833,14 +1420,18 @@ seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mode, int64_
     seqk_status st = check_sizes(fn, ctx, (int)mode, B, T, H, K, V, minibatch, N, N > 0);
     if (!st) st = seqk__check_ptr(fn, "bytes", bytes);
     if (st) return st;
-    if (ctx->backend == SEQK_BACKEND_CUDA) { /* the recurrent kernel, state in shared memory */
-        *bytes = 0;
-        return SEQK_SUCCESS;
-    }
     tt_problem D;
     memset(&D, 0, sizeof D);
     D.lin.B = B, D.lin.T = T, D.lin.H = H, D.lin.Hqk = H, D.lin.K = K, D.lin.V = V;
     D.lin.N = N > 0 ? N : B;
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+#if SEQK__HAVE_CUDA
+        *bytes = seqk__cuda_titans_workspace(&D.lin, (int)mode, minibatch);
+#else
+        *bytes = 0;
+#endif
+        return SEQK_SUCCESS;
+    }
     D.b = minibatch;
     D.E = state_floats(K, V);
     const int threads = seqk__threads(ctx);

@@ -345,6 +345,53 @@ static void workspace_bound(th_backend *be, const tcase *c, int threads)
     free_inputs(&in);
 }
 
+/* ---- an empty call ---------------------------------------------------------------- */
+
+/* T = 0 on every backend, both modes: the state passes through (Mhat = M
+ * where pos = 0, the positions kept, the reserved floats written as 0), in
+ * place too. */
+enum { EC_H = 2, EC_K = 3, EC_V = 5, EC_E = 3 * EC_K * EC_V + 8, EC_NS = EC_H * EC_E };
+
+static void empty_call(th_backend *be)
+{
+    for (int m = 0; m < 2; m++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+            char what[200];
+            snprintf(what, sizeof what, "%s titans T = 0 (%s%s) passes the state through",
+                     be->name, m ? "parallel" : "recurrent", inplace ? ", in place" : "");
+            if (!be->ctx) {
+                th_skip("%s: %s", what, be->skip_reason);
+                continue;
+            }
+            const int64_t KV = EC_K * EC_V;
+            float s0[EC_NS], s1[EC_NS];
+            for (int i = 0; i < EC_NS; i++) s0[i] = (float)i;
+            s0[3 * KV] = 0.0f;        /* head 0: pos 0 */
+            s0[EC_E + 3 * KV] = 2.0f; /* head 1: pos 2 */
+            for (int i = 1; i < 8; i++) s0[3 * KV + i] = s0[EC_E + 3 * KV + i] = NAN;
+            float *d0 = th_upload(be, s0, sizeof s0);
+            float *d1 = inplace ? d0 : th_poisoned(be, EC_NS);
+            const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
+            const seqk_status st = seqk_titans(be->ctx, mode, 1, 0, EC_H, EC_K, EC_V, 1.0f, 0, 4,
+                                               NULL, NULL, NULL, NULL, NULL, NULL, NULL, d0, d1,
+                                               NULL, 0);
+            if (th_check_status(st, SEQK_SUCCESS, what)) {
+                th_download(be, s1, d1, sizeof s1);
+                bool ok = true;
+                for (int64_t i = 0; i < 3 * KV; i++) {
+                    const float want0 = i < 2 * KV ? s0[i] : s0[i - 2 * KV];
+                    ok &= s1[i] == want0 && s1[EC_E + i] == s0[EC_E + i];
+                }
+                ok &= s1[3 * KV] == 0.0f && s1[EC_E + 3 * KV] == 2.0f;
+                for (int i = 1; i < 8; i++)
+                    ok &= s1[3 * KV + i] == 0.0f && s1[EC_E + 3 * KV + i] == 0.0f;
+                th_check(ok, "%s", what);
+            }
+            if (!inplace) th_free(be, d1);
+            th_free(be, d0);
+        }
+}
+
 /* ---- validation ------------------------------------------------------------------ */
 
 static void expect(seqk_status got, seqk_status want, const char *needle, const char *rule,
@@ -599,6 +646,16 @@ int main(int argc, char **argv)
     };
     for (int i = 0; i < nb; i++)
         for (size_t j = 0; j < sizeof edges / sizeof edges[0]; j++) run_case(&be[i], &edges[j], j & 1);
+    /* wide keys: the CUDA kernels' narrower column blocks (16 and 8 columns in the
+     * recurrent kernel for K > 256 and K > 512; 16 in the parallel mode's state pass
+     * when 32 columns of 3 K + b floats pass 160 KB) */
+    const tcase wide[] = {
+        {1, 40, 1, 520, 20, 16, 1, NULL, 0, 0.5, 1, 0, 0.2, 0.5, 0},
+        {1, 70, 2, 300, 33, 64, 1, NULL, 0, 0.5, 1, 0, 0.2, 0.5, 0},
+    };
+    for (int i = 0; i < nb; i++)
+        for (size_t j = 0; j < sizeof wide / sizeof wide[0]; j++)
+            for (int l2 = 0; l2 < 2; l2++) run_case(&be[i], &wide[j], l2);
     /* split == whole: at and inside mini-batch boundaries, across modes */
     for (int i = 0; i < nb; i++)
         for (size_t bi = 0; bi < sizeof bs / sizeof bs[0]; bi++) {
@@ -637,6 +694,9 @@ int main(int argc, char **argv)
         workspace_bound(&be[i], &w2, 8);
         workspace_bound(&be[i], &w3, 3);
     }
+    for (int i = 0; i < nb; i++) empty_call(&be[i]);
+    /* validation: the rules every backend shares are checked on the CPU (the
+     * gates' ranges and the positions are not checked on CUDA, see seqk.h) */
     for (int i = 0; i < nb; i++)
         if (be[i].backend == SEQK_BACKEND_CPU && be[i].ctx) validation(be[i].ctx);
     return th_finish();
