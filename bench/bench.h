@@ -390,6 +390,10 @@ size_t bench_module_nonfinite(bench_backend *be, const bench_module_call *c);
  * matrix-state modules, H E for Titans, D Nst for the selective scan
  * (H = D, K = Nst). */
 size_t bench_module_state_floats(bench_module m, int64_t H, int64_t K, int64_t V);
+/* FLOPs counted per token and head (bench/modules.c has the derivations;
+ * the linear suite counts with it too); minibatch: Titans' b. */
+double bench_module_flops_per_token_head(bench_module m, bool parallel, int64_t T, int64_t K,
+                                         int64_t V, int64_t minibatch);
 
 /* The suites (one .c each). */
 void suite_scan_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);

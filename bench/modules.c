@@ -52,9 +52,8 @@ size_t bench_module_state_floats(bench_module m, int64_t H, int64_t K, int64_t V
     return (size_t)H * per_head;
 }
 
-/* Flops per token and head (see the top of the file). */
-static double flops_per_token_head(bench_module m, bool parallel, int64_t T, int64_t K,
-                                   int64_t V)
+double bench_module_flops_per_token_head(bench_module m, bool parallel, int64_t T, int64_t K,
+                                         int64_t V, int64_t minibatch)
 {
     const double k = (double)K, v = (double)V, kv = k * v;
     const double C = (double)(T < BENCH_MODULE_CHUNK ? T : BENCH_MODULE_CHUNK);
@@ -66,7 +65,7 @@ static double flops_per_token_head(bench_module m, bool parallel, int64_t T, int
         return 3.0 * (C + 1.0) * k + 2.0 * (C + 1.0) * v + C * C / 3.0 + 6.0 * kv;
     case BENCH_MOD_TITANS: {
         if (!parallel) return 8.0 * kv;
-        const double b = (double)(T < BENCH_TITANS_MINIBATCH ? T : BENCH_TITANS_MINIBATCH);
+        const double b = (double)(T < minibatch ? T : minibatch);
         return 10.0 * kv + (b + 1.0) * (k + v);
     }
     case BENCH_MOD_LINEAR_ATTENTION:
@@ -83,7 +82,8 @@ static double flops_per_token_head(bench_module m, bool parallel, int64_t T, int
 double bench_module_flops(const bench_module_call *c)
 {
     return (double)c->n_tok *
-           flops_per_token_head(c->module, c->mode == SEQK_MODE_PARALLEL, c->T, c->K, c->V);
+           bench_module_flops_per_token_head(c->module, c->mode == SEQK_MODE_PARALLEL, c->T, c->K,
+                                             c->V, BENCH_TITANS_MINIBATCH);
 }
 
 double bench_module_bytes(const bench_module_call *c)

@@ -24,14 +24,17 @@
  * seqk_titans_state_size(K, V) = 3 K V + 8, with M, S, Mhat in [-0.1, 0.1)
  * and pos (and the reserved floats) 0.
  *
- * FLOPs counted per call = B * T * H * (flops per token and head):
+ * FLOPs counted per call = B * T * H * (flops per token and head), counted by
+ * bench_module_flops_per_token_head (bench/modules.c) for this suite and the
+ * prefill/decode suites alike:
  *   recurrent:  4 K V                    S += k v^T (2 K V), o = S^T q (2 K V);
  *                                        the decay's K V multiplies not counted
- *   parallel:   2 C K + 2 C V + 2 K V + 2 K V,   C = min(chunk, T)
- *               = what the chunk algorithm computes per token, full C x C tiles:
- *                 Q K^T (2 C K), P V (2 C V), inter-chunk Q S0 (2 K V),
- *                 chunk state K^T V (2 K V); the causal mask's zeros and the
- *                 decays' exponentials are not subtracted / not counted
+ *   parallel:   (C+1) K + (C+1) V + 2 K V + 2 K V,   C = min(chunk, T)
+ *               = what the chunk algorithm computes per token: the causal
+ *                 Q K^T and P V on their lower triangle, diagonal included
+ *                 (seqk__sgemm_causal: 2 C (C+1)/2 K / C = (C+1) K), the
+ *                 inter-chunk Q S0 (2 K V), the chunk state K^T V (2 K V);
+ *                 the decays' exponentials are not counted
  * (Mamba2 the same with K = Nst, V = P: B and C are shared by the heads of a
  * group but every head still multiplies them.)
  * Gated DeltaNet:
@@ -39,12 +42,13 @@
  *                                        k (v - S'^T k)^T (2 K V), o = S^T q
  *                                        (2 K V); the gate's K V multiplies
  *                                        and the L2 norms not counted
- *   parallel:   6 C K + 4 C V + C^2/3 + 6 K V,   C = min(chunk, T)
- *               = per chunk of C tokens, divided by C, the chunked WY form:
- *                 K K^T (2 C^2 K), forward substitution T = (I + A)^-1
- *                 (~C^3/3), U = T (beta V) (2 C^2 V), W = T (beta K)
- *                 (2 C^2 K), Vnew = U - W S0 (2 C K V), Q K^T (2 C^2 K),
- *                 P Vnew (2 C^2 V), Q S0 (2 C K V), K^T Vnew (2 C K V)
+ *   parallel:   3 (C+1) K + 2 (C+1) V + C^2/3 + 6 K V,   C = min(chunk, T)
+ *               = per chunk of C tokens, divided by C, the chunked WY form,
+ *                 the causal products on their lower triangle: K K^T
+ *                 ((C+1) C K), forward substitution T = (I + A)^-1 (~C^3/3),
+ *                 U = T (beta V) ((C+1) C V), W = T (beta K) ((C+1) C K),
+ *                 Vnew = U - W S0 (2 C K V), Q K^T ((C+1) C K), P Vnew
+ *                 ((C+1) C V), Q S0 (2 C K V), K^T Vnew (2 C K V)
  * Titans (b = the case's mini-batch size, 16 or 64):
  *   recurrent:  8 K V                    Mhat^T k, the gradient's outer
  *                                        product, S and M updates, M^T q
@@ -92,7 +96,10 @@ typedef enum lin_module {
     LIN_DELTANET = 4,
     LIN_TITANS = 5,
     LIN_N_MODULES = 6
-} lin_module;
+} lin_module; /* the first six of bench_module, in its order (bench/modules.c counts them) */
+_Static_assert((int)LIN_TITANS == (int)BENCH_MOD_TITANS && (int)LIN_DELTANET == (int)BENCH_MOD_DELTANET &&
+                   (int)LIN_MAMBA2 == (int)BENCH_MOD_MAMBA2,
+               "lin_module follows bench_module");
 
 static const char *const MODULE_NAMES[LIN_N_MODULES] = {
     "linear_attention", "retention", "gated_retention", "mamba2", "deltanet", "titans"};
@@ -180,31 +187,6 @@ static const lin_result *find_result(const bench_backend *be, lin_module module,
 /* ---- FLOP and byte counts -------------------------------------------------------- */
 
 /* Flops per token and head (see the top of the file); minibatch: Titans' b. */
-static double flops_per_token_head(lin_module module, bool parallel, int64_t T, int64_t K,
-                                   int64_t V, int64_t minibatch)
-{
-    const double k = (double)K, v = (double)V, kv = k * v;
-    const double C = (double)(T < LIN_CHUNK ? T : LIN_CHUNK);
-    switch (module) {
-    case LIN_DELTANET:
-        if (!parallel) return 6.0 * kv;
-        return 6.0 * C * k + 4.0 * C * v + C * C / 3.0 + 6.0 * kv;
-    case LIN_TITANS: {
-        if (!parallel) return 8.0 * kv;
-        const double b = (double)(T < minibatch ? T : minibatch);
-        return 10.0 * kv + (b + 1.0) * (k + v);
-    }
-    case LIN_ATTENTION:
-    case LIN_RETENTION:
-    case LIN_GATED:
-    case LIN_MAMBA2:
-    case LIN_N_MODULES:
-        break;
-    }
-    if (!parallel) return 4.0 * kv;
-    return 2.0 * C * k + 2.0 * C * v + 2.0 * kv + 2.0 * kv;
-}
-
 /* ---- the timed calls ---------------------------------------------------------------- */
 
 typedef struct lin_args {
@@ -348,7 +330,8 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
         snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
     } else {
         bench_check(st, "%s %s (on %s)", bc->name, sh->mode, be->name);
-        rec->flops = (double)n_tok * flops_per_token_head(module, parallel, T, K, V, minibatch);
+        rec->flops = (double)n_tok * bench_module_flops_per_token_head((bench_module)module, parallel, T, K, V,
+                                                                minibatch);
         double floats = 2.0 * (double)n_qk + 2.0 * (double)n_v + 2.0 * (double)n_state;
         floats += (double)n_gates * (double)n_tok;
         if (mamba2) floats += 3.0 * (double)H;
