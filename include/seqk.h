@@ -574,13 +574,16 @@ SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode m
  *   state_out   [N,H,E] or NULL (not written); may be state_in (in place)
  *   cu_seqlens  [N+1] or NULL; N as in seqk_scan
  *
- * Workspace (seqk_titans_workspace_size): the recurrent mode needs none when
- * state_out is given (on the CPU one 3 K x 16 slice per thread otherwise);
- * the parallel mode needs per-thread mini-batch scratch on the CPU (about
- * 8 b K + 2 b V + 2 b^2 + 2 K V floats plus the products' packing, and 3 K V
- * more without state_out). The CUDA backend runs BOTH modes with its
- * recurrent kernel (one block per sequence, head and block of state columns,
- * the state slice in shared memory; K <= 1024) and needs no workspace.
+ * Workspace (seqk_titans_workspace_size gives the exact bound for a call):
+ * on the CPU the recurrent mode needs none for a decoding call (fewer than 8
+ * tokens, state_out given) and per-thread scratch of about 3 K V + 64 (K + V)
+ * floats otherwise; the parallel mode needs per-thread mini-batch scratch.
+ * On CUDA the recurrent mode runs a token-by-token kernel (one block per
+ * sequence, head and block of state columns, the state slice in shared
+ * memory; K <= 1024) with no workspace, and the parallel mode the chunked
+ * form (all mini-batches' gates, mixing matrices and Q K^T at once, then
+ * one state pass per block of columns), with about (T/b + 1) H (b^2 + 5 b)
+ * floats of workspace per sequence.
  */
 SEQK_API seqk_status seqk_titans(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
                                  int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
