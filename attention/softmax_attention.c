@@ -40,9 +40,10 @@
  * Both are the 6 x 16 register tile of core/gemm.h (seqk__sgemm_6x16).
  * Queries are handled in groups of QG (a multiple of QW, PR and 8).
  *
- * CPU decode: append, then per (batch entry, kv head, <= DG query heads) one
- * pass over the cache in tiles of DT keys, online softmax, accumulating in
- * the output rows; stack buffers only (the step allocates nothing).
+ * CPU decode: append, then split each batch entry's cache by token ranges
+ * (Flash-Decoding); an item streams its ranges' whole K then V rows in tiles
+ * of DT tokens, with per-head online-softmax partials in the workspace,
+ * merged by log-sum-exp (see the decode section).
  */
 #include "../core/gemm.h"
 #include "../core/internal.h"
@@ -539,12 +540,34 @@ static seqk_status cpu_attention_parallel(const char *fn, seqk_context *ctx, att
 }
 
 /* ------------------------------------------------------------------------ */
-/* Recurrent mode (decode), CPU: no allocation                               */
+/* Recurrent mode (decode), CPU: split by tokens, no allocation              */
 /* ------------------------------------------------------------------------ */
 
-#define DT 64 /* keys per decode tile */
-#define DG 8  /* query heads that share one pass over the cache */
-#define DPF 16 /* cached rows ahead to prefetch */
+/* The cache is [B, max_len, Hkv, D]: one token's keys (values) for all heads
+ * are one contiguous block of Hkv*D floats, while one head's rows are Hkv*D
+ * floats apart (a 4 KiB page per row at Hkv = 8, D = 128). A work item that
+ * walks one head through the cache starts a new page at every row, where the
+ * hardware prefetchers stop: it reached a quarter of copy bandwidth, software
+ * prefetching or not. So the cache of each batch entry is split by TOKEN
+ * ranges instead (Flash-Decoding, split-K): an item = (b, tokens [t0, t1))
+ * walks its tokens in order and handles every head of each token, i.e. it
+ * streams contiguous memory: tiles of DT whole K rows (all Hkv heads), then
+ * the same DT whole V rows. Per query head (GQA: kv head h / (Hq/Hkv)) it
+ * keeps online-softmax partials in the log2 domain: running max m, sum l and
+ * the unnormalised o[V], in the context's workspace (no allocation per step;
+ * seqk_attention_decode_workspace_size gives the bound). A second pass merges
+ * the partials of each (b, h) by their log-sum-exp into o and lse.
+ * Ranges per batch entry: enough for DITEMS items per thread over the batch,
+ * each at least DMIN tokens (the merge and the per-item setup stay small
+ * against the stream); the count depends on max_len, not cache_len, so the
+ * workspace bound holds for every step. When that leaves fewer items than
+ * DITEMS per thread (short caches, where the cache sits in the CPU's caches
+ * anyway), items also split the kv heads into blocks, each a contiguous part
+ * of every row. */
+
+#define DT 64      /* tokens per decode tile */
+#define DMIN 256   /* fewest tokens per range (a multiple of DT) */
+#define DITEMS 4   /* items per thread aimed at */
 
 static float dot(const float *restrict x, const float *restrict y, int64_t n)
 {
@@ -583,72 +606,153 @@ typedef struct decode_args {
     float *o, *lse;
 } decode_args;
 
-/* Query heads [h0, h0+hn) (hn <= DG) of batch entry b, all on key/value head
- * hk, over the cache_len[b]+1 entries; accumulates straight into o. */
-static void decode_heads(const decode_args *a, int64_t b, int64_t hk, int64_t h0, int64_t hn)
+/* Token ranges per batch entry (>= 1), from the thread count and max_len. */
+static int64_t decode_ranges(int nt, int64_t B, int64_t max_len)
 {
-    const int64_t K = a->K, V = a->V, Hkv = a->Hkv;
-    const int64_t L = (int64_t)a->cache_len[b] + 1;
-    _Alignas(32) float sc[DG][DT];
-    float m[DG], l[DG];
-    for (int64_t g = 0; g < hn; g++) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
-        memset(a->o + (b * a->Hq + h0 + g) * V, 0, (size_t)V * sizeof(float));
+    const int64_t want = ceil_div64((int64_t)DITEMS * nt, B);
+    const int64_t most = ceil_div64(max_len, DMIN);
+    const int64_t r = want < most ? want : most;
+    return r > 1 ? r : 1;
+}
+
+/* Workspace layout: partial o [B, R, Hq, V], m and l [B, R, Hq], then per
+ * thread the scores of a tile [Hq, DT] and the rescale factors [Hq]. */
+typedef struct decode_ws {
+    float *po, *pm, *pl, *scratch;
+    size_t per_thread; /* floats */
+} decode_ws;
+
+static size_t al64(size_t bytes) { return seqk__align_up(bytes, 64); }
+
+static size_t cpu_decode_workspace(int nt, int64_t B, int64_t Hq, int64_t V, int64_t max_len)
+{
+    const size_t parts = (size_t)(B * decode_ranges(nt, B, max_len) * Hq);
+    return al64(parts * (size_t)V * sizeof(float)) + 2 * al64(parts * sizeof(float)) +
+           (size_t)nt * al64((size_t)(Hq * (DT + 1)) * sizeof(float)) + 64;
+}
+
+static decode_ws decode_ws_at(void *raw, int64_t B, int64_t Hq, int64_t V, int64_t R)
+{
+    char *p = (char *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    const size_t parts = (size_t)(B * R * Hq);
+    decode_ws w;
+    w.po = (float *)p;
+    p += al64(parts * (size_t)V * sizeof(float));
+    w.pm = (float *)p;
+    p += al64(parts * sizeof(float));
+    w.pl = (float *)p;
+    p += al64(parts * sizeof(float));
+    w.scratch = (float *)p;
+    w.per_thread = al64((size_t)(Hq * (DT + 1)) * sizeof(float)) / sizeof(float);
+    return w;
+}
+
+/* Tokens [t0, t1) of batch entry b, kv heads [hk0, hk1) (all of them unless
+ * the cache is short): partials (unnormalised o, m, l, log2 domain) of their
+ * query heads into po [Hq, V], pm, pl [Hq]. sc is
+ * this thread's scratch: scores [Hq][DT] (32-byte aligned rows), then
+ * alpha [Hq]. */
+static void decode_range(const decode_args *a, int64_t b, int64_t t0, int64_t t1, int64_t hk0,
+                         int64_t hk1, float *po, float *pm, float *pl, float *sc)
+{
+    const int64_t K = a->K, V = a->V, Hq = a->Hq, Hkv = a->Hkv, G = Hq / Hkv;
+    const float *qb = a->q + b * Hq * K;
+    float *alpha = sc + Hq * DT;
+    for (int64_t h = hk0 * G; h < hk1 * G; h++) {
+        pm[h] = -INFINITY;
+        pl[h] = 0.0f;
     }
-    for (int64_t t0 = 0; t0 < L; t0 += DT) {
-        const int64_t tn = L - t0 < DT ? L - t0 : DT;
+    memset(po + hk0 * G * V, 0, (size_t)((hk1 - hk0) * G * V) * sizeof(float));
+    for (int64_t s0 = t0; s0 < t1; s0 += DT) {
+        const int64_t tn = t1 - s0 < DT ? t1 - s0 : DT;
         const int64_t tn8 = (tn + 7) / 8 * 8;
+        /* scores: the tile's K rows in order, all heads of each */
+        const float *kt = a->k_cache + (b * a->max_len + s0) * Hkv * K;
         for (int64_t j = 0; j < tn; j++) {
-            const float *krow = a->k_cache + ((b * a->max_len + t0 + j) * Hkv + hk) * K;
-            /* one head's cached rows are Hkv*K floats apart, a page or more: the
-             * hardware prefetcher stops at every row, so ask for rows ahead */
-            if (t0 + j + DPF < L) seqk__prefetch_floats(krow + DPF * Hkv * K, K);
-            for (int64_t g = 0; g < hn; g++)
-                sc[g][j] = dot(a->q + (b * a->Hq + h0 + g) * K, krow, K) * a->scale2;
+            const float *krow = kt + j * Hkv * K;
+            for (int64_t hk = hk0; hk < hk1; hk++)
+                for (int64_t g = 0; g < G; g++) {
+                    const int64_t h = hk * G + g;
+                    sc[h * DT + j] = dot(qb + h * K, krow + hk * K, K) * a->scale2;
+                }
         }
-        float alpha[DG];
-        for (int64_t g = 0; g < hn; g++) {
-            for (int64_t j = tn; j < tn8; j++) sc[g][j] = -INFINITY;
-            __m256 mx = _mm256_set1_ps(m[g]);
-            for (int64_t j = 0; j < tn8; j += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(sc[g] + j));
+        /* online softmax per query head over the tile */
+        for (int64_t h = hk0 * G; h < hk1 * G; h++) {
+            float *s = sc + h * DT;
+            for (int64_t j = tn; j < tn8; j++) s[j] = -INFINITY;
+            __m256 mx = _mm256_set1_ps(pm[h]);
+            for (int64_t j = 0; j < tn8; j += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(s + j));
             const float mnew = hmax8(mx);
             mx = _mm256_set1_ps(mnew);
             __m256 sum = _mm256_setzero_ps();
             for (int64_t j = 0; j < tn8; j += 8) {
-                __m256 x = _mm256_load_ps(sc[g] + j);
+                const __m256 x = _mm256_load_ps(s + j);
                 __m256 p = exp2_neg(_mm256_sub_ps(x, mx));
                 /* exact 0 for the -inf padding */
                 p = _mm256_and_ps(p, _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
-                _mm256_store_ps(sc[g] + j, p);
+                _mm256_store_ps(s + j, p);
                 sum = _mm256_add_ps(sum, p);
             }
-            alpha[g] = m[g] == -INFINITY ? 0.0f : exp2f(m[g] - mnew);
-            l[g] = l[g] * alpha[g] + seqk__hsum8(sum);
-            m[g] = mnew;
+            alpha[h] = pm[h] == -INFINITY ? 0.0f : exp2f(pm[h] - mnew);
+            pl[h] = pl[h] * alpha[h] + seqk__hsum8(sum);
+            pm[h] = mnew;
         }
+        /* o += p v: the tile's V rows in order, all heads of each */
+        const float *vt = a->v_cache + (b * a->max_len + s0) * Hkv * V;
         for (int64_t j = 0; j < tn; j++) {
-            const float *vrow = a->v_cache + ((b * a->max_len + t0 + j) * Hkv + hk) * V;
-            if (j + DPF < tn) seqk__prefetch_floats(vrow + DPF * Hkv * V, V);
-            for (int64_t g = 0; g < hn; g++)
-                scale_axpy(a->o + (b * a->Hq + h0 + g) * V, j == 0 ? alpha[g] : 1.0f, sc[g][j],
-                           vrow, V);
+            const float *vrow = vt + j * Hkv * V;
+            for (int64_t hk = hk0; hk < hk1; hk++)
+                for (int64_t g = 0; g < G; g++) {
+                    const int64_t h = hk * G + g;
+                    scale_axpy(po + h * V, j == 0 ? alpha[h] : 1.0f, sc[h * DT + j],
+                               vrow + hk * V, V);
+                }
         }
-    }
-    for (int64_t g = 0; g < hn; g++) {
-        float *orow = a->o + (b * a->Hq + h0 + g) * V;
-        const float inv = 1.0f / l[g];
-        for (int64_t c = 0; c < V; c++) orow[c] *= inv;
-        if (a->lse)
-            a->lse[b * a->Hq + h0 + g] = (float)(LN2_D * ((double)m[g] + log2((double)l[g])));
     }
 }
 
-static seqk_status cpu_attention_decode(seqk_context *ctx, const decode_args *a,
+/* Tokens per range for a cache of L tokens split R ways (a multiple of DT,
+ * >= DMIN; the last ranges may be short or empty). */
+static int64_t range_len(int64_t L, int64_t R)
+{
+    const int64_t c = ceil_div64(ceil_div64(L, R), DT) * DT;
+    return c > DMIN ? c : DMIN;
+}
+
+/* o[b, h] and lse[b, h] from the partials of b's ranges (log-sum-exp). */
+static void decode_merge(const decode_args *a, const decode_ws *w, int64_t R, int64_t b,
+                         int64_t h)
+{
+    const int64_t Hq = a->Hq, V = a->V;
+    const int64_t L = (int64_t)a->cache_len[b] + 1;
+    const int64_t nr = ceil_div64(L, range_len(L, R));
+    const size_t p0 = (size_t)(b * R * Hq + h); /* range r: p0 + r * Hq */
+    float m = -INFINITY;
+    for (int64_t r = 0; r < nr; r++) m = fmaxf(m, w->pm[p0 + (size_t)(r * Hq)]);
+    float l = 0.0f;
+    float *orow = a->o + (b * Hq + h) * V;
+    memset(orow, 0, (size_t)V * sizeof(float));
+    for (int64_t r = 0; r < nr; r++) {
+        const size_t p = p0 + (size_t)(r * Hq);
+        const float c = exp2f(w->pm[p] - m);
+        l += c * w->pl[p];
+        scale_axpy(orow, 1.0f, c, w->po + p * (size_t)V, V);
+    }
+    const float inv = 1.0f / l;
+    for (int64_t c = 0; c < V; c++) orow[c] *= inv;
+    if (a->lse) a->lse[b * Hq + h] = (float)(LN2_D * ((double)m + log2((double)l)));
+}
+
+static seqk_status cpu_attention_decode(const char *fn, seqk_context *ctx, const decode_args *a,
                                         const float *k_new, const float *v_new, float *k_cache,
                                         float *v_cache)
 {
-    const int64_t B = a->B, Hkv = a->Hkv, K = a->K, V = a->V;
+    const int64_t B = a->B, Hq = a->Hq, Hkv = a->Hkv, K = a->K, V = a->V;
+    const int nt = seqk__threads(ctx);
+    void *raw = NULL;
+    seqk_status st =
+        seqk__workspace(fn, ctx, cpu_decode_workspace(nt, B, Hq, V, a->max_len), &raw);
+    if (st) return st;
     /* Append the new token's keys and values at position cache_len[b]. */
     for (int64_t b = 0; b < B; b++) {
         const int64_t p = a->cache_len[b];
@@ -657,22 +761,28 @@ static seqk_status cpu_attention_decode(seqk_context *ctx, const decode_args *a,
         memcpy(v_cache + (b * a->max_len + p) * Hkv * V, v_new + b * Hkv * V,
                (size_t)(Hkv * V) * sizeof(float));
     }
-    /* Work items: (b, kv head, group of <= DG query heads). With fewer (b, kv
-     * head) pairs than threads, one query head per item (more parallelism,
-     * each item re-reads its cache). */
-    const int nt = seqk__threads(ctx);
-    const int64_t G = a->Hq / Hkv;
-    const int64_t gs = B * Hkv >= nt ? (G < DG ? G : DG) : 1;
-    const int64_t nsub = ceil_div64(G, gs);
-    const int64_t items = B * Hkv * nsub;
+    const int64_t R = decode_ranges(nt, B, a->max_len);
+    const decode_ws w = decode_ws_at(raw, B, Hq, V, R);
+    /* Few ranges in all (short caches): also split the kv heads, S ways. */
+    const int64_t want = ceil_div64((int64_t)DITEMS * nt, B * R);
+    const int64_t S = want < Hkv ? want : Hkv, hs = ceil_div64(Hkv, S);
+    const int64_t items = B * R * S;
     const int use = items < nt ? (int)items : nt;
-#pragma omp parallel for num_threads(use) schedule(dynamic, 1) if (use > 1)
-    for (int64_t it = 0; it < items; it++) {
-        const int64_t sub = it % nsub, bk = it / nsub;
-        const int64_t b = bk / Hkv, hk = bk % Hkv;
-        const int64_t g0 = sub * gs;
-        const int64_t hn = G - g0 < gs ? G - g0 : gs;
-        decode_heads(a, b, hk, hk * G + g0, hn);
+#pragma omp parallel num_threads(use) if (use > 1)
+    {
+        float *sc = w.scratch + (size_t)seqk__omp_thread() * w.per_thread;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t b = it / (R * S), r = it / S % R, hk0 = it % S * hs;
+            const int64_t hk1 = hk0 + hs < Hkv ? hk0 + hs : Hkv;
+            const int64_t L = (int64_t)a->cache_len[b] + 1, c = range_len(L, R);
+            const int64_t t0 = r * c, t1 = t0 + c < L ? t0 + c : L;
+            if (t0 >= L || hk0 >= Hkv) continue; /* the merge skips it */
+            const size_t p = (size_t)((b * R + r) * Hq);
+            decode_range(a, b, t0, t1, hk0, hk1, w.po + p * (size_t)V, w.pm + p, w.pl + p, sc);
+        }
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < B * Hq; bh++) decode_merge(a, &w, R, bh / Hq, bh % Hq);
     }
     return SEQK_SUCCESS;
 }
@@ -858,6 +968,8 @@ seqk_status seqk_attention_decode_workspace_size(seqk_context *ctx, int64_t B, i
     if (st == SEQK_SUCCESS) st = seqk__check_ptr(fn, "bytes", bytes);
     if (st != SEQK_SUCCESS) return st;
     *bytes = 0;
+    if (ctx->backend == SEQK_BACKEND_CPU)
+        *bytes = cpu_decode_workspace(seqk__threads(ctx), B, Hq, V, max_len);
 #if SEQK__HAVE_CUDA
     if (ctx->backend == SEQK_BACKEND_CUDA)
         *bytes = seqk__cuda_attention_decode_workspace_size(B, Hq, V, max_len);
@@ -919,7 +1031,7 @@ seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t Hq, int6
         const decode_args a = {.B = B, .Hq = Hq, .Hkv = Hkv, .K = K, .V = V, .max_len = max_len,
                                .scale2 = scale * LOG2E_F, .q = q, .k_cache = k_cache,
                                .v_cache = v_cache, .cache_len = cache_len, .o = o, .lse = lse};
-        return cpu_attention_decode(ctx, &a, k_new, v_new, k_cache, v_cache);
+        return cpu_attention_decode(fn, ctx, &a, k_new, v_new, k_cache, v_cache);
     }
     case SEQK_BACKEND_CUDA: {
 #if SEQK__HAVE_CUDA

@@ -681,11 +681,13 @@ SEQK_API seqk_status seqk_attention_parallel_workspace_size(seqk_context *ctx, i
  * the step (entries may differ per batch entry: ragged batches). Prefill the
  * cache by copying k, v of the prompt (or with a parallel call plus copies),
  * then call this once per generated token.
- * Cost per step grows with p (it reads the whole cache); the CPU backend
- * allocates nothing; the CUDA backend splits each cache across blocks and
- * merges the partial softmaxes by their log-sum-exp (Flash-Decoding), with
- * the partials in the context's workspace
- * (seqk_attention_decode_workspace_size).
+ * Cost per step grows with p (it reads the whole cache). Both backends split
+ * each cache by token ranges (the CPU: ranges of >= 256 tokens, each walked
+ * over all kv heads, so that a thread streams whole rows; CUDA: across
+ * blocks) and merge the partial softmaxes by their log-sum-exp
+ * (Flash-Decoding), with the partials in the context's workspace
+ * (seqk_attention_decode_workspace_size): reserve it once and the steps
+ * allocate nothing.
  *
  *   B          batch (>= 1)
  *   Hq, Hkv    query and key/value heads (>= 1), Hq % Hkv == 0
@@ -712,9 +714,12 @@ SEQK_API seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t
                                            const int32_t *cache_len, float *o, float *lse);
 
 /* Workspace bytes that seqk_attention_decode needs for these sizes on this
- * context (0 on the CPU; on CUDA the split-KV partials for a cache of up to
- * max_len tokens). Reserve it once (seqk_context_reserve_workspace) so that
- * the steps allocate no device memory. */
+ * context: the split-KV partials for a cache of up to max_len tokens (on the
+ * CPU, for the context's current thread count: about
+ * B * min(4 threads / B, max_len / 256) * Hq * (V + 2) floats, plus Hq * 65
+ * floats per thread). Reserve it once (seqk_context_reserve_workspace) so
+ * that the steps allocate nothing; with a caller-provided workspace that is
+ * smaller, the step fails with SEQK_ERROR_WORKSPACE_TOO_SMALL. */
 SEQK_API seqk_status seqk_attention_decode_workspace_size(seqk_context *ctx, int64_t B,
                                                           int64_t Hq, int64_t Hkv, int64_t K,
                                                           int64_t V, int64_t max_len,

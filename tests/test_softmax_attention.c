@@ -374,6 +374,11 @@ static void decode_cases(th_backend *be)
         {1, 1, 1, 16, 16, 10, {0, 0, 0, 0}, 10, 10, 1},
         /* many query heads per kv head (more than one group of 8) */
         {2, 20, 2, 64, 64, 90, {70, 33, 0, 0}, 20, 96, 1},
+        /* caches long enough for the CPU to split them into token ranges
+         * (partials merged by log-sum-exp): uneven last range, ranges left
+         * empty, a ragged batch with one short and one long cache */
+        {1, 4, 2, 32, 24, 1300, {1100, 0, 0, 0}, 6, 1300, 1},
+        {2, 6, 3, 16, 20, 1000, {900, 3, 0, 0}, 4, 1000, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_dec_case(be, &cases[i]);
 }

@@ -769,7 +769,7 @@ def attention_decode(q, k_new, v_new, k_cache, v_cache, cache_len, *, scale=None
 
 def attention_decode_workspace_size(B, Hq, Hkv, K, V, max_len, *, ctx=None):
     """Workspace bytes seqk_attention_decode needs for these sizes on this
-    context (0 on the CPU; on CUDA the split-KV partials)."""
+    context (the split-KV partials; on the CPU for its current thread count)."""
     return _size_query("seqk.attention_decode_workspace_size", "seqk_attention_decode_workspace_size", ctx,
                        int(B), int(Hq), int(Hkv), int(K), int(V), int(max_len))
 
