@@ -78,28 +78,13 @@
 /* exp2 for arguments <= 0                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* 2^x for x <= 0 (scores minus their running max). x = n + f with
- * n = round(x), |f| <= 1/2; 2^f by a degree-6 polynomial fitted for relative
- * error on [-1/2, 1/2] (1.9e-9, about 1 ulp after fp32 rounding); 2^n added
- * into the exponent bits. x < -125 (and -inf) gives 2^-125, i.e. 0 for all
- * purposes here; callers that need an exact 0 (masked keys) mask the result. */
+/* 2^x for x <= 0 (scores minus their running max): core/vmath.h's
+ * seqk__exp2_8_inrange after a clamp. x < -125 (and -inf) gives 2^-125, i.e.
+ * 0 for all purposes here; callers that need an exact 0 (masked keys) mask
+ * the result. */
 static inline __m256 exp2_neg(__m256 x)
 {
-    const __m256 magic = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23 */
-    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));
-    const __m256 t = _mm256_add_ps(x, magic); /* low mantissa bits hold round(x) */
-    const __m256 n = _mm256_sub_ps(t, magic);
-    const __m256 f = _mm256_sub_ps(x, n);
-    __m256 p = _mm256_set1_ps(1.534581243e-04f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339993090e-03f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618489072e-03f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550328642e-02f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402264625e-01f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471825e-01f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    /* (bits(t) << 23) == n << 23 mod 2^32: the 1.5*2^23 part shifts out. */
-    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
-    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+    return seqk__exp2_8_inrange(_mm256_max_ps(x, _mm256_set1_ps(-125.0f)));
 }
 
 static inline float hmax8(__m256 x)

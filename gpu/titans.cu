@@ -111,8 +111,6 @@ enum {
     TT_PAD = 8 /* pos + 7 reserved floats after M, S, Mhat */
 };
 
-#define TT_FULL_MASK 0xffffffffu
-
 /* Everything the kernels need, by value. */
 typedef struct tt_args {
     int64_t T;   /* tokens per batch entry (without varlen) */
@@ -134,30 +132,76 @@ typedef struct tt_args {
     float *scal;         /* [slots*H][4] beta_L, f_L, m_L, 0 */
 } tt_args;
 
-static __device__ __forceinline__ float tt_warp_sum(float x)
-{
-    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(TT_FULL_MASK, x, off);
-    return x;
-}
-
-static __device__ __forceinline__ void tt_seq(const tt_args &a, int64_t n, int64_t *row0,
-                                              int64_t *len)
-{
-    if (a.cu) {
-        *row0 = a.cu[n];
-        *len = (int64_t)a.cu[n + 1] - a.cu[n];
-    } else {
-        *row0 = n * a.T;
-        *len = a.T;
-    }
-}
-
 /* The position of (n, h) in state_in; 0 without it or when out of range. */
 static __device__ __forceinline__ int tt_pos_in(const tt_args &a, int64_t nh)
 {
     if (!a.s_in) return 0;
     const float p = a.s_in[nh * a.E + (int64_t)3 * a.K * a.V];
     return (p >= 0.0f && p < (float)a.b) ? (int)p : 0;
+}
+
+/* ---- the state slices of a block -------------------------------------------------- */
+
+/* What a block of tt_recurrent_kernel or tt_state_kernel (TT_THREADS threads,
+ * grid N*H*nvb, nvb = ceil(V / COLS)) owns: the K x COLS slices M, S, Mhat of
+ * the state of sequence n, head h (nh = n H + h), columns col = COLS vb + cl
+ * (colok: col < V), at the start of the dynamic shared memory sm; thread tid
+ * holds column cl = tid % COLS of rows rg + RG j (rg = tid / COLS, RG =
+ * TT_THREADS / COLS row groups). */
+typedef struct tt_slice {
+    int64_t n, nh;
+    int h, vb, cl, rg, col;
+    bool colok;
+    float *M, *S, *Mh; /* [K][COLS] each, one after the other */
+} tt_slice;
+
+template <int COLS>
+static __device__ __forceinline__ tt_slice tt_slice_of(const tt_args &a, int nvb, float *sm)
+{
+    const seqk__nhv b = seqk__block_nhv(nvb, a.H);
+    tt_slice s;
+    s.n = b.n, s.nh = b.nh, s.h = b.h, s.vb = b.vb;
+    s.cl = (int)threadIdx.x % COLS, s.rg = (int)threadIdx.x / COLS;
+    s.col = b.vb * COLS + s.cl;
+    s.colok = s.col < a.V;
+    s.M = sm;
+    s.S = s.M + (size_t)a.K * COLS;
+    s.Mh = s.S + (size_t)a.K * COLS;
+    return s;
+}
+
+/* The slices = those of state_in, whose position is pos (zeros without it;
+ * Mhat zero at pos 0); each thread its own elements. */
+template <int COLS>
+static __device__ __forceinline__ void tt_slice_load(const tt_args &a, const tt_slice &s, int pos)
+{
+    constexpr int RG = TT_THREADS / COLS;
+    const int64_t KV = (int64_t)a.K * a.V;
+    const float *sin_ = a.s_in ? a.s_in + s.nh * a.E : NULL;
+    for (int i = s.rg; i < a.K; i += RG) {
+        const int64_t e = (int64_t)i * a.V + s.col;
+        s.M[i * COLS + s.cl] = (sin_ && s.colok) ? sin_[e] : 0.0f;
+        s.S[i * COLS + s.cl] = (sin_ && s.colok) ? sin_[KV + e] : 0.0f;
+        s.Mh[i * COLS + s.cl] = (sin_ && s.colok && pos != 0) ? sin_[2 * KV + e] : 0.0f;
+    }
+}
+
+/* The slices of state_out = the block's, when state_out is given; each
+ * thread its own elements. */
+template <int COLS>
+static __device__ __forceinline__ void tt_slice_store(const tt_args &a, const tt_slice &s)
+{
+    constexpr int RG = TT_THREADS / COLS;
+    const int64_t KV = (int64_t)a.K * a.V;
+    if (a.s_out && s.colok) {
+        float *so = a.s_out + s.nh * a.E;
+        for (int i = s.rg; i < a.K; i += RG) {
+            const int64_t e = (int64_t)i * a.V + s.col;
+            so[e] = s.M[i * COLS + s.cl];
+            so[KV + e] = s.S[i * COLS + s.cl];
+            so[2 * KV + e] = s.Mh[i * COLS + s.cl];
+        }
+    }
 }
 
 template <int COLS>
@@ -177,19 +221,11 @@ static __global__ void __launch_bounds__(TT_THREADS) tt_recurrent_kernel(tt_args
     extern __shared__ float sm[];
     const int K = a.K, V = a.V, H = a.H, b = a.b;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int col_l = tid % COLS, rg = tid / COLS;
-    const int64_t id = blockIdx.x;
-    const int vb = (int)(id % nvb);
-    const int h = (int)((id / nvb) % H);
-    const int64_t n = id / ((int64_t)nvb * H);
-    const int64_t nh = n * H + h;
-    const int col = vb * COLS + col_l;
-    const bool colok = col < V;
-    const int64_t KV = (int64_t)K * V;
+    const tt_slice z = tt_slice_of<COLS>(a, nvb, sm);
+    const int col_l = z.cl, rg = z.rg, h = z.h, vb = z.vb, col = z.col;
+    const bool colok = z.colok;
 
-    float *Ms = sm;                               /* [K][COLS] */
-    float *Ss = Ms + (size_t)K * COLS;            /* [K][COLS] */
-    float *Hs = Ss + (size_t)K * COLS;            /* [K][COLS] Mhat */
+    float *Ms = z.M, *Ss = z.S, *Hs = z.Mh;       /* [K][COLS] each */
     float *qs = Hs + (size_t)K * COLS;            /* [2][K] raw q by token parity */
     float *ks = qs + 2 * K;                       /* [2][K] raw k by token parity */
     float *vs = ks + 2 * K;                       /* [2][COLS] */
@@ -199,15 +235,9 @@ static __global__ void __launch_bounds__(TT_THREADS) tt_recurrent_kernel(tt_args
     float *gt = nred + 2 * TT_WARPS * 2;          /* [2][4] eta, theta, a by parity */
 
     int64_t row0, len;
-    tt_seq(a, n, &row0, &len);
-    int pos = tt_pos_in(a, nh);
-    const float *sin_ = a.s_in ? a.s_in + nh * a.E : NULL;
-    for (int i = rg; i < K; i += RG) {
-        const int64_t e = (int64_t)i * V + col;
-        Ms[i * COLS + col_l] = (sin_ && colok) ? sin_[e] : 0.0f;
-        Ss[i * COLS + col_l] = (sin_ && colok) ? sin_[KV + e] : 0.0f;
-        Hs[i * COLS + col_l] = (sin_ && colok && pos != 0) ? sin_[2 * KV + e] : 0.0f;
-    }
+    seqk__seq_rows(a.cu, a.T, z.n, &row0, &len);
+    int pos = tt_pos_in(a, z.nh);
+    tt_slice_load<COLS>(a, z, pos);
     if (tid < COLS) gp[tid] = 0.0f;
 
     bool pend = false;
@@ -227,8 +257,8 @@ static __global__ void __launch_bounds__(TT_THREADS) tt_recurrent_kernel(tt_args
             sk = fmaf(y, y, sk);
         }
         if (a.l2) {
-            sq = tt_warp_sum(sq);
-            sk = tt_warp_sum(sk);
+            sq = seqk__warp_sum(sq);
+            sk = seqk__warp_sum(sk);
             if (lane == 0) {
                 nred[(par * TT_WARPS + warp) * 2] = sq;
                 nred[(par * TT_WARPS + warp) * 2 + 1] = sk;
@@ -317,15 +347,7 @@ static __global__ void __launch_bounds__(TT_THREADS) tt_recurrent_kernel(tt_args
             a.o[((row0 + len - 1) * H + h) * V + col] = fq_prev * y;
         }
     }
-    if (a.s_out && colok) {
-        float *so = a.s_out + nh * a.E;
-        for (int i = rg; i < K; i += RG) {
-            const int64_t e = (int64_t)i * V + col;
-            so[e] = Ms[i * COLS + col_l];
-            so[KV + e] = Ss[i * COLS + col_l];
-            so[2 * KV + e] = Hs[i * COLS + col_l];
-        }
-    }
+    tt_slice_store<COLS>(a, z);
 }
 
 /* ---- parallel mode ---------------------------------------------------------------- */
@@ -339,6 +361,8 @@ enum {
 };
 
 static_assert(TP_TILE * TP_TILE == TP_THREADS, "one P element per thread");
+static_assert((int)TP_THREADS == (int)TT_THREADS,
+              "tt_launch runs the state pass with TT_THREADS threads");
 
 /* log x for the cumulated gates: x in [0, 1]; 0 (or below) -> -1e4, whose
  * exp is 0 in float and whose differences stay finite. */
@@ -420,7 +444,7 @@ static __global__ void __launch_bounds__(TP_THREADS) tt_seg_kernel(tt_args a)
     int64_t n, j;
     tt_slot_seq(a, id / H, &n, &j);
     int64_t row0, len;
-    tt_seq(a, n, &row0, &len);
+    seqk__seq_rows(a.cu, a.T, n, &row0, &len);
     int64_t st;
     int L;
     tt_segment(len, tt_pos_in(a, n * H + h), b, j, &st, &L);
@@ -452,8 +476,8 @@ static __global__ void __launch_bounds__(TP_THREADS) tt_seg_kernel(tt_args a)
                 sq = fmaf(qr[i], qr[i], sq);
                 sk = fmaf(kr[i], kr[i], sk);
             }
-            sq = tt_warp_sum(sq);
-            sk = tt_warp_sum(sk);
+            sq = seqk__warp_sum(sq);
+            sk = seqk__warp_sum(sk);
             fq = a.scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
             fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
         }
@@ -535,32 +559,18 @@ static __global__ void __launch_bounds__(TP_THREADS) tt_state_kernel(tt_args a, 
     constexpr int RG = TP_THREADS / COLS;
     extern __shared__ float sm[];
     const int K = a.K, V = a.V, H = a.H, b = a.b;
-    const int tid = threadIdx.x, cl = tid % COLS, rg = tid / COLS;
-    const int64_t id = blockIdx.x;
-    const int vb = (int)(id % nvb);
-    const int h = (int)((id / nvb) % H);
-    const int64_t n = id / ((int64_t)nvb * H);
-    const int64_t nh = n * H + h;
-    const int col = vb * COLS + cl;
-    const bool colok = col < V;
-    const int64_t KV = (int64_t)K * V;
+    const tt_slice z = tt_slice_of<COLS>(a, nvb, sm);
+    const int cl = z.cl, rg = z.rg, h = z.h, col = z.col;
+    const bool colok = z.colok;
 
-    float *Ms = sm;                    /* [K][COLS] */
-    float *Ss = Ms + (size_t)K * COLS; /* [K][COLS] */
-    float *Hs = Ss + (size_t)K * COLS; /* [K][COLS] Mhat */
-    float *G = Hs + (size_t)K * COLS;  /* [b][COLS] Gerr of the segment */
+    float *Ms = z.M, *Ss = z.S, *Hs = z.Mh; /* [K][COLS] each */
+    float *G = Hs + (size_t)K * COLS;       /* [b][COLS] Gerr of the segment */
 
     int64_t row0, len;
-    tt_seq(a, n, &row0, &len);
-    int pos = tt_pos_in(a, nh);
-    const float *sin_ = a.s_in ? a.s_in + nh * a.E : NULL;
-    for (int i = rg; i < K; i += RG) { /* each thread its own elements, here and in (c) */
-        const int64_t e = (int64_t)i * V + col;
-        Ms[i * COLS + cl] = (sin_ && colok) ? sin_[e] : 0.0f;
-        Ss[i * COLS + cl] = (sin_ && colok) ? sin_[KV + e] : 0.0f;
-        Hs[i * COLS + cl] = (sin_ && colok && pos != 0) ? sin_[2 * KV + e] : 0.0f;
-    }
-    const int64_t slot0 = tt_first_slot(a, n);
+    seqk__seq_rows(a.cu, a.T, z.n, &row0, &len);
+    int pos = tt_pos_in(a, z.nh);
+    tt_slice_load<COLS>(a, z, pos); /* each thread its own elements, here and in (c) */
+    const int64_t slot0 = tt_first_slot(a, z.n);
     int64_t t0 = 0;
     for (int64_t j = 0; t0 < len; j++) {
         const int L = (int)((int64_t)(b - pos) < len - t0 ? (int64_t)(b - pos) : len - t0);
@@ -617,15 +627,7 @@ static __global__ void __launch_bounds__(TP_THREADS) tt_state_kernel(tt_args a, 
     /* own elements only from here: no barrier */
     if (pos == 0) /* the call ends at a mini-batch end: Mhat = M */
         for (int i = rg; i < K; i += RG) Hs[i * COLS + cl] = Ms[i * COLS + cl];
-    if (a.s_out && colok) {
-        float *so = a.s_out + nh * a.E;
-        for (int i = rg; i < K; i += RG) {
-            const int64_t e = (int64_t)i * V + col;
-            so[e] = Ms[i * COLS + cl];
-            so[KV + e] = Ss[i * COLS + cl];
-            so[2 * KV + e] = Hs[i * COLS + cl];
-        }
-    }
+    tt_slice_store<COLS>(a, z);
 }
 
 /* pos = (pos_in + len) mod b and the reserved floats, per (sequence, head). */
@@ -634,7 +636,7 @@ static __global__ void tt_positions_kernel(tt_args a)
     const int64_t nh = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (nh >= a.N * a.H) return;
     int64_t row0, len;
-    tt_seq(a, nh / a.H, &row0, &len);
+    seqk__seq_rows(a.cu, a.T, nh / a.H, &row0, &len);
     const int p = (int)(((int64_t)tt_pos_in(a, nh) + len) % a.b);
     float *dst = a.s_out + nh * a.E + (int64_t)3 * a.K * a.V;
     dst[0] = (float)p;
@@ -690,8 +692,12 @@ extern "C" size_t seqk__cuda_titans_workspace(const seqk__lin *P, int mode, int6
     return tt_make_plan(P, minibatch, mode).bytes;
 }
 
+/* Launches kernel, tt_recurrent_kernel<COLS> or tt_state_kernel<COLS>, on its
+ * grid of N*H*ceil(V/COLS) blocks of TT_THREADS threads, with smem bytes of
+ * dynamic shared memory. */
 template <int COLS>
-static seqk_status tt_launch(const char *fn, const tt_args &a, cudaStream_t stream)
+static seqk_status tt_launch(const char *fn, void (*kernel)(tt_args, int), size_t smem,
+                             const tt_args &a, cudaStream_t stream)
 {
     const int nvb = (a.V + COLS - 1) / COLS;
     const int64_t blocks = a.N * a.H * nvb;
@@ -699,33 +705,25 @@ static seqk_status tt_launch(const char *fn, const tt_args &a, cudaStream_t stre
         return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: N*H*ceil(V/%d)=%lld blocks, at most %d", fn,
                           COLS, (long long)blocks, INT_MAX);
     if (blocks == 0) return SEQK_SUCCESS;
-    const size_t smem = tt_smem_bytes<COLS>(a.K);
-    if (smem > 48 * 1024)
-        SEQK_CUDA_TRY(fn, cudaFuncSetAttribute(tt_recurrent_kernel<COLS>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)smem));
-    tt_recurrent_kernel<COLS><<<(unsigned)blocks, TT_THREADS, smem, stream>>>(a, nvb);
+    const seqk_status st = seqk__smem_optin(fn, kernel, smem);
+    if (st) return st;
+    kernel<<<(unsigned)blocks, TT_THREADS, smem, stream>>>(a, nvb);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     return SEQK_SUCCESS;
 }
 
+/* The state pass with COLS columns per block. */
 template <int COLS>
 static seqk_status tt_launch_state(const char *fn, const tt_args &a, cudaStream_t stream)
 {
-    const int nvb = (a.V + COLS - 1) / COLS;
-    const int64_t blocks = a.N * a.H * nvb;
-    if (blocks > INT_MAX)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: N*H*ceil(V/%d)=%lld blocks, at most %d", fn,
-                          COLS, (long long)blocks, INT_MAX);
-    if (blocks == 0) return SEQK_SUCCESS;
-    const size_t smem = tt_state_smem(COLS, a.K, a.b);
-    if (smem > 48 * 1024)
-        SEQK_CUDA_TRY(fn, cudaFuncSetAttribute(tt_state_kernel<COLS>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)smem));
-    tt_state_kernel<COLS><<<(unsigned)blocks, TP_THREADS, smem, stream>>>(a, nvb);
-    SEQK_CUDA_CHECK_LAUNCH(fn);
-    return SEQK_SUCCESS;
+    return tt_launch<COLS>(fn, tt_state_kernel<COLS>, tt_state_smem(COLS, a.K, a.b), a, stream);
+}
+
+/* The recurrent mode with COLS columns per block. */
+template <int COLS>
+static seqk_status tt_launch_recurrent(const char *fn, const tt_args &a, cudaStream_t stream)
+{
+    return tt_launch<COLS>(fn, tt_recurrent_kernel<COLS>, tt_smem_bytes<COLS>(a.K), a, stream);
 }
 
 /* The parallel mode: the slot table (varlen), the segments, the state pass. */
@@ -752,10 +750,7 @@ static seqk_status tt_parallel(const char *fn, seqk_context *ctx, const seqk__li
     }
     if (segs > 0 && a.T > 0) {
         const size_t smem = tt_seg_smem(a.b);
-        if (smem > 48 * 1024)
-            SEQK_CUDA_TRY(fn, cudaFuncSetAttribute(tt_seg_kernel,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   (int)smem));
+        if ((st = seqk__smem_optin(fn, tt_seg_kernel, smem))) return st;
         tt_seg_kernel<<<(unsigned)segs, TP_THREADS, smem, stream>>>(a);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
@@ -789,9 +784,9 @@ extern "C" seqk_status seqk__cuda_titans(seqk_context *ctx, int mode, const seqk
                           (long long)P->H, (long long)P->V, INT_MAX);
     seqk_status st;
     if (mode == SEQK_MODE_PARALLEL) st = tt_parallel(fn, ctx, P, a, stream);
-    else if (a.K <= 256) st = tt_launch<32>(fn, a, stream);
-    else if (a.K <= 512) st = tt_launch<16>(fn, a, stream);
-    else st = tt_launch<8>(fn, a, stream);
+    else if (a.K <= 256) st = tt_launch_recurrent<32>(fn, a, stream);
+    else if (a.K <= 512) st = tt_launch_recurrent<16>(fn, a, stream);
+    else st = tt_launch_recurrent<8>(fn, a, stream);
     if (st) return st;
     if (state_out && a.N * a.H > 0) {
         tt_positions_kernel<<<seqk__ceil_div(a.N * a.H, 256), 256, 0, stream>>>(a);

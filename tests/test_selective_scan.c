@@ -1,7 +1,7 @@
 /* tests/test_selective_scan.c -- the Mamba selective scan, both modes, on
  * every backend, against the float64 token loop; recurrent == parallel;
  * split == whole; long sequences with extreme step sizes; validation. */
-#include "harness.h"
+#include "fixtures.h"
 #include "ref/ref_sscan.h"
 
 #include <math.h>
@@ -19,31 +19,54 @@ typedef struct {
     double dtlo, dthi; /* raw dt range */
 } scase;
 
+/* The inputs of a case, on the host (u, dt, z, Bm, Cm, s0 with one float
+ * more) or on a backend. */
 typedef struct {
     float *u, *dt, *A, *Bm, *Cm, *Ds, *z, *bias, *s0;
+} sarrays;
+
+typedef struct {
+    sarrays h;
     size_t nu, nbc, na, ns;
+    double *ry, *rs; /* the reference y, final state (make_with_ref) */
 } sinputs;
 
-static void make(const scase *c, sinputs *in)
+/* The host inputs of c, in s. */
+static void make(tf_arrays *s, const scase *c, sinputs *in)
 {
     const int64_t N = c->cu ? c->N : c->B;
     in->nu = (size_t)(c->B * c->T * c->D), in->nbc = (size_t)(c->B * c->T * c->G * c->Nst);
     in->na = (size_t)(c->D * c->Nst), in->ns = (size_t)(N * c->D * c->Nst);
-    in->u = th_floats(in->nu + 1), in->dt = th_floats(in->nu + 1), in->z = th_floats(in->nu + 1);
-    in->A = th_floats(in->na), in->Bm = th_floats(in->nbc + 1), in->Cm = th_floats(in->nbc + 1);
-    in->Ds = th_floats((size_t)c->D), in->bias = th_floats((size_t)c->D);
-    in->s0 = th_floats(in->ns + 1);
-    th_fill(in->u, in->nu + 1, -1, 1), th_fill(in->dt, in->nu + 1, c->dtlo, c->dthi);
-    th_fill(in->z, in->nu + 1, -2, 2), th_fill(in->A, in->na, -4, -0.1);
-    th_fill(in->Bm, in->nbc + 1, -1, 1), th_fill(in->Cm, in->nbc + 1, -1, 1);
-    th_fill(in->Ds, (size_t)c->D, -1, 1), th_fill(in->bias, (size_t)c->D, 0, 0.3);
-    th_fill(in->s0, in->ns + 1, -1, 1);
+    sarrays *h = &in->h;
+    h->u = tf_random(s, in->nu + 1, -1, 1), h->dt = tf_random(s, in->nu + 1, c->dtlo, c->dthi);
+    h->z = tf_random(s, in->nu + 1, -2, 2), h->A = tf_random(s, in->na, -4, -0.1);
+    h->Bm = tf_random(s, in->nbc + 1, -1, 1), h->Cm = tf_random(s, in->nbc + 1, -1, 1);
+    h->Ds = tf_random(s, (size_t)c->D, -1, 1), h->bias = tf_random(s, (size_t)c->D, 0, 0.3);
+    h->s0 = tf_random(s, in->ns + 1, -1, 1);
 }
 
-static void unmake(sinputs *in)
+/* The host inputs of c (no varlen) and, every option on, their reference
+ * in->ry [nu], in->rs [ns], in s. */
+static void make_with_ref(tf_arrays *s, const scase *c, sinputs *in)
 {
-    free(in->u), free(in->dt), free(in->z), free(in->A), free(in->Bm), free(in->Cm), free(in->Ds),
-        free(in->bias), free(in->s0);
+    make(s, c, in);
+    const sarrays *h = &in->h;
+    in->ry = tf_doubles(s, in->nu), in->rs = tf_doubles(s, in->ns);
+    ref_selective_scan(c->B, c->T, c->D, c->Nst, c->G, c->softplus, h->u, h->dt, h->A, h->Bm,
+                       h->Cm, h->Ds, h->z, h->bias, h->s0, in->ry, in->rs, NULL, c->B);
+}
+
+/* Every input on s's backend, in s. */
+static sarrays upload(tf_arrays *s, const scase *c, const sinputs *in)
+{
+    const sarrays *h = &in->h;
+    sarrays d;
+    d.u = tf_upload(s, h->u, (in->nu + 1) * 4), d.dt = tf_upload(s, h->dt, (in->nu + 1) * 4);
+    d.z = tf_upload(s, h->z, (in->nu + 1) * 4), d.A = tf_upload(s, h->A, in->na * 4);
+    d.Bm = tf_upload(s, h->Bm, (in->nbc + 1) * 4), d.Cm = tf_upload(s, h->Cm, (in->nbc + 1) * 4);
+    d.Ds = tf_upload(s, h->Ds, (size_t)c->D * 4), d.bias = tf_upload(s, h->bias, (size_t)c->D * 4);
+    d.s0 = tf_upload(s, h->s0, (in->ns + 1) * 4);
+    return d;
 }
 
 static void describe(const scase *c, const char *be, const char *what, char *buf, size_t n)
@@ -59,52 +82,39 @@ static void run_case(th_backend *be, const scase *c)
 {
     char what[300];
     describe(c, be->name, "both modes", what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
     const int64_t N = c->cu ? c->N : c->B;
+    tf_arrays arr = tf_arrays_on(be);
     sinputs in;
-    make(c, &in);
-    double *ry = th_doubles(in.nu), *rs = th_doubles(in.ns);
-    ref_selective_scan(c->B, c->T, c->D, c->Nst, c->G, c->softplus, in.u, in.dt, in.A, in.Bm,
-                       in.Cm, c->with_skip ? in.Ds : NULL, c->with_z ? in.z : NULL,
-                       c->with_bias ? in.bias : NULL, c->with_s0 ? in.s0 : NULL, ry, rs, c->cu,
+    make(&arr, c, &in);
+    const sarrays *h = &in.h;
+    double *ry = tf_doubles(&arr, in.nu), *rs = tf_doubles(&arr, in.ns);
+    ref_selective_scan(c->B, c->T, c->D, c->Nst, c->G, c->softplus, h->u, h->dt, h->A, h->Bm,
+                       h->Cm, c->with_skip ? h->Ds : NULL, c->with_z ? h->z : NULL,
+                       c->with_bias ? h->bias : NULL, c->with_s0 ? h->s0 : NULL, ry, rs, c->cu,
                        c->N);
-    float *du = th_upload(be, in.u, in.nu * 4 + 4), *ddt = th_upload(be, in.dt, in.nu * 4 + 4),
-          *dz = th_upload(be, in.z, in.nu * 4 + 4), *dA = th_upload(be, in.A, in.na * 4),
-          *dB = th_upload(be, in.Bm, in.nbc * 4 + 4), *dC = th_upload(be, in.Cm, in.nbc * 4 + 4),
-          *dDs = th_upload(be, in.Ds, (size_t)c->D * 4),
-          *dbias = th_upload(be, in.bias, (size_t)c->D * 4),
-          *ds0 = th_upload(be, in.s0, in.ns * 4 + 4);
-    int32_t *dcu = c->cu ? th_upload(be, c->cu, (size_t)(N + 1) * 4) : NULL;
-    float *y[2] = {th_floats(in.nu + 1), th_floats(in.nu + 1)}, *s1 = th_floats(in.ns + 1);
+    const sarrays d = upload(&arr, c, &in);
+    int32_t *dcu = c->cu ? tf_upload(&arr, c->cu, (size_t)(N + 1) * 4) : NULL;
+    float *y[2] = {tf_floats(&arr, in.nu + 1), tf_floats(&arr, in.nu + 1)};
+    float *s1 = tf_floats(&arr, in.ns + 1);
     for (int m = 0; m < 2; m++) {
         describe(c, be->name, m ? "parallel" : "recurrent", what, sizeof what);
-        float *dy = th_poisoned(be, in.nu + 1), *ds1 = th_poisoned(be, in.ns + 1);
+        float *dy = tf_poisoned(&arr, in.nu + 1), *ds1 = tf_poisoned(&arr, in.ns + 1);
         seqk_status st = seqk_selective_scan(
             be->ctx, m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT, c->B, c->T, c->D, c->Nst, c->G,
-            c->softplus ? SEQK_SSCAN_DT_SOFTPLUS : 0, du, ddt, dA, dB, dC,
-            c->with_skip ? dDs : NULL, c->with_z ? dz : NULL, c->with_bias ? dbias : NULL, dy,
-            c->with_s0 ? ds0 : NULL, ds1, dcu, c->N);
+            c->softplus ? SEQK_SSCAN_DT_SOFTPLUS : 0, d.u, d.dt, d.A, d.Bm, d.Cm,
+            c->with_skip ? d.Ds : NULL, c->with_z ? d.z : NULL, c->with_bias ? d.bias : NULL, dy,
+            c->with_s0 ? d.s0 : NULL, ds1, dcu, c->N);
         if (th_check_status(st, SEQK_SUCCESS, what)) {
-            th_download(be, y[m], dy, (in.nu + 1) * 4);
-            th_download(be, s1, ds1, (in.ns + 1) * 4);
-            th_check_close(y[m], ry, in.nu, TOL, "%s: y", what);
-            th_check(isnan(y[m][in.nu]), "%s: nothing written past y", what);
-            th_check_close(s1, rs, in.ns, TOL, "%s: final state", what);
+            tf_check_result(be, y[m], dy, in.nu, ry, TOL, true, what, "y");
+            tf_check_result(be, s1, ds1, in.ns, rs, TOL, false, what, "final state");
         } else {
             th_poison(y[m], in.nu + 1);
         }
-        th_free(be, dy), th_free(be, ds1);
     }
     describe(c, be->name, "recurrent vs parallel", what, sizeof what);
     th_check_close_f(y[0], y[1], in.nu, TOL, "%s", what);
-    th_free(be, du), th_free(be, ddt), th_free(be, dz), th_free(be, dA), th_free(be, dB);
-    th_free(be, dC), th_free(be, dDs), th_free(be, dbias), th_free(be, ds0);
-    if (dcu) th_free(be, dcu);
-    free(y[0]), free(y[1]), free(s1), free(ry), free(rs);
-    unmake(&in);
+    tf_arrays_free(&arr);
 }
 
 /* Recurrent over [0, T1) then parallel over [T1, T) through the state (B = 1). */
@@ -112,42 +122,28 @@ static void split_equals_whole(th_backend *be, const scase *c, int64_t T1)
 {
     char what[300];
     describe(c, be->name, "split==whole (recurrent then parallel)", what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
+    tf_arrays arr = tf_arrays_on(be);
     sinputs in;
-    make(c, &in);
-    double *ry = th_doubles(in.nu), *rs = th_doubles(in.ns);
-    ref_selective_scan(1, c->T, c->D, c->Nst, c->G, c->softplus, in.u, in.dt, in.A, in.Bm, in.Cm,
-                       in.Ds, in.z, in.bias, in.s0, ry, rs, NULL, 1);
+    make_with_ref(&arr, c, &in); /* c->B = 1 */
     const int64_t D = c->D, GN = c->G * c->Nst;
-    float *du = th_upload(be, in.u, in.nu * 4), *ddt = th_upload(be, in.dt, in.nu * 4),
-          *dz = th_upload(be, in.z, in.nu * 4), *dA = th_upload(be, in.A, in.na * 4),
-          *dB = th_upload(be, in.Bm, in.nbc * 4), *dC = th_upload(be, in.Cm, in.nbc * 4),
-          *dDs = th_upload(be, in.Ds, (size_t)D * 4), *dbias = th_upload(be, in.bias, (size_t)D * 4),
-          *ds0 = th_upload(be, in.s0, in.ns * 4);
-    float *dy = th_poisoned(be, in.nu), *mid = th_poisoned(be, in.ns), *ds1 = th_poisoned(be, in.ns);
+    const sarrays d = upload(&arr, c, &in);
+    float *dy = tf_poisoned(&arr, in.nu), *mid = tf_poisoned(&arr, in.ns);
+    float *ds1 = tf_poisoned(&arr, in.ns);
     const unsigned fl = c->softplus ? SEQK_SSCAN_DT_SOFTPLUS : 0;
     seqk_status st = seqk_selective_scan(be->ctx, SEQK_MODE_RECURRENT, 1, T1, D, c->Nst, c->G, fl,
-                                         du, ddt, dA, dB, dC, dDs, dz, dbias, dy, ds0, mid, NULL, 0);
+                                         d.u, d.dt, d.A, d.Bm, d.Cm, d.Ds, d.z, d.bias, dy, d.s0,
+                                         mid, NULL, 0);
     if (!st)
         st = seqk_selective_scan(be->ctx, SEQK_MODE_PARALLEL, 1, c->T - T1, D, c->Nst, c->G, fl,
-                                 du + T1 * D, ddt + T1 * D, dA, dB + T1 * GN, dC + T1 * GN, dDs,
-                                 dz + T1 * D, dbias, dy + T1 * D, mid, ds1, NULL, 0);
+                                 d.u + T1 * D, d.dt + T1 * D, d.A, d.Bm + T1 * GN, d.Cm + T1 * GN,
+                                 d.Ds, d.z + T1 * D, d.bias, dy + T1 * D, mid, ds1, NULL, 0);
     if (th_check_status(st, SEQK_SUCCESS, what)) {
-        float *y = th_floats(in.nu), *s1 = th_floats(in.ns);
-        th_download(be, y, dy, in.nu * 4);
-        th_download(be, s1, ds1, in.ns * 4);
-        th_check_close(y, ry, in.nu, TOL, "%s: y", what);
-        th_check_close(s1, rs, in.ns, TOL, "%s: final state", what);
-        free(y), free(s1);
+        float *y = tf_floats(&arr, in.nu), *s1 = tf_floats(&arr, in.ns);
+        tf_check_result(be, y, dy, in.nu, in.ry, TOL, false, what, "y");
+        tf_check_result(be, s1, ds1, in.ns, in.rs, TOL, false, what, "final state");
     }
-    th_free(be, du), th_free(be, ddt), th_free(be, dz), th_free(be, dA), th_free(be, dB);
-    th_free(be, dC), th_free(be, dDs), th_free(be, dbias), th_free(be, ds0), th_free(be, dy);
-    th_free(be, mid), th_free(be, ds1);
-    free(ry), free(rs);
-    unmake(&in);
+    tf_arrays_free(&arr);
 }
 
 /* In place: state_in == state_out, one call per mode, against the reference. */
@@ -155,42 +151,27 @@ static void state_in_place(th_backend *be, const scase *c)
 {
     char what[300];
     describe(c, be->name, "state_in == state_out", what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
+    tf_arrays arr = tf_arrays_on(be);
     sinputs in;
-    make(c, &in);
-    double *ry = th_doubles(in.nu), *rs = th_doubles(in.ns);
-    ref_selective_scan(c->B, c->T, c->D, c->Nst, c->G, c->softplus, in.u, in.dt, in.A, in.Bm,
-                       in.Cm, in.Ds, in.z, in.bias, in.s0, ry, rs, NULL, c->B);
-    float *du = th_upload(be, in.u, in.nu * 4), *ddt = th_upload(be, in.dt, in.nu * 4),
-          *dz = th_upload(be, in.z, in.nu * 4), *dA = th_upload(be, in.A, in.na * 4),
-          *dB = th_upload(be, in.Bm, in.nbc * 4), *dC = th_upload(be, in.Cm, in.nbc * 4),
-          *dDs = th_upload(be, in.Ds, (size_t)c->D * 4),
-          *dbias = th_upload(be, in.bias, (size_t)c->D * 4);
-    float *y = th_floats(in.nu), *s1 = th_floats(in.ns);
+    make_with_ref(&arr, c, &in);
+    const sarrays d = upload(&arr, c, &in);
+    float *y = tf_floats(&arr, in.nu), *s1 = tf_floats(&arr, in.ns);
     for (int m = 0; m < 2; m++) {
         describe(c, be->name,
                  m ? "parallel, state_in == state_out" : "recurrent, state_in == state_out", what,
                  sizeof what);
-        float *ds = th_upload(be, in.s0, in.ns * 4), *dy = th_poisoned(be, in.nu);
+        float *ds = tf_upload(&arr, in.h.s0, in.ns * 4), *dy = tf_poisoned(&arr, in.nu);
         seqk_status st = seqk_selective_scan(
             be->ctx, m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT, c->B, c->T, c->D, c->Nst, c->G,
-            c->softplus ? SEQK_SSCAN_DT_SOFTPLUS : 0, du, ddt, dA, dB, dC, dDs, dz, dbias, dy, ds,
-            ds, NULL, 0);
+            c->softplus ? SEQK_SSCAN_DT_SOFTPLUS : 0, d.u, d.dt, d.A, d.Bm, d.Cm, d.Ds, d.z,
+            d.bias, dy, ds, ds, NULL, 0);
         if (th_check_status(st, SEQK_SUCCESS, what)) {
-            th_download(be, y, dy, in.nu * 4);
-            th_download(be, s1, ds, in.ns * 4);
-            th_check_close(y, ry, in.nu, TOL, "%s: y", what);
-            th_check_close(s1, rs, in.ns, TOL, "%s: final state", what);
+            tf_check_result(be, y, dy, in.nu, in.ry, TOL, false, what, "y");
+            tf_check_result(be, s1, ds, in.ns, in.rs, TOL, false, what, "final state");
         }
-        th_free(be, ds), th_free(be, dy);
     }
-    th_free(be, du), th_free(be, ddt), th_free(be, dz), th_free(be, dA), th_free(be, dB);
-    th_free(be, dC), th_free(be, dDs), th_free(be, dbias);
-    free(y), free(s1), free(ry), free(rs);
-    unmake(&in);
+    tf_arrays_free(&arr);
 }
 
 /* Each validation rule fails with its status and leaves y untouched; the
@@ -198,10 +179,9 @@ static void state_in_place(th_backend *be, const scase *c)
  * device memory). */
 static void validation(th_backend *be)
 {
-    if (!be->ctx) {
-        th_skip("%s selective_scan validation: %s", be->name, be->skip_reason);
-        return;
-    }
+    char skip[64];
+    snprintf(skip, sizeof skip, "%s selective_scan validation", be->name);
+    if (th_skipped(be, skip)) return;
     enum { B = 1, T = 4, D = 4, NS = 2, G = 1 };
     float u[B * T * D], dt[B * T * D], A[D * NS], bc[B * T * G * NS], y[B * T * D];
     for (size_t i = 0; i < sizeof u / 4; i++) u[i] = dt[i] = 0.5f;
