@@ -261,6 +261,11 @@ typedef struct bench_plan {
 
 void bench_plan_add(bench_plan *plan, bench_backend *be, const bench_case *bc);
 
+/* A case's call returned st: SEQK_ERROR_UNSUPPORTED is a valid call this
+ * backend does not take (a hole in the matrix, not an error): rec becomes a
+ * "skipped" record with the library's message, and this returns true. */
+bool bench_skip_unsupported(seqk_status st, bench_record *rec);
+
 /* A suite adds its cases for backend be to the plan. */
 typedef void (*bench_plan_fn)(bench_plan *plan, bench_backend *be, const bench_options *opt);
 

@@ -594,3 +594,11 @@ void report_print_tables(FILE *f)
     }
     free(rows);
 }
+
+bool bench_skip_unsupported(seqk_status st, bench_record *rec)
+{
+    if (st != SEQK_ERROR_UNSUPPORTED) return false;
+    rec->kind = "skipped";
+    snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
+    return true;
+}

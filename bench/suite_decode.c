@@ -170,10 +170,7 @@ static void run_softmax(const bench_case *bc, bench_backend *be, const bench_opt
     const seqk_status st = bench_time_budget(be->ctx, softmax_decode_call, &args, opt->warmup,
                                              opt->repeats, DECODE_MIN_REPEATS, DECODE_BUDGET_S,
                                              &rec->stats);
-    if (st == SEQK_ERROR_UNSUPPORTED) {
-        rec->kind = "skipped";
-        snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
-    } else {
+    if (!bench_skip_unsupported(st, rec)) {
         bench_check(st, "seqk_attention_decode (L=%lld on %s)", (long long)L, be->name);
         rec->flops = (double)(B * H * L) * 4.0 * (double)D;
         /* the cache read; q, k_new, v_new read; k_new, v_new written into it; o */
@@ -216,11 +213,7 @@ static void run_step(const bench_case *bc, bench_backend *be, const bench_option
     const seqk_status st = bench_time_budget(be->ctx, bench_module_run, &call, opt->warmup,
                                              opt->repeats, DECODE_MIN_REPEATS, DECODE_BUDGET_S,
                                              &rec->stats);
-    if (st == SEQK_ERROR_UNSUPPORTED) {
-        /* A valid call this backend does not take (the selective scan on CUDA). */
-        rec->kind = "skipped";
-        snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
-    } else {
+    if (!bench_skip_unsupported(st, rec)) {
         bench_check(st, "%s recurrent step (on %s)", bc->name, be->name);
         rec->flops = bench_module_flops(&call);
         rec->bytes = bench_module_bytes(&call);

@@ -324,11 +324,7 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
                      q, k, v, g, beta, alpha, A, D, dt_bias, o, s_in, s_out};
     const seqk_status st = bench_time(be->ctx, lin_call, &args, opt->warmup, opt->repeats,
                                       &rec->stats);
-    if (st == SEQK_ERROR_UNSUPPORTED) {
-        /* A valid call this backend does not take: a hole in the matrix, not an error. */
-        rec->kind = "skipped";
-        snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
-    } else {
+    if (!bench_skip_unsupported(st, rec)) {
         bench_check(st, "%s %s (on %s)", bc->name, sh->mode, be->name);
         rec->flops = (double)n_tok * bench_module_flops_per_token_head((bench_module)module, parallel, T, K, V,
                                                                 minibatch);

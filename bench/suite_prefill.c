@@ -139,9 +139,7 @@ static bool run_softmax(const bench_shape *sh, bench_backend *be, const bench_op
                                              opt->repeats, PREFILL_MIN_REPEATS,
                                              PREFILL_BUDGET_S, &rec->stats);
     bool ok = true;
-    if (st == SEQK_ERROR_UNSUPPORTED) {
-        rec->kind = "skipped";
-        snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
+    if (bench_skip_unsupported(st, rec)) {
         ok = false;
     } else {
         bench_check(st, "seqk_attention_parallel (T=%lld on %s)", (long long)T, be->name);

@@ -103,11 +103,7 @@ static void scan_run(const bench_case *bc, bench_backend *be, const bench_option
     scan_args args = {be->ctx, B, T, C, block, N_arg, bc->flags, a, b, h, cu_seqlens};
     const seqk_status st = bench_time(be->ctx, scan_call, &args, opt->warmup, opt->repeats,
                                       &rec->stats);
-    if (st == SEQK_ERROR_UNSUPPORTED) {
-        /* A valid call this backend does not take: a hole in the matrix, not an error. */
-        rec->kind = "skipped";
-        snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
-    } else {
+    if (!bench_skip_unsupported(st, rec)) {
         bench_check(st, "seqk_scan (%s on %s)", bc->name, be->name);
         rec->bytes = (double)((n_a + 2 * n_bh) * sizeof(float)); /* a, b read; h written */
         rec->flops = 0.0;

@@ -112,11 +112,7 @@ static void sscan_run(const bench_case *bc, bench_backend *be, const bench_optio
     sscan_args args = {be->ctx, mode, B, T, D, Nst, G, u, dt, A, Bm, Cm, Dskip, z, dt_bias, y};
     const seqk_status st = bench_time(be->ctx, sscan_call, &args, opt->warmup, opt->repeats,
                                       &rec->stats);
-    if (st == SEQK_ERROR_UNSUPPORTED) {
-        /* A valid call this backend does not take: a hole in the matrix, not an error. */
-        rec->kind = "skipped";
-        snprintf(rec->note, sizeof rec->note, "%s", seqk_last_error());
-    } else {
+    if (!bench_skip_unsupported(st, rec)) {
         bench_check(st, "seqk_selective_scan %s (%s on %s)", sh->mode, bc->name, be->name);
         const double updates = (double)B * (double)T * (double)D * (double)Nst;
         const double updates_per_s = updates / rec->stats.median_s;
