@@ -4,7 +4,8 @@
 #   1. configure with SEQK_CUDA=ON, build (Release, sm_90 + sm_80)
 #   2. the whole CTest suite (every case on every backend, CUDA included)
 #   3. compute-sanitizer memcheck, racecheck and synccheck over the CUDA cases
-#   4. seqk-bench on the CUDA backend (and its device copy ceiling)
+#   4. the Python package's pytest suite against the CUDA build
+#   5. seqk-bench on every backend (and the device copy ceiling)
 # Each step's log is its own file; a summary line per step goes to summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,10 @@ for tool in memcheck racecheck synccheck; do
       compute-sanitizer --tool "$tool" --error-exitcode 3 "$t"
   done
 done
+# the Python package against the CUDA build (torch CUDA tensors included; the
+# machine has pytest, numpy and torch but no network, so no venv here)
+step pytest env SEQK_LIBRARY="$PWD/build/gpu/libseqk.so" PYTHONPATH="$PWD/python-bindings" \
+  python3 -m pytest -q -p no:cacheprovider python-bindings/tests
 step bench ./build/gpu/bench/seqk-bench --backend all --threads 16 --out "$OUT/bench"
 # GPU peers (PyTorch SDPA on CUDA, flash-linear-attention) are not scripted yet:
 # bench/peers.py measures the CPU peers.
