@@ -4,7 +4,7 @@
  * inside mini-batch boundaries, across modes, decoding in place);
  * long-sequence stability; validation rules; the state-size and workspace
  * queries. */
-#include "harness.h"
+#include "fixtures.h"
 #include "ref/ref_titans.h"
 
 #include <math.h>
@@ -28,28 +28,12 @@ typedef struct {
 static int64_t nseq(const tcase *c) { return c->cu ? c->N : c->B; }
 static int64_t efl(const tcase *c) { return 3 * c->K * c->V + 8; }
 
-/* Host inputs of one case. */
+/* Host inputs of one case, and (after reference) the reference's outputs. */
 typedef struct {
     float *q, *k, *v, *eta, *theta, *alpha, *s0;
+    double *ro, *rs; /* o and the final state, float64 */
     size_t nq, nv, ng, ns;
 } inputs;
-
-/* Keys: with the in-kernel L2 norm any scale; without it, unit-norm rows
- * scaled into [0.6, 1]. */
-static void make_keys(float *k, int64_t rows, int64_t K, int l2)
-{
-    th_fill(k, (size_t)(rows * K), -1, 1);
-    if (l2) {
-        for (int64_t i = 0; i < rows * K; i++) k[i] *= 3.0f;
-        return;
-    }
-    for (int64_t r = 0; r < rows; r++) {
-        double s = 0.0;
-        for (int64_t i = 0; i < K; i++) s += (double)k[r * K + i] * k[r * K + i];
-        const double f = th_uniform(0.6, 1.0) / sqrt(s + 1e-30);
-        for (int64_t i = 0; i < K; i++) k[r * K + i] = (float)(k[r * K + i] * f);
-    }
-}
 
 /* Gates in their ranges, with the ends of the ranges (exact 0 and 1 where
  * the range reaches them) sprinkled in. */
@@ -85,27 +69,38 @@ static void make_state(const tcase *c, float *s)
     }
 }
 
-static void make_inputs(const tcase *c, int l2, inputs *in)
+/* The random inputs of case c, allocated in h, each array one element longer
+ * than it needs. unit_keys: keys of norm 1 exactly (long sequences), else
+ * tf_delta_keys. */
+static void make_inputs(tf_arrays *h, const tcase *c, int l2, bool unit_keys, inputs *in)
 {
     const int64_t rows = c->B * c->T;
     in->nq = (size_t)(rows * c->H * c->K);
     in->nv = (size_t)(rows * c->H * c->V);
     in->ng = (size_t)(rows * c->H);
     in->ns = (size_t)(nseq(c) * c->H * efl(c));
-    in->q = th_floats(in->nq + 1), in->k = th_floats(in->nq + 1), in->v = th_floats(in->nv + 1);
-    in->eta = th_floats(in->ng + 1), in->theta = th_floats(in->ng + 1);
-    in->alpha = th_floats(in->ng + 1), in->s0 = th_floats(in->ns + 1);
-    th_fill(in->q, in->nq + 1, -1, 1);
-    make_keys(in->k, rows * c->H, c->K, l2);
-    th_fill(in->v, in->nv + 1, -1, 1);
+    in->q = tf_random(h, in->nq + 1, -1, 1);
+    in->k = tf_floats(h, in->nq + 1);
+    tf_delta_keys(in->k, rows * c->H, c->K, l2);
+    in->v = tf_random(h, in->nv + 1, -1, 1);
+    in->eta = tf_floats(h, in->ng + 1), in->theta = tf_floats(h, in->ng + 1);
+    in->alpha = tf_floats(h, in->ng + 1);
     make_gates(c, in);
+    in->s0 = tf_floats(h, in->ns + 1);
     make_state(c, in->s0);
+    if (unit_keys) tf_unit_rows(in->k, rows * c->H, c->K);
+    in->ro = in->rs = NULL;
 }
 
-static void free_inputs(inputs *in)
+static double case_scale(const tcase *c) { return 1.0 / sqrt((double)c->K); }
+
+/* The float64 reference's o and final state for in, allocated in h. */
+static void reference(tf_arrays *h, const tcase *c, int l2, inputs *in)
 {
-    free(in->q), free(in->k), free(in->v), free(in->eta), free(in->theta), free(in->alpha);
-    free(in->s0);
+    in->ro = tf_doubles(h, in->nv + 1), in->rs = tf_doubles(h, in->ns + 1);
+    ref_titans(c->B, c->T, c->H, c->K, c->V, case_scale(c), l2, c->b, in->q, in->k, in->v,
+               in->eta, in->theta, in->alpha, c->with_s0 ? in->s0 : NULL, in->ro, in->rs, c->cu,
+               c->N);
 }
 
 /* Backend copies of the inputs and outputs of one call. */
@@ -114,27 +109,17 @@ typedef struct {
     int32_t *cu;
 } dev;
 
-static void upload(th_backend *be, const tcase *c, const inputs *in, dev *d)
+/* Uploads the inputs into d's backend; o and s1 poisoned. */
+static void upload(tf_arrays *d, const tcase *c, const inputs *in, dev *x)
 {
-    d->q = th_upload(be, in->q, in->nq * 4 + 4), d->k = th_upload(be, in->k, in->nq * 4 + 4);
-    d->v = th_upload(be, in->v, in->nv * 4 + 4);
-    d->eta = th_upload(be, in->eta, in->ng * 4 + 4);
-    d->theta = th_upload(be, in->theta, in->ng * 4 + 4);
-    d->alpha = th_upload(be, in->alpha, in->ng * 4 + 4);
-    d->s0 = th_upload(be, in->s0, in->ns * 4 + 4);
-    d->o = th_poisoned(be, in->nv + 1), d->s1 = th_poisoned(be, in->ns + 1);
-    d->cu = c->cu ? th_upload(be, c->cu, (size_t)(nseq(c) + 1) * 4) : NULL;
+    const size_t bq = in->nq * 4 + 4, bg = in->ng * 4 + 4;
+    x->q = tf_upload(d, in->q, bq), x->k = tf_upload(d, in->k, bq);
+    x->v = tf_upload(d, in->v, in->nv * 4 + 4);
+    x->eta = tf_upload(d, in->eta, bg), x->theta = tf_upload(d, in->theta, bg);
+    x->alpha = tf_upload(d, in->alpha, bg), x->s0 = tf_upload(d, in->s0, in->ns * 4 + 4);
+    x->o = tf_poisoned(d, in->nv + 1), x->s1 = tf_poisoned(d, in->ns + 1);
+    x->cu = c->cu ? tf_upload(d, c->cu, (size_t)(nseq(c) + 1) * 4) : NULL;
 }
-
-static void release(th_backend *be, dev *d)
-{
-    th_free(be, d->q), th_free(be, d->k), th_free(be, d->v), th_free(be, d->eta);
-    th_free(be, d->theta), th_free(be, d->alpha), th_free(be, d->s0), th_free(be, d->o);
-    th_free(be, d->s1);
-    if (d->cu) th_free(be, d->cu);
-}
-
-static double case_scale(const tcase *c) { return 1.0 / sqrt((double)c->K); }
 
 static void describe(const tcase *c, int l2, const char *be, const char *mode, char *buf,
                      size_t n)
@@ -148,17 +133,12 @@ static void describe(const tcase *c, int l2, const char *be, const char *mode, c
              c->ahi, c->thmax);
 }
 
-static void set_threads(th_backend *be, int n)
-{
-    if (be->backend == SEQK_BACKEND_CPU) seqk_context_set_threads(be->ctx, n);
-}
-
-static seqk_status call(th_backend *be, const tcase *c, seqk_mode mode, int l2, const dev *d,
+static seqk_status call(th_backend *be, const tcase *c, seqk_mode mode, int l2, const dev *x,
                         const float *s_in, float *s_out)
 {
     return seqk_titans(be->ctx, mode, c->B, c->T, c->H, c->K, c->V, (float)case_scale(c),
-                       l2 ? SEQK_TITANS_L2NORM_QK : 0u, c->b, d->q, d->k, d->v, d->eta, d->theta,
-                       d->alpha, d->o, s_in, s_out, d->cu, c->N);
+                       l2 ? SEQK_TITANS_L2NORM_QK : 0u, c->b, x->q, x->k, x->v, x->eta, x->theta,
+                       x->alpha, x->o, s_in, s_out, x->cu, c->N);
 }
 
 /* Both modes against the reference, and against each other. */
@@ -166,95 +146,71 @@ static void run_case(th_backend *be, const tcase *c, int l2)
 {
     char what[400];
     describe(c, l2, be->name, "both modes", what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     inputs in;
-    make_inputs(c, l2, &in);
-    double *ro = th_doubles(in.nv + 1), *rs = th_doubles(in.ns + 1);
-    ref_titans(c->B, c->T, c->H, c->K, c->V, case_scale(c), l2, c->b, in.q, in.k, in.v, in.eta,
-               in.theta, in.alpha, c->with_s0 ? in.s0 : NULL, ro, rs, c->cu, c->N);
-    float *out[2] = {th_floats(in.nv + 1), th_floats(in.nv + 1)};
-    float *st = th_floats(in.ns + 1);
-    set_threads(be, c->threads);
+    make_inputs(&h, c, l2, false, &in);
+    reference(&h, c, l2, &in);
+    float *out[2] = {tf_floats(&h, in.nv + 1), tf_floats(&h, in.nv + 1)};
+    float *st = tf_floats(&h, in.ns + 1);
+    th_set_threads(be, c->threads);
     for (int m = 0; m < 2; m++) {
         const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
-        describe(c, l2, be->name, m ? "parallel" : "recurrent", what, sizeof what);
-        dev d;
-        upload(be, c, &in, &d);
-        seqk_status s = call(be, c, mode, l2, &d, c->with_s0 ? d.s0 : NULL, d.s1);
+        describe(c, l2, be->name, th_mode_name(mode), what, sizeof what);
+        dev x;
+        upload(&d, c, &in, &x);
+        seqk_status s = call(be, c, mode, l2, &x, c->with_s0 ? x.s0 : NULL, x.s1);
         if (th_check_status(s, SEQK_SUCCESS, what)) {
-            th_download(be, out[m], d.o, (in.nv + 1) * 4);
-            th_download(be, st, d.s1, (in.ns + 1) * 4);
-            th_check_close(out[m], ro, in.nv, TOL, "%s: o", what);
-            th_check(isnan(out[m][in.nv]), "%s: nothing written past o", what);
-            th_check_close(st, rs, in.ns, TOL, "%s: final state", what);
-            th_check(isnan(st[in.ns]), "%s: nothing written past the state", what);
+            tf_check_result(be, out[m], x.o, in.nv, in.ro, TOL, true, what, "o");
+            tf_check_result(be, st, x.s1, in.ns, in.rs, TOL, true, what, "final state");
         } else {
             th_poison(out[m], in.nv + 1);
         }
-        release(be, &d);
+        tf_arrays_free(&d);
     }
-    set_threads(be, 0);
+    th_set_threads(be, 0);
     describe(c, l2, be->name, "recurrent vs parallel", what, sizeof what);
     th_check_close_f(out[0], out[1], in.nv, TOL, "%s", what);
-    free(out[0]), free(out[1]), free(st), free(ro), free(rs);
-    free_inputs(&in);
+    tf_arrays_free(&h);
 }
 
 /* ---- split == whole, and decoding in place ------------------------------------ */
 
-/* B = 1: tokens [0, s) in mode m1 from the initial state into state A, then
- * [s, T - decode) in mode m2 in place on A (state_in == state_out), then the
- * last `decode` tokens one at a time, recurrent, in place. Compared with the
- * reference of the whole. */
+/* B = 1, the tokens in the parts of tf_split_plan(s, m1, m2, decode),
+ * chained through the state in place; compared with the reference of the
+ * whole. */
 static void split_equals_whole(th_backend *be, const tcase *c, int l2, int64_t s, seqk_mode m1,
                                seqk_mode m2, int64_t decode)
 {
     char what[400], mode[128];
-    snprintf(mode, sizeof mode, "split at %lld (%s then %s in place, %lld decoded in place)",
-             (long long)s, m1 == SEQK_MODE_PARALLEL ? "parallel" : "recurrent",
-             m2 == SEQK_MODE_PARALLEL ? "parallel" : "recurrent", (long long)decode);
+    tf_segment seg[TF_SPLIT_MAX];
+    const int nseg = tf_split_plan(c->T, s, m1, m2, decode, seg, mode, sizeof mode);
     describe(c, l2, be->name, mode, what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     inputs in;
-    make_inputs(c, l2, &in);
-    double *ro = th_doubles(in.nv), *rs = th_doubles(in.ns);
-    ref_titans(1, c->T, c->H, c->K, c->V, case_scale(c), l2, c->b, in.q, in.k, in.v, in.eta,
-               in.theta, in.alpha, c->with_s0 ? in.s0 : NULL, ro, rs, NULL, 0);
-    dev d;
-    upload(be, c, &in, &d);
+    make_inputs(&h, c, l2, false, &in);
+    reference(&h, c, l2, &in); /* c->B = 1, no cu */
+    dev x;
+    upload(&d, c, &in, &x);
     const int64_t H = c->H, K = c->K, V = c->V;
     const unsigned fl = l2 ? SEQK_TITANS_L2NORM_QK : 0u;
     const float sc = (float)case_scale(c);
-    /* part 1 */
-    seqk_status st = seqk_titans(be->ctx, m1, 1, s, H, K, V, sc, fl, c->b, d.q, d.k, d.v, d.eta,
-                                 d.theta, d.alpha, d.o, c->with_s0 ? d.s0 : NULL, d.s1, NULL, 0);
-    /* part 2, in place */
-    const int64_t e2 = c->T - decode;
-    if (!st)
-        st = seqk_titans(be->ctx, m2, 1, e2 - s, H, K, V, sc, fl, c->b, d.q + s * H * K,
-                         d.k + s * H * K, d.v + s * H * V, d.eta + s * H, d.theta + s * H,
-                         d.alpha + s * H, d.o + s * H * V, d.s1, d.s1, NULL, 0);
-    for (int64_t t = e2; t < c->T && !st; t++)
-        st = seqk_titans(be->ctx, SEQK_MODE_RECURRENT, 1, 1, H, K, V, sc, fl, c->b,
-                         d.q + t * H * K, d.k + t * H * K, d.v + t * H * V, d.eta + t * H,
-                         d.theta + t * H, d.alpha + t * H, d.o + t * H * V, d.s1, d.s1, NULL, 0);
-    if (th_check_status(st, SEQK_SUCCESS, what)) {
-        float *o = th_floats(in.nv), *sf = th_floats(in.ns);
-        th_download(be, o, d.o, in.nv * 4);
-        th_download(be, sf, d.s1, in.ns * 4);
-        th_check_close(o, ro, in.nv, TOL, "%s: o", what);
-        th_check_close(sf, rs, in.ns, TOL, "%s: final state", what);
-        free(o), free(sf);
+    seqk_status st = SEQK_SUCCESS;
+    for (int i = 0; i < nseg && !st; i++) {
+        const int64_t t = seg[i].t0;
+        st = seqk_titans(be->ctx, seg[i].mode, 1, seg[i].t1 - t, H, K, V, sc, fl, c->b,
+                         x.q + t * H * K, x.k + t * H * K, x.v + t * H * V, x.eta + t * H,
+                         x.theta + t * H, x.alpha + t * H, x.o + t * H * V,
+                         i ? x.s1 : (c->with_s0 ? x.s0 : NULL), x.s1, NULL, 0);
     }
-    release(be, &d);
-    free(ro), free(rs);
-    free_inputs(&in);
+    if (th_check_status(st, SEQK_SUCCESS, what)) {
+        tf_check_result(be, tf_floats(&h, in.nv), x.o, in.nv, in.ro, TOL, false, what, "o");
+        tf_check_result(be, tf_floats(&h, in.ns), x.s1, in.ns, in.rs, TOL, false, what,
+                        "final state");
+    }
+    tf_arrays_free(&d);
+    tf_arrays_free(&h);
 }
 
 /* ---- stability -------------------------------------------------------------------- */
@@ -268,43 +224,31 @@ static void stability(th_backend *be, const tcase *c)
 {
     char what[400];
     describe(c, 0, be->name, "stability", what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
+    if (th_skipped(be, what)) return;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     inputs in;
-    make_inputs(c, 0, &in);
-    for (int64_t r = 0; r < c->T * c->H; r++) { /* unit-norm keys exactly */
-        double s = 0.0;
-        for (int64_t i = 0; i < c->K; i++) s += (double)in.k[r * c->K + i] * in.k[r * c->K + i];
-        for (int64_t i = 0; i < c->K; i++) in.k[r * c->K + i] = (float)(in.k[r * c->K + i] / sqrt(s));
-    }
-    double *ro = th_doubles(in.nv), *rs = th_doubles(in.ns);
-    ref_titans(1, c->T, c->H, c->K, c->V, case_scale(c), 0, c->b, in.q, in.k, in.v, in.eta,
-               in.theta, in.alpha, in.s0, ro, rs, NULL, 0);
-    float *o = th_floats(in.nv), *sf = th_floats(in.ns);
+    make_inputs(&h, c, 0, true, &in);
+    reference(&h, c, 0, &in); /* c->B = 1, s0, no cu */
+    float *o = tf_floats(&h, in.nv), *sf = tf_floats(&h, in.ns);
+    const int64_t E = efl(c);
     for (int m = 0; m < 2; m++) {
         const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
         describe(c, 0, be->name, m ? "stability parallel" : "stability recurrent", what,
                  sizeof what);
-        dev d;
-        upload(be, c, &in, &d);
-        seqk_status st = call(be, c, mode, 0, &d, d.s0, d.s1);
+        dev x;
+        upload(&d, c, &in, &x);
+        seqk_status st = call(be, c, mode, 0, &x, x.s0, x.s1);
         if (th_check_status(st, SEQK_SUCCESS, what)) {
-            th_download(be, o, d.o, in.nv * 4);
-            th_download(be, sf, d.s1, in.ns * 4);
-            bool finite = true;
-            for (size_t i = 0; i < in.nv; i++) finite &= isfinite(o[i]) != 0;
-            for (size_t i = 0; i < in.ns; i++)
-                finite &= (i % (size_t)efl(c)) >= (size_t)(3 * c->K * c->V) || isfinite(sf[i]);
+            tf_check_result(be, o, x.o, in.nv, in.ro, TOL, false, what, "o");
+            tf_check_result(be, sf, x.s1, in.ns, in.rs, TOL, false, what, "final state");
+            bool finite = tf_all_finite(o, in.nv);
+            for (int64_t nh = 0; nh < nseq(c) * c->H; nh++) /* M, S, Mhat of each head */
+                finite &= tf_all_finite(sf + nh * E, (size_t)(3 * c->K * c->V));
             th_check(finite, "%s: no inf/NaN", what);
-            th_check_close(o, ro, in.nv, TOL, "%s: o", what);
-            th_check_close(sf, rs, in.ns, TOL, "%s: final state", what);
         }
-        release(be, &d);
+        tf_arrays_free(&d);
     }
-    free(o), free(sf), free(ro), free(rs);
-    free_inputs(&in);
+    tf_arrays_free(&h);
 }
 
 /* ---- workspace ------------------------------------------------------------------- */
@@ -315,34 +259,29 @@ static void workspace_bound(th_backend *be, const tcase *c, int threads)
 {
     char what[400];
     describe(c, 1, be->name, "workspace bound", what, sizeof what);
-    if (!be->ctx) {
-        th_skip("%s: %s", what, be->skip_reason);
-        return;
-    }
-    set_threads(be, threads);
+    if (th_skipped(be, what)) return;
+    th_set_threads(be, threads);
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     inputs in;
-    make_inputs(c, 1, &in);
+    make_inputs(&h, c, 1, false, &in);
     for (int m = 0; m < 2; m++) {
         const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
         size_t bytes = 0;
         seqk_status st = seqk_titans_workspace_size(be->ctx, mode, c->B, c->T, c->H, c->K, c->V,
                                                     c->b, c->cu ? c->N : 0, &bytes);
         if (!th_check_status(st, SEQK_SUCCESS, what)) continue;
-        void *buf = NULL;
-        if (bytes) buf = th_upload(be, NULL, bytes);
-        seqk_context_set_workspace(be->ctx, buf, bytes);
-        dev d;
-        upload(be, c, &in, &d);
-        st = call(be, c, mode, 1, &d, d.s0, NULL);
+        void *buf = tf_workspace_begin(be, bytes);
+        dev x;
+        upload(&d, c, &in, &x);
+        st = call(be, c, mode, 1, &x, x.s0, NULL);
         char w2[500];
-        snprintf(w2, sizeof w2, "%s %s (%zu bytes)", what, m ? "parallel" : "recurrent", bytes);
+        snprintf(w2, sizeof w2, "%s %s (%zu bytes)", what, th_mode_name(mode), bytes);
         th_check_status(st, SEQK_SUCCESS, w2);
-        seqk_context_set_workspace(be->ctx, NULL, 0);
-        if (buf) th_free(be, buf);
-        release(be, &d);
+        tf_workspace_end(be, buf);
+        tf_arrays_free(&d);
     }
-    set_threads(be, 0);
-    free_inputs(&in);
+    th_set_threads(be, 0);
+    tf_arrays_free(&h);
 }
 
 /* ---- an empty call ---------------------------------------------------------------- */
@@ -359,18 +298,16 @@ static void empty_call(th_backend *be)
             char what[200];
             snprintf(what, sizeof what, "%s titans T = 0 (%s%s) passes the state through",
                      be->name, m ? "parallel" : "recurrent", inplace ? ", in place" : "");
-            if (!be->ctx) {
-                th_skip("%s: %s", what, be->skip_reason);
-                continue;
-            }
+            if (th_skipped(be, what)) continue;
             const int64_t KV = EC_K * EC_V;
             float s0[EC_NS], s1[EC_NS];
             for (int i = 0; i < EC_NS; i++) s0[i] = (float)i;
             s0[3 * KV] = 0.0f;        /* head 0: pos 0 */
             s0[EC_E + 3 * KV] = 2.0f; /* head 1: pos 2 */
             for (int i = 1; i < 8; i++) s0[3 * KV + i] = s0[EC_E + 3 * KV + i] = NAN;
-            float *d0 = th_upload(be, s0, sizeof s0);
-            float *d1 = inplace ? d0 : th_poisoned(be, EC_NS);
+            tf_arrays d = tf_arrays_on(be);
+            float *d0 = tf_upload(&d, s0, sizeof s0);
+            float *d1 = inplace ? d0 : tf_poisoned(&d, EC_NS);
             const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
             const seqk_status st = seqk_titans(be->ctx, mode, 1, 0, EC_H, EC_K, EC_V, 1.0f, 0, 4,
                                                NULL, NULL, NULL, NULL, NULL, NULL, NULL, d0, d1,
@@ -387,26 +324,11 @@ static void empty_call(th_backend *be)
                     ok &= s1[3 * KV + i] == 0.0f && s1[EC_E + 3 * KV + i] == 0.0f;
                 th_check(ok, "%s", what);
             }
-            if (!inplace) th_free(be, d1);
-            th_free(be, d0);
+            tf_arrays_free(&d);
         }
 }
 
 /* ---- validation ------------------------------------------------------------------ */
-
-static void expect(seqk_status got, seqk_status want, const char *needle, const char *rule,
-                   const float *o, size_t n, const float *s, size_t ns)
-{
-    char what[200];
-    snprintf(what, sizeof what, "validation: %s", rule);
-    th_check_status(got, want, what);
-    th_check(strstr(seqk_last_error(), needle) != NULL, "validation: %s: message names '%s': %s",
-             rule, needle, seqk_last_error());
-    bool untouched = true;
-    for (size_t i = 0; i < n; i++) untouched &= o[i] == 7.0f;
-    for (size_t i = 0; i < ns; i++) untouched &= s[i] == 7.0f;
-    th_check(untouched, "validation: %s: outputs untouched", rule);
-}
 
 static void validation(seqk_context *ctx)
 {
@@ -419,12 +341,9 @@ static void validation(seqk_context *ctx)
     for (size_t i = 0; i < sizeof eta / 4; i++) eta[i] = 0.9f, theta[i] = 0.1f, alpha[i] = 0.05f;
     for (size_t i = 0; i < sizeof sin_ / 4; i++) sin_[i] = 0.0f;
     const size_t no = sizeof o / 4, ns = sizeof s / 4;
-#define RESET()                                                            \
-    do {                                                                   \
-        for (size_t i_ = 0; i_ < no; i_++) o[i_] = 7.0f;                   \
-        for (size_t i_ = 0; i_ < ns; i_++) s[i_] = 7.0f;                   \
-        for (size_t i_ = 0; i_ < sizeof s2 / 4; i_++) s2[i_] = 7.0f;       \
-    } while (0)
+#define RESET() \
+    (tf_fill_untouched(o, no), tf_fill_untouched(s, ns), tf_fill_untouched(s2, sizeof s2 / 4))
+#define expect tf_expect_rejected
     const seqk_status INV = SEQK_ERROR_INVALID_ARGUMENT;
     const seqk_mode PAR = SEQK_MODE_PARALLEL, REC = SEQK_MODE_RECURRENT;
     /* the gates' ranges and the state's positions, in both modes */
@@ -606,6 +525,7 @@ static void validation(seqk_context *ctx)
         th_check(ok, "T = 0 (%s) passes the state through (Mhat = M at pos 0, reserved 0)",
                  m ? "parallel" : "recurrent");
     }
+#undef expect
 #undef RESET
 }
 
@@ -614,8 +534,7 @@ int main(int argc, char **argv)
     th_backend *be;
     int nb = th_init(argc, argv, &be);
     th_seed(23);
-    static const int32_t cu1[] = {0, 0, 1, 70, 70, 133}; /* empty and length-1 sequences */
-    static const int32_t cu2[] = {0, 90, 90, 91};
+    const int32_t *cu1 = tf_cu_133, *cu2 = tf_cu_91; /* empty and length-1 sequences */
     static const int64_t bs[] = {1, 4, 16, 64};
     /* shapes, run for every b */
     const tcase shapes[] = {
