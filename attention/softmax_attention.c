@@ -829,17 +829,7 @@ static seqk_status check_parallel_sizes(const char *fn, seqk_context *ctx, int64
     if ((st = seqk__check_numel(fn, "k [B,T,Hkv,K]", 4, kd, sizeof(float), NULL))) return st;
     if ((st = seqk__check_numel(fn, "v [B,T,Hkv,V]", 4, vd, sizeof(float), NULL))) return st;
     if ((st = seqk__check_numel(fn, "o [B,T,Hq,V]", 4, od, sizeof(float), NULL))) return st;
-    if (varlen) {
-        if (B != 1)
-            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                              "%s: B=%" PRId64 " with cu_seqlens, must be 1 (sequences are "
-                              "packed along T)",
-                              fn, B);
-        if ((st = seqk__check_min(fn, "N", N, 1))) return st;
-        if (N >= INT32_MAX)
-            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: N=%" PRId64 " is too large", fn,
-                              N);
-    }
+    if (varlen && (st = seqk__check_varlen_sizes(fn, B, N, T))) return st;
     return SEQK_SUCCESS;
 }
 

@@ -53,6 +53,10 @@ seqk_status seqk__check_range(const char *fn, const char *arg, int64_t v, int64_
  * size_t bytes for elem_bytes-sized elements; what names the tensor. */
 seqk_status seqk__check_numel(const char *fn, const char *what, int n, const int64_t *dims,
                               size_t elem_bytes, int64_t *out);
+/* The sizes of a varlen call: B == 1 (the N sequences are packed along T),
+ * N >= 1, N and T within int32 (the size checks run it before the states'
+ * sizes, which use N; seqk__check_cu_seqlens runs it too). */
+seqk_status seqk__check_varlen_sizes(const char *fn, int64_t B, int64_t N, int64_t T);
 /* Validates cu_seqlens (host or backend memory, per ctx) for N sequences
  * packed along T with batch B: B == 1, N >= 1, cu[0] == 0, non-decreasing,
  * cu[N] == T. If host_copy is not NULL, it receives the N+1 values

@@ -73,8 +73,7 @@ static seqk_status check_cu_values(const char *fn, const int32_t *cu, int64_t N,
     return SEQK_SUCCESS;
 }
 
-seqk_status seqk__check_cu_seqlens(const char *fn, seqk_context *ctx, const int32_t *cu,
-                                   int64_t N, int64_t B, int64_t T, int32_t *host_copy)
+seqk_status seqk__check_varlen_sizes(const char *fn, int64_t B, int64_t N, int64_t T)
 {
     if (B != 1)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
@@ -88,6 +87,14 @@ seqk_status seqk__check_cu_seqlens(const char *fn, seqk_context *ctx, const int3
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: N=%" PRId64 ", T=%" PRId64 " too large for int32 cu_seqlens", fn,
                           N, T);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_cu_seqlens(const char *fn, seqk_context *ctx, const int32_t *cu,
+                                   int64_t N, int64_t B, int64_t T, int32_t *host_copy)
+{
+    seqk_status st0 = seqk__check_varlen_sizes(fn, B, N, T);
+    if (st0) return st0;
     if (ctx->backend == SEQK_BACKEND_CPU) {
         seqk_status st = check_cu_values(fn, cu, N, T);
         if (st == SEQK_SUCCESS && host_copy)

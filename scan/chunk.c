@@ -99,29 +99,13 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk
                 kc[j] = seqk__lin_phi(kr[j], P->flags);
             }
         } else {
-            float sq = 0.0f, sk = 0.0f;
             for (int64_t j = 0; j < K; j++) {
                 qs[j] = seqk__lin_phi(qr[j], P->flags);
                 kc[j] = seqk__lin_phi(kr[j], P->flags);
             }
-            int64_t j = 0;
-#ifdef __AVX2__
-            __m256 aq = _mm256_setzero_ps(), ak = aq;
-            for (; j + 8 <= K; j += 8) {
-                const __m256 x = _mm256_loadu_ps(qs + j), y = _mm256_loadu_ps(kc + j);
-                aq = _mm256_fmadd_ps(x, x, aq), ak = _mm256_fmadd_ps(y, y, ak);
-            }
-            float lq[8], lk[8];
-            _mm256_storeu_ps(lq, aq), _mm256_storeu_ps(lk, ak);
-            for (int l = 0; l < 8; l++) sq += lq[l], sk += lk[l];
-#endif
-            for (; j < K; j++) {
-                sq += qs[j] * qs[j];
-                sk += kc[j] * kc[j];
-            }
-            const float fq = P->scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
-            const float fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
-            for (j = 0; j < K; j++) {
+            float fq, fk;
+            seqk__lin_qk_factors(P, qs, kc, &fq, &fk);
+            for (int64_t j = 0; j < K; j++) {
                 qs[j] *= fq;
                 kc[j] *= fk;
             }

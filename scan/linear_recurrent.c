@@ -142,19 +142,10 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
                 seqk__prefetch_floats(P->o + (rp * H + h) * V + c0, width);
             }
             const float a = decay ? expf(seqk__lin_logdecay(P, r, h)) : 1.0f;
-            float vs = P->v_scale ? P->v_scale[r * H + h] : 1.0f;
-            float rq = 1.0f, rk = 1.0f; /* 1 / L2 norms of phi(q), phi(k) with SEQK__LIN_L2NORM */
-            if (P->flags & SEQK__LIN_L2NORM) {
-                float sq = 0.0f, sk = 0.0f;
-                for (int64_t i = 0; i < K; i++) {
-                    const float pq = seqk__lin_phi(q[i], P->flags), pk = seqk__lin_phi(k[i], P->flags);
-                    sq += pq * pq;
-                    sk += pk * pk;
-                }
-                rq = 1.0f / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
-                rk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
-            }
-            const float qf = P->scale * rq, kf = vs * rk;
+            const float vs = P->v_scale ? P->v_scale[r * H + h] : 1.0f;
+            /* (SEQK__LIN_L2NORM never reaches this mode: DeltaNet and Titans,
+             * which set it, have recurrent kernels of their own) */
+            const float qf = P->scale, kf = vs;
             for (int64_t i = 0; i < K; i++) {
                 qv[i] = qf * seqk__lin_phi(q[i], P->flags);
                 kv[i] = kf * seqk__lin_phi(k[i], P->flags); /* v_scale folded into k: (s k) v^T = k (s v)^T */
@@ -166,7 +157,7 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
             } else {
                 float den = 0.0f;
                 for (int64_t i = 0; i < K; i++) {
-                    z[i] = (decay ? a * z[i] : z[i]) + rk * seqk__lin_phi(k[i], P->flags);
+                    z[i] = (decay ? a * z[i] : z[i]) + seqk__lin_phi(k[i], P->flags);
                     den += qv[i] * z[i];
                 }
                 for (int64_t j0 = 0; j0 < width; j0 += VB)

@@ -35,14 +35,7 @@ seqk_status seqk__lin_check_sizes(const char *fn, seqk_context *ctx, int mode, i
     const int64_t d_q[4] = {B, T, H, K}, d_v[4] = {B, T, H, V};
     if ((st = seqk__check_numel(fn, "q [B,T,H,K]", 4, d_q, sizeof(float), NULL))) return st;
     if ((st = seqk__check_numel(fn, "v [B,T,H,V]", 4, d_v, sizeof(float), NULL))) return st;
-    if (varlen) {
-        if (B != 1)
-            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                              "%s: B=%" PRId64 " with cu_seqlens, must be 1 (sequences are "
-                              "packed along T)",
-                              fn, B);
-        if ((st = seqk__check_min(fn, "N", N, 1))) return st;
-    }
+    if (varlen && (st = seqk__check_varlen_sizes(fn, B, N, T))) return st;
     const int64_t d_s[4] = {varlen ? N : B, H, K, V};
     if ((st = seqk__check_numel(fn, "state [N,H,K,V]", 4, d_s, sizeof(float), NULL))) return st;
     return SEQK_SUCCESS;

@@ -13,6 +13,7 @@
 #define SEQK_SCAN_LINEAR_STATE_H
 
 #include "../core/internal.h"
+#include "../core/vmath.h"
 
 #include <math.h>
 
@@ -21,7 +22,9 @@ enum {
     SEQK__LIN_NORMALIZE = 1u, /* o_t = num_t / (scale phi(q_t) . z_t + eps), z_t = a_t z_{t-1} + phi(k_t) */
     SEQK__LIN_ELU1 = 2u,      /* phi(x) = elu(x) + 1 on q and k; identity otherwise */
     SEQK__LIN_L2NORM = 4u     /* after phi, q and k rows -> x / sqrt(sum x^2 + SEQK__LIN_L2NORM_EPS)
-                               * (DeltaNet's SEQK_DELTANET_L2NORM_QK) */
+                               * (DeltaNet's and Titans' flag: honoured by
+                               * seqk__chunk_load; seqk__lin_recurrent does
+                               * not take it, they have their own kernels) */
 };
 #define SEQK__LIN_L2NORM_EPS 1e-6f
 
@@ -79,6 +82,19 @@ static inline float seqk__lin_phi(float x, unsigned flags)
 {
     if (!(flags & SEQK__LIN_ELU1)) return x;
     return x > 0.0f ? x + 1.0f : expf(x);
+}
+
+/* The factors of one token's q~ = fq q, k~ = fk k: fq = scale, fk = 1, or
+ * with SEQK__LIN_L2NORM fq = scale / ||q||, fk = 1 / ||k|| (each norm with
+ * SEQK__LIN_L2NORM_EPS under the root). q, k: K floats (after the feature
+ * map, where there is one). */
+static inline void seqk__lin_qk_factors(const seqk__lin *P, const float *q, const float *k,
+                                        float *fq, float *fk)
+{
+    *fq = P->scale, *fk = 1.0f;
+    if (!(P->flags & SEQK__LIN_L2NORM)) return;
+    *fq = P->scale / sqrtf(seqk__dot(q, q, P->K) + SEQK__LIN_L2NORM_EPS);
+    *fk = 1.0f / sqrtf(seqk__dot(k, k, P->K) + SEQK__LIN_L2NORM_EPS);
 }
 
 /* The recurrent mode (scan/linear_recurrent.c): token by token, O(K V)

@@ -28,12 +28,7 @@ static seqk_status check_sizes(const char *fn, seqk_context *ctx, int64_t B, int
     int64_t dims[3] = {B, T, C};
     if ((st = seqk__check_numel(fn, "b [B,T,C]", 3, dims, sizeof(float), NULL))) return st;
     if (varlen) {
-        if (B != 1)
-            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                              "%s: B=%" PRId64 " with cu_seqlens, must be 1 (sequences are "
-                              "packed along T)",
-                              fn, B);
-        if ((st = seqk__check_min(fn, "N", N, 1))) return st;
+        if ((st = seqk__check_varlen_sizes(fn, B, N, T))) return st;
         int64_t sdims[2] = {N, C};
         if ((st = seqk__check_numel(fn, "h0 [N,C]", 2, sdims, sizeof(float), NULL))) return st;
     }

@@ -103,25 +103,8 @@ static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 static float token_qk(const seqk__lin *P, const float *q, const float *k, float *qv, float *kv)
 {
     const int64_t K = P->K;
-    float fq = P->scale, fk = 1.0f;
-    if (P->flags & SEQK__LIN_L2NORM) {
-        float sq = 0.0f, sk = 0.0f;
-        int64_t i = 0;
-#ifdef __AVX2__
-        __m256 aq = _mm256_setzero_ps(), ak = aq;
-        for (; i + 8 <= K; i += 8) {
-            const __m256 x = _mm256_loadu_ps(q + i), y = _mm256_loadu_ps(k + i);
-            aq = _mm256_fmadd_ps(x, x, aq), ak = _mm256_fmadd_ps(y, y, ak);
-        }
-        sq = seqk__hsum8(aq), sk = seqk__hsum8(ak);
-#endif
-        for (; i < K; i++) {
-            sq += q[i] * q[i];
-            sk += k[i] * k[i];
-        }
-        fq = P->scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
-        fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
-    }
+    float fq, fk;
+    seqk__lin_qk_factors(P, q, k, &fq, &fk);
     float kq = 0.0f;
     int64_t i = 0;
 #ifdef __AVX2__

@@ -240,33 +240,6 @@ static void copy_rows(int64_t K, int64_t w, const float *src, float *dst, int64_
     for (int64_t i = 0; i < K; i++) memcpy(dst + i * ld, src + i * ld, (size_t)w * sizeof(float));
 }
 
-/* The factors q~ = fq q, k~ = fk k of one token (fq = scale, fk = 1 without
- * SEQK__LIN_L2NORM): the passes read the raw rows and the factors are applied
- * to the K-independent results (o, Gerr), so a token costs no O(K) loop of
- * its own without the norm. */
-static void token_factors(const seqk__lin *P, const float *q, const float *k, float *fq, float *fk)
-{
-    const int64_t K = P->K;
-    *fq = P->scale, *fk = 1.0f;
-    if (!(P->flags & SEQK__LIN_L2NORM)) return;
-    float sq = 0.0f, sk = 0.0f;
-    int64_t i = 0;
-#ifdef __AVX2__
-    __m256 aq = _mm256_setzero_ps(), ak = aq;
-    for (; i + 8 <= K; i += 8) {
-        const __m256 x = _mm256_loadu_ps(q + i), y = _mm256_loadu_ps(k + i);
-        aq = _mm256_fmadd_ps(x, x, aq), ak = _mm256_fmadd_ps(y, y, ak);
-    }
-    sq = seqk__hsum8(aq), sk = seqk__hsum8(ak);
-#endif
-    for (; i < K; i++) {
-        sq += q[i] * q[i];
-        sk += k[i] * k[i];
-    }
-    *fq = P->scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
-    *fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
-}
-
 /* Pass flags. */
 enum {
     P_PEND = 1,    /* apply the pending update (ep, ap, kp, gp) and read y = M^T qp */
@@ -697,7 +670,9 @@ static void recurrent_item(const tt_problem *D, const rc_plan *pl, int64_t n, in
         }
         for (int64_t j = 0; j < nc; j++) {
             const int64_t rh = (rc + j) * H + h;
-            token_factors(P, ck.q + j * ck.ldqk, ck.k + j * ck.ldqk, &ck.fq[j], &ck.fk[j]);
+            /* q~ = fq q, k~ = fk k: the passes read the raw rows and apply the
+             * factors to the K-independent results (o, Gerr) */
+            seqk__lin_qk_factors(P, ck.q + j * ck.ldqk, ck.k + j * ck.ldqk, &ck.fq[j], &ck.fk[j]);
             ck.e[j] = D->eta[rh], ck.a[j] = 1.0f - D->alpha[rh], ck.th[j] = D->theta[rh];
         }
         /* the next chunk's rows, a few lines per pass (none in place: a short call) */
