@@ -93,16 +93,10 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk
         const float *qr = P->q + ((r0 + i) * P->Hqk + hq) * K;
         const float *kr = P->k + ((r0 + i) * P->Hqk + hq) * K;
         float *qs = w->Qs + i * K, *kc = w->Kc + i * K;
-        if (!(P->flags & SEQK__LIN_L2NORM)) {
-            for (int64_t j = 0; j < K; j++) {
-                qs[j] = P->scale * seqk__lin_phi(qr[j], P->flags);
-                kc[j] = seqk__lin_phi(kr[j], P->flags);
-            }
-        } else {
-            for (int64_t j = 0; j < K; j++) {
-                qs[j] = seqk__lin_phi(qr[j], P->flags);
-                kc[j] = seqk__lin_phi(kr[j], P->flags);
-            }
+        const bool l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
+        seqk__lin_phi_row(qr, K, l2 ? 1.0f : P->scale, P->flags, qs);
+        seqk__lin_phi_row(kr, K, 1.0f, P->flags, kc);
+        if (l2) {
             float fq, fk;
             seqk__lin_qk_factors(P, qs, kc, &fq, &fk);
             for (int64_t j = 0; j < K; j++) {

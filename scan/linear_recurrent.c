@@ -6,14 +6,35 @@
  *   o_t = S_t^T (scale phi(q_t))                 (V)
  *   normaliser: z_t = a_t z_{t-1} + phi(k_t),  o_t /= scale phi(q_t) . z_t + eps
  *
- * Columns of S are independent, so the work items are (sequence, head,
- * block of VB state columns); one item walks its tokens with its K x VB slice
- * of the state in L1, and the update and the output are one pass over the
- * slice's rows: row_i = a row_i + k_i v ; o += q_i row_i.
+ * Work items: (sequence, group of heads, group of state columns; see
+ * plan_items); columns of S are independent. An item walks its tokens in
+ * blocks of up to TB tokens, and within a block its heads one by one:
+ *
+ *   pack     q~_u = scale phi(q_u) A_u,  k~_u = phi(k_u) / A_u   (u in the block)
+ *   tiles    for every 4-row x 16-column tile of the head's state slice:
+ *              hold the tile in registers through the whole block,
+ *              S += k~_u v_u^T ; o_u += S^T q~_u           (u = 0 .. nt-1)
+ *   unpack   o rows (divided by the normaliser's denominator)
+ *
+ * while the next block's rows are prefetched a few lines per tile,
+ * so the state is read and written once per block instead of once per token,
+ * and a token costs the tile 16 FMAs and no state traffic.
+ *
+ * The decay is deferred within a block: with A_u = a_{u0+1} ... a_u (the first
+ * token's decay a_{u0} is applied to the tile when it is loaded) the block
+ * holds S'_u = S_u / A_u, for which S'_u = S'_{u-1} + (k_u / A_u) v_u^T and
+ * o_u = S'_u^T (A_u q_u); the tile is scaled by A_{last} when it is stored. A
+ * block ends before the token that would take log A_u below -LOG_A_MIN, so
+ * 1 / A_u stays below e^LOG_A_MIN and nothing overflows; a very small gate
+ * simply starts a new block, where it is applied as a plain multiplication.
+ * Rounding: S'_u's error is relative to max(|old terms| / A_u, |new terms|),
+ * i.e. after the scaling by A_u relative to the state's own terms, as in the
+ * plain update.
  *
  * The state is updated in place in s_out when given (after copying s_in
- * there), so a decode step with s_in == s_out touches nothing else and
- * allocates nothing. Without s_out the slice lives in the workspace.
+ * there), so a decode step with s_in == s_out touches nothing else; the
+ * packed block lives on the stack, so the step allocates nothing. Without
+ * s_out the item's slice lives in the workspace.
  */
 #include "linear_state.h"
 
@@ -24,57 +45,173 @@
 #include <immintrin.h>
 #endif
 
-enum { VB = 32, /* state columns per work item */
-       PF = 4 /* tokens ahead to prefetch */ };
+enum {
+    CG = 64,           /* state columns per work item */
+    TR = 4, TC = 16,   /* rows x columns of a register tile */
+    TB = 32,           /* most tokens per block */
+    SCRATCH = 16384    /* floats of packed block on the stack (64 KiB) */
+};
+_Static_assert(SCRATCH >= 2 * (SEQK__LIN_MAX_K + CG), "a block holds at least one token");
+#define LOG_A_MIN 16.0f /* a block keeps log A_u >= -LOG_A_MIN */
 
-/* One token on one K x w slice (w <= VB, rows ldS apart):
- * row_i = a row_i + kv_i * v; o = sum_i qv_i row_i. */
-static void token_step(int64_t K, int64_t w, float a, bool decay, const float *qv,
-                       const float *kv, const float *v, float *S, int64_t ldS, float *o)
+/* The packed block of one item: nt <= TB tokens. */
+typedef struct block {
+    int64_t nt, K, w;  /* tokens, rows, columns (w <= CG) */
+    const float *qs;   /* [nt, K]   A_u scale phi(q_u) */
+    const float *ks;   /* [nt, K]   phi(k_u) v_scale_u / A_u */
+    const float *vs;   /* [nt, w]   v_u's columns of the item */
+    float *os;         /* [nt, w]   o_u's columns, accumulated over row tiles */
+    float pre, post;   /* the tile is scaled by pre when loaded, by post when stored */
+} block;
+
+/* The rows of the next block's tokens, fetched a few lines per tile while
+ * the current block runs: one head's rows are H*K floats apart, two or so
+ * to a page, where the hardware prefetcher stops, so without this every
+ * row of the packing is a wait on memory. Lines of 16 floats, token by
+ * token: q, k (K floats each), then the item's v and o columns (w each). */
+typedef struct prefetch_cursor {
+    const float *q, *k, *v, *o;    /* the rows of the first token */
+    int64_t ldqk, ldvo;            /* floats between two tokens' rows */
+    int64_t lqk, lvo, per;         /* lines of a q or k row, of a v or o row; per token */
+    int64_t tokens, u, line;       /* tokens to fetch; the position */
+} prefetch_cursor;
+
+static void prefetch_next(prefetch_cursor *c, int64_t n)
 {
-#ifdef __AVX2__
-    if (w == VB) {
-        const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8),
-                     v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
-        const __m256 va = _mm256_set1_ps(a);
-        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-        for (int64_t i = 0; i < K; i++) {
-            float *row = S + i * ldS;
-            const __m256 ki = _mm256_set1_ps(kv[i]), qi = _mm256_set1_ps(qv[i]);
-            __m256 r0 = _mm256_loadu_ps(row), r1 = _mm256_loadu_ps(row + 8),
-                   r2 = _mm256_loadu_ps(row + 16), r3 = _mm256_loadu_ps(row + 24);
-            if (decay) {
-                r0 = _mm256_mul_ps(va, r0), r1 = _mm256_mul_ps(va, r1);
-                r2 = _mm256_mul_ps(va, r2), r3 = _mm256_mul_ps(va, r3);
-            }
-            r0 = _mm256_fmadd_ps(ki, v0, r0), r1 = _mm256_fmadd_ps(ki, v1, r1);
-            r2 = _mm256_fmadd_ps(ki, v2, r2), r3 = _mm256_fmadd_ps(ki, v3, r3);
-            _mm256_storeu_ps(row, r0), _mm256_storeu_ps(row + 8, r1);
-            _mm256_storeu_ps(row + 16, r2), _mm256_storeu_ps(row + 24, r3);
-            o0 = _mm256_fmadd_ps(qi, r0, o0), o1 = _mm256_fmadd_ps(qi, r1, o1);
-            o2 = _mm256_fmadd_ps(qi, r2, o2), o3 = _mm256_fmadd_ps(qi, r3, o3);
-        }
-        _mm256_storeu_ps(o, o0), _mm256_storeu_ps(o + 8, o1);
-        _mm256_storeu_ps(o + 16, o2), _mm256_storeu_ps(o + 24, o3);
-        return;
+    for (; n > 0 && c->u < c->tokens; n--) {
+        int64_t l = c->line;
+        if (l < c->lqk) __builtin_prefetch(c->q + c->u * c->ldqk + 16 * l, 0, 2);
+        else if ((l -= c->lqk) < c->lqk) __builtin_prefetch(c->k + c->u * c->ldqk + 16 * l, 0, 2);
+        else if ((l -= c->lqk) < c->lvo) __builtin_prefetch(c->v + c->u * c->ldvo + 16 * l, 0, 2);
+        else __builtin_prefetch(c->o + c->u * c->ldvo + 16 * (l - c->lvo), 1, 2);
+        if (++c->line == c->per) c->line = 0, c->u++;
     }
+}
+
+/* The tile of rows [i0, i0 + r), columns [j0, j0 + c) (r <= TR, c <= TC) of
+ * the item's slice S (rows ldS apart) through the block; plain C for the
+ * edges of the slice and for builds without AVX2. */
+static void tile_generic(const block *b, int64_t i0, int64_t r, int64_t j0, int64_t c, float *S,
+                         int64_t ldS)
+{
+    float s[TR][TC];
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < c; j++) s[i][j] = b->pre * S[(i0 + i) * ldS + j0 + j];
+    for (int64_t u = 0; u < b->nt; u++) {
+        const float *q = b->qs + u * b->K + i0, *k = b->ks + u * b->K + i0;
+        const float *v = b->vs + u * b->w + j0;
+        float *o = b->os + u * b->w + j0;
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < c; j++) {
+                s[i][j] += k[i] * v[j];
+                o[j] += q[i] * s[i][j];
+            }
+    }
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < c; j++) S[(i0 + i) * ldS + j0 + j] = b->post * s[i][j];
+}
+
+#ifdef __AVX2__
+/* The full TR x TC tile at (i0, j0), in 8 registers. */
+static void tile_4x16(const block *b, int64_t i0, int64_t j0, float *S, int64_t ldS, bool scaled)
+{
+    float *s0 = S + i0 * ldS + j0, *s1 = s0 + ldS, *s2 = s1 + ldS, *s3 = s2 + ldS;
+    __m256 a0 = _mm256_loadu_ps(s0), a1 = _mm256_loadu_ps(s0 + 8);
+    __m256 b0 = _mm256_loadu_ps(s1), b1 = _mm256_loadu_ps(s1 + 8);
+    __m256 c0 = _mm256_loadu_ps(s2), c1 = _mm256_loadu_ps(s2 + 8);
+    __m256 d0 = _mm256_loadu_ps(s3), d1 = _mm256_loadu_ps(s3 + 8);
+    if (scaled) {
+        const __m256 f = _mm256_set1_ps(b->pre);
+        a0 = _mm256_mul_ps(f, a0), a1 = _mm256_mul_ps(f, a1), b0 = _mm256_mul_ps(f, b0);
+        b1 = _mm256_mul_ps(f, b1), c0 = _mm256_mul_ps(f, c0), c1 = _mm256_mul_ps(f, c1);
+        d0 = _mm256_mul_ps(f, d0), d1 = _mm256_mul_ps(f, d1);
+    }
+    const float *q = b->qs + i0, *k = b->ks + i0, *v = b->vs + j0;
+    float *o = b->os + j0;
+    for (int64_t u = 0; u < b->nt; u++, q += b->K, k += b->K, v += b->w, o += b->w) {
+        const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+        __m256 x = _mm256_broadcast_ss(k);
+        a0 = _mm256_fmadd_ps(x, v0, a0), a1 = _mm256_fmadd_ps(x, v1, a1);
+        x = _mm256_broadcast_ss(k + 1);
+        b0 = _mm256_fmadd_ps(x, v0, b0), b1 = _mm256_fmadd_ps(x, v1, b1);
+        x = _mm256_broadcast_ss(k + 2);
+        c0 = _mm256_fmadd_ps(x, v0, c0), c1 = _mm256_fmadd_ps(x, v1, c1);
+        x = _mm256_broadcast_ss(k + 3);
+        d0 = _mm256_fmadd_ps(x, v0, d0), d1 = _mm256_fmadd_ps(x, v1, d1);
+        /* o += q0 row0 + q1 row1 + q2 row2 + q3 row3: two chains, then one add */
+        const __m256 q0 = _mm256_broadcast_ss(q), q1 = _mm256_broadcast_ss(q + 1);
+        const __m256 q2 = _mm256_broadcast_ss(q + 2), q3 = _mm256_broadcast_ss(q + 3);
+        __m256 e0 = _mm256_fmadd_ps(q0, a0, _mm256_loadu_ps(o));
+        __m256 e1 = _mm256_fmadd_ps(q0, a1, _mm256_loadu_ps(o + 8));
+        __m256 f0 = _mm256_mul_ps(q2, c0), f1 = _mm256_mul_ps(q2, c1);
+        e0 = _mm256_fmadd_ps(q1, b0, e0), e1 = _mm256_fmadd_ps(q1, b1, e1);
+        f0 = _mm256_fmadd_ps(q3, d0, f0), f1 = _mm256_fmadd_ps(q3, d1, f1);
+        _mm256_storeu_ps(o, _mm256_add_ps(e0, f0)), _mm256_storeu_ps(o + 8, _mm256_add_ps(e1, f1));
+    }
+    if (scaled) {
+        const __m256 f = _mm256_set1_ps(b->post);
+        a0 = _mm256_mul_ps(f, a0), a1 = _mm256_mul_ps(f, a1), b0 = _mm256_mul_ps(f, b0);
+        b1 = _mm256_mul_ps(f, b1), c0 = _mm256_mul_ps(f, c0), c1 = _mm256_mul_ps(f, c1);
+        d0 = _mm256_mul_ps(f, d0), d1 = _mm256_mul_ps(f, d1);
+    }
+    _mm256_storeu_ps(s0, a0), _mm256_storeu_ps(s0 + 8, a1), _mm256_storeu_ps(s1, b0);
+    _mm256_storeu_ps(s1 + 8, b1), _mm256_storeu_ps(s2, c0), _mm256_storeu_ps(s2 + 8, c1);
+    _mm256_storeu_ps(s3, d0), _mm256_storeu_ps(s3 + 8, d1);
+}
 #endif
-    for (int64_t j = 0; j < w; j++) o[j] = 0.0f;
-    for (int64_t i = 0; i < K; i++) {
-        float *row = S + i * ldS;
-        for (int64_t j = 0; j < w; j++) {
-            row[j] = (decay ? a * row[j] : row[j]) + kv[i] * v[j];
-            o[j] += qv[i] * row[j];
+
+/* The block through every tile of the K x w slice S (rows ldS apart),
+ * fetching per_tile lines of the next block before each tile. */
+static void run_block(const block *b, float *S, int64_t ldS, bool scaled, prefetch_cursor *pf,
+                      int64_t per_tile)
+{
+    for (int64_t j0 = 0; j0 < b->w; j0 += TC) {
+        const int64_t c = b->w - j0 < TC ? b->w - j0 : TC;
+        for (int64_t i0 = 0; i0 < b->K; i0 += TR) {
+            const int64_t r = b->K - i0 < TR ? b->K - i0 : TR;
+            prefetch_next(pf, per_tile);
+#ifdef __AVX2__
+            if (r == TR && c == TC) {
+                tile_4x16(b, i0, j0, S, ldS, scaled);
+                continue;
+            }
+#endif
+            tile_generic(b, i0, r, j0, c, S, ldS);
         }
     }
 }
 
+/* How a call is cut into work items: (sequence, group of hg consecutive
+ * heads, group of cw state columns). An item walks its tokens block by
+ * block and, within a block, its heads one after the other, so that the rows
+ * it reads (q, k, v of hg heads, adjacent in memory) share their pages and
+ * lines: per head alone a token's rows are H*K floats apart, a new page every
+ * token or two. hg is as large as still leaves about two items per thread.
+ * With the normaliser an item owns whole heads (cw = V, hg = 1): z is shared
+ * by all columns and may be updated in place. */
+typedef struct items {
+    int64_t cw, ncg, hg, nhg;
+} items;
+
+static items plan_items(const seqk__lin *P, int threads)
+{
+    items it;
+    const bool norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
+    it.cw = norm || P->V <= 2 * CG ? P->V : CG;
+    it.ncg = (P->V + it.cw - 1) / it.cw;
+    it.hg = norm ? 1 : P->N * P->H * it.ncg / (2 * (int64_t)threads) / (P->N * it.ncg);
+    if (it.hg < 1) it.hg = 1;
+    if (it.hg > P->H) it.hg = P->H;
+    it.nhg = (P->H + it.hg - 1) / it.hg;
+    return it;
+}
+
 size_t seqk__lin_recurrent_workspace(const seqk__lin *P, int threads)
 {
-    /* per thread: the state slice, only when s_out is absent */
+    /* per thread: the state slices of an item's heads, only when s_out is absent */
     if (P->s_out) return 0;
-    const int64_t w = (P->flags & SEQK__LIN_NORMALIZE) ? P->V : VB;
-    return (size_t)(P->K * w) * (size_t)threads * sizeof(float);
+    const items it = plan_items(P, threads);
+    return (size_t)(it.hg * P->K * it.cw) * (size_t)threads * sizeof(float);
 }
 
 seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
@@ -86,88 +223,112 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
     seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + ws_bytes, (void **)&ws);
     if (st) return st;
     if (ws) ws = (float *)((char *)ws + P->ws_offset);
-    const int64_t H = P->H, K = P->K, V = P->V, KV = K * V;
+    const int64_t H = P->H, K = P->K, V = P->V, KV = K * V, Hqk = P->Hqk, hpq = H / Hqk;
     const bool norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
     const bool decay = P->g || P->log_gamma;
-    /* With the normaliser one item owns a whole head, so that z is walked once. */
-    const int64_t nvb = norm ? 1 : (V + VB - 1) / VB;
+    const items it = plan_items(P, threads);
     const size_t per = ws_bytes / sizeof(float) / (size_t)threads;
 
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t item = 0; item < P->N * H * nvb; item++) {
-        const int64_t n = item / (H * nvb), h = (item / nvb) % H, vb = item % nvb;
-        const int64_t hq = h / (H / P->Hqk);
-        float qv[SEQK__LIN_MAX_K], kv[SEQK__LIN_MAX_K], z[SEQK__LIN_MAX_K]; /* phi(q), phi(k), z */
-        float *slice = ws ? ws + per * (size_t)seqk__omp_thread() : NULL;
+    for (int64_t item = 0; item < P->N * it.nhg * it.ncg; item++) {
+        const int64_t n = item / (it.nhg * it.ncg), hgi = (item / it.ncg) % it.nhg;
+        const int64_t h0 = hgi * it.hg, nh = H - h0 < it.hg ? H - h0 : it.hg; /* heads h0 .. h0+nh-1 */
+        const int64_t c0 = (item % it.ncg) * it.cw, w = V - c0 < it.cw ? V - c0 : it.cw; /* columns */
+        /* the packed block: tokens per block as the stack buffer allows */
+        float scratch[SCRATCH];
+        float z[SEQK__LIN_MAX_K], inv_den[TB]; /* normaliser: z, 1 / denominator per token */
+        int64_t tb = SCRATCH / (2 * K + 2 * CG); /* >= 7: K <= SEQK__LIN_MAX_K */
+        if (tb > TB) tb = TB;
+        float *qs = scratch, *ks = qs + tb * K, *vs = ks + tb * K, *os = vs + tb * CG;
+        float *slices = ws ? ws + per * (size_t)seqk__omp_thread() : NULL;
         int64_t r0, len;
         seqk__lin_seq(P, n, &r0, &len);
-        const int64_t c0 = norm ? 0 : vb * VB;            /* first column of the item */
-        const int64_t width = norm ? V : (V - c0 < VB ? V - c0 : VB);
-        /* the K x width slice of the state and its row stride */
-        float *S;
-        int64_t ldS;
-        const float *Sin = P->s_in ? P->s_in + (n * H + h) * KV + c0 : NULL;
-        if (P->s_out) {
-            S = P->s_out + (n * H + h) * KV + c0;
-            ldS = V;
+        /* head h's K x w slice of the state is at state(h), rows ldS apart */
+        const int64_t ldS = P->s_out ? V : w;
+#define STATE(h) (P->s_out ? P->s_out + (n * H + (h)) * KV + c0 : slices + ((h) - h0) * K * w)
+        for (int64_t h = h0; h < h0 + nh; h++) {
+            float *S = STATE(h);
+            const float *Sin = P->s_in ? P->s_in + (n * H + h) * KV + c0 : NULL;
             if (Sin != S)
                 for (int64_t i = 0; i < K; i++) {
-                    if (Sin) memcpy(S + i * V, Sin + i * V, (size_t)width * sizeof(float));
-                    else memset(S + i * V, 0, (size_t)width * sizeof(float));
+                    if (Sin) memcpy(S + i * ldS, Sin + i * V, (size_t)w * sizeof(float));
+                    else memset(S + i * ldS, 0, (size_t)w * sizeof(float));
                 }
-        } else {
-            S = slice;
-            ldS = width;
-            for (int64_t i = 0; i < K; i++) {
-                if (Sin) memcpy(S + i * width, Sin + i * V, (size_t)width * sizeof(float));
-                else memset(S + i * width, 0, (size_t)width * sizeof(float));
-            }
         }
-        if (norm) {
-            if (P->z_in) memcpy(z, P->z_in + (n * H + h) * K, (size_t)K * sizeof(float));
+        if (norm) { /* (one head per item) */
+            if (P->z_in) memcpy(z, P->z_in + (n * H + h0) * K, (size_t)K * sizeof(float));
             else memset(z, 0, (size_t)K * sizeof(float));
         }
-        for (int64_t t = 0; t < len; t++) {
-            const int64_t r = r0 + t;
-            const float *q = P->q + (r * P->Hqk + hq) * K, *k = P->k + (r * P->Hqk + hq) * K;
-            const float *v = P->v + (r * H + h) * V + c0;
-            float *o = P->o + (r * H + h) * V + c0;
-            if (t + PF < len) {
-                /* rows of one head are H*K floats apart: a new page every few tokens,
-                 * where the hardware prefetcher stops; fetch a few tokens ahead */
-                const int64_t rp = r + PF;
-                seqk__prefetch_floats(P->q + (rp * P->Hqk + hq) * K, K);
-                seqk__prefetch_floats(P->k + (rp * P->Hqk + hq) * K, K);
-                seqk__prefetch_floats(P->v + (rp * H + h) * V + c0, width);
-                seqk__prefetch_floats(P->o + (rp * H + h) * V + c0, width);
-            }
-            const float a = decay ? expf(seqk__lin_logdecay(P, r, h)) : 1.0f;
-            const float vs = P->v_scale ? P->v_scale[r * H + h] : 1.0f;
-            /* (SEQK__LIN_L2NORM never reaches this mode: DeltaNet and Titans,
-             * which set it, have recurrent kernels of their own) */
-            const float qf = P->scale, kf = vs;
-            for (int64_t i = 0; i < K; i++) {
-                qv[i] = qf * seqk__lin_phi(q[i], P->flags);
-                kv[i] = kf * seqk__lin_phi(k[i], P->flags); /* v_scale folded into k: (s k) v^T = k (s v)^T */
-            }
-            if (!norm) {
-                for (int64_t j0 = 0; j0 < width; j0 += VB)
-                    token_step(K, width - j0 < VB ? width - j0 : VB, a, decay, qv, kv, v + j0,
-                               S + j0, ldS, o + j0);
-            } else {
-                float den = 0.0f;
-                for (int64_t i = 0; i < K; i++) {
-                    z[i] = (decay ? a * z[i] : z[i]) + seqk__lin_phi(k[i], P->flags);
-                    den += qv[i] * z[i];
+        const int64_t hq0 = h0 / hpq, nhq = (h0 + nh - 1) / hpq - hq0 + 1; /* q/k heads read */
+        for (int64_t t0 = 0; t0 < len; t0 += tb) {
+            const int64_t nb = len - t0 < tb ? len - t0 : tb; /* tokens of this block */
+            /* the next block's rows, fetched while this one runs */
+            const int64_t t1 = r0 + t0 + nb, next = len - t0 - nb < tb ? len - t0 - nb : tb;
+            prefetch_cursor pf = {P->q + (t1 * Hqk + hq0) * K, P->k + (t1 * Hqk + hq0) * K,
+                                  P->v + (t1 * H + h0) * V + c0, P->o + (t1 * H + h0) * V + c0,
+                                  Hqk * K, H * V, (nhq * K + 15) / 16,
+                                  ((nh - 1) * V + w + 15) / 16, 0, next, 0, 0};
+            pf.per = 2 * pf.lqk + 2 * pf.lvo;
+            const int64_t tiles = nh * ((K + TR - 1) / TR) * ((w + TC - 1) / TC);
+            const int64_t per_tile = (next * pf.per + tiles - 1) / tiles;
+            for (int64_t h = h0; h < h0 + nh; h++) {
+                const int64_t hq = h / hpq;
+                float *S = STATE(h);
+                for (int64_t u0 = 0; u0 < nb;) {
+                    /* a run of tokens: the first one's decay is applied on
+                     * load, the others' deferred while log A >= -LOG_A_MIN */
+                    float A[TB], la = 0.0f;
+                    const int64_t ru = r0 + t0 + u0;
+                    const float pre = decay ? expf(seqk__lin_logdecay(P, ru, h)) : 1.0f;
+                    int64_t nt = 1;
+                    A[0] = 1.0f;
+                    for (; u0 + nt < nb; nt++) {
+                        const float l = decay ? seqk__lin_logdecay(P, ru + nt, h) : 0.0f;
+                        if (!(la + l >= -LOG_A_MIN)) break; /* (a NaN gate breaks too) */
+                        la += l;
+                        A[nt] = expf(la);
+                    }
+                    for (int64_t u = 0; u < nt; u++) {
+                        const int64_t r = ru + u;
+                        const float *q = P->q + (r * Hqk + hq) * K, *k = P->k + (r * Hqk + hq) * K;
+                        const float vsc = P->v_scale ? P->v_scale[r * H + h] : 1.0f;
+                        /* (SEQK__LIN_L2NORM never reaches this mode: DeltaNet and
+                         * Titans, which set it, have recurrent kernels of their own;
+                         * v_scale is folded into k: (s k) v^T = k (s v)^T) */
+                        seqk__lin_phi_row(q, K, P->scale * A[u], P->flags, qs + u * K);
+                        seqk__lin_phi_row(k, K, vsc / A[u], P->flags, ks + u * K);
+                        if (norm) {
+                            const float a = decay ? expf(seqk__lin_logdecay(P, r, h)) : 1.0f;
+                            float den = 0.0f;
+                            for (int64_t i = 0; i < K; i++) {
+                                z[i] = a * z[i] + seqk__lin_phi(k[i], P->flags);
+                                den += P->scale * seqk__lin_phi(q[i], P->flags) * z[i];
+                            }
+                            inv_den[u] = 1.0f / (den + SEQK__LIN_EPS);
+                        }
+                    }
+                    /* the item's columns CG at a time: v in, o out */
+                    for (int64_t j0 = 0; j0 < w; j0 += CG) {
+                        const int64_t c = w - j0 < CG ? w - j0 : CG;
+                        for (int64_t u = 0; u < nt; u++) {
+                            memcpy(vs + u * c, P->v + ((ru + u) * H + h) * V + c0 + j0,
+                                   (size_t)c * sizeof(float));
+                            memset(os + u * c, 0, (size_t)c * sizeof(float));
+                        }
+                        const block b = {nt, K, c, qs, ks, vs, os, pre, A[nt - 1]};
+                        run_block(&b, S + j0, ldS, decay, &pf, per_tile);
+                        for (int64_t u = 0; u < nt; u++) {
+                            float *o = P->o + ((ru + u) * H + h) * V + c0 + j0;
+                            const float f = norm ? inv_den[u] : 1.0f;
+                            for (int64_t j = 0; j < c; j++) o[j] = f * os[u * c + j];
+                        }
+                    }
+                    u0 += nt;
                 }
-                for (int64_t j0 = 0; j0 < width; j0 += VB)
-                    token_step(K, width - j0 < VB ? width - j0 : VB, a, decay, qv, kv, v + j0,
-                               S + j0, ldS, o + j0);
-                const float inv = 1.0f / (den + SEQK__LIN_EPS);
-                for (int64_t j = 0; j < V; j++) o[j] *= inv;
             }
         }
-        if (norm && P->z_out) memcpy(P->z_out + (n * H + h) * K, z, (size_t)K * sizeof(float));
+#undef STATE
+        if (norm && P->z_out) memcpy(P->z_out + (n * H + h0) * K, z, (size_t)K * sizeof(float));
     }
     return SEQK_SUCCESS;
 }

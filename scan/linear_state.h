@@ -84,6 +84,16 @@ static inline float seqk__lin_phi(float x, unsigned flags)
     return x > 0.0f ? x + 1.0f : expf(x);
 }
 
+/* out[i] = f phi(x[i]), i < n (the feature map's test outside the loop, so
+ * that the plain case vectorises). */
+static inline void seqk__lin_phi_row(const float *x, int64_t n, float f, unsigned flags, float *out)
+{
+    if (!(flags & SEQK__LIN_ELU1))
+        for (int64_t i = 0; i < n; i++) out[i] = f * x[i];
+    else
+        for (int64_t i = 0; i < n; i++) out[i] = f * seqk__lin_phi(x[i], flags);
+}
+
 /* The factors of one token's q~ = fq q, k~ = fk k: fq = scale, fk = 1, or
  * with SEQK__LIN_L2NORM fq = scale / ||q||, fk = 1 / ||k|| (each norm with
  * SEQK__LIN_L2NORM_EPS under the root). q, k: K floats (after the feature

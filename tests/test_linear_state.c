@@ -375,6 +375,8 @@ int main(int argc, char **argv)
         {1, 133, 2, 24, 40, 1, cu1, 5, 32, -0.3, 0},     /* varlen */
         {1, 133, 1, 24, 40, 0, cu1, 5, 32, -0.3, 0},     /* varlen, one head: staged */
         {4, 100, 4, 8, 8, 1, NULL, 0, 7, -1, 0},          /* several batches and heads */
+        {1, 90, 5, 20, 200, 1, NULL, 0, 0, -3, 0},        /* V > 128: column groups, partial tiles;
+                                                           * gates cut the recurrent blocks */
     };
     for (int i = 0; i < nb; i++)
         for (size_t j = 0; j < sizeof cases / sizeof cases[0]; j++)

@@ -422,6 +422,33 @@ static void decode_no_alloc(th_backend *be)
                  "cpu decode step allocates nothing (%d threads): %ld allocations in 20 steps",
                  threads, after - before);
     }
+    /* the recurrent step of linear attention (the linear-state engine behind
+     * retention and gated retention too), state updated in place */
+    const int64_t H = 8;
+    float *ql = th_floats((size_t)(B * H * K)), *kl = th_floats((size_t)(B * H * K));
+    float *vl = th_floats((size_t)(B * H * V)), *ol = th_floats((size_t)(B * H * V));
+    float *state = th_floats((size_t)(B * H * K * V));
+    th_fill(ql, (size_t)(B * H * K), -1, 1);
+    th_fill(kl, (size_t)(B * H * K), -1, 1);
+    th_fill(vl, (size_t)(B * H * V), -1, 1);
+    th_fill(state, (size_t)(B * H * K * V), -1, 1);
+    for (int threads = 1; threads <= 2 && ok; threads++) {
+        seqk_context_set_threads(be->ctx, threads);
+        ok = seqk_linear_attention(be->ctx, SEQK_MODE_RECURRENT, B, 1, H, K, V, 0.125f, 0, ql, kl, vl,
+                                   ol, state, state, NULL, NULL, NULL, 0, 0) == SEQK_SUCCESS;
+        before = atomic_load(&n_allocs);
+        atomic_store(&counting, 1);
+        for (int s = 0; s < 20 && ok; s++)
+            ok = seqk_linear_attention(be->ctx, SEQK_MODE_RECURRENT, B, 1, H, K, V, 0.125f, 0, ql,
+                                       kl, vl, ol, state, state, NULL, NULL, NULL, 0,
+                                       0) == SEQK_SUCCESS;
+        atomic_store(&counting, 0);
+        after = atomic_load(&n_allocs);
+        th_check(ok && after == before,
+                 "cpu linear attention recurrent step allocates nothing (%d threads): %ld "
+                 "allocations in 20 steps", threads, after - before);
+    }
+    free(ql), free(kl), free(vl), free(ol), free(state);
     seqk_context_set_threads(be->ctx, 0);
     /* the counter itself works: it sees an allocation made while counting */
     atomic_store(&counting, 1);
