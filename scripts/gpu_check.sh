@@ -6,6 +6,11 @@
 #   3. compute-sanitizer memcheck, racecheck and synccheck over the CUDA cases
 #   4. the Python package's pytest suite against the CUDA build
 #   5. seqk-bench on every backend (and the device copy ceiling)
+#   6. bench/peers_gpu.py: seqk's CUDA ops beside PyTorch SDPA and
+#      flash-linear-attention (fla-core, from wheels in .whl/: before the call,
+#      here, `echo /.whl/ >> .git/info/exclude` and `python3 -m pip download
+#      --no-deps --only-binary=:all: --python-version 3.12 -d .whl fla-core==0.6.0`,
+#      then name .whl in the device call's carry; einops, torch, triton are there)
 # Each step's log is its own file; a summary line per step goes to summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +36,7 @@ step() { # name, command...
 # device tool's 10 minutes a call: e.g. PHASES=build,ctest,memcheck in one
 # call and PHASES=build,racecheck,synccheck,pytest,bench in the next (the
 # build is incremental on a warm machine). Each sanitizer run has a time cap.
-PHASES=${PHASES:-build,ctest,memcheck,racecheck,synccheck,pytest,bench}
+PHASES=${PHASES:-build,ctest,memcheck,racecheck,synccheck,pytest,bench,peers}
 want() { [[ ",$PHASES," == *",$1,"* ]]; }
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 if want build; then
@@ -55,9 +60,16 @@ want pytest && step pytest env SEQK_LIBRARY="$PWD/build/gpu/libseqk.so" \
   PYTHONPATH="$PWD/python-bindings" python3 -m pytest -q -p no:cacheprovider python-bindings/tests
 want bench && step bench timeout 240 ./build/gpu/bench/seqk-bench --backend all --threads 16 \
   --out "$OUT/bench"
-# GPU peers (PyTorch SDPA on CUDA, flash-linear-attention) are not scripted yet:
-# bench/peers.py measures the CPU peers.
+if want peers; then
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    step fla-install python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+  step peers env SEQK_LIBRARY="$PWD/build/gpu/libseqk.so" PYTHONUNBUFFERED=1 \
+    timeout "${PEERS_TIMEOUT:-300}" python3 bench/peers_gpu.py --out "$OUT/bench"
+fi
 tar czf "$FINAL_OUT/gpu-logs.tar.gz" -C "$OUT" .
 cp "$summary" "$FINAL_OUT/summary.txt"
-cp "$OUT"/bench/seqk-bench.jsonl "$FINAL_OUT/" 2>/dev/null || true
+cp "$OUT"/bench/seqk-bench.jsonl "$OUT"/bench/peers-gpu.jsonl "$FINAL_OUT/" 2>/dev/null || true
 echo "logs: $FINAL_OUT/gpu-logs.tar.gz" | tee -a "$FINAL_OUT/summary.txt"

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""bench/peers_gpu.py -- seqk's CUDA backend beside what a GPU user runs today,
+in one process, on the same CUDA tensors, on one stream.
+
+Peers:
+  softmax_attention   torch.nn.functional.scaled_dot_product_attention, causal,
+                      fp32 (what runs on seqk's fp32 inputs: the memory-efficient
+                      kernel), and for reference the same call in bf16 (PyTorch's
+                      FlashAttention-2 kernel; other precision, so no error check)
+  flash-linear-attention (fla-core, Triton), when importable:
+  linear_attention    fla.ops.linear_attn.chunk_linear_attn(normalize=False)
+  retention           fla.ops.retention.chunk_retention (RetNet's default decays,
+                      the same as seqk's defaults)
+  gated_retention     fla.ops.simple_gla.chunk_simple_gla (g = log decay [B,T,H])
+  deltanet            fla.ops.gated_delta_rule.chunk_gated_delta_rule (gated
+                      DeltaNet, q/k L2-normalised in the kernel on both sides)
+Each case: both sides get the same fp32 tensors ([B,T,H,D], fla's layout too);
+the outputs are compared (relative error, so the two compute the same function;
+fla's Triton products may run in tf32, seqk's in fp32 FFMA), then the calls are
+interleaved (seqk, peer, seqk, peer, ...), each timed by CUDA events on the
+current stream, and each figure is the median of --repeats. The ratio is
+peer time / seqk time (> 1: seqk faster).
+
+  SEQK_LIBRARY=build/gpu/libseqk.so python3 bench/peers_gpu.py [--quick]
+
+Needs torch with CUDA; fla is optional (a missing fla skips those peers).
+seqk is imported from python-bindings/ of this tree. scripts/gpu_check.sh runs
+it (phase "peers"), with fla-core from wheels carried in .whl/ when present.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-bindings"))
+import seqk  # noqa: E402
+
+try:  # flash-linear-attention's kernels (fla-core)
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    from fla.ops.linear_attn import chunk_linear_attn
+    from fla.ops.retention import chunk_retention
+    from fla.ops.simple_gla import chunk_simple_gla
+    import fla
+    FLA = getattr(fla, "__version__", "?")
+except Exception as e:  # noqa: BLE001 - any import failure means "no fla here"
+    FLA = None
+    FLA_WHY = "%s: %s" % (type(e).__name__, e)
+
+
+# ---- timing -------------------------------------------------------------------------------------
+
+def event_time(f):
+    """Seconds of one call of f, by CUDA events on the current stream."""
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    f()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) * 1e-3
+
+
+def interleaved(fns, repeats, warmup=3):
+    """Median seconds of each fn, calls interleaved so drift hits all of them."""
+    for _ in range(warmup):
+        for f in fns:
+            f()
+    torch.cuda.synchronize()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, f in enumerate(fns):
+            times[i].append(event_time(f))
+    return [statistics.median(t) for t in times]
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / max(float(b.norm()), 1e-30))
+
+
+def first(x):
+    """fla ops return (o, final_state); seqk ops return o (or a tuple)."""
+    return x[0] if isinstance(x, tuple) else x
+
+
+# ---- cases: each returns (ours, peer, peer_name, compare or None) --------------------------------
+
+def case_softmax(ctx, gen, B, T, H, D, bf16=False):
+    q, k, v = (torch.randn(B, T, H, D, device="cuda", generator=gen) for _ in range(3))
+    scale = D ** -0.5
+    out = torch.empty_like(q)
+    ours = lambda: seqk.attention_parallel(q, k, v, causal=True, scale=scale, out=out, ctx=ctx)
+    tq, tk, tv = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # [B,H,T,D]
+    if bf16:
+        tq, tk, tv = (x.bfloat16() for x in (tq, tk, tv))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    peer = lambda: sdpa(tq, tk, tv, is_causal=True, scale=scale)
+    name = "torch SDPA %s %s" % ("bf16 (FlashAttention-2)" if bf16 else "fp32", torch.__version__)
+    compare = None if bf16 else (lambda o, p: rel_err(o, p.transpose(1, 2)))
+    return ours, peer, name, compare
+
+
+def _qkv(gen, B, T, H, K, scale):
+    q = torch.randn(B, T, H, K, device="cuda", generator=gen) * scale
+    k = torch.randn(B, T, H, K, device="cuda", generator=gen) * scale
+    v = torch.randn(B, T, H, K, device="cuda", generator=gen)
+    return q, k, v
+
+
+def case_linear(ctx, gen, B, T, H, K, scale):
+    q, k, v = _qkv(gen, B, T, H, K, scale)
+    ours = lambda: seqk.linear_attention(q, k, v, mode="parallel", scale=1.0, ctx=ctx)
+    peer = lambda: chunk_linear_attn(q, k, v, scale=1.0, normalize=False)
+    return ours, peer, "fla chunk_linear_attn " + FLA, lambda o, p: rel_err(o, first(p))
+
+
+def case_retention(ctx, gen, B, T, H, K, scale):
+    q, k, v = _qkv(gen, B, T, H, K, scale)
+    ours = lambda: seqk.retention(q, k, v, mode="parallel", scale=1.0, ctx=ctx)
+    peer = lambda: chunk_retention(q, k, v, scale=1.0)
+    return ours, peer, "fla chunk_retention " + FLA, lambda o, p: rel_err(o, first(p))
+
+
+def case_gated(ctx, gen, B, T, H, K, scale):
+    q, k, v = _qkv(gen, B, T, H, K, scale)
+    g = -0.1 * torch.rand(B, T, H, device="cuda", generator=gen)
+    ours = lambda: seqk.gated_retention(q, k, v, g, mode="parallel", scale=1.0, ctx=ctx)
+    peer = lambda: chunk_simple_gla(q, k, v, g=g, scale=1.0)
+    return ours, peer, "fla chunk_simple_gla " + FLA, lambda o, p: rel_err(o, first(p))
+
+
+def case_deltanet(ctx, gen, B, T, H, K, scale):
+    q, k, v = _qkv(gen, B, T, H, K, 1.0)
+    beta = torch.rand(B, T, H, device="cuda", generator=gen)
+    g = -0.1 * torch.rand(B, T, H, device="cuda", generator=gen)
+    ours = lambda: seqk.deltanet(q, k, v, beta, g, mode="parallel", scale=scale, l2norm_qk=True, ctx=ctx)
+    peer = lambda: chunk_gated_delta_rule(q, k, v, g=g, beta=beta, scale=scale,
+                                          use_qk_l2norm_in_kernel=True)
+    return ours, peer, "fla chunk_gated_delta_rule " + FLA, lambda o, p: rel_err(o, first(p))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="small shapes, a smoke test")
+    ap.add_argument("--only", default="", help="comma-separated modules to run")
+    ap.add_argument("--out", default="bench-results", help="directory for peers-gpu.jsonl")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("peers_gpu.py: torch sees no CUDA device")
+    if not seqk.backend_compiled("cuda"):
+        sys.exit("peers_gpu.py: this libseqk has no CUDA backend (SEQK_LIBRARY=build/gpu/libseqk.so)")
+    if FLA is None:
+        print("flash-linear-attention not importable (%s): its peers are skipped" % FLA_WHY,
+              file=sys.stderr)
+    torch.backends.cuda.matmul.allow_tf32 = False  # SDPA fp32 in fp32, as seqk
+    # seqk on torch's current stream, so that events time both sides alike
+    ctx = seqk.Context("cuda", device=torch.cuda.current_device(),
+                       stream=torch.cuda.current_stream())
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    Ts = (1024,) if args.quick else (2048, 8192)
+    cases = [("softmax_attention", case_softmax, (B, T, 16, D), "B=%d T=%d H=16 K=V=%d causal" % (B, T, D))
+             for B in (2,) for T in Ts for D in (64, 128)]
+    cases += [("softmax_attention", lambda c, g, *s: case_softmax(c, g, *s, bf16=True), (2, T, 16, 128),
+               "B=2 T=%d H=16 K=V=128 causal" % T) for T in Ts]
+    for name, build in (("linear_attention", case_linear), ("retention", case_retention),
+                        ("gated_retention", case_gated), ("deltanet", case_deltanet)):
+        for T in Ts:
+            for K in (64, 128):
+                cases.append((name, build, (2, T, 16, K, K ** -0.5), "B=2 T=%d H=16 K=V=%d" % (T, K)))
+    only = set(filter(None, args.only.split(",")))
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    device = torch.cuda.get_device_name()
+    with open(os.path.join(args.out, "peers-gpu.jsonl"), "w") as log:
+        for module, build, shape, desc in cases:
+            if only and module not in only:
+                continue
+            if module != "softmax_attention" and FLA is None:
+                continue
+            try:
+                ours, peer, peer_name, compare = build(ctx, gen, *shape)
+                o, p = ours(), peer()
+                err = compare(first(o), p) if compare else None
+                t_ours, t_peer = interleaved([ours, peer], args.repeats)
+            except Exception as e:  # noqa: BLE001 - one failing peer must not stop the sweep
+                print("[%s %s] failed: %s: %s" % (module, desc, type(e).__name__, e), file=sys.stderr)
+                continue
+            rec = {"module": module, "shape": desc, "device": device, "seqk_s": t_ours,
+                   "peer_s": t_peer, "peer_over_seqk": t_peer / t_ours, "rel_err_vs_peer": err,
+                   "peer": peer_name, "seqk_version": seqk.version(),
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            rows.append(rec)
+            print("[%s %s] seqk %.3f ms, %s %.3f ms, ratio %.2fx, rel err %s"
+                  % (module, desc, t_ours * 1e3, peer_name, t_peer * 1e3, t_peer / t_ours,
+                     "-" if err is None else "%.1e" % err), file=sys.stderr)
+    print("\n%-18s %-30s %-40s %9s %9s %9s %8s" % ("module", "shape", "peer", "seqk ms", "peer ms",
+                                                  "peer/seqk", "rel err"))
+    for r in rows:
+        e = r["rel_err_vs_peer"]
+        print("%-18s %-30s %-40s %9.3f %9.3f %9.2f %8s"
+              % (r["module"], r["shape"], r["peer"][:40], r["seqk_s"] * 1e3, r["peer_s"] * 1e3,
+                 r["peer_over_seqk"], "-" if e is None else "%.1e" % e))
+    print("\nrecords: %s (%s)" % (os.path.join(args.out, "peers-gpu.jsonl"), device))
+
+
+if __name__ == "__main__":
+    main()
