@@ -224,14 +224,16 @@ typedef struct {
     int64_t L;       /* chunk size */
     int64_t E;       /* floats per state element: K*V (+K with the normaliser) */
     int64_t nchunks; /* all chunks of all sequences */
+    int64_t hg;      /* heads per item of the fused driver (seqk__lin_head_group) */
     size_t scratch;  /* floats of per-thread scratch */
 } plan;
 
 static bool with_z(const seqk__lin *P) { return (P->flags & SEQK__LIN_NORMALIZE) != 0; }
 
-static plan make_plan(const seqk__lin *P)
+static plan make_plan(const seqk__lin *P, int threads)
 {
     plan pl;
+    pl.hg = seqk__lin_head_group(P, threads, 1);
     pl.L = P->chunk;
     pl.E = P->K * P->V + (with_z(P) ? P->K : 0);
     pl.nchunks = 0;
@@ -240,7 +242,8 @@ static plan make_plan(const seqk__lin *P)
         seqk__lin_seq(P, n, &r0, &len);
         pl.nchunks += (len + pl.L - 1) / pl.L;
     }
-    pl.scratch = rnd8(seqk__chunk_scratch_floats(pl.L, P->K, P->V));
+    /* the chunk scratch, then the fused driver's hg states */
+    pl.scratch = rnd8(seqk__chunk_scratch_floats(pl.L, P->K, P->V)) + rnd8((size_t)(pl.hg * pl.E));
     return pl;
 }
 
@@ -253,7 +256,7 @@ static bool use_staged(const seqk__lin *P, const plan *pl, int threads)
 
 size_t seqk__lin_chunked_workspace(const seqk__lin *P, int threads)
 {
-    plan pl = make_plan(P);
+    plan pl = make_plan(P, threads);
     size_t floats = pl.scratch * (size_t)threads;
     if (use_staged(P, &pl, threads))
         floats += (size_t)(pl.nchunks * P->H) * (size_t)(pl.E + 1) + (size_t)(P->N + 1) * 2;
@@ -280,26 +283,31 @@ static void store_state(const seqk__lin *P, int64_t n, int64_t h, const float *s
         memcpy(P->z_out + (n * P->H + h) * P->K, src + KV, (size_t)P->K * sizeof(float));
 }
 
-/* One (sequence, head): chunks in order, the state in w->S. */
-static void run_fused(const seqk__lin *P, const plan *pl, int64_t n, int64_t h,
-                      seqk__chunk_scratch *w)
+/* One (sequence, group of heads h0 .. h0+nh-1): chunks in order, and within
+ * a chunk the heads in order (their rows share pages), head h's state in
+ * states[h - h0] (E floats each). */
+static void run_fused(const seqk__lin *P, const plan *pl, int64_t n, int64_t h0, int64_t nh,
+                      seqk__chunk_scratch *w, float *states)
 {
     int64_t r0, len;
     seqk__lin_seq(P, n, &r0, &len);
     const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
-    load_state(P, n, h, w->S);
+    for (int64_t h = h0; h < h0 + nh; h++) load_state(P, n, h, states + (h - h0) * pl->E);
     for (int64_t c0 = 0; c0 < len; c0 += pl->L) {
         const int64_t L = len - c0 < pl->L ? len - c0 : pl->L;
-        seqk__chunk_view cv;
-        seqk__chunk_load(P, r0 + c0, L, h, w, &cv);
-        float *O = P->o + ((r0 + c0) * P->H + h) * P->V;
-        seqk__chunk_output(&cv, P->K, P->V, P->flags, cv.Vv, cv.ldv,
-                           (c0 == 0 && zero_start) ? NULL : w->S, O, P->H * P->V, w);
-        seqk__chunk_local_state(&cv, P->K, P->V, with_z(P), cv.Vv, cv.ldv, w->U, w->pack);
-        /* stage 2, one step: S = a S + U */
-        seqk__scan_rows(1, pl->E, pl->E, 0, &cv.a, 1, w->U, pl->E, w->S, pl->E, w->S);
+        for (int64_t h = h0; h < h0 + nh; h++) {
+            float *S = states + (h - h0) * pl->E;
+            seqk__chunk_view cv;
+            seqk__chunk_load(P, r0 + c0, L, h, w, &cv);
+            float *O = P->o + ((r0 + c0) * P->H + h) * P->V;
+            seqk__chunk_output(&cv, P->K, P->V, P->flags, cv.Vv, cv.ldv,
+                               (c0 == 0 && zero_start) ? NULL : S, O, P->H * P->V, w);
+            seqk__chunk_local_state(&cv, P->K, P->V, with_z(P), cv.Vv, cv.ldv, w->U, w->pack);
+            /* stage 2, one step: S = a S + U */
+            seqk__scan_rows(1, pl->E, pl->E, 0, &cv.a, 1, w->U, pl->E, S, pl->E, S);
+        }
     }
-    store_state(P, n, h, w->S);
+    for (int64_t h = h0; h < h0 + nh; h++) store_state(P, n, h, states + (h - h0) * pl->E);
 }
 
 /* The sequence that global chunk c belongs to: first[n] <= c < first[n+1]. */
@@ -318,7 +326,7 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
 {
     static const char fn[] = "seqk (chunked linear-state engine)";
     const int threads = seqk__threads(ctx);
-    const plan pl = make_plan(P);
+    const plan pl = make_plan(P, threads);
     const bool staged = use_staged(P, &pl, threads);
     float *ws = NULL;
     seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + seqk__lin_chunked_workspace(P, threads), (void **)&ws);
@@ -330,10 +338,15 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
 #pragma omp parallel num_threads(threads)
         {
             seqk__chunk_scratch w;
-            seqk__chunk_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), pl.L, P->K,
-                                     P->V);
+            float *mine = ws + pl.scratch * (size_t)seqk__omp_thread();
+            seqk__chunk_scratch_init(&w, mine, pl.L, P->K, P->V);
+            float *states = mine + rnd8(seqk__chunk_scratch_floats(pl.L, P->K, P->V));
+            const int64_t ng = (H + pl.hg - 1) / pl.hg; /* head groups */
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t nh = 0; nh < P->N * H; nh++) run_fused(P, &pl, nh / H, nh % H, &w);
+            for (int64_t item = 0; item < P->N * ng; item++) {
+                const int64_t n = item / ng, h0 = item % ng * pl.hg;
+                run_fused(P, &pl, n, h0, H - h0 < pl.hg ? H - h0 : pl.hg, &w, states);
+            }
         }
         return SEQK_SUCCESS;
     }

@@ -64,30 +64,6 @@ typedef struct block {
     float pre, post;   /* the tile is scaled by pre when loaded, by post when stored */
 } block;
 
-/* The rows of the next block's tokens, fetched a few lines per tile while
- * the current block runs: one head's rows are H*K floats apart, two or so
- * to a page, where the hardware prefetcher stops, so without this every
- * row of the packing is a wait on memory. Lines of 16 floats, token by
- * token: q, k (K floats each), then the item's v and o columns (w each). */
-typedef struct prefetch_cursor {
-    const float *q, *k, *v, *o;    /* the rows of the first token */
-    int64_t ldqk, ldvo;            /* floats between two tokens' rows */
-    int64_t lqk, lvo, per;         /* lines of a q or k row, of a v or o row; per token */
-    int64_t tokens, u, line;       /* tokens to fetch; the position */
-} prefetch_cursor;
-
-static void prefetch_next(prefetch_cursor *c, int64_t n)
-{
-    for (; n > 0 && c->u < c->tokens; n--) {
-        int64_t l = c->line;
-        if (l < c->lqk) __builtin_prefetch(c->q + c->u * c->ldqk + 16 * l, 0, 2);
-        else if ((l -= c->lqk) < c->lqk) __builtin_prefetch(c->k + c->u * c->ldqk + 16 * l, 0, 2);
-        else if ((l -= c->lqk) < c->lvo) __builtin_prefetch(c->v + c->u * c->ldvo + 16 * l, 0, 2);
-        else __builtin_prefetch(c->o + c->u * c->ldvo + 16 * (l - c->lvo), 1, 2);
-        if (++c->line == c->per) c->line = 0, c->u++;
-    }
-}
-
 /* The tile of rows [i0, i0 + r), columns [j0, j0 + c) (r <= TR, c <= TC) of
  * the item's slice S (rows ldS apart) through the block; plain C for the
  * edges of the slice and for builds without AVX2. */
@@ -162,14 +138,14 @@ static void tile_4x16(const block *b, int64_t i0, int64_t j0, float *S, int64_t 
 
 /* The block through every tile of the K x w slice S (rows ldS apart),
  * fetching per_tile lines of the next block before each tile. */
-static void run_block(const block *b, float *S, int64_t ldS, bool scaled, prefetch_cursor *pf,
+static void run_block(const block *b, float *S, int64_t ldS, bool scaled, seqk__lin_prefetch *pf,
                       int64_t per_tile)
 {
     for (int64_t j0 = 0; j0 < b->w; j0 += TC) {
         const int64_t c = b->w - j0 < TC ? b->w - j0 : TC;
         for (int64_t i0 = 0; i0 < b->K; i0 += TR) {
             const int64_t r = b->K - i0 < TR ? b->K - i0 : TR;
-            prefetch_next(pf, per_tile);
+            seqk__lin_prefetch_next(pf, per_tile);
 #ifdef __AVX2__
             if (r == TR && c == TC) {
                 tile_4x16(b, i0, j0, S, ldS, scaled);
@@ -182,12 +158,9 @@ static void run_block(const block *b, float *S, int64_t ldS, bool scaled, prefet
 }
 
 /* How a call is cut into work items: (sequence, group of hg consecutive
- * heads, group of cw state columns). An item walks its tokens block by
- * block and, within a block, its heads one after the other, so that the rows
- * it reads (q, k, v of hg heads, adjacent in memory) share their pages and
- * lines: per head alone a token's rows are H*K floats apart, a new page every
- * token or two. hg is as large as still leaves about two items per thread.
- * With the normaliser an item owns whole heads (cw = V, hg = 1): z is shared
+ * heads (seqk__lin_head_group), group of cw state columns). An item walks its
+ * tokens block by block and, within a block, its heads one after the other,
+ * so that the rows it reads share their pages and lines. With the normaliser an item owns whole heads (cw = V, hg = 1): z is shared
  * by all columns and may be updated in place. */
 typedef struct items {
     int64_t cw, ncg, hg, nhg;
@@ -199,9 +172,7 @@ static items plan_items(const seqk__lin *P, int threads)
     const bool norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
     it.cw = norm || P->V <= 2 * CG ? P->V : CG;
     it.ncg = (P->V + it.cw - 1) / it.cw;
-    it.hg = norm ? 1 : P->N * P->H * it.ncg / (2 * (int64_t)threads) / (P->N * it.ncg);
-    if (it.hg < 1) it.hg = 1;
-    if (it.hg > P->H) it.hg = P->H;
+    it.hg = norm ? 1 : seqk__lin_head_group(P, threads, it.ncg);
     it.nhg = (P->H + it.hg - 1) / it.hg;
     return it;
 }
@@ -264,13 +235,10 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
             const int64_t nb = len - t0 < tb ? len - t0 : tb; /* tokens of this block */
             /* the next block's rows, fetched while this one runs */
             const int64_t t1 = r0 + t0 + nb, next = len - t0 - nb < tb ? len - t0 - nb : tb;
-            prefetch_cursor pf = {P->q + (t1 * Hqk + hq0) * K, P->k + (t1 * Hqk + hq0) * K,
-                                  P->v + (t1 * H + h0) * V + c0, P->o + (t1 * H + h0) * V + c0,
-                                  Hqk * K, H * V, (nhq * K + 15) / 16,
-                                  ((nh - 1) * V + w + 15) / 16, 0, next, 0, 0};
-            pf.per = 2 * pf.lqk + 2 * pf.lvo;
+            seqk__lin_prefetch pf;
+            seqk__lin_prefetch_init(&pf, P, t1, next, hq0, nhq * K, h0, c0, (nh - 1) * V + w);
             const int64_t tiles = nh * ((K + TR - 1) / TR) * ((w + TC - 1) / TC);
-            const int64_t per_tile = (next * pf.per + tiles - 1) / tiles;
+            const int64_t per_tile = (seqk__lin_prefetch_lines(&pf) + tiles - 1) / tiles;
             for (int64_t h = h0; h < h0 + nh; h++) {
                 const int64_t hq = h / hpq;
                 float *S = STATE(h);

@@ -94,6 +94,63 @@ static inline void seqk__lin_phi_row(const float *x, int64_t n, float f, unsigne
         for (int64_t i = 0; i < n; i++) out[i] = f * seqk__lin_phi(x[i], flags);
 }
 
+/* Heads per work item for drivers whose items are (sequence, group of
+ * consecutive heads, one of per_head parts): as many as still leave about two
+ * items per thread. One head's rows of q, k, v, o are H*K floats apart, so a
+ * head alone touches a new page every token or two and the TLB misses on
+ * nearly every row; an item that walks hg heads together shares each page
+ * (and line) among them. */
+static inline int64_t seqk__lin_head_group(const seqk__lin *P, int threads, int64_t per_head)
+{
+    int64_t hg = P->N * P->H * per_head / (2 * (int64_t)threads) / (P->N * per_head);
+    return hg < 1 ? 1 : hg > P->H ? P->H : hg;
+}
+
+/* The rows of the tokens a kernel will read next (q and k: nqk floats from
+ * head hq0; v and o: nvo floats from column c0 of head h0), fetched into L2 a
+ * few lines at a time while the current tokens compute. One head's rows are
+ * H*K floats apart, two or so to a page, where the hardware prefetcher stops,
+ * so without this the first touch of every row is a wait on memory. Lines of
+ * 16 floats, token by token: q, k, then v and o (o for writing). */
+typedef struct seqk__lin_prefetch {
+    const float *q, *k, *v, *o;    /* the rows of the first token */
+    int64_t ldqk, ldvo;            /* floats between two tokens' rows */
+    int64_t lqk, lvo, per;         /* lines of a q or k row, of a v or o row; per token */
+    int64_t tokens, u, line;       /* tokens to fetch; the position */
+} seqk__lin_prefetch;
+
+/* Tokens [row, row + tokens) of the [B*T] row index. */
+static inline void seqk__lin_prefetch_init(seqk__lin_prefetch *c, const seqk__lin *P, int64_t row,
+                                           int64_t tokens, int64_t hq0, int64_t nqk, int64_t h0,
+                                           int64_t c0, int64_t nvo)
+{
+    c->ldqk = P->Hqk * P->K, c->ldvo = P->H * P->V;
+    if (tokens <= 0) tokens = 0, row = 0, hq0 = 0, h0 = 0, c0 = 0; /* nothing to fetch */
+    c->q = P->q + row * c->ldqk + hq0 * P->K, c->k = P->k + row * c->ldqk + hq0 * P->K;
+    c->v = P->v + row * c->ldvo + h0 * P->V + c0, c->o = P->o + row * c->ldvo + h0 * P->V + c0;
+    c->lqk = (nqk + 15) / 16, c->lvo = (nvo + 15) / 16, c->per = 2 * c->lqk + 2 * c->lvo;
+    c->tokens = tokens, c->u = 0, c->line = 0;
+}
+
+/* The lines the cursor has left in all. */
+static inline int64_t seqk__lin_prefetch_lines(const seqk__lin_prefetch *c)
+{
+    return c->tokens * c->per;
+}
+
+/* Fetches the next n lines. */
+static inline void seqk__lin_prefetch_next(seqk__lin_prefetch *c, int64_t n)
+{
+    for (; n > 0 && c->u < c->tokens; n--) {
+        int64_t l = c->line;
+        if (l < c->lqk) __builtin_prefetch(c->q + c->u * c->ldqk + 16 * l, 0, 2);
+        else if ((l -= c->lqk) < c->lqk) __builtin_prefetch(c->k + c->u * c->ldqk + 16 * l, 0, 2);
+        else if ((l -= c->lqk) < c->lvo) __builtin_prefetch(c->v + c->u * c->ldvo + 16 * l, 0, 2);
+        else __builtin_prefetch(c->o + c->u * c->ldvo + 16 * (l - c->lvo), 1, 2);
+        if (++c->line == c->per) c->line = 0, c->u++;
+    }
+}
+
 /* The factors of one token's q~ = fq q, k~ = fk k: fq = scale, fk = 1, or
  * with SEQK__LIN_L2NORM fq = scale / ||q||, fk = 1 / ||k|| (each norm with
  * SEQK__LIN_L2NORM_EPS under the root). q, k: K floats (after the feature
