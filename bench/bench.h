@@ -152,7 +152,8 @@ typedef struct bench_shape {
 } bench_shape;
 
 typedef struct bench_record {
-    const char *kind;     /* "measurement", "ceiling", "skipped", or a suite's summary
+    const char *kind;     /* "measurement", "ceiling", "skipped", "drift" (ceilings.c),
+                             or a suite's summary
                              ("crossover": suite_linear.c, suite_prefill.c,
                              suite_decode.c, suite_memory.c; "updates":
                              suite_sscan.c; "memory": suite_memory.c, computed
@@ -229,6 +230,11 @@ int ceilings_steps(const bench_backend *be, const bench_options *opt);
 /* Measures be's ceilings with be's thread count, stores them in be and
  * reports them (a measurement record per kernel, a ceiling record each). */
 void ceilings_measure(bench_backend *be, const bench_options *opt, bench_progress *pg);
+/* After the suites: the large sgemm timed again (a measurement record and a
+ * "drift" summary: start and end values), so that a run shows how much the
+ * machine's speed moved while it ran. Progress steps: ceilings_recheck_steps. */
+int ceilings_recheck_steps(const bench_backend *be);
+void ceilings_recheck(bench_backend *be, const bench_options *opt, bench_progress *pg);
 void bench_set_ceiling(bench_backend *be, const char *name, const char *unit, double value);
 /* The ceiling called name, or NULL when this run has not measured it. */
 const bench_ceiling *bench_get_ceiling(const bench_backend *be, const char *name);

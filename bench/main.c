@@ -287,7 +287,7 @@ int main(int argc, char **argv)
     bench_progress pg = {0, 0};
     for (int i = 0; i < N_BACKENDS; i++) {
         if (!open[i]) continue;
-        pg.total += ceilings_steps(&backends[i], &opt);
+        pg.total += ceilings_steps(&backends[i], &opt) + ceilings_recheck_steps(&backends[i]);
         for (int s = 0; s < N_SUITES; s++)
             if (strcmp(opt.suite, "all") == 0 || strcmp(opt.suite, SUITES[s].name) == 0)
                 SUITES[s].plan(&plan, &backends[i], &opt);
@@ -317,6 +317,7 @@ int main(int argc, char **argv)
             if (SUITES[s].finish &&
                 (strcmp(opt.suite, "all") == 0 || strcmp(opt.suite, SUITES[s].name) == 0))
                 SUITES[s].finish(&backends[i], &opt);
+        ceilings_recheck(&backends[i], &opt, &pg);
     }
 
     report_print_tables(stdout);
