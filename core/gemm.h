@@ -67,19 +67,21 @@ seqk__sgemm_6x16(int64_t n, const float *const a[6], int64_t as, const float *b,
            c21 = c[2][1], c30 = c[3][0], c31 = c[3][1], c40 = c[4][0], c41 = c[4][1],
            c50 = c[5][0], c51 = c[5][1];
     const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-    for (int64_t p = 0; p < n; p++, a0 += as, a1 += as, a2 += as, a3 += as, a4 += as, a5 += as) {
+    /* one offset shared by the six rows (base + index addressing), not six
+     * pointers stepped apart: five adds fewer per step */
+    for (int64_t p = 0, i = 0; p < n; p++, i += as) {
         const __m256 b0 = _mm256_load_ps(b + p * ldb), b1 = _mm256_load_ps(b + p * ldb + 8);
-        __m256 x = _mm256_broadcast_ss(a0);
+        __m256 x = _mm256_broadcast_ss(a0 + i);
         c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a1);
+        x = _mm256_broadcast_ss(a1 + i);
         c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a2);
+        x = _mm256_broadcast_ss(a2 + i);
         c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a3);
+        x = _mm256_broadcast_ss(a3 + i);
         c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a4);
+        x = _mm256_broadcast_ss(a4 + i);
         c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a5);
+        x = _mm256_broadcast_ss(a5 + i);
         c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
     }
     c[0][0] = c00, c[0][1] = c01, c[1][0] = c10, c[1][1] = c11, c[2][0] = c20, c[2][1] = c21;
