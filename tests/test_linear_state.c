@@ -384,6 +384,16 @@ int main(int argc, char **argv)
                 if (mod == RETNET_DEFAULT && cases[j].H > 8) continue;
                 run_case(&be[i], mod, &cases[j]);
             }
+    /* numerical range (gated retention): T = 65536 with gates near 0 (decay
+     * near 1), near -20, and spread over [-12, 0] (the recurrent mode's
+     * deferred decay cuts its blocks where log A would pass -16) */
+    const lcase longs[] = {
+        {1, 65536, 2, 16, 16, 1, NULL, 0, 64, -0.02, 0},
+        {1, 65536, 2, 16, 16, 1, NULL, 0, 64, -21, -19},
+        {1, 65536, 2, 16, 16, 1, NULL, 0, 64, -12, 0},
+    };
+    for (int i = 0; i < nb; i++)
+        for (size_t j = 0; j < sizeof longs / sizeof longs[0]; j++) run_case(&be[i], GATED, &longs[j]);
     const lcase split = {1, 150, 2, 16, 24, 1, NULL, 0, 32, -0.2, 0};
     const lcase split1 = {1, 150, 1, 16, 24, 1, NULL, 0, 32, -0.2, 0};
     for (int i = 0; i < nb; i++)
