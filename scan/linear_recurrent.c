@@ -24,8 +24,9 @@
  * token's decay a_{u0} is applied to the tile when it is loaded) the block
  * holds S'_u = S_u / A_u, for which S'_u = S'_{u-1} + (k_u / A_u) v_u^T and
  * o_u = S'_u^T (A_u q_u); the tile is scaled by A_{last} when it is stored. A
- * block ends before the token that would take log A_u below -LOG_A_MIN, so
- * 1 / A_u stays below e^LOG_A_MIN and nothing overflows; a very small gate
+ * block ends before the token that would take |log A_u| past LOG_A_MAX, so
+ * A_u and 1 / A_u stay below e^LOG_A_MAX and nothing overflows (positive
+ * log-gates, a growing state, are kept in range too); a very small gate
  * simply starts a new block, where it is applied as a plain multiplication.
  * Rounding: S'_u's error is relative to max(|old terms| / A_u, |new terms|),
  * i.e. after the scaling by A_u relative to the state's own terms, as in the
@@ -52,7 +53,7 @@ enum {
     SCRATCH = 16384    /* floats of packed block on the stack (64 KiB) */
 };
 _Static_assert(SCRATCH >= 2 * (SEQK__LIN_MAX_K + CG), "a block holds at least one token");
-#define LOG_A_MIN 16.0f /* a block keeps log A_u >= -LOG_A_MIN */
+#define LOG_A_MAX 16.0f /* a block keeps |log A_u| <= LOG_A_MAX */
 
 /* The packed block of one item: nt <= TB tokens. */
 typedef struct block {
@@ -244,7 +245,7 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
                 float *S = STATE(h);
                 for (int64_t u0 = 0; u0 < nb;) {
                     /* a run of tokens: the first one's decay is applied on
-                     * load, the others' deferred while log A >= -LOG_A_MIN */
+                     * load, the others' deferred while |log A| <= LOG_A_MAX */
                     float A[TB], la = 0.0f;
                     const int64_t ru = r0 + t0 + u0;
                     const float pre = decay ? expf(seqk__lin_logdecay(P, ru, h)) : 1.0f;
@@ -252,7 +253,7 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
                     A[0] = 1.0f;
                     for (; u0 + nt < nb; nt++) {
                         const float l = decay ? seqk__lin_logdecay(P, ru + nt, h) : 0.0f;
-                        if (!(la + l >= -LOG_A_MIN)) break; /* (a NaN gate breaks too) */
+                        if (!(fabsf(la + l) <= LOG_A_MAX)) break; /* (a NaN gate breaks too) */
                         la += l;
                         A[nt] = expf(la);
                     }

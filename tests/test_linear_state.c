@@ -386,7 +386,7 @@ int main(int argc, char **argv)
             }
     /* numerical range (gated retention): T = 65536 with gates near 0 (decay
      * near 1), near -20, and spread over [-12, 0] (the recurrent mode's
-     * deferred decay cuts its blocks where log A would pass -16) */
+     * deferred decay cuts its blocks where |log A| would pass 16) */
     const lcase longs[] = {
         {1, 65536, 2, 16, 16, 1, NULL, 0, 64, -0.02, 0},
         {1, 65536, 2, 16, 16, 1, NULL, 0, 64, -21, -19},
