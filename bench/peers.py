@@ -159,15 +159,16 @@ def case_softmax(ctx, rng, B, T, H, D):
                                                                     scale=scale)
     views, contig = (lambda: sdpa(tq, tk, tv)), (lambda: sdpa(cq, ck, cv))
     peer = min((timed(views), 0, views), (timed(contig), 1, contig))[2]
-    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3))
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3)), None
 
 
 def case_linear(ctx, rng, B, T, H, K, scale):
     q, k, v = (rng.standard_normal((B, T, H, K), dtype=np.float32) * s for s in (scale, scale, 1.0))
     tq, tk, tv = bhtd(q), bhtd(k), bhtd(v)
     ours = lambda: seqk.linear_attention(q, k, v, mode="parallel", scale=1.0, ctx=ctx)
+    rec = lambda: seqk.linear_attention(q, k, v, mode="recurrent", scale=1.0, ctx=ctx)
     peer = lambda: torch_linear_attention(tq, tk, tv)
-    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3))
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3)), rec
 
 
 def case_gated(ctx, rng, B, T, H, K, scale):
@@ -176,8 +177,9 @@ def case_gated(ctx, rng, B, T, H, K, scale):
     tq, tk, tv = bhtd(q), bhtd(k), bhtd(v)
     tg = torch.from_numpy(np.ascontiguousarray(g.transpose(0, 2, 1)))
     ours = lambda: seqk.gated_retention(q, k, v, g, mode="parallel", scale=1.0, ctx=ctx)
+    rec = lambda: seqk.gated_retention(q, k, v, g, mode="recurrent", scale=1.0, ctx=ctx)
     peer = lambda: torch_gated_retention(tq, tk, tv, tg)
-    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3))
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3)), rec
 
 
 def case_deltanet(ctx, rng, B, T, H, K, scale):
@@ -191,8 +193,9 @@ def case_deltanet(ctx, rng, B, T, H, K, scale):
     tq, tk, tv = bhtd(q), bhtd(k), bhtd(v)
     tb, tg = (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1))) for x in (beta, g))
     ours = lambda: seqk.deltanet(q, k, v, beta, g, mode="parallel", scale=1.0, ctx=ctx)
+    rec = lambda: seqk.deltanet(q, k, v, beta, g, mode="recurrent", scale=1.0, ctx=ctx)
     peer = lambda: torch_deltanet(tq, tk, tv, tb, tg)
-    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3))
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3)), rec
 
 
 def case_selective(ctx, rng, B, T, D, N):
@@ -206,8 +209,9 @@ def case_selective(ctx, rng, B, T, D, N):
     tB, tC = (torch.from_numpy(np.ascontiguousarray(x[:, :, 0, :].transpose(0, 2, 1))) for x in (Bm, Cm))
     tA, tD = torch.from_numpy(A), torch.from_numpy(Dk)
     ours = lambda: seqk.selective_scan(u, dt, A, Bm, Cm, Dk, mode="parallel", ctx=ctx)
+    rec = lambda: seqk.selective_scan(u, dt, A, Bm, Cm, Dk, mode="recurrent", ctx=ctx)
     peer = lambda: torch_selective_scan_ref(tu, tdt, tA, tB, tC, tD)
-    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1))
+    return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1)), rec
 
 
 def main():
@@ -246,11 +250,16 @@ def main():
             if module == "deltanet" and not seqk.has_op("deltanet"):
                 print(f"{module}: not in this library, skipped", file=sys.stderr)
                 continue
-            ours, peer, compare = build(ctx, rng, *shape)
+            ours, peer, compare, ours_rec = build(ctx, rng, *shape)
             err = compare(ours(), peer())
-            t_ours, t_peer = interleaved([ours, peer], args.repeats)
+            fns = [ours, peer] + ([ours_rec] if ours_rec else [])
+            times = interleaved(fns, args.repeats)
+            t_ours, t_peer = times[0], times[1]
+            t_rec = times[2] if ours_rec else None
             rec = {"module": module, "shape": desc, "threads": args.threads,
                    "seqk_s": t_ours, "peer_s": t_peer, "peer_over_seqk": t_peer / t_ours,
+                   "seqk_recurrent_s": t_rec,
+                   "peer_over_seqk_recurrent": t_peer / t_rec if t_rec else None,
                    "rel_err_vs_peer": err, "peer": "plain PyTorch " + torch.__version__,
                    "seqk_version": seqk.version(),
                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -258,10 +267,17 @@ def main():
             rows.append(rec)
             print(f"[{module} {desc}] seqk {t_ours * 1e3:.1f} ms, peer {t_peer * 1e3:.1f} ms, "
                   f"ratio {t_peer / t_ours:.1f}x, rel err {err:.1e}", file=sys.stderr)
-    print(f"\n{'module':18} {'shape':26} {'thr':>3} {'seqk ms':>9} {'peer ms':>9} {'peer/seqk':>9} {'rel err':>8}")
+    print("\nseqk: its parallel mode (the chunked form, like the peers'); seqk rec: its recurrent "
+          "mode, the same function")
+    print(f"\n{'module':18} {'shape':26} {'thr':>3} {'seqk ms':>9} {'peer ms':>9} {'peer/seqk':>9} "
+          f"{'rec ms':>9} {'peer/rec':>9} {'rel err':>8}")
     for r in rows:
+        t_rec = r['seqk_recurrent_s']
+        rec_cols = (f"{t_rec * 1e3:9.2f} {r['peer_over_seqk_recurrent']:9.1f}" if t_rec
+                    else f"{'-':>9} {'-':>9}")
         print(f"{r['module']:18} {r['shape']:26} {r['threads']:3d} {r['seqk_s'] * 1e3:9.2f} "
-              f"{r['peer_s'] * 1e3:9.2f} {r['peer_over_seqk']:9.1f} {r['rel_err_vs_peer']:8.1e}")
+              f"{r['peer_s'] * 1e3:9.2f} {r['peer_over_seqk']:9.1f} {rec_cols} "
+              f"{r['rel_err_vs_peer']:8.1e}")
     print(f"\nrecords: {os.path.join(args.out, 'peers.jsonl')}")
 
 
