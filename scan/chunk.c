@@ -13,9 +13,11 @@
  *   (2) chunk states S_c = a_c S_{c-1} + U_c: the scan primitive over chunks,
  *       with one coefficient per K*V block
  *   (3) output       seqk__chunk_output: inter (Qg S0) + intra (P V)
- * Two drivers run them: "fused" walks the chunks of one (sequence, head) in
- * order with the state in cache (stage 2 one step at a time), for when there
- * are at least as many (sequence, head) pairs as threads; "staged" runs stage
+ * Two drivers run them: "fused" walks the chunks of one (sequence, group of
+ * heads) in order, a chunk's heads in turn (their rows share pages; see
+ * seqk__lin_head_group) with their states in cache (stage 2 one step at a
+ * time), for when there are at least as many (sequence, head) pairs as
+ * threads; "staged" runs stage
  * 1 over every chunk in parallel, the scan over chunks parallel over state
  * elements, then stage 3 over every chunk in parallel, for few long
  * sequences.
