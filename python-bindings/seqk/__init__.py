@@ -62,48 +62,9 @@ from .ops import (
     titans_workspace_size,
 )
 
-__all__ = [
-    "__version__",
-    "library_path",
-    "version",
-    "status_string",
-    "Status",
-    "Backend",
-    "Mode",
-    "CopyKind",
-    "SCAN_REVERSE",
-    "LINATTN_NORMALIZE",
-    "LINATTN_ELU1",
-    "MAMBA2_DT_SOFTPLUS",
-    "SSCAN_DT_SOFTPLUS",
-    "ATTN_CAUSAL",
-    "DELTANET_L2NORM_QK",
-    "DELTANET_ALLOW_NEG_EIGVAL",
-    "TITANS_L2NORM_QK",
-    "SeqkError",
-    "Context",
-    "default_context",
-    "backends",
-    "backend_compiled",
-    "cuda_device_count",
-    "scan",
-    "scan_workspace_size",
-    "linear_attention",
-    "retention",
-    "retention_default_gammas",
-    "gated_retention",
-    "mamba2",
-    "linear_state_workspace_size",
-    "selective_scan",
-    "deltanet",
-    "deltanet_workspace_size",
-    "titans",
-    "titans_state_size",
-    "titans_workspace_size",
-    "attention_parallel",
-    "attention_parallel_workspace_size",
-    "attention_decode",
-    "attention_decode_workspace_size",
-    "has_op",
-    "available_ops",
-]
+from . import _core as _core_module
+from . import ops as _ops_module
+
+# the package's names: those of _core and ops (each lists its own once)
+__all__ = ["__version__"] + _core_module.__all__ + [n for n in _ops_module.__all__
+                                                     if n not in _core_module.__all__]
