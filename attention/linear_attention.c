@@ -11,9 +11,8 @@ seqk_status seqk_linear_attention(seqk_context *ctx, seqk_mode mode, int64_t B, 
 {
     static const char fn[] = "seqk_linear_attention";
     const unsigned known = SEQK_LINATTN_NORMALIZE | SEQK_LINATTN_ELU1;
-    if (flags & ~known)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", fn,
-                          flags, flags & ~known);
+    const seqk_status st = seqk__check_flags(fn, flags, known);
+    if (st) return st;
     if (!(flags & SEQK_LINATTN_NORMALIZE) && (z_in || z_out))
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: z_in=%p, z_out=%p given without SEQK_LINATTN_NORMALIZE", fn,

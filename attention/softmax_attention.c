@@ -820,9 +820,7 @@ static seqk_status check_parallel_sizes(const char *fn, seqk_context *ctx, int64
     seqk_status st;
     if ((st = check_heads(fn, ctx, B, Hq, Hkv, K, V))) return st;
     if ((st = seqk__check_min(fn, "T", T, 0))) return st;
-    if (flags & ~SEQK_ATTN_CAUSAL)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", fn,
-                          flags, flags & ~SEQK_ATTN_CAUSAL);
+    if ((st = seqk__check_flags(fn, flags, SEQK_ATTN_CAUSAL))) return st;
     const int64_t qd[4] = {B, T, Hq, K}, kd[4] = {B, T, Hkv, K};
     const int64_t vd[4] = {B, T, Hkv, V}, od[4] = {B, T, Hq, V};
     if ((st = seqk__check_numel(fn, "q [B,T,Hq,K]", 4, qd, sizeof(float), NULL))) return st;
@@ -862,9 +860,7 @@ seqk_status seqk_attention_parallel(seqk_context *ctx, int64_t B, int64_t T, int
     const bool varlen = cu_seqlens != NULL;
     seqk_status st = check_parallel_sizes(fn, ctx, B, T, Hq, Hkv, K, V, flags, varlen, N);
     if (st) return st;
-    if (!isfinite(scale))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", fn,
-                          (double)scale);
+    if ((st = seqk__check_scale(fn, scale))) return st;
     if (!varlen) N = B;
     const int64_t nq = B * T * Hq * K, nk = B * T * Hkv * K, nv = B * T * Hkv * V;
     const int64_t no = B * T * Hq * V, nl = B * Hq * T;
@@ -976,9 +972,7 @@ seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t Hq, int6
     const char *fn = FN_DEC;
     seqk_status st = check_decode_sizes(fn, ctx, B, Hq, Hkv, K, V, max_len);
     if (st) return st;
-    if (!isfinite(scale))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", fn,
-                          (double)scale);
+    if ((st = seqk__check_scale(fn, scale))) return st;
     if ((st = seqk__check_ptr(fn, "q", q))) return st;
     if ((st = seqk__check_ptr(fn, "k_new", k_new))) return st;
     if ((st = seqk__check_ptr(fn, "v_new", v_new))) return st;

@@ -49,6 +49,10 @@ seqk_status seqk__check_min(const char *fn, const char *arg, int64_t v, int64_t 
 /* lo <= v <= hi */
 seqk_status seqk__check_range(const char *fn, const char *arg, int64_t v, int64_t lo,
                               int64_t hi);
+/* flags has no bits outside known (message: "flags=0x.. has unknown bits 0x..").
+ * seqk__check_scale: scale is finite. */
+seqk_status seqk__check_flags(const char *fn, unsigned flags, unsigned known);
+seqk_status seqk__check_scale(const char *fn, float scale);
 /* *out = product of n dims (each >= 0) without overflow of int64 and of
  * size_t bytes for elem_bytes-sized elements; what names the tensor. */
 seqk_status seqk__check_numel(const char *fn, const char *what, int n, const int64_t *dims,

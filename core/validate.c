@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 
 seqk_status seqk__check_ctx(const char *fn, const seqk_context *ctx)
@@ -70,6 +71,22 @@ static seqk_status check_cu_values(const char *fn, const int32_t *cu, int64_t N,
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: cu_seqlens[N=%" PRId64 "]=%d, must equal T=%" PRId64, fn, N,
                           (int)cu[N], T);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_flags(const char *fn, unsigned flags, unsigned known)
+{
+    if (flags & ~known)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", fn,
+                          flags, flags & ~known);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_scale(const char *fn, float scale)
+{
+    if (!isfinite(scale))
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", fn,
+                          (double)scale);
     return SEQK_SUCCESS;
 }
 

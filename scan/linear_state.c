@@ -53,9 +53,7 @@ seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin
     if (st) return st;
     if (!varlen) P->N = P->B;
     P->chunk = seqk__lin_chunk(P->chunk);
-    if (!isfinite(P->scale))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", fn,
-                          (double)P->scale);
+    if ((st = seqk__check_scale(fn, P->scale))) return st;
     if (P->Hqk < 1 || P->H % P->Hqk)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: H=%" PRId64 " is not a multiple of the q/k heads %" PRId64, fn,

@@ -22,9 +22,7 @@ static seqk_status check_sizes(const char *fn, seqk_context *ctx, int64_t B, int
     if (C % block)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: block=%" PRId64 " does not divide C=%" PRId64, fn, block, C);
-    if (flags & ~SEQK_SCAN_REVERSE)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", fn,
-                          flags, flags & ~SEQK_SCAN_REVERSE);
+    if ((st = seqk__check_flags(fn, flags, SEQK_SCAN_REVERSE))) return st;
     int64_t dims[3] = {B, T, C};
     if ((st = seqk__check_numel(fn, "b [B,T,C]", 3, dims, sizeof(float), NULL))) return st;
     if (varlen) {

@@ -671,12 +671,8 @@ seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t 
     const bool varlen = cu_seqlens != NULL;
     seqk_status st = seqk__lin_check_sizes(FN, ctx, (int)mode, B, T, H, K, V, N, varlen, chunk);
     if (st) return st;
-    if (flags & ~KNOWN_FLAGS)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", FN,
-                          flags, flags & ~KNOWN_FLAGS);
-    if (!isfinite(scale))
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: scale=%g, must be finite", FN,
-                          (double)scale);
+    if ((st = seqk__check_flags(FN, flags, KNOWN_FLAGS))) return st;
+    if ((st = seqk__check_scale(FN, scale))) return st;
     if (!varlen) N = B;
     const int64_t rows = B * T;
     const size_t ob = fbytes(rows * H, V);

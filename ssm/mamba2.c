@@ -16,9 +16,7 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
     seqk_status st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, Nst, Pd, N,
                                            cu_seqlens != NULL, chunk);
     if (st) return st;
-    if (flags & ~SEQK_MAMBA2_DT_SOFTPLUS)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", fn,
-                          flags, flags & ~SEQK_MAMBA2_DT_SOFTPLUS);
+    if ((st = seqk__check_flags(fn, flags, SEQK_MAMBA2_DT_SOFTPLUS))) return st;
     if ((st = seqk__check_range(fn, "G", G, 1, H))) return st;
     if (H % G)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: H=%lld is not a multiple of G=%lld",

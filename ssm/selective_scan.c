@@ -470,9 +470,7 @@ seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, in
     if (D % G)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: D=%" PRId64 " is not a multiple of G=%" PRId64, FN, D, G);
-    if (flags & ~SEQK_SSCAN_DT_SOFTPLUS)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: flags=0x%x has unknown bits 0x%x", FN,
-                          flags, flags & ~SEQK_SSCAN_DT_SOFTPLUS);
+    if ((st = seqk__check_flags(FN, flags, SEQK_SSCAN_DT_SOFTPLUS))) return st;
     const int64_t d_bc[4] = {B, T, G, Nst}, d_s[3] = {cu_seqlens ? N : B, D, Nst};
     const int64_t d_u[3] = {B, T, D};
     if ((st = seqk__check_numel(FN, "u [B,T,D]", 3, d_u, sizeof(float), NULL))) return st;
