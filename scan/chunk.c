@@ -312,18 +312,6 @@ static void run_fused(const seqk__lin *P, const plan *pl, int64_t n, int64_t h0,
     for (int64_t h = h0; h < h0 + nh; h++) store_state(P, n, h, states + (h - h0) * pl->E);
 }
 
-/* The sequence that global chunk c belongs to: first[n] <= c < first[n+1]. */
-static int64_t seq_of_chunk(const int64_t *first, int64_t N, int64_t c)
-{
-    int64_t lo = 0, hi = N - 1;
-    while (lo < hi) {
-        const int64_t mid = (lo + hi + 1) / 2;
-        if (first[mid] <= c) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
 seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
 {
     static const char fn[] = "seqk (chunked linear-state engine)";
@@ -371,7 +359,7 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
         /* (1) local terms of every chunk */
 #pragma omp for schedule(static)
         for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
-            const int64_t c = ch / H, h = ch % H, n = seq_of_chunk(first, P->N, c);
+            const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
             int64_t r0, len;
             seqk__lin_seq(P, n, &r0, &len);
             const int64_t c0 = (c - first[n]) * pl.L;
@@ -399,7 +387,7 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
         const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
 #pragma omp for schedule(static)
         for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
-            const int64_t c = ch / H, h = ch % H, n = seq_of_chunk(first, P->N, c);
+            const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
             int64_t r0, len;
             seqk__lin_seq(P, n, &r0, &len);
             const int64_t c0 = (c - first[n]) * pl.L;

@@ -58,4 +58,18 @@ void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsign
                         const float *Vv, int64_t ldv, const float *S0, float *O, int64_t ldo,
                         seqk__chunk_scratch *w);
 
+/* The staged drivers number the chunks of all sequences globally, sequence
+ * n's from first[n] (first[N] = their count): the sequence of chunk c,
+ * first[n] <= c < first[n+1] (a binary search). */
+static inline int64_t seqk__chunk_seq(const int64_t *first, int64_t N, int64_t c)
+{
+    int64_t lo = 0, hi = N - 1;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (first[mid] <= c) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 #endif

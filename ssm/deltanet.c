@@ -553,18 +553,6 @@ static size_t chunked_workspace(const seqk__lin *P, int threads)
     return floats * sizeof(float);
 }
 
-/* The sequence that global chunk c belongs to: first[n] <= c < first[n+1]. */
-static int64_t seq_of_chunk(const int64_t *first, int64_t N, int64_t c)
-{
-    int64_t lo = 0, hi = N - 1;
-    while (lo < hi) {
-        const int64_t mid = (lo + hi + 1) / 2;
-        if (first[mid] <= c) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
 static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
 {
     const seqk__lin *P = &D->lin;
@@ -603,7 +591,7 @@ static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
         /* (1) U and W of every chunk */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
-            const int64_t c = ch / H, h = ch % H, n = seq_of_chunk(first, P->N, c);
+            const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
             int64_t r0, len;
             seqk__lin_seq(P, n, &r0, &len);
             const int64_t c0 = (c - first[n]) * Lc, L = len - c0 < Lc ? len - c0 : Lc;
