@@ -10,13 +10,17 @@
 #include <cuda_runtime.h>
 
 /* Returns from the enclosing function with SEQK_ERROR_BACKEND when a CUDA
- * runtime call fails; fn names the seqk function. */
+ * runtime call fails; fn names the seqk function. The runtime's last error is
+ * reset (a no-op for sticky errors), so that the launch check of a later call
+ * does not report this failure again as its own. */
 #define SEQK_CUDA_TRY(fn, call)                                                         \
     do {                                                                                \
         cudaError_t e_ = (call);                                                        \
-        if (e_ != cudaSuccess)                                                          \
+        if (e_ != cudaSuccess) {                                                        \
+            (void)cudaGetLastError();                                                   \
             return seqk__fail(SEQK_ERROR_BACKEND, "%s: %s failed: %s (%s)", (fn), #call, \
                               cudaGetErrorName(e_), cudaGetErrorString(e_));            \
+        }                                                                               \
     } while (0)
 
 /* After a kernel launch: the launch error, if any. */

@@ -33,6 +33,9 @@ extern "C" seqk_status seqk__cuda_context_init(seqk_context *ctx)
         return seqk__fail(SEQK_ERROR_NO_DEVICE, "%s: backend=CUDA: no usable device (%s: %s)", fn,
                           cudaGetErrorName(e), cudaGetErrorString(e));
     }
+    if (n == 0)
+        return seqk__fail(SEQK_ERROR_NO_DEVICE, "%s: backend=CUDA: no usable device (0 devices)",
+                          fn);
     if (ctx->device < 0 || ctx->device >= n)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: device=%d, this machine has %d CUDA device(s)", fn, ctx->device, n);
