@@ -161,8 +161,9 @@ static void run_block(const block *b, float *S, int64_t ldS, bool scaled, seqk__
 /* How a call is cut into work items: (sequence, group of hg consecutive
  * heads (seqk__lin_head_group), group of cw state columns). An item walks its
  * tokens block by block and, within a block, its heads one after the other,
- * so that the rows it reads share their pages and lines. With the normaliser an item owns whole heads (cw = V, hg = 1): z is shared
- * by all columns and may be updated in place. */
+ * so that the rows it reads share their pages and lines. With the normaliser
+ * an item owns whole heads (cw = V, hg = 1): z is shared by all columns and
+ * may be updated in place. */
 typedef struct items {
     int64_t cw, ncg, hg, nhg;
 } items;
