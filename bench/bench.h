@@ -315,6 +315,11 @@ bench_crossover bench_find_crossover(const int64_t *xs, const double *ratio, int
 /* Copies text into storage that lives until the end of the run (records
  * keep pointers to their names until the tables are printed). */
 const char *bench_keep_name(const char *text);
+/* A "crossover" summary record of suite for one shape (B, H, K, V; N = B) on
+ * backend be, named "<label> B=.. H=.. K=.. V=..". The caller sets T, the
+ * note and the crossing, then reports it. */
+bench_record bench_crossover_record(const bench_backend *be, const char *suite, const char *label,
+                                    int64_t B, int64_t H, int64_t K, int64_t V);
 
 /* ------------------------------------------------------------------------ */
 /* The recurrent-state modules, set up and called alike (modules.c)          */

@@ -13,6 +13,7 @@
 #include "bench.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,4 +86,24 @@ const char *bench_keep_name(const char *text)
     memcpy(copy, text, n);
     g_names[g_n_names++] = copy;
     return copy;
+}
+
+bench_record bench_crossover_record(const bench_backend *be, const char *suite, const char *label,
+                                    int64_t B, int64_t H, int64_t K, int64_t V)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%s B=%lld H=%lld K=%lld V=%lld", label, (long long)B,
+             (long long)H, (long long)K, (long long)V);
+    bench_record r = bench_record_init("crossover");
+    r.suite = suite;
+    r.name = bench_keep_name(name);
+    r.backend = be->name;
+    r.device = be->device;
+    r.threads = bench_record_threads(be);
+    r.shape.B = B;
+    r.shape.H = H;
+    r.shape.K = K;
+    r.shape.V = V;
+    r.shape.N = B;
+    return r;
 }

@@ -409,10 +409,6 @@ void suite_linear_plan(bench_plan *plan, bench_backend *be, const bench_options 
 
 /* ---- the crossover summary ------------------------------------------------------------ */
 
-/* Names of the crossover records; they live until the tables are printed. */
-static char g_crossover_names[(LIN_N_MODULES + N_TITANS_MB) * N_FAMILIES][80];
-static int g_n_crossover_names;
-
 /* One "crossover" record per module (Titans: per mini-batch size) and shape
  * family on be: from which T on the parallel mode is faster than the
  * recurrent one (median times), with the time ratios recurrent / parallel at
@@ -482,26 +478,10 @@ void suite_linear_finish(bench_backend *be, const bench_options *opt)
                     len += (size_t)snprintf(verdict + len, sizeof verdict - len, " T=%lld %.2f",
                                             (long long)Ts[i], ratio[i]);
 
-                if (g_n_crossover_names == (int)(sizeof g_crossover_names /
-                                                 sizeof g_crossover_names[0]))
-                    bench_die("linear suite: too many crossover records");
-                char *name = g_crossover_names[g_n_crossover_names++];
                 char cname[48];
                 case_name((lin_module)m, var, cname, sizeof cname);
-                snprintf(name, sizeof g_crossover_names[0], "%s B=%lld H=%lld K=%lld V=%lld",
-                         cname, (long long)fm->B, (long long)fm->H, (long long)fm->K,
-                         (long long)fm->V);
-                bench_record r = bench_record_init("crossover");
-                r.suite = "linear";
-                r.name = name;
-                r.backend = be->name;
-                r.device = be->device;
-                r.threads = bench_record_threads(be);
-                r.shape.B = fm->B;
-                r.shape.H = fm->H;
-                r.shape.K = fm->K;
-                r.shape.V = fm->V;
-                r.shape.N = fm->B;
+                bench_record r =
+                    bench_crossover_record(be, "linear", cname, fm->B, fm->H, fm->K, fm->V);
                 r.shape.T = first < n ? Ts[first] : 0;
                 snprintf(r.note, sizeof r.note, "%s", verdict);
                 report_record(&r);

@@ -259,25 +259,13 @@ void suite_prefill_finish(bench_backend *be, const bench_options *opt)
         if (n == 0) continue; /* skipped on this backend, or filtered out */
 
         const char *module = bench_module_name((bench_module)m);
-        char candidate[64], ratio_name[64], name[96];
+        char candidate[64], ratio_name[64];
         snprintf(candidate, sizeof candidate, "parallel %s", module);
         snprintf(ratio_name, sizeof ratio_name, "t_softmax/t_%s", module);
-        bench_record r = bench_record_init("crossover");
+        bench_record r = bench_crossover_record(be, "prefill", module, f->B, f->H, f->K, f->V);
         const bench_crossover cx =
             bench_find_crossover(Ts, ratio, n, candidate, "softmax attention", "faster", "T",
                                  ratio_name, r.note, sizeof r.note);
-        snprintf(name, sizeof name, "%s B=%lld H=%lld K=%lld V=%lld", module, (long long)f->B,
-                 (long long)f->H, (long long)f->K, (long long)f->V);
-        r.suite = "prefill";
-        r.name = bench_keep_name(name);
-        r.backend = be->name;
-        r.device = be->device;
-        r.threads = bench_record_threads(be);
-        r.shape.B = f->B;
-        r.shape.H = f->H;
-        r.shape.K = f->K;
-        r.shape.V = f->V;
-        r.shape.N = f->B;
         r.shape.mode = "parallel";
         r.shape.T = cx.first < n ? Ts[cx.first] : 0;
         r.crossing = cx.crossing;

@@ -53,6 +53,9 @@ seqk_status seqk__check_range(const char *fn, const char *arg, int64_t v, int64_
  * seqk__check_scale: scale is finite. */
 seqk_status seqk__check_flags(const char *fn, unsigned flags, unsigned known);
 seqk_status seqk__check_scale(const char *fn, float scale);
+/* ctx's backend is built into this library (UNSUPPORTED: "this build of seqk
+ * has no CUDA backend"). */
+seqk_status seqk__check_backend_built(const char *fn, const seqk_context *ctx);
 /* *out = product of n dims (each >= 0) without overflow of int64 and of
  * size_t bytes for elem_bytes-sized elements; what names the tensor. */
 seqk_status seqk__check_numel(const char *fn, const char *what, int n, const int64_t *dims,

@@ -90,6 +90,13 @@ seqk_status seqk__check_scale(const char *fn, float scale)
     return SEQK_SUCCESS;
 }
 
+seqk_status seqk__check_backend_built(const char *fn, const seqk_context *ctx)
+{
+    if (ctx->backend != SEQK_BACKEND_CPU && !SEQK__HAVE_CUDA)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", fn);
+    return SEQK_SUCCESS;
+}
+
 seqk_status seqk__check_varlen_sizes(const char *fn, int64_t B, int64_t N, int64_t T)
 {
     if (B != 1)

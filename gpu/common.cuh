@@ -71,6 +71,24 @@ static __device__ __forceinline__ float seqk__warp_sum(float x)
     return x;
 }
 
+/* One token's factors q~ = fq q, k~ = fk k, computed by a whole warp (every
+ * lane gets them): fq = scale, fk = 1, or with l2 fq = scale / sqrt(|q|^2 +
+ * eps), fk = 1 / sqrt(|k|^2 + eps). The device twin of linear_state.h's
+ * seqk__lin_qk_factors (callers pass SEQK__LIN_L2NORM_EPS). q, k: K floats. */
+static __device__ __forceinline__ float2 seqk__warp_qk_factors(const float *q, const float *k, int K,
+                                                              float scale, bool l2, float eps)
+{
+    if (!l2) return make_float2(scale, 1.0f);
+    float sq = 0.0f, sk = 0.0f;
+    for (int i = (int)(threadIdx.x & 31); i < K; i += 32) {
+        sq = fmaf(q[i], q[i], sq);
+        sk = fmaf(k[i], k[i], sk);
+    }
+    sq = seqk__warp_sum(sq);
+    sk = seqk__warp_sum(sk);
+    return make_float2(scale / sqrtf(sq + eps), 1.0f / sqrtf(sk + eps));
+}
+
 /* Token rows [row0, row0 + len) of sequence n in the [B*T] row index: from
  * the device cu_seqlens when given, else batch entry n of T tokens. */
 static __device__ __forceinline__ void seqk__seq_rows(const int32_t *cu, int64_t T, int64_t n,

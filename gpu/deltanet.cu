@@ -280,21 +280,10 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_norm_kernel(dn_args a, i
     if (wid >= nwork) return; /* whole warp */
     const int K = a.K;
     const float *q = a.q + wid * K, *k = a.k + wid * K;
-    float fq = a.scale, fk = 1.0f;
-    if (a.l2) {
-        float sq = 0.0f, sk = 0.0f;
-        for (int i = lane; i < K; i += 32) {
-            sq = fmaf(q[i], q[i], sq);
-            sk = fmaf(k[i], k[i], sk);
-        }
-        sq = seqk__warp_sum(sq);
-        sk = seqk__warp_sum(sk);
-        fq = a.scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
-        fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
-    }
+    const float2 f = seqk__warp_qk_factors(q, k, K, a.scale, a.l2, SEQK__LIN_L2NORM_EPS);
     for (int i = lane; i < K; i += 32) {
-        a.Qn[wid * K + i] = fq * q[i];
-        a.Kn[wid * K + i] = fk * k[i];
+        a.Qn[wid * K + i] = f.x * q[i];
+        a.Kn[wid * K + i] = f.y * k[i];
     }
 }
 

@@ -468,20 +468,9 @@ static __global__ void __launch_bounds__(TP_THREADS) tt_seg_kernel(tt_args a)
     }
     for (int t = warp; t < L; t += TP_WARPS) { /* whole warps */
         const int64_t rh = (r0 + t) * H + h;
-        float fq = a.scale, fk = 1.0f;
-        if (a.l2) {
-            const float *qr = a.q + rh * K, *kr = a.k + rh * K;
-            float sq = 0.0f, sk = 0.0f;
-            for (int i = lane; i < K; i += 32) {
-                sq = fmaf(qr[i], qr[i], sq);
-                sk = fmaf(kr[i], kr[i], sk);
-            }
-            sq = seqk__warp_sum(sq);
-            sk = seqk__warp_sum(sk);
-            fq = a.scale / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
-            fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
-        }
-        if (lane == 0) gfq[t] = fq, gfk[t] = fk;
+        const float2 f = seqk__warp_qk_factors(a.q + rh * K, a.k + rh * K, K, a.scale, a.l2,
+                                               SEQK__LIN_L2NORM_EPS);
+        if (lane == 0) gfq[t] = f.x, gfk[t] = f.y;
     }
     __syncthreads(); /* ga */
     if (tid == 0) { /* the cumulated gates, in order */

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing seqk needs, if it is missing: a C
-# compiler with OpenMP, CMake >= 3.22, pkg-config. Debian/Ubuntu (apt-get);
-# elsewhere it only says what is missing. The CUDA toolkit is optional
-# (found by CMake when nvcc is on PATH or in /usr/local/cuda).
+# compiler with OpenMP (and g++ for tools/cuda_emu), CMake >= 3.22,
+# pkg-config. Debian/Ubuntu (apt-get); elsewhere it only says what is
+# missing. The CUDA toolkit is optional (found by CMake when nvcc is on PATH
+# or in /usr/local/cuda).
 set -euo pipefail
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v g++ >/dev/null 2>&1 || missing+=(g++) # tools/cuda_emu (the CUDA kernels on the CPU)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)

@@ -2,7 +2,11 @@
 # Every test of seqk: build (CUDA backend compiled when a toolkit is present),
 # run the CTest suite on every backend (a backend without a device reports its
 # cases as skipped), then build and run the suite again under
-# AddressSanitizer + UndefinedBehaviorSanitizer (CPU backend).
+# AddressSanitizer + UndefinedBehaviorSanitizer (CPU backend), and run the
+# CUDA backend's kernels through the CPU emulator of tools/cuda_emu (their
+# logic, barriers and shared-memory sizes; no substitute for a GPU run, which
+# is scripts/gpu_check.sh). SEQK_TEST_EMU=0 skips the emulator (~5 minutes on
+# two cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/setup.sh)"
@@ -23,3 +27,10 @@ cmake --build build/asan -j"$jobs"
 echo "== tests under sanitizers =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure -j1
+
+if [ "${SEQK_TEST_EMU:-1}" != 0 ] && [ "$(uname -m)" = x86_64 ] && command -v g++ >/dev/null; then
+  echo "== CUDA kernels on the CPU emulator (tools/cuda_emu, EMU_BENCH=1) =="
+  EMU_BENCH=1 bash tools/cuda_emu/run.sh build/cuda-emu
+else
+  echo "== CUDA emulator skipped (SEQK_TEST_EMU=0, not x86-64, or no g++) =="
+fi

@@ -680,10 +680,7 @@ seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t 
     const size_t sb = fbytes(N * H, K * V);
     if ((st = seqk__check_state_io(FN, state_in, state_out, sb, "o", o, ob)))
         return st;
-#if !SEQK__HAVE_CUDA
-    if (ctx->backend != SEQK_BACKEND_CPU)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", FN);
-#endif
+    if ((st = seqk__check_backend_built(FN, ctx))) return st;
     int32_t *cu_host = NULL;
     if (varlen) {
         if ((st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;

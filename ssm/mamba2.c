@@ -34,10 +34,7 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
             return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: y=%p overlaps dt, A or D", fn,
                               (void *)y);
     }
-#if !SEQK__HAVE_CUDA
-    if (ctx->backend != SEQK_BACKEND_CPU)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", fn);
-#endif
+    if ((st = seqk__check_backend_built(fn, ctx))) return st;
     const bool cuda = ctx->backend != SEQK_BACKEND_CPU;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;

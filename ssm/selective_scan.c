@@ -498,10 +498,7 @@ seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, in
     if ((st = seqk__check_state_io(FN, state_in, state_out, sb, "y", y,
                                    (size_t)(rows * D) * sizeof(float))))
         return st;
-#if !SEQK__HAVE_CUDA
-    if (ctx->backend != SEQK_BACKEND_CPU)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", FN);
-#endif
+    if ((st = seqk__check_backend_built(FN, ctx))) return st;
     int32_t *cu_host = NULL;
     if (cu_seqlens) {
         if ((st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
