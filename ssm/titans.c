@@ -76,7 +76,8 @@
  * Mhat = M0; a call that starts inside a mini-batch (pos != 0) finishes it
  * first with the state's Mhat (the same formulas: only Gerr reads Mhat),
  * then whole mini-batches follow. Per segment: seqk__chunk_load (Q~, K~ with
- * the L2 norm, V in place), the gates, P = (Q~ K~^T) .* Mix (the products on
+ * the L2 norm, V in place), the gates (f and Gmix's rows on the scan
+ * primitive, seqk__scan_rows), P = (Q~ K~^T) .* Mix (the products on
  * and below the diagonal only), QQ = [diag(beta) Q~ | diag(f) Q~] and
  * W = -[diag(theta Gmix_{L-1}) K~ | diag(theta m_{L-1}/m) K~]; then ONE pass
  * over the state per segment, block by block of 16 columns (block16: the
@@ -97,6 +98,7 @@
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
 #include "../scan/chunk.h"
+#include "../scan/scan.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -741,8 +743,8 @@ typedef struct {
     float *cb;       /* [L] beta_t */
     float *cf;       /* [L] f_t */
     float *th;       /* [L] theta */
-    float *g;        /* [L] the current row of Gmix */
-    float *e;        /* [L] exp(lm_t - lm_s) of the current row */
+    float *g;        /* [L] the last row of Gmix */
+    float *e;        /* [L] m_t = exp(lm_t) */
     float *wm, *wsv; /* [L] weights of the state update: theta_s Gmix_{L-1,s}, theta_s m_{L-1}/m_s */
     float *Pm;       /* [L,L] Mix, then (Q~ K~^T) .* Mix; zeros above the diagonal */
     float *QQ;       /* [L,2K] [diag(beta) Q~ | diag(f) Q~] */
@@ -788,74 +790,77 @@ static void tt_scratch_init(tt_scratch *w, float *base, int64_t L, int64_t K, in
 
 static double log_gate(float x) { return x > 0.0f ? log((double)x) : LOG_ZERO; }
 
+/* out[s] = exp(min(lt - lm[s], 0)) for s in [0, n): one row of
+ * exp(lm_t - lm_s) (lm is non-increasing, so the min only guards rounding);
+ * the difference is taken in double, the exponential in float. */
+static void exp_row(double lt, const double *lm, int64_t n, float *out)
+{
+    int64_t s = 0;
+#ifdef __AVX2__
+    const __m256d vlt = _mm256_set1_pd(lt), z = _mm256_setzero_pd();
+    for (; s + 8 <= n; s += 8) {
+        const __m128 d0 = _mm256_cvtpd_ps(_mm256_min_pd(_mm256_sub_pd(vlt, _mm256_loadu_pd(lm + s)), z));
+        const __m128 d1 =
+            _mm256_cvtpd_ps(_mm256_min_pd(_mm256_sub_pd(vlt, _mm256_loadu_pd(lm + s + 4)), z));
+        _mm256_storeu_ps(out + s, seqk__exp8(_mm256_set_m128(d1, d0)));
+    }
+    if (s < n) { /* the last n - s < 8: exp8 over a padded copy */
+        float d[8], e[8];
+        for (int64_t i = 0; i < 8; i++) {
+            const double x = s + i < n ? lt - lm[s + i] : 0.0;
+            d[i] = (float)(x < 0.0 ? x : 0.0);
+        }
+        _mm256_storeu_ps(e, seqk__exp8(_mm256_loadu_ps(d)));
+        for (int64_t i = 0; s < n; s++, i++) out[s] = e[i];
+    }
+#endif
+    for (; s < n; s++) {
+        const double d = lt - lm[s];
+        out[s] = expf((float)(d < 0.0 ? d : 0.0));
+    }
+}
+
 /* The gates of the segment [r0, r0 + L) of head h: beta_t, f_t, Mix (into
- * Pm, on and below the diagonal), and the state-update weights wm, wsv;
- * mL, bL, fL. */
+ * Pm, on and below the diagonal; zeros above), and the state-update weights
+ * wm, wsv; mL, bL, fL. The products of eta and of a = 1 - alpha are
+ * cumulated in log space (double); the two linear recurrences run on the
+ * scan primitive (scan/scan.h):
+ *   f_t = a_t f_{t-1} + m_t                      one channel
+ *   Gmix_ts = a_t Gmix_{t-1,s} + E_ts            L channels, a_t broadcast,
+ *   E_ts = exp(lm_t - lm_s) (s <= t), 0 above    from a zero carry (so
+ *                                                Gmix_tt = 1, zeros above) */
 static void segment_gates(const tt_problem *D, int64_t r0, int64_t L, int64_t h, tt_scratch *w)
 {
     const int64_t H = D->lin.H;
     double am = 0.0, ab = 0.0;
-    float f = 0.0f;
     for (int64_t t = 0; t < L; t++) {
         const int64_t rh = (r0 + t) * H + h;
         const float a = 1.0f - D->alpha[rh];
         am += log_gate(D->eta[rh]);
         ab += log_gate(a);
         w->lm[t] = am;
-        f = a * f + (float)exp(am);
+        w->e[t] = (float)exp(am); /* m_t */
         w->ca[t] = a;
         w->cb[t] = (float)exp(ab);
-        w->cf[t] = f;
         w->th[t] = D->theta[rh];
     }
-    w->mL = (float)exp(am), w->bL = w->cb[L - 1], w->fL = f;
-    /* Gmix row by row: g_s = a_t g_s + exp(lm_t - lm_s) (s < t), g_t = 1 */
+    float f = 0.0f;
+    seqk__scan_rows(L, 1, 1, 0, w->ca, 1, w->e, 1, w->cf, 1, &f);
+    w->mL = w->e[L - 1], w->bL = w->cb[L - 1], w->fL = f;
+
     for (int64_t t = 0; t < L; t++) {
-        const double lt = w->lm[t];
-        const float a = w->ca[t];
-        float *mix = w->Pm + t * L;
-        int64_t s = 0;
-#ifdef __AVX2__
-        const __m256d vlt = _mm256_set1_pd(lt), z = _mm256_setzero_pd();
-        const __m256 va = _mm256_set1_ps(a), mone = _mm256_set1_ps(-1.0f);
-        for (; s + 8 <= t; s += 8) { /* lm is non-increasing: lt - lm_s <= 0 */
-            const __m256d l0 = _mm256_loadu_pd(w->lm + s), l1 = _mm256_loadu_pd(w->lm + s + 4);
-            const __m128 d0 = _mm256_cvtpd_ps(_mm256_min_pd(_mm256_sub_pd(vlt, l0), z));
-            const __m128 d1 = _mm256_cvtpd_ps(_mm256_min_pd(_mm256_sub_pd(vlt, l1), z));
-            const __m256 e = seqk__exp8(_mm256_set_m128(d1, d0));
-            const __m256 g = _mm256_fmadd_ps(va, _mm256_loadu_ps(w->g + s), e);
-            _mm256_storeu_ps(w->e + s, e);
-            _mm256_storeu_ps(w->g + s, g);
-            const __m256 nth = _mm256_mul_ps(mone, _mm256_loadu_ps(w->th + s));
-            _mm256_storeu_ps(mix + s, _mm256_mul_ps(nth, g));
-        }
-        if (s < t) { /* the last t - s < 8: exp8 over a padded copy */
-            float d[8], e[8];
-            for (int64_t i = 0; i < 8; i++) {
-                const double x = s + i < t ? lt - w->lm[s + i] : 0.0;
-                d[i] = (float)(x < 0.0 ? x : 0.0);
-            }
-            _mm256_storeu_ps(e, seqk__exp8(_mm256_loadu_ps(d)));
-            for (int64_t i = 0; s < t; s++, i++) {
-                w->e[s] = e[i];
-                w->g[s] = a * w->g[s] + e[i];
-                mix[s] = -w->th[s] * w->g[s];
-            }
-        }
-#endif
-        for (; s < t; s++) {
-            const double d = lt - w->lm[s];
-            w->e[s] = expf((float)(d < 0.0 ? d : 0.0));
-            w->g[s] = a * w->g[s] + w->e[s];
-            mix[s] = -w->th[s] * w->g[s];
-        }
-        w->g[t] = 1.0f;
-        w->e[t] = 1.0f;
-        mix[t] = -w->th[t];
+        float *row = w->Pm + t * L;
+        exp_row(w->lm[t], w->lm, t, row);
+        row[t] = 1.0f;
+        memset(row + t + 1, 0, (size_t)(L - t - 1) * sizeof(float));
     }
-    for (int64_t s = 0; s < L; s++) {
-        w->wm[s] = w->th[s] * w->g[s];
-        w->wsv[s] = w->th[s] * w->e[s];
+    for (int64_t s = 0; s < L; s++) w->wsv[s] = w->th[s] * w->Pm[(L - 1) * L + s];
+    memset(w->g, 0, (size_t)L * sizeof(float));
+    seqk__scan_rows(L, L, L, 0, w->ca, 1, w->Pm, L, w->Pm, L, w->g); /* g: Gmix's last row */
+    for (int64_t s = 0; s < L; s++) w->wm[s] = w->th[s] * w->g[s];
+    for (int64_t t = 0; t < L; t++) { /* Mix_ts = -theta_s Gmix_ts */
+        float *mix = w->Pm + t * L;
+        for (int64_t s = 0; s <= t; s++) mix[s] *= -w->th[s];
     }
 }
 
