@@ -9,9 +9,13 @@
  * go through a small buffer. */
 #include "gemm.h"
 
+#include <stdint.h>
 #include <string.h>
 
-enum { MR = 6, NR = 16, KC = 256 };
+enum {
+    MR = 6, NR = 16, KC = 256,
+    DIRECT_LDB = 512 /* op(B) rows at most this many floats apart may be read in place */
+};
 
 static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
@@ -20,6 +24,41 @@ size_t seqk__sgemm_pack_floats(int64_t M, int64_t N, int64_t Kd)
     (void)M;
     int64_t kc = Kd < KC ? Kd : KC;
     return (size_t)(round_up(N, NR) * kc) + 8;
+}
+
+/* dst[j, i] = src[i, j] for i < m, j < n (rows lds and ldd apart); 8 x 8
+ * blocks in registers. */
+void seqk__transpose(int64_t m, int64_t n, const float *src, int64_t lds, float *dst, int64_t ldd)
+{
+    int64_t i0 = 0;
+#ifdef SEQK__HAVE_SGEMM_6X16 /* AVX2 (with FMA): immintrin.h from gemm.h */
+    for (; i0 + 8 <= m; i0 += 8) {
+        int64_t j0 = 0;
+        for (; j0 + 8 <= n; j0 += 8) {
+            __m256 r[8], t[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (i0 + i) * lds + j0);
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+            }
+            for (int i = 0; i < 4; i++) {
+                t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+                t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+            }
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (j0 + i) * ldd + i0, t[i]);
+        }
+        for (; j0 < n; j0++)
+            for (int64_t i = i0; i < i0 + 8; i++) dst[j0 * ldd + i] = src[i * lds + j0];
+    }
+#endif
+    for (; i0 < m; i0++)
+        for (int64_t j = 0; j < n; j++) dst[j * ldd + i0] = src[i0 * lds + j];
 }
 
 /* op(B)[p, j] into panels: pb[(j/NR)*NR*kc + p*NR + j%NR]. */
@@ -39,31 +78,28 @@ static void pack_b(bool trans, int64_t N, int64_t p0, int64_t kc, const float *B
                     for (int64_t c = nr; c < NR; c++) dst[p * NR + c] = 0.0f;
                 }
             }
-        } else {
-            for (int64_t c = 0; c < NR; c++) {
-                if (c < nr) {
-                    const float *src = B + (j0 + c) * ldb + p0;
-                    for (int64_t p = 0; p < kc; p++) dst[p * NR + c] = src[p];
-                } else {
-                    for (int64_t p = 0; p < kc; p++) dst[p * NR + c] = 0.0f;
-                }
-            }
+        } else { /* op(B)[p, j0 + c] = B[j0 + c, p]: rows j0.. of B transposed */
+            seqk__transpose(nr, kc, B + j0 * ldb + p0, ldb, dst, NR);
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t c = nr; c < NR; c++) dst[p * NR + c] = 0.0f;
         }
     }
 }
 
-/* acc[MR][NR] = sum_p A[r, p] * pb[p][c] over kc, with A[r, p] read in place
- * at a + r * rs + p * cs (rows past mr repeat row mr-1: read, never stored),
- * then C = alpha*acc + beta*C on the mr x nr corner (beta = 0: C not read). */
+/* acc[MR][NR] = sum_p A[r, p] * pb[p * ldp + c] over kc, with A[r, p] read
+ * in place at a + r * rs + p * cs (rows past mr repeat row mr-1: read, never
+ * stored), then C = alpha*acc + beta*C on the mr x nr corner (beta = 0: C not
+ * read). pb: a packed panel (ldp = NR) or op(B) itself (ldp = ldb). */
 static void micro_kernel(int64_t kc, const float *a, int64_t rs, int64_t cs, const float *pb,
-                         float alpha, float beta, float *C, int64_t ldc, int64_t mr, int64_t nr)
+                         int64_t ldp, float alpha, float beta, float *C, int64_t ldc, int64_t mr,
+                         int64_t nr)
 {
     const float *ar[MR];
     for (int r = 0; r < MR; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
 #ifdef SEQK__HAVE_SGEMM_6X16
     __m256 acc[MR][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    seqk__sgemm_6x16(kc, ar, cs, pb, NR, acc);
+    seqk__sgemm_6x16(kc, ar, cs, pb, ldp, acc);
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (mr == MR && nr == NR) {
         for (int r = 0; r < MR; r++) {
@@ -87,7 +123,7 @@ static void micro_kernel(int64_t kc, const float *a, int64_t rs, int64_t cs, con
     float tile[MR * NR] = {0};
     for (int64_t p = 0; p < kc; p++)
         for (int r = 0; r < MR; r++)
-            for (int c = 0; c < NR; c++) tile[r * NR + c] += ar[r][p * cs] * pb[p * NR + c];
+            for (int c = 0; c < NR; c++) tile[r * NR + c] += ar[r][p * cs] * pb[p * ldp + c];
 #endif
     for (int64_t r = 0; r < mr; r++)
         for (int64_t c = 0; c < nr; c++) {
@@ -109,12 +145,19 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
     }
     /* op(A)[i, p] = A[i * rs + p * cs] */
     const int64_t rs = trans_a ? 1 : lda, cs = trans_a ? lda : 1;
-    float *pb = pack;
+    /* op(B) already in the shape of packed panels (not transposed, rows
+     * 32-byte aligned, whole panels) with rows close together (a matrix of
+     * the caller's scratch, in cache) is read in place: no packing. A
+     * strided op(B) (token rows of an input) is packed once instead. */
+    const bool direct = !trans_b && N % NR == 0 && ldb % 8 == 0 && ldb <= DIRECT_LDB &&
+                        ((uintptr_t)B & 31) == 0;
     for (int64_t p0 = 0; p0 < Kd; p0 += KC) {
         const int64_t kc = Kd - p0 < KC ? Kd - p0 : KC;
         const float beta_k = p0 == 0 ? beta : 1.0f;
         if ((causal & SEQK__GEMM_LOWER_A) && p0 >= M) break; /* op(A) is 0 from column M on */
-        pack_b(trans_b, N, p0, kc, B, ldb, pb);
+        const float *pb = direct ? B + p0 * ldb : pack;
+        const int64_t ldp = direct ? ldb : NR, jstep = direct ? NR : NR * kc;
+        if (!direct) pack_b(trans_b, N, p0, kc, B, ldb, pack);
         for (int64_t j0 = 0; j0 < N; j0 += NR)
             for (int64_t i0 = 0; i0 < M; i0 += MR) {
                 const int64_t mr = M - i0 < MR ? M - i0 : MR;
@@ -122,8 +165,8 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
                 int64_t kt = kc; /* the inner extent this tile needs */
                 if ((causal & SEQK__GEMM_LOWER_A) && i0 + mr - p0 < kt) kt = i0 + mr - p0;
                 if (kt <= 0) continue; /* p0 > 0 here: C already holds its sum */
-                micro_kernel(kt, A + i0 * rs + p0 * cs, rs, cs, pb + j0 * kc, alpha, beta_k,
-                             C + i0 * ldc + j0, ldc, mr, N - j0 < NR ? N - j0 : NR);
+                micro_kernel(kt, A + i0 * rs + p0 * cs, rs, cs, pb + j0 / NR * jstep, ldp, alpha,
+                             beta_k, C + i0 * ldc + j0, ldc, mr, N - j0 < NR ? N - j0 : NR);
             }
     }
 }

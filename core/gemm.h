@@ -37,6 +37,10 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
                         int64_t Kd, float alpha, const float *A, int64_t lda, const float *B,
                         int64_t ldb, float beta, float *C, int64_t ldc, float *pack);
 
+/* dst[j * ldd + i] = src[i * lds + j] for i < m, j < n (8 x 8 blocks in
+ * registers with AVX2). */
+void seqk__transpose(int64_t m, int64_t n, const float *src, int64_t lds, float *dst, int64_t ldd);
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 

@@ -47,8 +47,10 @@
  * row by row: T_i = e_i - sum_{j<i} A_ij T_j (an axpy of earlier rows, which
  * vectorises). Vnew depends on S0, so the chunks of one (sequence, head) run
  * in order. Two drivers:
- *   fused  (at least as many (sequence, head) pairs as threads): one pair per
- *          work item, everything of a chunk in the thread's scratch;
+ *   fused  (at least as many (sequence, head) pairs as threads): one
+ *          (sequence, group of heads) per work item (seqk__lin_head_group:
+ *          the group's rows share pages), a chunk's heads in turn, everything
+ *          of a chunk and the group's states in the thread's scratch;
  *   split  (fewer pairs than threads): stage 1 computes U and W of every
  *          chunk in parallel (they do not depend on S0) into the workspace;
  *          stage 2 splits the state's V columns into blocks: given U and W,
@@ -491,33 +493,53 @@ static void store_slice(const seqk__lin *P, int64_t n, int64_t h, int64_t v0, in
     for (int64_t i = 0; i < K; i++) memcpy(dst + i * V, Sb + i * vw, (size_t)vw * sizeof(float));
 }
 
-/* Fused driver: one (sequence, head), all V columns, chunks in order. */
-static void run_fused(const dn_problem *D, int64_t n, int64_t h, dn_scratch *w)
+/* Fused driver: one (sequence, group of heads h0 .. h0+nh-1), all V columns,
+ * chunks in order and within a chunk the heads in order (their rows share
+ * pages: seqk__lin_head_group), head h's state in states[h - h0] (K V floats
+ * each). */
+static void run_fused(const dn_problem *D, int64_t n, int64_t h0, int64_t nh, dn_scratch *w,
+                      float *states)
 {
     const seqk__lin *P = &D->lin;
-    const int64_t Lc = P->chunk, V = P->V;
+    const int64_t Lc = P->chunk, V = P->V, KV = P->K * P->V;
     int64_t r0, len;
     seqk__lin_seq(P, n, &r0, &len);
-    float *Sb = w->cs.S;
-    load_slice(P, n, h, 0, V, Sb);
-    bool s_zero = P->s_in == NULL;
+    for (int64_t h = h0; h < h0 + nh; h++) load_slice(P, n, h, 0, V, states + (h - h0) * KV);
     for (int64_t c0 = 0; c0 < len; c0 += Lc) {
         const int64_t L = len - c0 < Lc ? len - c0 : Lc;
-        seqk__chunk_view cv;
-        seqk__chunk_load(P, r0 + c0, L, h, &w->cs, &cv);
-        chunk_uw(D, &cv, r0 + c0, h, w, w->U, V, w->W);
-        chunk_apply(D, &cv, r0 + c0, h, 0, V, w->U, V, w->W, Sb, s_zero, w);
-        s_zero = false;
+        for (int64_t h = h0; h < h0 + nh; h++) {
+            seqk__chunk_view cv;
+            seqk__chunk_load(P, r0 + c0, L, h, &w->cs, &cv);
+            chunk_uw(D, &cv, r0 + c0, h, w, w->U, V, w->W);
+            chunk_apply(D, &cv, r0 + c0, h, 0, V, w->U, V, w->W, states + (h - h0) * KV,
+                        c0 == 0 && P->s_in == NULL, w);
+        }
     }
-    store_slice(P, n, h, 0, V, Sb);
+    for (int64_t h = h0; h < h0 + nh; h++) store_slice(P, n, h, 0, V, states + (h - h0) * KV);
 }
 
 typedef struct {
     int64_t nchunks; /* chunks of all sequences */
     int64_t nvb, vw; /* column blocks of the split driver and their width */
+    int64_t hg;      /* heads per item of the fused driver */
     bool split;
-    size_t scratch;  /* floats per thread */
+    size_t scratch;  /* floats per thread (the fused driver: then its hg states) */
 } dn_plan;
+
+/* The split driver runs when there are fewer (sequence, head) pairs than
+ * threads (and columns enough to split); P->N is the number of sequences. */
+static bool use_split(const seqk__lin *P, int threads)
+{
+    return threads > 1 && P->N * P->H < threads && P->V >= 2 * MIN_VW;
+}
+
+/* Floats of one thread's scratch: the chunk's, then (fused driver) the
+ * states of a head group. */
+static size_t thread_floats(const seqk__lin *P, int threads, int64_t hg)
+{
+    return rnd8(dn_scratch_floats(P->chunk, P->K, P->V)) +
+           (use_split(P, threads) ? 0 : rnd8((size_t)(hg * P->K * P->V)));
+}
 
 static dn_plan make_plan(const seqk__lin *P, int threads)
 {
@@ -528,9 +550,10 @@ static dn_plan make_plan(const seqk__lin *P, int threads)
         seqk__lin_seq(P, n, &r0, &len);
         pl.nchunks += (len + P->chunk - 1) / P->chunk;
     }
-    pl.scratch = rnd8(dn_scratch_floats(P->chunk, P->K, P->V));
-    pl.split = threads > 1 && P->N * P->H < threads && P->V >= 2 * MIN_VW;
+    pl.split = use_split(P, threads);
     pl.nvb = 1, pl.vw = P->V;
+    pl.hg = pl.split ? 1 : seqk__lin_head_group(P, threads, 1);
+    pl.scratch = thread_floats(P, threads, pl.hg);
     if (pl.split) {
         int64_t nvb = (threads + P->N * P->H - 1) / (P->N * P->H);
         int64_t vw = (P->V + nvb - 1) / nvb;
@@ -567,9 +590,15 @@ static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
 #pragma omp parallel num_threads(threads)
         {
             dn_scratch w;
-            dn_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), Lc, K, V);
+            float *mine = ws + pl.scratch * (size_t)seqk__omp_thread();
+            dn_scratch_init(&w, mine, Lc, K, V);
+            float *states = mine + rnd8(dn_scratch_floats(Lc, K, V));
+            const int64_t ng = (H + pl.hg - 1) / pl.hg; /* head groups */
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t nh = 0; nh < P->N * H; nh++) run_fused(D, nh / H, nh % H, &w);
+            for (int64_t item = 0; item < P->N * ng; item++) {
+                const int64_t n = item / ng, h0 = item % ng * pl.hg;
+                run_fused(D, n, h0, H - h0 < pl.hg ? H - h0 : pl.hg, &w, states);
+            }
         }
         return SEQK_SUCCESS;
     }
@@ -740,12 +769,12 @@ seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode mode, int6
         /* per-thread scratch, plus the split driver's U, W of every chunk and
          * first[] whenever it may run; varlen: at most one partial chunk per
          * sequence more than T / chunk */
-        const int64_t nseq = N > 0 ? N : B;
-        w = rnd8(dn_scratch_floats(P.chunk, K, V)) * (size_t)threads;
-        if (threads > 1 && nseq * H < threads && V >= 2 * MIN_VW) {
+        const int64_t hg = use_split(&P, threads) ? 1 : seqk__lin_head_group(&P, threads, 1);
+        w = thread_floats(&P, threads, hg) * (size_t)threads;
+        if (use_split(&P, threads)) {
             const int64_t nchunks = N > 0 ? (T + P.chunk - 1) / P.chunk + N
                                           : B * ((T + P.chunk - 1) / P.chunk);
-            w += (size_t)(nchunks * H) * uw_floats(&P) + rnd8((size_t)(nseq + 1) * 2);
+            w += (size_t)(nchunks * H) * uw_floats(&P) + rnd8((size_t)(P.N + 1) * 2);
         }
         w *= sizeof(float);
     }

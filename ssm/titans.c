@@ -95,6 +95,7 @@
  * recomputed per block). The next segment's rows are prefetched during the
  * current one.
  */
+#include "../core/gemm.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
 #include "../scan/chunk.h"
@@ -982,42 +983,6 @@ static void block16(const tt_seg *sg, const float *Mh, float *Mb, int64_t ld, co
 }
 #endif
 
-/* dst[j, i] = src[i, j] for i < m, j < n (rows lds and ldd apart); 8 x 8
- * blocks in registers. */
-static void transpose(int64_t m, int64_t n, const float *src, int64_t lds, float *dst,
-                      int64_t ldd)
-{
-    int64_t i0 = 0;
-#ifdef __AVX2__
-    for (; i0 + 8 <= m; i0 += 8) {
-        int64_t j0 = 0;
-        for (; j0 + 8 <= n; j0 += 8) {
-            __m256 r[8], t[8];
-            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (i0 + i) * lds + j0);
-            for (int i = 0; i < 8; i += 2) {
-                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-            }
-            for (int i = 0; i < 8; i += 4) {
-                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
-                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-            }
-            for (int i = 0; i < 4; i++) {
-                t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
-                t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
-            }
-            for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (j0 + i) * ldd + i0, t[i]);
-        }
-        for (; j0 < n; j0++)
-            for (int64_t i = i0; i < i0 + 8; i++) dst[j0 * ldd + i] = src[i * lds + j0];
-    }
-#endif
-    for (; i0 < m; i0++)
-        for (int64_t j = 0; j < n; j++) dst[j * ldd + i0] = src[i0 * lds + j];
-}
-
 /* Pm = (Q~ K~^T) .* Pm on and below the diagonal, 0 above (Pm holds Mix
  * there). The products on and below the diagonal only: per block of CB
  * columns s, the rows r >= s in register tiles over K~^T (KcT, [K, Lp]). */
@@ -1027,7 +992,7 @@ static void qk_mix(int64_t L, int64_t K, const float *Qs, const float *Kc, float
         for (int64_t s = t + 1; s < L; s++) Pm[t * L + s] = 0.0f;
 #ifdef __AVX2__
     const int64_t Lp = (int64_t)lpad(L);
-    transpose(L, K, Kc, K, KcT, Lp);
+    seqk__transpose(L, K, Kc, K, KcT, Lp);
     for (int64_t p = 0; p < K; p++)
         for (int64_t s = L; s < Lp; s++) KcT[p * Lp + s] = 0.0f;
     float tmp[RO * CB];
