@@ -102,7 +102,7 @@ static inline void seqk__lin_phi_row(const float *x, int64_t n, float f, unsigne
  * (and line) among them. */
 static inline int64_t seqk__lin_head_group(const seqk__lin *P, int threads, int64_t per_head)
 {
-    int64_t hg = P->N * P->H * per_head / (2 * (int64_t)threads) / (P->N * per_head);
+    int64_t hg = P->N * P->H * per_head / (2 * (int64_t)threads);
     return hg < 1 ? 1 : hg > P->H ? P->H : hg;
 }
 

@@ -391,21 +391,38 @@ static void forward_substitution(float *Tm, int64_t L, const float *beta, const 
         } else {
             for (; j < i; j++) arow[j] = bi * ti[j];
         }
-        /* T_i = e_i - sum_j arow_j T_j over columns [0, j] */
-        for (int64_t c = 0; c < L; c++) ti[c] = c == i ? 1.0f : 0.0f;
-        for (j = 0; j < i; j++) {
-            const float aj = arow[j];
-            if (aj == 0.0f) continue;
-            const float *tj = Tm + j * L;
-            int64_t c = 0;
+        /* T_i = e_i - sum_{j<i} arow_j T_j. T_j is 0 in columns > j, so a
+         * block of columns [c0, c0 + w) takes rows j in [c0, i) only, and
+         * the sum is exactly 0 from column i on; accumulated in registers,
+         * four vectors of a row at a time. */
+        int64_t c0 = 0;
 #ifdef __AVX2__
-            const __m256 va = _mm256_set1_ps(aj);
-            for (; c + 8 <= j + 1; c += 8)
-                _mm256_storeu_ps(ti + c, _mm256_fnmadd_ps(va, _mm256_loadu_ps(tj + c),
-                                                          _mm256_loadu_ps(ti + c)));
-#endif
-            for (; c <= j; c++) ti[c] -= aj * tj[c];
+        for (; c0 + 32 <= L; c0 += 32) {
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            for (j = c0; j < i; j++) {
+                const __m256 x = _mm256_set1_ps(arow[j]);
+                const float *tj = Tm + j * L + c0;
+                s0 = _mm256_fnmadd_ps(x, _mm256_loadu_ps(tj), s0);
+                s1 = _mm256_fnmadd_ps(x, _mm256_loadu_ps(tj + 8), s1);
+                s2 = _mm256_fnmadd_ps(x, _mm256_loadu_ps(tj + 16), s2);
+                s3 = _mm256_fnmadd_ps(x, _mm256_loadu_ps(tj + 24), s3);
+            }
+            _mm256_storeu_ps(ti + c0, s0), _mm256_storeu_ps(ti + c0 + 8, s1);
+            _mm256_storeu_ps(ti + c0 + 16, s2), _mm256_storeu_ps(ti + c0 + 24, s3);
         }
+        for (; c0 + 8 <= L; c0 += 8) {
+            __m256 s0 = _mm256_setzero_ps();
+            for (j = c0; j < i; j++)
+                s0 = _mm256_fnmadd_ps(_mm256_set1_ps(arow[j]), _mm256_loadu_ps(Tm + j * L + c0), s0);
+            _mm256_storeu_ps(ti + c0, s0);
+        }
+#endif
+        for (int64_t c = c0; c < L; c++) {
+            float sc = 0.0f;
+            for (j = c; j < i; j++) sc -= arow[j] * Tm[j * L + c];
+            ti[c] = sc;
+        }
+        ti[i] = 1.0f;
     }
 }
 
