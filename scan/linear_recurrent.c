@@ -115,15 +115,19 @@ static void tile_4x16(const block *b, int64_t i0, int64_t j0, float *S, int64_t 
         c0 = _mm256_fmadd_ps(x, v0, c0), c1 = _mm256_fmadd_ps(x, v1, c1);
         x = _mm256_broadcast_ss(k + 3);
         d0 = _mm256_fmadd_ps(x, v0, d0), d1 = _mm256_fmadd_ps(x, v1, d1);
-        /* o += q0 row0 + q1 row1 + q2 row2 + q3 row3: two chains, then one add */
-        const __m256 q0 = _mm256_broadcast_ss(q), q1 = _mm256_broadcast_ss(q + 1);
-        const __m256 q2 = _mm256_broadcast_ss(q + 2), q3 = _mm256_broadcast_ss(q + 3);
-        __m256 e0 = _mm256_fmadd_ps(q0, a0, _mm256_loadu_ps(o));
-        __m256 e1 = _mm256_fmadd_ps(q0, a1, _mm256_loadu_ps(o + 8));
-        __m256 f0 = _mm256_mul_ps(q2, c0), f1 = _mm256_mul_ps(q2, c1);
-        e0 = _mm256_fmadd_ps(q1, b0, e0), e1 = _mm256_fmadd_ps(q1, b1, e1);
-        f0 = _mm256_fmadd_ps(q3, d0, f0), f1 = _mm256_fmadd_ps(q3, d1, f1);
-        _mm256_storeu_ps(o, _mm256_add_ps(e0, f0)), _mm256_storeu_ps(o + 8, _mm256_add_ps(e1, f1));
+        /* o += q0 row0 + q1 row1 + q2 row2 + q3 row3: one chain of four FMAs
+         * per vector (no extra multiply or add; the chains of consecutive
+         * tokens are independent, so they overlap) */
+        __m256 e0 = _mm256_loadu_ps(o), e1 = _mm256_loadu_ps(o + 8);
+        x = _mm256_broadcast_ss(q);
+        e0 = _mm256_fmadd_ps(x, a0, e0), e1 = _mm256_fmadd_ps(x, a1, e1);
+        x = _mm256_broadcast_ss(q + 1);
+        e0 = _mm256_fmadd_ps(x, b0, e0), e1 = _mm256_fmadd_ps(x, b1, e1);
+        x = _mm256_broadcast_ss(q + 2);
+        e0 = _mm256_fmadd_ps(x, c0, e0), e1 = _mm256_fmadd_ps(x, c1, e1);
+        x = _mm256_broadcast_ss(q + 3);
+        e0 = _mm256_fmadd_ps(x, d0, e0), e1 = _mm256_fmadd_ps(x, d1, e1);
+        _mm256_storeu_ps(o, e0), _mm256_storeu_ps(o + 8, e1);
     }
     if (scaled) {
         const __m256 f = _mm256_set1_ps(b->post);

@@ -116,7 +116,10 @@ typedef struct seqk__lin_prefetch {
     const float *q, *k, *v, *o;    /* the rows of the first token */
     int64_t ldqk, ldvo;            /* floats between two tokens' rows */
     int64_t lqk, lvo, per;         /* lines of a q or k row, of a v or o row; per token */
-    int64_t tokens, u, line;       /* tokens to fetch; the position */
+    int64_t tokens, u;             /* tokens to fetch; the token being fetched */
+    int run;                       /* its row being fetched: 0 q, 1 k, 2 v, 3 o (for writing) */
+    const float *p;                /* the next line of that row */
+    int64_t left;                  /* lines left in that row */
 } seqk__lin_prefetch;
 
 /* Tokens [row, row + tokens) of the [B*T] row index. */
@@ -129,25 +132,44 @@ static inline void seqk__lin_prefetch_init(seqk__lin_prefetch *c, const seqk__li
     c->q = P->q + row * c->ldqk + hq0 * P->K, c->k = P->k + row * c->ldqk + hq0 * P->K;
     c->v = P->v + row * c->ldvo + h0 * P->V + c0, c->o = P->o + row * c->ldvo + h0 * P->V + c0;
     c->lqk = (nqk + 15) / 16, c->lvo = (nvo + 15) / 16, c->per = 2 * c->lqk + 2 * c->lvo;
-    c->tokens = tokens, c->u = 0, c->line = 0;
+    c->tokens = tokens, c->u = 0, c->run = -1, c->p = NULL, c->left = 0;
 }
 
-/* The lines the cursor has left in all. */
+/* The lines the cursor has left in all (at the start). */
 static inline int64_t seqk__lin_prefetch_lines(const seqk__lin_prefetch *c)
 {
     return c->tokens * c->per;
 }
 
-/* Fetches the next n lines. */
+/* Moves the cursor to the next row with lines to fetch; false at the end. */
+static inline bool seqk__lin_prefetch_row(seqk__lin_prefetch *c)
+{
+    for (;;) {
+        if (++c->run == 4) c->run = 0, c->u++;
+        if (c->u >= c->tokens) return false;
+        switch (c->run) {
+        case 0: c->p = c->q + c->u * c->ldqk, c->left = c->lqk; break;
+        case 1: c->p = c->k + c->u * c->ldqk, c->left = c->lqk; break;
+        case 2: c->p = c->v + c->u * c->ldvo, c->left = c->lvo; break;
+        default: c->p = c->o + c->u * c->ldvo, c->left = c->lvo; break;
+        }
+        if (c->left > 0) return true;
+    }
+}
+
+/* Fetches the next n lines: a row's lines in a plain loop, the row's
+ * address computed once. */
 static inline void seqk__lin_prefetch_next(seqk__lin_prefetch *c, int64_t n)
 {
-    for (; n > 0 && c->u < c->tokens; n--) {
-        int64_t l = c->line;
-        if (l < c->lqk) __builtin_prefetch(c->q + c->u * c->ldqk + 16 * l, 0, 2);
-        else if ((l -= c->lqk) < c->lqk) __builtin_prefetch(c->k + c->u * c->ldqk + 16 * l, 0, 2);
-        else if ((l -= c->lqk) < c->lvo) __builtin_prefetch(c->v + c->u * c->ldvo + 16 * l, 0, 2);
-        else __builtin_prefetch(c->o + c->u * c->ldvo + 16 * (l - c->lvo), 1, 2);
-        if (++c->line == c->per) c->line = 0, c->u++;
+    while (n > 0) {
+        if (c->left == 0 && !seqk__lin_prefetch_row(c)) return;
+        const int64_t m = n < c->left ? n : c->left;
+        const float *p = c->p;
+        if (c->run == 3)
+            for (int64_t i = 0; i < m; i++, p += 16) __builtin_prefetch(p, 1, 2);
+        else
+            for (int64_t i = 0; i < m; i++, p += 16) __builtin_prefetch(p, 0, 2);
+        c->p = p, c->left -= m, n -= m;
     }
 }
 
