@@ -12,6 +12,7 @@
 #define SEQK_CORE_VMATH_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #ifdef __AVX2__
 #include <immintrin.h>
@@ -42,13 +43,23 @@ static inline __m256 seqk__exp8(__m256 x)
 
 static inline float seqk__expf(float x) { return expf(x); }
 
-/* Asks the cache for the lines of n floats from p. The recurrent loops call
- * it for the rows of a token a few steps ahead: the rows of one head are
- * H*K floats apart, so walking a head's tokens crosses a page every few
- * tokens, where the hardware prefetcher stops. */
+/* Asks the cache for the lines of n floats from p (write: for writing). The
+ * recurrent loops call it for the rows of a token a few steps ahead: the rows
+ * of one head are H*K floats apart, so walking a head's tokens crosses a page
+ * every few tokens, where the hardware prefetcher stops. */
+static inline void seqk__prefetch_rows(const float *p, int64_t n, bool write)
+{
+    /* every 64-byte line that [p, p + n) touches, also when p is not aligned
+     * (the last, partial line is where an unaligned row would stall) */
+    const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)(p + n);
+    for (; c < e; c += 64) {
+        if (write) __builtin_prefetch(c, 1);
+        else __builtin_prefetch(c, 0);
+    }
+}
 static inline void seqk__prefetch_floats(const float *p, int64_t n)
 {
-    for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i);
+    seqk__prefetch_rows(p, n, false);
 }
 
 #ifdef __AVX2__

@@ -277,11 +277,13 @@ static void recurrent_item(const dn_problem *D, int64_t n, int64_t h, int64_t c0
     for (int64_t t = 0; t < len; t++) {
         const int64_t r = r0 + t;
         float *kv = kbuf[t & 1];
-        if (t + PREFETCH_T < len) { /* rows of later tokens sit in other pages: no hardware prefetch */
+        if (t + PREFETCH_T < len) { /* rows of later tokens sit in other pages: no hardware
+                                       * prefetch; o's too (a store that misses stalls the pass) */
             const int64_t rp = (r + PREFETCH_T) * H + h;
             seqk__prefetch_floats(P->q + rp * K, K);
             seqk__prefetch_floats(P->k + rp * K, K);
             seqk__prefetch_floats(P->v + rp * V + c0, width);
+            seqk__prefetch_rows(P->o + rp * V + c0, width, true);
         }
         const float kq = token_qk(P, P->q + (r * H + h) * K, P->k + (r * H + h) * K, qv, kv);
         const float a = dec ? expf(P->g[r * H + h]) : 1.0f;
