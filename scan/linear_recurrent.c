@@ -11,7 +11,8 @@
  * blocks of up to TB tokens, and within a block its heads one by one:
  *
  *   pack     q~_u = scale phi(q_u) A_u,  k~_u = phi(k_u) / A_u   (u in the block)
- *   tiles    for every 4-row x 16-column tile of the head's state slice:
+ *   tiles    for every 4-row x 16-column tile of the head's state slice
+ *            (the first row of tiles stores o's partial sums, the others add):
  *              hold the tile in registers through the whole block,
  *              S += k~_u v_u^T ; o_u += S^T q~_u           (u = 0 .. nt-1)
  *   unpack   o rows (divided by the normaliser's denominator)
@@ -71,6 +72,7 @@ typedef struct block {
 static void tile_generic(const block *b, int64_t i0, int64_t r, int64_t j0, int64_t c, float *S,
                          int64_t ldS)
 {
+    const bool first = i0 == 0; /* the first row tile starts o's sums */
     float s[TR][TC];
     for (int64_t i = 0; i < r; i++)
         for (int64_t j = 0; j < c; j++) s[i][j] = b->pre * S[(i0 + i) * ldS + j0 + j];
@@ -78,6 +80,8 @@ static void tile_generic(const block *b, int64_t i0, int64_t r, int64_t j0, int6
         const float *q = b->qs + u * b->K + i0, *k = b->ks + u * b->K + i0;
         const float *v = b->vs + u * b->w + j0;
         float *o = b->os + u * b->w + j0;
+        if (first)
+            for (int64_t j = 0; j < c; j++) o[j] = 0.0f;
         for (int64_t i = 0; i < r; i++)
             for (int64_t j = 0; j < c; j++) {
                 s[i][j] += k[i] * v[j];
@@ -105,6 +109,7 @@ static void tile_4x16(const block *b, int64_t i0, int64_t j0, float *S, int64_t 
     }
     const float *q = b->qs + i0, *k = b->ks + i0, *v = b->vs + j0;
     float *o = b->os + j0;
+    const bool first = i0 == 0; /* the first row tile starts o's sums (os is not cleared) */
     for (int64_t u = 0; u < b->nt; u++, q += b->K, k += b->K, v += b->w, o += b->w) {
         const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
         __m256 x = _mm256_broadcast_ss(k);
@@ -118,7 +123,8 @@ static void tile_4x16(const block *b, int64_t i0, int64_t j0, float *S, int64_t 
         /* o += q0 row0 + q1 row1 + q2 row2 + q3 row3: one chain of four FMAs
          * per vector (no extra multiply or add; the chains of consecutive
          * tokens are independent, so they overlap) */
-        __m256 e0 = _mm256_loadu_ps(o), e1 = _mm256_loadu_ps(o + 8);
+        __m256 e0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o);
+        __m256 e1 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + 8);
         x = _mm256_broadcast_ss(q);
         e0 = _mm256_fmadd_ps(x, a0, e0), e1 = _mm256_fmadd_ps(x, a1, e1);
         x = _mm256_broadcast_ss(q + 1);
@@ -287,7 +293,6 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P)
                         for (int64_t u = 0; u < nt; u++) {
                             memcpy(vs + u * c, P->v + ((ru + u) * H + h) * V + c0 + j0,
                                    (size_t)c * sizeof(float));
-                            memset(os + u * c, 0, (size_t)c * sizeof(float));
                         }
                         const block b = {nt, K, c, qs, ks, vs, os, pre, A[nt - 1]};
                         run_block(&b, S + j0, ldS, decay, &pf, per_tile);
