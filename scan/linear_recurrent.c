@@ -111,7 +111,10 @@ static void tile_4x16(const block *b, int64_t i0, int64_t j0, float *S, int64_t 
     float *o = b->os + j0;
     const bool first = i0 == 0; /* the first row tile starts o's sums (os is not cleared) */
     for (int64_t u = 0; u < b->nt; u++, q += b->K, k += b->K, v += b->w, o += b->w) {
-        const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+        __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+        /* v in two registers, loaded once: without this the compiler folds the
+         * load into each of the eight FMAs below (eight loads instead of two) */
+        __asm__("" : "+x"(v0), "+x"(v1));
         __m256 x = _mm256_broadcast_ss(k);
         a0 = _mm256_fmadd_ps(x, v0, a0), a1 = _mm256_fmadd_ps(x, v1, a1);
         x = _mm256_broadcast_ss(k + 1);
