@@ -161,13 +161,17 @@ void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, b
 
 /* ---- stage 3: output ------------------------------------------------------------ */
 
-/* P[i,j] *= exp(G_i - G_j) for j <= i, P[i,j] = 0 for j > i (never exp above the diagonal). */
-static void decay_mask(float *Pm, int64_t L, const float *G)
+/* P[i,j] *= D[i,j] for j <= i, P[i,j] = 0 for j > i: D = Mix (rows L apart)
+ * when given, else exp(G_i - G_j) (never an exp above the diagonal), else 1. */
+static void apply_mask(float *Pm, int64_t L, const float *G, const float *Mix)
 {
     for (int64_t i = 0; i < L; i++) {
         float *row = Pm + i * L;
         int64_t j = 0;
-        if (G) {
+        if (Mix) {
+            const float *mr = Mix + i * L;
+            for (; j <= i; j++) row[j] *= mr[j];
+        } else if (G) {
             const float gi = G[i];
 #ifdef __AVX2__
             const __m256 vgi = _mm256_set1_ps(gi);
@@ -182,17 +186,24 @@ static void decay_mask(float *Pm, int64_t L, const float *G)
     }
 }
 
-/* The intra term: w->P = (Qs Kc^T) .* D (the decay mask writes every
- * element of P, zeros above the diagonal, from the lower triangle alone),
- * then O[L,V] = P Vv. Causal: only the lower triangle of Q K^T is formed,
- * and P V sums each row over its lower triangle only. */
+void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,
+                        float *pack)
+{
+    /* causal: only the lower triangle of Qs Kc^T is formed; the mask writes
+     * every element of P, zeros above the diagonal, from the lower triangle */
+    const int64_t L = cv->L;
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Qs, K, cv->Kc, K, 0.0f,
+                       Pm, L, pack);
+    apply_mask(Pm, L, cv->G, Mix);
+}
+
+/* The intra term: w->P = (Qs Kc^T) .* D, then O[L,V] = P Vv (each row
+ * summed over its lower triangle only). */
 static void intra_term(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Vv,
                        int64_t ldv, float *O, int64_t ldo, seqk__chunk_scratch *w)
 {
     const int64_t L = cv->L;
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Qs, K, cv->Kc, K, 0.0f,
-                       w->P, L, w->pack);
-    decay_mask(w->P, L, cv->G);
+    seqk__chunk_scores(cv, K, NULL, w->P, w->pack);
     seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, V, L, 1.0f, w->P, L, Vv, ldv, 0.0f, O,
                        ldo, w->pack);
 }

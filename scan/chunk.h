@@ -2,8 +2,10 @@
  * scan/chunk.h -- the shared chunk stages of DESIGN 3.1 (see scan/chunk.c).
  * Linear attention, retention and gated retention run them through
  * seqk__lin_chunked; DeltaNet calls the stages with Vnew in place of V, and
- * Titans loads its mini-batches with seqk__chunk_load (its output and state
- * pass is fused per block of state columns, ssm/titans.c).
+ * Titans loads its mini-batches with seqk__chunk_load and forms its intra
+ * scores with seqk__chunk_scores, its mixing matrix in place of the decay
+ * mask (the products with the state are fused per block of state columns,
+ * ssm/titans.c).
  */
 #ifndef SEQK_SCAN_CHUNK_H
 #define SEQK_SCAN_CHUNK_H
@@ -50,6 +52,13 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
 /* Stage 1: U[K,V] = Kd^T Vv (rows ldv apart); with_z: U[K*V + j] = sum_i Kd[i,j]. */
 void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, bool with_z,
                              const float *Vv, int64_t ldv, float *U, float *pack);
+
+/* The intra-chunk scores of stage 3: Pm[L,L] = (Qs Kc^T) .* D on and below
+ * the diagonal, zeros above; D is cv's decay mask exp(G_i - G_j) (1 without
+ * decay), or Mix[L,L] when given (Titans' mixing matrix, rows L apart).
+ * pack: sgemm packing (w->pack). */
+void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,
+                        float *pack);
 
 /* Stage 3: O[L,V] (rows ldo apart) = Qg S0 + ((Qs Kc^T) .* D) Vv, S0 [K,V]
  * (+ z0 [K] after it with SEQK__LIN_NORMALIZE, then O_i /= den_i + eps).

@@ -77,17 +77,17 @@
  * first with the state's Mhat (the same formulas: only Gerr reads Mhat),
  * then whole mini-batches follow. Per segment: seqk__chunk_load (Q~, K~ with
  * the L2 norm, V in place), the gates (f and Gmix's rows on the scan
- * primitive, seqk__scan_rows), P = (Q~ K~^T) .* Mix (the products on
- * and below the diagonal only), QQ = [diag(beta) Q~ | diag(f) Q~] and
+ * primitive, seqk__scan_rows), P = (Q~ K~^T) .* Mix by the shared chunk
+ * stage (seqk__chunk_scores, Mix in place of the decay mask), QQ = [diag(beta) Q~ | diag(f) Q~] and
  * W = -[diag(theta Gmix_{L-1}) K~ | diag(theta m_{L-1}/m) K~]; then ONE pass
  * over the state per segment, block by block of 16 columns (block16: the
  * block's 3 K rows stay in L1 while its three products run):
  *
  *   G = K~ Mhat - V;  O = P G + QQ [M0; S0];  [M; S] = [beta_L M + f_L S; m_L S] + W^T G
  *
- * (the intra term is stage 3 of the shared chunk stages with Mix in place of
- * the decay mask, fused here with the rest: one read and one write of the
- * state and of o per mini-batch instead of five passes). The mini-batches
+ * (the products with G and the state, P G among them, are fused here: one
+ * read and one write of the state and of o per mini-batch instead of five
+ * passes). The mini-batches
  * of a sequence run in order (Gerr needs the previous mini-batch's end); the
  * work items are (sequence, head), or (sequence, head, block of state
  * columns) when there are fewer pairs than threads (every column of Gerr, O
@@ -747,22 +747,20 @@ typedef struct {
     float *g;        /* [L] the last row of Gmix */
     float *e;        /* [L] m_t = exp(lm_t) */
     float *wm, *wsv; /* [L] weights of the state update: theta_s Gmix_{L-1,s}, theta_s m_{L-1}/m_s */
-    float *Pm;       /* [L,L] Mix, then (Q~ K~^T) .* Mix; zeros above the diagonal */
+    float *Mix;      /* [L,L] Mix on and below the diagonal, zeros above; the scores
+                        (Q~ K~^T) .* Mix go to cs.P (seqk__chunk_scores) */
     float *QQ;       /* [L,2K] [diag(beta) Q~ | diag(f) Q~] */
     float *W2;       /* [L,2K] [-diag(wm) K~ | -diag(wsv) K~] */
     float *Gb;       /* [L,CB] Gerr of one block of state columns */
-    float *KcT;      /* [K,Lp] K~^T, Lp = L rounded up to CB (zero columns after L) */
     float *state;    /* [3,K,V] the state slice without state_out */
     float mL, bL, fL; /* m, beta, f at the segment's last token */
 } tt_scratch;
-
-static size_t lpad(int64_t L) { return (size_t)((L + CB - 1) / CB * CB); }
 
 static size_t tt_scratch_floats(int64_t L, int64_t K, int64_t V, bool with_state)
 {
     const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V;
     return rnd8(seqk__chunk_scratch_floats(L, K, V)) + rnd8(2 * l) + 8 * rnd8(l) + rnd8(l * l) +
-           2 * rnd8(2 * l * k) + rnd8(l * CB) + rnd8(k * lpad(L)) +
+           2 * rnd8(2 * l * k) + rnd8(l * CB) +
            (with_state ? rnd8(3 * k * v) : 0);
 }
 
@@ -781,11 +779,10 @@ static void tt_scratch_init(tt_scratch *w, float *base, int64_t L, int64_t K, in
     w->e = p, p += rnd8(l);
     w->wm = p, p += rnd8(l);
     w->wsv = p, p += rnd8(l);
-    w->Pm = p, p += rnd8(l * l);
+    w->Mix = p, p += rnd8(l * l);
     w->QQ = p, p += rnd8(2 * l * k);
     w->W2 = p, p += rnd8(2 * l * k);
     w->Gb = p, p += rnd8(l * CB);
-    w->KcT = p, p += rnd8(k * lpad(L));
     w->state = with_state ? p : NULL;
 }
 
@@ -822,7 +819,7 @@ static void exp_row(double lt, const double *lm, int64_t n, float *out)
 }
 
 /* The gates of the segment [r0, r0 + L) of head h: beta_t, f_t, Mix (into
- * Pm, on and below the diagonal; zeros above), and the state-update weights
+ * w->Mix, on and below the diagonal; zeros above), and the state-update weights
  * wm, wsv; mL, bL, fL. The products of eta and of a = 1 - alpha are
  * cumulated in log space (double); the two linear recurrences run on the
  * scan primitive (scan/scan.h):
@@ -850,17 +847,17 @@ static void segment_gates(const tt_problem *D, int64_t r0, int64_t L, int64_t h,
     w->mL = w->e[L - 1], w->bL = w->cb[L - 1], w->fL = f;
 
     for (int64_t t = 0; t < L; t++) {
-        float *row = w->Pm + t * L;
+        float *row = w->Mix + t * L;
         exp_row(w->lm[t], w->lm, t, row);
         row[t] = 1.0f;
         memset(row + t + 1, 0, (size_t)(L - t - 1) * sizeof(float));
     }
-    for (int64_t s = 0; s < L; s++) w->wsv[s] = w->th[s] * w->Pm[(L - 1) * L + s];
+    for (int64_t s = 0; s < L; s++) w->wsv[s] = w->th[s] * w->Mix[(L - 1) * L + s];
     memset(w->g, 0, (size_t)L * sizeof(float));
-    seqk__scan_rows(L, L, L, 0, w->ca, 1, w->Pm, L, w->Pm, L, w->g); /* g: Gmix's last row */
+    seqk__scan_rows(L, L, L, 0, w->ca, 1, w->Mix, L, w->Mix, L, w->g); /* g: Gmix's last row */
     for (int64_t s = 0; s < L; s++) w->wm[s] = w->th[s] * w->g[s];
     for (int64_t t = 0; t < L; t++) { /* Mix_ts = -theta_s Gmix_ts */
-        float *mix = w->Pm + t * L;
+        float *mix = w->Mix + t * L;
         for (int64_t s = 0; s <= t; s++) mix[s] *= -w->th[s];
     }
 }
@@ -983,40 +980,6 @@ static void block16(const tt_seg *sg, const float *Mh, float *Mb, int64_t ld, co
 }
 #endif
 
-/* Pm = (Q~ K~^T) .* Pm on and below the diagonal, 0 above (Pm holds Mix
- * there). The products on and below the diagonal only: per block of CB
- * columns s, the rows r >= s in register tiles over K~^T (KcT, [K, Lp]). */
-static void qk_mix(int64_t L, int64_t K, const float *Qs, const float *Kc, float *KcT, float *Pm)
-{
-    for (int64_t t = 0; t < L; t++)
-        for (int64_t s = t + 1; s < L; s++) Pm[t * L + s] = 0.0f;
-#ifdef __AVX2__
-    const int64_t Lp = (int64_t)lpad(L);
-    seqk__transpose(L, K, Kc, K, KcT, Lp);
-    for (int64_t p = 0; p < K; p++)
-        for (int64_t s = L; s < Lp; s++) KcT[p * Lp + s] = 0.0f;
-    float tmp[RO * CB];
-    for (int64_t s0 = 0; s0 < L; s0 += CB) {
-        const int64_t sn = L - s0 < CB ? L - s0 : CB;
-        for (int64_t r0 = s0; r0 < L; r0 += RO) {
-            const int R = (int)(L - r0 < RO ? L - r0 : RO);
-#define TT_QK(n) x_tile(n, K, Qs + r0 * K, K, KcT + s0, Lp, tmp)
-            TT_ROWS_6(TT_QK)
-#undef TT_QK
-            for (int r = 0; r < R; r++) {
-                float *pr = Pm + (r0 + r) * L + s0;
-                const int64_t n = r0 + r - s0 + 1 < sn ? r0 + r - s0 + 1 : sn; /* s <= r */
-                for (int64_t c = 0; c < n; c++) pr[c] *= tmp[r * CB + c];
-            }
-        }
-    }
-#else
-    (void)KcT;
-    for (int64_t t = 0; t < L; t++)
-        for (int64_t s = 0; s <= t; s++) Pm[t * L + s] *= seqk__dot(Qs + t * K, Kc + s * K, K);
-#endif
-}
-
 /* The same pass for any width wc <= CB (the last block of a V that is not
  * a multiple of CB; every block without AVX2). */
 static void block_any(const tt_seg *sg, int64_t wc, const float *Mh, float *Mb, int64_t ld,
@@ -1068,7 +1031,7 @@ static void segment(const tt_problem *D, int64_t r0, int64_t L, int64_t h, int64
     seqk__chunk_view cv;
     seqk__chunk_load(P, r0, L, h, &w->cs, &cv);
     segment_gates(D, r0, L, h, w);
-    qk_mix(L, K, cv.Qs, cv.Kc, w->KcT, w->Pm); /* Pm = (Q~ K~^T) .* Mix */
+    seqk__chunk_scores(&cv, K, w->Mix, w->cs.P, w->cs.pack); /* (Q~ K~^T) .* Mix */
     /* QQ = [diag(beta) Q~ | diag(f) Q~]; W2 = [-diag(wm) K~ | -diag(wsv) K~] */
     for (int64_t i = 0; i < L; i++) {
         const float *qr = cv.Qs + i * K;
@@ -1088,7 +1051,7 @@ static void segment(const tt_problem *D, int64_t r0, int64_t L, int64_t h, int64
             d[K + j] = c * kr[j];
         }
     }
-    const tt_seg sg = {L, K, cv.Kc, w->Pm, w->QQ, w->W2, w->bL, w->fL, w->mL};
+    const tt_seg sg = {L, K, cv.Kc, w->cs.P, w->QQ, w->W2, w->bL, w->fL, w->mL};
     float *O = P->o + (r0 * H + h) * V + v0;
     const float *Vv = cv.Vv + v0;
     const int64_t ldo = H * V, nblk = (vw + CB - 1) / CB;
