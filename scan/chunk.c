@@ -78,6 +78,8 @@ void seqk__chunk_scratch_init(seqk__chunk_scratch *w, float *base, int64_t L, in
 
 /* ---- stage inputs ------------------------------------------------------------- */
 
+enum { LOAD_AHEAD = 4 }; /* rows of q and k prefetched ahead of the one loaded */
+
 void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk__chunk_scratch *w,
                       seqk__chunk_view *cv)
 {
@@ -94,6 +96,11 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk
     for (int64_t i = 0; i < L; i++) {
         const float *qr = P->q + ((r0 + i) * P->Hqk + hq) * K;
         const float *kr = P->k + ((r0 + i) * P->Hqk + hq) * K;
+        if (i + LOAD_AHEAD < L) { /* one head's rows are Hqk K floats apart: a new page
+                                     every few rows, where the hardware prefetcher stops */
+            seqk__prefetch_floats(qr + LOAD_AHEAD * P->Hqk * K, K);
+            seqk__prefetch_floats(kr + LOAD_AHEAD * P->Hqk * K, K);
+        }
         float *qs = w->Qs + i * K, *kc = w->Kc + i * K;
         const bool l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
         seqk__lin_phi_row(qr, K, l2 ? 1.0f : P->scale, P->flags, qs);
