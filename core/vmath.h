@@ -43,6 +43,28 @@ static inline __m256 seqk__exp8(__m256 x)
 
 static inline float seqk__expf(float x) { return expf(x); }
 
+/* out[j] = e^(a + s x[j]) for j in [0, n), by seqk__exp8 (the last n % 8
+ * by masked loads and stores: nothing read or written past n; libm without
+ * AVX2). The decay factors of the chunked modes: s = -1 with a = G_i gives
+ * a row of exp(G_i - G_j); s = 1, a = 0 gives exp(G_j). */
+static inline void seqk__exp_affine(const float *x, int64_t n, float a, float s, float *out)
+{
+    int64_t j = 0;
+#ifdef __AVX2__
+    const __m256 va = _mm256_set1_ps(a), vs = _mm256_set1_ps(s);
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(out + j, seqk__exp8(_mm256_fmadd_ps(vs, _mm256_loadu_ps(x + j), va)));
+    if (j < n) { /* masked load and store: lanes past n are neither read nor written */
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j)),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256 e = seqk__exp8(_mm256_fmadd_ps(vs, _mm256_maskload_ps(x + j, m), va));
+        _mm256_maskstore_ps(out + j, m, e);
+        j = n;
+    }
+#endif
+    for (; j < n; j++) out[j] = expf(a + s * x[j]);
+}
+
 /* Asks the cache for the lines of n floats from p (write: for writing). The
  * recurrent loops call it for the rows of a token a few steps ahead: the rows
  * of one head are H*K floats apart, so walking a head's tokens crosses a page

@@ -121,12 +121,16 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk
     /* Qg = diag(exp(G)) Qs, Kd = diag(exp(G_L - G)) Kc (aliases without decay) */
     if (decay) {
         const float gl = w->G[L - 1];
-        for (int64_t i = 0; i < L; i++) {
-            const float eq = expf(w->G[i]), ek = expf(gl - w->G[i]);
-            for (int64_t j = 0; j < K; j++) {
-                w->Qg[i * K + j] = eq * w->Qs[i * K + j];
-                w->Kd[i * K + j] = ek * w->Kc[i * K + j];
-            }
+        for (int64_t i0 = 0; i0 < L; i0 += 8) { /* eight rows' factors at a time */
+            const int64_t n = L - i0 < 8 ? L - i0 : 8;
+            float eq[8], ek[8];
+            seqk__exp_affine(w->G + i0, n, 0.0f, 1.0f, eq);
+            seqk__exp_affine(w->G + i0, n, gl, -1.0f, ek);
+            for (int64_t i = i0; i < i0 + n; i++)
+                for (int64_t j = 0; j < K; j++) {
+                    w->Qg[i * K + j] = eq[i - i0] * w->Qs[i * K + j];
+                    w->Kd[i * K + j] = ek[i - i0] * w->Kc[i * K + j];
+                }
         }
         cv->Qg = w->Qg;
         cv->Kd = w->Kd;
@@ -187,7 +191,11 @@ static void apply_mask(float *Pm, int64_t L, const float *G, const float *Mix)
                 _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), d));
             }
 #endif
-            for (; j <= i; j++) row[j] *= expf(gi - G[j]);
+            if (j <= i) { /* the last i + 1 - j < 8 */
+                float e[8];
+                seqk__exp_affine(G + j, i + 1 - j, gi, -1.0f, e);
+                for (int64_t t = 0; j <= i; j++, t++) row[j] *= e[t];
+            }
         }
         for (j = i + 1; j < L; j++) row[j] = 0.0f;
     }

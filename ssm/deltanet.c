@@ -389,7 +389,11 @@ static void forward_substitution(float *Tm, int64_t L, const float *beta, const 
                 _mm256_storeu_ps(arow + j, _mm256_mul_ps(_mm256_mul_ps(vb, _mm256_loadu_ps(ti + j)), d));
             }
 #endif
-            for (; j < i; j++) arow[j] = bi * ti[j] * expf(G[i] - G[j]);
+            if (j < i) { /* the last i - j < 8 */
+                float e[8];
+                seqk__exp_affine(G + j, i - j, G[i], -1.0f, e);
+                for (int64_t t = 0; j < i; j++, t++) arow[j] = bi * ti[j] * e[t];
+            }
         } else {
             for (; j < i; j++) arow[j] = bi * ti[j];
         }
@@ -450,7 +454,7 @@ static void chunk_uw(const dn_problem *D, const seqk__chunk_view *cv, int64_t r0
     /* W = (T diag(beta) diag(exp(G))) K~; exp(G_j) <= 1 for g <= 0 */
     if (cv->G) {
         float *eg = w->cs.den;
-        for (int64_t j = 0; j < L; j++) eg[j] = expf(cv->G[j]);
+        seqk__exp_affine(cv->G, L, 0.0f, 1.0f, eg);
         for (int64_t i = 0; i < L; i++)
             for (int64_t j = 0; j <= i; j++) w->Tm[i * L + j] *= eg[j];
     }
