@@ -162,11 +162,16 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
             for (int64_t i0 = 0; i0 < M; i0 += MR) {
                 const int64_t mr = M - i0 < MR ? M - i0 : MR;
                 if ((causal & SEQK__GEMM_LOWER_C) && j0 > i0 + mr - 1) continue;
-                int64_t kt = kc; /* the inner extent this tile needs */
+                int64_t kt = kc, ks = 0; /* the inner range [ks, kt) this tile needs */
                 if ((causal & SEQK__GEMM_LOWER_A) && i0 + mr - p0 < kt) kt = i0 + mr - p0;
-                if (kt <= 0) continue; /* p0 > 0 here: C already holds its sum */
-                micro_kernel(kt, A + i0 * rs + p0 * cs, rs, cs, pb + j0 / NR * jstep, ldp, alpha,
-                             beta_k, C + i0 * ldc + j0, ldc, mr, N - j0 < NR ? N - j0 : NR);
+                if ((causal & SEQK__GEMM_UPPER_A) && i0 > p0) ks = i0 - p0;
+                if (kt <= ks) {
+                    if (p0 > 0) continue; /* C already holds its sum */
+                    kt = ks = 0;          /* first slice: C = beta C (an empty sum) */
+                }
+                micro_kernel(kt - ks, A + i0 * rs + (p0 + ks) * cs, rs, cs,
+                             pb + j0 / NR * jstep + ks * ldp, ldp, alpha, beta_k,
+                             C + i0 * ldc + j0, ldc, mr, N - j0 < NR ? N - j0 : NR);
             }
     }
 }

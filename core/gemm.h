@@ -30,8 +30,11 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
  *   SEQK__GEMM_LOWER_A  op(A)[i, p] = 0 for p > i (a masked score matrix):
  *                       the rows of a register tile sum over p < its last
  *                       row + 1 only (op(A) must hold those zeros up to there).
- * Both roughly halve a square product's work. */
-enum { SEQK__GEMM_LOWER_C = 1u, SEQK__GEMM_LOWER_A = 2u };
+ *   SEQK__GEMM_UPPER_A  op(A)[i, p] = 0 for p < i (the transpose of a masked
+ *                       score matrix, in the backward): the rows of a register
+ *                       tile sum over p >= its first row only.
+ * Each roughly halves a square product's work. */
+enum { SEQK__GEMM_LOWER_C = 1u, SEQK__GEMM_LOWER_A = 2u, SEQK__GEMM_UPPER_A = 4u };
 
 void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, int64_t N,
                         int64_t Kd, float alpha, const float *A, int64_t lda, const float *B,

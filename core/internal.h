@@ -81,6 +81,17 @@ seqk_status seqk__check_state_io(const char *fn, const void *state_in, void *sta
                                  size_t o_bytes);
 /* Two outputs/inputs overlap in memory (byte ranges). */
 bool seqk__overlap(const void *p, size_t pbytes, const void *q, size_t qbytes);
+/* An argument array for seqk__check_disjoint: its name, address (NULL:
+ * absent) and size in bytes. */
+typedef struct seqk__arg {
+    const char *name;
+    const void *p;
+    size_t bytes;
+} seqk__arg;
+/* Every output overlaps neither an input nor another output (message:
+ * "fn: dq=0x.. overlaps q=0x.."). */
+seqk_status seqk__check_disjoint(const char *fn, const seqk__arg *outs, int n_outs,
+                                 const seqk__arg *ins, int n_ins);
 
 /* ---- workspace (core/context.c) ----------------------------------------- */
 

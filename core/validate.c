@@ -143,6 +143,21 @@ bool seqk__overlap(const void *p, size_t pbytes, const void *q, size_t qbytes)
     return a < b + qbytes && b < a + pbytes;
 }
 
+seqk_status seqk__check_disjoint(const char *fn, const seqk__arg *outs, int n_outs,
+                                 const seqk__arg *ins, int n_ins)
+{
+    for (int i = 0; i < n_outs; i++) {
+        const seqk__arg *o = &outs[i];
+        for (int j = 0; j < n_ins + i; j++) {
+            const seqk__arg *x = j < n_ins ? &ins[j] : &outs[j - n_ins];
+            if (seqk__overlap(o->p, o->bytes, x->p, x->bytes))
+                return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: %s=%p overlaps %s=%p", fn,
+                                  o->name, o->p, x->name, x->p);
+        }
+    }
+    return SEQK_SUCCESS;
+}
+
 seqk_status seqk__copy_cu_seqlens(const char *fn, seqk_context *ctx, const int32_t *cu, int64_t N,
                                   int64_t B, int64_t T, int32_t **host)
 {

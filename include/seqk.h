@@ -354,6 +354,114 @@ SEQK_API seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mo
                                                       size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
+/* Backward (training) of the linear-state modules (DESIGN 3.7)              */
+/* ------------------------------------------------------------------------ */
+/*
+ * The gradients of the function the forward computes (both modes compute
+ * the same one), given dout = dL/do and optionally dstate_out = dL/d(final
+ * state). Every gradient is written (overwritten, never accumulated), for
+ * every token, including those of empty-gradient paths (zeros).
+ *
+ * Math per head (DESIGN 3.7), with q~ = scale phi(q), k~ = phi(k) and G_i the
+ * cumulative log-decay from the start of the sequence:
+ *
+ *   dS_{t-1} = a_t dS_t + q~_t dout_t^T   (reverse recurrence; dS_T = dstate_out)
+ *   dq~_t = S_t dout_t,   dk~_t = dS_t v_t,   dv_t = dS_t^T k~_t
+ *   dstate_in = dS_0 (the gradient of state_in before the first token)
+ *   d(log a_t) = sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T>
+ *
+ * computed chunkwise: per (sequence, head) the chunk states are recomputed
+ * by the forward's stages (checkpoints every ~sqrt(chunks) chunks, the
+ * states between them recomputed per segment, so the workspace is about
+ * 2 sqrt(T / chunk) K V floats per thread instead of T / chunk), then the
+ * chunks are walked in reverse: dS runs backwards through the chunk-state
+ * recurrence, and per chunk, with P = (Q~ K~^T) .* L, dP = (dO V^T) .* L,
+ *
+ *   dV  = P^T dO + diag(exp(G_C - G)) K~ dS_next
+ *   dQ~ = diag(exp(G)) dO S0^T + dP K~
+ *   dK~ = dP^T Q~ + diag(exp(G_C - G)) V dS_next^T
+ *   dS0 = (diag(exp(G)) Q~)^T dO + exp(G_C) dS_next
+ *
+ * The gate gradient is one reverse scan (the scan primitive) per sequence.
+ * Deterministic: the same inputs give the same bits for any thread count
+ * (fixed reduction orders, no atomics).
+ *
+ * Shared arguments (sizes and inputs exactly as the forward call):
+ *   dout         [B,T,H,V]   dL/do
+ *   dstate_out   [N,H,K,V] or NULL (zero)   dL/d state_out
+ *   dq, dk       [B,T,H,K]   outputs (not NULL when B*T > 0)
+ *   dv           [B,T,H,V]   output (not NULL when B*T > 0)
+ *   dstate_in    [N,H,K,V] or NULL (not computed)   dL/d state_in (the
+ *                gradient at state_in, or at a zero state when state_in is
+ *                NULL)
+ * No output may overlap another output or an input.
+ * Workspace: seqk_linear_state_backward_workspace_size.
+ */
+
+/*
+ * seqk_linear_attention_backward: the gradients of seqk_linear_attention.
+ * flags as the forward (SEQK_LINATTN_ELU1: through the feature map;
+ * SEQK_LINATTN_NORMALIZE: through the normaliser, whose state adds z_in
+ * [N,H,K] (NULL = zeros), dz_out [N,H,K] (NULL = zero) and dz_in [N,H,K]
+ * (NULL = not computed); all three must be NULL without the flag).
+ */
+SEQK_API seqk_status seqk_linear_attention_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+    unsigned flags, const float *q, const float *k, const float *v, const float *dout,
+    const float *state_in, const float *z_in, const float *dstate_out, const float *dz_out,
+    float *dq, float *dk, float *dv, float *dstate_in, float *dz_in,
+    const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+
+/* seqk_retention_backward: the gradients of seqk_retention (gamma is a
+ * constant: no gradient). */
+SEQK_API seqk_status seqk_retention_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+    const float *gamma, const float *q, const float *k, const float *v, const float *dout,
+    const float *state_in, const float *dstate_out, float *dq, float *dk, float *dv,
+    float *dstate_in, const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+
+/* seqk_gated_retention_backward: the gradients of seqk_gated_retention,
+ * with dg [B,T,H] (output, not NULL when B*T > 0) the gradient of the
+ * log-gates. */
+SEQK_API seqk_status seqk_gated_retention_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+    const float *q, const float *k, const float *v, const float *g, const float *dout,
+    const float *state_in, const float *dstate_out, float *dq, float *dk, float *dv, float *dg,
+    float *dstate_in, const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+
+/*
+ * seqk_mamba2_backward: the gradients of seqk_mamba2 (same sizes, flags and
+ * inputs), given dy [B,T,H,P] and dstate_out [N,H,Nst,P] or NULL:
+ *
+ *   dx   [B,T,H,P]    (through v = dt x and the skip D x)
+ *   ddt  [B,T,H]      gradient of the raw dt (through softplus when the
+ *                     flag is set, through both v = dt x and g = dt A)
+ *   dA   [H]          summed over tokens (and sequences)
+ *   dBm, dCm [B,T,G,Nst]  summed over the heads of each group
+ *   dD   [H] or NULL  (must be NULL when D is NULL)
+ *   ddt_bias [H] or NULL (not computed; allowed when dt_bias is NULL: the
+ *                     gradient at a zero bias)
+ *   dstate_in [N,H,Nst,P] or NULL
+ * dx, ddt, dA, dBm, dCm are required when B*T > 0. Reductions over tokens
+ * and heads run in a fixed order (deterministic).
+ */
+SEQK_API seqk_status seqk_mamba2_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t P, int64_t G, int64_t Nst,
+    unsigned flags, const float *x, const float *dt, const float *A, const float *Bm,
+    const float *Cm, const float *D, const float *dt_bias, const float *state_in,
+    const float *dy, const float *dstate_out, float *dx, float *ddt, float *dA, float *dBm,
+    float *dCm, float *dD, float *ddt_bias, float *dstate_in, const int32_t *cu_seqlens,
+    int64_t N, int64_t chunk);
+
+/* An upper bound of the workspace bytes any backward above needs for these
+ * sizes on this context (N: sequences with varlen, else 0; G: the q/k head
+ * groups, H for every op but Mamba2). */
+SEQK_API seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx, int64_t B,
+                                                               int64_t T, int64_t H, int64_t G,
+                                                               int64_t K, int64_t V, int64_t N,
+                                                               int64_t chunk, size_t *bytes);
+
+/* ------------------------------------------------------------------------ */
 /* Mamba selective scan (Mamba1), DESIGN 3.2                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -664,6 +772,40 @@ SEQK_API seqk_status seqk_attention_parallel_workspace_size(seqk_context *ctx, i
                                                             int64_t T, int64_t Hq, int64_t Hkv,
                                                             int64_t K, int64_t V, unsigned flags,
                                                             int64_t N, size_t *bytes);
+
+/*
+ * seqk_attention_parallel_backward: the gradients of seqk_attention_parallel
+ * (same sizes, flags, varlen), FlashAttention-2's backward: from the
+ * forward's output o and log-sum-exp lse, per query token t and head h,
+ *
+ *   p[t,s]  = exp(scale q[t].k[s] - lse[t])          (s in S(t))
+ *   D[t]    = dout[t] . o[t]
+ *   dv[s]  += p[t,s] dout[t]
+ *   ds[t,s] = p[t,s] (dout[t] . v[s] - D[t])
+ *   dq[t]   = scale sum_s ds[t,s] k[s],   dk[s] += scale ds[t,s] q[t]
+ *
+ * with dk, dv of a key/value head summed over its Hq / Hkv query heads in a
+ * fixed order (deterministic). The T x T matrices are never stored.
+ *
+ *   q, k, v    the forward's inputs
+ *   o          [B,T,Hq,V]   the forward's output
+ *   lse        [B,Hq,T]     the forward's log-sum-exp (required)
+ *   dout       [B,T,Hq,V]   dL/do
+ *   dq         [B,T,Hq,K], dk [B,T,Hkv,K], dv [B,T,Hkv,V]   outputs
+ *              (overwritten; must not overlap each other or an input)
+ * Workspace: seqk_attention_parallel_backward_workspace_size.
+ */
+SEQK_API seqk_status seqk_attention_parallel_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+    float scale, unsigned flags, const float *q, const float *k, const float *v, const float *o,
+    const float *lse, const float *dout, float *dq, float *dk, float *dv,
+    const int32_t *cu_seqlens, int64_t N);
+
+/* Workspace bytes that seqk_attention_parallel_backward needs for these
+ * sizes on this context. */
+SEQK_API seqk_status seqk_attention_parallel_backward_workspace_size(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+    unsigned flags, int64_t N, size_t *bytes);
 
 /*
  * seqk_attention_decode: one recurrent (decoding) step of softmax attention

@@ -201,15 +201,21 @@ static void apply_mask(float *Pm, int64_t L, const float *G, const float *Mix)
     }
 }
 
+void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda, const float *Bm,
+                        int64_t ldb, int64_t inner, const float *Mix, float *Pm, float *pack)
+{
+    /* causal: only the lower triangle of A Bm^T is formed; the mask writes
+     * every element of Pm, zeros above the diagonal, from the lower triangle */
+    const int64_t L = cv->L;
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, inner, 1.0f, A, lda, Bm, ldb, 0.0f,
+                       Pm, L, pack);
+    apply_mask(Pm, L, cv->G, Mix);
+}
+
 void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,
                         float *pack)
 {
-    /* causal: only the lower triangle of Qs Kc^T is formed; the mask writes
-     * every element of P, zeros above the diagonal, from the lower triangle */
-    const int64_t L = cv->L;
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Qs, K, cv->Kc, K, 0.0f,
-                       Pm, L, pack);
-    apply_mask(Pm, L, cv->G, Mix);
+    seqk__chunk_masked(cv, cv->Qs, K, cv->Kc, K, K, Mix, Pm, pack);
 }
 
 /* The intra term: w->P = (Qs Kc^T) .* D, then O[L,V] = P Vv (each row

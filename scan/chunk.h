@@ -60,6 +60,12 @@ void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, b
 void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,
                         float *pack);
 
+/* Pm[L,L] = (A Bm^T) .* D, the same masked product for any rows: A [L,inner]
+ * and Bm [L,inner] with rows lda and ldb apart (the scores are A = Qs,
+ * Bm = Kc; the backward's dP is A = dO, Bm = V). */
+void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda, const float *Bm,
+                        int64_t ldb, int64_t inner, const float *Mix, float *Pm, float *pack);
+
 /* Stage 3: O[L,V] (rows ldo apart) = Qg S0 + ((Qs Kc^T) .* D) Vv, S0 [K,V]
  * (+ z0 [K] after it with SEQK__LIN_NORMALIZE, then O_i /= den_i + eps).
  * S0 = NULL means a zero state. Uses w->P and w->pack. */

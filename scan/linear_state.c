@@ -128,3 +128,96 @@ seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode, 
     *bytes = w + fbytes(B * T, H) + 256;
     return SEQK_SUCCESS;
 }
+
+/* ---- backward ------------------------------------------------------------------ */
+
+seqk_status seqk__lin_run_backward(const char *fn, seqk_context *ctx, seqk__lin *P,
+                                   const seqk__lin_grad *Gr, const int32_t *cu_seqlens)
+{
+    const bool varlen = cu_seqlens != NULL;
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, P->B, P->T, P->H, P->K,
+                                           P->V, P->N, varlen, P->chunk);
+    if (st) return st;
+    if (!varlen) P->N = P->B;
+    P->chunk = seqk__lin_chunk(P->chunk);
+    if ((st = seqk__check_scale(fn, P->scale))) return st;
+    if (P->Hqk < 1 || P->H % P->Hqk)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: H=%" PRId64 " is not a multiple of the q/k heads %" PRId64, fn,
+                          P->H, P->Hqk);
+    const bool m2 = P->v_scale != NULL; /* Mamba2's names */
+    const int64_t rows = P->B * P->T;
+    if (rows > 0) {
+        const char *names[7] = {m2 ? "Cm" : "q", m2 ? "Bm" : "k", m2 ? "x" : "v",
+                                m2 ? "dy" : "dout", m2 ? "dCm" : "dq", m2 ? "dBm" : "dk",
+                                m2 ? "dx" : "dv"};
+        const void *ptrs[7] = {P->q, P->k, P->v, Gr->dout, Gr->dq, Gr->dk, Gr->dv};
+        for (int i = 0; i < 7; i++)
+            if ((st = seqk__check_ptr(fn, names[i], ptrs[i]))) return st;
+    }
+    const size_t qkb = fbytes(rows * P->Hqk, P->K), vb = fbytes(rows * P->H, P->V),
+                 tb = fbytes(rows, P->H), sb = fbytes(P->N * P->H, P->K * P->V),
+                 zb = fbytes(P->N * P->H, P->K);
+    const seqk__arg ins[9] = {{m2 ? "Cm" : "q", P->q, qkb},
+                              {m2 ? "Bm" : "k", P->k, qkb},
+                              {m2 ? "x" : "v", P->v, vb},
+                              {m2 ? "dt" : "g", P->g, tb},
+                              {m2 ? "dy" : "dout", Gr->dout, vb},
+                              {"state_in", P->s_in, sb},
+                              {"z_in", P->z_in, zb},
+                              {"dstate_out", Gr->ds_out, sb},
+                              {"dz_out", Gr->dz_out, zb}};
+    const seqk__arg outs[7] = {{m2 ? "dCm" : "dq", Gr->dq, qkb},
+                               {m2 ? "dBm" : "dk", Gr->dk, qkb},
+                               {m2 ? "dx" : "dv", Gr->dv, vb},
+                               {"dv_scale", Gr->dv_scale, tb},
+                               {m2 ? "ddt" : "dg", Gr->dlogdecay, tb},
+                               {"dstate_in", Gr->ds_in, sb},
+                               {"dz_in", Gr->dz_in, zb}};
+    if ((st = seqk__check_disjoint(fn, outs, 7, ins, 9))) return st;
+    int32_t *cu_host = NULL;
+    if (varlen) {
+        if ((st = seqk__copy_cu_seqlens(fn, ctx, cu_seqlens, P->N, P->B, P->T, &cu_host))) return st;
+        P->cu = cu_host;
+    }
+    if (ctx->backend == SEQK_BACKEND_CPU) {
+        st = seqk__lin_backward(ctx, P, Gr);
+    } else {
+#if SEQK__HAVE_CUDA
+        st = seqk__cuda_lin_backward(ctx, P, Gr, cu_seqlens);
+#else
+        st = seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", fn);
+#endif
+    }
+    free(cu_host);
+    return st;
+}
+
+seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx, int64_t B, int64_t T,
+                                                      int64_t H, int64_t G, int64_t K, int64_t V,
+                                                      int64_t N, int64_t chunk, size_t *bytes)
+{
+    static const char fn[] = "seqk_linear_state_backward_workspace_size";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N, N > 0,
+                                           chunk);
+    if (!st) st = seqk__check_range(fn, "G", G, 1, H);
+    if (!st) st = seqk__check_ptr(fn, "bytes", bytes);
+    if (st) return st;
+    if (H % G)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: H=%" PRId64 " is not a multiple of G=%" PRId64,
+                          fn, H, G);
+    seqk__lin P = {0};
+    P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+    P.chunk = seqk__lin_chunk(chunk);
+    P.flags = SEQK__LIN_NORMALIZE; /* the wider state */
+    /* Mamba2's dt, d(log a) and d(v_scale) at the start */
+    const size_t m2 = 3 * seqk__align_up(fbytes(B * T, H), 256);
+#if SEQK__HAVE_CUDA
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+        *bytes = seqk__cuda_lin_backward_workspace(&P) + m2 + 256;
+        return SEQK_SUCCESS;
+    }
+#endif
+    *bytes = seqk__lin_backward_workspace(&P, seqk__threads(ctx)) + m2 + 256;
+    return SEQK_SUCCESS;
+}

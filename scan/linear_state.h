@@ -195,6 +195,35 @@ seqk_status seqk__lin_recurrent(seqk_context *ctx, const seqk__lin *P);
 size_t seqk__lin_chunked_workspace(const seqk__lin *P, int threads);
 seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P);
 
+/* The backward of the engine (scan/chunk_backward.c; DESIGN 3.7): the
+ * gradients of the function P computes, for the parallel and the recurrent
+ * mode alike. P is filled as for the forward (P->o, s_out, z_out unused).
+ * Every non-NULL output is overwritten. */
+typedef struct seqk__lin_grad {
+    const float *dout;   /* [B,T,H,V]   dL/do */
+    const float *ds_out; /* [N,H,K,V] or NULL (zero) */
+    const float *dz_out; /* [N,H,K] or NULL (zero), with SEQK__LIN_NORMALIZE */
+    float *dq, *dk;      /* [B,T,Hqk,K] dL/dq, dL/dk (the raw inputs, before the
+                          * feature map); with Hqk < H summed over the heads
+                          * that share a q/k head, in head order */
+    float *dv;           /* [B,T,H,V]   dL/dv (the raw input: v_scale_t dL/d(v_scale_t v_t)) */
+    float *dv_scale;     /* [B,T,H] or NULL: dL/dv_scale (only with P->v_scale) */
+    float *dlogdecay;    /* [B,T,H] or NULL: dL/d(log a_t), the per-token log-decay
+                          * (the module maps it onto g, g_head) */
+    float *ds_in;        /* [N,H,K,V] or NULL: dL/d s_in */
+    float *dz_in;        /* [N,H,K] or NULL: dL/d z_in, with SEQK__LIN_NORMALIZE */
+} seqk__lin_grad;
+
+/* Workspace bytes (CPU) of seqk__lin_backward for P on `threads` threads. */
+size_t seqk__lin_backward_workspace(const seqk__lin *P, int threads);
+/* CPU backward; P validated (P->cu host cu_seqlens), Gr's pointers checked. */
+seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk__lin_grad *Gr);
+
+/* Validates Gr against P (pointers, overlaps) and runs the backward on ctx's
+ * backend (the forward's checks of P included). */
+seqk_status seqk__lin_run_backward(const char *fn, seqk_context *ctx, seqk__lin *P,
+                                   const seqk__lin_grad *Gr, const int32_t *cu_seqlens);
+
 /* The chunk size a call uses (0 -> the default). */
 int64_t seqk__lin_chunk(int64_t chunk);
 

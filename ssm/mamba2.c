@@ -86,3 +86,152 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
     }
     return SEQK_SUCCESS;
 }
+
+/* The backward around the engine on the CPU (see seqk__cuda_mamba2_backward_epilogue
+ * in gpu/gpu.h for the math): ddt, dA, ddt_bias, dD, and the skip's share of dx.
+ * Sums over tokens run per head in token order, in double. */
+static void mamba2_epilogue_cpu(int threads, int64_t rows, int64_t H, int64_t Pd, bool softplus,
+                                const float *dt, const float *dt_bias, const float *A,
+                                const float *D, const float *x, const float *dy, const float *dtp,
+                                const float *dld, const float *dvs, float *ddt, float *dA,
+                                float *dD, float *ddt_bias, float *dx)
+{
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t h = 0; h < H; h++) {
+                const int64_t i = r * H + h;
+                float d = dld[i] * A[h] + dvs[i];
+                if (softplus) {
+                    const float u = dt[i] + (dt_bias ? dt_bias[h] : 0.0f);
+                    d *= 1.0f / (1.0f + expf(-u));
+                }
+                ddt[i] = d;
+                if (D)
+                    for (int64_t p = 0; p < Pd; p++) dx[i * Pd + p] += D[h] * dy[i * Pd + p];
+            }
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < H; h++) {
+            double a = 0.0, b = 0.0, s = 0.0;
+            for (int64_t r = 0; r < rows; r++) {
+                const int64_t i = r * H + h;
+                a += (double)dld[i] * dtp[i];
+                b += ddt[i];
+                if (dD)
+                    for (int64_t p = 0; p < Pd; p++) s += (double)dy[i * Pd + p] * x[i * Pd + p];
+            }
+            dA[h] = (float)a;
+            if (ddt_bias) ddt_bias[h] = (float)b;
+            if (dD) dD[h] = (float)s;
+        }
+    }
+}
+
+seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t Pd,
+                                 int64_t G, int64_t Nst, unsigned flags, const float *x,
+                                 const float *dt, const float *A, const float *Bm,
+                                 const float *Cm, const float *D, const float *dt_bias,
+                                 const float *state_in, const float *dy, const float *dstate_out,
+                                 float *dx, float *ddt, float *dA, float *dBm, float *dCm,
+                                 float *dD, float *ddt_bias, float *dstate_in,
+                                 const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    static const char fn[] = "seqk_mamba2_backward";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, Nst, Pd, N,
+                                           cu_seqlens != NULL, chunk);
+    if (st) return st;
+    if ((st = seqk__check_flags(fn, flags, SEQK_MAMBA2_DT_SOFTPLUS))) return st;
+    if ((st = seqk__check_range(fn, "G", G, 1, H))) return st;
+    if (H % G)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: H=%lld is not a multiple of G=%lld",
+                          fn, (long long)H, (long long)G);
+    if (dD && !D)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: dD=%p given but D is NULL", fn,
+                          (void *)dD);
+    const int64_t rows = B * T;
+    if (rows > 0) {
+        const char *names[5] = {"dt", "A", "ddt", "dA", "x"};
+        const void *ptrs[5] = {dt, A, ddt, dA, x};
+        for (int i = 0; i < 5; i++)
+            if ((st = seqk__check_ptr(fn, names[i], ptrs[i]))) return st;
+    }
+    const size_t tb = (size_t)(rows * H) * sizeof(float), hb = (size_t)H * sizeof(float),
+                 xb = (size_t)(rows * H * Pd) * sizeof(float),
+                 bcb = (size_t)(rows * G * Nst) * sizeof(float),
+                 sb = (size_t)((cu_seqlens ? N : B) * H * Nst * Pd) * sizeof(float);
+    const seqk__arg ins[10] = {{"x", x, xb},         {"dt", dt, tb},
+                               {"A", A, hb},         {"Bm", Bm, bcb},
+                               {"Cm", Cm, bcb},      {"D", D, hb},
+                               {"dt_bias", dt_bias, hb}, {"state_in", state_in, sb},
+                               {"dy", dy, xb},       {"dstate_out", dstate_out, sb}};
+    const seqk__arg outs[8] = {{"dx", dx, xb},   {"ddt", ddt, tb},
+                               {"dA", dA, hb},   {"dBm", dBm, bcb},
+                               {"dCm", dCm, bcb}, {"dD", dD, hb},
+                               {"ddt_bias", ddt_bias, hb}, {"dstate_in", dstate_in, sb}};
+    if ((st = seqk__check_disjoint(fn, outs, 8, ins, 10))) return st;
+    if ((st = seqk__check_backend_built(fn, ctx))) return st;
+    const bool cuda = ctx->backend != SEQK_BACKEND_CPU;
+    const bool softplus = (flags & SEQK_MAMBA2_DT_SOFTPLUS) != 0;
+    seqk__lin P = {0};
+    P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;
+    P.chunk = seqk__lin_chunk(chunk);
+    P.scale = 1.0f;
+    P.q = Cm, P.k = Bm, P.v = x, P.s_in = state_in;
+    P.g_head = A;
+    /* dt after bias and softplus, d(log a) and d(v_scale) at the start of the
+     * workspace, reserved with the engine's share so that nothing moves them */
+    const size_t part = seqk__align_up(tb, 256);
+    P.ws_offset = 3 * part;
+    const int threads = seqk__threads(ctx);
+    size_t engine;
+#if SEQK__HAVE_CUDA
+    if (cuda) engine = seqk__cuda_lin_backward_workspace(&P);
+    else
+#endif
+        engine = seqk__lin_backward_workspace(&P, threads);
+    char *ws = NULL;
+    if ((st = seqk__workspace(fn, ctx, P.ws_offset + engine, (void **)&ws))) return st;
+    float *dtp = (float *)ws, *dld = (float *)(ws + part), *dvs = (float *)(ws + 2 * part);
+#if SEQK__HAVE_CUDA
+    if (cuda && rows > 0 &&
+        (st = seqk__cuda_mamba2_dt(ctx, rows, H, dt, dt_bias, softplus, dtp)))
+        return st;
+#endif
+    if (!cuda && rows > 0) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t h = 0; h < H; h++) {
+                float d = dt[r * H + h] + (dt_bias ? dt_bias[h] : 0.0f);
+                dtp[r * H + h] = softplus ? seqk__softplus(d) : d;
+            }
+    }
+    P.v_scale = dtp;
+    P.g = dtp;
+    P.chunk = chunk; /* seqk__lin_run_backward applies the default */
+    seqk__lin_grad Gr = {0};
+    Gr.dout = dy, Gr.ds_out = dstate_out;
+    Gr.dq = dCm, Gr.dk = dBm, Gr.dv = dx, Gr.dv_scale = dvs, Gr.dlogdecay = dld;
+    Gr.ds_in = dstate_in;
+    if ((st = seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens))) return st;
+    if (rows == 0) { /* no token: the per-head sums are empty */
+        float zero[1] = {0.0f};
+        for (int64_t h = 0; h < H && !st; h++) {
+            float *outs0[3] = {dA, dD, ddt_bias};
+            for (int i = 0; i < 3 && !st; i++)
+                if (outs0[i])
+                    st = seqk_memcpy(ctx, outs0[i] + h, zero, sizeof(float),
+                                     SEQK_COPY_HOST_TO_BACKEND);
+        }
+        return st;
+    }
+#if SEQK__HAVE_CUDA
+    if (cuda)
+        return seqk__cuda_mamba2_backward_epilogue(ctx, rows, H, Pd, softplus, dt, dt_bias, A, D,
+                                                   x, dy, dtp, dld, dvs, ddt, dA, dD, ddt_bias,
+                                                   dx);
+#endif
+    mamba2_epilogue_cpu(threads, rows, H, Pd, softplus, dt, dt_bias, A, D, x, dy, dtp, dld, dvs,
+                        ddt, dA, dD, ddt_bias, dx);
+    return SEQK_SUCCESS;
+}

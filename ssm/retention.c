@@ -82,3 +82,57 @@ seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B, i
     P.q = q, P.k = k, P.v = v, P.g = g, P.o = o, P.s_in = state_in, P.s_out = state_out;
     return seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
 }
+
+seqk_status seqk_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
+                                    int64_t K, int64_t V, float scale, const float *gamma,
+                                    const float *q, const float *k, const float *v,
+                                    const float *dout, const float *state_in,
+                                    const float *dstate_out, float *dq, float *dk, float *dv,
+                                    float *dstate_in, const int32_t *cu_seqlens, int64_t N,
+                                    int64_t chunk)
+{
+    static const char fn[] = "seqk_retention_backward";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N,
+                                           cu_seqlens != NULL, chunk);
+    if (st) return st;
+    float *lg = malloc((size_t)H * sizeof(float)); /* host: log gamma_h */
+    if (!lg) return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %" PRId64 " floats", fn, H);
+    st = log_gammas(fn, ctx, H, gamma, lg);
+    if (!st) {
+        seqk__lin P = {0};
+        P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
+        P.scale = scale;
+        P.q = q, P.k = k, P.v = v, P.s_in = state_in;
+        P.log_gamma = lg;
+        seqk__lin_grad Gr = {0};
+        Gr.dout = dout, Gr.ds_out = dstate_out;
+        Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.ds_in = dstate_in;
+        st = seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens);
+    }
+    free(lg);
+    return st;
+}
+
+seqk_status seqk_gated_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
+                                          int64_t K, int64_t V, float scale, const float *q,
+                                          const float *k, const float *v, const float *g,
+                                          const float *dout, const float *state_in,
+                                          const float *dstate_out, float *dq, float *dk,
+                                          float *dv, float *dg, float *dstate_in,
+                                          const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    static const char fn[] = "seqk_gated_retention_backward";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N,
+                                           cu_seqlens != NULL, chunk);
+    if (st) return st;
+    if (B * T > 0 && !g) return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: g is NULL", fn);
+    if (B * T > 0 && !dg) return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: dg is NULL", fn);
+    seqk__lin P = {0};
+    P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
+    P.scale = scale;
+    P.q = q, P.k = k, P.v = v, P.g = g, P.s_in = state_in;
+    seqk__lin_grad Gr = {0};
+    Gr.dout = dout, Gr.ds_out = dstate_out;
+    Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.dlogdecay = dg, Gr.ds_in = dstate_in;
+    return seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens);
+}

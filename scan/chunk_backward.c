@@ -1,0 +1,413 @@
+/*
+ * scan/chunk_backward.c -- the backward of the linear-state engine
+ * (DESIGN 3.7), CPU: the gradients of linear attention, retention, gated
+ * retention and Mamba2 (both modes compute the same function, so one
+ * backward serves both).
+ *
+ * Per head, with q~ = scale phi(q), k~ = phi(k), v' = v_scale v (the value
+ * the state stores), the forward is S_t = a_t S_{t-1} + k~_t v'_t^T,
+ * o_t = S_t^T q~_t. Its adjoint is the reverse recurrence
+ *
+ *   dS_{t-1} = a_t dS_t + q~_t do_t^T            dS_T = dL/d(final state)
+ *   dq~_t = S_t do_t,   dk~_t = dS_t v'_t,   dv'_t = dS_t^T k~_t
+ *
+ * and, chunkwise (chunk of L tokens; G_i the cumulative log-decay inside it;
+ * Q~, K~, V' its rows; S0 the state before it; dS the gradient of the state
+ * after it; P = (Q~ K~^T) .* D and dP = (dO V'^T) .* D with the forward's
+ * decay mask D_ij = exp(G_i - G_j), i >= j):
+ *
+ *   dV' = P^T dO + diag(exp(G_L - G)) K~ dS
+ *   dQ~ = dP K~ + diag(exp(G)) dO S0^T
+ *   dK~ = dP^T Q~ + diag(exp(G_L - G)) V' dS^T
+ *   dS0 = (diag(exp(G)) Q~)^T dO + exp(G_L) dS
+ *
+ * The log-decays: exp(G_i) multiplies every appearance of q~_i and
+ * exp(-G_j) every appearance of k~_j (G cumulative from the sequence start),
+ * and exp(G_T) the final state, so with dq~, dk~ the total gradients
+ *
+ *   d(log a_t) = sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T>
+ *
+ * one reverse scan per sequence (the scan primitive, a = 1) after the rest.
+ *
+ * The normaliser (SEQK__LIN_NORMALIZE): o = num / (den + eps) with
+ * den_i = q~_i . z_i and z the same recurrence as S with a value of ones, so
+ * the backward runs on the value [v' | 1] (W = V + 1 columns) and the state
+ * [S | z] (K x W), with the output gradient [do / (den + eps),
+ * -(do . num) / (den + eps)^2], num and den recomputed per chunk.
+ *
+ * The chunk states S0 are recomputed by the forward's stages. Per (sequence,
+ * head) a first pass keeps the state before every R-th chunk (a checkpoint);
+ * the reverse walk then recomputes, segment by segment from the last, the
+ * states before each chunk of the segment and walks those chunks backwards.
+ * R = 1 (every state kept, nothing recomputed) while a sequence's states fit
+ * FULL_BYTES per thread, else R ~ sqrt(chunks): about 2 sqrt(T / L) states
+ * per thread instead of T / L.
+ *
+ * Work items are (sequence, head), one thread each, in a fixed order inside
+ * an item: the same bits for any thread count. With fewer q/k heads than
+ * heads (Mamba2's groups), dq and dk go to per-head rows in the workspace,
+ * summed over a group's heads in head order afterwards.
+ */
+#include "chunk.h"
+
+#include "../core/gemm.h"
+#include "../core/vmath.h"
+#include "scan.h"
+
+#include <string.h>
+
+enum { FULL_BYTES = 8 << 20 };
+
+static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
+
+static bool with_z(const seqk__lin *P) { return (P->flags & SEQK__LIN_NORMALIZE) != 0; }
+
+typedef struct {
+    int64_t L;       /* chunk size */
+    int64_t W;       /* value columns: V, + 1 with the normaliser */
+    int64_t E;       /* floats of a state: K * W */
+    int64_t R;       /* chunks per segment (checkpoint spacing) */
+    int64_t nckpt;   /* checkpoints of the longest sequence */
+    bool head_buf;   /* dq, dk per head in the workspace (Hqk < H) */
+    size_t chunk_fl; /* floats of the forward's chunk scratch */
+    size_t pack_fl;  /* floats of the sgemm packing buffer */
+    size_t scratch;  /* floats per thread */
+} bplan;
+
+static int64_t longest(const seqk__lin *P)
+{
+    if (!P->cu) return P->T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < P->N; n++)
+        if (P->cu[n + 1] - P->cu[n] > m) m = P->cu[n + 1] - P->cu[n];
+    return m;
+}
+
+static bplan make_plan(const seqk__lin *P)
+{
+    bplan pl;
+    const int64_t L = P->chunk, K = P->K;
+    pl.L = L;
+    pl.W = P->V + (with_z(P) ? 1 : 0);
+    pl.E = K * pl.W;
+    const int64_t nch = (longest(P) + L - 1) / L;
+    if ((size_t)nch * (size_t)pl.E * sizeof(float) <= FULL_BYTES) {
+        pl.R = 1;
+    } else {
+        pl.R = 1;
+        while (pl.R * pl.R < nch) pl.R++;
+    }
+    pl.nckpt = nch > 0 ? (nch + pl.R - 1) / pl.R : 1;
+    pl.head_buf = P->Hqk != P->H;
+    int64_t nmax = L > pl.W ? L : pl.W, kmax = nmax;
+    if (K > nmax) nmax = K, kmax = K;
+    pl.pack_fl = seqk__sgemm_pack_floats(nmax, nmax, kmax);
+    pl.chunk_fl = seqk__chunk_scratch_floats(L, K, pl.W);
+    const size_t l = (size_t)L, k = (size_t)K, w = (size_t)pl.W, e = (size_t)pl.E;
+    pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l * w) * 4 /* Va, dOa, dVa, Oa */ +
+                 rnd8(l * l) /* dP */ + rnd8(l * k) * 3 /* dQ, dK, tmp */ + rnd8(l) * 2 +
+                 rnd8(e) /* dS */ + rnd8(e) * (size_t)(pl.nckpt + pl.R);
+    return pl;
+}
+
+size_t seqk__lin_backward_workspace(const seqk__lin *P, int threads)
+{
+    const bplan pl = make_plan(P);
+    size_t floats = pl.scratch * (size_t)threads;
+    if (pl.head_buf) floats += 2 * (size_t)(P->B * P->T * P->H * P->K);
+    return floats * sizeof(float) + 256;
+}
+
+/* One thread's buffers. */
+typedef struct {
+    seqk__chunk_scratch cs; /* the forward's chunk scratch (cs.pack = pack) */
+    float *pack;
+    float *Va, *dOa, *dVa, *Oa; /* [L,W] */
+    float *dP;                  /* [L,L] */
+    float *dQ, *dK, *tmp;       /* [L,K] */
+    float *eq, *ek;             /* [L] exp(G_i), exp(G_{L-1} - G_i) */
+    float *dS;                  /* [E] */
+    float *ckpt;                /* [nckpt, E] */
+    float *seg;                 /* [R, E] */
+} bscratch;
+
+static void scratch_init(bscratch *b, float *base, const seqk__lin *P, const bplan *pl)
+{
+    const size_t l = (size_t)pl->L, k = (size_t)P->K, w = (size_t)pl->W, e = (size_t)pl->E;
+    float *p = base;
+    seqk__chunk_scratch_init(&b->cs, p, pl->L, P->K, pl->W);
+    p += rnd8(pl->chunk_fl);
+#define TAKE(field, n) (b->field = p, p += rnd8(n))
+    TAKE(pack, pl->pack_fl);
+    TAKE(Va, l * w);
+    TAKE(dOa, l * w);
+    TAKE(dVa, l * w);
+    TAKE(Oa, l * w);
+    TAKE(dP, l * l);
+    TAKE(dQ, l * k);
+    TAKE(dK, l * k);
+    TAKE(tmp, l * k);
+    TAKE(eq, l);
+    TAKE(ek, l);
+    TAKE(dS, e);
+    TAKE(ckpt, e * (size_t)pl->nckpt);
+    TAKE(seg, e * (size_t)pl->R);
+#undef TAKE
+    b->cs.pack = b->pack;
+}
+
+/* A K x W state from a K x V block and (with the normaliser) a K vector:
+ * dst[i, j] = s[i, j], dst[i, V] = z[i]; NULL arrays read as zeros. */
+static void state_join(const seqk__lin *P, const bplan *pl, const float *s, const float *z,
+                       float *dst)
+{
+    const int64_t K = P->K, V = P->V, W = pl->W;
+    for (int64_t i = 0; i < K; i++) {
+        if (s) memcpy(dst + i * W, s + i * V, (size_t)V * sizeof(float));
+        else memset(dst + i * W, 0, (size_t)V * sizeof(float));
+        if (W > V) dst[i * W + V] = z ? z[i] : 0.0f;
+    }
+}
+
+static void state_split(const seqk__lin *P, const bplan *pl, const float *src, float *s, float *z)
+{
+    const int64_t K = P->K, V = P->V, W = pl->W;
+    for (int64_t i = 0; i < K; i++) {
+        if (s) memcpy(s + i * V, src + i * W, (size_t)V * sizeof(float));
+        if (z && W > V) z[i] = src[i * W + V];
+    }
+}
+
+/* One chunk loaded: the forward's view, and the value rows it stores (V'
+ * with a column of ones under the normaliser) in *va (rows *ldva apart). */
+static void load(const seqk__lin *P, const bplan *pl, int64_t row, int64_t L, int64_t h,
+                 bscratch *b, seqk__chunk_view *cv, const float **va, int64_t *ldva)
+{
+    seqk__chunk_load(P, row, L, h, &b->cs, cv);
+    if (!with_z(P)) {
+        *va = cv->Vv, *ldva = cv->ldv;
+        return;
+    }
+    const int64_t V = P->V, W = pl->W;
+    for (int64_t i = 0; i < L; i++) {
+        memcpy(b->Va + i * W, cv->Vv + i * cv->ldv, (size_t)V * sizeof(float));
+        b->Va[i * W + V] = 1.0f;
+    }
+    *va = b->Va, *ldva = W;
+}
+
+/* S = a S + Kd^T Va: the forward's stages 1 and 2 for one chunk. */
+static void advance(const seqk__lin *P, const bplan *pl, const seqk__chunk_view *cv,
+                    const float *va, int64_t ldva, bscratch *b, const float *S, float *Snext)
+{
+    seqk__sgemm(true, false, P->K, pl->W, cv->L, 1.0f, cv->Kd, P->K, va, ldva, 0.0f, b->cs.U,
+                pl->W, b->pack);
+    if (Snext != S) memcpy(Snext, S, (size_t)pl->E * sizeof(float));
+    seqk__scan_rows(1, pl->E, pl->E, 0, &cv->a, 1, b->cs.U, pl->E, Snext, pl->E, Snext);
+}
+
+/* The rows of one chunk's gradients in the caller's arrays. */
+typedef struct {
+    float *dq, *dk; /* row 0 of dq~/dk~ destinations (raw gradients written) */
+    int64_t ldqk;
+    float *dv;      /* dv rows (H V apart) */
+    float *dvs;     /* dv_scale (H apart) or NULL */
+    float *dld;     /* dlogdecay (H apart) or NULL: q~ . dq~ - k~ . dk~ per token */
+} brows;
+
+/* The backward of one chunk: from dS (the gradient of the state after it)
+ * and S0 (the state before it; NULL = zero), writes the chunk's gradients
+ * and leaves in dS the gradient of the state before it. */
+static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *pl,
+                           int64_t row, int64_t h, const seqk__chunk_view *cv, const float *va,
+                           int64_t ldva, const float *S0, bscratch *b, const brows *out)
+{
+    const int64_t L = cv->L, K = P->K, V = P->V, W = pl->W, H = P->H;
+    float *pack = b->pack, *dS = b->dS;
+    /* P = (Q~ K~^T) .* D */
+    seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
+    const float *dO = Gr->dout + (row * H + h) * V;
+    int64_t ldo = H * V;
+    if (with_z(P)) { /* num, den again; dO' = [dO / (den + eps), -(dO . num) / (den + eps)^2] */
+        seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, W, L, 1.0f, b->cs.P, L, va, ldva,
+                           0.0f, b->Oa, W, pack);
+        if (S0) seqk__sgemm(false, false, L, W, K, 1.0f, cv->Qg, K, S0, W, 1.0f, b->Oa, W, pack);
+        for (int64_t i = 0; i < L; i++) {
+            const float *go = dO + i * ldo, *num = b->Oa + i * W;
+            const float inv = 1.0f / (num[V] + SEQK__LIN_EPS);
+            float *d = b->dOa + i * W;
+            for (int64_t j = 0; j < V; j++) d[j] = go[j] * inv;
+            d[V] = -seqk__dot(go, num, V) * inv * inv;
+        }
+        dO = b->dOa, ldo = W;
+    }
+    /* dP = (dO V'^T) .* D */
+    seqk__chunk_masked(cv, dO, ldo, va, ldva, W, NULL, b->dP, pack);
+    /* exp(G_i), exp(G_{L-1} - G_i) */
+    if (cv->G) {
+        seqk__exp_affine(cv->G, L, 0.0f, 1.0f, b->eq);
+        seqk__exp_affine(cv->G, L, cv->G[L - 1], -1.0f, b->ek);
+    }
+    /* dV' = P^T dO + Kd dS */
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, b->cs.P, L, dO, ldo, 0.0f,
+                       b->dVa, W, pack);
+    seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 1.0f, b->dVa, W, pack);
+    /* dQ~ = dP K~ + diag(exp(G)) dO S0^T */
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->dP, L, cv->Kc, K, 0.0f,
+                       b->dQ, K, pack);
+    if (S0) {
+        seqk__sgemm(false, true, L, K, W, 1.0f, dO, ldo, S0, W, 0.0f, b->tmp, K, pack);
+        for (int64_t i = 0; i < L; i++) {
+            const float f = cv->G ? b->eq[i] : 1.0f;
+            for (int64_t j = 0; j < K; j++) b->dQ[i * K + j] += f * b->tmp[i * K + j];
+        }
+    }
+    /* dK~ = dP^T Q~ + diag(exp(G_L - G)) V' dS^T */
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L, cv->Qs, K, 0.0f,
+                       b->dK, K, pack);
+    seqk__sgemm(false, true, L, K, W, 1.0f, va, ldva, dS, W, 0.0f, b->tmp, K, pack);
+    for (int64_t i = 0; i < L; i++) {
+        const float f = cv->G ? b->ek[i] : 1.0f;
+        for (int64_t j = 0; j < K; j++) b->dK[i * K + j] += f * b->tmp[i * K + j];
+    }
+    /* dS0 = Qg^T dO + exp(G_L) dS */
+    if (cv->a != 1.0f)
+        for (int64_t e = 0; e < pl->E; e++) dS[e] *= cv->a;
+    seqk__sgemm(true, false, K, W, L, 1.0f, cv->Qg, K, dO, ldo, 1.0f, dS, W, pack);
+
+    /* the raw gradients: dq = scale phi'(q) dQ~, dk = phi'(k) dK~, dv = v_scale dV' */
+    const int64_t hq = h / (P->H / P->Hqk);
+    const bool elu = (P->flags & SEQK__LIN_ELU1) != 0;
+    for (int64_t i = 0; i < L; i++) {
+        const int64_t r = row + i;
+        const float *dq = b->dQ + i * K, *dk = b->dK + i * K;
+        if (out->dld)
+            out->dld[i * H] = seqk__dot(cv->Qs + i * K, dq, K) - seqk__dot(cv->Kc + i * K, dk, K);
+        float *oq = out->dq + i * out->ldqk, *ok = out->dk + i * out->ldqk;
+        if (!elu) {
+            for (int64_t j = 0; j < K; j++) oq[j] = P->scale * dq[j];
+            memcpy(ok, dk, (size_t)K * sizeof(float));
+        } else {
+            const float *q = P->q + (r * P->Hqk + hq) * K, *k = P->k + (r * P->Hqk + hq) * K;
+            for (int64_t j = 0; j < K; j++) {
+                oq[j] = P->scale * dq[j] * (q[j] > 0.0f ? 1.0f : expf(q[j]));
+                ok[j] = dk[j] * (k[j] > 0.0f ? 1.0f : expf(k[j]));
+            }
+        }
+        const float *dv = b->dVa + i * W;
+        float *ov = out->dv + i * H * V;
+        if (P->v_scale) {
+            const float s = P->v_scale[r * H + h];
+            const float *v = P->v + (r * H + h) * V;
+            for (int64_t j = 0; j < V; j++) ov[j] = s * dv[j];
+            if (out->dvs) out->dvs[i * H] = seqk__dot(v, dv, V);
+        } else {
+            memcpy(ov, dv, (size_t)V * sizeof(float));
+        }
+    }
+}
+
+/* The whole backward of one (sequence n, head h). */
+static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *pl, int64_t n,
+                     int64_t h, bscratch *b, float *hbuf_q, float *hbuf_k)
+{
+    const int64_t K = P->K, V = P->V, H = P->H, E = pl->E, Lc = pl->L;
+    int64_t r0, len;
+    seqk__lin_seq(P, n, &r0, &len);
+    const int64_t nch = (len + Lc - 1) / Lc;
+    const int64_t nh = n * H + h;
+    float *S = b->seg; /* running state of the first pass */
+    state_join(P, pl, P->s_in ? P->s_in + nh * K * V : NULL,
+               P->z_in ? P->z_in + nh * K : NULL, S);
+    const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
+    seqk__chunk_view cv;
+    const float *va;
+    int64_t ldva;
+    /* pass 1: checkpoints, and the final state */
+    for (int64_t c = 0; c < nch; c++) {
+        if (c % pl->R == 0) memcpy(b->ckpt + c / pl->R * E, S, (size_t)E * sizeof(float));
+        const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
+        load(P, pl, r0 + c * Lc, L, h, b, &cv, &va, &ldva);
+        advance(P, pl, &cv, va, ldva, b, S, S);
+    }
+    /* dS_T, and the final state's term of the log-decay gradient */
+    state_join(P, pl, Gr->ds_out ? Gr->ds_out + nh * K * V : NULL,
+               Gr->dz_out ? Gr->dz_out + nh * K : NULL, b->dS);
+    const float final_term = nch > 0 ? seqk__dot(S, b->dS, E) : 0.0f;
+    /* the reverse walk, segment by segment */
+    const bool hb = pl->head_buf;
+    for (int64_t s = (nch + pl->R - 1) / pl->R - 1; s >= 0; s--) {
+        const int64_t c0 = s * pl->R, cs = nch - c0 < pl->R ? nch - c0 : pl->R;
+        memcpy(b->seg, b->ckpt + s * E, (size_t)E * sizeof(float));
+        for (int64_t j = 0; j + 1 < cs; j++) {
+            load(P, pl, r0 + (c0 + j) * Lc, Lc, h, b, &cv, &va, &ldva);
+            advance(P, pl, &cv, va, ldva, b, b->seg + j * E, b->seg + (j + 1) * E);
+        }
+        for (int64_t j = cs - 1; j >= 0; j--) {
+            const int64_t c = c0 + j, row = r0 + c * Lc;
+            const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
+            load(P, pl, row, L, h, b, &cv, &va, &ldva);
+            brows out;
+            if (hb) {
+                out.dq = hbuf_q + (row * H + h) * K, out.dk = hbuf_k + (row * H + h) * K;
+                out.ldqk = H * K;
+            } else {
+                out.dq = Gr->dq + (row * H + h) * K, out.dk = Gr->dk + (row * H + h) * K;
+                out.ldqk = H * K;
+            }
+            out.dv = Gr->dv + (row * H + h) * V;
+            out.dvs = Gr->dv_scale ? Gr->dv_scale + row * H + h : NULL;
+            out.dld = Gr->dlogdecay ? Gr->dlogdecay + row * H + h : NULL;
+            chunk_backward(P, Gr, pl, row, h, &cv, va, ldva,
+                           (c == 0 && zero_start) ? NULL : b->seg + j * E, b, &out);
+        }
+    }
+    state_split(P, pl, b->dS, Gr->ds_in ? Gr->ds_in + nh * K * V : NULL,
+                Gr->dz_in ? Gr->dz_in + nh * K : NULL);
+    /* d(log a_t) = sum_{i >= t} dG_i (+ the final state's term): a reverse scan */
+    if (Gr->dlogdecay && len > 0) {
+        float *d = Gr->dlogdecay + r0 * H + h, one = 1.0f, carry = 0.0f;
+        d[(len - 1) * H] += final_term;
+        seqk__scan_rows(len, 1, 1, SEQK__SCAN_REVERSE, &one, 0, d, H, d, H, &carry);
+    }
+}
+
+seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk__lin_grad *Gr)
+{
+    static const char fn[] = "seqk (linear-state backward)";
+    const int threads = seqk__threads(ctx);
+    const bplan pl = make_plan(P);
+    float *ws = NULL;
+    seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + seqk__lin_backward_workspace(P, threads),
+                                     (void **)&ws);
+    if (st) return st;
+    ws = (float *)seqk__align_up((uintptr_t)((char *)ws + P->ws_offset), 32);
+    const int64_t H = P->H, K = P->K, rows = P->B * P->T;
+    float *hbuf_q = ws + pl.scratch * (size_t)threads, *hbuf_k = hbuf_q + rows * H * K;
+#pragma omp parallel num_threads(threads)
+    {
+        bscratch b;
+        scratch_init(&b, ws + pl.scratch * (size_t)seqk__omp_thread(), P, &pl);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < P->N * H; item++)
+            run_item(P, Gr, &pl, item / H, item % H, &b, hbuf_q, hbuf_k);
+        if (pl.head_buf) { /* dq, dk of a q/k head: its heads' rows summed in head order */
+            const int64_t Hqk = P->Hqk, per = H / Hqk;
+#pragma omp for schedule(static)
+            for (int64_t rq = 0; rq < rows * Hqk; rq++) {
+                const int64_t r = rq / Hqk, hq = rq % Hqk;
+                float *oq = Gr->dq + rq * K, *ok = Gr->dk + rq * K;
+                const float *sq = hbuf_q + (r * H + hq * per) * K;
+                const float *sk = hbuf_k + (r * H + hq * per) * K;
+                memcpy(oq, sq, (size_t)K * sizeof(float));
+                memcpy(ok, sk, (size_t)K * sizeof(float));
+                for (int64_t u = 1; u < per; u++)
+                    for (int64_t j = 0; j < K; j++) {
+                        oq[j] += sq[u * K + j];
+                        ok[j] += sk[u * K + j];
+                    }
+            }
+        }
+    }
+    return SEQK_SUCCESS;
+}
