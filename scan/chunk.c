@@ -80,8 +80,10 @@ void seqk__chunk_scratch_init(seqk__chunk_scratch *w, float *base, int64_t L, in
 
 enum { LOAD_AHEAD = 4 }; /* rows of q and k prefetched ahead of the one loaded */
 
-void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk__chunk_scratch *w,
-                      seqk__chunk_view *cv)
+/* The chunk's rows of one head: G, Kc, Kd, V always; Qs, Qg when with_q
+ * (stage 1 alone, the local state, needs only the keys and values). */
+static void load_rows(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, bool with_q,
+                      seqk__chunk_scratch *w, seqk__chunk_view *cv)
 {
     const int64_t K = P->K, V = P->V, hq = h / (P->H / P->Hqk);
     const bool decay = P->g || P->log_gamma;
@@ -93,29 +95,28 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk
     }
     /* Qs = scale * phi(q), Kc = phi(k): contiguous L x K (with SEQK__LIN_L2NORM
      * the rows of phi(q), phi(k) are L2-normalised first) */
+    const bool l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
     for (int64_t i = 0; i < L; i++) {
         const float *qr = P->q + ((r0 + i) * P->Hqk + hq) * K;
         const float *kr = P->k + ((r0 + i) * P->Hqk + hq) * K;
         if (i + LOAD_AHEAD < L) { /* one head's rows are Hqk K floats apart: a new page
                                      every few rows, where the hardware prefetcher stops */
-            seqk__prefetch_floats(qr + LOAD_AHEAD * P->Hqk * K, K);
+            if (with_q) seqk__prefetch_floats(qr + LOAD_AHEAD * P->Hqk * K, K);
             seqk__prefetch_floats(kr + LOAD_AHEAD * P->Hqk * K, K);
         }
         float *qs = w->Qs + i * K, *kc = w->Kc + i * K;
-        const bool l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
-        seqk__lin_phi_row(qr, K, l2 ? 1.0f : P->scale, P->flags, qs);
+        if (with_q) seqk__lin_phi_row(qr, K, l2 ? 1.0f : P->scale, P->flags, qs);
         seqk__lin_phi_row(kr, K, 1.0f, P->flags, kc);
         if (l2) {
             float fq, fk;
-            seqk__lin_qk_factors(P, qs, kc, &fq, &fk);
-            for (int64_t j = 0; j < K; j++) {
-                qs[j] *= fq;
-                kc[j] *= fk;
-            }
+            seqk__lin_qk_factors(P, with_q ? qs : kc, kc, &fq, &fk);
+            for (int64_t j = 0; j < K; j++) kc[j] *= fk;
+            if (with_q)
+                for (int64_t j = 0; j < K; j++) qs[j] *= fq;
         }
     }
     cv->L = L;
-    cv->Qs = w->Qs;
+    cv->Qs = with_q ? w->Qs : NULL;
     cv->Kc = w->Kc;
     cv->G = decay ? w->G : NULL;
     /* Qg = diag(exp(G)) Qs, Kd = diag(exp(G_L - G)) Kc (aliases without decay) */
@@ -124,19 +125,19 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk
         for (int64_t i0 = 0; i0 < L; i0 += 8) { /* eight rows' factors at a time */
             const int64_t n = L - i0 < 8 ? L - i0 : 8;
             float eq[8], ek[8];
-            seqk__exp_affine(w->G + i0, n, 0.0f, 1.0f, eq);
             seqk__exp_affine(w->G + i0, n, gl, -1.0f, ek);
             for (int64_t i = i0; i < i0 + n; i++)
-                for (int64_t j = 0; j < K; j++) {
-                    w->Qg[i * K + j] = eq[i - i0] * w->Qs[i * K + j];
-                    w->Kd[i * K + j] = ek[i - i0] * w->Kc[i * K + j];
-                }
+                for (int64_t j = 0; j < K; j++) w->Kd[i * K + j] = ek[i - i0] * w->Kc[i * K + j];
+            if (!with_q) continue;
+            seqk__exp_affine(w->G + i0, n, 0.0f, 1.0f, eq);
+            for (int64_t i = i0; i < i0 + n; i++)
+                for (int64_t j = 0; j < K; j++) w->Qg[i * K + j] = eq[i - i0] * w->Qs[i * K + j];
         }
-        cv->Qg = w->Qg;
+        cv->Qg = with_q ? w->Qg : NULL;
         cv->Kd = w->Kd;
         cv->a = expf(gl);
     } else {
-        cv->Qg = w->Qs;
+        cv->Qg = cv->Qs;
         cv->Kd = w->Kc;
         cv->a = 1.0f;
     }
@@ -153,6 +154,18 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk
         cv->Vv = P->v + (r0 * P->H + h) * V;
         cv->ldv = P->H * V;
     }
+}
+
+void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, seqk__chunk_scratch *w,
+                      seqk__chunk_view *cv)
+{
+    load_rows(P, r0, L, h, true, w, cv);
+}
+
+void seqk__chunk_load_keys(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
+                           seqk__chunk_scratch *w, seqk__chunk_view *cv)
+{
+    load_rows(P, r0, L, h, false, w, cv);
 }
 
 /* ---- stage 1: local state ------------------------------------------------------ */
@@ -397,7 +410,7 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
             const int64_t c0 = (c - first[n]) * pl.L;
             const int64_t L = len - c0 < pl.L ? len - c0 : pl.L;
             seqk__chunk_view cv;
-            seqk__chunk_load(P, r0 + c0, L, h, &w, &cv);
+            seqk__chunk_load_keys(P, r0 + c0, L, h, &w, &cv);
             seqk__chunk_local_state(&cv, P->K, P->V, with_z(P), cv.Vv, cv.ldv,
                                     states + (c * H + h) * E, w.pack);
             acoef[c * H + h] = cv.a;

@@ -49,6 +49,11 @@ typedef struct seqk__chunk_view {
 void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
                       seqk__chunk_scratch *w, seqk__chunk_view *cv);
 
+/* seqk__chunk_load without the queries (cv->Qs, cv->Qg are NULL): what
+ * stage 1 (the local state) reads. */
+void seqk__chunk_load_keys(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
+                           seqk__chunk_scratch *w, seqk__chunk_view *cv);
+
 /* Stage 1: U[K,V] = Kd^T Vv (rows ldv apart); with_z: U[K*V + j] = sum_i Kd[i,j]. */
 void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, bool with_z,
                              const float *Vv, int64_t ldv, float *U, float *pack);

@@ -39,9 +39,9 @@
  * head) a first pass keeps the state before every R-th chunk (a checkpoint);
  * the reverse walk then recomputes, segment by segment from the last, the
  * states before each chunk of the segment and walks those chunks backwards.
- * R = 1 (every state kept, nothing recomputed) while a sequence's states fit
- * FULL_BYTES per thread, else R ~ sqrt(chunks): about 2 sqrt(T / L) states
- * per thread instead of T / L.
+ * R = 1 (every state kept, nothing recomputed, the first pass writing them in
+ * place) while a sequence's states fit SEQK__LIN_BWD_FULL_BYTES per thread, else
+ * R ~ sqrt(chunks): about 2 sqrt(T / L) states per thread instead of T / L.
  *
  * Work items are (sequence, head), one thread each, in a fixed order inside
  * an item: the same bits for any thread count. With fewer q/k heads than
@@ -56,7 +56,12 @@
 
 #include <string.h>
 
-enum { FULL_BYTES = 8 << 20 };
+/* Per thread, the most bytes of one sequence's chunk states kept whole
+ * (R = 1); a compile-time knob so that the tests can build the
+ * checkpointed path on small shapes. */
+#ifndef SEQK__LIN_BWD_FULL_BYTES
+#define SEQK__LIN_BWD_FULL_BYTES (8 << 20)
+#endif
 
 static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 
@@ -91,13 +96,14 @@ static bplan make_plan(const seqk__lin *P)
     pl.W = P->V + (with_z(P) ? 1 : 0);
     pl.E = K * pl.W;
     const int64_t nch = (longest(P) + L - 1) / L;
-    if ((size_t)nch * (size_t)pl.E * sizeof(float) <= FULL_BYTES) {
-        pl.R = 1;
+    if ((size_t)(nch + 1) * (size_t)pl.E * sizeof(float) <= SEQK__LIN_BWD_FULL_BYTES) {
+        pl.R = 1; /* every state kept, the final one too: nch + 1 */
+        pl.nckpt = nch + 1;
     } else {
-        pl.R = 1;
+        pl.R = 2;
         while (pl.R * pl.R < nch) pl.R++;
+        pl.nckpt = (nch + pl.R - 1) / pl.R;
     }
-    pl.nckpt = nch > 0 ? (nch + pl.R - 1) / pl.R : 1;
     pl.head_buf = P->Hqk != P->H;
     int64_t nmax = L > pl.W ? L : pl.W, kmax = nmax;
     if (K > nmax) nmax = K, kmax = K;
@@ -178,12 +184,15 @@ static void state_split(const seqk__lin *P, const bplan *pl, const float *src, f
     }
 }
 
-/* One chunk loaded: the forward's view, and the value rows it stores (V'
- * with a column of ones under the normaliser) in *va (rows *ldva apart). */
+/* One chunk loaded (with the queries, or only what stage 1 reads): the
+ * forward's view, and the value rows the state stores (V' with a column of
+ * ones under the normaliser) in *va (rows *ldva apart). */
 static void load(const seqk__lin *P, const bplan *pl, int64_t row, int64_t L, int64_t h,
-                 bscratch *b, seqk__chunk_view *cv, const float **va, int64_t *ldva)
+                 bool with_q, bscratch *b, seqk__chunk_view *cv, const float **va,
+                 int64_t *ldva)
 {
-    seqk__chunk_load(P, row, L, h, &b->cs, cv);
+    if (with_q) seqk__chunk_load(P, row, L, h, &b->cs, cv);
+    else seqk__chunk_load_keys(P, row, L, h, &b->cs, cv);
     if (!with_z(P)) {
         *va = cv->Vv, *ldva = cv->ldv;
         return;
@@ -311,12 +320,14 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
 static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *pl, int64_t n,
                      int64_t h, bscratch *b, float *hbuf_q, float *hbuf_k)
 {
-    const int64_t K = P->K, V = P->V, H = P->H, E = pl->E, Lc = pl->L;
+    const int64_t K = P->K, V = P->V, H = P->H, E = pl->E, Lc = pl->L, R = pl->R;
     int64_t r0, len;
     seqk__lin_seq(P, n, &r0, &len);
     const int64_t nch = (len + Lc - 1) / Lc;
     const int64_t nh = n * H + h;
-    float *S = b->seg; /* running state of the first pass */
+    /* the running state of the first pass: with R = 1 the states follow one
+     * another in ckpt (the state before chunk c at c E), else in seg[0] */
+    float *S = R == 1 ? b->ckpt : b->seg;
     state_join(P, pl, P->s_in ? P->s_in + nh * K * V : NULL,
                P->z_in ? P->z_in + nh * K : NULL, S);
     const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
@@ -325,41 +336,46 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
     int64_t ldva;
     /* pass 1: checkpoints, and the final state */
     for (int64_t c = 0; c < nch; c++) {
-        if (c % pl->R == 0) memcpy(b->ckpt + c / pl->R * E, S, (size_t)E * sizeof(float));
         const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
-        load(P, pl, r0 + c * Lc, L, h, b, &cv, &va, &ldva);
-        advance(P, pl, &cv, va, ldva, b, S, S);
+        load(P, pl, r0 + c * Lc, L, h, false, b, &cv, &va, &ldva);
+        if (R == 1) {
+            advance(P, pl, &cv, va, ldva, b, S, S + E);
+            S += E;
+        } else {
+            if (c % R == 0) memcpy(b->ckpt + c / R * E, S, (size_t)E * sizeof(float));
+            advance(P, pl, &cv, va, ldva, b, S, S);
+        }
     }
     /* dS_T, and the final state's term of the log-decay gradient */
     state_join(P, pl, Gr->ds_out ? Gr->ds_out + nh * K * V : NULL,
                Gr->dz_out ? Gr->dz_out + nh * K : NULL, b->dS);
     const float final_term = nch > 0 ? seqk__dot(S, b->dS, E) : 0.0f;
-    /* the reverse walk, segment by segment */
+    /* the reverse walk, segment by segment (with R = 1 the states are all
+     * there already) */
     const bool hb = pl->head_buf;
-    for (int64_t s = (nch + pl->R - 1) / pl->R - 1; s >= 0; s--) {
-        const int64_t c0 = s * pl->R, cs = nch - c0 < pl->R ? nch - c0 : pl->R;
-        memcpy(b->seg, b->ckpt + s * E, (size_t)E * sizeof(float));
-        for (int64_t j = 0; j + 1 < cs; j++) {
-            load(P, pl, r0 + (c0 + j) * Lc, Lc, h, b, &cv, &va, &ldva);
-            advance(P, pl, &cv, va, ldva, b, b->seg + j * E, b->seg + (j + 1) * E);
+    for (int64_t s = (nch + R - 1) / R - 1; s >= 0; s--) {
+        const int64_t c0 = s * R, cs = nch - c0 < R ? nch - c0 : R;
+        float *seg = R == 1 ? b->ckpt + c0 * E : b->seg;
+        if (R > 1) {
+            memcpy(seg, b->ckpt + s * E, (size_t)E * sizeof(float));
+            for (int64_t j = 0; j + 1 < cs; j++) {
+                load(P, pl, r0 + (c0 + j) * Lc, Lc, h, false, b, &cv, &va, &ldva);
+                advance(P, pl, &cv, va, ldva, b, seg + j * E, seg + (j + 1) * E);
+            }
         }
         for (int64_t j = cs - 1; j >= 0; j--) {
             const int64_t c = c0 + j, row = r0 + c * Lc;
             const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
-            load(P, pl, row, L, h, b, &cv, &va, &ldva);
+            load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
             brows out;
-            if (hb) {
-                out.dq = hbuf_q + (row * H + h) * K, out.dk = hbuf_k + (row * H + h) * K;
-                out.ldqk = H * K;
-            } else {
-                out.dq = Gr->dq + (row * H + h) * K, out.dk = Gr->dk + (row * H + h) * K;
-                out.ldqk = H * K;
-            }
+            out.dq = (hb ? hbuf_q : Gr->dq) + (row * H + h) * K;
+            out.dk = (hb ? hbuf_k : Gr->dk) + (row * H + h) * K;
+            out.ldqk = H * K;
             out.dv = Gr->dv + (row * H + h) * V;
             out.dvs = Gr->dv_scale ? Gr->dv_scale + row * H + h : NULL;
             out.dld = Gr->dlogdecay ? Gr->dlogdecay + row * H + h : NULL;
             chunk_backward(P, Gr, pl, row, h, &cv, va, ldva,
-                           (c == 0 && zero_start) ? NULL : b->seg + j * E, b, &out);
+                           (c == 0 && zero_start) ? NULL : seg + j * E, b, &out);
         }
     }
     state_split(P, pl, b->dS, Gr->ds_in ? Gr->ds_in + nh * K * V : NULL,
