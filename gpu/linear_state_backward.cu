@@ -1,7 +1,88 @@
 /*
  * gpu/linear_state_backward.cu -- CUDA backward of the linear-state engine
- * (scan/linear_state.h seqk__lin_backward, DESIGN 3.7). Placeholder: the
- * entry points exist so that CUDA builds link; they report UNSUPPORTED.
+ * (scan/linear_state.h seqk__lin_backward, DESIGN 3.7): linear attention,
+ * RetNet retention, gated retention and, through the epilogue below, Mamba2.
+ * First, plain version: fp32 everywhere, CUDA cores, shared-memory tiles of
+ * 64 x 64 outputs (4 x 4 per thread), like the forward's chunk kernels in
+ * gpu/linear_state.cu. Deterministic: no atomics, every sum in a fixed order.
+ *
+ * The math, per sequence n and head h (q/k head hq = h / (H / Hqk)), with
+ * q~ = scale phi(q), k~ = phi(k), v~ = v_scale v, and with the normaliser
+ * v' = [v~ | 1] (V' = V + 1 columns) and the state [S | z], so that one
+ * formula covers both (V' = V without it). Inside chunk c (tokens i, j of
+ * [0, Lc)), G the cumulative log-decay in the chunk, G_L its last value,
+ * S0 the state before the chunk, dSn the gradient of the state after it:
+ *
+ *   U     = (diag(exp(G_L - G)) K~)^T V'            local state (forward)
+ *   S0    = chunk-state scan of U (a_c = exp(G_L)), from s_in [| z_in]
+ *   O'    = diag(exp(G)) Q~ S0 + ((Q~ K~^T) .* L) V'  (normaliser only:
+ *           num = O'[:, :V], den = O'[:, V]; dO' = [dout / (den + eps),
+ *           -(dout . num) / (den + eps)^2]; else dO' = dout)
+ *   W     = (diag(exp(G)) Q~)^T dO'
+ *   dSn   = reverse chunk-state scan of W, from ds_out [| dz_out]; its
+ *           result before the first chunk is ds_in [| dz_in]
+ *   dV'   = ((Q~ K~^T) .* L)^T dO' + diag(exp(G_L - G)) K~ dSn
+ *   dQ~   = ((dO' V'^T) .* L) K~   + diag(exp(G)) dO' S0^T
+ *   dK~   = ((dO' V'^T) .* L)^T Q~ + diag(exp(G_L - G)) V' dSn^T
+ *   dlogdecay_t = sum_{i >= t in the sequence} (q~_i . dQ~_i - k~_i . dK~_i)
+ *                 + <[S | z]_final, [ds_out | dz_out]>
+ *   dq = scale phi'(q) sum_{heads of hq} dQ~,  dk = phi'(k) sum dK~,
+ *   dv = v_scale dV'[:, :V],  dv_scale = v . dV'[:, :V]
+ *
+ * L_ij = exp(G_i - G_j) for j <= i, 0 above the diagonal (never formed
+ * there). The four token products share one kernel shape (bw_mix_kernel):
+ *
+ *   out_r = sum_{c causal to r} (A_r . B_c) m(r, c) Z_c  +  f_r A_r Sop
+ *
+ * "lower": c <= r, m = exp(G_r - G_c), f = exp(G_r), Sop = S0 (or S0^T);
+ * "upper": c >= r, m = exp(G_c - G_r), f = exp(G_L - G_r), Sop = dSn (or
+ * dSn^T). O' = lower(A Q~, B K~, Z V', S0); dQ~ = lower(dO', V', K~, S0^T);
+ * dV' = upper(K~, Q~, dO', dSn); dK~ = upper(V', dO', Q~, dSn^T). The two
+ * state-shaped products (U, W) share bw_xty_kernel.
+ *
+ * Kernels, in launch order (nch = chunks over all sequences):
+ *   seqk__chunk_first_kernel (gpu/chunks.cuh)   varlen only: chunk table
+ *   bw_gates_kernel     warp per (chunk, head): Gc (in-chunk cumulative
+ *                       log-decay, [B*T, H]), acoef = exp(G_L) [nch, H]
+ *   bw_prep_kernel      Qt = q~, Kt = k~ ([B*T, Hqk, K]); Vt = v' ([B*T, H,
+ *                       V']) when there is a v_scale or the normaliser
+ *   bw_xty_kernel       U into S [nch, H, K, V']
+ *   bw_state_scan_kernel (forward) thread per state element of (n, h): S[c]
+ *                       <- S0_c; the final state into Sfin [N, H, K, V']
+ *   bw_term_kernel      block per (n, h): term = <Sfin, [ds_out | dz_out]>
+ *   bw_mix_kernel (lower) O' into dOp [B*T, H, V'], then bw_norm_kernel
+ *                       (warp per (token, head)) turns it into dO' in place
+ *                       (normaliser only)
+ *   bw_xty_kernel       W into dS [nch, H, K, V']
+ *   bw_state_scan_kernel (reverse): dS[c] <- dSn_c; ds_in, dz_in
+ *   bw_mix_kernel x 3   dV' (into dv, or into dVt [B*T, H, V] with a
+ *                       v_scale), dQ~ into dQh, dK~ into dKh ([B*T, H, K])
+ *   bw_finish_qk_kernel warp per (token, q/k head): dq, dk (the heads of a
+ *                       group summed in head order) and the per-token
+ *                       q~ . dQ~ - k~ . dK~ of each head into dlogdecay
+ *   bw_finish_v_kernel  (v_scale) warp per (token, head): dv, dv_scale
+ *   bw_ld_local_kernel, bw_ld_carry_kernel, bw_ld_add_kernel: the reverse
+ *                       cumulative sum of dlogdecay per sequence (inside
+ *                       chunks by warp shuffles; over chunks one thread per
+ *                       (n, h), starting from term)
+ *
+ * Workspace (from P->ws_offset on, each region 256-byte aligned; BT = B*T,
+ * V' = V + (normaliser), nch = chunks):
+ *   first [N+1] int32 (varlen), Gc [BT*H], acoef [nch*H],
+ *   Qt, Kt [BT*Hqk*K] each, Vt [BT*H*V'] (v_scale or normaliser),
+ *   dOp [BT*H*V'] (normaliser), S, dS [nch*H*K*V'] each (the recomputed
+ *   chunk states and their gradients), Sfin [N*H*K*V'], term [N*H],
+ *   dQh, dKh [BT*H*K] each, dVt [BT*H*V] (v_scale), ctot [nch*H],
+ *   log_gamma [H] (H > BW_LG_INLINE)
+ * floats: about BT (H + 2 Hqk K + 2 H K + 2 H V') + 2 nch H K V' + N H K V'.
+ * All chunk states are kept (T / chunk per head): the GPU has the memory and
+ * that keeps every stage one parallel launch.
+ *
+ * To tune (measure first): tensor cores for the tile products; fusing the
+ * three token products of a chunk (they share the score tiles); coalesced
+ * loads of the transposed state tiles; the one-thread-per-element state scans
+ * on the scan primitive (gpu/scan.cu) for few long sequences; the Mamba2
+ * reductions are one block per head (fine for H >= the SM count).
  */
 extern "C" {
 #include "../core/internal.h"
@@ -11,19 +92,921 @@ extern "C" {
 #include "chunks.cuh"
 #include "common.cuh"
 
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- constants ------------------------------------------------------------ */
+
+enum {
+    BW_LG_INLINE = 256, /* log-gammas passed by value up to this many heads */
+    BW_WS_ALIGN = 256,
+    BW_TILE = 64,       /* 64 x 64 outputs per tile block */
+    BW_TSTEP = 16,      /* inner-dimension step of the tiles */
+    BW_THREADS = 256,   /* tile blocks, scans, reductions */
+    BW_WARPS = BW_THREADS / 32
+};
+
+/* A token-major matrix: row r (of the [B*T] row index) for head h starts at
+ * p + r ld + (h / grp) hs. */
+typedef struct bw_tmat {
+    const float *p;
+    int64_t ld, hs;
+    int grp;
+} bw_tmat;
+
+typedef struct bw_args {
+    seqk__chunks map;
+    int64_t KV, KVp; /* K*V; floats per chunk state K*V' */
+    int H, Hqk, hgrp, K, V, Vp;
+    float scale;
+    int norm, elu, decay, has_lg;
+    const float *q, *k, *v, *v_scale, *g, *g_head, *lg_dev;
+    const float *s_in, *z_in, *dout, *ds_out, *dz_out;
+    float *dq, *dk, *dv, *dv_scale, *dld, *ds_in, *dz_in;
+    /* workspace */
+    float *Gc, *acoef, *Qt, *Kt, *Vt, *dOp, *S, *dS, *Sfin, *term, *dQh, *dKh, *dVt, *ctot;
+    float lg[BW_LG_INLINE];
+} bw_args;
+
+/* One token product of bw_mix_kernel (see the top comment). */
+typedef struct bw_mix {
+    bw_tmat A, B, Z;  /* A, B: DA columns; Z: DZ columns */
+    int DA, DZ;
+    const float *st;  /* states [nch, H, K, V'] */
+    int st_t;         /* 0: Sop[a][z] = st[a V' + z] (DA = K, DZ = V'); 1: st[z V' + a] */
+    int upper;
+    float *out;       /* out[r ld + h hs + col], col < cols */
+    int64_t out_ld, out_hs;
+    int out_cols;
+} bw_mix;
+
+/* ---- device helpers --------------------------------------------------------- */
+
+static __device__ __forceinline__ float bw_phi(float x, int elu)
+{
+    if (!elu) return x;
+    return x > 0.0f ? x + 1.0f : expf(x);
+}
+
+/* d phi / dx */
+static __device__ __forceinline__ float bw_dphi(float x, int elu)
+{
+    if (!elu) return 1.0f;
+    return x > 0.0f ? 1.0f : expf(x);
+}
+
+static __device__ __forceinline__ float bw_head_lg(const bw_args &a, int h)
+{
+    if (!a.has_lg) return 0.0f;
+    return a.lg_dev ? a.lg_dev[h] : a.lg[h];
+}
+
+static __device__ __forceinline__ float bw_logdecay(const bw_args &a, int64_t r, int h, float lgh)
+{
+    float ld = 0.0f;
+    if (a.g) ld = a.g[r * a.H + h] * (a.g_head ? a.g_head[h] : 1.0f);
+    if (a.has_lg) ld += lgh;
+    return ld;
+}
+
+static __device__ __forceinline__ const float *bw_row(const bw_tmat &m, int64_t r, int h)
+{
+    return m.p + r * m.ld + (int64_t)(h / m.grp) * m.hs;
+}
+
+static __device__ __forceinline__ void bw_tile_zero(float acc[4][4])
+{
+#pragma unroll
+    for (int m = 0; m < 4; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[m][j] = 0.0f;
+}
+
+/* acc[m][j] += x[m xs] y[j ys] (thread (tx, ty) = (tid % 16, tid / 16) owns
+ * rows ty + 16 m, columns tx + 16 j of a 64 x 64 tile). */
+static __device__ __forceinline__ void bw_tile_step(float acc[4][4], const float *x, int xs,
+                                                    const float *y, int ys)
+{
+    float xr[4], yr[4];
+#pragma unroll
+    for (int m = 0; m < 4; m++) xr[m] = x[m * xs];
+#pragma unroll
+    for (int j = 0; j < 4; j++) yr[j] = y[j * ys];
+#pragma unroll
+    for (int m = 0; m < 4; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[m][j] = fmaf(xr[m], yr[j], acc[m][j]);
+}
+
+/* The sum of x over the block (BW_THREADS threads, all calling), in thread
+ * 0; fixed order. */
+static __device__ __forceinline__ float bw_block_sum(float x)
+{
+    __shared__ float part[BW_WARPS];
+    x = seqk__warp_sum(x);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = x;
+    __syncthreads();
+    float s = 0.0f;
+    if (threadIdx.x == 0)
+        for (int w = 0; w < BW_WARPS; w++) s += part[w];
+    return s;
+}
+
+/* ---- stage 0: cumulative log-decays per chunk ----------------------------------- */
+
+/* One warp per (chunk, head): Gc = inclusive scan of log a over the chunk,
+ * acoef = exp(G_last). */
+static __global__ void __launch_bounds__(BW_THREADS) bw_gates_kernel(bw_args a, int64_t nwork)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t wid = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
+    if (wid >= nwork) return; /* whole warp */
+    const int64_t c = wid / a.H;
+    const int h = (int)(wid - c * a.H);
+    int64_t r0;
+    int Lc;
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    const float lgh = bw_head_lg(a, h);
+    float carry = 0.0f;
+    for (int i0 = 0; i0 < Lc; i0 += 32) {
+        const int i = i0 + lane;
+        float x = i < Lc ? bw_logdecay(a, r0 + i, h, lgh) : 0.0f;
+        for (int off = 1; off < 32; off <<= 1) {
+            const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
+            if (lane >= off) x += y;
+        }
+        x += carry;
+        if (i < Lc) a.Gc[(r0 + i) * a.H + h] = x;
+        const int last = Lc - 1 - i0 < 31 ? Lc - 1 - i0 : 31;
+        carry = __shfl_sync(SEQK__FULL_MASK, x, last);
+    }
+    if (lane == 0) a.acoef[c * a.H + h] = expf(carry);
+}
+
+/* ---- feature maps ------------------------------------------------------------------ */
+
+/* Qt = scale phi(q), Kt = phi(k); Vt = [v_scale v | 1] when Vt is used.
+ * Grid-stride. */
+static __global__ void __launch_bounds__(BW_THREADS) bw_prep_kernel(bw_args a, int64_t rows)
+{
+    const int64_t nqk = rows * a.Hqk * a.K;
+    const int64_t stride = (int64_t)gridDim.x * BW_THREADS;
+    for (int64_t i = (int64_t)blockIdx.x * BW_THREADS + threadIdx.x; i < nqk; i += stride) {
+        a.Qt[i] = a.scale * bw_phi(a.q[i], a.elu);
+        a.Kt[i] = bw_phi(a.k[i], a.elu);
+    }
+    if (!a.Vt) return;
+    const int64_t nv = rows * a.H * a.Vp;
+    for (int64_t i = (int64_t)blockIdx.x * BW_THREADS + threadIdx.x; i < nv; i += stride) {
+        const int64_t rh = i / a.Vp;
+        const int col = (int)(i - rh * a.Vp);
+        float x = 1.0f;
+        if (col < a.V) {
+            x = a.v[rh * a.V + col];
+            if (a.v_scale) x *= a.v_scale[rh];
+        }
+        a.Vt[i] = x;
+    }
+}
+
+/* ---- state-shaped products: out[c, h] = sum_i f_i A_i^T Z_i ------------------------ */
+
+/* Block (chunk c, head h, tile of A's K columns, tile of Z's V' columns);
+ * f_i = exp(G_L - G_i) (upper: the local state U) or exp(G_i) (lower: W).
+ * out [nch, H, K, V']. */
+static __global__ void __launch_bounds__(BW_THREADS)
+    bw_xty_kernel(bw_args a, bw_tmat A, bw_tmat Z, int upper, float *out, int tilesA,
+                  int tilesZ)
+{
+    __shared__ float As[BW_TSTEP][BW_TILE];
+    __shared__ float Zs[BW_TSTEP][BW_TILE];
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int64_t id = blockIdx.x;
+    const int tz = (int)(id % tilesZ);
+    const int ta = (int)((id / tilesZ) % tilesA);
+    const int64_t ch = id / ((int64_t)tilesZ * tilesA);
+    const int64_t c = ch / a.H;
+    const int h = (int)(ch - c * a.H);
+    const int DA = a.K, DZ = a.Vp, H = a.H;
+    const int a0 = ta * BW_TILE, z0 = tz * BW_TILE;
+    int64_t r0;
+    int Lc;
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    const float glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
+    float acc[4][4];
+    bw_tile_zero(acc);
+    for (int i0 = 0; i0 < Lc; i0 += BW_TSTEP) {
+#pragma unroll
+        for (int p = 0; p < BW_TSTEP * BW_TILE / BW_THREADS; p++) {
+            const int idx = tid + BW_THREADS * p, ii = idx / BW_TILE, cc = idx % BW_TILE;
+            const int i = i0 + ii;
+            float ax = 0.0f, zx = 0.0f;
+            if (i < Lc) {
+                const int64_t r = r0 + i;
+                if (a0 + cc < DA) {
+                    float f = 1.0f;
+                    if (a.decay) {
+                        const float G = a.Gc[r * H + h];
+                        f = upper ? expf(glast - G) : expf(G);
+                    }
+                    ax = f * bw_row(A, r, h)[a0 + cc];
+                }
+                if (z0 + cc < DZ) zx = bw_row(Z, r, h)[z0 + cc];
+            }
+            As[ii][cc] = ax;
+            Zs[ii][cc] = zx;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ii = 0; ii < BW_TSTEP; ii++) bw_tile_step(acc, &As[ii][ty], 16, &Zs[ii][tx], 16);
+        __syncthreads();
+    }
+    float *o = out + (c * H + h) * a.KVp;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        const int kk = a0 + ty + 16 * m;
+        if (kk >= DA) continue;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int vv = z0 + tx + 16 * b;
+            if (vv < DZ) o[(int64_t)kk * DZ + vv] = acc[m][b];
+        }
+    }
+}
+
+/* ---- chunk-state scans ------------------------------------------------------------- */
+
+/* One thread per state element e of (n, h) (e = kk V' + col; col == V is
+ * z's). Forward: S[c] (= U_c) <- the state before chunk c, from s_in / z_in,
+ * the final state into Sfin (when given). Reverse: dS[c] (= W_c) <- the
+ * gradient of the state after chunk c, from ds_out / dz_out; the gradient
+ * before the first chunk into ds_in / dz_in (when given). */
+static __global__ void __launch_bounds__(BW_THREADS)
+    bw_state_scan_kernel(bw_args a, int eblocks, int reverse)
+{
+    const int64_t id = blockIdx.x;
+    const int64_t nh = id / eblocks;
+    const int64_t e = (id - nh * eblocks) * BW_THREADS + threadIdx.x;
+    if (e >= a.KVp) return;
+    const int64_t n = nh / a.H;
+    const int h = (int)(nh - n * a.H);
+    const int kk = (int)(e / a.Vp), col = (int)(e - (int64_t)kk * a.Vp);
+    const bool isz = col >= a.V;
+    const int64_t si = nh * a.KV + (int64_t)kk * a.V + col, zi = nh * a.K + kk;
+    const float *s0 = reverse ? a.ds_out : a.s_in;
+    const float *z0 = reverse ? a.dz_out : a.z_in;
+    float carry = 0.0f;
+    if (!isz) {
+        if (s0) carry = s0[si];
+    } else if (z0) {
+        carry = z0[zi];
+    }
+    int64_t cb, ce;
+    seqk__chunks_range(a.map, n, &cb, &ce);
+    const int64_t HE = (int64_t)a.H * a.KVp;
+    float *st = (reverse ? a.dS : a.S) + (int64_t)h * a.KVp + e; /* + c * HE */
+    if (!reverse) {
+        for (int64_t c = cb; c < ce; c++) {
+            const float u = st[c * HE];
+            const float cf = a.decay ? a.acoef[c * a.H + h] : 1.0f;
+            st[c * HE] = carry;
+            carry = fmaf(cf, carry, u);
+        }
+        if (a.Sfin) a.Sfin[nh * a.KVp + e] = carry;
+    } else {
+        for (int64_t c = ce - 1; c >= cb; c--) {
+            const float w = st[c * HE];
+            const float cf = a.decay ? a.acoef[c * a.H + h] : 1.0f;
+            st[c * HE] = carry;
+            carry = fmaf(cf, carry, w);
+        }
+        if (!isz) {
+            if (a.ds_in) a.ds_in[si] = carry;
+        } else if (a.dz_in) {
+            a.dz_in[zi] = carry;
+        }
+    }
+}
+
+/* Block per (n, h): term[nh] = <Sfin, [ds_out | dz_out]> (fixed order). */
+static __global__ void __launch_bounds__(BW_THREADS) bw_term_kernel(bw_args a)
+{
+    const int64_t nh = blockIdx.x;
+    float s = 0.0f;
+    for (int64_t e = threadIdx.x; e < a.KVp; e += BW_THREADS) {
+        const int kk = (int)(e / a.Vp), col = (int)(e - (int64_t)kk * a.Vp);
+        float d = 0.0f;
+        if (col < a.V) {
+            if (a.ds_out) d = a.ds_out[nh * a.KV + (int64_t)kk * a.V + col];
+        } else if (a.dz_out) {
+            d = a.dz_out[nh * a.K + kk];
+        }
+        s = fmaf(a.Sfin[nh * a.KVp + e], d, s);
+    }
+    s = bw_block_sum(s);
+    if (threadIdx.x == 0) a.term[nh] = s;
+}
+
+/* ---- token products ------------------------------------------------------------------ */
+
+/* Block (chunk c, head h, 64-row tile of the chunk, 64-column tile of Z):
+ *   out_r = sum_{c causal} (A_r . B_c) m(r, c) Z_c + f_r A_r Sop
+ * (see the top comment); for each 64-token tile of c that reaches the row
+ * tile: scores over DA in steps of 16, the mask in registers, the tile to
+ * shared memory, then times Z; then the state term over DA. */
+static __global__ void __launch_bounds__(BW_THREADS)
+    bw_mix_kernel(bw_args a, bw_mix mx, int tilesM, int tilesZ)
+{
+    __shared__ float At[BW_TSTEP][BW_TILE + 1]; /* A rows (k-major); scaled by f for the state term */
+    __shared__ float Bt[BW_TSTEP][BW_TILE + 1];
+    __shared__ float Ps[BW_TILE][BW_TILE + 1];  /* masked scores */
+    __shared__ float Zs[BW_TILE * BW_TILE];     /* Z [token][col]; then Sop [k][col] (16 rows) */
+    __shared__ float Gr[BW_TILE], Gk[BW_TILE];
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int64_t id = blockIdx.x;
+    const int tz = (int)(id % tilesZ);
+    const int tm = (int)((id / tilesZ) % tilesM);
+    const int64_t ch = id / ((int64_t)tilesZ * tilesM);
+    const int64_t c = ch / a.H;
+    const int h = (int)(ch - c * a.H);
+    const int H = a.H, DA = mx.DA, DZ = mx.DZ, up = mx.upper;
+    int64_t r0;
+    int Lc;
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    const int m0 = tm * BW_TILE, z0 = tz * BW_TILE;
+    if (m0 >= Lc) return; /* the whole block: a short last chunk */
+    const float glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
+    if (tid < BW_TILE) {
+        const int i = m0 + tid;
+        Gr[tid] = (a.decay && i < Lc) ? a.Gc[(r0 + i) * H + h] : 0.0f;
+    }
+    float acc[4][4];
+    bw_tile_zero(acc);
+
+    /* intra-chunk: lower, c <= r (tiles up to the diagonal); upper, c >= r */
+    const int jbeg = up ? m0 : 0;
+    const int jend = up ? Lc : (m0 + BW_TILE < Lc ? m0 + BW_TILE : Lc);
+    for (int j0 = jbeg; j0 < jend; j0 += BW_TILE) {
+        if (tid < BW_TILE) {
+            const int j = j0 + tid;
+            Gk[tid] = (a.decay && j < Lc) ? a.Gc[(r0 + j) * H + h] : 0.0f;
+        }
+        float p[4][4];
+        bw_tile_zero(p);
+        for (int kk0 = 0; kk0 < DA; kk0 += BW_TSTEP) {
+#pragma unroll
+            for (int pp = 0; pp < BW_TSTEP * BW_TILE / BW_THREADS; pp++) {
+                const int idx = tid + BW_THREADS * pp, t = idx / BW_TSTEP, kc = idx % BW_TSTEP;
+                const int kk = kk0 + kc, i = m0 + t, j = j0 + t;
+                float ax = 0.0f, bx = 0.0f;
+                if (kk < DA) {
+                    if (i < Lc) ax = bw_row(mx.A, r0 + i, h)[kk];
+                    if (j < Lc) bx = bw_row(mx.B, r0 + j, h)[kk];
+                }
+                At[kc][t] = ax;
+                Bt[kc][t] = bx;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int kc = 0; kc < BW_TSTEP; kc++)
+                bw_tile_step(p, &At[kc][ty], 16, &Bt[kc][tx], 16);
+            __syncthreads();
+        }
+        /* the mask: exp only where it is causal (argument <= 0) */
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            const int li = ty + 16 * m, i = m0 + li;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int lj = tx + 16 * b, j = j0 + lj;
+                float x = 0.0f;
+                if (i < Lc && j < Lc && (up ? j >= i : j <= i)) {
+                    x = p[m][b];
+                    if (a.decay) x *= expf(up ? Gk[lj] - Gr[li] : Gr[li] - Gk[lj]);
+                }
+                Ps[li][lj] = x;
+            }
+        }
+#pragma unroll 4
+        for (int pp = 0; pp < BW_TILE * BW_TILE / BW_THREADS; pp++) {
+            const int idx = tid + BW_THREADS * pp, t = idx / BW_TILE, cc = idx % BW_TILE;
+            const int j = j0 + t, zz = z0 + cc;
+            Zs[idx] = (j < Lc && zz < DZ) ? bw_row(mx.Z, r0 + j, h)[zz] : 0.0f;
+        }
+        __syncthreads();
+        for (int jj = 0; jj < BW_TILE; jj++)
+            bw_tile_step(acc, &Ps[ty][jj], 16 * (BW_TILE + 1), &Zs[jj * BW_TILE + tx], 16);
+        __syncthreads();
+    }
+
+    /* the state term: f_r A_r Sop */
+    const float *Sop = mx.st + (c * H + h) * a.KVp;
+    const int64_t Vp = a.Vp;
+    for (int kk0 = 0; kk0 < DA; kk0 += BW_TSTEP) {
+#pragma unroll
+        for (int pp = 0; pp < BW_TSTEP * BW_TILE / BW_THREADS; pp++) {
+            const int idx = tid + BW_THREADS * pp, t = idx / BW_TSTEP, kc = idx % BW_TSTEP;
+            const int kk = kk0 + kc, i = m0 + t;
+            float ax = 0.0f;
+            if (kk < DA && i < Lc) {
+                ax = bw_row(mx.A, r0 + i, h)[kk];
+                if (a.decay) ax *= expf(up ? glast - Gr[t] : Gr[t]);
+            }
+            At[kc][t] = ax;
+        }
+#pragma unroll
+        for (int pp = 0; pp < BW_TSTEP * BW_TILE / BW_THREADS; pp++) {
+            const int idx = tid + BW_THREADS * pp;
+            int kc, cc;
+            if (mx.st_t) kc = idx % BW_TSTEP, cc = idx / BW_TSTEP; /* consecutive a: consecutive addresses */
+            else kc = idx / BW_TILE, cc = idx % BW_TILE;
+            const int kk = kk0 + kc, zz = z0 + cc;
+            float sx = 0.0f;
+            if (kk < DA && zz < DZ) sx = mx.st_t ? Sop[zz * Vp + kk] : Sop[kk * Vp + zz];
+            Zs[kc * BW_TILE + cc] = sx;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kc = 0; kc < BW_TSTEP; kc++)
+            bw_tile_step(acc, &At[kc][ty], 16, &Zs[kc * BW_TILE + tx], 16);
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        const int i = m0 + ty + 16 * m;
+        if (i >= Lc) continue;
+        float *o = mx.out + (r0 + i) * mx.out_ld + (int64_t)h * mx.out_hs;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int zz = z0 + tx + 16 * b;
+            if (zz < mx.out_cols) o[zz] = acc[m][b];
+        }
+    }
+}
+
+/* ---- per-row kernels ----------------------------------------------------------------- */
+
+/* Warp per (token r, head h), normaliser: dOp holds O' = [num | den];
+ * replaced in place by dO' = [dout inv, -(dout . num) inv^2],
+ * inv = 1 / (den + eps). */
+static __global__ void __launch_bounds__(BW_THREADS) bw_norm_kernel(bw_args a, int64_t items)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t w = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
+    if (w >= items) return;
+    float *o = a.dOp + w * a.Vp;
+    const float *d = a.dout + w * a.V;
+    const float inv = 1.0f / (o[a.V] + SEQK__LIN_EPS);
+    float s = 0.0f;
+    for (int j = lane; j < a.V; j += 32) s = fmaf(d[j], o[j], s);
+    s = seqk__warp_sum(s);
+    /* every lane read den before the shuffles of the sum: lane 0 may now
+     * overwrite it */
+    for (int j = lane; j < a.V; j += 32) o[j] = d[j] * inv;
+    if (lane == 0) o[a.V] = -s * inv * inv;
+}
+
+/* Warp per (token r, q/k head hq): dq = scale phi'(q) sum_h dQh, dk =
+ * phi'(k) sum_h dKh over the heads h of the group in order; and for each
+ * head the per-token q~ . dQ~ - k~ . dK~ into dld (when given). */
+static __global__ void __launch_bounds__(BW_THREADS)
+    bw_finish_qk_kernel(bw_args a, int64_t items)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t w = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
+    if (w >= items) return;
+    const int64_t r = w / a.Hqk;
+    const int hq = (int)(w - r * a.Hqk);
+    const int K = a.K, grp = a.hgrp;
+    const int64_t qo = w * K; /* (r Hqk + hq) K */
+    const float *qt = a.Qt + qo, *kt = a.Kt + qo;
+    if (a.dld) {
+        for (int hi = 0; hi < grp; hi++) {
+            const int h = hq * grp + hi;
+            const float *dqh = a.dQh + (r * a.H + h) * K, *dkh = a.dKh + (r * a.H + h) * K;
+            float s = 0.0f;
+            for (int i = lane; i < K; i += 32) s += qt[i] * dqh[i] - kt[i] * dkh[i];
+            s = seqk__warp_sum(s);
+            if (lane == 0) a.dld[r * a.H + h] = s;
+        }
+    }
+    for (int i = lane; i < K; i += 32) {
+        float sq = 0.0f, sk = 0.0f;
+        for (int hi = 0; hi < grp; hi++) {
+            const int64_t o = (r * a.H + hq * grp + hi) * K + i;
+            sq += a.dQh[o];
+            sk += a.dKh[o];
+        }
+        a.dq[qo + i] = a.scale * bw_dphi(a.q[qo + i], a.elu) * sq;
+        a.dk[qo + i] = bw_dphi(a.k[qo + i], a.elu) * sk;
+    }
+}
+
+/* Warp per (token r, head h), with a v_scale: dv = v_scale dV~, dv_scale =
+ * v . dV~ (when given). */
+static __global__ void __launch_bounds__(BW_THREADS) bw_finish_v_kernel(bw_args a, int64_t items)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t w = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
+    if (w >= items) return;
+    const float vs = a.v_scale[w];
+    const float *d = a.dVt + w * a.V, *v = a.v + w * a.V;
+    float s = 0.0f;
+    for (int j = lane; j < a.V; j += 32) {
+        s = fmaf(v[j], d[j], s);
+        a.dv[w * a.V + j] = vs * d[j];
+    }
+    s = seqk__warp_sum(s);
+    if (lane == 0 && a.dv_scale) a.dv_scale[w] = s;
+}
+
+/* ---- dlogdecay: reverse cumulative sum per sequence ------------------------------------ */
+
+/* Warp per (chunk, head): dld <- its reverse inclusive sum inside the chunk;
+ * the chunk's total into ctot. */
+static __global__ void __launch_bounds__(BW_THREADS) bw_ld_local_kernel(bw_args a, int64_t nwork)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t wid = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
+    if (wid >= nwork) return;
+    const int64_t c = wid / a.H;
+    const int h = (int)(wid - c * a.H);
+    int64_t r0;
+    int Lc;
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    float carry = 0.0f;
+    for (int i0 = 0; i0 < Lc; i0 += 32) {
+        const int i = Lc - 1 - (i0 + lane); /* lane 0: the latest token */
+        float x = i >= 0 ? a.dld[(r0 + i) * a.H + h] : 0.0f;
+        for (int off = 1; off < 32; off <<= 1) {
+            const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
+            if (lane >= off) x += y;
+        }
+        x += carry;
+        if (i >= 0) a.dld[(r0 + i) * a.H + h] = x;
+        carry = __shfl_sync(SEQK__FULL_MASK, x, 31); /* lanes past the start add 0 */
+    }
+    if (lane == 0) a.ctot[c * a.H + h] = carry;
+}
+
+/* Thread per (n, h): ctot[c] <- term + the totals of the later chunks. */
+static __global__ void __launch_bounds__(BW_THREADS) bw_ld_carry_kernel(bw_args a, int64_t nwork)
+{
+    const int64_t nh = (int64_t)blockIdx.x * BW_THREADS + threadIdx.x;
+    if (nh >= nwork) return;
+    const int64_t n = nh / a.H;
+    const int h = (int)(nh - n * a.H);
+    int64_t cb, ce;
+    seqk__chunks_range(a.map, n, &cb, &ce);
+    float carry = a.term ? a.term[nh] : 0.0f;
+    for (int64_t c = ce - 1; c >= cb; c--) {
+        const float t = a.ctot[c * a.H + h];
+        a.ctot[c * a.H + h] = carry;
+        carry += t;
+    }
+}
+
+/* Warp per (chunk, head): dld += ctot[c, h]. */
+static __global__ void __launch_bounds__(BW_THREADS) bw_ld_add_kernel(bw_args a, int64_t nwork)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t wid = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
+    if (wid >= nwork) return;
+    const int64_t c = wid / a.H;
+    const int h = (int)(wid - c * a.H);
+    int64_t r0;
+    int Lc;
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    const float add = a.ctot[c * a.H + h];
+    for (int i = lane; i < Lc; i += 32) a.dld[(r0 + i) * a.H + h] += add;
+}
+
+/* ---- Mamba2 epilogue ---------------------------------------------------------------- */
+
+static __device__ __forceinline__ float bw_m2_d(int64_t i, int64_t H, int softplus,
+                                                const float *dt, const float *dt_bias,
+                                                const float *A, const float *dld,
+                                                const float *dvs)
+{
+    const int h = (int)(i % H);
+    const float d = fmaf(dld[i], A[h], dvs[i]);
+    if (!softplus) return d;
+    const float x = dt[i] + (dt_bias ? dt_bias[h] : 0.0f);
+    return d / (1.0f + expf(-x));
+}
+
+/* ddt (grid-stride over rows * H) and dx += D dy (over rows * H * Pd). */
+static __global__ void __launch_bounds__(BW_THREADS)
+    bw_m2_elem_kernel(int64_t rows, int64_t H, int64_t Pd, int softplus, const float *dt,
+                      const float *dt_bias, const float *A, const float *D, const float *dy,
+                      const float *dld, const float *dvs, float *ddt, float *dx)
+{
+    const int64_t stride = (int64_t)gridDim.x * BW_THREADS;
+    const int64_t first = (int64_t)blockIdx.x * BW_THREADS + threadIdx.x;
+    for (int64_t i = first; i < rows * H; i += stride)
+        ddt[i] = bw_m2_d(i, H, softplus, dt, dt_bias, A, dld, dvs);
+    if (D)
+        for (int64_t i = first; i < rows * H * Pd; i += stride) dx[i] += D[(i / Pd) % H] * dy[i];
+}
+
+/* Block per head h: dA[h], ddt_bias[h], dD[h] (each a sum over rows in a
+ * fixed order: thread t takes rows t, t + 256, .., then the block sum). */
+static __global__ void __launch_bounds__(BW_THREADS)
+    bw_m2_reduce_kernel(int64_t rows, int64_t H, int64_t Pd, int softplus, const float *dt,
+                        const float *dt_bias, const float *A, const float *x, const float *dy,
+                        const float *dtp, const float *dld, const float *dvs, float *dA,
+                        float *dD, float *ddt_bias)
+{
+    const int64_t h = blockIdx.x;
+    float sa = 0.0f, sb = 0.0f, sd = 0.0f;
+    for (int64_t r = threadIdx.x; r < rows; r += BW_THREADS) {
+        const int64_t i = r * H + h;
+        sa = fmaf(dld[i], dtp[i], sa);
+        if (ddt_bias) sb += bw_m2_d(i, H, softplus, dt, dt_bias, A, dld, dvs);
+        if (dD)
+            for (int64_t p = 0; p < Pd; p++) sd = fmaf(dy[i * Pd + p], x[i * Pd + p], sd);
+    }
+    sa = bw_block_sum(sa);
+    if (threadIdx.x == 0) dA[h] = sa;
+    __syncthreads();
+    if (ddt_bias) {
+        sb = bw_block_sum(sb);
+        if (threadIdx.x == 0) ddt_bias[h] = sb;
+        __syncthreads();
+    }
+    if (dD) {
+        sd = bw_block_sum(sd);
+        if (threadIdx.x == 0) dD[h] = sd;
+    }
+}
+
+/* ---- host: plan and workspace ---------------------------------------------------------- */
+
+typedef struct bw_plan {
+    int64_t L, nch, BT, Vp;
+    int norm, vt, vsc;
+    size_t off_first, off_G, off_a, off_Q, off_K, off_V, off_dO, off_S, off_dS, off_Sfin,
+        off_term, off_dQ, off_dK, off_dV, off_ctot, off_lg, bytes;
+} bw_plan;
+
+static size_t bw_align(size_t n) { return seqk__align_up(n, BW_WS_ALIGN); }
+
+static bw_plan bw_make_plan(const seqk__lin *P)
+{
+    bw_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.L = seqk__lin_chunk(P->chunk);
+    pl.norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
+    pl.vsc = P->v_scale != NULL;
+    pl.vt = pl.norm || pl.vsc;
+    pl.Vp = P->V + pl.norm;
+    pl.BT = P->B * P->T;
+    pl.nch = seqk__count_chunks(P->cu, P->N, P->B, P->T, pl.L);
+    const size_t f = sizeof(float);
+    const size_t BT = (size_t)pl.BT, H = (size_t)P->H, nch = (size_t)pl.nch;
+    const size_t KVp = (size_t)P->K * (size_t)pl.Vp;
+    size_t off = 0;
+#define BW_REGION(name, bytes) (pl.name = off, off += bw_align(bytes))
+    BW_REGION(off_first, (size_t)(P->N + 1) * sizeof(int32_t));
+    BW_REGION(off_G, BT * H * f);
+    BW_REGION(off_a, nch * H * f);
+    BW_REGION(off_Q, BT * (size_t)P->Hqk * (size_t)P->K * f);
+    BW_REGION(off_K, BT * (size_t)P->Hqk * (size_t)P->K * f);
+    BW_REGION(off_V, pl.vt ? BT * H * (size_t)pl.Vp * f : 0);
+    BW_REGION(off_dO, pl.norm ? BT * H * (size_t)pl.Vp * f : 0);
+    BW_REGION(off_S, nch * H * KVp * f);
+    BW_REGION(off_dS, nch * H * KVp * f);
+    BW_REGION(off_Sfin, (size_t)P->N * H * KVp * f);
+    BW_REGION(off_term, (size_t)P->N * H * f);
+    BW_REGION(off_dQ, BT * H * (size_t)P->K * f);
+    BW_REGION(off_dK, BT * H * (size_t)P->K * f);
+    BW_REGION(off_dV, pl.vsc ? BT * H * (size_t)P->V * f : 0);
+    BW_REGION(off_ctot, nch * H * f);
+    BW_REGION(off_lg, P->H > BW_LG_INLINE ? H * f : 0);
+#undef BW_REGION
+    pl.bytes = off;
+    return pl;
+}
+
 extern "C" size_t seqk__cuda_lin_backward_workspace(const seqk__lin *P)
 {
-    (void)P;
-    return 0;
+    return bw_make_plan(P).bytes;
 }
+
+static unsigned bw_grid(int64_t blocks)
+{
+    return blocks > 0 && blocks <= INT_MAX ? (unsigned)blocks : 0u;
+}
+
+#define BW_GRID_OR_FAIL(var, blocks)                                                          \
+    const unsigned var = bw_grid(blocks);                                                      \
+    if (var == 0)                                                                              \
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld blocks do not fit one launch", fn, \
+                          (long long)(blocks))
+
+static unsigned bw_elem_grid(int64_t n)
+{
+    const int64_t b = (n + BW_THREADS - 1) / BW_THREADS;
+    return (unsigned)(b < 65536 ? (b > 0 ? b : 1) : 65536); /* grid-stride beyond */
+}
+
+static bw_tmat bw_tm(const float *p, int64_t ld, int64_t hs, int grp)
+{
+    bw_tmat m;
+    m.p = p, m.ld = ld, m.hs = hs, m.grp = grp;
+    return m;
+}
+
+static seqk_status bw_launch_mix(const char *fn, const bw_args &a, const bw_mix &mx,
+                                 cudaStream_t stream, int64_t nch)
+{
+    const int tilesM = (a.map.L + BW_TILE - 1) / BW_TILE, tilesZ = (mx.DZ + BW_TILE - 1) / BW_TILE;
+    BW_GRID_OR_FAIL(g, nch * a.H * tilesM * tilesZ);
+    bw_mix_kernel<<<g, BW_THREADS, 0, stream>>>(a, mx, tilesM, tilesZ);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}
+
+static seqk_status bw_launch_xty(const char *fn, const bw_args &a, bw_tmat A, bw_tmat Z, int upper,
+                                 float *out, cudaStream_t stream, int64_t nch)
+{
+    const int tilesA = (a.K + BW_TILE - 1) / BW_TILE, tilesZ = (a.Vp + BW_TILE - 1) / BW_TILE;
+    BW_GRID_OR_FAIL(g, nch * a.H * tilesA * tilesZ);
+    bw_xty_kernel<<<g, BW_THREADS, 0, stream>>>(a, A, Z, upper, out, tilesA, tilesZ);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}
+
+#define BW_TRY(call)                     \
+    do {                                 \
+        const seqk_status st_ = (call);  \
+        if (st_ != SEQK_SUCCESS) return st_; \
+    } while (0)
 
 extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__lin *P,
                                               const seqk__lin_grad *Gr, const int32_t *cu_device)
 {
-    (void)ctx, (void)P, (void)Gr, (void)cu_device;
-    return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                      "seqk (CUDA linear-state backward): not implemented yet");
+    static const char fn[] = "seqk (CUDA linear-state backward)";
+    SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
+    cudaStream_t stream = seqk__stream(ctx);
+    const bw_plan pl = bw_make_plan(P);
+    char *ws = NULL;
+    {
+        void *base = NULL;
+        BW_TRY(seqk__workspace(fn, ctx, P->ws_offset + pl.bytes, &base));
+        ws = (char *)base + P->ws_offset;
+    }
+    const int64_t nch = pl.nch, BT = pl.BT, H = P->H;
+
+    bw_args a;
+    memset(&a, 0, sizeof a);
+    a.map = seqk__chunks_of(P->T, P->N, pl.L, cu_device);
+    a.KV = P->K * P->V;
+    a.KVp = P->K * pl.Vp;
+    a.H = (int)P->H;
+    a.Hqk = (int)P->Hqk;
+    a.hgrp = (int)(P->H / P->Hqk);
+    a.K = (int)P->K;
+    a.V = (int)P->V;
+    a.Vp = (int)pl.Vp;
+    a.scale = P->scale;
+    a.norm = pl.norm;
+    a.elu = (P->flags & SEQK__LIN_ELU1) != 0;
+    a.decay = P->g != NULL || P->log_gamma != NULL;
+    a.q = P->q, a.k = P->k, a.v = P->v, a.v_scale = P->v_scale;
+    a.g = P->g, a.g_head = P->g_head;
+    a.s_in = P->s_in;
+    a.z_in = a.norm ? P->z_in : NULL;
+    a.dout = Gr->dout, a.ds_out = Gr->ds_out;
+    a.dz_out = a.norm ? Gr->dz_out : NULL;
+    a.dq = Gr->dq, a.dk = Gr->dk, a.dv = Gr->dv;
+    a.dv_scale = P->v_scale ? Gr->dv_scale : NULL;
+    a.dld = Gr->dlogdecay;
+    a.ds_in = Gr->ds_in;
+    a.dz_in = a.norm ? Gr->dz_in : NULL;
+    a.Gc = (float *)(ws + pl.off_G);
+    a.acoef = (float *)(ws + pl.off_a);
+    a.Qt = (float *)(ws + pl.off_Q);
+    a.Kt = (float *)(ws + pl.off_K);
+    a.Vt = pl.vt ? (float *)(ws + pl.off_V) : NULL;
+    a.dOp = pl.norm ? (float *)(ws + pl.off_dO) : NULL;
+    a.S = (float *)(ws + pl.off_S);
+    a.dS = (float *)(ws + pl.off_dS);
+    const bool want_term = a.dld && (a.ds_out || a.dz_out);
+    a.Sfin = want_term ? (float *)(ws + pl.off_Sfin) : NULL;
+    a.term = want_term ? (float *)(ws + pl.off_term) : NULL;
+    a.dQh = (float *)(ws + pl.off_dQ);
+    a.dKh = (float *)(ws + pl.off_dK);
+    a.dVt = pl.vsc ? (float *)(ws + pl.off_dV) : NULL;
+    a.ctot = (float *)(ws + pl.off_ctot);
+    if (P->log_gamma) {
+        a.has_lg = 1;
+        if (P->H <= BW_LG_INLINE) {
+            for (int64_t h = 0; h < P->H; h++) a.lg[h] = P->log_gamma[h];
+        } else {
+            /* the host array dies when we return: copy and wait */
+            float *lg = (float *)(ws + pl.off_lg);
+            SEQK_CUDA_TRY(fn, cudaMemcpyAsync(lg, P->log_gamma, (size_t)P->H * sizeof(float),
+                                              cudaMemcpyHostToDevice, stream));
+            SEQK_CUDA_TRY(fn, cudaStreamSynchronize(stream));
+            a.lg_dev = lg;
+        }
+    }
+    if (a.map.cu) BW_TRY(seqk__chunks_build_first(fn, &a.map, (int32_t *)(ws + pl.off_first), stream));
+
+    const int eblocks = (int)((a.KVp + BW_THREADS - 1) / BW_THREADS);
+    BW_GRID_OR_FAIL(gscan, P->N * H * eblocks);
+    if (nch == 0) { /* no tokens: ds_in = ds_out, dz_in = dz_out */
+        bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        return SEQK_SUCCESS;
+    }
+
+    /* operands */
+    const int64_t ldqk = P->Hqk * P->K;
+    const bw_tmat Qm = bw_tm(a.Qt, ldqk, a.K, a.hgrp), Km = bw_tm(a.Kt, ldqk, a.K, a.hgrp);
+    const bw_tmat Vm = pl.vt ? bw_tm(a.Vt, H * pl.Vp, pl.Vp, 1) : bw_tm(a.v, H * a.V, a.V, 1);
+    const bw_tmat dOm = pl.norm ? bw_tm(a.dOp, H * pl.Vp, pl.Vp, 1) : bw_tm(a.dout, H * a.V, a.V, 1);
+
+    if (a.decay) {
+        BW_GRID_OR_FAIL(g0, (nch * H + BW_WARPS - 1) / BW_WARPS);
+        bw_gates_kernel<<<g0, BW_THREADS, 0, stream>>>(a, nch * H);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    bw_prep_kernel<<<bw_elem_grid(BT * (P->Hqk * P->K > H * pl.Vp ? P->Hqk * P->K : H * pl.Vp)),
+                     BW_THREADS, 0, stream>>>(a, BT);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+
+    /* forward: local states, chunk states, final states */
+    BW_TRY(bw_launch_xty(fn, a, Km, Vm, 1, a.S, stream, nch));
+    bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 0);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (want_term) {
+        BW_GRID_OR_FAIL(gt, P->N * H);
+        bw_term_kernel<<<gt, BW_THREADS, 0, stream>>>(a);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+
+    bw_mix mx;
+    if (pl.norm) { /* O' = [num | den], then dO' in place */
+        memset(&mx, 0, sizeof mx);
+        mx.A = Qm, mx.B = Km, mx.Z = Vm, mx.DA = a.K, mx.DZ = a.Vp;
+        mx.st = a.S, mx.st_t = 0, mx.upper = 0;
+        mx.out = a.dOp, mx.out_ld = H * pl.Vp, mx.out_hs = pl.Vp, mx.out_cols = a.Vp;
+        BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+        BW_GRID_OR_FAIL(gn, (BT * H + BW_WARPS - 1) / BW_WARPS);
+        bw_norm_kernel<<<gn, BW_THREADS, 0, stream>>>(a, BT * H);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+
+    /* W = (diag(exp(G)) Q~)^T dO', then dS after each chunk (reverse scan) */
+    BW_TRY(bw_launch_xty(fn, a, Qm, dOm, 0, a.dS, stream, nch));
+    bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+
+    /* dV' (first V columns) */
+    memset(&mx, 0, sizeof mx);
+    mx.A = Km, mx.B = Qm, mx.Z = dOm, mx.DA = a.K, mx.DZ = a.Vp;
+    mx.st = a.dS, mx.st_t = 0, mx.upper = 1;
+    mx.out = pl.vsc ? a.dVt : a.dv, mx.out_ld = H * a.V, mx.out_hs = a.V, mx.out_cols = a.V;
+    BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+    /* dQ~ per head */
+    memset(&mx, 0, sizeof mx);
+    mx.A = dOm, mx.B = Vm, mx.Z = Km, mx.DA = a.Vp, mx.DZ = a.K;
+    mx.st = a.S, mx.st_t = 1, mx.upper = 0;
+    mx.out = a.dQh, mx.out_ld = H * a.K, mx.out_hs = a.K, mx.out_cols = a.K;
+    BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+    /* dK~ per head */
+    memset(&mx, 0, sizeof mx);
+    mx.A = Vm, mx.B = dOm, mx.Z = Qm, mx.DA = a.Vp, mx.DZ = a.K;
+    mx.st = a.dS, mx.st_t = 1, mx.upper = 1;
+    mx.out = a.dKh, mx.out_ld = H * a.K, mx.out_hs = a.K, mx.out_cols = a.K;
+    BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+
+    BW_GRID_OR_FAIL(gq, (BT * P->Hqk + BW_WARPS - 1) / BW_WARPS);
+    bw_finish_qk_kernel<<<gq, BW_THREADS, 0, stream>>>(a, BT * P->Hqk);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (pl.vsc) {
+        BW_GRID_OR_FAIL(gv, (BT * H + BW_WARPS - 1) / BW_WARPS);
+        bw_finish_v_kernel<<<gv, BW_THREADS, 0, stream>>>(a, BT * H);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    if (a.dld) {
+        BW_GRID_OR_FAIL(gl, (nch * H + BW_WARPS - 1) / BW_WARPS);
+        bw_ld_local_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nch * H);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        BW_GRID_OR_FAIL(gc, (P->N * H + BW_THREADS - 1) / BW_THREADS);
+        bw_ld_carry_kernel<<<gc, BW_THREADS, 0, stream>>>(a, P->N * H);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        bw_ld_add_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nch * H);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    return SEQK_SUCCESS;
 }
+
+/* ---- Mamba2 epilogue ---------------------------------------------------------------- */
 
 extern "C" seqk_status seqk__cuda_mamba2_backward_epilogue(
     seqk_context *ctx, int64_t rows, int64_t H, int64_t Pd, int softplus, const float *dt,
@@ -31,8 +1014,19 @@ extern "C" seqk_status seqk__cuda_mamba2_backward_epilogue(
     const float *dtp, const float *dld, const float *dvs, float *ddt, float *dA, float *dD,
     float *ddt_bias, float *dx)
 {
-    (void)ctx, (void)rows, (void)H, (void)Pd, (void)softplus, (void)dt, (void)dt_bias, (void)A;
-    (void)D, (void)x, (void)dy, (void)dtp, (void)dld, (void)dvs, (void)ddt, (void)dA, (void)dD;
-    (void)ddt_bias, (void)dx;
-    return seqk__fail(SEQK_ERROR_UNSUPPORTED, "seqk_mamba2_backward (CUDA): not implemented yet");
+    static const char fn[] = "seqk_mamba2_backward";
+    if (H <= 0) return SEQK_SUCCESS;
+    SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
+    cudaStream_t stream = seqk__stream(ctx);
+    if (rows > 0) {
+        bw_m2_elem_kernel<<<bw_elem_grid(rows * H * (D ? Pd : 1)), BW_THREADS, 0, stream>>>(
+            rows, H, Pd, softplus, dt, dt_bias, A, D, dy, dld, dvs, ddt, dx);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    /* with rows == 0 the sums are zeros (written by the reduction) */
+    BW_GRID_OR_FAIL(g, H);
+    bw_m2_reduce_kernel<<<g, BW_THREADS, 0, stream>>>(rows, H, Pd, softplus, dt, dt_bias, A, x,
+                                                     dy, dtp, dld, dvs, dA, dD, ddt_bias);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
 }
