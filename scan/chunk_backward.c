@@ -21,14 +21,17 @@
  *   dK~ = dP^T Q~ + diag(exp(G_L - G)) V' dS^T
  *   dS0 = (diag(exp(G)) Q~)^T dO + exp(G_L) dS
  *
- * The log-decays: exp(G_i) multiplies every appearance of q~_i and
- * exp(-G_j) every appearance of k~_j (G cumulative from the sequence start),
- * and exp(G_T) the final state, so with dq~, dk~ the total gradients
- *
- *   d(log a_t) = sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T>
- *
- * one reverse scan per sequence (the scan primitive, a = 1) after the rest.
- *
+ * The log-decays: d(log a_t) = <dS_t, a_t S_{t-1}>. DESIGN 3.7 writes it as
+ * sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T> (exp(G_i)
+ * multiplies every q~_i, exp(-G_j) every k~_j): exact, but each token's
+ * q~_i . dq~_i and k~_i . dk~_i share the O(1) diagonal pair (q~_i . k~_i)
+ * (do_i . v'_i), which cancels to rounding while the true gradient under
+ * strong decay is ~exp(g): relative errors ~1e-7 / exp(g). So per chunk the
+ * pairs on the two sides of t are summed instead, each with its decay (see
+ * chunk_backward): the strictly lower part of dP, the queries against S0,
+ * the keys against dS, and S0 against dS; one reverse scan over the chunk's
+ * tokens (the scan primitive, a = 1) gives every t, with no global pass.
+
  * The normaliser (SEQK__LIN_NORMALIZE): o = num / (den + eps) with
  * den_i = q~_i . z_i and z the same recurrence as S with a value of ones, so
  * the backward runs on the value [v' | 1] (W = V + 1 columns) and the state
@@ -96,9 +99,9 @@ static bplan make_plan(const seqk__lin *P)
     pl.W = P->V + (with_z(P) ? 1 : 0);
     pl.E = K * pl.W;
     const int64_t nch = (longest(P) + L - 1) / L;
-    if ((size_t)(nch + 1) * (size_t)pl.E * sizeof(float) <= SEQK__LIN_BWD_FULL_BYTES) {
-        pl.R = 1; /* every state kept, the final one too: nch + 1 */
-        pl.nckpt = nch + 1;
+    if ((size_t)nch * (size_t)pl.E * sizeof(float) <= SEQK__LIN_BWD_FULL_BYTES) {
+        pl.R = 1; /* every state before a chunk kept */
+        pl.nckpt = nch > 0 ? nch : 1;
     } else {
         pl.R = 2;
         while (pl.R * pl.R < nch) pl.R++;
@@ -111,7 +114,7 @@ static bplan make_plan(const seqk__lin *P)
     pl.chunk_fl = seqk__chunk_scratch_floats(L, K, pl.W);
     const size_t l = (size_t)L, k = (size_t)K, w = (size_t)pl.W, e = (size_t)pl.E;
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l * w) * 4 /* Va, dOa, dVa, Oa */ +
-                 rnd8(l * l) /* dP */ + rnd8(l * k) * 3 /* dQ, dK, tmp */ + rnd8(l) * 2 +
+                 rnd8(l * l) /* dP */ + rnd8(l * k) * 3 /* dQ, dK, tmp */ + rnd8(l) * 4 +
                  rnd8(e) /* dS */ + rnd8(e) * (size_t)(pl.nckpt + pl.R);
     return pl;
 }
@@ -132,6 +135,7 @@ typedef struct {
     float *dP;                  /* [L,L] */
     float *dQ, *dK, *tmp;       /* [L,K] */
     float *eq, *ek;             /* [L] exp(G_i), exp(G_{L-1} - G_i) */
+    float *gsum, *gt;           /* [L] dP's diagonal; the gate gradient's terms */
     float *dS;                  /* [E] */
     float *ckpt;                /* [nckpt, E] */
     float *seg;                 /* [R, E] */
@@ -155,6 +159,8 @@ static void scratch_init(bscratch *b, float *base, const seqk__lin *P, const bpl
     TAKE(tmp, l * k);
     TAKE(eq, l);
     TAKE(ek, l);
+    TAKE(gsum, l);
+    TAKE(gt, l);
     TAKE(dS, e);
     TAKE(ckpt, e * (size_t)pl->nckpt);
     TAKE(seg, e * (size_t)pl->R);
@@ -221,7 +227,7 @@ typedef struct {
     int64_t ldqk;
     float *dv;      /* dv rows (H V apart) */
     float *dvs;     /* dv_scale (H apart) or NULL */
-    float *dld;     /* dlogdecay (H apart) or NULL: q~ . dq~ - k~ . dk~ per token */
+    float *dld;     /* dlogdecay (H apart) or NULL */
 } brows;
 
 /* The backward of one chunk: from dS (the gradient of the state after it)
@@ -250,34 +256,71 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         }
         dO = b->dOa, ldo = W;
     }
-    /* dP = (dO V'^T) .* D */
+    /* dP = (dO V'^T) .* D; its diagonal (dO_i . V'_i) is kept aside: the
+     * gate gradient is formed from the strictly lower part (below) */
     seqk__chunk_masked(cv, dO, ldo, va, ldva, W, NULL, b->dP, pack);
+    float *diag = b->gsum; /* [L] */
+    for (int64_t i = 0; i < L; i++) diag[i] = b->dP[i * L + i], b->dP[i * L + i] = 0.0f;
     /* exp(G_i), exp(G_{L-1} - G_i) */
     if (cv->G) {
         seqk__exp_affine(cv->G, L, 0.0f, 1.0f, b->eq);
         seqk__exp_affine(cv->G, L, cv->G[L - 1], -1.0f, b->ek);
+    } else {
+        for (int64_t i = 0; i < L; i++) b->eq[i] = b->ek[i] = 1.0f;
     }
     /* dV' = P^T dO + Kd dS */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, b->cs.P, L, dO, ldo, 0.0f,
                        b->dVa, W, pack);
     seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 1.0f, b->dVa, W, pack);
-    /* dQ~ = dP K~ + diag(exp(G)) dO S0^T */
+    /* the strictly lower parts: dQ~ = dP K~, dK~ = dP^T Q~ */
     seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->dP, L, cv->Kc, K, 0.0f,
                        b->dQ, K, pack);
-    if (S0) {
-        seqk__sgemm(false, true, L, K, W, 1.0f, dO, ldo, S0, W, 0.0f, b->tmp, K, pack);
-        for (int64_t i = 0; i < L; i++) {
-            const float f = cv->G ? b->eq[i] : 1.0f;
-            for (int64_t j = 0; j < K; j++) b->dQ[i * K + j] += f * b->tmp[i * K + j];
-        }
-    }
-    /* dK~ = dP^T Q~ + diag(exp(G_L - G)) V' dS^T */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L, cv->Qs, K, 0.0f,
                        b->dK, K, pack);
+    /* The gate gradient, d(log a_t) = <dS_t, a_t S_{t-1}>, summed over the
+     * pairs (token or state) on the two sides of t, each with its decay:
+     *   g_i  = q~_i . dq~_i - k~_i . dk~_i of the strict parts: the reverse
+     *          sum over i >= t keeps the pairs (i >= t > j) (q_i k_j), the
+     *          others cancel pairwise
+     *   A_i  = exp(G_i) q~_i . (S0 dO_i)         (q_i with the state before)
+     *   B_j  = exp(G_L - G_j) k~_j . (dS V'_j)   (k_j with the gradient after; j < t)
+     *   D    = exp(G_L) <S0, dS>                 (the state through the chunk)
+     * d(log a_t) = sum_{i >= t} (g_i + A_i - B_i) + sum_j B_j + D: one reverse
+     * scan. No O(1) term cancels (q~_i . dq~_i - k~_i . dk~_i of the whole
+     * gradients would cancel the diagonal pairs, whose true sum is 0, to
+     * rounding: a relative error ~1e-7 / exp(g) under strong decay). */
+    float *gt = b->gt; /* [L]: g_i + A_i - B_i */
+    for (int64_t i = 0; i < L; i++)
+        gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
+                seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
+    float Bsum = 0.0f, Dterm = 0.0f;
+    if (S0) { /* dQ~ += diag(exp(G)) dO S0^T */
+        seqk__sgemm(false, true, L, K, W, 1.0f, dO, ldo, S0, W, 0.0f, b->tmp, K, pack);
+        for (int64_t i = 0; i < L; i++) {
+            const float f = b->eq[i];
+            gt[i] += f * seqk__dot(cv->Qs + i * K, b->tmp + i * K, K);
+            for (int64_t j = 0; j < K; j++) b->dQ[i * K + j] += f * b->tmp[i * K + j];
+        }
+        Dterm = cv->a * seqk__dot(S0, dS, pl->E);
+    }
+    /* dK~ += diag(exp(G_L - G)) V' dS^T */
     seqk__sgemm(false, true, L, K, W, 1.0f, va, ldva, dS, W, 0.0f, b->tmp, K, pack);
     for (int64_t i = 0; i < L; i++) {
-        const float f = cv->G ? b->ek[i] : 1.0f;
+        const float f = b->ek[i];
+        const float bj = f * seqk__dot(cv->Kc + i * K, b->tmp + i * K, K);
+        gt[i] -= bj, Bsum += bj;
         for (int64_t j = 0; j < K; j++) b->dK[i * K + j] += f * b->tmp[i * K + j];
+    }
+    /* the diagonal of dP (D_ii = 1) */
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < K; j++) {
+            b->dQ[i * K + j] += diag[i] * cv->Kc[i * K + j];
+            b->dK[i * K + j] += diag[i] * cv->Qs[i * K + j];
+        }
+    if (out->dld) { /* d(log a_t) = (reverse sum of gt)_t + sum B + D */
+        float one = 1.0f, carry = 0.0f;
+        seqk__scan_rows(L, 1, 1, SEQK__SCAN_REVERSE, &one, 0, gt, 1, gt, 1, &carry);
+        for (int64_t i = 0; i < L; i++) out->dld[i * H] = gt[i] + Bsum + Dterm;
     }
     /* dS0 = Qg^T dO + exp(G_L) dS */
     if (cv->a != 1.0f)
@@ -290,8 +333,6 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
     for (int64_t i = 0; i < L; i++) {
         const int64_t r = row + i;
         const float *dq = b->dQ + i * K, *dk = b->dK + i * K;
-        if (out->dld)
-            out->dld[i * H] = seqk__dot(cv->Qs + i * K, dq, K) - seqk__dot(cv->Kc + i * K, dk, K);
         float *oq = out->dq + i * out->ldqk, *ok = out->dk + i * out->ldqk;
         if (!elu) {
             for (int64_t j = 0; j < K; j++) oq[j] = P->scale * dq[j];
@@ -334,22 +375,21 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
     seqk__chunk_view cv;
     const float *va;
     int64_t ldva;
-    /* pass 1: checkpoints, and the final state */
+    /* pass 1: the states before the chunks (checkpoints) */
     for (int64_t c = 0; c < nch; c++) {
-        const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
-        load(P, pl, r0 + c * Lc, L, h, false, b, &cv, &va, &ldva);
+        if (R > 1 && c % R == 0) memcpy(b->ckpt + c / R * E, S, (size_t)E * sizeof(float));
+        if (c == nch - 1) break; /* the final state is not needed */
+        load(P, pl, r0 + c * Lc, Lc, h, false, b, &cv, &va, &ldva);
         if (R == 1) {
             advance(P, pl, &cv, va, ldva, b, S, S + E);
             S += E;
         } else {
-            if (c % R == 0) memcpy(b->ckpt + c / R * E, S, (size_t)E * sizeof(float));
             advance(P, pl, &cv, va, ldva, b, S, S);
         }
     }
-    /* dS_T, and the final state's term of the log-decay gradient */
+    /* dS_T */
     state_join(P, pl, Gr->ds_out ? Gr->ds_out + nh * K * V : NULL,
                Gr->dz_out ? Gr->dz_out + nh * K : NULL, b->dS);
-    const float final_term = nch > 0 ? seqk__dot(S, b->dS, E) : 0.0f;
     /* the reverse walk, segment by segment (with R = 1 the states are all
      * there already) */
     const bool hb = pl->head_buf;
@@ -380,12 +420,6 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
     }
     state_split(P, pl, b->dS, Gr->ds_in ? Gr->ds_in + nh * K * V : NULL,
                 Gr->dz_in ? Gr->dz_in + nh * K : NULL);
-    /* d(log a_t) = sum_{i >= t} dG_i (+ the final state's term): a reverse scan */
-    if (Gr->dlogdecay && len > 0) {
-        float *d = Gr->dlogdecay + r0 * H + h, one = 1.0f, carry = 0.0f;
-        d[(len - 1) * H] += final_term;
-        seqk__scan_rows(len, 1, 1, SEQK__SCAN_REVERSE, &one, 0, d, H, d, H, &carry);
-    }
 }
 
 seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk__lin_grad *Gr)
