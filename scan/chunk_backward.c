@@ -114,7 +114,7 @@ static bplan make_plan(const seqk__lin *P)
     pl.chunk_fl = seqk__chunk_scratch_floats(L, K, pl.W);
     const size_t l = (size_t)L, k = (size_t)K, w = (size_t)pl.W, e = (size_t)pl.E;
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l * w) * 4 /* Va, dOa, dVa, Oa */ +
-                 rnd8(l * l) /* dP */ + rnd8(l * k) * 3 /* dQ, dK, tmp */ + rnd8(l) * 4 +
+                 rnd8(l * l) /* dP */ + rnd8(l * k) * 3 /* dQ, dK, tmp */ + rnd8(l) * 3 + rnd8(2 * l) +
                  rnd8(e) /* dS */ + rnd8(e) * (size_t)(pl.nckpt + pl.R);
     return pl;
 }
@@ -135,7 +135,7 @@ typedef struct {
     float *dP;                  /* [L,L] */
     float *dQ, *dK, *tmp;       /* [L,K] */
     float *eq, *ek;             /* [L] exp(G_i), exp(G_{L-1} - G_i) */
-    float *gsum, *gt;           /* [L] dP's diagonal; the gate gradient's terms */
+    float *gsum, *gt;           /* [2L] dP's diagonal, B_j; [L] the gate gradient's terms */
     float *dS;                  /* [E] */
     float *ckpt;                /* [nckpt, E] */
     float *seg;                 /* [R, E] */
@@ -159,7 +159,7 @@ static void scratch_init(bscratch *b, float *base, const seqk__lin *P, const bpl
     TAKE(tmp, l * k);
     TAKE(eq, l);
     TAKE(ek, l);
-    TAKE(gsum, l);
+    TAKE(gsum, 2 * l);
     TAKE(gt, l);
     TAKE(dS, e);
     TAKE(ckpt, e * (size_t)pl->nckpt);
@@ -285,15 +285,17 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
      *   A_i  = exp(G_i) q~_i . (S0 dO_i)         (q_i with the state before)
      *   B_j  = exp(G_L - G_j) k~_j . (dS V'_j)   (k_j with the gradient after; j < t)
      *   D    = exp(G_L) <S0, dS>                 (the state through the chunk)
-     * d(log a_t) = sum_{i >= t} (g_i + A_i - B_i) + sum_j B_j + D: one reverse
-     * scan. No O(1) term cancels (q~_i . dq~_i - k~_i . dk~_i of the whole
-     * gradients would cancel the diagonal pairs, whose true sum is 0, to
-     * rounding: a relative error ~1e-7 / exp(g) under strong decay). */
-    float *gt = b->gt; /* [L]: g_i + A_i - B_i */
+     * d(log a_t) = sum_{i >= t} (g_i + A_i) + sum_{j < t} B_j + D: a reverse
+     * scan and a forward sum. No O(1) term cancels (q~_i . dq~_i -
+     * k~_i . dk~_i of the whole gradients would cancel the diagonal pairs,
+     * whose true sum is 0, to rounding: a relative error ~1e-7 / exp(g)
+     * under strong decay; so would sum_j B_j - sum_{j >= t} B_j, as B_{L-1}
+     * is O(1) against a given d(final state)). */
+    float *gt = b->gt, *bt = b->gsum + L; /* [L]: g_i + A_i; B_j */
     for (int64_t i = 0; i < L; i++)
         gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
                 seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
-    float Bsum = 0.0f, Dterm = 0.0f;
+    float Dterm = 0.0f;
     if (S0) { /* dQ~ += diag(exp(G)) dO S0^T */
         seqk__sgemm(false, true, L, K, W, 1.0f, dO, ldo, S0, W, 0.0f, b->tmp, K, pack);
         for (int64_t i = 0; i < L; i++) {
@@ -307,8 +309,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
     seqk__sgemm(false, true, L, K, W, 1.0f, va, ldva, dS, W, 0.0f, b->tmp, K, pack);
     for (int64_t i = 0; i < L; i++) {
         const float f = b->ek[i];
-        const float bj = f * seqk__dot(cv->Kc + i * K, b->tmp + i * K, K);
-        gt[i] -= bj, Bsum += bj;
+        bt[i] = f * seqk__dot(cv->Kc + i * K, b->tmp + i * K, K);
         for (int64_t j = 0; j < K; j++) b->dK[i * K + j] += f * b->tmp[i * K + j];
     }
     /* the diagonal of dP (D_ii = 1) */
@@ -317,10 +318,13 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
             b->dQ[i * K + j] += diag[i] * cv->Kc[i * K + j];
             b->dK[i * K + j] += diag[i] * cv->Qs[i * K + j];
         }
-    if (out->dld) { /* d(log a_t) = (reverse sum of gt)_t + sum B + D */
-        float one = 1.0f, carry = 0.0f;
+    if (out->dld) { /* d(log a_t) = (reverse sum of gt)_t + (sum of B before t) + D */
+        float one = 1.0f, carry = 0.0f, before = 0.0f;
         seqk__scan_rows(L, 1, 1, SEQK__SCAN_REVERSE, &one, 0, gt, 1, gt, 1, &carry);
-        for (int64_t i = 0; i < L; i++) out->dld[i * H] = gt[i] + Bsum + Dterm;
+        for (int64_t i = 0; i < L; i++) {
+            out->dld[i * H] = gt[i] + before + Dterm;
+            before += bt[i];
+        }
     }
     /* dS0 = Qg^T dO + exp(G_L) dS */
     if (cv->a != 1.0f)
