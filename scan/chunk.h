@@ -78,6 +78,42 @@ void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsign
                         const float *Vv, int64_t ldv, const float *S0, float *O, int64_t ldo,
                         seqk__chunk_scratch *w);
 
+/* The backward of stage 3 and of the chunk-state step for one chunk of L
+ * tokens (scan/chunk_backward.c; DESIGN 3.7), for any value rows Va [L,W]
+ * (rows ldva apart: the linear-state engine's V', DeltaNet's Vnew), given
+ * its scores Pm = (Qs Kc^T) .* D (seqk__chunk_scores), dO [L,W] (rows ldo
+ * apart), S0 [K,W] (the state before it; NULL = zero) and dS [K,W] (the
+ * gradient of the state after it):
+ *
+ *   dVa = Pm^T dO + Kd dS,   dQ = dP Kc + diag(exp(G)) dO S0^T,
+ *   dK  = dP^T Qs + diag(exp(G_L - G)) Va dS^T,   dS <- Qg^T dO + a dS
+ *
+ * with dP = (dO Va^T) .* D, and the gate gradient's terms of this chunk:
+ * d(log a_t) = sum_{i >= t} gt_i + sum_{j < t} bt_j + Dterm
+ * (seqk__chunk_gate_grad), each term a pair on the two sides of t with its
+ * decay (no O(1) cancellation under strong decay). A caller with more
+ * terms of the same shapes (DeltaNet's) adds them to gt / bt first. */
+typedef struct seqk__chunk_bwd {
+    float *dVa;          /* [L,W] out */
+    float *dQ, *dK;      /* [L,K] out */
+    float *dP;           /* [L,L] out: dP with its diagonal zeroed */
+    float *tmp;          /* [L,K] scratch */
+    float *eq, *ek;      /* [L] out: exp(G_i), exp(G_{L-1} - G_i) (ones without decay) */
+    float *diag;         /* [L] scratch */
+    float *gt, *bt;      /* [L] out: the gate gradient's terms */
+    float Dterm;         /* out */
+    float *pack;         /* sgemm packing for products of sizes up to max(L, K, W) */
+} seqk__chunk_bwd;
+
+void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,
+                                const float *dO, int64_t ldo, const float *va, int64_t ldva,
+                                const float *S0, float *dS, seqk__chunk_bwd *b);
+
+/* dld[i * ld] = sum_{i' >= i} gt_i' + sum_{j < i} bt_j + Dterm for i < L (a
+ * reverse scan on the scan primitive and a forward sum); gt is overwritten. */
+void seqk__chunk_gate_grad(int64_t L, float *gt, const float *bt, float Dterm, float *dld,
+                           int64_t ld);
+
 /* The staged drivers number the chunks of all sequences globally, sequence
  * n's from first[n] (first[N] = their count): the sequence of chunk c,
  * first[n] <= c < first[n+1] (a binary search). */

@@ -221,6 +221,98 @@ static void advance(const seqk__lin *P, const bplan *pl, const seqk__chunk_view 
     seqk__scan_rows(1, pl->E, pl->E, 0, &cv->a, 1, b->cs.U, pl->E, Snext, pl->E, Snext);
 }
 
+/* The backward of stage 3 and of the chunk-state step for one chunk, for any
+ * value rows (V' here, DeltaNet's Vnew in ssm/deltanet_backward.c): the
+ * formulas of the top comment and the gate gradient's terms; see
+ * scan/chunk.h. */
+void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,
+                                const float *dO, int64_t ldo, const float *va, int64_t ldva,
+                                const float *S0, float *dS, seqk__chunk_bwd *b)
+{
+    const int64_t L = cv->L;
+    float *pack = b->pack;
+    /* dP = (dO V'^T) .* D; its diagonal (dO_i . V'_i) is kept aside: the
+     * gate gradient is formed from the strictly lower part (below) */
+    seqk__chunk_masked(cv, dO, ldo, va, ldva, W, NULL, b->dP, pack);
+    float *diag = b->diag; /* [L] */
+    for (int64_t i = 0; i < L; i++) diag[i] = b->dP[i * L + i], b->dP[i * L + i] = 0.0f;
+    /* exp(G_i), exp(G_{L-1} - G_i) */
+    if (cv->G) {
+        seqk__exp_affine(cv->G, L, 0.0f, 1.0f, b->eq);
+        seqk__exp_affine(cv->G, L, cv->G[L - 1], -1.0f, b->ek);
+    } else {
+        for (int64_t i = 0; i < L; i++) b->eq[i] = b->ek[i] = 1.0f;
+    }
+    /* dV' = P^T dO + Kd dS */
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, Pm, L, dO, ldo, 0.0f,
+                       b->dVa, W, pack);
+    seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 1.0f, b->dVa, W, pack);
+    /* the strictly lower parts: dQ~ = dP K~, dK~ = dP^T Q~ */
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->dP, L, cv->Kc, K, 0.0f,
+                       b->dQ, K, pack);
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L, cv->Qs, K, 0.0f,
+                       b->dK, K, pack);
+    /* The gate gradient, d(log a_t) = <dS_t, a_t S_{t-1}>, summed over the
+     * pairs (token or state) on the two sides of t, each with its decay:
+     *   g_i  = q~_i . dq~_i - k~_i . dk~_i of the strict parts: the reverse
+     *          sum over i >= t keeps the pairs (i >= t > j) (q_i k_j), the
+     *          others cancel pairwise
+     *   A_i  = exp(G_i) q~_i . (S0 dO_i)         (q_i with the state before)
+     *   B_j  = exp(G_L - G_j) k~_j . (dS V'_j)   (k_j with the gradient after; j < t)
+     *   D    = exp(G_L) <S0, dS>                 (the state through the chunk)
+     * d(log a_t) = sum_{i >= t} (g_i + A_i) + sum_{j < t} B_j + D: a reverse
+     * scan and a forward sum. No O(1) term cancels (q~_i . dq~_i -
+     * k~_i . dk~_i of the whole gradients would cancel the diagonal pairs,
+     * whose true sum is 0, to rounding: a relative error ~1e-7 / exp(g)
+     * under strong decay; so would sum_j B_j - sum_{j >= t} B_j, as B_{L-1}
+     * is O(1) against a given d(final state)). */
+    float *gt = b->gt, *bt = b->bt; /* [L]: g_i + A_i; B_j */
+    for (int64_t i = 0; i < L; i++)
+        gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
+                seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
+    float Dterm = 0.0f;
+    if (S0) { /* dQ~ += diag(exp(G)) dO S0^T */
+        seqk__sgemm(false, true, L, K, W, 1.0f, dO, ldo, S0, W, 0.0f, b->tmp, K, pack);
+        for (int64_t i = 0; i < L; i++) {
+            const float f = b->eq[i];
+            gt[i] += f * seqk__dot(cv->Qs + i * K, b->tmp + i * K, K);
+            for (int64_t j = 0; j < K; j++) b->dQ[i * K + j] += f * b->tmp[i * K + j];
+        }
+        Dterm = cv->a * seqk__dot(S0, dS, K * W);
+    }
+    /* dK~ += diag(exp(G_L - G)) V' dS^T */
+    seqk__sgemm(false, true, L, K, W, 1.0f, va, ldva, dS, W, 0.0f, b->tmp, K, pack);
+    for (int64_t i = 0; i < L; i++) {
+        const float f = b->ek[i];
+        bt[i] = f * seqk__dot(cv->Kc + i * K, b->tmp + i * K, K);
+        for (int64_t j = 0; j < K; j++) b->dK[i * K + j] += f * b->tmp[i * K + j];
+    }
+    /* the diagonal of dP (D_ii = 1) */
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < K; j++) {
+            b->dQ[i * K + j] += diag[i] * cv->Kc[i * K + j];
+            b->dK[i * K + j] += diag[i] * cv->Qs[i * K + j];
+        }
+    b->Dterm = Dterm;
+    /* dS0 = Qg^T dO + exp(G_L) dS */
+    if (cv->a != 1.0f)
+        for (int64_t e = 0; e < K * W; e++) dS[e] *= cv->a;
+    seqk__sgemm(true, false, K, W, L, 1.0f, cv->Qg, K, dO, ldo, 1.0f, dS, W, pack);
+}
+
+/* d(log a_t) from the stage's terms: (sum_{i >= t} gt_i) + (sum_{j < t} bt_j)
+ * + Dterm (a reverse scan and a forward sum); gt is overwritten. */
+void seqk__chunk_gate_grad(int64_t L, float *gt, const float *bt, float Dterm, float *dld,
+                           int64_t ld)
+{
+    float one = 1.0f, carry = 0.0f, before = 0.0f;
+    seqk__scan_rows(L, 1, 1, SEQK__SCAN_REVERSE, &one, 0, gt, 1, gt, 1, &carry);
+    for (int64_t i = 0; i < L; i++) {
+        dld[i * ld] = gt[i] + before + Dterm;
+        before += bt[i];
+    }
+}
+
 /* The rows of one chunk's gradients in the caller's arrays. */
 typedef struct {
     float *dq, *dk; /* row 0 of dq~/dk~ destinations (raw gradients written) */
@@ -256,80 +348,10 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         }
         dO = b->dOa, ldo = W;
     }
-    /* dP = (dO V'^T) .* D; its diagonal (dO_i . V'_i) is kept aside: the
-     * gate gradient is formed from the strictly lower part (below) */
-    seqk__chunk_masked(cv, dO, ldo, va, ldva, W, NULL, b->dP, pack);
-    float *diag = b->gsum; /* [L] */
-    for (int64_t i = 0; i < L; i++) diag[i] = b->dP[i * L + i], b->dP[i * L + i] = 0.0f;
-    /* exp(G_i), exp(G_{L-1} - G_i) */
-    if (cv->G) {
-        seqk__exp_affine(cv->G, L, 0.0f, 1.0f, b->eq);
-        seqk__exp_affine(cv->G, L, cv->G[L - 1], -1.0f, b->ek);
-    } else {
-        for (int64_t i = 0; i < L; i++) b->eq[i] = b->ek[i] = 1.0f;
-    }
-    /* dV' = P^T dO + Kd dS */
-    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, b->cs.P, L, dO, ldo, 0.0f,
-                       b->dVa, W, pack);
-    seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 1.0f, b->dVa, W, pack);
-    /* the strictly lower parts: dQ~ = dP K~, dK~ = dP^T Q~ */
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->dP, L, cv->Kc, K, 0.0f,
-                       b->dQ, K, pack);
-    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L, cv->Qs, K, 0.0f,
-                       b->dK, K, pack);
-    /* The gate gradient, d(log a_t) = <dS_t, a_t S_{t-1}>, summed over the
-     * pairs (token or state) on the two sides of t, each with its decay:
-     *   g_i  = q~_i . dq~_i - k~_i . dk~_i of the strict parts: the reverse
-     *          sum over i >= t keeps the pairs (i >= t > j) (q_i k_j), the
-     *          others cancel pairwise
-     *   A_i  = exp(G_i) q~_i . (S0 dO_i)         (q_i with the state before)
-     *   B_j  = exp(G_L - G_j) k~_j . (dS V'_j)   (k_j with the gradient after; j < t)
-     *   D    = exp(G_L) <S0, dS>                 (the state through the chunk)
-     * d(log a_t) = sum_{i >= t} (g_i + A_i) + sum_{j < t} B_j + D: a reverse
-     * scan and a forward sum. No O(1) term cancels (q~_i . dq~_i -
-     * k~_i . dk~_i of the whole gradients would cancel the diagonal pairs,
-     * whose true sum is 0, to rounding: a relative error ~1e-7 / exp(g)
-     * under strong decay; so would sum_j B_j - sum_{j >= t} B_j, as B_{L-1}
-     * is O(1) against a given d(final state)). */
-    float *gt = b->gt, *bt = b->gsum + L; /* [L]: g_i + A_i; B_j */
-    for (int64_t i = 0; i < L; i++)
-        gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
-                seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
-    float Dterm = 0.0f;
-    if (S0) { /* dQ~ += diag(exp(G)) dO S0^T */
-        seqk__sgemm(false, true, L, K, W, 1.0f, dO, ldo, S0, W, 0.0f, b->tmp, K, pack);
-        for (int64_t i = 0; i < L; i++) {
-            const float f = b->eq[i];
-            gt[i] += f * seqk__dot(cv->Qs + i * K, b->tmp + i * K, K);
-            for (int64_t j = 0; j < K; j++) b->dQ[i * K + j] += f * b->tmp[i * K + j];
-        }
-        Dterm = cv->a * seqk__dot(S0, dS, pl->E);
-    }
-    /* dK~ += diag(exp(G_L - G)) V' dS^T */
-    seqk__sgemm(false, true, L, K, W, 1.0f, va, ldva, dS, W, 0.0f, b->tmp, K, pack);
-    for (int64_t i = 0; i < L; i++) {
-        const float f = b->ek[i];
-        bt[i] = f * seqk__dot(cv->Kc + i * K, b->tmp + i * K, K);
-        for (int64_t j = 0; j < K; j++) b->dK[i * K + j] += f * b->tmp[i * K + j];
-    }
-    /* the diagonal of dP (D_ii = 1) */
-    for (int64_t i = 0; i < L; i++)
-        for (int64_t j = 0; j < K; j++) {
-            b->dQ[i * K + j] += diag[i] * cv->Kc[i * K + j];
-            b->dK[i * K + j] += diag[i] * cv->Qs[i * K + j];
-        }
-    if (out->dld) { /* d(log a_t) = (reverse sum of gt)_t + (sum of B before t) + D */
-        float one = 1.0f, carry = 0.0f, before = 0.0f;
-        seqk__scan_rows(L, 1, 1, SEQK__SCAN_REVERSE, &one, 0, gt, 1, gt, 1, &carry);
-        for (int64_t i = 0; i < L; i++) {
-            out->dld[i * H] = gt[i] + before + Dterm;
-            before += bt[i];
-        }
-    }
-    /* dS0 = Qg^T dO + exp(G_L) dS */
-    if (cv->a != 1.0f)
-        for (int64_t e = 0; e < pl->E; e++) dS[e] *= cv->a;
-    seqk__sgemm(true, false, K, W, L, 1.0f, cv->Qg, K, dO, ldo, 1.0f, dS, W, pack);
+    seqk__chunk_bwd sb = {b->dVa, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->gsum,
+                          b->gt, b->gsum + L, 0.0f, pack};
+    seqk__chunk_backward_stage(cv, K, W, b->cs.P, dO, ldo, va, ldva, S0, dS, &sb);
+    if (out->dld) seqk__chunk_gate_grad(L, b->gt, b->gsum + L, sb.Dterm, out->dld, H);
 
     /* the raw gradients: dq = scale phi'(q) dQ~, dk = phi'(k) dK~, dv = v_scale dV' */
     const int64_t hq = h / (P->H / P->Hqk);
