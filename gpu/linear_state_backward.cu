@@ -69,12 +69,15 @@
  * Workspace (from P->ws_offset on, each region 256-byte aligned; BT = B*T,
  * V' = V + (normaliser), nch = chunks):
  *   first [N+1] int32 (varlen), Gc [BT*H], acoef [nch*H],
- *   Qt, Kt [BT*Hqk*K] each, Vt [BT*H*V'] (v_scale or normaliser),
+ *   Qt, Kt [BT*Hqk*K] each, Vt [BT*H*V'] (used with a v_scale or the
+ *   normaliser, reserved always),
  *   dOp [BT*H*V'] (normaliser), S, dS [nch*H*K*V'] each (the recomputed
  *   chunk states and their gradients), Sfin [N*H*K*V'], term [N*H],
- *   dQh, dKh [BT*H*K] each, dVt [BT*H*V] (v_scale), ctot [nch*H],
+ *   dQh, dKh [BT*H*K] each, dVt [BT*H*V] (used with a v_scale, reserved
+ *   always), ctot [nch*H],
  *   log_gamma [H] (H > BW_LG_INLINE)
- * floats: about BT (H + 2 Hqk K + 2 H K + 2 H V') + 2 nch H K V' + N H K V'.
+ * floats: about BT (H + 2 Hqk K + 2 H K + H (V' + V) + [normaliser] H V')
+ * + nch H (2 K V' + 2) + N H (K V' + 1), each region rounded up to 256 bytes.
  * All chunk states are kept (T / chunk per head): the GPU has the memory and
  * that keeps every stage one parallel launch.
  *
@@ -774,7 +777,10 @@ static bw_plan bw_make_plan(const seqk__lin *P)
     BW_REGION(off_a, nch * H * f);
     BW_REGION(off_Q, BT * (size_t)P->Hqk * (size_t)P->K * f);
     BW_REGION(off_K, BT * (size_t)P->Hqk * (size_t)P->K * f);
-    BW_REGION(off_V, pl.vt ? BT * H * (size_t)pl.Vp * f : 0);
+    /* Vt and dVt are reserved whether or not P->v_scale is set: callers size
+     * the workspace before they point v_scale at their dt (ssm/mamba2.c), so
+     * the size must depend on sizes and flags only */
+    BW_REGION(off_V, BT * H * (size_t)pl.Vp * f);
     BW_REGION(off_dO, pl.norm ? BT * H * (size_t)pl.Vp * f : 0);
     BW_REGION(off_S, nch * H * KVp * f);
     BW_REGION(off_dS, nch * H * KVp * f);
@@ -782,7 +788,7 @@ static bw_plan bw_make_plan(const seqk__lin *P)
     BW_REGION(off_term, (size_t)P->N * H * f);
     BW_REGION(off_dQ, BT * H * (size_t)P->K * f);
     BW_REGION(off_dK, BT * H * (size_t)P->K * f);
-    BW_REGION(off_dV, pl.vsc ? BT * H * (size_t)P->V * f : 0);
+    BW_REGION(off_dV, BT * H * (size_t)P->V * f);
     BW_REGION(off_ctot, nch * H * f);
     BW_REGION(off_lg, P->H > BW_LG_INLINE ? H * f : 0);
 #undef BW_REGION
@@ -854,8 +860,10 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     const bw_plan pl = bw_make_plan(P);
     char *ws = NULL;
     {
+        /* (this form, st then &base, is the one tools/cuda_emu poisons) */
         void *base = NULL;
-        BW_TRY(seqk__workspace(fn, ctx, P->ws_offset + pl.bytes, &base));
+        const seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + pl.bytes, &base);
+        if (st) return st;
         ws = (char *)base + P->ws_offset;
     }
     const int64_t nch = pl.nch, BT = pl.BT, H = P->H;
