@@ -128,7 +128,8 @@ typedef struct bw_args {
     const float *s_in, *z_in, *dout, *ds_out, *dz_out;
     float *dq, *dk, *dv, *dv_scale, *dld, *ds_in, *dz_in;
     /* workspace */
-    float *Gc, *acoef, *Qt, *Kt, *Vt, *dOp, *S, *dS, *Sfin, *term, *dQh, *dKh, *dVt, *ctot;
+    float *Gc, *acoef, *Qt, *Kt, *Vt, *dOp, *S, *dS, *dQh, *dKh, *dKi, *dVt, *btb, *Dc;
+    bw_tmat Qm, Km, Vm, dOm; /* q~, k~, v', dO' rows */
     float lg[BW_LG_INLINE];
 } bw_args;
 
@@ -139,6 +140,8 @@ typedef struct bw_mix {
     const float *st;  /* states [nch, H, K, V'] */
     int st_t;         /* 0: Sop[a][z] = st[a V' + z] (DA = K, DZ = V'); 1: st[z V' + a] */
     int upper;
+    int strict;       /* 1: without the diagonal c == r */
+    int parts;        /* 1: the token pairs, 2: the state term, 3: both */
     float *out;       /* out[r ld + h hs + col], col < cols */
     int64_t out_ld, out_hs;
     int out_cols;
@@ -341,8 +344,8 @@ static __global__ void __launch_bounds__(BW_THREADS)
 /* ---- chunk-state scans ------------------------------------------------------------- */
 
 /* One thread per state element e of (n, h) (e = kk V' + col; col == V is
- * z's). Forward: S[c] (= U_c) <- the state before chunk c, from s_in / z_in,
- * the final state into Sfin (when given). Reverse: dS[c] (= W_c) <- the
+ * z's). Forward: S[c] (= U_c) <- the state before chunk c, from s_in / z_in.
+ * Reverse: dS[c] (= W_c) <- the
  * gradient of the state after chunk c, from ds_out / dz_out; the gradient
  * before the first chunk into ds_in / dz_in (when given). */
 static __global__ void __launch_bounds__(BW_THREADS)
@@ -376,7 +379,6 @@ static __global__ void __launch_bounds__(BW_THREADS)
             st[c * HE] = carry;
             carry = fmaf(cf, carry, u);
         }
-        if (a.Sfin) a.Sfin[nh * a.KVp + e] = carry;
     } else {
         for (int64_t c = ce - 1; c >= cb; c--) {
             const float w = st[c * HE];
@@ -392,23 +394,17 @@ static __global__ void __launch_bounds__(BW_THREADS)
     }
 }
 
-/* Block per (n, h): term[nh] = <Sfin, [ds_out | dz_out]> (fixed order). */
-static __global__ void __launch_bounds__(BW_THREADS) bw_term_kernel(bw_args a)
+/* Block per (chunk c, head h), after both scans: Dc[c, h] = exp(G_L)
+ * <S0_c, dSn_c>, the gate gradient's term of the state through the chunk
+ * (fixed order). */
+static __global__ void __launch_bounds__(BW_THREADS) bw_dterm_kernel(bw_args a)
 {
-    const int64_t nh = blockIdx.x;
+    const int64_t ch = blockIdx.x; /* c H + h */
+    const float *S = a.S + ch * a.KVp, *dS = a.dS + ch * a.KVp;
     float s = 0.0f;
-    for (int64_t e = threadIdx.x; e < a.KVp; e += BW_THREADS) {
-        const int kk = (int)(e / a.Vp), col = (int)(e - (int64_t)kk * a.Vp);
-        float d = 0.0f;
-        if (col < a.V) {
-            if (a.ds_out) d = a.ds_out[nh * a.KV + (int64_t)kk * a.V + col];
-        } else if (a.dz_out) {
-            d = a.dz_out[nh * a.K + kk];
-        }
-        s = fmaf(a.Sfin[nh * a.KVp + e], d, s);
-    }
+    for (int64_t e = threadIdx.x; e < a.KVp; e += BW_THREADS) s = fmaf(S[e], dS[e], s);
     s = bw_block_sum(s);
-    if (threadIdx.x == 0) a.term[nh] = s;
+    if (threadIdx.x == 0) a.Dc[ch] = a.decay ? a.acoef[ch] * s : s;
 }
 
 /* ---- token products ------------------------------------------------------------------ */
@@ -444,12 +440,14 @@ static __global__ void __launch_bounds__(BW_THREADS)
         const int i = m0 + tid;
         Gr[tid] = (a.decay && i < Lc) ? a.Gc[(r0 + i) * H + h] : 0.0f;
     }
+    __syncthreads(); /* Gr is read by the state term's loads without the pairs' barriers */
     float acc[4][4];
     bw_tile_zero(acc);
 
     /* intra-chunk: lower, c <= r (tiles up to the diagonal); upper, c >= r */
     const int jbeg = up ? m0 : 0;
-    const int jend = up ? Lc : (m0 + BW_TILE < Lc ? m0 + BW_TILE : Lc);
+    int jend = up ? Lc : (m0 + BW_TILE < Lc ? m0 + BW_TILE : Lc);
+    if (!(mx.parts & 1)) jend = jbeg;
     for (int j0 = jbeg; j0 < jend; j0 += BW_TILE) {
         if (tid < BW_TILE) {
             const int j = j0 + tid;
@@ -484,7 +482,8 @@ static __global__ void __launch_bounds__(BW_THREADS)
             for (int b = 0; b < 4; b++) {
                 const int lj = tx + 16 * b, j = j0 + lj;
                 float x = 0.0f;
-                if (i < Lc && j < Lc && (up ? j >= i : j <= i)) {
+                const bool causal = up ? (mx.strict ? j > i : j >= i) : (mx.strict ? j < i : j <= i);
+                if (i < Lc && j < Lc && causal) {
                     x = p[m][b];
                     if (a.decay) x *= expf(up ? Gk[lj] - Gr[li] : Gr[li] - Gk[lj]);
                 }
@@ -506,7 +505,8 @@ static __global__ void __launch_bounds__(BW_THREADS)
     /* the state term: f_r A_r Sop */
     const float *Sop = mx.st + (c * H + h) * a.KVp;
     const int64_t Vp = a.Vp;
-    for (int kk0 = 0; kk0 < DA; kk0 += BW_TSTEP) {
+    const int DAs = (mx.parts & 2) ? DA : 0;
+    for (int kk0 = 0; kk0 < DAs; kk0 += BW_TSTEP) {
 #pragma unroll
         for (int pp = 0; pp < BW_TSTEP * BW_TILE / BW_THREADS; pp++) {
             const int idx = tid + BW_THREADS * pp, t = idx / BW_TSTEP, kc = idx % BW_TSTEP;
@@ -571,9 +571,14 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_norm_kernel(bw_args a, i
     if (lane == 0) o[a.V] = -s * inv * inv;
 }
 
-/* Warp per (token r, q/k head hq): dq = scale phi'(q) sum_h dQh, dk =
- * phi'(k) sum_h dKh over the heads h of the group in order; and for each
- * head the per-token q~ . dQ~ - k~ . dK~ into dld (when given). */
+/* Warp per (token r, q/k head hq). For each head h of the group, in order,
+ * with diag = dO'_r . v'_r (the diagonal of dP, left out of dQh and dKh):
+ *   dQ~ = dQh + diag k~,  dK~ = dKh + dKi + diag q~
+ * summed into dq, dk (each element by the same lane, heads in order), then
+ * dq *= scale phi'(q), dk *= phi'(k). With dld: the gate gradient's per-token
+ * terms gt = q~ . dQh - k~ . dKh (the strict pairs and the queries against
+ * S0) into dld, bt = k~ . dKi (the keys against dSn) into btb; the diagonal
+ * pairs, which cancel exactly, are never formed. */
 static __global__ void __launch_bounds__(BW_THREADS)
     bw_finish_qk_kernel(bw_args a, int64_t items)
 {
@@ -585,25 +590,32 @@ static __global__ void __launch_bounds__(BW_THREADS)
     const int K = a.K, grp = a.hgrp;
     const int64_t qo = w * K; /* (r Hqk + hq) K */
     const float *qt = a.Qt + qo, *kt = a.Kt + qo;
-    if (a.dld) {
-        for (int hi = 0; hi < grp; hi++) {
-            const int h = hq * grp + hi;
-            const float *dqh = a.dQh + (r * a.H + h) * K, *dkh = a.dKh + (r * a.H + h) * K;
-            float s = 0.0f;
-            for (int i = lane; i < K; i += 32) s += qt[i] * dqh[i] - kt[i] * dkh[i];
-            s = seqk__warp_sum(s);
-            if (lane == 0) a.dld[r * a.H + h] = s;
+    for (int hi = 0; hi < grp; hi++) {
+        const int h = hq * grp + hi;
+        const int64_t o = (r * a.H + h) * K;
+        const float *dqh = a.dQh + o, *dkh = a.dKh + o, *dki = a.dKi + o;
+        const float *dor = bw_row(a.dOm, r, h), *vr = bw_row(a.Vm, r, h);
+        float dg = 0.0f;
+        for (int j = lane; j < a.Vp; j += 32) dg = fmaf(dor[j], vr[j], dg);
+        dg = seqk__warp_sum(dg);
+        float gt = 0.0f, bt = 0.0f;
+        for (int i = lane; i < K; i += 32) {
+            gt += qt[i] * dqh[i] - kt[i] * dkh[i];
+            bt = fmaf(kt[i], dki[i], bt);
+            const float dqv = fmaf(dg, kt[i], dqh[i]);
+            const float dkv = fmaf(dg, qt[i], dkh[i] + dki[i]);
+            a.dq[qo + i] = hi ? a.dq[qo + i] + dqv : dqv;
+            a.dk[qo + i] = hi ? a.dk[qo + i] + dkv : dkv;
+        }
+        if (a.dld) {
+            gt = seqk__warp_sum(gt);
+            bt = seqk__warp_sum(bt);
+            if (lane == 0) a.dld[r * a.H + h] = gt, a.btb[r * a.H + h] = bt;
         }
     }
     for (int i = lane; i < K; i += 32) {
-        float sq = 0.0f, sk = 0.0f;
-        for (int hi = 0; hi < grp; hi++) {
-            const int64_t o = (r * a.H + hq * grp + hi) * K + i;
-            sq += a.dQh[o];
-            sk += a.dKh[o];
-        }
-        a.dq[qo + i] = a.scale * bw_dphi(a.q[qo + i], a.elu) * sq;
-        a.dk[qo + i] = bw_dphi(a.k[qo + i], a.elu) * sk;
+        a.dq[qo + i] *= a.scale * bw_dphi(a.q[qo + i], a.elu);
+        a.dk[qo + i] *= bw_dphi(a.k[qo + i], a.elu);
     }
 }
 
@@ -625,11 +637,16 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_finish_v_kernel(bw_args 
     if (lane == 0 && a.dv_scale) a.dv_scale[w] = s;
 }
 
-/* ---- dlogdecay: reverse cumulative sum per sequence ------------------------------------ */
+/* ---- dlogdecay, per chunk ------------------------------------------------------------- */
 
-/* Warp per (chunk, head): dld <- its reverse inclusive sum inside the chunk;
- * the chunk's total into ctot. */
-static __global__ void __launch_bounds__(BW_THREADS) bw_ld_local_kernel(bw_args a, int64_t nwork)
+/* d(log a_t) = <dS_t, a_t S_{t-1}>, written with the chunk's own terms (each a
+ * pair on the two sides of t with its decay, none O(1) that cancels):
+ *   dld_t = sum_{i >= t} gt_i + sum_{j < t} bt_j + Dc
+ * (scan/chunk_backward.c derives it the same way). Warp per (chunk, head);
+ * two kernels, so that each element is read and written by one lane. */
+
+/* dld <- its reverse inclusive sum inside the chunk. */
+static __global__ void __launch_bounds__(BW_THREADS) bw_ld_rev_kernel(bw_args a, int64_t nwork)
 {
     const int lane = threadIdx.x & 31;
     const int64_t wid = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
@@ -651,28 +668,10 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_ld_local_kernel(bw_args 
         if (i >= 0) a.dld[(r0 + i) * a.H + h] = x;
         carry = __shfl_sync(SEQK__FULL_MASK, x, 31); /* lanes past the start add 0 */
     }
-    if (lane == 0) a.ctot[c * a.H + h] = carry;
 }
 
-/* Thread per (n, h): ctot[c] <- term + the totals of the later chunks. */
-static __global__ void __launch_bounds__(BW_THREADS) bw_ld_carry_kernel(bw_args a, int64_t nwork)
-{
-    const int64_t nh = (int64_t)blockIdx.x * BW_THREADS + threadIdx.x;
-    if (nh >= nwork) return;
-    const int64_t n = nh / a.H;
-    const int h = (int)(nh - n * a.H);
-    int64_t cb, ce;
-    seqk__chunks_range(a.map, n, &cb, &ce);
-    float carry = a.term ? a.term[nh] : 0.0f;
-    for (int64_t c = ce - 1; c >= cb; c--) {
-        const float t = a.ctot[c * a.H + h];
-        a.ctot[c * a.H + h] = carry;
-        carry += t;
-    }
-}
-
-/* Warp per (chunk, head): dld += ctot[c, h]. */
-static __global__ void __launch_bounds__(BW_THREADS) bw_ld_add_kernel(bw_args a, int64_t nwork)
+/* dld += Dc + the exclusive forward sum of bt inside the chunk. */
+static __global__ void __launch_bounds__(BW_THREADS) bw_ld_fwd_kernel(bw_args a, int64_t nwork)
 {
     const int lane = threadIdx.x & 31;
     const int64_t wid = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
@@ -682,8 +681,21 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_ld_add_kernel(bw_args a,
     int64_t r0;
     int Lc;
     seqk__chunk_rows(a.map, c, &r0, &Lc);
-    const float add = a.ctot[c * a.H + h];
-    for (int i = lane; i < Lc; i += 32) a.dld[(r0 + i) * a.H + h] += add;
+    float carry = a.Dc[c * a.H + h];
+    for (int i0 = 0; i0 < Lc; i0 += 32) {
+        const int i = i0 + lane;
+        float x = i < Lc ? a.btb[(r0 + i) * a.H + h] : 0.0f;
+        for (int off = 1; off < 32; off <<= 1) {
+            const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
+            if (lane >= off) x += y;
+        }
+        /* exclusive: the previous lane's inclusive sum (not x - b: b_{L-1}
+         * is O(1) where the others may be ~exp(g)) */
+        float ex = __shfl_up_sync(SEQK__FULL_MASK, x, 1);
+        if (lane == 0) ex = 0.0f;
+        if (i < Lc) a.dld[(r0 + i) * a.H + h] += carry + ex;
+        carry += __shfl_sync(SEQK__FULL_MASK, x, 31);
+    }
 }
 
 /* ---- Mamba2 epilogue ---------------------------------------------------------------- */
@@ -750,8 +762,8 @@ static __global__ void __launch_bounds__(BW_THREADS)
 typedef struct bw_plan {
     int64_t L, nch, BT, Vp;
     int norm, vt, vsc;
-    size_t off_first, off_G, off_a, off_Q, off_K, off_V, off_dO, off_S, off_dS, off_Sfin,
-        off_term, off_dQ, off_dK, off_dV, off_ctot, off_lg, bytes;
+    size_t off_first, off_G, off_a, off_Q, off_K, off_V, off_dO, off_S, off_dS, off_dQ, off_dK,
+        off_dKi, off_dV, off_bt, off_Dc, off_lg, bytes;
 } bw_plan;
 
 static size_t bw_align(size_t n) { return seqk__align_up(n, BW_WS_ALIGN); }
@@ -784,12 +796,12 @@ static bw_plan bw_make_plan(const seqk__lin *P)
     BW_REGION(off_dO, pl.norm ? BT * H * (size_t)pl.Vp * f : 0);
     BW_REGION(off_S, nch * H * KVp * f);
     BW_REGION(off_dS, nch * H * KVp * f);
-    BW_REGION(off_Sfin, (size_t)P->N * H * KVp * f);
-    BW_REGION(off_term, (size_t)P->N * H * f);
     BW_REGION(off_dQ, BT * H * (size_t)P->K * f);
     BW_REGION(off_dK, BT * H * (size_t)P->K * f);
+    BW_REGION(off_dKi, BT * H * (size_t)P->K * f);
     BW_REGION(off_dV, BT * H * (size_t)P->V * f);
-    BW_REGION(off_ctot, nch * H * f);
+    BW_REGION(off_bt, BT * H * f);
+    BW_REGION(off_Dc, nch * H * f);
     BW_REGION(off_lg, P->H > BW_LG_INLINE ? H * f : 0);
 #undef BW_REGION
     pl.bytes = off;
@@ -902,13 +914,12 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     a.dOp = pl.norm ? (float *)(ws + pl.off_dO) : NULL;
     a.S = (float *)(ws + pl.off_S);
     a.dS = (float *)(ws + pl.off_dS);
-    const bool want_term = a.dld && (a.ds_out || a.dz_out);
-    a.Sfin = want_term ? (float *)(ws + pl.off_Sfin) : NULL;
-    a.term = want_term ? (float *)(ws + pl.off_term) : NULL;
     a.dQh = (float *)(ws + pl.off_dQ);
     a.dKh = (float *)(ws + pl.off_dK);
+    a.dKi = (float *)(ws + pl.off_dKi);
     a.dVt = pl.vsc ? (float *)(ws + pl.off_dV) : NULL;
-    a.ctot = (float *)(ws + pl.off_ctot);
+    a.btb = (float *)(ws + pl.off_bt);
+    a.Dc = (float *)(ws + pl.off_Dc);
     if (P->log_gamma) {
         a.has_lg = 1;
         if (P->H <= BW_LG_INLINE) {
@@ -937,6 +948,7 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     const bw_tmat Qm = bw_tm(a.Qt, ldqk, a.K, a.hgrp), Km = bw_tm(a.Kt, ldqk, a.K, a.hgrp);
     const bw_tmat Vm = pl.vt ? bw_tm(a.Vt, H * pl.Vp, pl.Vp, 1) : bw_tm(a.v, H * a.V, a.V, 1);
     const bw_tmat dOm = pl.norm ? bw_tm(a.dOp, H * pl.Vp, pl.Vp, 1) : bw_tm(a.dout, H * a.V, a.V, 1);
+    a.Qm = Qm, a.Km = Km, a.Vm = Vm, a.dOm = dOm;
 
     if (a.decay) {
         BW_GRID_OR_FAIL(g0, (nch * H + BW_WARPS - 1) / BW_WARPS);
@@ -947,21 +959,16 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
                      BW_THREADS, 0, stream>>>(a, BT);
     SEQK_CUDA_CHECK_LAUNCH(fn);
 
-    /* forward: local states, chunk states, final states */
+    /* forward: local states, then the state before each chunk */
     BW_TRY(bw_launch_xty(fn, a, Km, Vm, 1, a.S, stream, nch));
     bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 0);
     SEQK_CUDA_CHECK_LAUNCH(fn);
-    if (want_term) {
-        BW_GRID_OR_FAIL(gt, P->N * H);
-        bw_term_kernel<<<gt, BW_THREADS, 0, stream>>>(a);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-    }
 
     bw_mix mx;
     if (pl.norm) { /* O' = [num | den], then dO' in place */
         memset(&mx, 0, sizeof mx);
         mx.A = Qm, mx.B = Km, mx.Z = Vm, mx.DA = a.K, mx.DZ = a.Vp;
-        mx.st = a.S, mx.st_t = 0, mx.upper = 0;
+        mx.st = a.S, mx.st_t = 0, mx.upper = 0, mx.parts = 3;
         mx.out = a.dOp, mx.out_ld = H * pl.Vp, mx.out_hs = pl.Vp, mx.out_cols = a.Vp;
         BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
         BW_GRID_OR_FAIL(gn, (BT * H + BW_WARPS - 1) / BW_WARPS);
@@ -973,24 +980,32 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     BW_TRY(bw_launch_xty(fn, a, Qm, dOm, 0, a.dS, stream, nch));
     bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
     SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (a.dld) {
+        BW_GRID_OR_FAIL(gd, nch * H);
+        bw_dterm_kernel<<<gd, BW_THREADS, 0, stream>>>(a);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
 
     /* dV' (first V columns) */
     memset(&mx, 0, sizeof mx);
     mx.A = Km, mx.B = Qm, mx.Z = dOm, mx.DA = a.K, mx.DZ = a.Vp;
-    mx.st = a.dS, mx.st_t = 0, mx.upper = 1;
+    mx.st = a.dS, mx.st_t = 0, mx.upper = 1, mx.parts = 3;
     mx.out = pl.vsc ? a.dVt : a.dv, mx.out_ld = H * a.V, mx.out_hs = a.V, mx.out_cols = a.V;
     BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
-    /* dQ~ per head */
+    /* dQ~ per head without the diagonal pairs (the finish adds them) */
     memset(&mx, 0, sizeof mx);
     mx.A = dOm, mx.B = Vm, mx.Z = Km, mx.DA = a.Vp, mx.DZ = a.K;
-    mx.st = a.S, mx.st_t = 1, mx.upper = 0;
+    mx.st = a.S, mx.st_t = 1, mx.upper = 0, mx.strict = 1, mx.parts = 3;
     mx.out = a.dQh, mx.out_ld = H * a.K, mx.out_hs = a.K, mx.out_cols = a.K;
     BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
-    /* dK~ per head */
+    /* dK~ per head: the strict pairs into dKh, the state term into dKi (the
+     * gate gradient needs them apart) */
     memset(&mx, 0, sizeof mx);
     mx.A = Vm, mx.B = dOm, mx.Z = Qm, mx.DA = a.Vp, mx.DZ = a.K;
-    mx.st = a.dS, mx.st_t = 1, mx.upper = 1;
+    mx.st = a.dS, mx.st_t = 1, mx.upper = 1, mx.strict = 1, mx.parts = 1;
     mx.out = a.dKh, mx.out_ld = H * a.K, mx.out_hs = a.K, mx.out_cols = a.K;
+    BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+    mx.parts = 2, mx.out = a.dKi;
     BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
 
     BW_GRID_OR_FAIL(gq, (BT * P->Hqk + BW_WARPS - 1) / BW_WARPS);
@@ -1003,12 +1018,9 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     }
     if (a.dld) {
         BW_GRID_OR_FAIL(gl, (nch * H + BW_WARPS - 1) / BW_WARPS);
-        bw_ld_local_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nch * H);
+        bw_ld_rev_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nch * H);
         SEQK_CUDA_CHECK_LAUNCH(fn);
-        BW_GRID_OR_FAIL(gc, (P->N * H + BW_THREADS - 1) / BW_THREADS);
-        bw_ld_carry_kernel<<<gc, BW_THREADS, 0, stream>>>(a, P->N * H);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-        bw_ld_add_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nch * H);
+        bw_ld_fwd_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nch * H);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
     return SEQK_SUCCESS;
