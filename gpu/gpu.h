@@ -152,6 +152,25 @@ seqk_status seqk__cuda_selective_scan(seqk_context *ctx, int mode, int64_t B, in
                                       const int32_t *cu, const int32_t *cu_host, int64_t N);
 #endif
 
+#if SEQK__HAVE_CUDA
+/* gpu/selective_scan_backward.cu: seqk_selective_scan_backward on a CUDA
+ * context (DESIGN 3.2 / 3.7), arguments as the public call (device
+ * pointers), already validated (Nst <= 256); cu is the device cu_seqlens
+ * (NULL without varlen), cu_host its host copy; N the number of sequences
+ * (B without varlen). Deterministic (no atomics). The workspace size is
+ * exact with cu_host, an upper bound without it when N != B (a varlen
+ * query). */
+seqk_status seqk__cuda_selective_scan_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t D, int64_t Nst, int64_t G, unsigned flags,
+    const float *u, const float *dt, const float *A, const float *Bm, const float *Cm,
+    const float *Dskip, const float *z, const float *dt_bias, const float *state_in,
+    const float *dy, const float *dstate_out, float *du, float *ddt, float *dA, float *dBm,
+    float *dCm, float *dDskip, float *dz, float *ddt_bias, float *dstate_in, const int32_t *cu,
+    const int32_t *cu_host, int64_t N);
+size_t seqk__cuda_selective_scan_backward_workspace(int64_t B, int64_t T, int64_t D, int64_t Nst,
+                                                    int64_t G, int64_t N, const int32_t *cu_host);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -499,6 +499,72 @@ SEQK_API seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int6
                                          const float *state_in, float *state_out,
                                          const int32_t *cu_seqlens, int64_t N);
 
+/*
+ * seqk_selective_scan_backward: the gradients of seqk_selective_scan (both
+ * modes compute the same function) for the same sizes, flags and inputs,
+ * given dy = dL/dy and dstate_out = dL/d state_out. Per channel d, state
+ * index n, with x_t = dt_raw_t + dt_bias, dt_t = softplus(x_t) (or x_t),
+ * a_t = exp(dt_t A[d,n]), yp_t = sum_n C_t h_t + Dskip u_t (y before the
+ * gate):
+ *
+ *   gy_t      = dy_t silu(z_t)  (dy_t without z)
+ *   dz_t      = dy_t yp_t silu'(z_t),  silu'(z) = s(z) (1 + z (1 - s(z)))
+ *   lam_t[n]  = C_t[n] gy_t + a_{t+1}[n] lam_{t+1}[n]    (reverse recurrence,
+ *               dL/dh_t; a_{T+1} lam_{T+1} := dstate_out)
+ *   dstate_in = a_1 lam_1   (dstate_out for an empty sequence)
+ *   dC_t[n]   = sum_{d in group} gy_t[d] h_t[d,n]
+ *   dB_t[n]   = sum_{d in group} lam_t[d,n] dt_t[d] u_t[d]
+ *   du_t      = dt_t sum_n B_t[n] lam_t[n] + Dskip gy_t
+ *   d(dt_t)   = sum_n lam_t[n] (A[n] a_t[n] h_{t-1}[n] + B_t[n] u_t)
+ *   ddt_t     = d(dt_t) sigmoid(x_t) with SEQK_SSCAN_DT_SOFTPLUS, else d(dt_t)
+ *   dA[d,n]   = sum over tokens (all sequences) of lam_t dt_t a_t h_{t-1}
+ *   dDskip[d] = sum_t gy_t u_t,   ddt_bias[d] = sum_t ddt_t
+ *
+ * h is never stored for every token: a forward pass keeps the state at the
+ * start of every time segment (a few tens of tokens), the segments are then
+ * walked in reverse, h recomputed inside a segment (cache-sized), lam run
+ * backwards by the scan primitive's reverse mode, the gradients reduced on
+ * the fly. Sums over channels (dB, dC) and over sequences (dA, dDskip,
+ * ddt_bias) go through per-block partials added in a fixed order:
+ * deterministic (the same bits for any thread count; no atomics on CUDA).
+ *
+ *   B, T, D, Nst, G, flags, u, dt, A, Bm, Cm, Dskip, z, dt_bias, state_in,
+ *   cu_seqlens, N   exactly as the forward call
+ *   dy               [B,T,D]
+ *   dstate_out       [N,D,Nst] or NULL (zero)
+ *   du, ddt          [B,T,D]      outputs (ddt: gradient of the raw dt)
+ *   dA               [D,Nst]      output
+ *   dBm, dCm         [B,T,G,Nst]  outputs, summed over the channels of a group
+ *   dDskip           [D] or NULL; must be NULL when Dskip is NULL
+ *   dz               [B,T,D]; required when z is given, must be NULL otherwise
+ *   ddt_bias         [D] or NULL (allowed when dt_bias is NULL: the gradient
+ *                    at a zero bias)
+ *   dstate_in        [N,D,Nst] or NULL (not computed)
+ * du, ddt, dA, dBm, dCm are required when B*T > 0. Every output is
+ * overwritten, never accumulated; no output may overlap an input or another
+ * output. Workspace (seqk_selective_scan_backward_workspace_size): the
+ * segment-start states (per CPU thread: ceil(T / S) states of 16 channels,
+ * S = 16..64 tokens; on CUDA: N D Nst ceil(T / 16) floats) and the partial
+ * sums of dB, dC (one row per block of channels of a group when a group
+ * spans several blocks) and of dA, dDskip, ddt_bias (one per sequence when
+ * N > 1).
+ */
+SEQK_API seqk_status seqk_selective_scan_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t D, int64_t Nst, int64_t G, unsigned flags,
+    const float *u, const float *dt, const float *A, const float *Bm, const float *Cm,
+    const float *Dskip, const float *z, const float *dt_bias, const float *state_in,
+    const float *dy, const float *dstate_out, float *du, float *ddt, float *dA, float *dBm,
+    float *dCm, float *dDskip, float *dz, float *ddt_bias, float *dstate_in,
+    const int32_t *cu_seqlens, int64_t N);
+
+/* The workspace bytes seqk_selective_scan_backward needs for these sizes on
+ * this context (N: sequences with varlen, else 0; an upper bound for any
+ * cu_seqlens then). */
+SEQK_API seqk_status seqk_selective_scan_backward_workspace_size(seqk_context *ctx, int64_t B,
+                                                                 int64_t T, int64_t D,
+                                                                 int64_t Nst, int64_t G,
+                                                                 int64_t N, size_t *bytes);
+
 /* ------------------------------------------------------------------------ */
 /* DeltaNet and gated DeltaNet (DESIGN 3.3)                                  */
 /* ------------------------------------------------------------------------ */
