@@ -649,6 +649,73 @@ SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode m
                                                   int64_t T, int64_t H, int64_t K, int64_t V,
                                                   int64_t N, int64_t chunk, size_t *bytes);
 
+/*
+ * seqk_deltanet_backward: the gradients of seqk_deltanet's function (both
+ * modes compute the same one) for the same sizes, flags and inputs, given
+ * dout = dL/do and optionally dstate_out = dL/d(final state). Every gradient
+ * is overwritten (never accumulated), for every token.
+ *
+ * Math per sequence and head (a_t = exp(g_t), 1 without g; q~ = scale n(q),
+ * k~ = n(k), n the optional L2 norm): the forward
+ *   S' = a_t S_{t-1},  S_t = (I - beta_t k~ k~^T) S' + beta_t k~ v_t^T,  o_t = S_t^T q~_t
+ * has the adjoint (dS = dL/dS_t, from dstate_out, walking t backwards)
+ *   dq~_t = S_t do_t;   dS += q~_t do_t^T;   u = v_t - S'^T k~;   e = dS^T k~
+ *   dv_t = beta_t e,   dbeta_t = e . u,   dk~_t = beta_t (dS u - S' e)
+ *   dS' = (I - beta_t k~ k~^T) dS,   dg_t = <dS', S'>,   dS_{t-1} = a_t dS'
+ * with dstate_in = dS_0, and through the L2 norm (x~ = x / r,
+ * r = sqrt(x . x + 1e-6)): dx = (dx~ - x~ (x~ . dx~)) / r.
+ *
+ * Computed chunkwise (the chunked form of seqk_deltanet above): per
+ * (sequence, head) the chunk states are recomputed by the forward's chunk
+ * recurrence (every state before a chunk kept while they fit 8 MiB per
+ * thread, else checkpoints every ~sqrt(chunks) chunks and the states between
+ * recomputed per segment), then the chunks are walked in reverse: per chunk
+ * T, U, W and Vnew again, the linear-state backward of O and S' with Vnew
+ * as the values (dVnew, dQ, dK, dS0), then through Vnew = U - W S0
+ * (dW = -dVnew S0^T, dS0 -= W^T dVnew), U = T diag(beta) V,
+ * W = T diag(beta exp(G)) K (X = T^T dU, Y = T^T dW) and T = (I + A)^-1
+ * (dA = -(X U^T + Y W^T) on the strictly lower part). dg is summed per chunk
+ * from pairs of terms on the two sides of each token, each with its decay,
+ * so that it keeps its relative accuracy under strong decay (g ~ -20, where
+ * dg ~ exp(g)). Deterministic: the same bits for any thread count (one
+ * (sequence, head) per thread, fixed orders, no atomics). Work: about three
+ * times the parallel forward's.
+ *
+ *   B, T, H, K, V, scale, flags, q, k, v, beta, g, state_in, cu_seqlens, N,
+ *   chunk       exactly as the forward call (beta checked as there)
+ *   dout        [B,T,H,V]   dL/do
+ *   dstate_out  [N,H,K,V] or NULL (zero)   dL/d state_out
+ *   dq, dk      [B,T,H,K]   outputs (dL/d of the raw q, k: through the L2 norm
+ *               with the flag)
+ *   dv          [B,T,H,V]   output
+ *   dbeta       [B,T,H]     output
+ *   dg          [B,T,H]     output, required when g is given (and B*T > 0),
+ *               must be NULL when g is NULL
+ *   dstate_in   [N,H,K,V] or NULL (not computed)   dL/d state_in (at a zero
+ *               state when state_in is NULL)
+ * dq, dk, dv, dbeta are required when B*T > 0. No output may overlap another
+ * output or an input.
+ * CPU only for now: a CUDA context gets SEQK_ERROR_UNSUPPORTED.
+ * Workspace (seqk_deltanet_backward_workspace_size), per thread: the chunk
+ * scratch (about 5 C^2 + 7 C K + 4 C V floats for chunk size C) plus the kept
+ * chunk states (at most 8 MiB, or ~2 sqrt(T / C) K V floats when
+ * checkpointed).
+ */
+SEQK_API seqk_status seqk_deltanet_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+    unsigned flags, const float *q, const float *k, const float *v, const float *beta,
+    const float *g, const float *state_in, const float *dout, const float *dstate_out, float *dq,
+    float *dk, float *dv, float *dbeta, float *dg, float *dstate_in, const int32_t *cu_seqlens,
+    int64_t N, int64_t chunk);
+
+/* An upper bound of the workspace bytes seqk_deltanet_backward needs for
+ * these sizes on this context (N: sequences with varlen, else 0; it depends
+ * on the context's thread count). UNSUPPORTED on a CUDA context for now. */
+SEQK_API seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B,
+                                                           int64_t T, int64_t H, int64_t K,
+                                                           int64_t V, int64_t N, int64_t chunk,
+                                                           size_t *bytes);
+
 /* ------------------------------------------------------------------------ */
 /* Titans test-time memory (DESIGN 3.4)                                      */
 /* ------------------------------------------------------------------------ */

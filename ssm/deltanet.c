@@ -63,6 +63,7 @@
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
 #include "../scan/chunk.h"
+#include "deltanet.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -372,9 +373,10 @@ static void dn_scratch_init(dn_scratch *w, float *base, int64_t L, int64_t K, in
 /* Tm (holding K~ K~^T on entry) -> T = (I + A)^-1 with
  * A_ij = beta_i (K~ K~^T)_ij exp(G_i - G_j) for j < i (0 elsewhere), lower
  * unit triangular, zero above the diagonal. Row by row:
- * T_i = e_i - sum_{j<i} A_ij T_j, where T_j is nonzero in columns <= j only. */
-static void forward_substitution(float *Tm, int64_t L, const float *beta, const float *G,
-                                 float *arow)
+ * T_i = e_i - sum_{j<i} A_ij T_j, where T_j is nonzero in columns <= j only.
+ * (Also the backward's, ssm/deltanet_backward.c.) */
+void seqk__dn_forward_substitution(float *Tm, int64_t L, const float *beta, const float *G,
+                                   float *arow)
 {
     for (int64_t i = 0; i < L; i++) {
         float *ti = Tm + i * L;
@@ -444,7 +446,7 @@ static void chunk_uw(const dn_problem *D, const seqk__chunk_view *cv, int64_t r0
     /* Tm = K~ K~^T, then T */
     seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Kc, K, cv->Kc, K, 0.0f,
                        w->Tm, L, w->pack); /* the substitution reads j < i only */
-    forward_substitution(w->Tm, L, w->beta, cv->G, w->cs.den);
+    seqk__dn_forward_substitution(w->Tm, L, w->beta, cv->G, w->cs.den);
     /* T diag(beta): scale column j by beta_j (T is zero above the diagonal) */
     for (int64_t i = 0; i < L; i++)
         for (int64_t j = 0; j <= i; j++) w->Tm[i * L + j] *= w->beta[j];
@@ -682,8 +684,9 @@ static const unsigned KNOWN_FLAGS = SEQK_DELTANET_L2NORM_QK | SEQK_DELTANET_ALLO
 
 static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
 
-/* beta[i] in [0, 1] ([0, 2] with SEQK_DELTANET_ALLOW_NEG_EIGVAL), host memory. */
-static seqk_status check_beta(const float *beta, int64_t n, unsigned flags)
+/* beta[i] in [0, 1] ([0, 2] with SEQK_DELTANET_ALLOW_NEG_EIGVAL), host memory;
+ * messages name fn (also the backward's check, ssm/deltanet.h). */
+seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, unsigned flags)
 {
     const bool neg = (flags & SEQK_DELTANET_ALLOW_NEG_EIGVAL) != 0;
     const float hi = neg ? 2.0f : 1.0f;
@@ -693,11 +696,11 @@ static seqk_status check_beta(const float *beta, int64_t n, unsigned flags)
                 return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                                   "%s: beta[%" PRId64 "]=%g, must be in [0, 2] "
                                   "(SEQK_DELTANET_ALLOW_NEG_EIGVAL is set)",
-                                  FN, i, (double)beta[i]);
+                                  fn, i, (double)beta[i]);
             return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                               "%s: beta[%" PRId64 "]=%g, must be in [0, 1] "
                               "(SEQK_DELTANET_ALLOW_NEG_EIGVAL allows [0, 2])",
-                              FN, i, (double)beta[i]);
+                              fn, i, (double)beta[i]);
         }
     return SEQK_SUCCESS;
 }
@@ -738,7 +741,8 @@ seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t 
         if ((st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
     }
     /* beta's range: read on the CPU; not checked on CUDA (see seqk.h) */
-    if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 && (st = check_beta(beta, rows * H, flags))) {
+    if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 &&
+        (st = seqk__dn_check_beta(FN, beta, rows * H, flags))) {
         free(cu_host);
         return st;
     }

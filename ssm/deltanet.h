@@ -1,0 +1,22 @@
+/* ssm/deltanet.h -- what DeltaNet's forward (ssm/deltanet.c) shares with its
+ * backward (ssm/deltanet_backward.c). */
+#ifndef SEQK_SSM_DELTANET_H
+#define SEQK_SSM_DELTANET_H
+
+#include "../core/internal.h"
+
+#include <stdint.h>
+
+/* Tm [L,L] (holding K~ K~^T on and below the diagonal on entry) -> the
+ * chunk's T = (I + A)^-1, A_ij = beta_i (K~ K~^T)_ij exp(G_i - G_j) for
+ * j < i (G NULL: no decay), lower unit triangular with zeros written above
+ * the diagonal. arow: L floats of scratch. */
+void seqk__dn_forward_substitution(float *Tm, int64_t L, const float *beta, const float *G,
+                                   float *arow);
+
+/* beta[i] in [0, 1] ([0, 2] with SEQK_DELTANET_ALLOW_NEG_EIGVAL) for i < n,
+ * host memory (NaN is out of range); INVALID_ARGUMENT naming fn, the first
+ * bad index and its value. */
+seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, unsigned flags);
+
+#endif

@@ -1,0 +1,491 @@
+/*
+ * ssm/deltanet_backward.c -- the backward (training) of DeltaNet and gated
+ * DeltaNet (DESIGN 3.3, 3.7), CPU; the validation and dispatch of
+ * seqk_deltanet_backward. Both modes of seqk_deltanet compute one function;
+ * this is its gradient, computed chunkwise.
+ *
+ * Forward, per sequence and head (a_t = exp(g_t), 1 without g; q~ = scale
+ * n(q), k~ = n(k) with n the optional L2 norm):
+ *
+ *   S' = a_t S_{t-1},   S_t = (I - beta_t k~ k~^T) S' + beta_t k~ v_t^T,   o_t = S_t^T q~_t
+ *
+ * Adjoint (the reverse token loop; dS = dL/dS_t, starting from dstate_out):
+ *
+ *   dq~_t = S_t do_t;   dS += q~_t do_t^T;   u = v_t - S'^T k~;   e = dS^T k~
+ *   dv_t = beta_t e,   dbeta_t = e . u,   dk~_t = beta_t (dS u - S' e)
+ *   dS' = (I - beta_t k~ k~^T) dS,   dg_t = <dS', S'>,   dS_{t-1} = a_t dS'
+ *
+ * and dstate_in = dS_0. Through the L2 norm, x~ = x / r (r = sqrt(x.x + eps)):
+ * dx = (dx~ - x~ (x~ . dx~)) / r.
+ *
+ * Chunkwise (chunk of L tokens; G_i the cumulative log-gate inside it;
+ * Gamma_ij = exp(G_i - G_j), i >= j; S0 the state before the chunk; dS the
+ * gradient of the state after it). The forward of a chunk is
+ *
+ *   A = strict_lower(diag(beta) (K~ K~^T .* Gamma)),   T = (I + A)^-1
+ *   U = T Vb,  Vb = diag(beta) V;   W = T Kb,  Kb = diag(beta exp(G)) K~
+ *   Vn = U - W S0
+ *   O = diag(exp(G)) Q~ S0 + ((Q~ K~^T) .* Gamma .* M) Vn
+ *   S_next = exp(G_L) S0 + (diag(exp(G_L - G)) K~)^T Vn
+ *
+ * The last two lines are the linear-state engine's chunk with Vn in place of
+ * V, so their backward is the engine's stage, seqk__chunk_backward_stage
+ * (scan/chunk_backward.c): dVn, dQ~, dK~ (through the scores and the decayed
+ * keys), dS0 = Qg^T dO + exp(G_L) dS, and its gate terms. Then
+ *
+ *   Vn = U - W S0:   dU = dVn,   dW = -dVn S0^T,   dS0 -= W^T dVn
+ *   U = T Vb, W = T Kb:   X = T^T dU (= dVb),   Y = T^T dW (= dKb)
+ *     dv = diag(beta) X,   dk~ += diag(beta exp(G)) Y,
+ *     dbeta_i += v_i . X_i + exp(G_i) k~_i . Y_i
+ *   T = (I + A)^-1:   dT = dU Vb^T + dW Kb^T,   dA = -T^T dT T^T = -(X U^T + Y W^T)
+ *     (strictly lower part only), and with M_ij = dA_ij beta_i Gamma_ij (j < i):
+ *     dk~ += M K~ + M^T K~,   dbeta_i += sum_j dA_ij Gamma_ij (k~_i . k~_j)
+ *
+ * The gate gradient. d(g_t) = <dS'_t, S'_t> is ~exp(g_t) under strong decay,
+ * so it is formed, as in the engine, from pairs on the two sides of t, each
+ * carrying its decay (never as q~.dq~ - k~.dk~ of whole gradients, whose O(1)
+ * diagonal pairs cancel to rounding): the engine's terms (queries against S0
+ * and keys against dS, the strict pairs of the scores, S0 against dS) plus
+ * DeltaNet's own:
+ *   - the pairs of A: D_ij = dA_ij A_ij (j < i) counts for j < t <= i: added
+ *     to the per-token terms as (row sum - column sum) of D, whose reverse sum
+ *     over i >= t leaves exactly those pairs;
+ *   - W's exp(G_j): Kb_j . Y_j counts for t <= j (the reverse sum).
+ * Every term is local to the chunk (G restarts there; S0 and dS are its
+ * boundary), so no pass over the whole sequence is needed.
+ *
+ * The chunk states S0 are recomputed (as scan/chunk_backward.c does): per
+ * (sequence, head) a first pass runs the forward's chunk recurrence
+ * (K~ K~^T, T, U, W, Vn, S_next; no outputs) keeping the state before every
+ * R-th chunk; the reverse walk recomputes, segment by segment from the last,
+ * the states of the segment's chunks and walks them backwards, recomputing
+ * each chunk's T, U, W, Vn once more. R = 1 (every state kept, nothing
+ * recomputed) while a sequence's states fit SEQK__DN_BWD_FULL_BYTES per
+ * thread, else R ~ sqrt(chunks).
+ *
+ * Work items are (sequence, head), one per thread at a time, in a fixed
+ * order inside an item: the same bits for any thread count.
+ */
+#include "../core/gemm.h"
+#include "../core/vmath.h"
+#include "../scan/chunk.h"
+#include "deltanet.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char FN[] = "seqk_deltanet_backward";
+
+/* Per thread, the most bytes of one sequence's chunk states kept whole (R = 1). */
+#ifndef SEQK__DN_BWD_FULL_BYTES
+#define SEQK__DN_BWD_FULL_BYTES (8 << 20)
+#endif
+
+static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
+
+typedef struct {
+    seqk__lin lin;        /* q, k, v, g, s_in, sizes, flags (SEQK__LIN_L2NORM) */
+    const float *beta;    /* [B*T, H] */
+    const float *dout;    /* [B*T, H, V] */
+    const float *ds_out;  /* [N, H, K, V] or NULL */
+    float *dq, *dk, *dv;  /* [B*T, H, K|V] */
+    float *dbeta, *dg;    /* [B*T, H]; dg NULL without g */
+    float *ds_in;         /* [N, H, K, V] or NULL */
+} dnb_problem;
+
+typedef struct {
+    int64_t L, E;        /* chunk size, floats of a state (K V) */
+    int64_t R, nckpt;    /* checkpoint spacing, checkpoints of the longest sequence */
+    size_t chunk_fl;     /* the forward's chunk scratch */
+    size_t pack_fl;      /* sgemm packing */
+    size_t scratch;      /* floats per thread */
+} dnb_plan;
+
+static int64_t longest(const seqk__lin *P)
+{
+    if (!P->cu) return P->T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < P->N; n++)
+        if (P->cu[n + 1] - P->cu[n] > m) m = P->cu[n + 1] - P->cu[n];
+    return m;
+}
+
+static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
+{
+    dnb_plan pl;
+    const int64_t L = P->chunk, K = P->K, V = P->V;
+    pl.L = L;
+    pl.E = K * V;
+    const int64_t nch = (longest_len + L - 1) / L;
+    if ((size_t)nch * (size_t)pl.E * sizeof(float) <= SEQK__DN_BWD_FULL_BYTES) {
+        pl.R = 1;
+        pl.nckpt = nch > 0 ? nch : 1;
+    } else {
+        pl.R = 2;
+        while (pl.R * pl.R < nch) pl.R++;
+        pl.nckpt = (nch + pl.R - 1) / pl.R;
+    }
+    int64_t m = L > K ? L : K;
+    if (V > m) m = V;
+    pl.pack_fl = seqk__sgemm_pack_floats(m, m, m);
+    pl.chunk_fl = seqk__chunk_scratch_floats(L, K, V);
+    const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V, e = (size_t)pl.E;
+    pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l) * 8 /* beta row eq ek diag gt bt */ +
+                 rnd8(l * l) * 5 /* Tm KK Gm dA dP */ + rnd8(l * k) * 7 /* Kb W dQ dK tmp dW Y */ +
+                 rnd8(l * v) * 4 /* U Vn dVn X */ + rnd8(e) * (size_t)(1 + pl.nckpt + pl.R);
+    return pl;
+}
+
+static size_t workspace_floats(const seqk__lin *P, int64_t longest_len, int threads)
+{
+    return make_plan(P, longest_len).scratch * (size_t)threads;
+}
+
+/* One thread's buffers. */
+typedef struct {
+    seqk__chunk_scratch cs; /* the forward's chunk scratch (cs.pack = pack) */
+    float *pack;
+    float *beta, *row, *eq, *ek, *diag, *gt, *bt; /* [L] */
+    float *Tm, *KK, *Gm, *dA, *dP;                /* [L,L] */
+    float *Kb, *W, *dQ, *dK, *tmp, *dW, *Y;       /* [L,K] */
+    float *U, *Vn, *dVn, *X;                      /* [L,V] */
+    float *dS;                                    /* [E] */
+    float *ckpt;                                  /* [nckpt, E] */
+    float *seg;                                   /* [R, E] */
+} dnb_scratch;
+
+static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const dnb_plan *pl)
+{
+    const size_t l = (size_t)pl->L, k = (size_t)P->K, v = (size_t)P->V, e = (size_t)pl->E;
+    float *p = base;
+    seqk__chunk_scratch_init(&b->cs, p, pl->L, P->K, P->V);
+    p += rnd8(pl->chunk_fl);
+#define TAKE(field, n) (b->field = p, p += rnd8(n))
+    TAKE(pack, pl->pack_fl);
+    TAKE(beta, l), TAKE(row, l), TAKE(eq, l), TAKE(ek, l), TAKE(diag, l), TAKE(gt, l);
+    TAKE(bt, l);
+    TAKE(Tm, l * l), TAKE(KK, l * l), TAKE(Gm, l * l), TAKE(dA, l * l), TAKE(dP, l * l);
+    TAKE(Kb, l * k), TAKE(W, l * k), TAKE(dQ, l * k), TAKE(dK, l * k), TAKE(tmp, l * k);
+    TAKE(dW, l * k), TAKE(Y, l * k);
+    TAKE(U, l * v), TAKE(Vn, l * v), TAKE(dVn, l * v), TAKE(X, l * v);
+    TAKE(dS, e);
+    TAKE(ckpt, e * (size_t)pl->nckpt);
+    TAKE(seg, e * (size_t)pl->R);
+#undef TAKE
+    b->cs.pack = b->pack;
+}
+
+/* The forward of the loaded chunk cv (tokens [row, row + L) of head h) up to
+ * Vn: beta, T (Tm), Kb, U, W and Vn = U - W S0 (S0 NULL: zero). With
+ * pairs, also K~ K~^T (KK) and Gamma (Gm) on the strictly lower part, for
+ * the backward of A. X serves as Vb's buffer. */
+static void chunk_forward(const dnb_problem *D, const seqk__chunk_view *cv, int64_t row,
+                          int64_t h, const float *S0, bool pairs, dnb_scratch *b)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t L = cv->L, K = P->K, V = P->V, H = P->H;
+    for (int64_t i = 0; i < L; i++) b->beta[i] = D->beta[(row + i) * H + h];
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Kc, K, cv->Kc, K, 0.0f,
+                       b->Tm, L, b->pack);
+    if (pairs)
+        for (int64_t i = 1; i < L; i++) {
+            memcpy(b->KK + i * L, b->Tm + i * L, (size_t)i * sizeof(float));
+            if (cv->G) seqk__exp_affine(cv->G, i, cv->G[i], -1.0f, b->Gm + i * L); /* j < i */
+        }
+    seqk__dn_forward_substitution(b->Tm, L, b->beta, cv->G, b->row);
+    /* Vb = diag(beta) V (in X), Kb = diag(beta exp(G)) K~ */
+    if (cv->G) seqk__exp_affine(cv->G, L, 0.0f, 1.0f, b->eq);
+    for (int64_t i = 0; i < L; i++) {
+        const float bi = b->beta[i], fk = cv->G ? bi * b->eq[i] : bi;
+        const float *vi = cv->Vv + i * cv->ldv, *ki = cv->Kc + i * K;
+        float *xb = b->X + i * V, *kb = b->Kb + i * K;
+        for (int64_t j = 0; j < V; j++) xb[j] = bi * vi[j];
+        for (int64_t j = 0; j < K; j++) kb[j] = fk * ki[j];
+    }
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, V, L, 1.0f, b->Tm, L, b->X, V, 0.0f,
+                       b->U, V, b->pack);
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->Tm, L, b->Kb, K, 0.0f,
+                       b->W, K, b->pack);
+    memcpy(b->Vn, b->U, (size_t)(L * V) * sizeof(float));
+    if (S0) seqk__sgemm(false, false, L, V, K, -1.0f, b->W, K, S0, V, 1.0f, b->Vn, V, b->pack);
+}
+
+/* S_next = exp(G_L) S + Kd^T Vn (after chunk_forward); Snext may be S. */
+static void advance(const seqk__lin *P, const seqk__chunk_view *cv, dnb_scratch *b, const float *S,
+                    float *Snext)
+{
+    const int64_t K = P->K, V = P->V, E = K * V;
+    seqk__sgemm(true, false, K, V, cv->L, 1.0f, cv->Kd, K, b->Vn, V, 0.0f, b->cs.U, V, b->pack);
+    const float a = cv->a;
+    for (int64_t e = 0; e < E; e++) Snext[e] = a * S[e] + b->cs.U[e];
+}
+
+/* The backward of one loaded chunk (tokens [row, row + L) of head h): from
+ * b->dS (the gradient of the state after it) and S0 (the state before it;
+ * NULL = zero), writes the chunk's rows of dq, dk, dv, dbeta, dg and leaves in
+ * b->dS the gradient of the state before it. */
+static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int64_t row,
+                           int64_t h, const float *S0, dnb_scratch *b)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t L = cv->L, K = P->K, V = P->V, H = P->H;
+    float *pack = b->pack, *dS = b->dS;
+    chunk_forward(D, cv, row, h, S0, true, b);
+    /* the engine's stage with Vn as the values */
+    seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
+    seqk__chunk_bwd sb = {b->dVn, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->diag,
+                          b->gt, b->bt, 0.0f, pack};
+    seqk__chunk_backward_stage(cv, K, V, b->cs.P, D->dout + (row * H + h) * V, H * V, b->Vn, V,
+                               S0, dS, &sb);
+    /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in),
+     * dW = -dVn S0^T (zero at a zero S0) */
+    seqk__sgemm(true, false, K, V, L, -1.0f, b->W, K, b->dVn, V, 1.0f, dS, V, pack);
+    if (S0) seqk__sgemm(false, true, L, K, V, -1.0f, b->dVn, V, S0, V, 0.0f, b->dW, K, pack);
+    /* X = T^T dU, Y = T^T dW (T lower: T^T upper) */
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, V, L, 1.0f, b->Tm, L, b->dVn, V, 0.0f,
+                       b->X, V, pack);
+    if (S0)
+        seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->Tm, L, b->dW, K,
+                           0.0f, b->Y, K, pack);
+    /* dA = -(X U^T + Y W^T), strictly lower part */
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, V, -1.0f, b->X, V, b->U, V, 0.0f,
+                       b->dA, L, pack);
+    if (S0)
+        seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, -1.0f, b->Y, K, b->W, K,
+                           1.0f, b->dA, L, pack);
+    /* per token: dv, dbeta (U and W parts), dk~ and the gate term of W;
+     * then M (in dA's place), A's part of dbeta and of the gate terms */
+    float *dbeta = b->row;
+    for (int64_t i = 0; i < L; i++) {
+        const float bi = b->beta[i];
+        const float *xi = b->X + i * V, *vi = cv->Vv + i * cv->ldv;
+        dbeta[i] = seqk__dot(vi, xi, V);
+        float *ov = D->dv + ((row + i) * H + h) * V;
+        for (int64_t j = 0; j < V; j++) ov[j] = bi * xi[j];
+        if (S0) {
+            const float *yi = b->Y + i * K, *ki = cv->Kc + i * K;
+            const float ky = seqk__dot(ki, yi, K), f = bi * b->eq[i];
+            dbeta[i] += b->eq[i] * ky;
+            b->gt[i] += f * ky; /* Kb_i . Y_i: counts for t <= i */
+            float *dk = b->dK + i * K;
+            for (int64_t j = 0; j < K; j++) dk[j] += f * yi[j];
+        }
+    }
+    for (int64_t i = 0; i < L; i++) {
+        float *m = b->dA + i * L;
+        const float *kk = b->KK + i * L, *gm = b->Gm + i * L;
+        const float bi = b->beta[i];
+        float db = 0.0f, rs = 0.0f;
+        for (int64_t j = 0; j < i; j++) {
+            const float m0 = cv->G ? m[j] * gm[j] : m[j];
+            db += m0 * kk[j];
+            const float mij = bi * m0, d = mij * kk[j]; /* D_ij = dA_ij A_ij */
+            rs += d;
+            b->gt[j] -= d;
+            m[j] = mij;
+        }
+        b->gt[i] += rs;
+        dbeta[i] += db;
+        for (int64_t j = i; j < L; j++) m[j] = 0.0f;
+    }
+    /* dk~ += M K~ + M^T K~ */
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->dA, L, cv->Kc, K, 1.0f,
+                       b->dK, K, pack);
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dA, L, cv->Kc, K, 1.0f,
+                       b->dK, K, pack);
+    if (D->dg) seqk__chunk_gate_grad(L, b->gt, b->bt, sb.Dterm, D->dg + row * H + h, H);
+    /* the raw gradients: dq = scale n'(q) dQ~, dk = n'(k) dK~; dbeta */
+    const bool l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
+    for (int64_t i = 0; i < L; i++) {
+        const int64_t r = row + i;
+        D->dbeta[r * H + h] = dbeta[i];
+        const float *dq = b->dQ + i * K, *dk = b->dK + i * K;
+        float *oq = D->dq + (r * H + h) * K, *ok = D->dk + (r * H + h) * K;
+        if (!l2) {
+            for (int64_t j = 0; j < K; j++) oq[j] = P->scale * dq[j];
+            memcpy(ok, dk, (size_t)K * sizeof(float));
+            continue;
+        }
+        /* x~ = x / r: dx = (dx~ - x~ (x~ . dx~)) / r, with dx~ = scale dQ~ for q */
+        const float *q = P->q + (r * H + h) * K, *kc = cv->Kc + i * K;
+        const float rq = sqrtf(seqk__dot(q, q, K) + SEQK__LIN_L2NORM_EPS);
+        const float iq = 1.0f / rq, pq = seqk__dot(q, dq, K) * iq, pk = seqk__dot(kc, dk, K);
+        const float rk = sqrtf(seqk__dot(P->k + (r * H + h) * K, P->k + (r * H + h) * K, K) +
+                               SEQK__LIN_L2NORM_EPS);
+        for (int64_t j = 0; j < K; j++) {
+            oq[j] = P->scale * (dq[j] - q[j] * iq * pq) * iq;
+            ok[j] = (dk[j] - kc[j] * pk) / rk;
+        }
+    }
+}
+
+/* The whole backward of one (sequence n, head h). */
+static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_t h,
+                     dnb_scratch *b)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t H = P->H, E = pl->E, Lc = pl->L, R = pl->R;
+    int64_t r0, len;
+    seqk__lin_seq(P, n, &r0, &len);
+    const int64_t nch = (len + Lc - 1) / Lc, nh = n * H + h;
+    const bool zero_start = P->s_in == NULL;
+    /* pass 1: the states before the chunks (R = 1: one after another in
+     * ckpt; else the running state in seg[0], every R-th copied to ckpt) */
+    float *S = R == 1 ? b->ckpt : b->seg;
+    if (P->s_in) memcpy(S, P->s_in + nh * E, (size_t)E * sizeof(float));
+    else memset(S, 0, (size_t)E * sizeof(float));
+    seqk__chunk_view cv;
+    for (int64_t c = 0; c + 1 < nch; c++) { /* the last chunk's state after it is not needed */
+        if (R > 1 && c % R == 0) memcpy(b->ckpt + c / R * E, S, (size_t)E * sizeof(float));
+        seqk__chunk_load_keys(P, r0 + c * Lc, Lc, h, &b->cs, &cv);
+        chunk_forward(D, &cv, r0 + c * Lc, h, (c == 0 && zero_start) ? NULL : S, false, b);
+        if (R == 1) {
+            advance(P, &cv, b, S, S + E);
+            S += E;
+        } else {
+            advance(P, &cv, b, S, S);
+        }
+    }
+    if (R > 1 && nch > 0 && (nch - 1) % R == 0)
+        memcpy(b->ckpt + (nch - 1) / R * E, S, (size_t)E * sizeof(float));
+    /* dS_T */
+    if (D->ds_out) memcpy(b->dS, D->ds_out + nh * E, (size_t)E * sizeof(float));
+    else memset(b->dS, 0, (size_t)E * sizeof(float));
+    /* the reverse walk, segment by segment */
+    for (int64_t s = (nch + R - 1) / R - 1; s >= 0; s--) {
+        const int64_t c0 = s * R, cs = nch - c0 < R ? nch - c0 : R;
+        float *seg = R == 1 ? b->ckpt + c0 * E : b->seg;
+        if (R > 1) {
+            memcpy(seg, b->ckpt + s * E, (size_t)E * sizeof(float));
+            for (int64_t j = 0; j + 1 < cs; j++) {
+                const int64_t c = c0 + j;
+                seqk__chunk_load_keys(P, r0 + c * Lc, Lc, h, &b->cs, &cv);
+                chunk_forward(D, &cv, r0 + c * Lc, h, (c == 0 && zero_start) ? NULL : seg + j * E,
+                              false, b);
+                advance(P, &cv, b, seg + j * E, seg + (j + 1) * E);
+            }
+        }
+        for (int64_t j = cs - 1; j >= 0; j--) {
+            const int64_t c = c0 + j, row = r0 + c * Lc;
+            const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
+            seqk__chunk_load(P, row, L, h, &b->cs, &cv);
+            chunk_backward(D, &cv, row, h, (c == 0 && zero_start) ? NULL : seg + j * E, b);
+        }
+    }
+    if (D->ds_in) memcpy(D->ds_in + nh * E, b->dS, (size_t)E * sizeof(float));
+}
+
+static seqk_status backward_cpu(seqk_context *ctx, const dnb_problem *D)
+{
+    const seqk__lin *P = &D->lin;
+    const int threads = seqk__threads(ctx);
+    const dnb_plan pl = make_plan(P, longest(P));
+    float *ws = NULL;
+    seqk_status st = seqk__workspace(FN, ctx, workspace_floats(P, longest(P), threads) *
+                                                  sizeof(float) + 256, (void **)&ws);
+    if (st) return st;
+    ws = (float *)seqk__align_up((uintptr_t)ws, 32);
+    const int64_t H = P->H;
+#pragma omp parallel num_threads(threads)
+    {
+        dnb_scratch b;
+        scratch_init(&b, ws + pl.scratch * (size_t)seqk__omp_thread(), P, &pl);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < P->N * H; item++) run_item(D, &pl, item / H, item % H, &b);
+    }
+    return SEQK_SUCCESS;
+}
+
+/* ---- validation and dispatch ------------------------------------------------------ */
+
+static const unsigned KNOWN_FLAGS = SEQK_DELTANET_L2NORM_QK | SEQK_DELTANET_ALLOW_NEG_EIGVAL;
+
+static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
+
+seqk_status seqk_deltanet_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K,
+                                   int64_t V, float scale, unsigned flags, const float *q,
+                                   const float *k, const float *v, const float *beta,
+                                   const float *g, const float *state_in, const float *dout,
+                                   const float *dstate_out, float *dq, float *dk, float *dv,
+                                   float *dbeta, float *dg, float *dstate_in,
+                                   const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    const bool varlen = cu_seqlens != NULL;
+    seqk_status st = seqk__lin_check_sizes(FN, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N, varlen,
+                                           chunk);
+    if (st) return st;
+    if ((st = seqk__check_flags(FN, flags, KNOWN_FLAGS))) return st;
+    if ((st = seqk__check_scale(FN, scale))) return st;
+    if (!varlen) N = B;
+    const int64_t rows = B * T;
+    if (rows > 0) {
+        const struct { const void *p; const char *name; } req[] = {
+            {q, "q"},   {k, "k"},   {v, "v"},   {beta, "beta"},   {dout, "dout"},
+            {dq, "dq"}, {dk, "dk"}, {dv, "dv"}, {dbeta, "dbeta"}};
+        for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
+            if ((st = seqk__check_ptr(FN, req[i].name, req[i].p))) return st;
+        if (g && !dg)
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                              "%s: dg is NULL, required when g is given", FN);
+    }
+    if (!g && dg)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: dg=%p must be NULL when g is NULL (plain DeltaNet has no gate)",
+                          FN, (void *)dg);
+    const size_t kb = fbytes(rows * H, K), vb = fbytes(rows * H, V), tb = fbytes(rows, H),
+                 sb = fbytes(N * H, K * V);
+    const seqk__arg ins[8] = {{"q", q, kb},       {"k", k, kb},
+                              {"v", v, vb},       {"beta", beta, tb},
+                              {"g", g, tb},       {"state_in", state_in, sb},
+                              {"dout", dout, vb}, {"dstate_out", dstate_out, sb}};
+    const seqk__arg outs[6] = {{"dq", dq, kb},       {"dk", dk, kb}, {"dv", dv, vb},
+                               {"dbeta", dbeta, tb}, {"dg", dg, tb}, {"dstate_in", dstate_in, sb}};
+    if ((st = seqk__check_disjoint(FN, outs, 6, ins, 8))) return st;
+    if ((st = seqk__check_backend_built(FN, ctx))) return st;
+    if (ctx->backend != SEQK_BACKEND_CPU)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                          "%s: not implemented on the CUDA backend yet (CPU contexts only)", FN);
+    int32_t *cu_host = NULL;
+    if (varlen && (st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
+    if (rows > 0 && (st = seqk__dn_check_beta(FN, beta, rows * H, flags))) {
+        free(cu_host);
+        return st;
+    }
+    dnb_problem D;
+    memset(&D, 0, sizeof D);
+    seqk__lin *P = &D.lin;
+    P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
+    P->chunk = seqk__lin_chunk(chunk);
+    P->cu = cu_host;
+    P->scale = scale;
+    P->flags = (flags & SEQK_DELTANET_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
+    P->q = q, P->k = k, P->v = v, P->g = g, P->s_in = state_in;
+    D.beta = beta, D.dout = dout, D.ds_out = dstate_out;
+    D.dq = dq, D.dk = dk, D.dv = dv, D.dbeta = dbeta, D.dg = dg, D.ds_in = dstate_in;
+    st = backward_cpu(ctx, &D);
+    free(cu_host);
+    return st;
+}
+
+seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B, int64_t T,
+                                                  int64_t H, int64_t K, int64_t V, int64_t N,
+                                                  int64_t chunk, size_t *bytes)
+{
+    static const char fn[] = "seqk_deltanet_backward_workspace_size";
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N, N > 0,
+                                           chunk);
+    if (!st) st = seqk__check_ptr(fn, "bytes", bytes);
+    if (st) return st;
+    if (ctx->backend != SEQK_BACKEND_CPU)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                          "%s: not implemented on the CUDA backend yet (CPU contexts only)", fn);
+    seqk__lin P;
+    memset(&P, 0, sizeof P);
+    P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+    P.chunk = seqk__lin_chunk(chunk);
+    /* the longest sequence is at most T (varlen: B = 1, one sequence may hold all) */
+    *bytes = workspace_floats(&P, T, seqk__threads(ctx)) * sizeof(float) + 256;
+    return SEQK_SUCCESS;
+}
