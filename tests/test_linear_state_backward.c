@@ -1227,6 +1227,15 @@ int main(int argc, char **argv)
     const bcase long_la = {1, 65536, 1, 8, 8, 1, 1, 1, NULL, 0, 0, 0, 0, 0, 1};
     const mcase long_m2 = {1, 65536, 2, 16, 1, 16, 1, 1, 1, 1, 1, 1, 1, NULL, 0, 0,
                            -2, -0.2, -3, 1, 0, 1};
+    /* T = 4096 on every backend, the emulator's included: sums over many tokens
+     * (dA, ddt_bias, a reverse cumsum of dg) at a size it runs in seconds */
+    const bcase medium = {1, 4096, 2, 16, 16, 1, 1, 1, NULL, 0, 0, -1, 0, 0, 0};
+    const mcase medium_m2 = {1, 4096, 2, 16, 1, 16, 1, 1, 1, 1, 1, 1, 1, NULL, 0, 0,
+                             -2, -0.2, -3, 1, 0, 0};
+    for (int i = 0; i < nb; i++) {
+        lin_long(&be[i], GATED, &medium);
+        mamba2_case(&be[i], &medium_m2, 1);
+    }
     for (int i = 0; i < nb; i++) {
         for (size_t j = 0; j < sizeof longs / sizeof longs[0]; j++)
             lin_long(&be[i], GATED, &longs[j]);
