@@ -6,6 +6,19 @@
 
 #include "../gpu/gpu.h"
 
+/* The sizes named as Mamba2 names them (P, Nst), before the engine's checks
+ * (which call them V and K). */
+static seqk_status mamba2_dims(const char *fn, seqk_context *ctx, int64_t Pd, int64_t Nst)
+{
+    seqk_status st = seqk__check_ctx(fn, ctx);
+    if (!st) st = seqk__check_min(fn, "P", Pd, 1);
+    if (!st) st = seqk__check_min(fn, "Nst", Nst, 1);
+    if (!st && Nst > SEQK__LIN_MAX_K)
+        st = seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: Nst=%lld, at most %d is supported", fn,
+                        (long long)Nst, SEQK__LIN_MAX_K);
+    return st;
+}
+
 seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
                         int64_t Pd, int64_t G, int64_t Nst, unsigned flags, const float *x,
                         const float *dt, const float *A, const float *Bm, const float *Cm,
@@ -13,7 +26,9 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
                         float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_mamba2";
-    seqk_status st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, Nst, Pd, N,
+    seqk_status st = mamba2_dims(fn, ctx, Pd, Nst);
+    if (st) return st;
+    st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, Nst, Pd, N,
                                            cu_seqlens != NULL, chunk);
     if (st) return st;
     if ((st = seqk__check_flags(fn, flags, SEQK_MAMBA2_DT_SOFTPLUS))) return st;
@@ -138,7 +153,9 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
                                  const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_mamba2_backward";
-    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, Nst, Pd, N,
+    seqk_status st = mamba2_dims(fn, ctx, Pd, Nst);
+    if (st) return st;
+    st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, Nst, Pd, N,
                                            cu_seqlens != NULL, chunk);
     if (st) return st;
     if ((st = seqk__check_flags(fn, flags, SEQK_MAMBA2_DT_SOFTPLUS))) return st;
