@@ -6,6 +6,12 @@ Peers:
   softmax_attention torch.nn.functional.scaled_dot_product_attention (PyTorch's
                     own fused CPU kernel), causal, timed on whichever of its
                     input layouts (a transposed view, a contiguous copy) is faster
+  softmax_attention_backward
+                    the same SDPA, forward + backward (autograd, leaves in its
+                    own [B,H,T,D] layout) against seqk's forward (with lse) +
+                    seqk_attention_parallel_backward; and the backward alone
+                    (SDPA's graph kept with retain_graph, seqk from the saved
+                    o and lse), in the columns "bwd"
 and plain PyTorch, written here from the math as CPU users write it:
   linear_attention  chunked form (chunk states by a cumulative sum over chunks)
   gated_retention   chunked form with a segment-sum decay mask (the SSD
@@ -162,6 +168,44 @@ def case_softmax(ctx, rng, B, T, H, D):
     return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1, 3)), None
 
 
+def case_softmax_backward(ctx, rng, B, T, H, D):
+    q, k, v, dout = (rng.standard_normal((B, T, H, D), dtype=np.float32) for _ in range(4))
+    scale = 1.0 / D ** 0.5
+    o, lse = np.empty_like(q), np.empty((B, H, T), np.float32)
+    grads = tuple(np.empty_like(x) for x in (q, k, v))
+
+    def ours_bwd():
+        return seqk.attention_parallel_backward(q, k, v, o, lse, dout, causal=True, scale=scale,
+                                                dq_out=grads[0], dk_out=grads[1], dv_out=grads[2],
+                                                ctx=ctx)
+
+    def ours():
+        seqk.attention_parallel(q, k, v, causal=True, scale=scale, out=o, lse_out=lse, ctx=ctx)
+        return ours_bwd()
+
+    tq, tk, tv = (bhtd(x).requires_grad_() for x in (q, k, v))
+    tdo = bhtd(dout)
+
+    def grads_of(out):
+        for t in (tq, tk, tv):
+            t.grad = None
+        out.backward(tdo, retain_graph=True)
+        return tq.grad, tk.grad, tv.grad
+
+    def sdpa():
+        return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True, scale=scale)
+
+    peer = lambda: grads_of(sdpa())
+    kept = sdpa()                                     # the graph the backward-alone timing reuses
+    peer_bwd = lambda: grads_of(kept)
+
+    def compare(ours_grads, peer_grads):
+        a = np.concatenate([g.ravel() for g in ours_grads])
+        b = np.concatenate([g.numpy().transpose(0, 2, 1, 3).ravel() for g in peer_grads])
+        return rel_err(a, b)
+    return ours, peer, compare, None, (ours_bwd, peer_bwd)
+
+
 def case_linear(ctx, rng, B, T, H, K, scale):
     q, k, v = (rng.standard_normal((B, T, H, K), dtype=np.float32) * s for s in (scale, scale, 1.0))
     tq, tk, tv = bhtd(q), bhtd(k), bhtd(v)
@@ -231,6 +275,10 @@ def main():
         (B, Ts, 8, D) for B in (1, 4) for D in (64, 128) for Ts in (1024, 2048, 4096, 8192)]
     shapes = [("softmax_attention", case_softmax, s, f"B={s[0]} T={s[1]} H=8 K=V={s[3]} causal")
               for s in softmax]
+    backward = [(1, 512, 8, 64)] if args.quick else [
+        (1, 2048, 8, 64), (1, 4096, 8, 64), (4, 2048, 8, 64), (1, 4096, 8, 128)]
+    shapes += [("softmax_attention_backward", case_softmax_backward, s,
+                f"B={s[0]} T={s[1]} H=8 K=V={s[3]} causal") for s in backward]
     shapes += [  # module, case builder, its arguments, description
         ("linear_attention", case_linear, (2, T, 8, 64, 0.125), f"B=2 T={T} H=8 K=V=64"),
         ("linear_attention", case_linear, (1, T, 8, 128, 0.09), f"B=1 T={T} H=8 K=V=128"),
@@ -250,33 +298,41 @@ def main():
             if module == "deltanet" and not seqk.has_op("deltanet"):
                 print(f"{module}: not in this library, skipped", file=sys.stderr)
                 continue
-            ours, peer, compare, ours_rec = build(ctx, rng, *shape)
+            ours, peer, compare, ours_rec, *more = build(ctx, rng, *shape)
+            bwd = more[0] if more else None           # (seqk, peer) backward alone
             err = compare(ours(), peer())
-            fns = [ours, peer] + ([ours_rec] if ours_rec else [])
+            fns = [ours, peer] + ([ours_rec] if ours_rec else []) + (list(bwd) if bwd else [])
             times = interleaved(fns, args.repeats)
             t_ours, t_peer = times[0], times[1]
             t_rec = times[2] if ours_rec else None
+            t_bwd = times[-2:] if bwd else None
             rec = {"module": module, "shape": desc, "threads": args.threads,
                    "seqk_s": t_ours, "peer_s": t_peer, "peer_over_seqk": t_peer / t_ours,
                    "seqk_recurrent_s": t_rec,
                    "peer_over_seqk_recurrent": t_peer / t_rec if t_rec else None,
+                   "seqk_backward_s": t_bwd[0] if t_bwd else None,
+                   "peer_backward_s": t_bwd[1] if t_bwd else None,
+                   "peer_over_seqk_backward": t_bwd[1] / t_bwd[0] if t_bwd else None,
                    "rel_err_vs_peer": err, "peer": "plain PyTorch " + torch.__version__,
                    "seqk_version": seqk.version(),
                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             log.write(json.dumps(rec) + "\n")
             rows.append(rec)
+            bwd_note = (f"; backward alone seqk {t_bwd[0] * 1e3:.1f} ms, peer {t_bwd[1] * 1e3:.1f} ms, "
+                        f"ratio {t_bwd[1] / t_bwd[0]:.2f}x" if t_bwd else "")
             print(f"[{module} {desc}] seqk {t_ours * 1e3:.1f} ms, peer {t_peer * 1e3:.1f} ms, "
-                  f"ratio {t_peer / t_ours:.1f}x, rel err {err:.1e}", file=sys.stderr)
+                  f"ratio {t_peer / t_ours:.2f}x, rel err {err:.1e}{bwd_note}", file=sys.stderr)
     print("\nseqk: its parallel mode (the chunked form, like the peers'); seqk rec: its recurrent "
-          "mode, the same function")
+          "mode, the same function; softmax_attention_backward: forward + backward, and in the rec "
+          "columns the backward alone (bwd ms, peer bwd / seqk bwd)")
     print(f"\n{'module':18} {'shape':26} {'thr':>3} {'seqk ms':>9} {'peer ms':>9} {'peer/seqk':>9} "
-          f"{'rec ms':>9} {'peer/rec':>9} {'rel err':>8}")
+          f"{'rec|bwd ms':>10} {'peer/rec':>9} {'rel err':>8}")
     for r in rows:
-        t_rec = r['seqk_recurrent_s']
-        rec_cols = (f"{t_rec * 1e3:9.2f} {r['peer_over_seqk_recurrent']:9.1f}" if t_rec
-                    else f"{'-':>9} {'-':>9}")
+        t_rec = r['seqk_recurrent_s'] or r.get('seqk_backward_s')
+        ratio = r['peer_over_seqk_recurrent'] or r.get('peer_over_seqk_backward')
+        rec_cols = (f"{t_rec * 1e3:10.2f} {ratio:9.2f}" if t_rec else f"{'-':>10} {'-':>9}")
         print(f"{r['module']:18} {r['shape']:26} {r['threads']:3d} {r['seqk_s'] * 1e3:9.2f} "
-              f"{r['peer_s'] * 1e3:9.2f} {r['peer_over_seqk']:9.1f} {rec_cols} "
+              f"{r['peer_s'] * 1e3:9.2f} {r['peer_over_seqk']:9.2f} {rec_cols} "
               f"{r['rel_err_vs_peer']:8.1e}")
     print(f"\nrecords: {os.path.join(args.out, 'peers.jsonl')}")
 

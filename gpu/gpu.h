@@ -61,6 +61,20 @@ size_t seqk__cuda_attention_decode_workspace_size(int64_t B, int64_t Hq, int64_t
 #endif
 
 #if SEQK__HAVE_CUDA
+/* gpu/softmax_attention_backward.cu: arguments as
+ * seqk_attention_parallel_backward, already validated (K, V <=
+ * SEQK__CUDA_ATTN_MAX_DIM, T > 0); cu is the device cu_seqlens (NULL without
+ * varlen), cu_host its host copy. Deterministic (no float atomics). The
+ * workspace holds D = dout . o, [B, Hq, T] floats. */
+seqk_status seqk__cuda_attention_parallel_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+    float scale, unsigned flags, const float *q, const float *k, const float *v, const float *o,
+    const float *lse, const float *dout, float *dq, float *dk, float *dv, const int32_t *cu,
+    const int32_t *cu_host, int64_t N);
+size_t seqk__cuda_attention_backward_workspace_size(int64_t B, int64_t T, int64_t Hq);
+#endif
+
+#if SEQK__HAVE_CUDA
 /* gpu/linear_state.cu: the linear-state engine (scan/linear_state.h) on a CUDA
  * context. P is validated; its arrays are device pointers except P->cu (the
  * host copy of cu_seqlens) and P->log_gamma (host [H]); cu_device is the

@@ -43,6 +43,8 @@ from .ops import (
     attention_decode,
     attention_decode_workspace_size,
     attention_parallel,
+    attention_parallel_backward,
+    attention_parallel_backward_workspace_size,
     attention_parallel_workspace_size,
     available_ops,
     deltanet,

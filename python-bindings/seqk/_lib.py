@@ -324,6 +324,17 @@ SIGNATURES = {
     ),
     # ctx, B, T, Hq, Hkv, K, V, flags, N, bytes
     "seqk_attention_parallel_workspace_size": (_int, [_ctx, _i64, _i64, _i64, _i64, _i64, _i64, _uint, _i64, _p_size]),
+    # ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v, o, lse, dout, dq, dk, dv, cu_seqlens, N
+    "seqk_attention_parallel_backward": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _i64, _flt, _uint, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr,
+         _ptr, _ptr, _i64],
+    ),
+    # ctx, B, T, Hq, Hkv, K, V, flags, N, bytes
+    "seqk_attention_parallel_backward_workspace_size": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _i64, _uint, _i64, _p_size],
+    ),
     # ctx, B, Hq, Hkv, K, V, max_len, scale, q, k_new, v_new, k_cache, v_cache, cache_len, o, lse
     "seqk_attention_decode": (
         _int,

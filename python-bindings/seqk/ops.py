@@ -716,6 +716,64 @@ def attention_parallel_workspace_size(B, T, Hq, Hkv, K, V, *, causal=False, N=0,
                        int(B), int(T), int(Hq), int(Hkv), int(K), int(V), ATTN_CAUSAL if causal else 0, int(N))
 
 
+def attention_parallel_backward(q, k, v, o, lse, dout, *, causal=False, scale=None, cu_seqlens=None,
+                                dq_out=None, dk_out=None, dv_out=None, ctx=None):
+    """The gradients of attention_parallel (seqk_attention_parallel_backward;
+    FlashAttention-2's backward, the T x T matrices never stored), from the
+    forward's output o and log-sum-exp lse and dout = dL/do. Per query token
+    t and head h, with p[t,s] = exp(scale q[t].k[s] - lse[t]) and
+    D[t] = dout[t].o[t]:
+
+        dv[s] = sum_t p[t,s] dout[t]
+        ds    = p[t,s] (dout[t].v[s] - D[t])
+        dq[t] = scale sum_s ds k[s],   dk[s] = scale sum_t ds q[t]
+
+    dk, dv of a key/value head are summed over its Hq/Hkv query heads in a
+    fixed order: the same inputs give the same bits on every run.
+
+    Args:
+      q, k, v     the forward's inputs, [B,T,Hq,K], [B,T,Hkv,K], [B,T,Hkv,V]
+      o           [B, T, Hq, V] the forward's output
+      lse         [B, Hq, T] the forward's log-sum-exp (return_lse=True)
+      dout        [B, T, Hq, V] dL/do
+      causal, scale, cu_seqlens   as the forward call
+      dq_out, dk_out, dv_out      where to write dq [B,T,Hq,K], dk [B,T,Hkv,K],
+                  dv [B,T,Hkv,V], or None (allocated); must not overlap each
+                  other or an input
+      ctx         seqk.Context or None
+
+    Returns: (dq, dk, dv).
+    """
+    fn = "seqk.attention_parallel_backward"
+    c = Call(fn, "seqk_attention_parallel_backward", ctx, q)
+    causal = _bool(fn, "causal", causal)
+    pq = c.arr("q", q, ("B", "T", "Hq", "K"))
+    pk = c.arr("k", k, ("B", "T", "Hkv", "K"))
+    pv = c.arr("v", v, ("B", "T", "Hkv", "V"))
+    B, T, Hq, Hkv, K, V = (c.dims[n] for n in ("B", "T", "Hq", "Hkv", "K", "V"))
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError("%s: Hq=%d (from q) must be a multiple of Hkv=%d (from k)" % (fn, Hq, Hkv))
+    po = c.arr("o", o, ("B", "T", "Hq", "V"))
+    plse = c.arr("lse", lse, ("B", "Hq", "T"))
+    pdo = c.arr("dout", dout, ("B", "T", "Hq", "V"))
+    sc = scale_or_default(fn, scale, K)
+    pcu, n_arg = _varlen(c, cu_seqlens)
+    dq, pdq = c.out("dq_out", dq_out, ("B", "T", "Hq", "K"))
+    dk, pdk = c.out("dk_out", dk_out, ("B", "T", "Hkv", "K"))
+    dv, pdv = c.out("dv_out", dv_out, ("B", "T", "Hkv", "V"))
+    c.run(B, T, Hq, Hkv, K, V, sc, ATTN_CAUSAL if causal else 0, pq, pk, pv, po, plse, pdo, pdq, pdk, pdv,
+          pcu, n_arg)
+    return dq, dk, dv
+
+
+def attention_parallel_backward_workspace_size(B, T, Hq, Hkv, K, V, *, causal=False, N=0, ctx=None):
+    """Workspace bytes seqk_attention_parallel_backward needs for these sizes on
+    this context (on the CPU it depends on the context's thread count)."""
+    return _size_query("seqk.attention_parallel_backward_workspace_size",
+                       "seqk_attention_parallel_backward_workspace_size", ctx,
+                       int(B), int(T), int(Hq), int(Hkv), int(K), int(V), ATTN_CAUSAL if causal else 0, int(N))
+
+
 def attention_decode(q, k_new, v_new, k_cache, v_cache, cache_len, *, scale=None, out=None, return_lse=False,
                      lse_out=None, ctx=None):
     """One decoding step of softmax attention with a caller-owned key/value cache
@@ -784,6 +842,7 @@ _OPS = (
     "deltanet",
     "titans",
     "attention_parallel",
+    "attention_parallel_backward",
     "attention_decode",
 )
 
@@ -804,6 +863,8 @@ __all__ = [
     "titans_workspace_size",
     "attention_parallel",
     "attention_parallel_workspace_size",
+    "attention_parallel_backward",
+    "attention_parallel_backward_workspace_size",
     "attention_decode",
     "attention_decode_workspace_size",
     "has_op",

@@ -1,0 +1,587 @@
+/*
+ * attention/softmax_attention_backward.c -- the backward of softmax attention
+ * (DESIGN 3.5, 3.7): FlashAttention-2's backward on the CPU, then the
+ * validation and dispatch of seqk_attention_parallel_backward (the CUDA side
+ * is gpu/softmax_attention_backward.cu).
+ *
+ * The math, per head, from the forward's output o and log-sum-exp lse (scores
+ * in log2 units: scale2 = scale log2(e), lse2 = lse log2(e), so exp becomes
+ * exp2):
+ *
+ *   D[t]    = dout[t] . o[t]                         (pass 0)
+ *   p[t,s]  = 2^(scale2 q[t].k[s] - lse2[t])         (s in S(t); recomputed)
+ *   dv[s]   = sum_t p[t,s] dout[t]
+ *   ds[t,s] = p[t,s] (dout[t] . v[s] - D[t])
+ *   dk[s]   = scale sum_t ds[t,s] q[t],   dq[t] = scale sum_s ds[t,s] k[s]
+ *
+ * In tiles, never storing T x T, with no reduction whose order depends on the
+ * threads (every output element is summed by one task in a fixed order: the
+ * result is the same bits for any thread count):
+ *
+ *   pass 0: D and lse2 per (batch entry, query head, token) into the
+ *           workspace, parallel over tokens;
+ *   pass 1: dK, dV. One task per (sequence, key/value head, tile of BK1
+ *           keys); for the query heads of the group in order, and their query
+ *           tiles of BQ1 in order (causal: from the tile of the first key on),
+ *             S^T  = K_j Q_i^T             [BK1 x BQ1], key-major
+ *             P^T  = 2^(scale2 S^T - lse2)  (masked: 0 above the diagonal)
+ *             dV  += P^T dO_i
+ *             dP^T = V_j dO_i^T
+ *             dS^T = P^T .* (dP^T - D)
+ *             dK  += dS^T Q_i
+ *           then dk = scale dK, dv = dV;
+ *   pass 2: dQ. One task per (sequence, query head, tile of BQ2 queries);
+ *           over the key tiles of BK2 in order (causal: up to the tile's last
+ *           query), with the same P and dS recomputed query-major,
+ *             dQ += dS K_j,   dq = scale dQ.
+ *
+ * Recomputing P and dP in both passes costs 7 tile products instead of FA2's
+ * 5, in exchange for no atomics and no per-thread dQ copies to sum. When the
+ * (batch entry, sequence, key/value head) items alone keep every thread busy
+ * (at least 2 per thread), one fused pass runs instead: one task per item
+ * walks its key tiles in order through pass 1's loop and adds
+ * dQ_i += dS_ij K_j straight into dq (the item owns those rows), 5 products
+ * per tile. Both forms use one tile grid (BK keys x BQ queries) and sum every
+ * dq element over the same key tiles in the same order, with the same
+ * products (S and S^T, dP and dP^T agree element by element: each is one FMA
+ * chain over K or V): the choice, which depends on the thread count, changes
+ * no bit of the result (the tests check 1 against 2 threads on a shape that
+ * runs fused on one and in two passes on the other).
+ *
+ * The products are core/gemm.h's seqk__sgemm (its 6 x 16 register tile),
+ * reading q, k, v, dout in place (token rows Hq*K or Hkv*K floats apart; op(B)
+ * is packed by the sgemm). Causal: tiles wholly above the diagonal are never
+ * visited; on the diagonal tile p is masked to 0.
+ */
+#include "../core/gemm.h"
+#include "../core/internal.h"
+#include "../core/vmath.h"
+#include "../gpu/gpu.h"
+
+#include <immintrin.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "attention/softmax_attention_backward.c needs AVX2 and FMA (-mavx2 -mfma)"
+#endif
+
+/* One tile grid for both passes (the fused pass's dQ sums then run over the
+ * same key tiles in the same order as pass 2's: the same bits). Pass 1's
+ * products have BK rows (a multiple of 6, the register tile's height) and
+ * BQ columns (a multiple of 16, its width); pass 2's the other way round. */
+#ifndef SEQK_ATTN_BWD_BK
+#define SEQK_ATTN_BWD_BK 96
+#endif
+#ifndef SEQK_ATTN_BWD_BQ
+#define SEQK_ATTN_BWD_BQ 96
+#endif
+#define BK1 SEQK_ATTN_BWD_BK /* keys per tile */
+#define BQ1 SEQK_ATTN_BWD_BQ /* queries per tile */
+#define BQ2 BQ1
+#define BK2 BK1
+
+#define LOG2E_F 1.44269504088896340736f
+
+static const char FN_BWD[] = "seqk_attention_parallel_backward";
+
+static int64_t ceil_div64(int64_t n, int64_t d) { return (n + d - 1) / d; }
+static size_t al16(int64_t n) { return seqk__align_up((size_t)n, 16); }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* ------------------------------------------------------------------------ */
+/* The problem and its workspace                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct bwd_args {
+    int64_t B, T, Hq, Hkv, K, V;
+    int64_t N;          /* sequences per batch entry (1 without varlen) */
+    float scale, scale2; /* scale, scale * log2(e) */
+    bool causal;
+    const float *q, *k, *v, *o, *lse, *dout;
+    float *dq, *dk, *dv;
+    int32_t seq1[2];    /* {0, T} without varlen */
+    const int32_t *seq; /* [N+1] sequence boundaries (host) */
+    /* workspace */
+    float *lse2, *D;        /* [B, Hq, T] (+ padding) */
+    int64_t *kt_before;     /* [N+1] key tiles (BK1) before sequence n */
+    int64_t *qt_before;     /* [N+1] query tiles (BQ2) before sequence n */
+    float *scratch;         /* per thread */
+    size_t per_thread;      /* floats */
+} bwd_args;
+
+/* Floats of the sgemm packing buffer for every product of both passes. */
+static size_t pack_floats(int64_t K, int64_t V)
+{
+    size_t m = seqk__sgemm_pack_floats(BK1, BQ1, K);     /* S^T = K Q^T */
+    size_t x = seqk__sgemm_pack_floats(BK1, V, BQ1);     /* dV += P^T dO */
+    m = x > m ? x : m;
+    x = seqk__sgemm_pack_floats(BK1, BQ1, V);            /* dP^T = V dO^T */
+    m = x > m ? x : m;
+    x = seqk__sgemm_pack_floats(BK1, K, BQ1);            /* dK += dS^T Q */
+    m = x > m ? x : m;
+    x = seqk__sgemm_pack_floats(BQ2, BK2, K);            /* S = Q K^T */
+    m = x > m ? x : m;
+    x = seqk__sgemm_pack_floats(BQ2, BK2, V);            /* dP = dO V^T */
+    m = x > m ? x : m;
+    x = seqk__sgemm_pack_floats(BQ2, K, BK2);            /* dQ += dS K */
+    return x > m ? x : m;
+}
+
+/* One thread's scratch, pass 1: S, dP [BK1][BQ1], dK [BK1][K], dV [BK1][V];
+ * pass 2: S, dP [BQ2][BK2], dQ [BQ2][K]; then the packing buffer. */
+static size_t scratch_floats(int64_t K, int64_t V)
+{
+    const size_t p1 = 2 * al16(BK1 * BQ1) + al16(BK1 * K) + al16(BK1 * V);
+    const size_t p2 = 2 * al16(BQ2 * BK2) + al16(BQ2 * K);
+    return (p1 > p2 ? p1 : p2) + al16((int64_t)pack_floats(K, V));
+}
+
+static size_t cpu_backward_workspace(int nt, int64_t B, int64_t T, int64_t Hq, int64_t K,
+                                     int64_t V, int64_t nseq)
+{
+    size_t floats = 2 * al16(B * Hq * T + 16);
+    floats += (size_t)nt * scratch_floats(K, V);
+    size_t bytes = floats * sizeof(float);
+    bytes += 2 * seqk__align_up((size_t)(nseq + 1) * sizeof(int64_t), 64);
+    return bytes + 64; /* room to align the start */
+}
+
+/* Last n with before[n] <= x (before non-decreasing, before[0] = 0). */
+static int64_t find_seq(const int64_t *before, int64_t N, int64_t x)
+{
+    int64_t lo = 0, hi = N - 1;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (before[mid] <= x)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pass 0: D = dout . o and lse2 = lse log2(e)                               */
+/* ------------------------------------------------------------------------ */
+
+static void prepare(const bwd_args *a)
+{
+    const int64_t T = a->T, Hq = a->Hq, V = a->V, rows = a->B * T;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t b = r / T, t = r % T;
+        for (int64_t h = 0; h < Hq; h++) {
+            const size_t i = (size_t)((b * Hq + h) * T + t);
+            a->D[i] = seqk__dot(a->dout + (r * Hq + h) * V, a->o + (r * Hq + h) * V, V);
+            a->lse2[i] = a->lse[i] * LOG2E_F;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Probabilities and dS of one tile                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Key-major tile (pass 1): rows r < kn are keys ks + r, columns c < qn
+ * (rounded up to 8; columns past qn are computed and never used) are
+ * queries qs + c. In place, s <- p = 2^(scale2 s - lse2[c]), and 0 where the
+ * key follows the query (when masked; rel = ks - qs). */
+static void probs_keymajor(float *restrict s, int64_t ld, int64_t kn, int64_t qn,
+                           const float *restrict lse2, float scale2, bool masked, int64_t rel)
+{
+    const __m256 sc = _mm256_set1_ps(scale2);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t r = 0; r < kn; r++) {
+        float *row = s + r * ld;
+        const __m256i key = _mm256_set1_epi32((int)(rel + r));
+        for (int64_t c = 0; c < qn; c += 8) {
+            __m256 p = seqk__exp2_8(
+                _mm256_fmsub_ps(_mm256_load_ps(row + c), sc, _mm256_loadu_ps(lse2 + c)));
+            if (masked) {
+                const __m256i qv = _mm256_add_epi32(_mm256_set1_epi32((int)c), lanes);
+                p = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(key, qv)), p);
+            }
+            _mm256_store_ps(row + c, p);
+        }
+    }
+}
+
+/* Key-major: dp <- p .* (dp - D[c]). */
+static void ds_keymajor(const float *restrict p, float *restrict dp, int64_t ld, int64_t kn,
+                        int64_t qn, const float *restrict D)
+{
+    for (int64_t r = 0; r < kn; r++)
+        for (int64_t c = 0; c < qn; c += 8) {
+            const __m256 x = _mm256_sub_ps(_mm256_load_ps(dp + r * ld + c), _mm256_loadu_ps(D + c));
+            _mm256_store_ps(dp + r * ld + c, _mm256_mul_ps(_mm256_load_ps(p + r * ld + c), x));
+        }
+}
+
+/* Query-major tile (pass 2): rows r < qn are queries qs + r with lse2[r],
+ * columns c < kn (rounded up to 8) keys ks + c; masked: 0 where
+ * c > rel + r (rel = qs - ks). */
+static void probs_querymajor(float *restrict s, int64_t ld, int64_t qn, int64_t kn,
+                             const float *restrict lse2, float scale2, bool masked, int64_t rel)
+{
+    const __m256 sc = _mm256_set1_ps(scale2);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t r = 0; r < qn; r++) {
+        float *row = s + r * ld;
+        const __m256 l = _mm256_set1_ps(lse2[r]);
+        const __m256i qv = _mm256_set1_epi32((int)(rel + r));
+        for (int64_t c = 0; c < kn; c += 8) {
+            __m256 p = seqk__exp2_8(_mm256_fmsub_ps(_mm256_load_ps(row + c), sc, l));
+            if (masked) {
+                const __m256i key = _mm256_add_epi32(_mm256_set1_epi32((int)c), lanes);
+                p = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(key, qv)), p);
+            }
+            _mm256_store_ps(row + c, p);
+        }
+    }
+}
+
+/* Query-major: dp <- p .* (dp - D[r]). */
+static void ds_querymajor(const float *restrict p, float *restrict dp, int64_t ld, int64_t qn,
+                          int64_t kn, const float *restrict D)
+{
+    for (int64_t r = 0; r < qn; r++) {
+        const __m256 d = _mm256_set1_ps(D[r]);
+        for (int64_t c = 0; c < kn; c += 8) {
+            const __m256 x = _mm256_sub_ps(_mm256_load_ps(dp + r * ld + c), d);
+            _mm256_store_ps(dp + r * ld + c, _mm256_mul_ps(_mm256_load_ps(p + r * ld + c), x));
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pass 1: dK, dV of one key tile                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Keys [ks, ks + kn) of sequence [s0, s1) of batch entry b, key/value head hk. */
+static void dkdv_tile(const bwd_args *a, float *w, int64_t b, int64_t hk, int64_t n, int64_t ks,
+                      int64_t kn, bool fused)
+{
+    const int64_t T = a->T, Hq = a->Hq, Hkv = a->Hkv, K = a->K, V = a->V;
+    const int64_t s0 = a->seq[n], s1 = a->seq[n + 1];
+    float *S = w, *dP = S + al16(BK1 * BQ1), *dK = dP + al16(BK1 * BQ1);
+    float *dV = dK + al16(BK1 * K), *pack = dV + al16(BK1 * V);
+    const float *kj = a->k + ((b * T + ks) * Hkv + hk) * K;
+    const float *vj = a->v + ((b * T + ks) * Hkv + hk) * V;
+    memset(dK, 0, (size_t)(kn * K) * sizeof(float));
+    memset(dV, 0, (size_t)(kn * V) * sizeof(float));
+    const int64_t group = Hq / Hkv;
+    /* causal: the first query tile that sees key ks */
+    const int64_t i0 = a->causal ? (ks - s0) / BQ1 : 0;
+    for (int64_t hg = 0; hg < group; hg++) {
+        const int64_t h = hk * group + hg;
+        const float *lse2 = a->lse2 + (b * Hq + h) * T, *D = a->D + (b * Hq + h) * T;
+        for (int64_t qs = s0 + i0 * BQ1; qs < s1; qs += BQ1) {
+            const int64_t qn = min64(BQ1, s1 - qs);
+            const float *qi = a->q + ((b * T + qs) * Hq + h) * K;
+            const float *doi = a->dout + ((b * T + qs) * Hq + h) * V;
+            /* the diagonal crosses this tile: some key follows some query */
+            const bool masked = a->causal && ks + kn - 1 > qs;
+            seqk__sgemm(false, true, kn, qn, K, 1.0f, kj, Hkv * K, qi, Hq * K, 0.0f, S, BQ1, pack);
+            probs_keymajor(S, BQ1, kn, qn, lse2 + qs, a->scale2, masked, ks - qs);
+            seqk__sgemm(false, false, kn, V, qn, 1.0f, S, BQ1, doi, Hq * V, 1.0f, dV, V, pack);
+            seqk__sgemm(false, true, kn, qn, V, 1.0f, vj, Hkv * V, doi, Hq * V, 0.0f, dP, BQ1, pack);
+            ds_keymajor(S, dP, BQ1, kn, qn, D + qs);
+            seqk__sgemm(false, false, kn, K, qn, 1.0f, dP, BQ1, qi, Hq * K, 1.0f, dK, K, pack);
+            /* fused: dQ_i += dS K_j, summed in the output in pass 2's order
+             * (key tiles from the sequence's first; unscaled until the end) */
+            if (fused)
+                seqk__sgemm(true, false, qn, K, kn, 1.0f, dP, BQ1, kj, Hkv * K,
+                            ks == s0 ? 0.0f : 1.0f, a->dq + ((b * T + qs) * Hq + h) * K, Hq * K,
+                            pack);
+        }
+    }
+    for (int64_t r = 0; r < kn; r++) {
+        float *dk = a->dk + ((b * T + ks + r) * Hkv + hk) * K;
+        float *dv = a->dv + ((b * T + ks + r) * Hkv + hk) * V;
+        for (int64_t d = 0; d < K; d++) dk[d] = a->scale * dK[r * K + d];
+        memcpy(dv, dV + r * V, (size_t)V * sizeof(float));
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pass 2: dQ of one query tile                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Queries [qs, qs + qn) of sequence [s0, s1) of batch entry b, query head h. */
+static void dq_tile(const bwd_args *a, float *w, int64_t b, int64_t h, int64_t s0, int64_t s1,
+                    int64_t qs, int64_t qn)
+{
+    const int64_t T = a->T, Hq = a->Hq, Hkv = a->Hkv, K = a->K, V = a->V;
+    float *S = w, *dP = S + al16(BQ2 * BK2), *dQ = dP + al16(BQ2 * BK2);
+    float *pack = dQ + al16(BQ2 * K);
+    const int64_t hk = h / (Hq / Hkv);
+    const float *qi = a->q + ((b * T + qs) * Hq + h) * K;
+    const float *doi = a->dout + ((b * T + qs) * Hq + h) * V;
+    const float *lse2 = a->lse2 + (b * Hq + h) * T + qs, *D = a->D + (b * Hq + h) * T + qs;
+    const int64_t kend = a->causal ? min64(qs + qn, s1) : s1;
+    for (int64_t ks = s0; ks < kend; ks += BK2) {
+        const int64_t kn = min64(BK2, kend - ks);
+        const float *kj = a->k + ((b * T + ks) * Hkv + hk) * K;
+        const float *vj = a->v + ((b * T + ks) * Hkv + hk) * V;
+        const bool masked = a->causal && ks + kn - 1 > qs;
+        seqk__sgemm(false, true, qn, kn, K, 1.0f, qi, Hq * K, kj, Hkv * K, 0.0f, S, BK2, pack);
+        probs_querymajor(S, BK2, qn, kn, lse2, a->scale2, masked, qs - ks);
+        seqk__sgemm(false, true, qn, kn, V, 1.0f, doi, Hq * V, vj, Hkv * V, 0.0f, dP, BK2, pack);
+        ds_querymajor(S, dP, BK2, qn, kn, D);
+        seqk__sgemm(false, false, qn, K, kn, 1.0f, dP, BK2, kj, Hkv * K, ks == s0 ? 0.0f : 1.0f,
+                    dQ, K, pack);
+    }
+    for (int64_t r = 0; r < qn; r++) {
+        float *dq = a->dq + ((b * T + qs + r) * Hq + h) * K;
+        for (int64_t d = 0; d < K; d++) dq[d] = a->scale * dQ[r * K + d];
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The CPU backward                                                          */
+/* ------------------------------------------------------------------------ */
+
+static seqk_status cpu_backward(const char *fn, seqk_context *ctx, bwd_args *a,
+                                const int32_t *cu_host)
+{
+    const int nt = seqk__threads(ctx);
+    if (!cu_host) {
+        a->N = 1;
+        a->seq1[0] = 0;
+        a->seq1[1] = (int32_t)a->T;
+        a->seq = a->seq1;
+    } else {
+        a->seq = cu_host;
+    }
+    void *raw = NULL;
+    seqk_status st = seqk__workspace(
+        fn, ctx, cpu_backward_workspace(nt, a->B, a->T, a->Hq, a->K, a->V, a->N), &raw);
+    if (st) return st;
+    float *base = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    const size_t nl = al16(a->B * a->Hq * a->T + 16);
+    a->lse2 = base;
+    a->D = base + nl;
+    a->per_thread = scratch_floats(a->K, a->V);
+    a->scratch = base + 2 * nl;
+    a->kt_before = (int64_t *)(a->scratch + (size_t)nt * a->per_thread);
+    a->qt_before = a->kt_before + seqk__align_up((size_t)(a->N + 1), 8);
+    /* padding past the last row: read by the vector loops, never used */
+    for (int i = 0; i < 16; i++) a->lse2[a->B * a->Hq * a->T + i] = a->D[a->B * a->Hq * a->T + i] = 0;
+    a->kt_before[0] = a->qt_before[0] = 0;
+    for (int64_t n = 0; n < a->N; n++) {
+        const int64_t len = (int64_t)a->seq[n + 1] - a->seq[n];
+        a->kt_before[n + 1] = a->kt_before[n] + ceil_div64(len, BK1);
+        a->qt_before[n + 1] = a->qt_before[n] + ceil_div64(len, BQ2);
+    }
+    const int64_t nk1 = a->kt_before[a->N], nq2 = a->qt_before[a->N];
+    /* Fused (one pass, 5 products per tile) when the (batch entry, sequence,
+     * key/value head) items keep every thread busy; else two passes (7
+     * products) over tiles. Both sum every element in the same order: the
+     * choice does not change a bit of the result. */
+    int64_t nonempty = 0;
+    for (int64_t n = 0; n < a->N; n++) nonempty += a->seq[n + 1] > a->seq[n];
+    const int64_t items = a->B * a->Hkv * nonempty;
+    const bool fused = items >= 2 * (int64_t)nt;
+    const int64_t tasks1 = fused ? items : a->B * a->Hkv * nk1;
+    const int64_t tasks2 = fused ? 0 : a->B * a->Hq * nq2;
+    const int64_t most = max64(max64(tasks1, tasks2), a->B * a->T);
+    const int use = most < nt ? (int)most : nt;
+#pragma omp parallel num_threads(use) if (use > 1)
+    {
+        float *w = a->scratch + (size_t)seqk__omp_thread() * a->per_thread;
+        prepare(a); /* ends with the loop's barrier */
+        if (fused) {
+            /* One task per (sequence, batch entry, key/value head): all its
+             * key tiles in order, then dq = scale dQ for its query heads. */
+            const int64_t group = a->Hq / a->Hkv;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t task = 0; task < tasks1; task++) {
+                const int64_t bh = task % (a->B * a->Hkv), b = bh / a->Hkv, hk = bh % a->Hkv;
+                int64_t n = 0, left = task / (a->B * a->Hkv); /* the left-th non-empty sequence */
+                for (;; n++)
+                    if (a->seq[n + 1] > a->seq[n] && left-- == 0) break;
+                const int64_t s0 = a->seq[n], s1 = a->seq[n + 1];
+                for (int64_t ks = s0; ks < s1; ks += BK1)
+                    dkdv_tile(a, w, b, hk, n, ks, min64(BK1, s1 - ks), true);
+                for (int64_t t = s0; t < s1; t++) {
+                    float *dq = a->dq + ((b * a->T + t) * a->Hq + hk * group) * a->K;
+                    for (int64_t d = 0; d < group * a->K; d++) dq[d] = a->scale * dq[d];
+                }
+            }
+        } else {
+            /* Pass 1, causal: a sequence's first key tiles see the most
+             * queries: the tiles of each sequence are numbered from its first. */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t task = 0; task < tasks1; task++) {
+                const int64_t r = task / (a->B * a->Hkv), bh = task % (a->B * a->Hkv);
+                const int64_t b = bh / a->Hkv, hk = bh % a->Hkv;
+                const int64_t n = find_seq(a->kt_before, a->N, r);
+                const int64_t s0 = a->seq[n], s1 = a->seq[n + 1];
+                const int64_t ks = s0 + (r - a->kt_before[n]) * BK1;
+                dkdv_tile(a, w, b, hk, n, ks, min64(BK1, s1 - ks), false);
+            }
+            /* Pass 2, causal: the last query tiles of each sequence first. */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t task = 0; task < tasks2; task++) {
+                const int64_t r = task / (a->B * a->Hq), bh = task % (a->B * a->Hq);
+                const int64_t b = bh / a->Hq, h = bh % a->Hq;
+                const int64_t n = find_seq(a->qt_before, a->N, r);
+                const int64_t s0 = a->seq[n], s1 = a->seq[n + 1];
+                const int64_t count = a->qt_before[n + 1] - a->qt_before[n];
+                const int64_t local = r - a->qt_before[n];
+                const int64_t tile = a->causal ? count - 1 - local : local;
+                const int64_t qs = s0 + tile * BQ2;
+                dq_tile(a, w, b, h, s0, s1, qs, min64(BQ2, s1 - qs));
+            }
+        }
+    }
+    return SEQK_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validation and dispatch                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Sizes, heads, flags and backend limits (the forward's rules). */
+static seqk_status check_sizes(const char *fn, seqk_context *ctx, int64_t B, int64_t T,
+                               int64_t Hq, int64_t Hkv, int64_t K, int64_t V, unsigned flags,
+                               bool varlen, int64_t N)
+{
+    seqk_status st;
+    if ((st = seqk__check_ctx(fn, ctx))) return st;
+    if ((st = seqk__check_min(fn, "B", B, 1))) return st;
+    if ((st = seqk__check_min(fn, "T", T, 0))) return st;
+    if ((st = seqk__check_min(fn, "Hq", Hq, 1))) return st;
+    if ((st = seqk__check_min(fn, "Hkv", Hkv, 1))) return st;
+    if ((st = seqk__check_min(fn, "K", K, 1))) return st;
+    if ((st = seqk__check_min(fn, "V", V, 1))) return st;
+    if (Hq % Hkv)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: Hq=%" PRId64 " is not a multiple of Hkv=%" PRId64, fn, Hq, Hkv);
+    if ((st = seqk__check_flags(fn, flags, SEQK_ATTN_CAUSAL))) return st;
+    if ((st = seqk__check_backend_built(fn, ctx))) return st;
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+#if SEQK__HAVE_CUDA
+        if (K > SEQK__CUDA_ATTN_MAX_DIM)
+            return seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                              "%s: K=%" PRId64 ", the CUDA backend takes K <= %d", fn, K,
+                              SEQK__CUDA_ATTN_MAX_DIM);
+        if (V > SEQK__CUDA_ATTN_MAX_DIM)
+            return seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                              "%s: V=%" PRId64 ", the CUDA backend takes V <= %d", fn, V,
+                              SEQK__CUDA_ATTN_MAX_DIM);
+#endif
+    } else if (K > INT32_MAX / BK1 || V > INT32_MAX / BK1) {
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
+                          "%s: K=%" PRId64 ", V=%" PRId64 ": head dimensions above %d are not "
+                          "supported",
+                          fn, K, V, INT32_MAX / BK1);
+    }
+    const int64_t qd[4] = {B, T, Hq, K}, kd[4] = {B, T, Hkv, K};
+    const int64_t vd[4] = {B, T, Hkv, V}, od[4] = {B, T, Hq, V}, ld[3] = {B, Hq, T};
+    if ((st = seqk__check_numel(fn, "q [B,T,Hq,K]", 4, qd, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "k [B,T,Hkv,K]", 4, kd, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "v [B,T,Hkv,V]", 4, vd, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "o [B,T,Hq,V]", 4, od, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "lse [B,Hq,T]", 3, ld, sizeof(float), NULL))) return st;
+    if (T > INT32_MAX)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: T=%" PRId64 ", must be <= %d", fn, T,
+                          INT32_MAX);
+    if (varlen && (st = seqk__check_varlen_sizes(fn, B, N, T))) return st;
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk_attention_parallel_backward_workspace_size(seqk_context *ctx, int64_t B,
+                                                            int64_t T, int64_t Hq, int64_t Hkv,
+                                                            int64_t K, int64_t V, unsigned flags,
+                                                            int64_t N, size_t *bytes)
+{
+    static const char fn[] = "seqk_attention_parallel_backward_workspace_size";
+    seqk_status st = check_sizes(fn, ctx, B, T, Hq, Hkv, K, V, flags, N > 0, N);
+    if (st == SEQK_SUCCESS) st = seqk__check_ptr(fn, "bytes", bytes);
+    if (st != SEQK_SUCCESS) return st;
+    *bytes = 0;
+    if (ctx->backend == SEQK_BACKEND_CPU)
+        *bytes = cpu_backward_workspace(seqk__threads(ctx), B, T, Hq, K, V, N > 0 ? N : 1);
+#if SEQK__HAVE_CUDA
+    if (ctx->backend == SEQK_BACKEND_CUDA)
+        *bytes = seqk__cuda_attention_backward_workspace_size(B, T, Hq);
+#endif
+    return SEQK_SUCCESS;
+}
+
+/* One named array of n floats. */
+typedef struct named {
+    const char *name;
+    const void *p;
+    int64_t n;
+} named;
+
+seqk_status seqk_attention_parallel_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t Hq,
+                                             int64_t Hkv, int64_t K, int64_t V, float scale,
+                                             unsigned flags, const float *q, const float *k,
+                                             const float *v, const float *o, const float *lse,
+                                             const float *dout, float *dq, float *dk, float *dv,
+                                             const int32_t *cu_seqlens, int64_t N)
+{
+    const char *fn = FN_BWD;
+    const bool varlen = cu_seqlens != NULL;
+    seqk_status st = check_sizes(fn, ctx, B, T, Hq, Hkv, K, V, flags, varlen, N);
+    if (st) return st;
+    if ((st = seqk__check_scale(fn, scale))) return st;
+    if (T > 0) {
+        const int64_t nq = B * T * Hq * K, nk = B * T * Hkv * K, nv = B * T * Hkv * V;
+        const int64_t no = B * T * Hq * V, nl = B * Hq * T;
+        const named in[6] = {{"q", q, nq},   {"k", k, nk},   {"v", v, nv},
+                             {"o", o, no},   {"lse", lse, nl}, {"dout", dout, no}};
+        const named out[3] = {{"dq", dq, nq}, {"dk", dk, nk}, {"dv", dv, nv}};
+        for (int i = 0; i < 6; i++)
+            if ((st = seqk__check_ptr(fn, in[i].name, in[i].p))) return st;
+        for (int i = 0; i < 3; i++)
+            if ((st = seqk__check_ptr(fn, out[i].name, out[i].p))) return st;
+        for (int i = 0; i < 3; i++) {
+            const size_t bi = (size_t)out[i].n * sizeof(float);
+            for (int j = 0; j < 6; j++)
+                if (seqk__overlap(out[i].p, bi, in[j].p, (size_t)in[j].n * sizeof(float)))
+                    return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: %s=%p overlaps input %s=%p",
+                                      fn, out[i].name, out[i].p, in[j].name, in[j].p);
+            for (int j = 0; j < i; j++)
+                if (seqk__overlap(out[i].p, bi, out[j].p, (size_t)out[j].n * sizeof(float)))
+                    return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                                      "%s: %s=%p overlaps output %s=%p", fn, out[i].name,
+                                      out[i].p, out[j].name, out[j].p);
+        }
+    }
+    int32_t *cu_host = NULL;
+    if (varlen && (st = seqk__copy_cu_seqlens(fn, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
+    if (T > 0) {
+        switch (ctx->backend) {
+        case SEQK_BACKEND_CPU: {
+            bwd_args a = {.B = B, .T = T, .Hq = Hq, .Hkv = Hkv, .K = K, .V = V,
+                          .N = varlen ? N : 1, .scale = scale, .scale2 = scale * LOG2E_F,
+                          .causal = (flags & SEQK_ATTN_CAUSAL) != 0, .q = q, .k = k, .v = v,
+                          .o = o, .lse = lse, .dout = dout, .dq = dq, .dk = dk, .dv = dv};
+            st = cpu_backward(fn, ctx, &a, cu_host);
+            break;
+        }
+        case SEQK_BACKEND_CUDA:
+#if SEQK__HAVE_CUDA
+            st = seqk__cuda_attention_parallel_backward(ctx, B, T, Hq, Hkv, K, V, scale, flags, q,
+                                                        k, v, o, lse, dout, dq, dk, dv,
+                                                        cu_seqlens, cu_host, N);
+#else
+            st = seqk__fail(SEQK_ERROR_NOT_COMPILED, "%s: no CUDA backend in this build", fn);
+#endif
+            break;
+        default:
+            st = seqk__fail(SEQK_ERROR_INTERNAL, "%s: context has backend=%d", fn,
+                            (int)ctx->backend);
+        }
+    }
+    free(cu_host);
+    return st;
+}
