@@ -24,8 +24,15 @@
  *   dV'   = ((Q~ K~^T) .* L)^T dO' + diag(exp(G_L - G)) K~ dSn
  *   dQ~   = ((dO' V'^T) .* L) K~   + diag(exp(G)) dO' S0^T
  *   dK~   = ((dO' V'^T) .* L)^T Q~ + diag(exp(G_L - G)) V' dSn^T
- *   dlogdecay_t = sum_{i >= t in the sequence} (q~_i . dQ~_i - k~_i . dK~_i)
- *                 + <[S | z]_final, [ds_out | dz_out]>
+ *   dlogdecay_t = <dS_t, a_t S_{t-1}> = sum_{i >= t} gt_i + sum_{j < t} bt_j
+ *                 + Dc  (i, j in t's chunk), each term a pair on the two
+ *                 sides of t with its decay (scan/chunk_backward.c derives
+ *                 it): gt_i = q~_i . dQ~_i - k~_i . dK~_i without the
+ *                 diagonal pairs (q~_i . k~_i)(dO'_i . v'_i), which cancel,
+ *                 and without dK~'s state term; bt_j = k~_j . (that state
+ *                 term); Dc = exp(G_L) <S0, dSn>. (DESIGN 3.7's sum over the
+ *                 whole sequence is the same number, but its O(1) diagonal
+ *                 pairs cancel to rounding where the true value is ~exp(g).)
  *   dq = scale phi'(q) sum_{heads of hq} dQ~,  dk = phi'(k) sum dK~,
  *   dv = v_scale dV'[:, :V],  dv_scale = v . dV'[:, :V]
  *
@@ -37,8 +44,10 @@
  * "lower": c <= r, m = exp(G_r - G_c), f = exp(G_r), Sop = S0 (or S0^T);
  * "upper": c >= r, m = exp(G_c - G_r), f = exp(G_L - G_r), Sop = dSn (or
  * dSn^T). O' = lower(A Q~, B K~, Z V', S0); dQ~ = lower(dO', V', K~, S0^T);
- * dV' = upper(K~, Q~, dO', dSn); dK~ = upper(V', dO', Q~, dSn^T). The two
- * state-shaped products (U, W) share bw_xty_kernel.
+ * dV' = upper(K~, Q~, dO', dSn); dK~ = upper(V', dO', Q~, dSn^T). A product
+ * may leave out the diagonal (strict) and take only the pairs or only the
+ * state term (parts). The two state-shaped products (U, W) share
+ * bw_xty_kernel.
  *
  * Kernels, in launch order (nch = chunks over all sequences):
  *   seqk__chunk_first_kernel (gpu/chunks.cuh)   varlen only: chunk table
@@ -48,36 +57,38 @@
  *                       V']) when there is a v_scale or the normaliser
  *   bw_xty_kernel       U into S [nch, H, K, V']
  *   bw_state_scan_kernel (forward) thread per state element of (n, h): S[c]
- *                       <- S0_c; the final state into Sfin [N, H, K, V']
- *   bw_term_kernel      block per (n, h): term = <Sfin, [ds_out | dz_out]>
+ *                       <- S0_c
  *   bw_mix_kernel (lower) O' into dOp [B*T, H, V'], then bw_norm_kernel
  *                       (warp per (token, head)) turns it into dO' in place
  *                       (normaliser only)
  *   bw_xty_kernel       W into dS [nch, H, K, V']
  *   bw_state_scan_kernel (reverse): dS[c] <- dSn_c; ds_in, dz_in
- *   bw_mix_kernel x 3   dV' (into dv, or into dVt [B*T, H, V] with a
- *                       v_scale), dQ~ into dQh, dK~ into dKh ([B*T, H, K])
- *   bw_finish_qk_kernel warp per (token, q/k head): dq, dk (the heads of a
- *                       group summed in head order) and the per-token
- *                       q~ . dQ~ - k~ . dK~ of each head into dlogdecay
+ *   bw_dterm_kernel     (dlogdecay) block per (chunk, head): Dc [nch, H]
+ *   bw_mix_kernel x 4   dV' (into dv, or into dVt [B*T, H, V] with a
+ *                       v_scale); dQ~ without the diagonal into dQh; dK~'s
+ *                       strict pairs into dKh and its state term into dKi
+ *                       ([B*T, H, K] each)
+ *   bw_finish_qk_kernel warp per (token, q/k head): adds the diagonal pairs,
+ *                       dq, dk (the heads of a group summed in head order);
+ *                       gt into dlogdecay and bt into btb [B*T, H]
  *   bw_finish_v_kernel  (v_scale) warp per (token, head): dv, dv_scale
- *   bw_ld_local_kernel, bw_ld_carry_kernel, bw_ld_add_kernel: the reverse
- *                       cumulative sum of dlogdecay per sequence (inside
- *                       chunks by warp shuffles; over chunks one thread per
- *                       (n, h), starting from term)
+ *   bw_ld_rev_kernel, bw_ld_fwd_kernel (dlogdecay) warp per (chunk, head):
+ *                       the reverse sum of gt, then + Dc + the exclusive
+ *                       forward sum of bt
  *
  * Workspace (from P->ws_offset on, each region 256-byte aligned; BT = B*T,
  * V' = V + (normaliser), nch = chunks):
- *   first [N+1] int32 (varlen), Gc [BT*H], acoef [nch*H],
+ *   first [N+1] int32 (varlen), Gc [BT*H] doubles, acoef [nch*H],
  *   Qt, Kt [BT*Hqk*K] each, Vt [BT*H*V'] (used with a v_scale or the
- *   normaliser, reserved always),
- *   dOp [BT*H*V'] (normaliser), S, dS [nch*H*K*V'] each (the recomputed
- *   chunk states and their gradients), Sfin [N*H*K*V'], term [N*H],
- *   dQh, dKh [BT*H*K] each, dVt [BT*H*V] (used with a v_scale, reserved
- *   always), ctot [nch*H],
- *   log_gamma [H] (H > BW_LG_INLINE)
- * floats: about BT (H + 2 Hqk K + 2 H K + H (V' + V) + [normaliser] H V')
- * + nch H (2 K V' + 2) + N H (K V' + 1), each region rounded up to 256 bytes.
+ *   normaliser, reserved always), dOp [BT*H*V'] (normaliser),
+ *   S, dS [nch*H*K*V'] each (the recomputed chunk states before each chunk
+ *   and the gradients of those after it), dQh, dKh, dKi [BT*H*K] each,
+ *   dVt [BT*H*V] (used with a v_scale, reserved always), btb [BT*H],
+ *   Dc [nch*H], log_gamma [H] (H > BW_LG_INLINE)
+ * floats: about BT (3 H + 2 Hqk K + 3 H K + H (V' + V) + [normaliser] H V')
+ * + nch H (2 K V' + 2), each region rounded up to 256 bytes. Reserved
+ * from sizes and flags only (not from which pointers are set: callers size
+ * it before they fill every pointer).
  * All chunk states are kept (T / chunk per head): the GPU has the memory and
  * that keeps every stage one parallel launch.
  *
@@ -128,7 +139,8 @@ typedef struct bw_args {
     const float *s_in, *z_in, *dout, *ds_out, *dz_out;
     float *dq, *dk, *dv, *dv_scale, *dld, *ds_in, *dz_in;
     /* workspace */
-    float *Gc, *acoef, *Qt, *Kt, *Vt, *dOp, *S, *dS, *dQh, *dKh, *dKi, *dVt, *btb, *Dc;
+    double *Gc;           /* [B*T, H]: in double, see bw_gates_kernel */
+    float *acoef, *Qt, *Kt, *Vt, *dOp, *S, *dS, *dQh, *dKh, *dKi, *dVt, *btb, *Dc;
     bw_tmat Qm, Km, Vm, dOm; /* q~, k~, v', dO' rows */
     float lg[BW_LG_INLINE];
 } bw_args;
@@ -222,7 +234,10 @@ static __device__ __forceinline__ float bw_block_sum(float x)
 /* ---- stage 0: cumulative log-decays per chunk ----------------------------------- */
 
 /* One warp per (chunk, head): Gc = inclusive scan of log a over the chunk,
- * acoef = exp(G_last). */
+ * acoef = exp(G_last). In double: under strong decay (log a ~ -20, |G| ~
+ * 1000 at the chunk's end) an fp32 G_i - G_j would carry an absolute error
+ * ~1e-4, i.e. a relative one in exp(G_i - G_j), and the gate gradient's
+ * leading terms are exactly those pairs (exp(g_t) of neighbours). */
 static __global__ void __launch_bounds__(BW_THREADS) bw_gates_kernel(bw_args a, int64_t nwork)
 {
     const int lane = threadIdx.x & 31;
@@ -234,12 +249,12 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_gates_kernel(bw_args a, 
     int Lc;
     seqk__chunk_rows(a.map, c, &r0, &Lc);
     const float lgh = bw_head_lg(a, h);
-    float carry = 0.0f;
+    double carry = 0.0;
     for (int i0 = 0; i0 < Lc; i0 += 32) {
         const int i = i0 + lane;
-        float x = i < Lc ? bw_logdecay(a, r0 + i, h, lgh) : 0.0f;
+        double x = i < Lc ? (double)bw_logdecay(a, r0 + i, h, lgh) : 0.0;
         for (int off = 1; off < 32; off <<= 1) {
-            const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
+            const double y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
             if (lane >= off) x += y;
         }
         x += carry;
@@ -247,7 +262,7 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_gates_kernel(bw_args a, 
         const int last = Lc - 1 - i0 < 31 ? Lc - 1 - i0 : 31;
         carry = __shfl_sync(SEQK__FULL_MASK, x, last);
     }
-    if (lane == 0) a.acoef[c * a.H + h] = expf(carry);
+    if (lane == 0) a.acoef[c * a.H + h] = expf((float)carry);
 }
 
 /* ---- feature maps ------------------------------------------------------------------ */
@@ -299,7 +314,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
     int64_t r0;
     int Lc;
     seqk__chunk_rows(a.map, c, &r0, &Lc);
-    const float glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
+    const double glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0;
     float acc[4][4];
     bw_tile_zero(acc);
     for (int i0 = 0; i0 < Lc; i0 += BW_TSTEP) {
@@ -313,8 +328,8 @@ static __global__ void __launch_bounds__(BW_THREADS)
                 if (a0 + cc < DA) {
                     float f = 1.0f;
                     if (a.decay) {
-                        const float G = a.Gc[r * H + h];
-                        f = upper ? expf(glast - G) : expf(G);
+                        const double G = a.Gc[r * H + h];
+                        f = expf((float)(upper ? glast - G : G));
                     }
                     ax = f * bw_row(A, r, h)[a0 + cc];
                 }
@@ -421,7 +436,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
     __shared__ float Bt[BW_TSTEP][BW_TILE + 1];
     __shared__ float Ps[BW_TILE][BW_TILE + 1];  /* masked scores */
     __shared__ float Zs[BW_TILE * BW_TILE];     /* Z [token][col]; then Sop [k][col] (16 rows) */
-    __shared__ float Gr[BW_TILE], Gk[BW_TILE];
+    __shared__ double Gr[BW_TILE], Gk[BW_TILE];
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int64_t id = blockIdx.x;
     const int tz = (int)(id % tilesZ);
@@ -435,10 +450,10 @@ static __global__ void __launch_bounds__(BW_THREADS)
     seqk__chunk_rows(a.map, c, &r0, &Lc);
     const int m0 = tm * BW_TILE, z0 = tz * BW_TILE;
     if (m0 >= Lc) return; /* the whole block: a short last chunk */
-    const float glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
+    const double glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0;
     if (tid < BW_TILE) {
         const int i = m0 + tid;
-        Gr[tid] = (a.decay && i < Lc) ? a.Gc[(r0 + i) * H + h] : 0.0f;
+        Gr[tid] = (a.decay && i < Lc) ? a.Gc[(r0 + i) * H + h] : 0.0;
     }
     __syncthreads(); /* Gr is read by the state term's loads without the pairs' barriers */
     float acc[4][4];
@@ -451,7 +466,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
     for (int j0 = jbeg; j0 < jend; j0 += BW_TILE) {
         if (tid < BW_TILE) {
             const int j = j0 + tid;
-            Gk[tid] = (a.decay && j < Lc) ? a.Gc[(r0 + j) * H + h] : 0.0f;
+            Gk[tid] = (a.decay && j < Lc) ? a.Gc[(r0 + j) * H + h] : 0.0;
         }
         float p[4][4];
         bw_tile_zero(p);
@@ -485,7 +500,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
                 const bool causal = up ? (mx.strict ? j > i : j >= i) : (mx.strict ? j < i : j <= i);
                 if (i < Lc && j < Lc && causal) {
                     x = p[m][b];
-                    if (a.decay) x *= expf(up ? Gk[lj] - Gr[li] : Gr[li] - Gk[lj]);
+                    if (a.decay) x *= expf((float)(up ? Gk[lj] - Gr[li] : Gr[li] - Gk[lj]));
                 }
                 Ps[li][lj] = x;
             }
@@ -514,7 +529,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
             float ax = 0.0f;
             if (kk < DA && i < Lc) {
                 ax = bw_row(mx.A, r0 + i, h)[kk];
-                if (a.decay) ax *= expf(up ? glast - Gr[t] : Gr[t]);
+                if (a.decay) ax *= expf((float)(up ? glast - Gr[t] : Gr[t]));
             }
             At[kc][t] = ax;
         }
@@ -785,7 +800,7 @@ static bw_plan bw_make_plan(const seqk__lin *P)
     size_t off = 0;
 #define BW_REGION(name, bytes) (pl.name = off, off += bw_align(bytes))
     BW_REGION(off_first, (size_t)(P->N + 1) * sizeof(int32_t));
-    BW_REGION(off_G, BT * H * f);
+    BW_REGION(off_G, BT * H * sizeof(double));
     BW_REGION(off_a, nch * H * f);
     BW_REGION(off_Q, BT * (size_t)P->Hqk * (size_t)P->K * f);
     BW_REGION(off_K, BT * (size_t)P->Hqk * (size_t)P->K * f);
@@ -906,7 +921,7 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     a.dld = Gr->dlogdecay;
     a.ds_in = Gr->ds_in;
     a.dz_in = a.norm ? Gr->dz_in : NULL;
-    a.Gc = (float *)(ws + pl.off_G);
+    a.Gc = (double *)(ws + pl.off_G);
     a.acoef = (float *)(ws + pl.off_a);
     a.Qt = (float *)(ws + pl.off_Q);
     a.Kt = (float *)(ws + pl.off_K);
