@@ -485,7 +485,15 @@ seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B, 
     memset(&P, 0, sizeof P);
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
     P.chunk = seqk__lin_chunk(chunk);
-    /* the longest sequence is at most T (varlen: B = 1, one sequence may hold all) */
-    *bytes = workspace_floats(&P, T, seqk__threads(ctx)) * sizeof(float) + 256;
+    /* The longest sequence is at most T (varlen: B = 1, one sequence may hold
+     * all). The kept states are not monotone in its length: all of them up to
+     * SEQK__DN_BWD_FULL_BYTES, then ~2 sqrt(chunks); so the bound is the
+     * larger of the plans for T and for the longest length that keeps all. */
+    const size_t state_bytes = (size_t)(K * V) * sizeof(float);
+    const int64_t cap_chunks = (int64_t)(SEQK__DN_BWD_FULL_BYTES / state_bytes);
+    const int64_t cap_len = cap_chunks * P.chunk < T ? cap_chunks * P.chunk : T;
+    const int threads = seqk__threads(ctx);
+    size_t w = workspace_floats(&P, T, threads), w2 = workspace_floats(&P, cap_len, threads);
+    *bytes = (w > w2 ? w : w2) * sizeof(float) + 256;
     return SEQK_SUCCESS;
 }

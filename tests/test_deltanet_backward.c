@@ -558,7 +558,12 @@ int main(int argc, char **argv)
         run_case(&be[i], &lng[2], 1, 1, true, " long, checkpointed");
     }
     const bcase det = {1, 133, 3, 24, 40, 1, 1, cu1, 5, 16, -0.3, 0, 0, 0};
+    /* varlen whose sequences keep all their states (2000 chunks of 4 KiB)
+     * while T alone would be checkpointed: the query covers both */
+    static const int32_t cu3[4] = {0, 2000, 4000, 6000};
+    const bcase wcase = {1, 6000, 1, 32, 32, 1, 1, cu3, 3, 1, -0.05, 0, 0, 0};
     for (int i = 0; i < nb; i++) {
+        workspace_bound(&be[i], &wcase, 1);
         determinism(&be[i], &det);
         determinism(&be[i], &cases[3]);
         workspace_bound(&be[i], &cases[7], 2);
