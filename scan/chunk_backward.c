@@ -106,6 +106,10 @@ static bplan make_plan(const seqk__lin *P)
         pl.R = 2;
         while (pl.R * pl.R < nch) pl.R++;
         pl.nckpt = (nch + pl.R - 1) / pl.R;
+        /* a workspace query for varlen (no cu_seqlens yet, N != B): a shorter
+         * sequence may keep all its states (R = 1), up to the byte limit */
+        const int64_t whole = (int64_t)(SEQK__LIN_BWD_FULL_BYTES / sizeof(float)) / pl.E;
+        if (!P->cu && P->N != P->B && whole > pl.nckpt) pl.nckpt = whole;
     }
     pl.head_buf = P->Hqk != P->H;
     int64_t nmax = L > pl.W ? L : pl.W, kmax = nmax;
