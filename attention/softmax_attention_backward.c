@@ -109,6 +109,7 @@ typedef struct bwd_args {
     float *lse2, *D;        /* [B, Hq, T] (+ padding) */
     int64_t *kt_before;     /* [N+1] key tiles (BK1) before sequence n */
     int64_t *qt_before;     /* [N+1] query tiles (BQ2) before sequence n */
+    int64_t *ne_before;     /* [N+1] non-empty sequences before sequence n */
     float *scratch;         /* per thread */
     size_t per_thread;      /* floats */
 } bwd_args;
@@ -146,7 +147,7 @@ static size_t cpu_backward_workspace(int nt, int64_t B, int64_t T, int64_t Hq, i
     size_t floats = 2 * al16(B * Hq * T + 16);
     floats += (size_t)nt * scratch_floats(K, V);
     size_t bytes = floats * sizeof(float);
-    bytes += 2 * seqk__align_up((size_t)(nseq + 1) * sizeof(int64_t), 64);
+    bytes += 3 * seqk__align_up((size_t)(nseq + 1) * sizeof(int64_t), 64);
     return bytes + 64; /* room to align the start */
 }
 
@@ -369,22 +370,22 @@ static seqk_status cpu_backward(const char *fn, seqk_context *ctx, bwd_args *a,
     a->scratch = base + 2 * nl;
     a->kt_before = (int64_t *)(a->scratch + (size_t)nt * a->per_thread);
     a->qt_before = a->kt_before + seqk__align_up((size_t)(a->N + 1), 8);
+    a->ne_before = a->qt_before + seqk__align_up((size_t)(a->N + 1), 8);
     /* padding past the last row: read by the vector loops, never used */
     for (int i = 0; i < 16; i++) a->lse2[a->B * a->Hq * a->T + i] = a->D[a->B * a->Hq * a->T + i] = 0;
-    a->kt_before[0] = a->qt_before[0] = 0;
+    a->kt_before[0] = a->qt_before[0] = a->ne_before[0] = 0;
     for (int64_t n = 0; n < a->N; n++) {
         const int64_t len = (int64_t)a->seq[n + 1] - a->seq[n];
         a->kt_before[n + 1] = a->kt_before[n] + ceil_div64(len, BK1);
         a->qt_before[n + 1] = a->qt_before[n] + ceil_div64(len, BQ2);
+        a->ne_before[n + 1] = a->ne_before[n] + (len > 0);
     }
     const int64_t nk1 = a->kt_before[a->N], nq2 = a->qt_before[a->N];
     /* Fused (one pass, 5 products per tile) when the (batch entry, sequence,
      * key/value head) items keep every thread busy; else two passes (7
      * products) over tiles. Both sum every element in the same order: the
      * choice does not change a bit of the result. */
-    int64_t nonempty = 0;
-    for (int64_t n = 0; n < a->N; n++) nonempty += a->seq[n + 1] > a->seq[n];
-    const int64_t items = a->B * a->Hkv * nonempty;
+    const int64_t items = a->B * a->Hkv * a->ne_before[a->N];
     const bool fused = items >= 2 * (int64_t)nt;
     const int64_t tasks1 = fused ? items : a->B * a->Hkv * nk1;
     const int64_t tasks2 = fused ? 0 : a->B * a->Hq * nq2;
@@ -401,9 +402,9 @@ static seqk_status cpu_backward(const char *fn, seqk_context *ctx, bwd_args *a,
 #pragma omp for schedule(dynamic, 1)
             for (int64_t task = 0; task < tasks1; task++) {
                 const int64_t bh = task % (a->B * a->Hkv), b = bh / a->Hkv, hk = bh % a->Hkv;
-                int64_t n = 0, left = task / (a->B * a->Hkv); /* the left-th non-empty sequence */
-                for (;; n++)
-                    if (a->seq[n + 1] > a->seq[n] && left-- == 0) break;
+                /* the (task / (B Hkv))-th non-empty sequence: the last n with
+                 * that many non-empty ones before it */
+                const int64_t n = find_seq(a->ne_before, a->N, task / (a->B * a->Hkv));
                 const int64_t s0 = a->seq[n], s1 = a->seq[n + 1];
                 for (int64_t ks = s0; ks < s1; ks += BK1)
                     dkdv_tile(a, w, b, hk, n, ks, min64(BK1, s1 - ks), true);

@@ -271,6 +271,15 @@ static void backward_cases(th_backend *be)
         {1, 70, 2, 1, 256, 256, 1, 1.0, NULL, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(be, &cases[i]);
+    /* many short sequences (lengths 0, 2 and 4; two in five empty) */
+    enum { NS = 300 };
+    static int32_t cu_many[NS + 1];
+    for (int n = 0; n < NS; n++) cu_many[n + 1] = cu_many[n] + (n * 7) % 5 % 3 * 2;
+    const bwd_case many[] = {
+        {1, cu_many[NS], 4, 2, 16, 8, 1, 1.0, cu_many, NS, 0, 0},
+        {1, cu_many[NS], 2, 1, 8, 16, 0, 1.0, cu_many, NS, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof many / sizeof many[0]; i++) run_case(be, &many[i]);
     if (be->ctx && be->backend == SEQK_BACKEND_CPU) {
         /* head dims the CUDA backend does not take */
         const bwd_case big[] = {
