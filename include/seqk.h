@@ -544,10 +544,11 @@ SEQK_API seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int6
  * overwritten, never accumulated; no output may overlap an input or another
  * output. Workspace (seqk_selective_scan_backward_workspace_size): the
  * segment-start states (per CPU thread: ceil(T / S) states of 16 channels,
- * S = 16..64 tokens; on CUDA: N D Nst ceil(T / 16) floats) and the partial
- * sums of dB, dC (one row per block of channels of a group when a group
- * spans several blocks) and of dA, dDskip, ddt_bias (one per sequence when
- * N > 1).
+ * S = 16..64 tokens; on CUDA, where time is also cut into chunks of
+ * L = 16..256 tokens whose carries are scanned in both directions: about
+ * (3 + L/16) D Nst floats per chunk) and the partial sums of dB, dC (one row
+ * per block of channels of a group when a group spans several blocks) and of
+ * dA, dDskip, ddt_bias (one per sequence when N > 1; one per chunk on CUDA).
  */
 SEQK_API seqk_status seqk_selective_scan_backward(
     seqk_context *ctx, int64_t B, int64_t T, int64_t D, int64_t Nst, int64_t G, unsigned flags,
