@@ -4,8 +4,9 @@
 # cases as skipped), then build and run the suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer (CPU backend), and run the
 # CUDA backend's kernels through the CPU emulator of tools/cuda_emu (their
-# logic, barriers and shared-memory sizes; no substitute for a GPU run, which
-# is scripts/gpu_check.sh). SEQK_TEST_EMU=0 skips the emulator (~5 minutes on
+# logic, barriers and shared-memory sizes, and gpu/scan.cu's look-back once
+# more with 8 blocks resident at once; no substitute for a GPU run, which is
+# scripts/gpu_check.sh). SEQK_TEST_EMU=0 skips the emulator (~6 minutes on
 # two cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."

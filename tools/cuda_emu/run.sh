@@ -7,6 +7,10 @@
 #
 #   tools/cuda_emu/run.sh [build-dir]      default build/cuda-emu
 #   EMU_ORDER=fwd|rev|rand                 order of blocks and of threads at a barrier
+#   EMU_RESIDENT=N                         N blocks of a grid resident at once, interleaved
+#                                          (unset: one at a time; test_scan is run once more
+#                                          with EMU_RESIDENT=8 EMU_ORDER=rand either way)
+#   EMU_WATCHDOG=S                         stop a fiber that runs S s without yielding (60; 0 off)
 #   EMU_ASAN=1                             build everything with AddressSanitizer
 #   EMU_TESTS="scan titans"                a subset of the test programs
 #   EMU_BENCH=1                            also run seqk-bench --quick --backend cuda (the
@@ -80,10 +84,18 @@ if grep -qv ' rc=0 ' "$OUT/summary.txt"; then
     echo "cuda_emu: FAILED (logs in $OUT/test_*.log)" >&2
     exit 1
 fi
+# 4. The look-back of gpu/scan.cu against unfinished predecessors: test_scan
+#    again with 8 blocks resident at once, in a random order (README.md).
+if [[ " $TESTS " == *" scan "* ]] && [ -z "${EMU_RESIDENT:-}" ]; then
+    s=$SECONDS rc=0
+    EMU_RESIDENT=8 EMU_ORDER=rand "$OUT/test_scan" >"$OUT/test_scan_resident.log" 2>&1 || rc=$?
+    echo "scan (EMU_RESIDENT=8 EMU_ORDER=rand) rc=$rc $((SECONDS - s))s $(tail -1 "$OUT/test_scan_resident.log")"
+    [ "$rc" = 0 ] || { echo "cuda_emu: FAILED (log in $OUT/test_scan_resident.log)" >&2; exit 1; }
+fi
 if [ "${EMU_BENCH:-0}" = 1 ]; then
     echo "== seqk-bench --quick --backend cuda (emulated: the code paths, not the timings)"
     "$OUT/seqk-bench" --quick --backend cuda --out "$OUT/bench" >"$OUT/bench.log" 2>&1 ||
         { tail -20 "$OUT/bench.log"; echo "cuda_emu: seqk-bench FAILED" >&2; exit 1; }
     grep -c '"backend":"cuda"' "$OUT"/bench/*.jsonl | sed 's/^/cuda records: /'
 fi
-echo "cuda_emu: all test programs pass on the emulated CUDA backend (order $EMU_ORDER)"
+echo "cuda_emu: all test programs pass on the emulated CUDA backend (order $EMU_ORDER${EMU_RESIDENT:+, $EMU_RESIDENT resident blocks})"

@@ -1,6 +1,7 @@
 /* Host emulation of the CUDA runtime for reviewing seqk's kernels without a GPU.
- * Each CUDA thread is a fiber; blocks run one after the other; __syncthreads and
- * warp intrinsics are barriers between fibers. */
+ * Each CUDA thread is a fiber; blocks run one after the other (EMU_RESIDENT=N:
+ * N of them interleaved); __syncthreads and warp intrinsics are barriers
+ * between fibers, __threadfence a point where other resident blocks may run. */
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -72,7 +73,8 @@ struct emu_shreg { emu_shreg(void *p, size_t n); };
 #define EMU_SHARED_REG(n) static emu_shreg emu_reg_##n((void *)(n), sizeof(n))
 
 static inline void __syncthreads(void) { emu_syncthreads(); }
-static inline void __threadfence(void) {}
+void emu_fence(void);
+static inline void __threadfence(void) { emu_fence(); }
 static inline void __nanosleep(unsigned) {}
 template <class T> static inline T __ldg(const T *p) { return *p; }
 template <class T> static inline T __ldcg(const T *p) { return *p; }
