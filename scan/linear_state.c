@@ -44,10 +44,11 @@ seqk_status seqk__lin_check_sizes(const char *fn, seqk_context *ctx, int mode, i
 /* bytes of a [rows, width] float array */
 static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
 
-seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin *P,
-                          const int32_t *cu_seqlens)
+/* The checks every linear-state call shares: sizes, scale, q/k heads (N
+ * and chunk get their defaults). */
+static seqk_status lin_common(const char *fn, seqk_context *ctx, int mode, seqk__lin *P,
+                              bool varlen)
 {
-    const bool varlen = cu_seqlens != NULL;
     seqk_status st = seqk__lin_check_sizes(fn, ctx, mode, P->B, P->T, P->H, P->K, P->V, P->N,
                                            varlen, P->chunk);
     if (st) return st;
@@ -58,6 +59,45 @@ seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: H=%" PRId64 " is not a multiple of the q/k heads %" PRId64, fn,
                           P->H, P->Hqk);
+    return SEQK_SUCCESS;
+}
+
+enum { RUN_BACKWARD = 2 }; /* lin_launch's `what` besides the two modes */
+
+/* With every argument checked: cu_seqlens to the host (P->cu), then the
+ * mode (or the backward, with Gr) on ctx's backend. */
+static seqk_status lin_launch(const char *fn, seqk_context *ctx, int what, seqk__lin *P,
+                              const seqk__lin_grad *Gr, const int32_t *cu_seqlens)
+{
+    seqk_status st;
+    int32_t *cu_host = NULL;
+    if (cu_seqlens) {
+        if ((st = seqk__copy_cu_seqlens(fn, ctx, cu_seqlens, P->N, P->B, P->T, &cu_host))) return st;
+        P->cu = cu_host;
+    }
+    if (ctx->backend == SEQK_BACKEND_CPU) {
+        st = what == RUN_BACKWARD        ? seqk__lin_backward(ctx, P, Gr)
+             : what == SEQK_MODE_RECURRENT ? seqk__lin_recurrent(ctx, P)
+                                           : seqk__lin_chunked(ctx, P);
+    } else {
+#if SEQK__HAVE_CUDA
+        st = what == RUN_BACKWARD ? seqk__cuda_lin_backward(ctx, P, Gr, cu_seqlens)
+                                  : seqk__cuda_lin(ctx, what, P, cu_seqlens);
+#else
+        (void)Gr;
+        st = seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", fn);
+#endif
+    }
+    free(cu_host);
+    P->cu = NULL;
+    return st;
+}
+
+seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin *P,
+                          const int32_t *cu_seqlens)
+{
+    seqk_status st = lin_common(fn, ctx, mode, P, cu_seqlens != NULL);
+    if (st) return st;
     const int64_t rows = P->B * P->T;
     if (rows > 0) {
         if ((st = seqk__check_ptr(fn, P->Hqk == P->H ? "q" : "Cm", P->q))) return st;
@@ -77,22 +117,7 @@ seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin
     const size_t sb = fbytes(P->N * P->H, P->K * P->V);
     if ((st = seqk__check_state_io(fn, P->s_in, P->s_out, sb, "o", P->o, fbytes(rows * P->H, P->V))))
         return st;
-    int32_t *cu_host = NULL;
-    if (varlen) {
-        if ((st = seqk__copy_cu_seqlens(fn, ctx, cu_seqlens, P->N, P->B, P->T, &cu_host))) return st;
-        P->cu = cu_host;
-    }
-    if (ctx->backend == SEQK_BACKEND_CPU) {
-        st = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent(ctx, P) : seqk__lin_chunked(ctx, P);
-    } else {
-#if SEQK__HAVE_CUDA
-        st = seqk__cuda_lin(ctx, mode, P, cu_seqlens);
-#else
-        st = seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", fn);
-#endif
-    }
-    free(cu_host);
-    return st;
+    return lin_launch(fn, ctx, mode, P, NULL, cu_seqlens);
 }
 
 seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B,
@@ -134,17 +159,8 @@ seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode, 
 seqk_status seqk__lin_run_backward(const char *fn, seqk_context *ctx, seqk__lin *P,
                                    const seqk__lin_grad *Gr, const int32_t *cu_seqlens)
 {
-    const bool varlen = cu_seqlens != NULL;
-    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, P->B, P->T, P->H, P->K,
-                                           P->V, P->N, varlen, P->chunk);
+    seqk_status st = lin_common(fn, ctx, SEQK_MODE_PARALLEL, P, cu_seqlens != NULL);
     if (st) return st;
-    if (!varlen) P->N = P->B;
-    P->chunk = seqk__lin_chunk(P->chunk);
-    if ((st = seqk__check_scale(fn, P->scale))) return st;
-    if (P->Hqk < 1 || P->H % P->Hqk)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                          "%s: H=%" PRId64 " is not a multiple of the q/k heads %" PRId64, fn,
-                          P->H, P->Hqk);
     const bool m2 = P->v_scale != NULL; /* Mamba2's names */
     const int64_t rows = P->B * P->T;
     if (rows > 0) {
@@ -175,22 +191,7 @@ seqk_status seqk__lin_run_backward(const char *fn, seqk_context *ctx, seqk__lin 
                                {"dstate_in", Gr->ds_in, sb},
                                {"dz_in", Gr->dz_in, zb}};
     if ((st = seqk__check_disjoint(fn, outs, 7, ins, 9))) return st;
-    int32_t *cu_host = NULL;
-    if (varlen) {
-        if ((st = seqk__copy_cu_seqlens(fn, ctx, cu_seqlens, P->N, P->B, P->T, &cu_host))) return st;
-        P->cu = cu_host;
-    }
-    if (ctx->backend == SEQK_BACKEND_CPU) {
-        st = seqk__lin_backward(ctx, P, Gr);
-    } else {
-#if SEQK__HAVE_CUDA
-        st = seqk__cuda_lin_backward(ctx, P, Gr, cu_seqlens);
-#else
-        st = seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: this build of seqk has no CUDA backend", fn);
-#endif
-    }
-    free(cu_host);
-    return st;
+    return lin_launch(fn, ctx, RUN_BACKWARD, P, Gr, cu_seqlens);
 }
 
 seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx, int64_t B, int64_t T,

@@ -6,17 +6,48 @@
 
 #include "../gpu/gpu.h"
 
-/* The sizes named as Mamba2 names them (P, Nst), before the engine's checks
- * (which call them V and K). */
-static seqk_status mamba2_dims(const char *fn, seqk_context *ctx, int64_t Pd, int64_t Nst)
+/* The checks the forward and the backward share: the sizes named as Mamba2
+ * names them (P, Nst) before the engine's checks (which call them V and K),
+ * flags and groups. */
+static seqk_status mamba2_check(const char *fn, seqk_context *ctx, int mode, int64_t B, int64_t T,
+                                int64_t H, int64_t Pd, int64_t G, int64_t Nst, unsigned flags,
+                                int64_t N, bool varlen, int64_t chunk)
 {
     seqk_status st = seqk__check_ctx(fn, ctx);
     if (!st) st = seqk__check_min(fn, "P", Pd, 1);
     if (!st) st = seqk__check_min(fn, "Nst", Nst, 1);
-    if (!st && Nst > SEQK__LIN_MAX_K)
-        st = seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: Nst=%lld, at most %d is supported", fn,
-                        (long long)Nst, SEQK__LIN_MAX_K);
-    return st;
+    if (st) return st;
+    if (Nst > SEQK__LIN_MAX_K)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: Nst=%lld, at most %d is supported", fn,
+                          (long long)Nst, SEQK__LIN_MAX_K);
+    if ((st = seqk__lin_check_sizes(fn, ctx, mode, B, T, H, Nst, Pd, N, varlen, chunk))) return st;
+    if ((st = seqk__check_flags(fn, flags, SEQK_MAMBA2_DT_SOFTPLUS))) return st;
+    if ((st = seqk__check_range(fn, "G", G, 1, H))) return st;
+    if (H % G)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: H=%lld is not a multiple of G=%lld",
+                          fn, (long long)H, (long long)G);
+    return SEQK_SUCCESS;
+}
+
+/* dtp[r,h] = softplus(dt[r,h] + dt_bias[h]) (or without softplus) on ctx's
+ * backend; dt_bias may be NULL. */
+static seqk_status mamba2_dt(seqk_context *ctx, int threads, int64_t rows, int64_t H,
+                             const float *dt, const float *dt_bias, bool softplus, float *dtp)
+{
+    if (rows == 0) return SEQK_SUCCESS;
+#if SEQK__HAVE_CUDA
+    if (ctx->backend != SEQK_BACKEND_CPU)
+        return seqk__cuda_mamba2_dt(ctx, rows, H, dt, dt_bias, softplus, dtp);
+#else
+    (void)ctx;
+#endif
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t h = 0; h < H; h++) {
+            float d = dt[r * H + h] + (dt_bias ? dt_bias[h] : 0.0f);
+            dtp[r * H + h] = softplus ? seqk__softplus(d) : d;
+        }
+    return SEQK_SUCCESS;
 }
 
 seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
@@ -26,16 +57,9 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
                         float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_mamba2";
-    seqk_status st = mamba2_dims(fn, ctx, Pd, Nst);
+    seqk_status st = mamba2_check(fn, ctx, (int)mode, B, T, H, Pd, G, Nst, flags, N,
+                                  cu_seqlens != NULL, chunk);
     if (st) return st;
-    st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, Nst, Pd, N,
-                                           cu_seqlens != NULL, chunk);
-    if (st) return st;
-    if ((st = seqk__check_flags(fn, flags, SEQK_MAMBA2_DT_SOFTPLUS))) return st;
-    if ((st = seqk__check_range(fn, "G", G, 1, H))) return st;
-    if (H % G)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: H=%lld is not a multiple of G=%lld",
-                          fn, (long long)H, (long long)G);
     const int64_t rows = B * T;
     if (rows > 0) {
         if ((st = seqk__check_ptr(fn, "dt", dt))) return st;
@@ -71,20 +95,9 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
     float *dtp = NULL;
     if ((st = seqk__workspace(fn, ctx, P.ws_offset + engine, (void **)&dtp))) return st;
     /* dtp [B,T,H] */
-#if SEQK__HAVE_CUDA
-    if (cuda && rows > 0 &&
-        (st = seqk__cuda_mamba2_dt(ctx, rows, H, dt, dt_bias,
-                                   (flags & SEQK_MAMBA2_DT_SOFTPLUS) != 0, dtp)))
+    if ((st = mamba2_dt(ctx, threads, rows, H, dt, dt_bias,
+                        (flags & SEQK_MAMBA2_DT_SOFTPLUS) != 0, dtp)))
         return st;
-#endif
-    if (!cuda && rows > 0) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t h = 0; h < H; h++) {
-                float d = dt[r * H + h] + (dt_bias ? dt_bias[h] : 0.0f);
-                dtp[r * H + h] = (flags & SEQK_MAMBA2_DT_SOFTPLUS) ? seqk__softplus(d) : d;
-            }
-    }
     P.v_scale = dtp;
     P.g = dtp;
     P.chunk = chunk; /* seqk__lin_run applies the default */
@@ -153,16 +166,9 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
                                  const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_mamba2_backward";
-    seqk_status st = mamba2_dims(fn, ctx, Pd, Nst);
+    seqk_status st = mamba2_check(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, Pd, G, Nst, flags, N,
+                                  cu_seqlens != NULL, chunk);
     if (st) return st;
-    st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, Nst, Pd, N,
-                                           cu_seqlens != NULL, chunk);
-    if (st) return st;
-    if ((st = seqk__check_flags(fn, flags, SEQK_MAMBA2_DT_SOFTPLUS))) return st;
-    if ((st = seqk__check_range(fn, "G", G, 1, H))) return st;
-    if (H % G)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: H=%lld is not a multiple of G=%lld",
-                          fn, (long long)H, (long long)G);
     if (dD && !D)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: dD=%p given but D is NULL", fn,
                           (void *)dD);
@@ -188,7 +194,9 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
                                {"ddt_bias", ddt_bias, hb}, {"dstate_in", dstate_in, sb}};
     if ((st = seqk__check_disjoint(fn, outs, 8, ins, 10))) return st;
     if ((st = seqk__check_backend_built(fn, ctx))) return st;
+#if SEQK__HAVE_CUDA
     const bool cuda = ctx->backend != SEQK_BACKEND_CPU;
+#endif
     const bool softplus = (flags & SEQK_MAMBA2_DT_SOFTPLUS) != 0;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;
@@ -210,19 +218,7 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
     char *ws = NULL;
     if ((st = seqk__workspace(fn, ctx, P.ws_offset + engine, (void **)&ws))) return st;
     float *dtp = (float *)ws, *dld = (float *)(ws + part), *dvs = (float *)(ws + 2 * part);
-#if SEQK__HAVE_CUDA
-    if (cuda && rows > 0 &&
-        (st = seqk__cuda_mamba2_dt(ctx, rows, H, dt, dt_bias, softplus, dtp)))
-        return st;
-#endif
-    if (!cuda && rows > 0) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t h = 0; h < H; h++) {
-                float d = dt[r * H + h] + (dt_bias ? dt_bias[h] : 0.0f);
-                dtp[r * H + h] = softplus ? seqk__softplus(d) : d;
-            }
-    }
+    if ((st = mamba2_dt(ctx, threads, rows, H, dt, dt_bias, softplus, dtp))) return st;
     P.v_scale = dtp;
     P.g = dtp;
     P.chunk = chunk; /* seqk__lin_run_backward applies the default */
