@@ -41,28 +41,39 @@ static seqk_status log_gammas(const char *fn, seqk_context *ctx, int64_t H, cons
     return SEQK_SUCCESS;
 }
 
+/* Runs P (filled but for its log-decays) with RetNet's log gamma_h from gamma:
+ * the forward in `mode`, or the backward with Gr when Gr is given. */
+static seqk_status run_with_gammas(const char *fn, seqk_context *ctx, int mode, seqk__lin *P,
+                                   const seqk__lin_grad *Gr, const float *gamma,
+                                   const int32_t *cu_seqlens)
+{
+    seqk_status st = seqk__lin_check_sizes(fn, ctx, mode, P->B, P->T, P->H, P->K, P->V, P->N,
+                                           cu_seqlens != NULL, P->chunk);
+    if (st) return st;
+    float *lg = malloc((size_t)P->H * sizeof(float)); /* host: log gamma_h */
+    if (!lg)
+        return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %" PRId64 " floats", fn,
+                          P->H);
+    st = log_gammas(fn, ctx, P->H, gamma, lg);
+    if (!st) {
+        P->log_gamma = lg;
+        st = Gr ? seqk__lin_run_backward(fn, ctx, P, Gr, cu_seqlens)
+                : seqk__lin_run(fn, ctx, mode, P, cu_seqlens);
+    }
+    free(lg);
+    return st;
+}
+
 seqk_status seqk_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
                            int64_t K, int64_t V, float scale, const float *gamma, const float *q,
                            const float *k, const float *v, float *o, const float *state_in,
                            float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
-    static const char fn[] = "seqk_retention";
-    seqk_status st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, K, V, N,
-                                           cu_seqlens != NULL, chunk);
-    if (st) return st;
-    float *lg = malloc((size_t)H * sizeof(float)); /* host: log gamma_h */
-    if (!lg) return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %" PRId64 " floats", fn, H);
-    st = log_gammas(fn, ctx, H, gamma, lg);
-    if (!st) {
-        seqk__lin P = {0};
-        P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
-        P.scale = scale;
-        P.q = q, P.k = k, P.v = v, P.o = o, P.s_in = state_in, P.s_out = state_out;
-        P.log_gamma = lg;
-        st = seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
-    }
-    free(lg);
-    return st;
+    seqk__lin P = {0};
+    P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
+    P.scale = scale;
+    P.q = q, P.k = k, P.v = v, P.o = o, P.s_in = state_in, P.s_out = state_out;
+    return run_with_gammas("seqk_retention", ctx, (int)mode, &P, NULL, gamma, cu_seqlens);
 }
 
 seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
@@ -91,26 +102,15 @@ seqk_status seqk_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int
                                     float *dstate_in, const int32_t *cu_seqlens, int64_t N,
                                     int64_t chunk)
 {
-    static const char fn[] = "seqk_retention_backward";
-    seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N,
-                                           cu_seqlens != NULL, chunk);
-    if (st) return st;
-    float *lg = malloc((size_t)H * sizeof(float)); /* host: log gamma_h */
-    if (!lg) return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %" PRId64 " floats", fn, H);
-    st = log_gammas(fn, ctx, H, gamma, lg);
-    if (!st) {
-        seqk__lin P = {0};
-        P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
-        P.scale = scale;
-        P.q = q, P.k = k, P.v = v, P.s_in = state_in;
-        P.log_gamma = lg;
-        seqk__lin_grad Gr = {0};
-        Gr.dout = dout, Gr.ds_out = dstate_out;
-        Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.ds_in = dstate_in;
-        st = seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens);
-    }
-    free(lg);
-    return st;
+    seqk__lin P = {0};
+    P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
+    P.scale = scale;
+    P.q = q, P.k = k, P.v = v, P.s_in = state_in;
+    seqk__lin_grad Gr = {0};
+    Gr.dout = dout, Gr.ds_out = dstate_out;
+    Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.ds_in = dstate_in;
+    return run_with_gammas("seqk_retention_backward", ctx, SEQK_MODE_PARALLEL, &P, &Gr, gamma,
+                           cu_seqlens);
 }
 
 seqk_status seqk_gated_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
