@@ -317,6 +317,58 @@ SIGNATURES = {
     "seqk_titans_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
     # ctx, mode, B, T, H, K, V, N, chunk, bytes
     "seqk_linear_state_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
+    # backward of the linear-state modules (every input's gradient; see seqk.h)
+    # ctx, B, T, H, K, V, scale, flags, q, k, v, dout, state_in, z_in, dstate_out, dz_out,
+    # dq, dk, dv, dstate_in, dz_in, cu_seqlens, N, chunk
+    "seqk_linear_attention_backward": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _flt, _uint] + [_ptr] * 14 + [_i64, _i64],
+    ),
+    # ctx, B, T, H, K, V, scale, gamma, q, k, v, dout, state_in, dstate_out, dq, dk, dv,
+    # dstate_in, cu_seqlens, N, chunk
+    "seqk_retention_backward": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _flt] + [_ptr] * 12 + [_i64, _i64],
+    ),
+    # ctx, B, T, H, K, V, scale, q, k, v, g, dout, state_in, dstate_out, dq, dk, dv, dg,
+    # dstate_in, cu_seqlens, N, chunk
+    "seqk_gated_retention_backward": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _flt] + [_ptr] * 13 + [_i64, _i64],
+    ),
+    # ctx, B, T, H, P, G, Nst, flags, x, dt, A, Bm, Cm, D, dt_bias, state_in, dy, dstate_out,
+    # dx, ddt, dA, dBm, dCm, dD, ddt_bias, dstate_in, cu_seqlens, N, chunk
+    "seqk_mamba2_backward": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _i64, _uint] + [_ptr] * 19 + [_i64, _i64],
+    ),
+    # ctx, B, T, H, G, K, V, N, chunk, bytes
+    "seqk_linear_state_backward_workspace_size": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size],
+    ),
+    # ctx, B, T, D, Nst, G, flags, u, dt, A, Bm, Cm, Dskip, z, dt_bias, state_in, dy,
+    # dstate_out, du, ddt, dA, dBm, dCm, dDskip, dz, ddt_bias, dstate_in, cu_seqlens, N
+    "seqk_selective_scan_backward": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _uint] + [_ptr] * 21 + [_i64],
+    ),
+    # ctx, B, T, D, Nst, G, N, bytes
+    "seqk_selective_scan_backward_workspace_size": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _i64, _p_size],
+    ),
+    # ctx, B, T, H, K, V, scale, flags, q, k, v, beta, g, state_in, dout, dstate_out, dq, dk,
+    # dv, dbeta, dg, dstate_in, cu_seqlens, N, chunk
+    "seqk_deltanet_backward": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _flt, _uint] + [_ptr] * 15 + [_i64, _i64],
+    ),
+    # ctx, B, T, H, K, V, N, chunk, bytes
+    "seqk_deltanet_backward_workspace_size": (
+        _int,
+        [_ctx, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size],
+    ),
     # ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v, o, lse, cu_seqlens, N
     "seqk_attention_parallel": (
         _int,
