@@ -148,7 +148,8 @@ typedef struct bench_shape {
     int64_t C, block;      /* scan channels, coefficient block size */
     int64_t N;             /* sequences: B, or the count in cu_seqlens */
     bool varlen;           /* sequences packed along T with cu_seqlens */
-    const char *mode;      /* scan: "forward" / "reverse"; linear: "recurrent" / "parallel" */
+    const char *mode;      /* scan: "forward" / "reverse"; linear: "recurrent" / "parallel";
+                              the backward suite: "backward" */
 } bench_shape;
 
 typedef struct bench_record {
@@ -179,15 +180,19 @@ typedef struct bench_record {
     double crossing;      /* summaries ("crossover"): the interpolated point (T, or a
                              context length L) where the compared times or sizes
                              cross; 0 = none (reported as null) */
+    double forward_s;     /* a backward's record (suite_backward.c): the median seconds of
+                             the same call's parallel forward, timed in the same case;
+                             0 = none (reported as null) */
+    double bwd_over_fwd;  /* median / forward_s (bench_record_derive); 0 = none */
     char note[512];
 } bench_record;
 
 /* A record with every field empty, of the given kind. */
 bench_record bench_record_init(const char *kind);
-/* Fills gb_per_s, gflop_per_s, tokens_per_s, bound_unit, bound_value and
- * fraction from bytes, flops, tokens, stats and bound, with the ceilings of
- * be. A record without timings (stats.repeats = 0: a ceiling not measured, a
- * summary) reports its times and rates as null. */
+/* Fills gb_per_s, gflop_per_s, tokens_per_s, bound_unit, bound_value,
+ * fraction and bwd_over_fwd from bytes, flops, tokens, stats, forward_s and
+ * bound, with the ceilings of be. A record without timings (stats.repeats =
+ * 0: a ceiling not measured, a summary) reports its times and rates as null. */
 void bench_record_derive(bench_record *rec, const bench_backend *be);
 
 /* Run-wide metadata, written into every record. */
@@ -423,5 +428,13 @@ void suite_decode_plan(bench_plan *plan, bench_backend *be, const bench_options 
 void suite_decode_finish(bench_backend *be, const bench_options *opt);
 void suite_memory_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
 void suite_memory_finish(bench_backend *be, const bench_options *opt);
+void suite_backward_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);
+
+/* The backward suite's acceptance targets (issue #15), shown beside its
+ * figures in the tables (report.c) and the plots (plot.py): a backward at
+ * most BENCH_BACKWARD_MAX_RATIO times its parallel forward's time, at least
+ * BENCH_BACKWARD_MIN_FRACTION of the large-sgemm ceiling. */
+#define BENCH_BACKWARD_MAX_RATIO 2.5
+#define BENCH_BACKWARD_MIN_FRACTION 0.40
 
 #endif

@@ -2,7 +2,7 @@
  * bench/main.c -- seqk-bench: command line, backends, the suite table, and
  * the driver that runs the plan.
  *
- *   seqk-bench [--suite scan|linear|sscan|prefill|decode|memory|all]
+ *   seqk-bench [--suite scan|linear|sscan|prefill|decode|memory|backward|all]
  *              [--backend cpu|cuda|all] [--threads N] [--repeats R] [--case TEXT]
  *              [--quick] [--out DIR] [--help]
  *
@@ -48,6 +48,13 @@ static const bench_suite SUITES[] = {
      "                          module's state against the softmax KV cache as L grows,\n"
      "                          and the L from which the cache is larger",
      suite_memory_plan, suite_memory_finish},
+    {"backward",
+     "training backward of linear attention, retention, gated\n"
+     "                          retention, Mamba2 (DESIGN 3.7) and causal softmax\n"
+     "                          attention (FlashAttention-2), each timed with its\n"
+     "                          parallel forward: time bwd/fwd (target <= 2.5) and\n"
+     "                          the fraction of sgemm_large (target >= 0.40)",
+     suite_backward_plan, NULL},
 };
 #define N_SUITES ((int)(sizeof SUITES / sizeof SUITES[0]))
 

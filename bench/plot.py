@@ -20,7 +20,13 @@ or cuda), in DIR (default: the directory of the JSONL file):
                         (horizontal), crossovers marked; one panel per family
   fraction_BACKEND.png  every timed measurement of the run at its largest
                         size: the fraction of the ceiling that bounds it
-                        (copy or sgemm_large, measured in the same run)
+                        (copy or sgemm_large, measured in the same run), one
+                        group of bars per suite; the backward suite's at each
+                        head dim, with its target (0.40) marked
+  backward_BACKEND.png  suite "backward": per module, the backward's time over
+                        its parallel forward's (target 2.5, a horizontal
+                        line) and its fraction of sgemm_large (target 0.40),
+                        one bar per head dim
 
 Thin bars span the min..max of the timed repeats (for the decode steps'
 horizontal lines: bars right of the curves): how noisy the run was. Each title gives the machine (host, CPU model; "cuda device N" for the GPU
@@ -42,6 +48,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.lines  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -348,18 +355,23 @@ def plot_fraction(backend, recs, out):
             and r.get("fraction") is not None]
     if not meas:
         return
-    # one bar per (suite, case, mode): the record with the most bytes (the largest size)
+    # one bar per (suite, case, mode): the record with the most bytes (the largest size);
+    # the backward suite's per head dim too (both are its targets' subjects)
+    def key_of(r):
+        return (r["suite"], r["case"], r["mode"], r["K"] if r["suite"] == "backward" else 0)
+
     order, best = {}, {}
     for r in meas:
-        key = (r["suite"], r["case"], r["mode"])
+        key = key_of(r)
         order.setdefault(r["suite"], len(order))
         if key not in best or size_of(r) > size_of(best[key]):
             best[key] = r
-    rows = sorted(best.values(), key=lambda r: (order[r["suite"]], r["case"], r["mode"]))
+    rows = sorted(best.values(), key=lambda r: (order[r["suite"]],) + key_of(r)[1:])
     labels = []
     for r in rows:
         dims = " ".join(f"{k}={r[k]}" for k in ("B", "T", "H", "K", "V", "C") if r.get(k))
-        labels.append(f"{r['suite']} {r['case']} {r['mode']}  {dims}")
+        mode = "" if r["mode"] == r["suite"] else f" {r['mode']}"  # "backward backward"
+        labels.append(f"{r['suite']} {r['case']}{mode}  {dims}")
     fracs = [r["fraction"] for r in rows]
     bounds = [r["bound"] for r in rows]
     colour = {"copy": "tab:blue", "sgemm_large": "tab:orange"}
@@ -370,6 +382,14 @@ def plot_fraction(backend, recs, out):
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
     ax.axvline(1.0, color="black", lw=1)
+    # the suites as groups: a line between two, and the backward suite's target
+    for i in range(1, len(rows)):
+        if rows[i]["suite"] != rows[i - 1]["suite"]:
+            ax.axhline(i - 0.5, color="grey", lw=0.8)
+    bwd = [i for i, r in enumerate(rows) if r["suite"] == "backward"]
+    if bwd:
+        ax.vlines(BACKWARD_MIN_FRACTION, bwd[0] - 0.5, bwd[-1] + 0.5, color="tab:red", ls="--",
+                  lw=1.2)
     ceilings = {r["case"].split(" ")[0]: r for r in recs
                 if r["suite"] == "ceilings" and r["record"] == "ceiling"}
     handles = []
@@ -378,12 +398,72 @@ def plot_fraction(backend, recs, out):
         val = f"{cr['bound_value']:.1f} {cr['bound_unit']}" if cr and cr.get("bound_value") \
             else "not measured"
         handles.append(plt.Rectangle((0, 0), 1, 1, color=c, label=f"bound: {b} ({val})"))
+    if bwd:
+        handles.append(matplotlib.lines.Line2D([], [], color="tab:red", ls="--",
+                                               label=f"backward target: >= "
+                                                     f"{BACKWARD_MIN_FRACTION:.2f} of sgemm_large"))
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     ax.set_xlabel("fraction of the bounding ceiling (achieved rate / ceiling, same run)")
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(title("Fraction of the ceiling, each kernel at its largest size measured",
                        backend, recs), fontsize=9)
     return save(fig, os.path.join(out, f"fraction_{backend}.png"))
+
+
+# ---- backward vs forward ----------------------------------------------------------------------
+
+# issue #15's targets (bench/bench.h: BENCH_BACKWARD_MAX_RATIO, BENCH_BACKWARD_MIN_FRACTION)
+BACKWARD_MAX_RATIO = 2.5
+BACKWARD_MIN_FRACTION = 0.40
+
+
+def plot_backward(backend, recs, out):
+    meas = [r for r in recs if r["suite"] == "backward" and r["record"] == "measurement"
+            and r.get("bwd_over_fwd")]
+    if not meas:
+        return
+    ops = [op for op in OPS if any(r["case"] == op for r in meas)]
+    ops = [op for op in ops if op != "softmax_attention"] + \
+        [op for op in ops if op == "softmax_attention"]
+    shapes = sorted({(r["K"], r["B"], r["T"], r["H"]) for r in meas})  # one bar per head dim
+    width = 0.8 / len(shapes)
+    hatches = ["", "//", "..", "xx"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    panels = [("bwd_over_fwd", "backward time / parallel forward time (medians)",
+               BACKWARD_MAX_RATIO, f"target <= {BACKWARD_MAX_RATIO}"),
+              ("fraction", "fraction of sgemm_large (counted flops / median / ceiling)",
+               BACKWARD_MIN_FRACTION, f"target >= {BACKWARD_MIN_FRACTION:.2f}")]
+    x = np.arange(len(ops))
+    for ax, (field, ylabel, target, target_label) in zip(axes, panels):
+        for j, (K, B, T, H) in enumerate(shapes):
+            vals = []
+            for op in ops:
+                r = next((r for r in meas if r["case"] == op and r["K"] == K and r["B"] == B
+                          and r["T"] == T and r["H"] == H), None)
+                vals.append(r.get(field) if r and r.get(field) is not None else np.nan)
+            bars = ax.bar(x + (j - (len(shapes) - 1) / 2) * width, vals, width,
+                          color=[COLOURS.get(op, "grey") for op in ops],
+                          hatch=hatches[j % len(hatches)], edgecolor="white")
+            # the legend's patch: grey with the shape's hatch (the colours are the ops')
+            ax.bar([0], [0], 0, color="grey", hatch=hatches[j % len(hatches)], edgecolor="white",
+                   label=f"K=V={K} (B={B} T={T} H={H})")
+            for b, v in zip(bars, vals):
+                if not np.isnan(v):
+                    ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v), ha="center",
+                                va="bottom", fontsize=7)
+        ax.axhline(target, color="tab:red", ls="--", lw=1.2, label=target_label)
+        ax.set_xticks(x)
+        ax.set_xticklabels(ops, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_ylim(0, max([target] + [r[field] for r in meas if r.get(field) is not None])
+                    * 1.12)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncol=2)
+    fig.suptitle(title("Backward (training) vs the parallel forward of the same call, and "
+                       "against the large-sgemm ceiling", backend, recs), fontsize=9)
+    fig.tight_layout()
+    return save(fig, os.path.join(out, f"backward_{backend}.png"))
 
 
 def main():
@@ -402,10 +482,10 @@ def main():
     for backend, recs in sorted(by_backend.items()):
         if not any(r["record"] != "skipped" for r in recs):
             continue  # a backend without a device: nothing but its skip record
-        for fn in (plot_prefill, plot_decode, plot_memory, plot_fraction):
+        for fn in (plot_prefill, plot_decode, plot_memory, plot_fraction, plot_backward):
             made += bool(fn(backend, recs, out))
     if not made:
-        print("plot.py: nothing to plot (no prefill, decode, memory or timed records)")
+        print("plot.py: nothing to plot (no prefill, decode, memory, backward or timed records)")
 
 
 if __name__ == "__main__":

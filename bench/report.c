@@ -101,6 +101,7 @@ void bench_record_derive(bench_record *rec, const bench_backend *be)
     rec->gb_per_s = t > 0.0 ? rec->bytes / t / 1e9 : 0.0;
     rec->gflop_per_s = t > 0.0 ? rec->flops / t / 1e9 : 0.0;
     rec->tokens_per_s = t > 0.0 ? rec->tokens / t : 0.0;
+    rec->bwd_over_fwd = t > 0.0 && rec->forward_s > 0.0 ? t / rec->forward_s : 0.0;
     rec->bound_unit = "";
     rec->bound_value = 0.0;
     rec->fraction = -1.0;
@@ -191,6 +192,9 @@ static int record_fields(const bench_record *r, field *f)
     put_num(f, &n, "fraction", "%.6g", r->fraction, timed && r->fraction >= 0.0);
     put_str(f, &n, "check", r->check);
     put_num(f, &n, "crossing", "%.6g", r->crossing, r->crossing > 0.0);
+    /* a backward's record: its parallel forward's median and the time ratio */
+    put_num(f, &n, "forward_s", "%.9g", r->forward_s, timed && r->forward_s > 0.0);
+    put_num(f, &n, "bwd_over_fwd", "%.6g", r->bwd_over_fwd, timed && r->bwd_over_fwd > 0.0);
     put_str(f, &n, "note", r->note);
     put_str(f, &n, "seqk_version", g_meta.version);
     put_str(f, &n, "date", g_meta.date);
@@ -538,6 +542,50 @@ void report_print_tables(FILE *f)
     if (res.n_rows) {
         fputs("\nResults (median of the repeats; frac = achieved / bound)\n", f);
         table_print(f, &res);
+    }
+
+    /* Backwards (the backward suite): each against its parallel forward and the
+     * large sgemm, beside issue #15's targets. */
+    table bwd = {10,
+                 {"backend", "case", "thr", "shape", "fwd ms", "bwd ms", "bwd/fwd", "GFLOP/s",
+                  "frac", "targets"},
+                 {false, false, true, false, true, true, true, true, true, false},
+                 rows,
+                 0};
+    memset(rows, 0, n_rows * sizeof *rows);
+    for (int i = 0; i < g_n_records; i++) {
+        const bench_record *r = &g_records[i];
+        if (strcmp(r->kind, "measurement") != 0 || !(r->bwd_over_fwd > 0.0)) continue;
+        table_row *row = &bwd.rows[bwd.n_rows++];
+        CELL(row, 0, "%s", r->backend);
+        CELL(row, 1, "%s", r->name);
+        CELL(row, 2, "%d", r->threads);
+        format_shape(&r->shape, row->cell[3], TABLE_CELL);
+        CELL(row, 4, "%.3f", r->forward_s * 1e3);
+        CELL(row, 5, "%.3f", r->stats.median_s * 1e3);
+        CELL(row, 6, "%.2f", r->bwd_over_fwd);
+        CELL(row, 7, "%.2f", r->gflop_per_s);
+        const bool ratio_ok = r->bwd_over_fwd <= BENCH_BACKWARD_MAX_RATIO;
+        if (strcmp(r->check, "non-finite") == 0) {
+            CELL(row, 8, "NaN!");
+            CELL(row, 9, "gradients hold NaN or inf");
+        } else if (r->fraction >= 0.0) {
+            const bool frac_ok = r->fraction >= BENCH_BACKWARD_MIN_FRACTION;
+            CELL(row, 8, "%.2f", r->fraction);
+            CELL(row, 9, "ratio %s, frac %s", ratio_ok ? "met" : "MISSED",
+                 frac_ok ? "met" : "MISSED");
+        } else {
+            CELL(row, 8, "-");
+            CELL(row, 9, "ratio %s, frac unknown (%s not measured)", ratio_ok ? "met" : "MISSED",
+                 r->bound);
+        }
+    }
+    if (bwd.n_rows) {
+        fprintf(f,
+                "\nBackward vs parallel forward (issue #15 targets: bwd/fwd <= %.1f, frac of "
+                "sgemm_large >= %.2f)\n",
+                BENCH_BACKWARD_MAX_RATIO, BENCH_BACKWARD_MIN_FRACTION);
+        table_print(f, &bwd);
     }
 
     /* Computed sizes (kind "memory"): one line each. */
