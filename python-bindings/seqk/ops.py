@@ -427,6 +427,285 @@ def linear_state_workspace_size(B, T, H, K, V, *, mode="parallel", N=0, chunk=0,
     return _size_query(fn, "seqk_linear_state_workspace_size", ctx, int(m), int(B), int(T), int(H), int(K),
                        int(V), int(N), int(chunk))
 
+# --------------------------------------------------------------------------
+# gradients of the linear-state modules
+# --------------------------------------------------------------------------
+
+_LINEAR_BACKWARD_DOC = """
+    The gradients of the function the forward computes (both modes compute
+    the same one) of a loss L, given dout = dL/do and optionally
+    dfinal_state = dL/d(final state). Per head, with q~ = scale q,
+    dS_T = dfinal_state and a_t the decay:
+
+        dS_{t-1} = a_t dS_t + q~_t dout_t^T          (walking t backwards)
+        dq_t = scale S_t dout_t,   dk_t = dS_t v_t,   dv_t = dS_t^T k_t
+        dinitial_state = dS_0
+
+    computed chunkwise with recomputed chunk states (the library's
+    DESIGN 3.7); deterministic (the same bits for any thread count). Every
+    gradient is overwritten, never accumulated.
+
+    Shared arguments (the forward's inputs and sizes exactly as in the forward
+    call; there is no mode: both modes have one gradient):
+      q, k, v         the forward's inputs, [B, T, H, K], [B, T, H, K], [B, T, H, V]
+      dout            [B, T, H, V] float32 dL/do
+      scale           as the forward; None = 1/sqrt(K)
+      initial_state   [N, H, K, V] the forward's initial state, or None (zeros)
+      dfinal_state    [N, H, K, V] dL/d(final state), or None (zero: the final
+                      state was not used)
+      cu_seqlens      int32 [N+1] or None (varlen; B must be 1)
+      chunk           chunk size (1..1024), 0 = 64; any chunk gives the same
+                      gradient up to fp32 rounding
+      return_dinitial_state  also return dinitial_state = dL/d(initial_state)
+                      (at a zero state when initial_state is None)
+      dq_out, dk_out, dv_out   where to write dq [B, T, H, K], dk [B, T, H, K],
+                      dv [B, T, H, V], or None (allocated like the forward's
+                      out); must not overlap each other or an input
+      dinitial_state_out  [N, H, K, V] where to write dinitial_state, or None
+                      (allocated when asked for)
+      ctx             seqk.Context or None (default context)
+"""
+
+
+def _linear_backward_inputs(c, q, k, v, dout, cu_seqlens, initial_state, dfinal_state):
+    pq, pk, pv, pcu, n_arg = _linear_inputs(c, q, k, v, cu_seqlens)
+    pdo = c.arr("dout", dout, ("B", "T", "H", "V"))
+    spec = ("N", "H", "K", "V")
+    ps0 = c.arr("initial_state", initial_state, spec, optional=True)
+    pdfin = c.arr("dfinal_state", dfinal_state, spec, optional=True)
+    return pq, pk, pv, pdo, pcu, n_arg, ps0, pdfin
+
+
+def _linear_backward_outputs(c, dq_out, dk_out, dv_out):
+    dq, pdq = c.out("dq_out", dq_out, ("B", "T", "H", "K"))
+    dk, pdk = c.out("dk_out", dk_out, ("B", "T", "H", "K"))
+    dv, pdv = c.out("dv_out", dv_out, ("B", "T", "H", "V"))
+    return dq, pdq, dk, pdk, dv, pdv
+
+
+def _dinitial(c, return_dinitial_state, dinitial_state_out, spec):
+    if return_dinitial_state or dinitial_state_out is not None:
+        return c.out("dinitial_state_out", dinitial_state_out, spec)
+    return None, None
+
+
+def linear_attention_backward(q, k, v, dout, *, scale=None, normalize=False, feature_map="identity",
+                              initial_state=None, initial_z=None, dfinal_state=None, dfinal_z=None,
+                              cu_seqlens=None, chunk=0, return_dinitial_state=False, dq_out=None, dk_out=None,
+                              dv_out=None, dinitial_state_out=None, dinitial_z_out=None, ctx=None):
+    """The gradients of linear_attention (seqk_linear_attention_backward), through
+    the feature map (feature_map='elu1') and, with normalize=True, through the
+    Katharopoulos normaliser and its state z (o_t = S_t^T q~_t / (q~_t . z_t + 1e-6)).
+
+    Extra arguments (normalize=True only; ValueError otherwise):
+      initial_z       [N, H, K] the forward's initial_z, or None (zeros)
+      dfinal_z        [N, H, K] dL/d(final z), or None (zero)
+      dinitial_z_out  [N, H, K] where to write dinitial_z = dL/d(initial_z)
+                      (returned with return_dinitial_state), or None
+    """
+    fn = "seqk.linear_attention_backward"
+    c = Call(fn, "seqk_linear_attention_backward", ctx, q)
+    normalize = _bool(fn, "normalize", normalize)
+    return_dinitial_state = _bool(fn, "return_dinitial_state", return_dinitial_state)
+    if feature_map in (None, "identity"):
+        flags = 0
+    elif feature_map in ("elu1", "elu+1"):
+        flags = LINATTN_ELU1
+    else:
+        raise ValueError("%s: feature_map must be 'identity' or 'elu1', got %r" % (fn, feature_map))
+    if normalize:
+        flags |= LINATTN_NORMALIZE
+    else:
+        for name, x in (("initial_z", initial_z), ("dfinal_z", dfinal_z), ("dinitial_z_out", dinitial_z_out)):
+            if x is not None:
+                raise ValueError("%s: %s needs normalize=True (z is the normaliser's state)" % (fn, name))
+    chunk = int_arg(fn, "chunk", chunk)
+    pq, pk, pv, pdo, pcu, n_arg, ps0, pdfin = _linear_backward_inputs(c, q, k, v, dout, cu_seqlens, initial_state,
+                                                                      dfinal_state)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pz0 = c.arr("initial_z", initial_z, ("N", "H", "K"), optional=True)
+    pdz = c.arr("dfinal_z", dfinal_z, ("N", "H", "K"), optional=True)
+    dq, pdq, dk, pdk, dv, pdv = _linear_backward_outputs(c, dq_out, dk_out, dv_out)
+    ds0, pds0 = _dinitial(c, return_dinitial_state, dinitial_state_out, ("N", "H", "K", "V"))
+    dz0, pdz0 = (None, None)
+    if normalize and (return_dinitial_state or dinitial_z_out is not None):
+        dz0, pdz0 = c.out("dinitial_z_out", dinitial_z_out, ("N", "H", "K"))
+    c.run(B, T, H, K, V, sc, flags, pq, pk, pv, pdo, ps0, pz0, pdfin, pdz, pdq, pdk, pdv, pds0, pdz0, pcu, n_arg,
+          chunk)
+    if return_dinitial_state:
+        return (dq, dk, dv, ds0, dz0) if normalize else (dq, dk, dv, ds0)
+    return dq, dk, dv
+
+
+_append_doc(linear_attention_backward, _LINEAR_BACKWARD_DOC + """
+    Returns: (dq, dk, dv); with return_dinitial_state, (dq, dk, dv,
+    dinitial_state), or (dq, dk, dv, dinitial_state, dinitial_z) when
+    normalize=True.
+""")
+
+
+def retention_backward(q, k, v, dout, *, gamma=None, scale=None, initial_state=None, dfinal_state=None,
+                       cu_seqlens=None, chunk=0, return_dinitial_state=False, dq_out=None, dk_out=None, dv_out=None,
+                       dinitial_state_out=None, ctx=None):
+    """The gradients of retention (seqk_retention_backward); a_t = gamma_h.
+
+    Extra argument:
+      gamma   [H] the forward's decays, or None for RetNet's defaults (a
+              constant: no gradient). Keyword-only here (the forward takes it
+              positionally after v).
+    """
+    fn = "seqk.retention_backward"
+    c = Call(fn, "seqk_retention_backward", ctx, q)
+    return_dinitial_state = _bool(fn, "return_dinitial_state", return_dinitial_state)
+    chunk = int_arg(fn, "chunk", chunk)
+    pq, pk, pv, pdo, pcu, n_arg, ps0, pdfin = _linear_backward_inputs(c, q, k, v, dout, cu_seqlens, initial_state,
+                                                                      dfinal_state)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pg = c.arr("gamma", gamma, ("H",), optional=True)
+    dq, pdq, dk, pdk, dv, pdv = _linear_backward_outputs(c, dq_out, dk_out, dv_out)
+    ds0, pds0 = _dinitial(c, return_dinitial_state, dinitial_state_out, ("N", "H", "K", "V"))
+    c.run(B, T, H, K, V, sc, pg, pq, pk, pv, pdo, ps0, pdfin, pdq, pdk, pdv, pds0, pcu, n_arg, chunk)
+    return (dq, dk, dv, ds0) if return_dinitial_state else (dq, dk, dv)
+
+
+_append_doc(retention_backward, _LINEAR_BACKWARD_DOC + """
+    Returns: (dq, dk, dv), or (dq, dk, dv, dinitial_state) with
+    return_dinitial_state.
+""")
+
+
+def gated_retention_backward(q, k, v, g, dout, *, scale=None, initial_state=None, dfinal_state=None, cu_seqlens=None,
+                             chunk=0, return_dinitial_state=False, dq_out=None, dk_out=None, dv_out=None,
+                             dg_out=None, dinitial_state_out=None, ctx=None):
+    """The gradients of gated_retention (seqk_gated_retention_backward), the
+    log-gates' included; a_t = exp(g_t):
+
+        dg_t = <dS_t, exp(g_t) S_{t-1}>      (dS_t = dL/dS_t, S_{t-1} the state
+                                              before token t)
+
+    Extra arguments:
+      g       [B, T, H] the forward's log-gates
+      dg_out  [B, T, H] where to write dg, or None (allocated)
+    """
+    fn = "seqk.gated_retention_backward"
+    c = Call(fn, "seqk_gated_retention_backward", ctx, q)
+    return_dinitial_state = _bool(fn, "return_dinitial_state", return_dinitial_state)
+    chunk = int_arg(fn, "chunk", chunk)
+    pq, pk, pv, pdo, pcu, n_arg, ps0, pdfin = _linear_backward_inputs(c, q, k, v, dout, cu_seqlens, initial_state,
+                                                                      dfinal_state)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pg = c.arr("g", g, ("B", "T", "H"))
+    dq, pdq, dk, pdk, dv, pdv = _linear_backward_outputs(c, dq_out, dk_out, dv_out)
+    dg, pdg = c.out("dg_out", dg_out, ("B", "T", "H"))
+    ds0, pds0 = _dinitial(c, return_dinitial_state, dinitial_state_out, ("N", "H", "K", "V"))
+    c.run(B, T, H, K, V, sc, pq, pk, pv, pg, pdo, ps0, pdfin, pdq, pdk, pdv, pdg, pds0, pcu, n_arg, chunk)
+    return (dq, dk, dv, dg, ds0) if return_dinitial_state else (dq, dk, dv, dg)
+
+
+_append_doc(gated_retention_backward, _LINEAR_BACKWARD_DOC + """
+    Returns: (dq, dk, dv, dg), or (dq, dk, dv, dg, dinitial_state) with
+    return_dinitial_state.
+""")
+
+
+def mamba2_backward(x, dt, A, B, C, dy, *, D=None, dt_bias=None, dt_softplus=False, initial_state=None,
+                    dfinal_state=None, cu_seqlens=None, chunk=0, return_ddt_bias=False, return_dinitial_state=False,
+                    dx_out=None, ddt_out=None, dA_out=None, dB_out=None, dC_out=None, dD_out=None, ddt_bias_out=None,
+                    dinitial_state_out=None, ctx=None):
+    """The gradients of mamba2 (seqk_mamba2_backward): the linear-state backward
+    of gated retention with q = C, k = B, v = dt x, g = dt A, then through
+    those maps, the skip D x and the softplus:
+
+        dx   = dt * dv + D * dy                       [Bt, T, H, P]
+        ddt  = (dv . x + dg A) * sigmoid(dt_raw + dt_bias)   (the softplus
+               factor only with dt_softplus)          [Bt, T, H]
+        dA   = sum over tokens of dg dt               [H]
+        dB, dC  summed over the heads of each group   [Bt, T, G, Nst]
+        dD   = sum over tokens of dy . x              [H]
+        ddt_bias = sum over tokens of ddt             [H]
+
+    Reductions run in a fixed order (deterministic).
+
+    Args:
+      x, dt, A, B, C  the forward's inputs (shapes as in mamba2)
+      dy              [Bt, T, H, P] float32 dL/dy
+      D, dt_bias, dt_softplus   as the forward call (keyword-only here)
+      initial_state   [N, H, Nst, P] the forward's initial state, or None
+      dfinal_state    [N, H, Nst, P] dL/d(final state), or None (zero)
+      cu_seqlens, chunk   as the forward
+      return_ddt_bias also return ddt_bias (the gradient at a zero bias when
+                      dt_bias is None)
+      return_dinitial_state  also return dinitial_state = dL/d(initial_state)
+      dx_out, ddt_out, dA_out, dB_out, dC_out, dD_out, ddt_bias_out,
+      dinitial_state_out   where to write each gradient, or None (allocated);
+                      dD_out only with D
+      ctx             seqk.Context or None
+
+    Returns: (dx, ddt, dA, dB, dC), followed by dD when D is given, by
+    ddt_bias with return_ddt_bias, and by dinitial_state with
+    return_dinitial_state (in that order).
+    """
+    fn = "seqk.mamba2_backward"
+    c = Call(fn, "seqk_mamba2_backward", ctx, x)
+    chunk = int_arg(fn, "chunk", chunk)
+    dt_softplus = _bool(fn, "dt_softplus", dt_softplus)
+    return_ddt_bias = _bool(fn, "return_ddt_bias", return_ddt_bias)
+    return_dinitial_state = _bool(fn, "return_dinitial_state", return_dinitial_state)
+    if D is None and dD_out is not None:
+        raise ValueError("%s: dD_out needs D (there is no skip without D)" % fn)
+    px = c.arr("x", x, ("B", "T", "H", "P"))
+    pdt = c.arr("dt", dt, ("B", "T", "H"))
+    pA = c.arr("A", A, ("H",))
+    pB = c.arr("B", B, ("B", "T", "G", "Nst"))
+    pC = c.arr("C", C, ("B", "T", "G", "Nst"))
+    pD = c.arr("D", D, ("H",), optional=True)
+    pbias = c.arr("dt_bias", dt_bias, ("H",), optional=True)
+    Bt, T, H, P, G, Nst = (c.dims[n] for n in ("B", "T", "H", "P", "G", "Nst"))
+    if G == 0 or H % G:
+        raise ValueError("%s: H=%d (from x) must be a multiple of the number of groups G=%d (from B)" % (fn, H, G))
+    pdy = c.arr("dy", dy, ("B", "T", "H", "P"))
+    pcu, n_arg = _varlen(c, cu_seqlens)
+    spec = ("N", "H", "Nst", "P")
+    ps0 = c.arr("initial_state", initial_state, spec, optional=True)
+    pdfin = c.arr("dfinal_state", dfinal_state, spec, optional=True)
+    dx, pdx = c.out("dx_out", dx_out, ("B", "T", "H", "P"))
+    ddt, pddt = c.out("ddt_out", ddt_out, ("B", "T", "H"))
+    dA, pdA = c.out("dA_out", dA_out, ("H",))
+    dB, pdB = c.out("dB_out", dB_out, ("B", "T", "G", "Nst"))
+    dC, pdC = c.out("dC_out", dC_out, ("B", "T", "G", "Nst"))
+    dD, pdD = c.out("dD_out", dD_out, ("H",)) if D is not None else (None, None)
+    dbias, pdbias = (None, None)
+    if return_ddt_bias or ddt_bias_out is not None:
+        dbias, pdbias = c.out("ddt_bias_out", ddt_bias_out, ("H",))
+    ds0, pds0 = _dinitial(c, return_dinitial_state, dinitial_state_out, spec)
+    flags = MAMBA2_DT_SOFTPLUS if dt_softplus else 0
+    c.run(Bt, T, H, P, G, Nst, flags, px, pdt, pA, pB, pC, pD, pbias, ps0, pdy, pdfin, pdx, pddt, pdA, pdB, pdC,
+          pdD, pdbias, pds0, pcu, n_arg, chunk)
+    res = (dx, ddt, dA, dB, dC)
+    if D is not None:
+        res += (dD,)
+    if return_ddt_bias:
+        res += (dbias,)
+    if return_dinitial_state:
+        res += (ds0,)
+    return res
+
+
+def linear_state_backward_workspace_size(B, T, H, K, V, *, G=None, N=0, chunk=0, ctx=None):
+    """An upper bound of the workspace bytes any linear-state backward
+    (linear_attention_backward, retention_backward, gated_retention_backward,
+    mamba2_backward) needs for these sizes on this context
+    (seqk_linear_state_backward_workspace_size). G: the q/k head groups,
+    None = H (for mamba2_backward: K = Nst, V = P and G its B/C groups);
+    N: sequences with varlen, else 0."""
+    fn = "seqk.linear_state_backward_workspace_size"
+    G = H if G is None else G
+    return _size_query(fn, "seqk_linear_state_backward_workspace_size", ctx, int(B), int(T), int(H), int(G), int(K),
+                       int(V), int(N), int(chunk))
+
 
 # --------------------------------------------------------------------------
 # Mamba selective scan (Mamba1)
@@ -489,6 +768,105 @@ def selective_scan(u, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=
     flags = SSCAN_DT_SOFTPLUS if dt_softplus else 0
     c.run(int(m), Bt, T, Dc, Nst, G, flags, pu, pdt, pA, pB, pC, pD, pz, pbias, py, ps0, pfin, pcu, n_arg)
     return (y, fin) if return_final_state else y
+
+def selective_scan_backward(u, dt, A, B, C, dy, *, D=None, z=None, dt_bias=None, dt_softplus=False,
+                            initial_state=None, dfinal_state=None, cu_seqlens=None, return_ddt_bias=False,
+                            return_dinitial_state=False, du_out=None, ddt_out=None, dA_out=None, dB_out=None,
+                            dC_out=None, dD_out=None, dz_out=None, ddt_bias_out=None, dinitial_state_out=None,
+                            ctx=None):
+    """The gradients of selective_scan (seqk_selective_scan_backward; both modes
+    compute one function). Per channel d and state index n, with
+    x_t = dt_raw_t + dt_bias, dt_t = softplus(x_t) (or x_t), a_t = exp(dt_t A),
+    yp_t the output before the gate and gy_t = dy_t silu(z_t) (dy_t without z):
+
+        lam_t  = C_t gy_t + a_{t+1} lam_{t+1}     (dL/dh_t, walking t backwards;
+                                                   after the last token: dfinal_state)
+        du_t   = dt_t sum_n B_t lam_t + D gy_t
+        ddt_t  = sum_n lam_t (A a_t h_{t-1} + B_t u_t)  (* sigmoid(x_t) with dt_softplus)
+        dA     = sum over tokens of lam_t dt_t a_t h_{t-1}
+        dB_t, dC_t  summed over the channels of each group
+        dz_t   = dy_t yp_t silu'(z_t),   dD = sum_t gy_t u_t,   ddt_bias = sum_t ddt_t
+        dinitial_state = a_1 lam_1
+
+    h is recomputed per time segment, never stored for every token; sums
+    over channels and sequences run in a fixed order (deterministic).
+
+    Args:
+      u, dt, A, B, C  the forward's inputs (shapes as in selective_scan)
+      dy              [Bt, T, Dc] float32 dL/dy
+      D, z, dt_bias, dt_softplus   as the forward call (keyword-only here)
+      initial_state   [N, Dc, Nst] the forward's initial state, or None (zeros)
+      dfinal_state    [N, Dc, Nst] dL/d(final state), or None (zero)
+      cu_seqlens      int32 [N+1] or None (varlen; batch must be 1)
+      return_ddt_bias also return ddt_bias (at a zero bias when dt_bias is None)
+      return_dinitial_state  also return dinitial_state = dL/d(initial_state)
+      du_out, ddt_out, dA_out, dB_out, dC_out, dD_out, dz_out, ddt_bias_out,
+      dinitial_state_out   where to write each gradient, or None (allocated);
+                      dD_out only with D, dz_out only with z
+      ctx             seqk.Context or None
+
+    Returns: (du, ddt, dA, dB, dC), followed by dD when D is given, dz when z
+    is given, ddt_bias with return_ddt_bias and dinitial_state with
+    return_dinitial_state (in that order).
+    """
+    fn = "seqk.selective_scan_backward"
+    c = Call(fn, "seqk_selective_scan_backward", ctx, u)
+    dt_softplus = _bool(fn, "dt_softplus", dt_softplus)
+    return_ddt_bias = _bool(fn, "return_ddt_bias", return_ddt_bias)
+    return_dinitial_state = _bool(fn, "return_dinitial_state", return_dinitial_state)
+    if D is None and dD_out is not None:
+        raise ValueError("%s: dD_out needs D (there is no skip without D)" % fn)
+    if z is None and dz_out is not None:
+        raise ValueError("%s: dz_out needs z (there is no gate without z)" % fn)
+    pu = c.arr("u", u, ("B", "T", "D"))
+    pdt = c.arr("dt", dt, ("B", "T", "D"))
+    pA = c.arr("A", A, ("D", "Nst"))
+    pB = c.arr("B", B, ("B", "T", "G", "Nst"))
+    pC = c.arr("C", C, ("B", "T", "G", "Nst"))
+    pD = c.arr("D", D, ("D",), optional=True)
+    pz = c.arr("z", z, ("B", "T", "D"), optional=True)
+    pbias = c.arr("dt_bias", dt_bias, ("D",), optional=True)
+    Bt, T, Dc, Nst, G = (c.dims[n] for n in ("B", "T", "D", "Nst", "G"))
+    if G == 0 or Dc % G:
+        raise ValueError("%s: the channel count D=%d (from u) must be a multiple of the number of groups G=%d "
+                         "(from B)" % (fn, Dc, G))
+    pdy = c.arr("dy", dy, ("B", "T", "D"))
+    pcu, n_arg = _varlen(c, cu_seqlens)
+    spec = ("N", "D", "Nst")
+    ps0 = c.arr("initial_state", initial_state, spec, optional=True)
+    pdfin = c.arr("dfinal_state", dfinal_state, spec, optional=True)
+    du, pdu = c.out("du_out", du_out, ("B", "T", "D"))
+    ddt, pddt = c.out("ddt_out", ddt_out, ("B", "T", "D"))
+    dA, pdA = c.out("dA_out", dA_out, ("D", "Nst"))
+    dB, pdB = c.out("dB_out", dB_out, ("B", "T", "G", "Nst"))
+    dC, pdC = c.out("dC_out", dC_out, ("B", "T", "G", "Nst"))
+    dD, pdD = c.out("dD_out", dD_out, ("D",)) if D is not None else (None, None)
+    dz, pdz = c.out("dz_out", dz_out, ("B", "T", "D")) if z is not None else (None, None)
+    dbias, pdbias = (None, None)
+    if return_ddt_bias or ddt_bias_out is not None:
+        dbias, pdbias = c.out("ddt_bias_out", ddt_bias_out, ("D",))
+    ds0, pds0 = _dinitial(c, return_dinitial_state, dinitial_state_out, spec)
+    flags = SSCAN_DT_SOFTPLUS if dt_softplus else 0
+    c.run(Bt, T, Dc, Nst, G, flags, pu, pdt, pA, pB, pC, pD, pz, pbias, ps0, pdy, pdfin, pdu, pddt, pdA, pdB, pdC,
+          pdD, pdz, pdbias, pds0, pcu, n_arg)
+    res = (du, ddt, dA, dB, dC)
+    if D is not None:
+        res += (dD,)
+    if z is not None:
+        res += (dz,)
+    if return_ddt_bias:
+        res += (dbias,)
+    if return_dinitial_state:
+        res += (ds0,)
+    return res
+
+
+def selective_scan_backward_workspace_size(B, T, D, Nst, G, *, N=0, ctx=None):
+    """The workspace bytes seqk_selective_scan_backward needs for these sizes on
+    this context (Bt, T, channels D, state size Nst, groups G; N: sequences
+    with varlen, else 0: then an upper bound for any cu_seqlens)."""
+    return _size_query("seqk.selective_scan_backward_workspace_size", "seqk_selective_scan_backward_workspace_size",
+                       ctx, int(B), int(T), int(D), int(Nst), int(G), int(N))
 
 
 # --------------------------------------------------------------------------
@@ -564,6 +942,86 @@ def deltanet_workspace_size(B, T, H, K, V, *, mode="parallel", N=0, chunk=0, ctx
     m = mode_arg(fn, mode)
     return _size_query(fn, "seqk_deltanet_workspace_size", ctx, int(m), int(B), int(T), int(H), int(K), int(V),
                        int(N), int(chunk))
+
+def deltanet_backward(q, k, v, beta, dout, *, g=None, scale=None, l2norm_qk=False, allow_neg_eigval=False,
+                      initial_state=None, dfinal_state=None, cu_seqlens=None, chunk=0, return_dinitial_state=False,
+                      dq_out=None, dk_out=None, dv_out=None, dbeta_out=None, dg_out=None, dinitial_state_out=None,
+                      ctx=None):
+    """The gradients of deltanet / gated DeltaNet (seqk_deltanet_backward; both
+    modes compute one function). Per sequence and head, with a_t = exp(g_t)
+    (1 without g), q~ = scale n(q), k~ = n(k) (n the optional L2 norm),
+    S' = a_t S_{t-1}, walking t backwards from dS = dfinal_state:
+
+        dq~_t = S_t dout_t;   dS += q~_t dout_t^T;   u = v_t - S'^T k~_t;   e = dS^T k~_t
+        dv_t = beta_t e,   dbeta_t = e . u,   dk~_t = beta_t (dS u - S' e)
+        dS' = (I - beta_t k~ k~^T) dS,   dg_t = <dS', S'>,   dS_{t-1} = a_t dS'
+
+    with dinitial_state = dS_0 and, through the L2 norm (x~ = x / r,
+    r = sqrt(x . x + 1e-6)), dx = (dx~ - x~ (x~ . dx~)) / r. Computed
+    chunkwise (about three times the parallel forward's work); deterministic.
+    CPU only for now: a CUDA context raises SeqkError (UNSUPPORTED).
+
+    Args:
+      q, k, v, beta   the forward's inputs (shapes as in deltanet; beta is
+                      checked as there)
+      dout            [B, T, H, V] float32 dL/do
+      g, scale, l2norm_qk, allow_neg_eigval   as the forward call (g
+                      keyword-only here)
+      initial_state   [N, H, K, V] the forward's initial state, or None (zeros)
+      dfinal_state    [N, H, K, V] dL/d(final state), or None (zero)
+      cu_seqlens, chunk   as the forward
+      return_dinitial_state  also return dinitial_state = dL/d(initial_state)
+                      (at a zero state when initial_state is None)
+      dq_out, dk_out, dv_out, dbeta_out, dg_out, dinitial_state_out   where to
+                      write each gradient, or None (allocated); dg_out only
+                      with g. dq, dk are the gradients of the raw q, k
+                      (through the L2 norm with l2norm_qk)
+      ctx             seqk.Context or None
+
+    Returns: (dq, dk, dv, dbeta), followed by dg when g is given and by
+    dinitial_state with return_dinitial_state.
+    """
+    fn = "seqk.deltanet_backward"
+    c = Call(fn, "seqk_deltanet_backward", ctx, q)
+    chunk = int_arg(fn, "chunk", chunk)
+    return_dinitial_state = _bool(fn, "return_dinitial_state", return_dinitial_state)
+    flags = 0
+    if _bool(fn, "l2norm_qk", l2norm_qk):
+        flags |= DELTANET_L2NORM_QK
+    if _bool(fn, "allow_neg_eigval", allow_neg_eigval):
+        flags |= DELTANET_ALLOW_NEG_EIGVAL
+    if g is None and dg_out is not None:
+        raise ValueError("%s: dg_out needs g (plain DeltaNet has no gates)" % fn)
+    pq, pk, pv, pcu, n_arg = _linear_inputs(c, q, k, v, cu_seqlens)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pb = c.arr("beta", beta, ("B", "T", "H"))
+    pg = c.arr("g", g, ("B", "T", "H"), optional=True)
+    pdo = c.arr("dout", dout, ("B", "T", "H", "V"))
+    spec = ("N", "H", "K", "V")
+    ps0 = c.arr("initial_state", initial_state, spec, optional=True)
+    pdfin = c.arr("dfinal_state", dfinal_state, spec, optional=True)
+    dq, pdq, dk, pdk, dv, pdv = _linear_backward_outputs(c, dq_out, dk_out, dv_out)
+    dbeta, pdbeta = c.out("dbeta_out", dbeta_out, ("B", "T", "H"))
+    dg, pdg = c.out("dg_out", dg_out, ("B", "T", "H")) if g is not None else (None, None)
+    ds0, pds0 = _dinitial(c, return_dinitial_state, dinitial_state_out, spec)
+    c.run(B, T, H, K, V, sc, flags, pq, pk, pv, pb, pg, ps0, pdo, pdfin, pdq, pdk, pdv, pdbeta, pdg, pds0, pcu, n_arg,
+          chunk)
+    res = (dq, dk, dv, dbeta)
+    if g is not None:
+        res += (dg,)
+    if return_dinitial_state:
+        res += (ds0,)
+    return res
+
+
+def deltanet_backward_workspace_size(B, T, H, K, V, *, N=0, chunk=0, ctx=None):
+    """An upper bound of the workspace bytes seqk_deltanet_backward needs for
+    these sizes on this context (N: sequences with varlen, else 0; it depends
+    on the context's thread count). SeqkError (UNSUPPORTED) on a CUDA context
+    for now."""
+    return _size_query("seqk.deltanet_backward_workspace_size", "seqk_deltanet_backward_workspace_size", ctx,
+                       int(B), int(T), int(H), int(K), int(V), int(N), int(chunk))
 
 
 # --------------------------------------------------------------------------
@@ -842,8 +1300,14 @@ _OPS = (
     "deltanet",
     "titans",
     "attention_parallel",
-    "attention_parallel_backward",
     "attention_decode",
+    "linear_attention_backward",
+    "retention_backward",
+    "gated_retention_backward",
+    "mamba2_backward",
+    "selective_scan_backward",
+    "deltanet_backward",
+    "attention_parallel_backward",
 )
 
 __all__ = [
@@ -855,9 +1319,18 @@ __all__ = [
     "gated_retention",
     "mamba2",
     "linear_state_workspace_size",
+    "linear_attention_backward",
+    "retention_backward",
+    "gated_retention_backward",
+    "mamba2_backward",
+    "linear_state_backward_workspace_size",
     "selective_scan",
+    "selective_scan_backward",
+    "selective_scan_backward_workspace_size",
     "deltanet",
     "deltanet_workspace_size",
+    "deltanet_backward",
+    "deltanet_backward_workspace_size",
     "titans",
     "titans_state_size",
     "titans_workspace_size",
