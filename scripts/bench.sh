@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: builds seqk-bench (Release; CUDA when a toolkit is present),
 # runs the default sweep with 2 CPU threads (and the CUDA backend when a GPU is
-# present): every suite (scan, linear, sscan, prefill, decode, memory; see
+# present): every suite (scan, linear, sscan, prefill, decode, memory, backward; see
 # seqk-bench --help), then draws the PNGs (bench/plot.py, matplotlib: taken
 # from the system when importable, else installed into a venv under
 # build/benchvenv). Results: a table on stdout (also saved as seqk-bench.txt),
@@ -47,7 +47,8 @@ else
   fi
 fi
 if [ -n "$py" ] && [ -s "$out/seqk-bench.jsonl" ]; then
-  rm -f "$out"/prefill_*.png "$out"/decode_*.png "$out"/memory_*.png "$out"/fraction_*.png
+  rm -f "$out"/prefill_*.png "$out"/decode_*.png "$out"/memory_*.png "$out"/fraction_*.png \
+    "$out"/backward_*.png
   if log="$("$py" bench/plot.py "$out/seqk-bench.jsonl" --out "$out")"; then
     plots="$(printf '%s\n' "$log" | sed -n 's|^plot.py: wrote .*/||p' | tr '\n' ' ')"
   else
