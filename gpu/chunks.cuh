@@ -8,12 +8,25 @@
  * ceil(len_m / L). Without varlen first[n] = n * ceil(T / L) is computed
  * inline; with varlen the table is built on the device
  * (seqk__chunks_build_first) from the device cu_seqlens.
+ *
+ * Below the layout: what the linear-state engine's forward
+ * (gpu/linear_state.cu) and backward (gpu/linear_state_backward.cu) share:
+ * the feature map, the log-decays and their per-chunk scan, the 4 x 4
+ * register tiles of the chunk products, and launch helpers.
  */
 #ifndef SEQK_GPU_CHUNKS_CUH
 #define SEQK_GPU_CHUNKS_CUH
 
+/* C headers without C++ guards (their include guards make these no-ops when
+ * the including .cu file has already included them inside extern "C"). */
+extern "C" {
+#include "../core/internal.h"
+#include "../scan/linear_state.h"
+}
+
 #include "common.cuh"
 
+#include <limits.h>
 #include <stdint.h>
 
 /* The sequence and chunk layout of one call, passed to the kernels by value
@@ -104,6 +117,134 @@ static inline __device__ void seqk__chunk_rows(const seqk__chunks &m, int64_t c,
     const int64_t c0 = ci * m.L;
     *r0 = row0 + c0;
     *Lc = (int)(len - c0 < m.L ? len - c0 : m.L);
+}
+
+/* Global chunk c of a warp-per-(chunk, head) kernel: warp wid of the grid
+ * (warps per block), over nwork = chunks * H. False for the warps past the
+ * end (whole warps: no warp operation is cut). */
+static __device__ __forceinline__ bool seqk__chunk_head_warp(const seqk__chunks &m, int H,
+                                                            int warps, int64_t nwork,
+                                                            int64_t *c, int *h, int64_t *r0,
+                                                            int *Lc)
+{
+    const int64_t wid = (int64_t)blockIdx.x * warps + (threadIdx.x >> 5);
+    if (wid >= nwork) return false;
+    *c = wid / H;
+    *h = (int)(wid - *c * H);
+    seqk__chunk_rows(m, *c, r0, Lc);
+    return true;
+}
+
+/* ---- the linear-state engine, forward and backward ------------------------------ */
+
+/* log-gammas passed by value in the kernel arguments up to this many heads */
+enum { SEQK__LIN_LG_INLINE = 256 };
+
+/* The log-decay's inputs, by value inside the kernel arguments:
+ * log a[t,h] = g[t,h] * (g_head ? g_head[h] : 1) + (has_lg ? log_gamma[h] : 0),
+ * log_gamma from lg (H <= SEQK__LIN_LG_INLINE) or lg_dev. */
+typedef struct seqk__lin_gates {
+    const float *g, *g_head; /* [B*T, H], [H], or NULL */
+    const float *lg_dev;     /* device log_gamma [H] when H > SEQK__LIN_LG_INLINE, else NULL */
+    int has_lg;
+    float lg[SEQK__LIN_LG_INLINE];
+} seqk__lin_gates;
+
+/* The gates of P; a log_gamma of more than SEQK__LIN_LG_INLINE heads is
+ * copied to lg_ws (device, H floats) and waited for: the host array may be
+ * freed as soon as the call returns. */
+static inline seqk_status seqk__lin_gates_of(const char *fn, const seqk__lin *P, float *lg_ws,
+                                             cudaStream_t stream, seqk__lin_gates *gt)
+{
+    gt->g = P->g, gt->g_head = P->g_head;
+    gt->lg_dev = NULL;
+    gt->has_lg = 0;
+    if (!P->log_gamma) return SEQK_SUCCESS;
+    gt->has_lg = 1;
+    if (P->H <= SEQK__LIN_LG_INLINE) {
+        for (int64_t h = 0; h < P->H; h++) gt->lg[h] = P->log_gamma[h];
+    } else {
+        SEQK_CUDA_TRY(fn, cudaMemcpyAsync(lg_ws, P->log_gamma, (size_t)P->H * sizeof(float),
+                                          cudaMemcpyHostToDevice, stream));
+        SEQK_CUDA_TRY(fn, cudaStreamSynchronize(stream));
+        gt->lg_dev = lg_ws;
+    }
+    return SEQK_SUCCESS;
+}
+
+/* The feature map: elu(x) + 1 with elu, else x (scan/linear_state.h). */
+static __device__ __forceinline__ float seqk__lin_phi(float x, int elu)
+{
+    if (!elu) return x;
+    return x > 0.0f ? x + 1.0f : expf(x);
+}
+
+/* log_gamma[h] (0 when absent). */
+static __device__ __forceinline__ float seqk__lin_head_lg(const seqk__lin_gates &gt, int h)
+{
+    if (!gt.has_lg) return 0.0f;
+    return gt.lg_dev ? gt.lg_dev[h] : gt.lg[h];
+}
+
+/* log a for token row r, head h of H (lgh = seqk__lin_head_lg(gt, h)); as
+ * seqk__lin_logdecay. */
+static __device__ __forceinline__ float seqk__lin_logdecay(const seqk__lin_gates &gt, int H,
+                                                          int64_t r, int h, float lgh)
+{
+    float ld = 0.0f;
+    if (gt.g) ld = gt.g[r * H + h] * (gt.g_head ? gt.g_head[h] : 1.0f);
+    if (gt.has_lg) ld += lgh;
+    return ld;
+}
+
+/* The 64 x 64 output tiles of the chunk products: thread (tx, ty) = (tid %
+ * 16, tid / 16) of 256 keeps a 4 x 4 register tile, rows ty + 16 m,
+ * columns tx + 16 j. */
+static __device__ __forceinline__ void seqk__tile4_zero(float acc[4][4])
+{
+#pragma unroll
+    for (int m = 0; m < 4; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[m][j] = 0.0f;
+}
+
+/* One step of the inner dimension: acc[m][j] += x[m xs] y[j ys], x at the
+ * thread's first row's element, y at its first column's (one FMA per output,
+ * in the order of the steps). */
+static __device__ __forceinline__ void seqk__tile4_step(float acc[4][4], const float *x, int xs,
+                                                       const float *y, int ys)
+{
+    float xr[4], yr[4];
+#pragma unroll
+    for (int m = 0; m < 4; m++) xr[m] = x[m * xs];
+#pragma unroll
+    for (int j = 0; j < 4; j++) yr[j] = y[j * ys];
+#pragma unroll
+    for (int m = 0; m < 4; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[m][j] = fmaf(xr[m], yr[j], acc[m][j]);
+}
+
+/* Blocks of a flattened grid, or 0 when it does not fit a launch. */
+static inline unsigned seqk__grid_of(int64_t blocks)
+{
+    return blocks > 0 && blocks <= INT_MAX ? (unsigned)blocks : 0u;
+}
+
+/* const unsigned var = the grid of `blocks` blocks, or return UNSUPPORTED
+ * from the enclosing function (fn names the seqk function). */
+#define SEQK__GRID_OR_FAIL(var, blocks)                                                       \
+    const unsigned var = seqk__grid_of(blocks);                                                \
+    if (var == 0)                                                                              \
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld blocks do not fit one launch", fn, \
+                          (long long)(blocks))
+
+/* Blocks of a grid-stride launch over n elements, threads each: at least
+ * one, at most 65536. */
+static inline unsigned seqk__elem_grid(int64_t n, int threads)
+{
+    const int64_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 65536 ? (b > 0 ? b : 1) : 65536); /* grid-stride beyond */
 }
 
 #endif

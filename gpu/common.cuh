@@ -71,6 +71,36 @@ static __device__ __forceinline__ float seqk__warp_sum(float x)
     return x;
 }
 
+/* softplus(x) = log(1 + e^x), x itself above 20: the device twin of
+ * core/vmath.h's seqk__softplus. */
+static __device__ __forceinline__ float seqk__dev_softplus(float x)
+{
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+/* The inclusive sum of x over the lanes 0..lane of a warp (every lane
+ * calling; Hillis-Steele, lane order fixed). */
+static __device__ __forceinline__ float seqk__warp_incl_scan(float x)
+{
+    const int lane = (int)(threadIdx.x & 31);
+    for (int off = 1; off < 32; off <<= 1) {
+        const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
+        if (lane >= off) x += y;
+    }
+    return x;
+}
+
+/* The same in double. */
+static __device__ __forceinline__ double seqk__warp_incl_scan_d(double x)
+{
+    const int lane = (int)(threadIdx.x & 31);
+    for (int off = 1; off < 32; off <<= 1) {
+        const double y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
+        if (lane >= off) x += y;
+    }
+    return x;
+}
+
 /* One token's factors q~ = fq q, k~ = fk k, computed by a whole warp (every
  * lane gets them): fq = scale, fk = 1, or with l2 fq = scale / sqrt(|q|^2 +
  * eps), fk = 1 / sqrt(|k|^2 + eps). The device twin of linear_state.h's

@@ -78,9 +78,10 @@
  *
  * Workspace (from P->ws_offset on, 256-byte aligned regions): parallel mode
  * first [N+1] int32, Gc [B*T*H], acoef [nchunks*H], states [nchunks*H*E]
- * floats (E = K*V (+K)); both modes: log_gamma [H] when H > LG_INLINE (up to
- * LG_INLINE heads travel by value in the kernel arguments, so the host array
- * may be freed as soon as the call returns; more are copied with
+ * floats (E = K*V (+K)); both modes: log_gamma [H] when H >
+ * SEQK__LIN_LG_INLINE (up to that many heads travel by value in the kernel
+ * arguments, so the host array may be freed as soon as the call returns;
+ * more are copied by seqk__lin_gates_of, gpu/chunks.cuh, with
  * cudaMemcpyAsync + stream synchronize). The recurrent mode needs no
  * workspace otherwise (a decoding step allocates nothing).
  *
@@ -118,7 +119,6 @@ extern "C" {
 /* ---- constants ------------------------------------------------------------ */
 
 enum {
-    LG_INLINE = 256,   /* log-gammas passed by value up to this many heads */
     WS_ALIGN = 256,
     REC_COLS = 32,     /* state columns per recurrent block (one per lane) */
     REC_TT_MAX = 16,   /* tokens per recurrent tile */
@@ -139,9 +139,9 @@ typedef struct lin_args {
     int64_t KV, E;  /* K*V; floats per chunk state (K*V, + K with the normaliser) */
     int H, Hqk, hgrp, K, V;
     float scale;
-    int norm, elu, decay, has_lg;
-    const float *q, *k, *v, *v_scale, *g, *g_head;
-    const float *lg_dev; /* device log_gamma [H] when H > LG_INLINE, else NULL */
+    int norm, elu, decay;
+    const float *q, *k, *v, *v_scale;
+    seqk__lin_gates gates; /* g, g_head, log_gamma */
     float *o;
     const float *s_in;
     float *s_out;
@@ -150,61 +150,7 @@ typedef struct lin_args {
     float *Gc;            /* [B*T, H] cumulative log-decay inside the chunk (decay only) */
     float *acoef;         /* [nchunks, H] exp(G_last) */
     float *states;        /* [nchunks, H, E] */
-    float lg[LG_INLINE];  /* log_gamma by value (H <= LG_INLINE) */
 } lin_args;
-
-/* ---- device helpers --------------------------------------------------------- */
-
-static __device__ __forceinline__ float lin_phi(float x, int elu)
-{
-    if (!elu) return x;
-    return x > 0.0f ? x + 1.0f : expf(x);
-}
-
-/* log_gamma[h] (0 when absent). */
-static __device__ __forceinline__ float lin_head_lg(const lin_args &a, int h)
-{
-    if (!a.has_lg) return 0.0f;
-    return a.lg_dev ? a.lg_dev[h] : a.lg[h];
-}
-
-/* log a for token row r, head h (lgh = lin_head_lg(a, h)); as seqk__lin_logdecay. */
-static __device__ __forceinline__ float lin_logdecay(const lin_args &a, int64_t r, int h,
-                                                     float lgh)
-{
-    float ld = 0.0f;
-    if (a.g) ld = a.g[r * a.H + h] * (a.g_head ? a.g_head[h] : 1.0f);
-    if (a.has_lg) ld += lgh;
-    return ld;
-}
-
-/* The 64 x 64 (TILE x TILE) output tiles of the chunk products: thread
- * (tx, ty) = (tid % 16, tid / 16) of the 256 keeps a 4 x 4 register tile,
- * rows ty + 16 m, columns tx + 16 j. */
-static __device__ __forceinline__ void lin_tile_zero(float acc[4][4])
-{
-#pragma unroll
-    for (int m = 0; m < 4; m++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[m][j] = 0.0f;
-}
-
-/* One step of the inner dimension: acc[m][j] += x[m xs] y[j ys], x at the
- * thread's first row's element, y at its first column's (one FMA per output,
- * in the order of the steps). */
-static __device__ __forceinline__ void lin_tile_step(float acc[4][4], const float *x, int xs,
-                                                     const float *y, int ys)
-{
-    float xr[4], yr[4];
-#pragma unroll
-    for (int m = 0; m < 4; m++) xr[m] = x[m * xs];
-#pragma unroll
-    for (int j = 0; j < 4; j++) yr[j] = y[j * ys];
-#pragma unroll
-    for (int m = 0; m < 4; m++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[m][j] = fmaf(xr[m], yr[j], acc[m][j]);
-}
 
 /* ---- recurrent mode ----------------------------------------------------------- */
 
@@ -235,7 +181,7 @@ static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, 
 
     int64_t row0, len;
     seqk__chunks_seq(a.map, n, &row0, &len);
-    const float lgh = lin_head_lg(a, h);
+    const float lgh = seqk__lin_head_lg(a.gates, h);
     float zr = 0.0f; /* z_tid (normaliser) */
 
     for (int vb = vb_first; vb < vb_end; vb++) {
@@ -256,8 +202,8 @@ static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, 
                 const int t = idx / K, i = idx - t * K;
                 const int64_t r = row0 + t0 + t;
                 const int64_t off = (r * a.Hqk + hq) * K + i;
-                qs[idx] = a.scale * lin_phi(a.q[off], a.elu);
-                ks[idx] = lin_phi(a.k[off], a.elu);
+                qs[idx] = a.scale * seqk__lin_phi(a.q[off], a.elu);
+                ks[idx] = seqk__lin_phi(a.k[off], a.elu);
             }
             for (int idx = tid; idx < nt * REC_COLS; idx += blockDim.x) {
                 const int t = idx / REC_COLS, j = idx - t * REC_COLS;
@@ -270,7 +216,8 @@ static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, 
                 vs[idx] = x;
             }
             for (int t = tid; t < nt; t += blockDim.x)
-                as[t] = a.decay ? expf(lin_logdecay(a, row0 + t0 + t, h, lgh)) : 1.0f;
+                as[t] = a.decay ? expf(seqk__lin_logdecay(a.gates, H, row0 + t0 + t, h, lgh))
+                                : 1.0f;
             __syncthreads();
             /* per token: S = a S + k v^T on the owned rows, partial o and den */
             for (int t = 0; t < nt; t++) {
@@ -329,23 +276,15 @@ static __global__ void __launch_bounds__(GATE_THREADS)
     lin_chunk_gates_kernel(lin_args a, int64_t nwork)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t wid = (int64_t)blockIdx.x * (GATE_THREADS / 32) + (threadIdx.x >> 5);
-    if (wid >= nwork) return; /* whole warp */
-    const int64_t c = wid / a.H;
-    const int h = (int)(wid - c * a.H);
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
-    const float lgh = lin_head_lg(a, h);
+    int64_t c, r0;
+    int h, Lc;
+    if (!seqk__chunk_head_warp(a.map, a.H, GATE_THREADS / 32, nwork, &c, &h, &r0, &Lc)) return;
+    const float lgh = seqk__lin_head_lg(a.gates, h);
     float carry = 0.0f;
     for (int i0 = 0; i0 < Lc; i0 += 32) {
         const int i = i0 + lane;
-        float x = i < Lc ? lin_logdecay(a, r0 + i, h, lgh) : 0.0f;
-        for (int off = 1; off < 32; off <<= 1) {
-            const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
-            if (lane >= off) x += y;
-        }
-        x += carry;
+        float x = i < Lc ? seqk__lin_logdecay(a.gates, a.H, r0 + i, h, lgh) : 0.0f;
+        x = seqk__warp_incl_scan(x) + carry;
         if (i < Lc) a.Gc[(r0 + i) * a.H + h] = x;
         /* the last valid lane's value, so that acoef = exp(Gc[last]) exactly */
         const int last = Lc - 1 - i0 < 31 ? Lc - 1 - i0 : 31;
@@ -383,7 +322,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
     }
     __syncthreads();
     float acc[4][4], zacc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    lin_tile_zero(acc);
+    seqk__tile4_zero(acc);
     for (int i0 = 0; i0 < Lc; i0 += TSTEP) {
 #pragma unroll
         for (int p = 0; p < TSTEP * TILE / TILE_THREADS; p++) {
@@ -392,7 +331,8 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             float kx = 0.0f, vx = 0.0f;
             if (i < Lc) {
                 const int64_t r = r0 + i;
-                if (k0 + cc < K) kx = fk[i] * lin_phi(a.k[(r * a.Hqk + hq) * K + k0 + cc], a.elu);
+                if (k0 + cc < K)
+                    kx = fk[i] * seqk__lin_phi(a.k[(r * a.Hqk + hq) * K + k0 + cc], a.elu);
                 if (v0 + cc < V) vx = fv[i] * a.v[(r * H + h) * V + v0 + cc];
             }
             Ks[ii][cc] = kx;
@@ -401,7 +341,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
         __syncthreads();
 #pragma unroll
         for (int ii = 0; ii < TSTEP; ii++) {
-            lin_tile_step(acc, &Ks[ii][ty], 16, &Vs[ii][tx], 16);
+            seqk__tile4_step(acc, &Ks[ii][ty], 16, &Vs[ii][tx], 16);
 #pragma unroll
             for (int m = 0; m < 4; m++) zacc[m] += Ks[ii][ty + 16 * m];
         }
@@ -499,7 +439,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
         den[tid] = 0.0f;
     }
     float acc[4][4];
-    lin_tile_zero(acc);
+    seqk__tile4_zero(acc);
 
     /* intra-chunk: key tiles at or left of the diagonal */
     const int jend = m0 + TILE < Lc ? m0 + TILE : Lc;
@@ -510,7 +450,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             fvk[tid] = (a.v_scale && j < Lc) ? a.v_scale[(r0 + j) * H + h] : 1.0f;
         }
         float p[4][4];
-        lin_tile_zero(p);
+        seqk__tile4_zero(p);
         for (int kk0 = 0; kk0 < K; kk0 += TSTEP) {
 #pragma unroll
             for (int pp = 0; pp < TSTEP * TILE / TILE_THREADS; pp++) {
@@ -519,15 +459,15 @@ static __global__ void __launch_bounds__(TILE_THREADS)
                 float qx = 0.0f, kx = 0.0f;
                 if (kk < K) {
                     if (i < Lc)
-                        qx = a.scale * lin_phi(a.q[((r0 + i) * a.Hqk + hq) * K + kk], a.elu);
-                    if (j < Lc) kx = lin_phi(a.k[((r0 + j) * a.Hqk + hq) * K + kk], a.elu);
+                        qx = a.scale * seqk__lin_phi(a.q[((r0 + i) * a.Hqk + hq) * K + kk], a.elu);
+                    if (j < Lc) kx = seqk__lin_phi(a.k[((r0 + j) * a.Hqk + hq) * K + kk], a.elu);
                 }
                 Qt[kc][t] = qx;
                 Kt[kc][t] = kx;
             }
             __syncthreads();
 #pragma unroll
-            for (int kc = 0; kc < TSTEP; kc++) lin_tile_step(p, &Qt[kc][ty], 16, &Kt[kc][tx], 16);
+            for (int kc = 0; kc < TSTEP; kc++) seqk__tile4_step(p, &Qt[kc][ty], 16, &Kt[kc][tx], 16);
             __syncthreads();
         }
         /* decay mask: exp only on and below the diagonal */
@@ -556,7 +496,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             den[tid] += s;
         }
         for (int jj = 0; jj < TILE; jj++)
-            lin_tile_step(acc, &Ps[ty][jj], 16 * (TILE + 1), &Vt[jj * TILE + tx], 16);
+            seqk__tile4_step(acc, &Ps[ty][jj], 16 * (TILE + 1), &Vt[jj * TILE + tx], 16);
         __syncthreads();
     }
 
@@ -569,7 +509,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             const int kk = kk0 + kc, i = m0 + t;
             float qx = 0.0f;
             if (kk < K && i < Lc) {
-                qx = a.scale * lin_phi(a.q[((r0 + i) * a.Hqk + hq) * K + kk], a.elu);
+                qx = a.scale * seqk__lin_phi(a.q[((r0 + i) * a.Hqk + hq) * K + kk], a.elu);
                 if (a.decay) qx *= expf(Gq[t]);
             }
             Qt[kc][t] = qx;
@@ -584,7 +524,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
         __syncthreads();
 #pragma unroll
         for (int kc = 0; kc < TSTEP; kc++)
-            lin_tile_step(acc, &Qt[kc][ty], 16, &Vt[kc * TILE + tx], 16);
+            seqk__tile4_step(acc, &Qt[kc][ty], 16, &Vt[kc * TILE + tx], 16);
         if (a.norm && tid < TILE) {
             float s = 0.0f;
 #pragma unroll
@@ -618,7 +558,7 @@ static __global__ void __launch_bounds__(ELEM_THREADS)
     for (int64_t i = (int64_t)blockIdx.x * ELEM_THREADS + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * ELEM_THREADS) {
         const float d = dt[i] + (bias ? bias[i % H] : 0.0f);
-        out[i] = softplus ? (d > 20.0f ? d : log1pf(expf(d))) : d;
+        out[i] = softplus ? seqk__dev_softplus(d) : d;
     }
 }
 
@@ -661,7 +601,7 @@ static lin_plan make_plan(const seqk__lin *P, int mode)
         off += align_ws((size_t)(pl.nchunks * P->H) * (size_t)pl.E * sizeof(float));
     }
     pl.off_lg = off;
-    if (P->H > LG_INLINE) off += align_ws((size_t)P->H * sizeof(float));
+    if (P->H > SEQK__LIN_LG_INLINE) off += align_ws((size_t)P->H * sizeof(float));
     pl.bytes = off;
     return pl;
 }
@@ -670,18 +610,6 @@ extern "C" size_t seqk__cuda_lin_workspace(const seqk__lin *P, int mode)
 {
     return make_plan(P, mode).bytes;
 }
-
-/* Blocks of a flattened grid, or 0 when it does not fit a launch. */
-static unsigned grid_of(int64_t blocks)
-{
-    return blocks > 0 && blocks <= INT_MAX ? (unsigned)blocks : 0u;
-}
-
-#define LIN_GRID_OR_FAIL(var, blocks)                                                        \
-    const unsigned var = grid_of(blocks);                                                     \
-    if (var == 0)                                                                             \
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld blocks do not fit one launch", fn, \
-                          (long long)(blocks))
 
 static seqk_status launch_recurrent(const char *fn, const lin_args &a, cudaStream_t stream)
 {
@@ -698,7 +626,7 @@ static seqk_status launch_recurrent(const char *fn, const lin_args &a, cudaStrea
     if (TT < 1) TT = 1;
     const size_t smem = (size_t)TT * (size_t)per_token * sizeof(float);
     const int nvb = (a.V + REC_COLS - 1) / REC_COLS;
-    LIN_GRID_OR_FAIL(grid, a.map.N * a.H * (int64_t)(a.norm ? 1 : nvb));
+    SEQK__GRID_OR_FAIL(grid, a.map.N * a.H * (int64_t)(a.norm ? 1 : nvb));
     const unsigned threads = (unsigned)(32 * W);
     if (rpt == 8) lin_recurrent_kernel<8, 256><<<grid, threads, smem, stream>>>(a, nvb, TT);
     else if (rpt == 16) lin_recurrent_kernel<16, 256><<<grid, threads, smem, stream>>>(a, nvb, TT);
@@ -723,23 +651,23 @@ static seqk_status launch_chunked(const char *fn, lin_args &a, const lin_plan &p
     if (nchunks > 0) {
         if (a.decay) {
             const int64_t nwork = nchunks * H;
-            LIN_GRID_OR_FAIL(g0, (nwork + GATE_THREADS / 32 - 1) / (GATE_THREADS / 32));
+            SEQK__GRID_OR_FAIL(g0, (nwork + GATE_THREADS / 32 - 1) / (GATE_THREADS / 32));
             lin_chunk_gates_kernel<<<g0, GATE_THREADS, 0, stream>>>(a, nwork);
             SEQK_CUDA_CHECK_LAUNCH(fn);
         }
         const int tilesK = (a.K + TILE - 1) / TILE, tilesV = (a.V + TILE - 1) / TILE;
-        LIN_GRID_OR_FAIL(g1, nchunks * H * tilesK * tilesV);
+        SEQK__GRID_OR_FAIL(g1, nchunks * H * tilesK * tilesV);
         lin_chunk_local_kernel<<<g1, TILE_THREADS, 0, stream>>>(a, tilesK, tilesV);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
     /* always: it also carries s_in to s_out for sequences without tokens */
     const int eblocks = (int)((a.E + SCAN_THREADS - 1) / SCAN_THREADS);
-    LIN_GRID_OR_FAIL(g2, a.map.N * H * eblocks);
+    SEQK__GRID_OR_FAIL(g2, a.map.N * H * eblocks);
     lin_chunk_scan_kernel<<<g2, SCAN_THREADS, 0, stream>>>(a, eblocks);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (nchunks > 0) {
         const int tilesM = (a.map.L + TILE - 1) / TILE, tilesV = (a.V + TILE - 1) / TILE;
-        LIN_GRID_OR_FAIL(g3, nchunks * H * tilesM * tilesV);
+        SEQK__GRID_OR_FAIL(g3, nchunks * H * tilesM * tilesV);
         lin_chunk_output_kernel<<<g3, TILE_THREADS, 0, stream>>>(a, tilesM, tilesV);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
@@ -776,35 +704,17 @@ extern "C" seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const seqk__l
     a.elu = (P->flags & SEQK__LIN_ELU1) != 0;
     a.decay = P->g != NULL || P->log_gamma != NULL;
     a.q = P->q, a.k = P->k, a.v = P->v, a.v_scale = P->v_scale;
-    a.g = P->g, a.g_head = P->g_head;
     a.o = P->o;
     a.s_in = P->s_in, a.s_out = P->s_out;
     a.z_in = a.norm ? P->z_in : NULL;
     a.z_out = a.norm ? P->z_out : NULL;
-    if (P->log_gamma) {
-        a.has_lg = 1;
-        if (P->H <= LG_INLINE) {
-            for (int64_t h = 0; h < P->H; h++) a.lg[h] = P->log_gamma[h];
-        } else {
-            /* the host array dies when we return: copy and wait */
-            float *lg = (float *)(ws + pl.off_lg);
-            SEQK_CUDA_TRY(fn, cudaMemcpyAsync(lg, P->log_gamma, (size_t)P->H * sizeof(float),
-                                              cudaMemcpyHostToDevice, stream));
-            SEQK_CUDA_TRY(fn, cudaStreamSynchronize(stream));
-            a.lg_dev = lg;
-        }
-    }
+    const seqk_status st = seqk__lin_gates_of(fn, P, (float *)(ws + pl.off_lg), stream, &a.gates);
+    if (st) return st;
     if (mode == SEQK_MODE_RECURRENT) return launch_recurrent(fn, a, stream);
     return launch_chunked(fn, a, pl, ws, stream);
 }
 
 /* ---- Mamba2 entry helpers ------------------------------------------------------------- */
-
-static unsigned elem_grid(int64_t n)
-{
-    const int64_t b = (n + ELEM_THREADS - 1) / ELEM_THREADS;
-    return (unsigned)(b < 65536 ? (b > 0 ? b : 1) : 65536); /* grid-stride beyond */
-}
 
 extern "C" seqk_status seqk__cuda_mamba2_dt(seqk_context *ctx, int64_t rows, int64_t H,
                                            const float *dt, const float *dt_bias, int softplus,
@@ -813,8 +723,8 @@ extern "C" seqk_status seqk__cuda_mamba2_dt(seqk_context *ctx, int64_t rows, int
     static const char fn[] = "seqk_mamba2";
     if (rows * H <= 0) return SEQK_SUCCESS;
     SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
-    lin_mamba2_dt_kernel<<<elem_grid(rows * H), ELEM_THREADS, 0, seqk__stream(ctx)>>>(
-        rows, H, dt, dt_bias, softplus, dt_out);
+    lin_mamba2_dt_kernel<<<seqk__elem_grid(rows * H, ELEM_THREADS), ELEM_THREADS, 0,
+                           seqk__stream(ctx)>>>(rows, H, dt, dt_bias, softplus, dt_out);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     return SEQK_SUCCESS;
 }
@@ -825,8 +735,8 @@ extern "C" seqk_status seqk__cuda_mamba2_skip(seqk_context *ctx, int64_t rows, i
     static const char fn[] = "seqk_mamba2";
     if (rows * H * Pd <= 0) return SEQK_SUCCESS;
     SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
-    lin_mamba2_skip_kernel<<<elem_grid(rows * H * Pd), ELEM_THREADS, 0, seqk__stream(ctx)>>>(
-        rows, H, Pd, D, x, y);
+    lin_mamba2_skip_kernel<<<seqk__elem_grid(rows * H * Pd, ELEM_THREADS), ELEM_THREADS, 0,
+                             seqk__stream(ctx)>>>(rows, H, Pd, D, x, y);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     return SEQK_SUCCESS;
 }

@@ -84,7 +84,7 @@
  *   S, dS [nch*H*K*V'] each (the recomputed chunk states before each chunk
  *   and the gradients of those after it), dQh, dKh, dKi [BT*H*K] each,
  *   dVt [BT*H*V] (used with a v_scale, reserved always), btb [BT*H],
- *   Dc [nch*H], log_gamma [H] (H > BW_LG_INLINE)
+ *   Dc [nch*H], log_gamma [H] (H > SEQK__LIN_LG_INLINE)
  * floats: about BT (3 H + 2 Hqk K + 3 H K + H (V' + V) + [normaliser] H V')
  * + nch H (2 K V' + 2), each region rounded up to 256 bytes. Reserved
  * from sizes and flags only (not from which pointers are set: callers size
@@ -113,7 +113,6 @@ extern "C" {
 /* ---- constants ------------------------------------------------------------ */
 
 enum {
-    BW_LG_INLINE = 256, /* log-gammas passed by value up to this many heads */
     BW_WS_ALIGN = 256,
     BW_TILE = 64,       /* 64 x 64 outputs per tile block */
     BW_TSTEP = 16,      /* inner-dimension step of the tiles */
@@ -134,15 +133,15 @@ typedef struct bw_args {
     int64_t KV, KVp; /* K*V; floats per chunk state K*V' */
     int H, Hqk, hgrp, K, V, Vp;
     float scale;
-    int norm, elu, decay, has_lg;
-    const float *q, *k, *v, *v_scale, *g, *g_head, *lg_dev;
+    int norm, elu, decay;
+    const float *q, *k, *v, *v_scale;
+    seqk__lin_gates gates; /* g, g_head, log_gamma */
     const float *s_in, *z_in, *dout, *ds_out, *dz_out;
     float *dq, *dk, *dv, *dv_scale, *dld, *ds_in, *dz_in;
     /* workspace */
     double *Gc;           /* [B*T, H]: in double, see bw_gates_kernel */
     float *acoef, *Qt, *Kt, *Vt, *dOp, *S, *dS, *dQh, *dKh, *dKi, *dVt, *btb, *Dc;
     bw_tmat Qm, Km, Vm, dOm; /* q~, k~, v', dO' rows */
-    float lg[BW_LG_INLINE];
 } bw_args;
 
 /* One token product of bw_mix_kernel (see the top comment). */
@@ -161,12 +160,6 @@ typedef struct bw_mix {
 
 /* ---- device helpers --------------------------------------------------------- */
 
-static __device__ __forceinline__ float bw_phi(float x, int elu)
-{
-    if (!elu) return x;
-    return x > 0.0f ? x + 1.0f : expf(x);
-}
-
 /* d phi / dx */
 static __device__ __forceinline__ float bw_dphi(float x, int elu)
 {
@@ -174,47 +167,9 @@ static __device__ __forceinline__ float bw_dphi(float x, int elu)
     return x > 0.0f ? 1.0f : expf(x);
 }
 
-static __device__ __forceinline__ float bw_head_lg(const bw_args &a, int h)
-{
-    if (!a.has_lg) return 0.0f;
-    return a.lg_dev ? a.lg_dev[h] : a.lg[h];
-}
-
-static __device__ __forceinline__ float bw_logdecay(const bw_args &a, int64_t r, int h, float lgh)
-{
-    float ld = 0.0f;
-    if (a.g) ld = a.g[r * a.H + h] * (a.g_head ? a.g_head[h] : 1.0f);
-    if (a.has_lg) ld += lgh;
-    return ld;
-}
-
 static __device__ __forceinline__ const float *bw_row(const bw_tmat &m, int64_t r, int h)
 {
     return m.p + r * m.ld + (int64_t)(h / m.grp) * m.hs;
-}
-
-static __device__ __forceinline__ void bw_tile_zero(float acc[4][4])
-{
-#pragma unroll
-    for (int m = 0; m < 4; m++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[m][j] = 0.0f;
-}
-
-/* acc[m][j] += x[m xs] y[j ys] (thread (tx, ty) = (tid % 16, tid / 16) owns
- * rows ty + 16 m, columns tx + 16 j of a 64 x 64 tile). */
-static __device__ __forceinline__ void bw_tile_step(float acc[4][4], const float *x, int xs,
-                                                    const float *y, int ys)
-{
-    float xr[4], yr[4];
-#pragma unroll
-    for (int m = 0; m < 4; m++) xr[m] = x[m * xs];
-#pragma unroll
-    for (int j = 0; j < 4; j++) yr[j] = y[j * ys];
-#pragma unroll
-    for (int m = 0; m < 4; m++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[m][j] = fmaf(xr[m], yr[j], acc[m][j]);
 }
 
 /* The sum of x over the block (BW_THREADS threads, all calling), in thread
@@ -241,23 +196,15 @@ static __device__ __forceinline__ float bw_block_sum(float x)
 static __global__ void __launch_bounds__(BW_THREADS) bw_gates_kernel(bw_args a, int64_t nwork)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t wid = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
-    if (wid >= nwork) return; /* whole warp */
-    const int64_t c = wid / a.H;
-    const int h = (int)(wid - c * a.H);
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
-    const float lgh = bw_head_lg(a, h);
+    int64_t c, r0;
+    int h, Lc;
+    if (!seqk__chunk_head_warp(a.map, a.H, BW_WARPS, nwork, &c, &h, &r0, &Lc)) return;
+    const float lgh = seqk__lin_head_lg(a.gates, h);
     double carry = 0.0;
     for (int i0 = 0; i0 < Lc; i0 += 32) {
         const int i = i0 + lane;
-        double x = i < Lc ? (double)bw_logdecay(a, r0 + i, h, lgh) : 0.0;
-        for (int off = 1; off < 32; off <<= 1) {
-            const double y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
-            if (lane >= off) x += y;
-        }
-        x += carry;
+        double x = i < Lc ? (double)seqk__lin_logdecay(a.gates, a.H, r0 + i, h, lgh) : 0.0;
+        x = seqk__warp_incl_scan_d(x) + carry;
         if (i < Lc) a.Gc[(r0 + i) * a.H + h] = x;
         const int last = Lc - 1 - i0 < 31 ? Lc - 1 - i0 : 31;
         carry = __shfl_sync(SEQK__FULL_MASK, x, last);
@@ -274,8 +221,8 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_prep_kernel(bw_args a, i
     const int64_t nqk = rows * a.Hqk * a.K;
     const int64_t stride = (int64_t)gridDim.x * BW_THREADS;
     for (int64_t i = (int64_t)blockIdx.x * BW_THREADS + threadIdx.x; i < nqk; i += stride) {
-        a.Qt[i] = a.scale * bw_phi(a.q[i], a.elu);
-        a.Kt[i] = bw_phi(a.k[i], a.elu);
+        a.Qt[i] = a.scale * seqk__lin_phi(a.q[i], a.elu);
+        a.Kt[i] = seqk__lin_phi(a.k[i], a.elu);
     }
     if (!a.Vt) return;
     const int64_t nv = rows * a.H * a.Vp;
@@ -316,7 +263,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
     seqk__chunk_rows(a.map, c, &r0, &Lc);
     const double glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0;
     float acc[4][4];
-    bw_tile_zero(acc);
+    seqk__tile4_zero(acc);
     for (int i0 = 0; i0 < Lc; i0 += BW_TSTEP) {
 #pragma unroll
         for (int p = 0; p < BW_TSTEP * BW_TILE / BW_THREADS; p++) {
@@ -340,7 +287,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
         }
         __syncthreads();
 #pragma unroll
-        for (int ii = 0; ii < BW_TSTEP; ii++) bw_tile_step(acc, &As[ii][ty], 16, &Zs[ii][tx], 16);
+        for (int ii = 0; ii < BW_TSTEP; ii++) seqk__tile4_step(acc, &As[ii][ty], 16, &Zs[ii][tx], 16);
         __syncthreads();
     }
     float *o = out + (c * H + h) * a.KVp;
@@ -457,7 +404,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
     }
     __syncthreads(); /* Gr is read by the state term's loads without the pairs' barriers */
     float acc[4][4];
-    bw_tile_zero(acc);
+    seqk__tile4_zero(acc);
 
     /* intra-chunk: lower, c <= r (tiles up to the diagonal); upper, c >= r */
     const int jbeg = up ? m0 : 0;
@@ -469,7 +416,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
             Gk[tid] = (a.decay && j < Lc) ? a.Gc[(r0 + j) * H + h] : 0.0;
         }
         float p[4][4];
-        bw_tile_zero(p);
+        seqk__tile4_zero(p);
         for (int kk0 = 0; kk0 < DA; kk0 += BW_TSTEP) {
 #pragma unroll
             for (int pp = 0; pp < BW_TSTEP * BW_TILE / BW_THREADS; pp++) {
@@ -486,7 +433,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
             __syncthreads();
 #pragma unroll
             for (int kc = 0; kc < BW_TSTEP; kc++)
-                bw_tile_step(p, &At[kc][ty], 16, &Bt[kc][tx], 16);
+                seqk__tile4_step(p, &At[kc][ty], 16, &Bt[kc][tx], 16);
             __syncthreads();
         }
         /* the mask: exp only where it is causal (argument <= 0) */
@@ -513,7 +460,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
         }
         __syncthreads();
         for (int jj = 0; jj < BW_TILE; jj++)
-            bw_tile_step(acc, &Ps[ty][jj], 16 * (BW_TILE + 1), &Zs[jj * BW_TILE + tx], 16);
+            seqk__tile4_step(acc, &Ps[ty][jj], 16 * (BW_TILE + 1), &Zs[jj * BW_TILE + tx], 16);
         __syncthreads();
     }
 
@@ -547,7 +494,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
         __syncthreads();
 #pragma unroll
         for (int kc = 0; kc < BW_TSTEP; kc++)
-            bw_tile_step(acc, &At[kc][ty], 16, &Zs[kc * BW_TILE + tx], 16);
+            seqk__tile4_step(acc, &At[kc][ty], 16, &Zs[kc * BW_TILE + tx], 16);
         __syncthreads();
     }
 
@@ -664,22 +611,14 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_finish_v_kernel(bw_args 
 static __global__ void __launch_bounds__(BW_THREADS) bw_ld_rev_kernel(bw_args a, int64_t nwork)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t wid = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
-    if (wid >= nwork) return;
-    const int64_t c = wid / a.H;
-    const int h = (int)(wid - c * a.H);
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    int64_t c, r0;
+    int h, Lc;
+    if (!seqk__chunk_head_warp(a.map, a.H, BW_WARPS, nwork, &c, &h, &r0, &Lc)) return;
     float carry = 0.0f;
     for (int i0 = 0; i0 < Lc; i0 += 32) {
         const int i = Lc - 1 - (i0 + lane); /* lane 0: the latest token */
         float x = i >= 0 ? a.dld[(r0 + i) * a.H + h] : 0.0f;
-        for (int off = 1; off < 32; off <<= 1) {
-            const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
-            if (lane >= off) x += y;
-        }
-        x += carry;
+        x = seqk__warp_incl_scan(x) + carry;
         if (i >= 0) a.dld[(r0 + i) * a.H + h] = x;
         carry = __shfl_sync(SEQK__FULL_MASK, x, 31); /* lanes past the start add 0 */
     }
@@ -689,21 +628,14 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_ld_rev_kernel(bw_args a,
 static __global__ void __launch_bounds__(BW_THREADS) bw_ld_fwd_kernel(bw_args a, int64_t nwork)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t wid = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
-    if (wid >= nwork) return;
-    const int64_t c = wid / a.H;
-    const int h = (int)(wid - c * a.H);
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    int64_t c, r0;
+    int h, Lc;
+    if (!seqk__chunk_head_warp(a.map, a.H, BW_WARPS, nwork, &c, &h, &r0, &Lc)) return;
     float carry = a.Dc[c * a.H + h];
     for (int i0 = 0; i0 < Lc; i0 += 32) {
         const int i = i0 + lane;
         float x = i < Lc ? a.btb[(r0 + i) * a.H + h] : 0.0f;
-        for (int off = 1; off < 32; off <<= 1) {
-            const float y = __shfl_up_sync(SEQK__FULL_MASK, x, off);
-            if (lane >= off) x += y;
-        }
+        x = seqk__warp_incl_scan(x);
         /* exclusive: the previous lane's inclusive sum (not x - b: b_{L-1}
          * is O(1) where the others may be ~exp(g)) */
         float ex = __shfl_up_sync(SEQK__FULL_MASK, x, 1);
@@ -817,7 +749,7 @@ static bw_plan bw_make_plan(const seqk__lin *P)
     BW_REGION(off_dV, BT * H * (size_t)P->V * f);
     BW_REGION(off_bt, BT * H * f);
     BW_REGION(off_Dc, nch * H * f);
-    BW_REGION(off_lg, P->H > BW_LG_INLINE ? H * f : 0);
+    BW_REGION(off_lg, P->H > SEQK__LIN_LG_INLINE ? H * f : 0);
 #undef BW_REGION
     pl.bytes = off;
     return pl;
@@ -826,23 +758,6 @@ static bw_plan bw_make_plan(const seqk__lin *P)
 extern "C" size_t seqk__cuda_lin_backward_workspace(const seqk__lin *P)
 {
     return bw_make_plan(P).bytes;
-}
-
-static unsigned bw_grid(int64_t blocks)
-{
-    return blocks > 0 && blocks <= INT_MAX ? (unsigned)blocks : 0u;
-}
-
-#define BW_GRID_OR_FAIL(var, blocks)                                                          \
-    const unsigned var = bw_grid(blocks);                                                      \
-    if (var == 0)                                                                              \
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld blocks do not fit one launch", fn, \
-                          (long long)(blocks))
-
-static unsigned bw_elem_grid(int64_t n)
-{
-    const int64_t b = (n + BW_THREADS - 1) / BW_THREADS;
-    return (unsigned)(b < 65536 ? (b > 0 ? b : 1) : 65536); /* grid-stride beyond */
 }
 
 static bw_tmat bw_tm(const float *p, int64_t ld, int64_t hs, int grp)
@@ -856,7 +771,7 @@ static seqk_status bw_launch_mix(const char *fn, const bw_args &a, const bw_mix 
                                  cudaStream_t stream, int64_t nch)
 {
     const int tilesM = (a.map.L + BW_TILE - 1) / BW_TILE, tilesZ = (mx.DZ + BW_TILE - 1) / BW_TILE;
-    BW_GRID_OR_FAIL(g, nch * a.H * tilesM * tilesZ);
+    SEQK__GRID_OR_FAIL(g, nch * a.H * tilesM * tilesZ);
     bw_mix_kernel<<<g, BW_THREADS, 0, stream>>>(a, mx, tilesM, tilesZ);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     return SEQK_SUCCESS;
@@ -866,7 +781,7 @@ static seqk_status bw_launch_xty(const char *fn, const bw_args &a, bw_tmat A, bw
                                  float *out, cudaStream_t stream, int64_t nch)
 {
     const int tilesA = (a.K + BW_TILE - 1) / BW_TILE, tilesZ = (a.Vp + BW_TILE - 1) / BW_TILE;
-    BW_GRID_OR_FAIL(g, nch * a.H * tilesA * tilesZ);
+    SEQK__GRID_OR_FAIL(g, nch * a.H * tilesA * tilesZ);
     bw_xty_kernel<<<g, BW_THREADS, 0, stream>>>(a, A, Z, upper, out, tilesA, tilesZ);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     return SEQK_SUCCESS;
@@ -911,7 +826,6 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     a.elu = (P->flags & SEQK__LIN_ELU1) != 0;
     a.decay = P->g != NULL || P->log_gamma != NULL;
     a.q = P->q, a.k = P->k, a.v = P->v, a.v_scale = P->v_scale;
-    a.g = P->g, a.g_head = P->g_head;
     a.s_in = P->s_in;
     a.z_in = a.norm ? P->z_in : NULL;
     a.dout = Gr->dout, a.ds_out = Gr->ds_out;
@@ -935,23 +849,11 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     a.dVt = pl.vsc ? (float *)(ws + pl.off_dV) : NULL;
     a.btb = (float *)(ws + pl.off_bt);
     a.Dc = (float *)(ws + pl.off_Dc);
-    if (P->log_gamma) {
-        a.has_lg = 1;
-        if (P->H <= BW_LG_INLINE) {
-            for (int64_t h = 0; h < P->H; h++) a.lg[h] = P->log_gamma[h];
-        } else {
-            /* the host array dies when we return: copy and wait */
-            float *lg = (float *)(ws + pl.off_lg);
-            SEQK_CUDA_TRY(fn, cudaMemcpyAsync(lg, P->log_gamma, (size_t)P->H * sizeof(float),
-                                              cudaMemcpyHostToDevice, stream));
-            SEQK_CUDA_TRY(fn, cudaStreamSynchronize(stream));
-            a.lg_dev = lg;
-        }
-    }
+    BW_TRY(seqk__lin_gates_of(fn, P, (float *)(ws + pl.off_lg), stream, &a.gates));
     if (a.map.cu) BW_TRY(seqk__chunks_build_first(fn, &a.map, (int32_t *)(ws + pl.off_first), stream));
 
     const int eblocks = (int)((a.KVp + BW_THREADS - 1) / BW_THREADS);
-    BW_GRID_OR_FAIL(gscan, P->N * H * eblocks);
+    SEQK__GRID_OR_FAIL(gscan, P->N * H * eblocks);
     if (nch == 0) { /* no tokens: ds_in = ds_out, dz_in = dz_out */
         bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
         SEQK_CUDA_CHECK_LAUNCH(fn);
@@ -966,12 +868,12 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     a.Qm = Qm, a.Km = Km, a.Vm = Vm, a.dOm = dOm;
 
     if (a.decay) {
-        BW_GRID_OR_FAIL(g0, (nch * H + BW_WARPS - 1) / BW_WARPS);
+        SEQK__GRID_OR_FAIL(g0, (nch * H + BW_WARPS - 1) / BW_WARPS);
         bw_gates_kernel<<<g0, BW_THREADS, 0, stream>>>(a, nch * H);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
-    bw_prep_kernel<<<bw_elem_grid(BT * (P->Hqk * P->K > H * pl.Vp ? P->Hqk * P->K : H * pl.Vp)),
-                     BW_THREADS, 0, stream>>>(a, BT);
+    const int64_t prep_n = BT * (P->Hqk * P->K > H * pl.Vp ? P->Hqk * P->K : H * pl.Vp);
+    bw_prep_kernel<<<seqk__elem_grid(prep_n, BW_THREADS), BW_THREADS, 0, stream>>>(a, BT);
     SEQK_CUDA_CHECK_LAUNCH(fn);
 
     /* forward: local states, then the state before each chunk */
@@ -986,7 +888,7 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
         mx.st = a.S, mx.st_t = 0, mx.upper = 0, mx.parts = 3;
         mx.out = a.dOp, mx.out_ld = H * pl.Vp, mx.out_hs = pl.Vp, mx.out_cols = a.Vp;
         BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
-        BW_GRID_OR_FAIL(gn, (BT * H + BW_WARPS - 1) / BW_WARPS);
+        SEQK__GRID_OR_FAIL(gn, (BT * H + BW_WARPS - 1) / BW_WARPS);
         bw_norm_kernel<<<gn, BW_THREADS, 0, stream>>>(a, BT * H);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
@@ -996,7 +898,7 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (a.dld) {
-        BW_GRID_OR_FAIL(gd, nch * H);
+        SEQK__GRID_OR_FAIL(gd, nch * H);
         bw_dterm_kernel<<<gd, BW_THREADS, 0, stream>>>(a);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
@@ -1023,16 +925,16 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     mx.parts = 2, mx.out = a.dKi;
     BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
 
-    BW_GRID_OR_FAIL(gq, (BT * P->Hqk + BW_WARPS - 1) / BW_WARPS);
+    SEQK__GRID_OR_FAIL(gq, (BT * P->Hqk + BW_WARPS - 1) / BW_WARPS);
     bw_finish_qk_kernel<<<gq, BW_THREADS, 0, stream>>>(a, BT * P->Hqk);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (pl.vsc) {
-        BW_GRID_OR_FAIL(gv, (BT * H + BW_WARPS - 1) / BW_WARPS);
+        SEQK__GRID_OR_FAIL(gv, (BT * H + BW_WARPS - 1) / BW_WARPS);
         bw_finish_v_kernel<<<gv, BW_THREADS, 0, stream>>>(a, BT * H);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
     if (a.dld) {
-        BW_GRID_OR_FAIL(gl, (nch * H + BW_WARPS - 1) / BW_WARPS);
+        SEQK__GRID_OR_FAIL(gl, (nch * H + BW_WARPS - 1) / BW_WARPS);
         bw_ld_rev_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nch * H);
         SEQK_CUDA_CHECK_LAUNCH(fn);
         bw_ld_fwd_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nch * H);
@@ -1054,12 +956,13 @@ extern "C" seqk_status seqk__cuda_mamba2_backward_epilogue(
     SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
     cudaStream_t stream = seqk__stream(ctx);
     if (rows > 0) {
-        bw_m2_elem_kernel<<<bw_elem_grid(rows * H * (D ? Pd : 1)), BW_THREADS, 0, stream>>>(
-            rows, H, Pd, softplus, dt, dt_bias, A, D, dy, dld, dvs, ddt, dx);
+        bw_m2_elem_kernel<<<seqk__elem_grid(rows * H * (D ? Pd : 1), BW_THREADS), BW_THREADS, 0,
+                            stream>>>(rows, H, Pd, softplus, dt, dt_bias, A, D, dy, dld, dvs,
+                                      ddt, dx);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
     /* with rows == 0 the sums are zeros (written by the reduction) */
-    BW_GRID_OR_FAIL(g, H);
+    SEQK__GRID_OR_FAIL(g, H);
     bw_m2_reduce_kernel<<<g, BW_THREADS, 0, stream>>>(rows, H, Pd, softplus, dt, dt_bias, A, x,
                                                      dy, dtp, dld, dvs, dA, dD, ddt_bias);
     SEQK_CUDA_CHECK_LAUNCH(fn);
