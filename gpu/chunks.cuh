@@ -1,5 +1,6 @@
 /* gpu/chunks.cuh -- where the sequences and chunks of a batch lie, for the
- * CUDA backends of the chunked modes (gpu/linear_state.cu, gpu/deltanet.cu).
+ * CUDA backends of the chunked modes (gpu/linear_state*.cu, gpu/deltanet.cu,
+ * gpu/selective_scan*.cu).
  *
  * Sequence n holds the token rows [row0, row0 + len) of the [B*T] row index
  * (from cu_seqlens, or batch entry n of T tokens). It is cut into chunks of L
@@ -117,6 +118,54 @@ static inline __device__ void seqk__chunk_rows(const seqk__chunks &m, int64_t c,
     const int64_t c0 = ci * m.L;
     *r0 = row0 + c0;
     *Lc = (int)(len - c0 < m.L ? len - c0 : m.L);
+}
+
+/* The same lookup from loose arguments (gpu/selective_scan*.cu): chunk c's
+ * sequence n and rows [r0, r0 + len), chunks of L tokens numbered by the
+ * device table coff [N+1] (varlen) or cps per sequence. */
+static __device__ __forceinline__ void seqk__chunk_locate(const int32_t *coff,
+                                                         const int32_t *cu, int64_t N, int64_t T,
+                                                         int64_t L, int64_t cps, int64_t c,
+                                                         int64_t *n, int64_t *r0, int64_t *len)
+{
+    int64_t k;
+    if (coff) { /* the n with coff[n] <= c < coff[n+1] */
+        int64_t lo = 0, hi = N;
+        while (hi - lo > 1) {
+            const int64_t mid = (lo + hi) / 2;
+            if (coff[mid] <= c) lo = mid;
+            else hi = mid;
+        }
+        *n = lo;
+        k = c - coff[lo];
+    } else {
+        *n = c / cps;
+        k = c % cps;
+    }
+    int64_t s0, sl;
+    seqk__seq_rows(cu, T, *n, &s0, &sl);
+    *r0 = s0 + k * L;
+    const int64_t rest = sl - k * L;
+    *len = rest < L ? rest : L;
+}
+
+/* The carries of the chunked selective scan (gpu/selective_scan*.cu), for
+ * state element e = d Nst + s of DN = D Nst: over the chunks [c0, c1) in
+ * order, hc[c DN + e] (the chunk's end state from a zero start) is replaced
+ * by the state into chunk c, starting from h; returns the state after the
+ * last chunk. The decay of chunk c is 2^(A2 sdt[c D + d]) (A2 = A log2 e). */
+static __device__ __forceinline__ float seqk__sscan_carry(float *hc, const float *sdt, int64_t DN,
+                                                         int64_t D, int64_t e, int64_t d,
+                                                         float A2, int64_t c0, int64_t c1,
+                                                         float h)
+{
+    for (int64_t c = c0; c < c1; c++) {
+        float *hp = hc + c * DN + e;
+        const float end = *hp;
+        *hp = h;
+        h = fmaf(exp2f(A2 * sdt[c * D + d]), h, end);
+    }
+    return h;
 }
 
 /* Global chunk c of a warp-per-(chunk, head) kernel: warp wid of the grid

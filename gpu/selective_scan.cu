@@ -69,6 +69,7 @@
  * tokens; bf16 inputs; a block-level scan over time inside the chunk (as
  * mamba's kernel does with its [B,D,T] layout) instead of the second walk.
  */
+#include "chunks.cuh"
 #include "common.cuh"
 
 #include <limits.h>
@@ -111,30 +112,7 @@ typedef struct ss_args {
 static __device__ __forceinline__ void ss_chunk(const ss_args &a, int64_t c, int64_t *n,
                                                 int64_t *r0, int64_t *len)
 {
-    int64_t k;
-    if (a.coff) { /* the n with coff[n] <= c < coff[n+1] */
-        int64_t lo = 0, hi = a.N;
-        while (hi - lo > 1) {
-            const int64_t mid = (lo + hi) / 2;
-            if (a.coff[mid] <= c) lo = mid;
-            else hi = mid;
-        }
-        *n = lo;
-        k = c - a.coff[lo];
-    } else {
-        *n = c / a.cps;
-        k = c % a.cps;
-    }
-    int64_t s0, sl;
-    seqk__seq_rows(a.cu, a.T, *n, &s0, &sl);
-    *r0 = s0 + k * a.L;
-    const int64_t rest = sl - k * a.L;
-    *len = rest < a.L ? rest : a.L;
-}
-
-static __device__ __forceinline__ float ss_softplus(float x)
-{
-    return x > 20.0f ? x : log1pf(expf(x));
+    seqk__chunk_locate(a.coff, a.cu, a.N, a.T, a.L, a.cps, c, n, r0, len);
 }
 
 /* dt of row r, channel d (bias already read). */
@@ -142,7 +120,7 @@ static __device__ __forceinline__ float ss_step(const ss_args &a, int64_t r, int
                                                 float bias)
 {
     const float x = __ldg(a.dt + r * a.D + d) + bias;
-    return a.softplus ? ss_softplus(x) : x;
+    return a.softplus ? seqk__dev_softplus(x) : x;
 }
 
 /*
@@ -257,13 +235,8 @@ static __global__ void __launch_bounds__(SS_CARRY_THREADS) ss_carry_kernel(ss_ar
     for (int64_t n = blockIdx.y; n < a.N; n += gridDim.y) {
         const int64_t c0 = a.coff ? a.coff[n] : n * a.cps;
         const int64_t c1 = a.coff ? a.coff[n + 1] : (n + 1) * a.cps;
-        float h = a.s_in ? a.s_in[n * DN + e] : 0.0f;
-        for (int64_t c = c0; c < c1; c++) {
-            float *hp = a.hc + c * DN + e;
-            const float end = *hp;
-            *hp = h;
-            h = fmaf(exp2f(A2 * a.sdt[c * a.D + d]), h, end);
-        }
+        const float h = seqk__sscan_carry(a.hc, a.sdt, DN, a.D, e, d, A2, c0, c1,
+                                          a.s_in ? a.s_in[n * DN + e] : 0.0f);
         if (a.s_out) a.s_out[n * DN + e] = h;
     }
 }
@@ -277,13 +250,6 @@ static __global__ void __launch_bounds__(SS_THREADS) ss_chunk_output_kernel(ss_a
     int64_t n, r0, len;
     ss_chunk(a, c, &n, &r0, &len);
     ss_walk_output(a, d, r0, len, a.hc + (c * a.D + d) * a.Nst, NULL);
-}
-
-/* coff[n] = sum_{m<n} ceil(len_m / L), n = 0..N (one block). */
-static __global__ void __launch_bounds__(SEQK__PREFIX_THREADS)
-    ss_chunk_offsets_kernel(const int32_t *cu, int64_t N, int64_t L, int32_t *coff)
-{
-    seqk__chunk_prefix(cu, N, L, coff);
 }
 
 /* ---- host ---------------------------------------------------------------------- */
@@ -363,7 +329,7 @@ extern "C" seqk_status seqk__cuda_selective_scan(
     a.cps = (T + L - 1) / L;
     if (cu_host) {
         int32_t *coff = (int32_t *)(w + hc_bytes + sdt_bytes);
-        ss_chunk_offsets_kernel<<<1, SEQK__PREFIX_THREADS, 0, stream>>>(cu, N, L, coff);
+        seqk__chunk_first_kernel<<<1, SEQK__PREFIX_THREADS, 0, stream>>>(cu, N, L, coff);
         SEQK_CUDA_CHECK_LAUNCH(fn);
         a.coff = coff;
     }

@@ -49,6 +49,7 @@
  * To do (measure first): the warp reductions batched (a transpose-reduce of
  * the 16 sums); B_t, C_t staged in shared memory.
  */
+#include "chunks.cuh"
 #include "common.cuh"
 
 #include <limits.h>
@@ -84,36 +85,13 @@ typedef struct ssb_args {
     float *pA, *pD, *pbias;   /* [chunks][D][Nst], [chunks][D], [chunks][D] */
 } ssb_args;
 
-static __device__ __forceinline__ float ssb_softplus(float x)
-{
-    return x > 20.0f ? x : log1pf(expf(x));
-}
-
 static __device__ __forceinline__ float ssb_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* Chunk c's sequence n and rows [r0, r0 + len). */
 static __device__ __forceinline__ void ssb_chunk(const ssb_args &a, int64_t c, int64_t *n,
                                                  int64_t *r0, int64_t *len)
 {
-    int64_t k;
-    if (a.coff) { /* the n with coff[n] <= c < coff[n+1] */
-        int64_t lo = 0, hi = a.N;
-        while (hi - lo > 1) {
-            const int64_t mid = (lo + hi) / 2;
-            if (a.coff[mid] <= c) lo = mid;
-            else hi = mid;
-        }
-        *n = lo;
-        k = c - a.coff[lo];
-    } else {
-        *n = c / a.cps;
-        k = c % a.cps;
-    }
-    int64_t s0, sl;
-    seqk__seq_rows(a.cu, a.T, *n, &s0, &sl);
-    *r0 = s0 + k * a.L;
-    const int64_t rest = sl - k * a.L;
-    *len = rest < a.L ? rest : a.L;
+    seqk__chunk_locate(a.coff, a.cu, a.N, a.T, a.L, a.cps, c, n, r0, len);
 }
 
 /* This thread's warp tile: group g, warp block wb, channel d (idle lanes:
@@ -136,7 +114,7 @@ static __device__ __forceinline__ float ssb_step(const ssb_args &a, int64_t o, f
 {
     const float v = __ldg(a.dt + o) + bias;
     if (x) *x = v;
-    return a.softplus ? ssb_softplus(v) : v;
+    return a.softplus ? seqk__dev_softplus(v) : v;
 }
 
 static __device__ __forceinline__ float ssb_gy(const ssb_args &a, int64_t o, float *zv)
@@ -205,13 +183,8 @@ static __global__ void __launch_bounds__(SSB_CARRY_THREADS) ssb_carry_kernel(ssb
     for (int64_t n = blockIdx.y; n < a.N; n += gridDim.y) {
         const int64_t c0 = a.coff ? a.coff[n] : n * a.cps;
         const int64_t c1 = a.coff ? a.coff[n + 1] : (n + 1) * a.cps;
-        float h = a.s_in ? a.s_in[n * DN + e] : 0.0f;
-        for (int64_t c = c0; c < c1; c++) {
-            float *hp = a.hc + c * DN + e;
-            const float end = *hp;
-            *hp = h;
-            h = fmaf(exp2f(A2 * a.sdt[c * a.D + d]), h, end);
-        }
+        (void)seqk__sscan_carry(a.hc, a.sdt, DN, a.D, e, d, A2, c0, c1,
+                                a.s_in ? a.s_in[n * DN + e] : 0.0f);
         float mu = a.ds_out ? a.ds_out[n * DN + e] : 0.0f;
         for (int64_t c = c1 - 1; c >= c0; c--) {
             float *mp = a.mc + c * DN + e;
@@ -397,13 +370,6 @@ static __global__ void __launch_bounds__(SSB_SUM_THREADS)
     }
 }
 
-/* coff[n] = sum_{m<n} ceil(len_m / L), n = 0..N (one block). */
-static __global__ void __launch_bounds__(SEQK__PREFIX_THREADS)
-    ssb_chunk_offsets_kernel(const int32_t *cu, int64_t N, int64_t L, int32_t *coff)
-{
-    seqk__chunk_prefix(cu, N, L, coff);
-}
-
 /* ---- host ---------------------------------------------------------------------- */
 
 static size_t ssb_align(size_t n) { return seqk__align_up(n, SSB_WS_ALIGN); }
@@ -509,7 +475,7 @@ extern "C" seqk_status seqk__cuda_selective_scan_backward(
     w += W.pa;
     if (cu_host) {
         int32_t *coff = (int32_t *)w;
-        ssb_chunk_offsets_kernel<<<1, SEQK__PREFIX_THREADS, 0, stream>>>(cu, N, L, coff);
+        seqk__chunk_first_kernel<<<1, SEQK__PREFIX_THREADS, 0, stream>>>(cu, N, L, coff);
         SEQK_CUDA_CHECK_LAUNCH(fn);
         a.coff = coff;
     }
