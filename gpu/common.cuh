@@ -8,6 +8,7 @@
 #include "gpu.h"
 
 #include <cuda_runtime.h>
+#include <stdint.h>
 
 /* Returns from the enclosing function with SEQK_ERROR_BACKEND when a CUDA
  * runtime call fails; fn names the seqk function. The runtime's last error is
@@ -47,6 +48,33 @@ static inline int64_t seqk__count_chunks(const int32_t *cu_host, int64_t N, int6
     }
     if (N == B) return B * ((T + L - 1) / L);
     return (B * T + L - 1) / L + N;
+}
+
+/* Tiles of `rows` tokens in the longest sequence (T, or the longest of the
+ * N in cu_host when not NULL) into *tiles, the x extent of a grid; fails
+ * with UNSUPPORTED past INT32_MAX. */
+static inline seqk_status seqk__seq_tiles(const char *fn, int64_t T, const int32_t *cu_host,
+                                          int64_t N, int64_t rows, int64_t *tiles)
+{
+    int64_t longest = T;
+    if (cu_host) {
+        longest = 0;
+        for (int64_t n = 0; n < N; n++)
+            longest = cu_host[n + 1] - cu_host[n] > longest ? cu_host[n + 1] - cu_host[n] : longest;
+    }
+    *tiles = (longest + rows - 1) / rows;
+    if (*tiles > INT32_MAX)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: T=%lld is too long for the CUDA grid", fn,
+                          (long long)T);
+    return SEQK_SUCCESS;
+}
+
+/* The grid (tiles, heads, sequences), y and z capped at 65535 (the kernels
+ * stride over the rest). */
+static inline dim3 seqk__tile_grid(int64_t tiles, int64_t heads, int64_t N)
+{
+    return dim3((unsigned)tiles, (unsigned)(heads < 65535 ? heads : 65535),
+                (unsigned)(N < 65535 ? N : 65535));
 }
 
 /* Dynamic shared memory above the 48 KB default needs an opt-in per kernel. */
@@ -130,6 +158,43 @@ static __device__ __forceinline__ void seqk__seq_rows(const int32_t *cu, int64_t
     } else {
         *row0 = n * T;
         *len = T;
+    }
+}
+
+/* Rows [s0, s1) of sequence n in the [B*T] row index, and its batch entry b
+ * in per-token layouts [B, H, T] (0 with cu_seqlens: varlen rows are packed
+ * into one entry). */
+static __device__ __forceinline__ void seqk__seq_span(const int32_t *cu, int64_t T, int64_t n,
+                                                      int64_t *s0, int64_t *s1, int64_t *b)
+{
+    *s0 = cu ? (int64_t)cu[n] : n * T;
+    *s1 = cu ? (int64_t)cu[n + 1] : (n + 1) * T;
+    *b = cu ? 0 : n;
+}
+
+/* The block's `threads` threads in turn: dst[j st + d] = x[(t H + h) D + d]
+ * for the R rows t = t0 + j (zeros where t >= tend), d < D; st = D packs
+ * them, an odd st keeps lane j's row reads conflict-free. */
+static __device__ __forceinline__ void seqk__load_rows(float *dst, int64_t st, const float *x,
+                                                       int64_t t0, int64_t tend, int64_t H,
+                                                       int64_t h, int64_t D, int R, int threads)
+{
+    for (int64_t i = threadIdx.x; i < R * D; i += threads) {
+        const int64_t j = i / D, d = i % D, t = t0 + j;
+        dst[j * st + d] = t < tend ? x[(t * H + h) * D + d] : 0.0f;
+    }
+}
+
+/* s[i] += sum_d rows[i n + d] x[d] for the R rows (one FMA per term, d in
+ * order): a warp's R rows (broadcast reads) against its lane's vector. */
+template <int R>
+static __device__ __forceinline__ void seqk__rows_dot(float (&s)[R], const float *rows,
+                                                      const float *x, int64_t n)
+{
+    for (int64_t d = 0; d < n; d++) {
+        const float xv = x[d];
+#pragma unroll
+        for (int i = 0; i < R; i++) s[i] = fmaf(rows[i * n + d], xv, s[i]);
     }
 }
 

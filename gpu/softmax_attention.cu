@@ -94,10 +94,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(attn_params p)
     const int64_t group = p.Hq / p.Hkv;
 
     for (int64_t n = blockIdx.z; n < p.N; n += gridDim.z) {
-        /* rows [s0, s1) of the [B*T] token array; b for the lse layout */
-        const int64_t s0 = p.cu ? (int64_t)p.cu[n] : n * p.T;
-        const int64_t s1 = p.cu ? (int64_t)p.cu[n + 1] : (n + 1) * p.T;
-        const int64_t b = p.cu ? 0 : n;
+        int64_t s0, s1, b; /* rows [s0, s1) of the [B*T] token array; b for the lse layout */
+        seqk__seq_span(p.cu, p.T, n, &s0, &s1, &b);
         const int64_t tile = p.tiles - 1 - (int64_t)blockIdx.x;
         const int64_t q0 = s0 + tile * ATT_BR;
         if (q0 >= s1) continue; /* uniform over the block */
@@ -119,10 +117,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(attn_params p)
             const int64_t kend = p.causal && q0 + ATT_BR < s1 ? q0 + ATT_BR : s1;
             for (int64_t k0 = s0; k0 < kend; k0 += ATT_BC) {
                 __syncthreads(); /* Q stored / the previous tile consumed */
-                for (int64_t i = threadIdx.x; i < ATT_BC * K; i += ATT_THREADS) {
-                    const int64_t j = i / K, d = i % K, t = k0 + j;
-                    ks_[j * p.kst + d] = t < kend ? p.k[(t * p.Hkv + hk) * K + d] : 0.0f;
-                }
+                seqk__load_rows(ks_, p.kst, p.k, k0, kend, p.Hkv, hk, K, ATT_BC, ATT_THREADS);
                 for (int64_t i = threadIdx.x; i < ATT_BC * p.vst; i += ATT_THREADS) {
                     const int64_t j = i / p.vst, c = i % p.vst, t = k0 + j;
                     vs_[i] = (t < kend && c < V) ? p.v[(t * p.Hkv + hk) * V + c] : 0.0f;
@@ -132,13 +127,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(attn_params p)
                 float s[ATT_RPW];
 #pragma unroll
                 for (int i = 0; i < ATT_RPW; i++) s[i] = 0.0f;
-                const float *krow = ks_ + lane * p.kst;
-                const float *qrow = qs_ + (int64_t)warp * ATT_RPW * K;
-                for (int64_t d = 0; d < K; d++) {
-                    const float kv = krow[d];
-#pragma unroll
-                    for (int i = 0; i < ATT_RPW; i++) s[i] = fmaf(qrow[i * K + d], kv, s[i]);
-                }
+                seqk__rows_dot(s, qs_ + (int64_t)warp * ATT_RPW * K, ks_ + lane * p.kst, K);
                 const int64_t key = k0 + lane;
                 float pr[ATT_RPW];
 #pragma unroll
@@ -226,19 +215,9 @@ extern "C" seqk_status seqk__cuda_attention_parallel(seqk_context *ctx, int64_t 
     p.kst = (K & 1) ? K : K + 1;
     p.scale2 = scale * LOG2E_F;
     p.causal = (flags & SEQK_ATTN_CAUSAL) != 0;
-    int64_t longest = T;
-    if (cu) {
-        longest = 0;
-        for (int64_t n = 0; n < N; n++)
-            longest = cu_host[n + 1] - cu_host[n] > longest ? cu_host[n + 1] - cu_host[n] : longest;
-    }
-    p.tiles = (longest + ATT_BR - 1) / ATT_BR;
-    if (p.tiles == 0) return SEQK_SUCCESS;
-    if (p.tiles > INT32_MAX)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: T=%lld is too long for the CUDA grid", fn,
-                          (long long)T);
-    const dim3 grid((unsigned)p.tiles, (unsigned)(Hq < 65535 ? Hq : 65535),
-                    (unsigned)(p.N < 65535 ? p.N : 65535));
+    const seqk_status st = seqk__seq_tiles(fn, T, cu ? cu_host : NULL, N, ATT_BR, &p.tiles);
+    if (st != SEQK_SUCCESS || p.tiles == 0) return st;
+    const dim3 grid = seqk__tile_grid(p.tiles, Hq, p.N);
     const int64_t vch = (V + 31) / 32;
     if (vch <= 1) {
         p.vst = 32;

@@ -67,14 +67,23 @@ typedef struct bwd_params {
     int causal;
 } bwd_params;
 
-/* Rows [s0, s1) of sequence n in the [B*T] token array, and its batch entry
- * (for the [B, Hq, T] layout of lse and D). */
-static __device__ __forceinline__ void seq_of(const bwd_params &p, int64_t n, int64_t *s0,
-                                              int64_t *s1, int64_t *b)
+/* lse2 = lse log2(e) and D of the 32 tokens t0.. (zeros at t >= s1) of
+ * head h, sequence of batch entry b, by the block's first 32 threads. */
+static __device__ __forceinline__ void load_lse_d(const bwd_params &p, int64_t b, int64_t h,
+                                                  int64_t t0, int64_t s1, float *l2s_, float *Ds_)
 {
-    *s0 = p.cu ? (int64_t)p.cu[n] : n * p.T;
-    *s1 = p.cu ? (int64_t)p.cu[n + 1] : (n + 1) * p.T;
-    *b = p.cu ? 0 : n;
+    if (threadIdx.x < 32) {
+        const int64_t t = t0 + threadIdx.x;
+        const int64_t li = (b * p.Hq + h) * p.T + (t - b * p.T);
+        l2s_[threadIdx.x] = t < s1 ? p.lse[li] * LOG2E_F : 0.0f;
+        Ds_[threadIdx.x] = t < s1 ? p.D[li] : 0.0f;
+    }
+}
+
+/* p = 2^(scale2 s - lse2) where ok, else 0. */
+static __device__ __forceinline__ float prob(bool ok, float s, float scale2, float l2)
+{
+    return ok ? exp2f(fmaf(s, scale2, -l2)) : 0.0f;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -119,19 +128,13 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dkdv_kernel(bwd_params p)
 
     for (int64_t n = blockIdx.z; n < p.N; n += gridDim.z) {
         int64_t s0, s1, b;
-        seq_of(p, n, &s0, &s1, &b);
+        seqk__seq_span(p.cu, p.T, n, &s0, &s1, &b);
         const int64_t k0 = s0 + (int64_t)blockIdx.x * BW_ROWS;
         if (k0 >= s1) continue; /* uniform over the block */
         for (int64_t hk = blockIdx.y; hk < p.Hkv; hk += gridDim.y) {
             __syncthreads(); /* the previous head's use of shared memory is done */
-            for (int64_t i = threadIdx.x; i < BW_ROWS * K; i += BW_THREADS) {
-                const int64_t t = k0 + i / K;
-                ks_[i] = t < s1 ? p.k[(t * p.Hkv + hk) * K + i % K] : 0.0f;
-            }
-            for (int64_t i = threadIdx.x; i < BW_ROWS * V; i += BW_THREADS) {
-                const int64_t t = k0 + i / V;
-                vs_[i] = t < s1 ? p.v[(t * p.Hkv + hk) * V + i % V] : 0.0f;
-            }
+            seqk__load_rows(ks_, K, p.k, k0, s1, p.Hkv, hk, K, BW_ROWS, BW_THREADS);
+            seqk__load_rows(vs_, V, p.v, k0, s1, p.Hkv, hk, V, BW_ROWS, BW_THREADS);
             float dk[BW_RPW][CH], dv[BW_RPW][CH];
 #pragma unroll
             for (int i = 0; i < BW_RPW; i++)
@@ -143,38 +146,16 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dkdv_kernel(bwd_params p)
                 const int64_t h = hk * group + hg;
                 for (int64_t q0 = qfirst; q0 < s1; q0 += BW_COLS) {
                     __syncthreads(); /* K, V stored / the previous tile consumed */
-                    for (int64_t i = threadIdx.x; i < BW_COLS * K; i += BW_THREADS) {
-                        const int64_t j = i / K, d = i % K, t = q0 + j;
-                        qs_[j * p.ast + d] = t < s1 ? p.q[(t * p.Hq + h) * K + d] : 0.0f;
-                    }
-                    for (int64_t i = threadIdx.x; i < BW_COLS * V; i += BW_THREADS) {
-                        const int64_t j = i / V, d = i % V, t = q0 + j;
-                        dos_[j * p.bst + d] = t < s1 ? p.dout[(t * p.Hq + h) * V + d] : 0.0f;
-                    }
-                    if (threadIdx.x < BW_COLS) {
-                        const int64_t t = q0 + threadIdx.x;
-                        const int64_t li = (b * p.Hq + h) * p.T + (t - b * p.T);
-                        l2s_[threadIdx.x] = t < s1 ? p.lse[li] * LOG2E_F : 0.0f;
-                        Ds_[threadIdx.x] = t < s1 ? p.D[li] : 0.0f;
-                    }
+                    seqk__load_rows(qs_, p.ast, p.q, q0, s1, p.Hq, h, K, BW_COLS, BW_THREADS);
+                    seqk__load_rows(dos_, p.bst, p.dout, q0, s1, p.Hq, h, V, BW_COLS, BW_THREADS);
+                    load_lse_d(p, b, h, q0, s1, l2s_, Ds_);
                     __syncthreads();
                     /* lane = query: s = k_i . q_lane, dp = v_i . dout_lane */
                     float s[BW_RPW], dp[BW_RPW];
 #pragma unroll
                     for (int i = 0; i < BW_RPW; i++) s[i] = dp[i] = 0.0f;
-                    const float *krow = ks_ + (int64_t)warp * BW_RPW * K;
-                    const float *vrow = vs_ + (int64_t)warp * BW_RPW * V;
-                    const float *qrow = qs_ + lane * p.ast, *drow = dos_ + lane * p.bst;
-                    for (int64_t d = 0; d < K; d++) {
-                        const float x = qrow[d];
-#pragma unroll
-                        for (int i = 0; i < BW_RPW; i++) s[i] = fmaf(krow[i * K + d], x, s[i]);
-                    }
-                    for (int64_t d = 0; d < V; d++) {
-                        const float x = drow[d];
-#pragma unroll
-                        for (int i = 0; i < BW_RPW; i++) dp[i] = fmaf(vrow[i * V + d], x, dp[i]);
-                    }
+                    seqk__rows_dot(s, ks_ + (int64_t)warp * BW_RPW * K, qs_ + lane * p.ast, K);
+                    seqk__rows_dot(dp, vs_ + (int64_t)warp * BW_RPW * V, dos_ + lane * p.bst, V);
                     const int64_t qt = q0 + lane;
                     const float l2 = l2s_[lane], Dq = Ds_[lane];
                     float pr[BW_RPW], ds[BW_RPW];
@@ -182,7 +163,7 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dkdv_kernel(bwd_params p)
                     for (int i = 0; i < BW_RPW; i++) {
                         const int64_t key = k0 + warp * BW_RPW + i;
                         const bool ok = qt < s1 && key < s1 && (!p.causal || key <= qt);
-                        pr[i] = ok ? exp2f(fmaf(s[i], p.scale2, -l2)) : 0.0f;
+                        pr[i] = prob(ok, s[i], p.scale2, l2);
                         ds[i] = pr[i] * (dp[i] - Dq);
                     }
                     /* dV += P^T dO, dK += dS^T Q over the tile's queries j */
@@ -243,27 +224,16 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dq_kernel(bwd_params p)
 
     for (int64_t n = blockIdx.z; n < p.N; n += gridDim.z) {
         int64_t s0, s1, b;
-        seq_of(p, n, &s0, &s1, &b);
+        seqk__seq_span(p.cu, p.T, n, &s0, &s1, &b);
         const int64_t tile = p.tiles - 1 - (int64_t)blockIdx.x;
         const int64_t q0 = s0 + tile * BW_ROWS;
         if (q0 >= s1) continue; /* uniform over the block */
         for (int64_t h = blockIdx.y; h < p.Hq; h += gridDim.y) {
             const int64_t hk = h / group;
             __syncthreads(); /* the previous head's use of shared memory is done */
-            for (int64_t i = threadIdx.x; i < BW_ROWS * K; i += BW_THREADS) {
-                const int64_t t = q0 + i / K;
-                qs_[i] = t < s1 ? p.q[(t * p.Hq + h) * K + i % K] : 0.0f;
-            }
-            for (int64_t i = threadIdx.x; i < BW_ROWS * V; i += BW_THREADS) {
-                const int64_t t = q0 + i / V;
-                dos_[i] = t < s1 ? p.dout[(t * p.Hq + h) * V + i % V] : 0.0f;
-            }
-            if (threadIdx.x < BW_ROWS) {
-                const int64_t t = q0 + threadIdx.x;
-                const int64_t li = (b * p.Hq + h) * p.T + (t - b * p.T);
-                l2s_[threadIdx.x] = t < s1 ? p.lse[li] * LOG2E_F : 0.0f;
-                Ds_[threadIdx.x] = t < s1 ? p.D[li] : 0.0f;
-            }
+            seqk__load_rows(qs_, K, p.q, q0, s1, p.Hq, h, K, BW_ROWS, BW_THREADS);
+            seqk__load_rows(dos_, V, p.dout, q0, s1, p.Hq, h, V, BW_ROWS, BW_THREADS);
+            load_lse_d(p, b, h, q0, s1, l2s_, Ds_);
             float dq[BW_RPW][CH];
 #pragma unroll
             for (int i = 0; i < BW_RPW; i++)
@@ -272,32 +242,15 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dq_kernel(bwd_params p)
             const int64_t kend = p.causal && q0 + BW_ROWS < s1 ? q0 + BW_ROWS : s1;
             for (int64_t k0 = s0; k0 < kend; k0 += BW_COLS) {
                 __syncthreads(); /* Q stored / the previous tile consumed */
-                for (int64_t i = threadIdx.x; i < BW_COLS * K; i += BW_THREADS) {
-                    const int64_t j = i / K, d = i % K, t = k0 + j;
-                    ks_[j * p.ast + d] = t < kend ? p.k[(t * p.Hkv + hk) * K + d] : 0.0f;
-                }
-                for (int64_t i = threadIdx.x; i < BW_COLS * V; i += BW_THREADS) {
-                    const int64_t j = i / V, d = i % V, t = k0 + j;
-                    vs_[j * p.bst + d] = t < kend ? p.v[(t * p.Hkv + hk) * V + d] : 0.0f;
-                }
+                seqk__load_rows(ks_, p.ast, p.k, k0, kend, p.Hkv, hk, K, BW_COLS, BW_THREADS);
+                seqk__load_rows(vs_, p.bst, p.v, k0, kend, p.Hkv, hk, V, BW_COLS, BW_THREADS);
                 __syncthreads();
                 /* lane = key: s = q_i . k_lane, dp = dout_i . v_lane */
                 float s[BW_RPW], dp[BW_RPW];
 #pragma unroll
                 for (int i = 0; i < BW_RPW; i++) s[i] = dp[i] = 0.0f;
-                const float *qrow = qs_ + (int64_t)warp * BW_RPW * K;
-                const float *drow = dos_ + (int64_t)warp * BW_RPW * V;
-                const float *krow = ks_ + lane * p.ast, *vrow = vs_ + lane * p.bst;
-                for (int64_t d = 0; d < K; d++) {
-                    const float x = krow[d];
-#pragma unroll
-                    for (int i = 0; i < BW_RPW; i++) s[i] = fmaf(qrow[i * K + d], x, s[i]);
-                }
-                for (int64_t d = 0; d < V; d++) {
-                    const float x = vrow[d];
-#pragma unroll
-                    for (int i = 0; i < BW_RPW; i++) dp[i] = fmaf(drow[i * V + d], x, dp[i]);
-                }
+                seqk__rows_dot(s, qs_ + (int64_t)warp * BW_RPW * K, ks_ + lane * p.ast, K);
+                seqk__rows_dot(dp, dos_ + (int64_t)warp * BW_RPW * V, vs_ + lane * p.bst, V);
                 const int64_t key = k0 + lane;
                 float ds[BW_RPW];
 #pragma unroll
@@ -305,7 +258,7 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dq_kernel(bwd_params p)
                     const int r = warp * BW_RPW + i;
                     const int64_t qt = q0 + r;
                     const bool ok = key < kend && qt < s1 && (!p.causal || key <= qt);
-                    const float pr = ok ? exp2f(fmaf(s[i], p.scale2, -l2s_[r])) : 0.0f;
+                    const float pr = prob(ok, s[i], p.scale2, l2s_[r]);
                     ds[i] = pr * (dp[i] - Ds_[r]);
                 }
                 /* dQ += dS K over the tile's keys j */
@@ -402,20 +355,11 @@ extern "C" seqk_status seqk__cuda_attention_parallel_backward(
     p.scale = scale;
     p.scale2 = scale * LOG2E_F;
     p.causal = (flags & SEQK_ATTN_CAUSAL) != 0;
-    int64_t longest = T;
-    if (cu) {
-        longest = 0;
-        for (int64_t n = 0; n < N; n++)
-            longest = cu_host[n + 1] - cu_host[n] > longest ? cu_host[n + 1] - cu_host[n] : longest;
-    }
-    p.tiles = (longest + BW_ROWS - 1) / BW_ROWS;
+    seqk_status st = seqk__seq_tiles(fn, T, cu ? cu_host : NULL, N, BW_ROWS, &p.tiles);
+    if (st != SEQK_SUCCESS) return st;
     if (p.tiles == 0) return SEQK_SUCCESS; /* every sequence empty: nothing to write */
-    if (p.tiles > INT32_MAX)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: T=%lld is too long for the CUDA grid", fn,
-                          (long long)T);
     void *ws = NULL;
-    seqk_status st = seqk__workspace(fn, ctx, seqk__cuda_attention_backward_workspace_size(B, T, Hq),
-                                     &ws);
+    st = seqk__workspace(fn, ctx, seqk__cuda_attention_backward_workspace_size(B, T, Hq), &ws);
     if (st != SEQK_SUCCESS) return st;
     p.D = (float *)ws;
 
@@ -425,9 +369,8 @@ extern "C" seqk_status seqk__cuda_attention_parallel_backward(
                           seqk__stream(ctx)>>>(p);
     SEQK_CUDA_CHECK_LAUNCH(fn);
 
-    const unsigned gz = (unsigned)(p.N < 65535 ? p.N : 65535);
-    const dim3 grid_kv((unsigned)p.tiles, (unsigned)(Hkv < 65535 ? Hkv : 65535), gz);
-    const dim3 grid_q((unsigned)p.tiles, (unsigned)(Hq < 65535 ? Hq : 65535), gz);
+    const dim3 grid_kv = seqk__tile_grid(p.tiles, Hkv, p.N);
+    const dim3 grid_q = seqk__tile_grid(p.tiles, Hq, p.N);
     const int64_t ch = ((K > V ? K : V) + 31) / 32; /* K, V <= SEQK__CUDA_ATTN_MAX_DIM = 256 */
     if (ch <= 1) return launch_tiles<1>(fn, ctx, p, grid_kv, grid_q);
     if (ch <= 2) return launch_tiles<2>(fn, ctx, p, grid_kv, grid_q);
