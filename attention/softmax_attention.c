@@ -49,6 +49,7 @@
 #include "../core/internal.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
+#include "softmax_attention.h"
 
 #include <immintrin.h>
 #include <inttypes.h>
@@ -793,6 +794,12 @@ static seqk_status check_heads(const char *fn, seqk_context *ctx, int64_t B, int
     if (Hq % Hkv)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: Hq=%" PRId64 " is not a multiple of Hkv=%" PRId64, fn, Hq, Hkv);
+    return seqk__attn_check_head_dims(fn, ctx, K, V, BC);
+}
+
+seqk_status seqk__attn_check_head_dims(const char *fn, const seqk_context *ctx, int64_t K,
+                                       int64_t V, int tile)
+{
     if (ctx->backend == SEQK_BACKEND_CUDA) {
 #if SEQK__HAVE_CUDA
         if (K > SEQK__CUDA_ATTN_MAX_DIM)
@@ -804,11 +811,11 @@ static seqk_status check_heads(const char *fn, seqk_context *ctx, int64_t B, int
                               "%s: V=%" PRId64 ", the CUDA backend takes V <= %d", fn, V,
                               SEQK__CUDA_ATTN_MAX_DIM);
 #endif
-    } else if (K > INT32_MAX / BC || V > INT32_MAX / BC) {
+    } else if (K > INT32_MAX / tile || V > INT32_MAX / tile) {
         return seqk__fail(SEQK_ERROR_UNSUPPORTED,
                           "%s: K=%" PRId64 ", V=%" PRId64 ": head dimensions above %d are not "
                           "supported",
-                          fn, K, V, INT32_MAX / BC);
+                          fn, K, V, INT32_MAX / tile);
     }
     return SEQK_SUCCESS;
 }

@@ -57,6 +57,7 @@
 #include "../core/internal.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
+#include "softmax_attention.h"
 
 #include <immintrin.h>
 #include <inttypes.h>
@@ -465,23 +466,7 @@ static seqk_status check_sizes(const char *fn, seqk_context *ctx, int64_t B, int
                           "%s: Hq=%" PRId64 " is not a multiple of Hkv=%" PRId64, fn, Hq, Hkv);
     if ((st = seqk__check_flags(fn, flags, SEQK_ATTN_CAUSAL))) return st;
     if ((st = seqk__check_backend_built(fn, ctx))) return st;
-    if (ctx->backend == SEQK_BACKEND_CUDA) {
-#if SEQK__HAVE_CUDA
-        if (K > SEQK__CUDA_ATTN_MAX_DIM)
-            return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                              "%s: K=%" PRId64 ", the CUDA backend takes K <= %d", fn, K,
-                              SEQK__CUDA_ATTN_MAX_DIM);
-        if (V > SEQK__CUDA_ATTN_MAX_DIM)
-            return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                              "%s: V=%" PRId64 ", the CUDA backend takes V <= %d", fn, V,
-                              SEQK__CUDA_ATTN_MAX_DIM);
-#endif
-    } else if (K > INT32_MAX / BK1 || V > INT32_MAX / BK1) {
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                          "%s: K=%" PRId64 ", V=%" PRId64 ": head dimensions above %d are not "
-                          "supported",
-                          fn, K, V, INT32_MAX / BK1);
-    }
+    if ((st = seqk__attn_check_head_dims(fn, ctx, K, V, BK1))) return st;
     const int64_t qd[4] = {B, T, Hq, K}, kd[4] = {B, T, Hkv, K};
     const int64_t vd[4] = {B, T, Hkv, V}, od[4] = {B, T, Hq, V}, ld[3] = {B, Hq, T};
     if ((st = seqk__check_numel(fn, "q [B,T,Hq,K]", 4, qd, sizeof(float), NULL))) return st;
