@@ -43,6 +43,7 @@
  * intrinsics when the build has them, plain loops otherwise (the same
  * algorithm, lane by lane).
  */
+#include "selective_scan.h"
 #include "sscan_vec.h"
 #include "../scan/scan.h"
 #include "../gpu/gpu.h"
@@ -61,7 +62,7 @@
 
 enum {
     CW = 16,       /* channels per work item (two vectors) */
-    MAX_NST = 256, /* largest state size (an item's state tile lives on the stack) */
+    MAX_NST = SEQK__SSCAN_MAX_NST, /* ssm/selective_scan.h */
     PF = SEQK_SSCAN_PF,
     CHUNK_FLOATS = SEQK_SSCAN_CHUNK_FLOATS,
     MAX_TC = 64 /* most tokens per chunk */
@@ -352,6 +353,24 @@ static void item_parallel(const sscan *P, const item *I, float *scratch)
 
 /* ---- validation and dispatch -------------------------------------------------------- */
 
+seqk_status seqk__sscan_check_dims(const char *fn, int64_t B, int64_t T, int64_t D, int64_t Nst,
+                                   int64_t G)
+{
+    seqk_status st;
+    if ((st = seqk__check_min(fn, "B", B, 1))) return st;
+    if ((st = seqk__check_min(fn, "T", T, 0))) return st;
+    if ((st = seqk__check_min(fn, "D", D, 1))) return st;
+    if ((st = seqk__check_min(fn, "Nst", Nst, 1))) return st;
+    if (Nst > SEQK__SSCAN_MAX_NST)
+        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: Nst=%" PRId64 ", at most %d is supported",
+                          fn, Nst, SEQK__SSCAN_MAX_NST);
+    if ((st = seqk__check_range(fn, "G", G, 1, D))) return st;
+    if (D % G)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                          "%s: D=%" PRId64 " is not a multiple of G=%" PRId64, fn, D, G);
+    return SEQK_SUCCESS;
+}
+
 seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
                                 int64_t D, int64_t Nst, int64_t G, unsigned flags, const float *u,
                                 const float *dt, const float *A, const float *Bm, const float *Cm,
@@ -364,17 +383,7 @@ seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, in
     if (mode != SEQK_MODE_RECURRENT && mode != SEQK_MODE_PARALLEL)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: mode=%d is not a seqk_mode", FN,
                           (int)mode);
-    if ((st = seqk__check_min(FN, "B", B, 1))) return st;
-    if ((st = seqk__check_min(FN, "T", T, 0))) return st;
-    if ((st = seqk__check_min(FN, "D", D, 1))) return st;
-    if ((st = seqk__check_min(FN, "Nst", Nst, 1))) return st;
-    if (Nst > MAX_NST)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: Nst=%" PRId64 ", at most %d is supported",
-                          FN, Nst, MAX_NST);
-    if ((st = seqk__check_range(FN, "G", G, 1, D))) return st;
-    if (D % G)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                          "%s: D=%" PRId64 " is not a multiple of G=%" PRId64, FN, D, G);
+    if ((st = seqk__sscan_check_dims(FN, B, T, D, Nst, G))) return st;
     if ((st = seqk__check_flags(FN, flags, SEQK_SSCAN_DT_SOFTPLUS))) return st;
     const int64_t d_bc[4] = {B, T, G, Nst}, d_s[3] = {cu_seqlens ? N : B, D, Nst};
     const int64_t d_u[3] = {B, T, D};

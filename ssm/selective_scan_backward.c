@@ -53,6 +53,7 @@
  * block / sequence order after the parallel loop. The block size depends on
  * the sizes only (not on the thread count), so the bits do not either.
  */
+#include "selective_scan.h"
 #include "sscan_vec.h"
 #include "../scan/scan.h"
 #include "../gpu/gpu.h"
@@ -63,7 +64,7 @@
 
 enum {
     CW = 16,            /* channels per tile (two vectors) */
-    MAX_NST = 256,      /* as the forward */
+    MAX_NST = SEQK__SSCAN_MAX_NST, /* as the forward */
     SEG_FLOATS = 8192,  /* about S * Nst * CW floats per segment buffer */
     MIN_SEG = 16,
     MAX_SEG = 64,
@@ -384,17 +385,7 @@ static seqk_status check_sizes(const char *fn, seqk_context *ctx, int64_t B, int
 {
     seqk_status st;
     if ((st = seqk__check_ctx(fn, ctx))) return st;
-    if ((st = seqk__check_min(fn, "B", B, 1))) return st;
-    if ((st = seqk__check_min(fn, "T", T, 0))) return st;
-    if ((st = seqk__check_min(fn, "D", D, 1))) return st;
-    if ((st = seqk__check_min(fn, "Nst", Nst, 1))) return st;
-    if (Nst > MAX_NST)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: Nst=%" PRId64 ", at most %d is supported",
-                          fn, Nst, MAX_NST);
-    if ((st = seqk__check_range(fn, "G", G, 1, D))) return st;
-    if (D % G)
-        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                          "%s: D=%" PRId64 " is not a multiple of G=%" PRId64, fn, D, G);
+    if ((st = seqk__sscan_check_dims(fn, B, T, D, Nst, G))) return st;
     if (varlen && (st = seqk__check_varlen_sizes(fn, B, N, T))) return st;
     const int64_t d_u[3] = {B, T, D}, d_bc[4] = {B, T, G, Nst};
     const int64_t d_s[3] = {varlen ? N : B, D, Nst};
