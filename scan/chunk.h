@@ -114,6 +114,16 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
 void seqk__chunk_gate_grad(int64_t L, float *gt, const float *bt, float Dterm, float *dld,
                            int64_t ld);
 
+/* The longest sequence of P: T, or the longest of P->cu (host) when set. */
+int64_t seqk__lin_longest(const seqk__lin *P);
+
+/* The backward's chunk-state checkpoints for nch chunks of E floats each:
+ * every state kept (*R = 1, *nckpt = max(nch, 1)) when they fit in
+ * full_bytes, else one before every R-th chunk (*R the smallest >= 2 with
+ * R^2 >= nch, *nckpt = ceil(nch / R)). */
+void seqk__chunk_ckpt_plan(int64_t nch, int64_t E, size_t full_bytes, int64_t *R,
+                           int64_t *nckpt);
+
 /* The staged drivers number the chunks of all sequences globally, sequence
  * n's from first[n] (first[N] = their count): the sequence of chunk c,
  * first[n] <= c < first[n+1] (a binary search). */

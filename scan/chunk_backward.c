@@ -82,13 +82,26 @@ typedef struct {
     size_t scratch;  /* floats per thread */
 } bplan;
 
-static int64_t longest(const seqk__lin *P)
+int64_t seqk__lin_longest(const seqk__lin *P)
 {
     if (!P->cu) return P->T;
     int64_t m = 0;
     for (int64_t n = 0; n < P->N; n++)
         if (P->cu[n + 1] - P->cu[n] > m) m = P->cu[n + 1] - P->cu[n];
     return m;
+}
+
+void seqk__chunk_ckpt_plan(int64_t nch, int64_t E, size_t full_bytes, int64_t *R,
+                           int64_t *nckpt)
+{
+    if ((size_t)nch * (size_t)E * sizeof(float) <= full_bytes) {
+        *R = 1; /* every state before a chunk kept */
+        *nckpt = nch > 0 ? nch : 1;
+    } else {
+        *R = 2;
+        while (*R * *R < nch) (*R)++;
+        *nckpt = (nch + *R - 1) / *R;
+    }
 }
 
 static bplan make_plan(const seqk__lin *P)
@@ -98,14 +111,9 @@ static bplan make_plan(const seqk__lin *P)
     pl.L = L;
     pl.W = P->V + (with_z(P) ? 1 : 0);
     pl.E = K * pl.W;
-    const int64_t nch = (longest(P) + L - 1) / L;
-    if ((size_t)nch * (size_t)pl.E * sizeof(float) <= SEQK__LIN_BWD_FULL_BYTES) {
-        pl.R = 1; /* every state before a chunk kept */
-        pl.nckpt = nch > 0 ? nch : 1;
-    } else {
-        pl.R = 2;
-        while (pl.R * pl.R < nch) pl.R++;
-        pl.nckpt = (nch + pl.R - 1) / pl.R;
+    const int64_t nch = (seqk__lin_longest(P) + L - 1) / L;
+    seqk__chunk_ckpt_plan(nch, pl.E, SEQK__LIN_BWD_FULL_BYTES, &pl.R, &pl.nckpt);
+    if (pl.R > 1) {
         /* a workspace query for varlen (no cu_seqlens yet, N != B): a shorter
          * sequence may keep all its states (R = 1), up to the byte limit */
         const int64_t whole = (int64_t)(SEQK__LIN_BWD_FULL_BYTES / sizeof(float)) / pl.E;

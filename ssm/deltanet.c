@@ -686,6 +686,19 @@ static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width
 
 /* beta[i] in [0, 1] ([0, 2] with SEQK_DELTANET_ALLOW_NEG_EIGVAL), host memory;
  * messages name fn (also the backward's check, ssm/deltanet.h). */
+void seqk__dn_lin(seqk__lin *P, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                  int64_t N, int64_t chunk, const int32_t *cu_host, float scale, unsigned flags,
+                  const float *q, const float *k, const float *v, const float *g,
+                  const float *s_in)
+{
+    P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
+    P->chunk = seqk__lin_chunk(chunk);
+    P->cu = cu_host;
+    P->scale = scale;
+    P->flags = (flags & SEQK_DELTANET_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
+    P->q = q, P->k = k, P->v = v, P->g = g, P->s_in = s_in;
+}
+
 seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, unsigned flags)
 {
     const bool neg = (flags & SEQK_DELTANET_ALLOW_NEG_EIGVAL) != 0;
@@ -749,13 +762,8 @@ seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t 
     dn_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
-    P->chunk = seqk__lin_chunk(chunk);
-    P->cu = cu_host;
-    P->scale = scale;
-    P->flags = (flags & SEQK_DELTANET_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
-    P->q = q, P->k = k, P->v = v, P->g = g, P->o = o;
-    P->s_in = state_in, P->s_out = state_out;
+    seqk__dn_lin(P, B, T, H, K, V, N, chunk, cu_host, scale, flags, q, k, v, g, state_in);
+    P->o = o, P->s_out = state_out;
     D.beta = beta;
     if (ctx->backend == SEQK_BACKEND_CPU) {
         st = mode == SEQK_MODE_RECURRENT ? deltanet_recurrent(ctx, &D) : deltanet_chunked(ctx, &D);

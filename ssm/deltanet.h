@@ -4,6 +4,7 @@
 #define SEQK_SSM_DELTANET_H
 
 #include "../core/internal.h"
+#include "../scan/linear_state.h"
 
 #include <stdint.h>
 
@@ -18,5 +19,13 @@ void seqk__dn_forward_substitution(float *Tm, int64_t L, const float *beta, cons
  * host memory (NaN is out of range); INVALID_ARGUMENT naming fn, the first
  * bad index and its value. */
 seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, unsigned flags);
+
+/* The engine's view of a DeltaNet call (P zeroed by the caller): sizes
+ * (Hqk = H), the chunk, the host cu_seqlens, scale, SEQK__LIN_L2NORM from
+ * SEQK_DELTANET_L2NORM_QK, q, k, v, g and s_in; the caller adds its outputs. */
+void seqk__dn_lin(seqk__lin *P, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                  int64_t N, int64_t chunk, const int32_t *cu_host, float scale, unsigned flags,
+                  const float *q, const float *k, const float *v, const float *g,
+                  const float *s_in);
 
 #endif

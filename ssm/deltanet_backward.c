@@ -103,15 +103,6 @@ typedef struct {
     size_t scratch;      /* floats per thread */
 } dnb_plan;
 
-static int64_t longest(const seqk__lin *P)
-{
-    if (!P->cu) return P->T;
-    int64_t m = 0;
-    for (int64_t n = 0; n < P->N; n++)
-        if (P->cu[n + 1] - P->cu[n] > m) m = P->cu[n + 1] - P->cu[n];
-    return m;
-}
-
 static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
 {
     dnb_plan pl;
@@ -119,14 +110,7 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     pl.L = L;
     pl.E = K * V;
     const int64_t nch = (longest_len + L - 1) / L;
-    if ((size_t)nch * (size_t)pl.E * sizeof(float) <= SEQK__DN_BWD_FULL_BYTES) {
-        pl.R = 1;
-        pl.nckpt = nch > 0 ? nch : 1;
-    } else {
-        pl.R = 2;
-        while (pl.R * pl.R < nch) pl.R++;
-        pl.nckpt = (nch + pl.R - 1) / pl.R;
-    }
+    seqk__chunk_ckpt_plan(nch, pl.E, SEQK__DN_BWD_FULL_BYTES, &pl.R, &pl.nckpt);
     int64_t m = L > K ? L : K;
     if (V > m) m = V;
     pl.pack_fl = seqk__sgemm_pack_floats(m, m, m);
@@ -381,9 +365,9 @@ static seqk_status backward_cpu(seqk_context *ctx, const dnb_problem *D)
 {
     const seqk__lin *P = &D->lin;
     const int threads = seqk__threads(ctx);
-    const dnb_plan pl = make_plan(P, longest(P));
+    const dnb_plan pl = make_plan(P, seqk__lin_longest(P));
     float *ws = NULL;
-    seqk_status st = seqk__workspace(FN, ctx, workspace_floats(P, longest(P), threads) *
+    seqk_status st = seqk__workspace(FN, ctx, workspace_floats(P, seqk__lin_longest(P), threads) *
                                                   sizeof(float) + 256, (void **)&ws);
     if (st) return st;
     ws = (float *)seqk__align_up((uintptr_t)ws, 32);
@@ -456,12 +440,7 @@ seqk_status seqk_deltanet_backward(seqk_context *ctx, int64_t B, int64_t T, int6
     dnb_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
-    P->chunk = seqk__lin_chunk(chunk);
-    P->cu = cu_host;
-    P->scale = scale;
-    P->flags = (flags & SEQK_DELTANET_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
-    P->q = q, P->k = k, P->v = v, P->g = g, P->s_in = state_in;
+    seqk__dn_lin(P, B, T, H, K, V, N, chunk, cu_host, scale, flags, q, k, v, g, state_in);
     D.beta = beta, D.dout = dout, D.ds_out = dstate_out;
     D.dq = dq, D.dk = dk, D.dv = dv, D.dbeta = dbeta, D.dg = dg, D.ds_in = dstate_in;
     st = backward_cpu(ctx, &D);
