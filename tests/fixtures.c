@@ -130,6 +130,17 @@ void tf_expect_rejected(seqk_status got, seqk_status want, const char *needle, c
 
 /* ---- inputs of the delta-rule modules ----------------------------------------------------- */
 
+void tf_delta_beta(float *beta, size_t n, int neg)
+{
+    const double hi = neg ? 2.0 : 1.0;
+    th_fill(beta, n, 0, hi);
+    for (size_t i = 0; i < n; i++) {
+        if (i % 7 == 3) beta[i] = 0.0f; /* the edges of the range */
+        if (i % 5 == 1) beta[i] = (float)hi;
+        if (neg && i % 11 == 2) beta[i] = 1.0f;
+    }
+}
+
 void tf_delta_keys(float *k, int64_t rows, int64_t K, int l2)
 {
     th_fill(k, (size_t)(rows * K), -1, 1);

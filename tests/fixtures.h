@@ -109,6 +109,9 @@ void tf_expect_rejected(seqk_status got, seqk_status want, const char *needle, c
 void tf_delta_keys(float *k, int64_t rows, int64_t K, int l2);
 /* Scales each row of x [rows, K] to unit norm exactly (long-sequence stability). */
 void tf_unit_rows(float *x, int64_t rows, int64_t K);
+/* DeltaNet's beta [n] from [0, 1] ([0, 2] with neg, SEQK_DELTANET_ALLOW_NEG_EIGVAL),
+ * with the edges of the range (0, the top, and 1 with neg) at fixed places. */
+void tf_delta_beta(float *beta, size_t n, int neg);
 
 /* Varlen layouts with empty and length-1 sequences: 5 sequences over 133
  * tokens (lengths 0, 1, 69, 0, 63) and 3 over 91 (90, 0, 1). */

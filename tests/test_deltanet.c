@@ -31,17 +31,6 @@ typedef struct {
     size_t nq, nv, ng, ns;
 } inputs;
 
-static void make_beta(float *beta, size_t n, int neg)
-{
-    const double hi = neg ? 2.0 : 1.0;
-    th_fill(beta, n, 0, hi);
-    for (size_t i = 0; i < n; i++) {
-        if (i % 7 == 3) beta[i] = 0.0f; /* the edges of the range */
-        if (i % 5 == 1) beta[i] = (float)hi;
-        if (neg && i % 11 == 2) beta[i] = 1.0f;
-    }
-}
-
 static double case_scale(const dcase *c) { return 1.0 / sqrt((double)c->K); }
 
 /* The random inputs of case c and the float64 reference's outputs for them
@@ -60,7 +49,7 @@ static void make_case(tf_arrays *h, const dcase *c, int gated, int l2, bool unit
     tf_delta_keys(in->k, rows * c->H, c->K, l2);
     in->v = tf_random(h, in->nv + 1, -1, 1);
     in->beta = tf_floats(h, in->ng + 1);
-    make_beta(in->beta, in->ng + 1, (c->flags & SEQK_DELTANET_ALLOW_NEG_EIGVAL) != 0);
+    tf_delta_beta(in->beta, in->ng + 1, (c->flags & SEQK_DELTANET_ALLOW_NEG_EIGVAL) != 0);
     in->g = tf_random(h, in->ng + 1, c->glo, c->ghi);
     in->s0 = tf_random(h, in->ns + 1, -0.5, 0.5);
     if (unit_keys) tf_unit_rows(in->k, rows * c->H, c->K);
