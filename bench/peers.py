@@ -17,6 +17,15 @@ and plain PyTorch, written here from the math as CPU users write it:
   gated_retention   chunked form with a segment-sum decay mask (the SSD
                     "minimal" form), chunk states by a loop over chunks
   selective_scan    the token loop of the selective_scan_ref form (Mamba1)
+  selective_scan_backward
+                    that selective_scan_ref as mamba_ssm writes it (dt_bias,
+                    softplus, D skip, z gate, the final state; its per-step
+                    slices by unbind: see torch_selective_scan_ref), forward +
+                    backward by PyTorch autograd (dy and d(final state) given,
+                    all eight inputs leaves) against seqk's forward (the faster
+                    of its two modes) + seqk_selective_scan_backward; and the
+                    backward alone (the graph kept), in the columns "bwd".
+                    Issue #16's target: peer/seqk >= 20 (forward + backward)
   deltanet          the naive chunked WY form of gated DeltaNet (forward
                     substitution in Python over the chunk, loop over chunks)
 Each case: both sides get the same data in their own layout (seqk token-major
@@ -77,16 +86,33 @@ def torch_gated_retention(q, k, v, g, C=64):
     return o.reshape(B, H, T, -1)
 
 
-def torch_selective_scan_ref(u, delta, A, Bm, Cm, D):
-    """selective_scan_ref form: u, delta [B,D,L], A [D,N], Bm, Cm [B,N,L], D [D]."""
+def torch_selective_scan_ref(u, delta, A, Bm, Cm, D, z=None, delta_bias=None, delta_softplus=False,
+                             return_last_state=False):
+    """mamba_ssm's selective_scan_ref (ops/selective_scan_interface.py), float32,
+    B and C varying per token with one group: u, delta, z [B,D,L], A [D,N],
+    Bm, Cm [B,N,L], D, delta_bias [D]; the loop over L as it writes it, but
+    for one thing: the per-step slices come from unbind, not from indexing
+    (dA[:, :, i]). The arithmetic is the same; the indexed form makes autograd
+    quadratic in L (each step's select_backward materialises a zero gradient
+    of the whole [B,D,L,N] tensor: 11 s at L=256, D=256 and 26-38 s at L=1024
+    on 2 threads here, against 0.2-1 s and 0.6-0.7 s with unbind; hours at
+    the backward suite's L=4096, D=1536), which would make any backward look
+    fast against it. The forward row times the same function."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None]
+    if delta_softplus:
+        delta = torch.nn.functional.softplus(delta)
     dA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
     dBu = torch.einsum("bdl,bnl,bdl->bdln", delta, Bm, u)
     x = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []
-    for i in range(u.shape[2]):
-        x = dA[:, :, i] * x + dBu[:, :, i]
-        ys.append(torch.einsum("bdn,bn->bd", x, Cm[:, :, i]))
-    return torch.stack(ys, dim=2) + u * D[None, :, None]
+    for a, b, c in zip(dA.unbind(2), dBu.unbind(2), Cm.unbind(2)):
+        x = a * x + b
+        ys.append(torch.einsum("bdn,bn->bd", x, c))
+    out = torch.stack(ys, dim=2) + u * D[None, :, None]
+    if z is not None:
+        out = out * torch.nn.functional.silu(z)
+    return (out, x) if return_last_state else out
 
 
 def torch_deltanet(q, k, v, beta, g, C=64):
@@ -258,6 +284,73 @@ def case_selective(ctx, rng, B, T, D, N):
     return ours, peer, lambda o, p: rel_err(o, p.numpy().transpose(0, 2, 1)), rec
 
 
+def case_selective_backward(ctx, rng, B, T, D, N):
+    """The training step of the selective scan with the seqk-bench backward suite's
+    inputs (bench/modules.c: softplus dt, dt_bias, D skip, z gate, one group)."""
+    f32 = np.float32
+    u, z, dy = (rng.uniform(-1, 1, (B, T, D)).astype(f32) for _ in range(3))
+    dt = rng.uniform(-3, -1, (B, T, D)).astype(f32)
+    A = rng.uniform(-4, -0.5, (D, N)).astype(f32)
+    Bm, Cm = (rng.uniform(-1, 1, (B, T, 1, N)).astype(f32) for _ in range(2))
+    Dk = rng.uniform(0.5, 1.5, D).astype(f32)
+    bias = rng.uniform(-1, 0, D).astype(f32)
+    dlast = rng.uniform(-0.1, 0.1, (B, D, N)).astype(f32)
+    kw = dict(D=Dk, z=z, dt_bias=bias, dt_softplus=True)
+    y = np.empty_like(u)
+    grads = dict(du_out=np.empty_like(u), ddt_out=np.empty_like(u), dA_out=np.empty_like(A),
+                 dB_out=np.empty_like(Bm), dC_out=np.empty_like(Cm), dD_out=np.empty_like(Dk),
+                 dz_out=np.empty_like(z), ddt_bias_out=np.empty_like(bias))
+
+    def ours_bwd():
+        return seqk.selective_scan_backward(u, dt, A, Bm, Cm, dy, dfinal_state=dlast,
+                                            return_ddt_bias=True, ctx=ctx, **kw, **grads)
+
+    def forward(mode):
+        return lambda: seqk.selective_scan(u, dt, A, Bm, Cm, Dk, z, dt_bias=bias, dt_softplus=True,
+                                           mode=mode, out=y, ctx=ctx)
+    modes = ("parallel", "recurrent")
+    for m in modes:
+        forward(m)()                                  # warm-up
+    fwd = forward(min((timed(forward(m)), m) for m in modes)[1])  # the faster mode
+
+    def ours():
+        fwd()
+        return ours_bwd()
+
+    bdl = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))  # [B,T,D] -> [B,D,T]
+    bnl = lambda x: torch.from_numpy(np.ascontiguousarray(x[:, :, 0, :].transpose(0, 2, 1)))
+    leaves = [bdl(u), bdl(dt), torch.from_numpy(A), bnl(Bm), bnl(Cm), torch.from_numpy(Dk),
+              bdl(z), torch.from_numpy(bias)]
+    for t in leaves:
+        t.requires_grad_()
+    tdy, tdlast = bdl(dy), torch.from_numpy(dlast)
+
+    def ref():
+        tu, tdt, tA, tB, tC, tD, tz, tbias = leaves
+        return torch_selective_scan_ref(tu, tdt, tA, tB, tC, tD, z=tz, delta_bias=tbias,
+                                        delta_softplus=True, return_last_state=True)
+
+    def grads_of(outs):
+        for t in leaves:
+            t.grad = None
+        torch.autograd.backward(outs, (tdy, tdlast), retain_graph=True)
+        return [t.grad for t in leaves]
+
+    peer = lambda: grads_of(ref())
+    kept = ref()                                      # the graph the backward-alone timing reuses
+    peer_bwd = lambda: grads_of(kept)
+
+    def compare(ours_grads, peer_grads):
+        du, ddt, dA, dB, dC, dD, dz, dbias = ours_grads
+        ours_flat = [du, ddt, dA, dB[:, :, 0, :], dC[:, :, 0, :], dD, dz, dbias]
+        peer_flat = [g.numpy() for g in peer_grads]
+        for i in (0, 1, 3, 4, 6):                     # [B,D,T] / [B,N,T] -> token-major
+            peer_flat[i] = peer_flat[i].transpose(0, 2, 1)
+        # each gradient's relative error; the worst is the row's
+        return max(rel_err(a, b) for a, b in zip(ours_flat, peer_flat))
+    return ours, peer, compare, None, (ours_bwd, peer_bwd)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -288,6 +381,10 @@ def main():
         ("selective_scan", case_selective, (1, 256 if args.quick else 2048, 768, 16),
          f"B=1 T={256 if args.quick else 2048} D=768 N=16"),
     ]
+    # the seqk-bench backward suite's selective scan shape (--quick: its quick one)
+    sb = (1, 256, 256, 16) if args.quick else (1, 4096, 1536, 16)
+    shapes += [("selective_scan_backward", case_selective_backward, sb,
+                f"B={sb[0]} T={sb[1]} D={sb[2]} N={sb[3]} fwd+bwd")]
     only = set(filter(None, args.only.split(",")))
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -323,15 +420,16 @@ def main():
             print(f"[{module} {desc}] seqk {t_ours * 1e3:.1f} ms, peer {t_peer * 1e3:.1f} ms, "
                   f"ratio {t_peer / t_ours:.2f}x, rel err {err:.1e}{bwd_note}", file=sys.stderr)
     print("\nseqk: its parallel mode (the chunked form, like the peers'); seqk rec: its recurrent "
-          "mode, the same function; softmax_attention_backward: forward + backward, and in the rec "
-          "columns the backward alone (bwd ms, peer bwd / seqk bwd)")
-    print(f"\n{'module':18} {'shape':26} {'thr':>3} {'seqk ms':>9} {'peer ms':>9} {'peer/seqk':>9} "
+          "mode, the same function; softmax_attention_backward, selective_scan_backward: forward + "
+          "backward (peer: PyTorch autograd), and in the rec columns the backward alone (bwd ms, "
+          "peer bwd / seqk bwd); rel err: the worst gradient's")
+    print(f"\n{'module':23} {'shape':34} {'thr':>3} {'seqk ms':>9} {'peer ms':>9} {'peer/seqk':>9} "
           f"{'rec|bwd ms':>10} {'peer/rec':>9} {'rel err':>8}")
     for r in rows:
         t_rec = r['seqk_recurrent_s'] or r.get('seqk_backward_s')
         ratio = r['peer_over_seqk_recurrent'] or r.get('peer_over_seqk_backward')
         rec_cols = (f"{t_rec * 1e3:10.2f} {ratio:9.2f}" if t_rec else f"{'-':>10} {'-':>9}")
-        print(f"{r['module']:18} {r['shape']:26} {r['threads']:3d} {r['seqk_s'] * 1e3:9.2f} "
+        print(f"{r['module']:23} {r['shape']:34} {r['threads']:3d} {r['seqk_s'] * 1e3:9.2f} "
               f"{r['peer_s'] * 1e3:9.2f} {r['peer_over_seqk']:9.2f} {rec_cols} "
               f"{r['rel_err_vs_peer']:8.1e}")
     print(f"\nrecords: {os.path.join(args.out, 'peers.jsonl')}")

@@ -22,11 +22,14 @@ or cuda), in DIR (default: the directory of the JSONL file):
                         size: the fraction of the ceiling that bounds it
                         (copy or sgemm_large, measured in the same run), one
                         group of bars per suite; the backward suite's at each
-                        head dim, with its target (0.40) marked
+                        head dim, each with its own target marked
   backward_BACKEND.png  suite "backward": per module, the backward's time over
-                        its parallel forward's (target 2.5, a horizontal
-                        line) and its fraction of sgemm_large (target 0.40),
-                        one bar per head dim
+                        its forward's and its fraction of sgemm_large, one bar
+                        per shape, each with its record's own target marked
+                        (a red dash: issue #15's 2.5 and 0.40, issue #16's
+                        3.0 and 0.35 for DeltaNet; none for the selective
+                        scan, whose bound is copy: left out of the fraction
+                        panel)
 
 Thin bars span the min..max of the timed repeats (for the decode steps'
 horizontal lines: bars right of the curves): how noisy the run was. Each title gives the machine (host, CPU model; "cuda device N" for the GPU
@@ -387,9 +390,10 @@ def plot_fraction(backend, recs, out):
         if rows[i]["suite"] != rows[i - 1]["suite"]:
             ax.axhline(i - 0.5, color="grey", lw=0.8)
     bwd = [i for i, r in enumerate(rows) if r["suite"] == "backward"]
-    if bwd:
-        ax.vlines(BACKWARD_MIN_FRACTION, bwd[0] - 0.5, bwd[-1] + 0.5, color="tab:red", ls="--",
-                  lw=1.2)
+    for i in bwd:  # each backward's own target (none: no mark)
+        t = backward_targets(rows[i])[1]
+        if t:
+            ax.vlines(t, i - 0.45, i + 0.45, color="tab:red", ls="--", lw=1.2)
     ceilings = {r["case"].split(" ")[0]: r for r in recs
                 if r["suite"] == "ceilings" and r["record"] == "ceiling"}
     handles = []
@@ -400,8 +404,8 @@ def plot_fraction(backend, recs, out):
         handles.append(plt.Rectangle((0, 0), 1, 1, color=c, label=f"bound: {b} ({val})"))
     if bwd:
         handles.append(matplotlib.lines.Line2D([], [], color="tab:red", ls="--",
-                                               label=f"backward target: >= "
-                                                     f"{BACKWARD_MIN_FRACTION:.2f} of sgemm_large"))
+                                               label="backward target (its record's: >= 0.40 "
+                                                     "or 0.35 of sgemm_large)"))
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     ax.set_xlabel("fraction of the bounding ceiling (achieved rate / ceiling, same run)")
     ax.grid(True, axis="x", alpha=0.3)
@@ -412,9 +416,23 @@ def plot_fraction(backend, recs, out):
 
 # ---- backward vs forward ----------------------------------------------------------------------
 
-# issue #15's targets (bench/bench.h: BENCH_BACKWARD_MAX_RATIO, BENCH_BACKWARD_MIN_FRACTION)
+# issue #15's targets (bench/bench.h: BENCH_BACKWARD_MAX_RATIO, BENCH_BACKWARD_MIN_FRACTION):
+# for records written before each carried its own (target_bwd_over_fwd, target_fraction)
 BACKWARD_MAX_RATIO = 2.5
 BACKWARD_MIN_FRACTION = 0.40
+
+
+def backward_targets(r):
+    """A backward record's (max bwd/fwd, min fraction); None where it has none."""
+    if "target_bwd_over_fwd" not in r:  # an older file: issue #15's for every op
+        return BACKWARD_MAX_RATIO, BACKWARD_MIN_FRACTION
+    return r.get("target_bwd_over_fwd"), r.get("target_fraction")
+
+
+def shape_label(r):
+    if r["case"] == "selective_scan":  # the sscan suite's letters: C = D channels, K = Nst
+        return f"D={r['C']} Nst={r['K']} (B={r['B']} T={r['T']})"
+    return f"K=V={r['K']} (B={r['B']} T={r['T']} H={r['H']})"
 
 
 def plot_backward(backend, recs, out):
@@ -425,43 +443,53 @@ def plot_backward(backend, recs, out):
     ops = [op for op in OPS if any(r["case"] == op for r in meas)]
     ops = [op for op in ops if op != "softmax_attention"] + \
         [op for op in ops if op == "softmax_attention"]
-    shapes = sorted({(r["K"], r["B"], r["T"], r["H"]) for r in meas})  # one bar per head dim
-    width = 0.8 / len(shapes)
+    # one bar per shape; the selective scan's own shape shares the first slot
+    shapes = sorted({(r["K"], r["B"], r["T"], r["H"]) for r in meas
+                     if r["case"] != "selective_scan"})
+    slot = {s: j for j, s in enumerate(shapes)}
+    n_slots = max(1, len(shapes))
+    width = 0.8 / n_slots
     hatches = ["", "//", "..", "xx"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    panels = [("bwd_over_fwd", "backward time / parallel forward time (medians)",
-               BACKWARD_MAX_RATIO, f"target <= {BACKWARD_MAX_RATIO}"),
-              ("fraction", "fraction of sgemm_large (counted flops / median / ceiling)",
-               BACKWARD_MIN_FRACTION, f"target >= {BACKWARD_MIN_FRACTION:.2f}")]
+    panels = [("bwd_over_fwd", 0, "backward time / forward time (medians)"),
+              ("fraction", 1, "fraction of sgemm_large (counted flops / median / ceiling)")]
     x = np.arange(len(ops))
-    for ax, (field, ylabel, target, target_label) in zip(axes, panels):
-        for j, (K, B, T, H) in enumerate(shapes):
-            vals = []
-            for op in ops:
-                r = next((r for r in meas if r["case"] == op and r["K"] == K and r["B"] == B
-                          and r["T"] == T and r["H"] == H), None)
-                vals.append(r.get(field) if r and r.get(field) is not None else np.nan)
-            bars = ax.bar(x + (j - (len(shapes) - 1) / 2) * width, vals, width,
-                          color=[COLOURS.get(op, "grey") for op in ops],
-                          hatch=hatches[j % len(hatches)], edgecolor="white")
-            # the legend's patch: grey with the shape's hatch (the colours are the ops')
-            ax.bar([0], [0], 0, color="grey", hatch=hatches[j % len(hatches)], edgecolor="white",
-                   label=f"K=V={K} (B={B} T={T} H={H})")
-            for b, v in zip(bars, vals):
-                if not np.isnan(v):
-                    ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v), ha="center",
-                                va="bottom", fontsize=7)
-        ax.axhline(target, color="tab:red", ls="--", lw=1.2, label=target_label)
+    for ax, (field, ti, ylabel) in zip(axes, panels):
+        top = 0.0
+        labelled = set()
+        for r in meas:
+            if field == "fraction" and r.get("bound") != "sgemm_large":
+                continue  # the selective scan: a fraction of copy, not comparable here
+            v = r.get(field)
+            if v is None:
+                continue
+            j = slot.get((r["K"], r["B"], r["T"], r["H"]), 0)
+            xi = x[ops.index(r["case"])] + (j - (n_slots - 1) / 2) * width
+            hatch = hatches[j % len(hatches)] if r["case"] != "selective_scan" else ""
+            ax.bar([xi], [v], width, color=COLOURS.get(r["case"], "grey"), hatch=hatch,
+                   edgecolor="white")
+            ax.annotate(f"{v:.2f}", (xi, v), ha="center", va="bottom", fontsize=7)
+            t = backward_targets(r)[ti]
+            if t:
+                ax.hlines(t, xi - width / 2, xi + width / 2, color="tab:red", ls="--", lw=1.4)
+                top = max(top, t)
+            top = max(top, v)
+            label = shape_label(r)
+            if label not in labelled:  # the legend's patch: grey with the shape's hatch
+                labelled.add(label)
+                ax.bar([0], [0], 0, color="grey", hatch=hatch, edgecolor="white", label=label)
+        ax.plot([], [], color="tab:red", ls="--",
+                label="each bar's target (#15: 2.5 / 0.40; #16 DeltaNet: 3.0 / 0.35)")
         ax.set_xticks(x)
         ax.set_xticklabels(ops, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
-        ax.set_ylim(0, max([target] + [r[field] for r in meas if r.get(field) is not None])
-                    * 1.12)
+        ax.set_ylim(0, (top or 1.0) * 1.12)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2),
                   ncol=2)
-    fig.suptitle(title("Backward (training) vs the parallel forward of the same call, and "
-                       "against the large-sgemm ceiling", backend, recs), fontsize=9)
+    fig.suptitle(title("Backward (training) vs the forward of the same call, and against the "
+                       "large-sgemm ceiling (the selective scan: copy-bound, ratio only)",
+                       backend, recs), fontsize=9)
     fig.tight_layout()
     return save(fig, os.path.join(out, f"backward_{backend}.png"))
 

@@ -2,22 +2,34 @@
  * bench/suite_backward.c -- the "backward" suite: the training backward of
  * the linear-state modules (DESIGN 3.7: seqk_linear_attention_backward,
  * seqk_retention_backward, seqk_gated_retention_backward,
- * seqk_mamba2_backward) and of causal softmax attention
- * (seqk_attention_parallel_backward, FlashAttention-2's backward), each timed
- * in the same case as the parallel forward of the same call, so that a record
- * gives the backward's time, its forward's (forward_s), their ratio
- * (bwd_over_fwd) and the backward's fraction of the large-sgemm ceiling.
- * Issue #15's targets (bench.h): bwd/fwd <= BENCH_BACKWARD_MAX_RATIO = 2.5
- * and >= BENCH_BACKWARD_MIN_FRACTION = 0.40 of sgemm_large; report.c prints
- * a table of both beside them, plot.py draws backward_BACKEND.png.
+ * seqk_mamba2_backward), of gated DeltaNet (seqk_deltanet_backward, CPU
+ * only), of the selective scan (seqk_selective_scan_backward) and of causal
+ * softmax attention (seqk_attention_parallel_backward, FlashAttention-2's
+ * backward), each timed in the same case as the forward of the same call, so
+ * that a record gives the backward's time, its forward's (forward_s), their
+ * ratio (bwd_over_fwd) and the backward's fraction of its ceiling. Each
+ * record carries its own targets (target_bwd_over_fwd, target_fraction;
+ * bench.h): issue #15's for the linear-state modules and softmax attention,
+ * bwd/fwd <= 2.5 and >= 0.40 of sgemm_large; issue #16's for DeltaNet,
+ * bwd/fwd <= 3.0 and >= 0.35 of sgemm_large (set for K = V = 128, applied
+ * at both head dims); none for the selective scan, whose bound is copy (as
+ * the sscan suite's forward) and whose target is against PyTorch autograd
+ * (>= 20x, bench/peers.py's selective_scan_backward row). report.c prints a
+ * table of the figures beside the targets, plot.py draws
+ * backward_BACKEND.png.
  *
  * Shapes: T = 4096, H = 8 at K = V = 64 (B = 2) and K = V = 128 (B = 1), the
  * linear suite's T = 4096 rows, so its parallel records time the same
- * forwards; Mamba2 as there: G = 1 group, Nst = K, P = V; softmax attention
- * with the same B, H and head dims, Hq = Hkv = H. --quick: B = 1, T = 256,
- * H = 2, K = V = 32 and 64 (a smoke test: several chunks; softmax
- * attention's two-pass form, its items too few on 2 threads for the fused
- * one).
+ * forwards (DeltaNet: gated, SEQK_DELTANET_L2NORM_QK, as there; the linear
+ * suite passes a state_in, this suite none); Mamba2 as there: G = 1 group,
+ * Nst = K, P = V; softmax attention with the same B, H and head dims,
+ * Hq = Hkv = H. --quick: B = 1, T = 256, H = 2, K = V = 32 and 64 (a smoke
+ * test: several chunks; softmax attention's two-pass form, its items too few
+ * on 2 threads for the fused one). The selective scan once, after them:
+ * B = 1, T = 4096, D = 1536 channels, Nst = 16, G = 1 (the sscan suite's
+ * mamba1-d1536 case at the backward suite's T; bench/peers.py's
+ * selective_scan_backward row runs the same shape); --quick: T = 256,
+ * D = 256.
  *
  * The call, the same for the forward and the backward: a training step from
  * scratch. The modules' inputs are those of modules.c (bench_module_setup:
@@ -27,7 +39,12 @@
  * bench_module_run). Their backward takes dout in [-1, 1) and dstate_out in
  * [-0.1, 0.1) (the gradients of both outputs of that forward), state_in NULL
  * and no dstate_in, and writes dq, dk, dv (gated retention also dg; Mamba2
- * dx, ddt, dA, dBm, dCm, dD, ddt_bias). Softmax attention: q, k, v in
+ * dx, ddt, dA, dBm, dCm, dD, ddt_bias; DeltaNet dbeta, dg). The selective
+ * scan (modules.c's inputs: the sscan suite's, SEQK_SSCAN_DT_SOFTPLUS, D
+ * skip, z gate): dy in [-1, 1), dstate_out in [-0.1, 0.1); writes du, ddt,
+ * dA, dBm, dCm, dDskip, dz, ddt_bias. Its forward is timed in both modes
+ * (they compute one function; which is faster depends on the machine) and
+ * forward_s is the faster (the note gives both). Softmax attention: q, k, v in
  * [-1, 1), scale 1/sqrt(K), causal; the forward writes o and lse (what the
  * backward needs); the backward takes q, k, v, o, lse and dout in [-1, 1) and
  * writes dq, dk, dv. Every gradient output is checked for NaN/inf (check).
@@ -36,11 +53,14 @@
  * untimed forward that makes o and lse), then the forward, back to back. A
  * backend that does not take a call (SEQK_ERROR_UNSUPPORTED, e.g. a CUDA
  * backward not written yet, or SEQK_ERROR_NOT_COMPILED) makes the case a
- * "skipped" record with the library's message, not a failure. Softmax
- * attention's calls take a fraction of a second each at T = 4096 on two CPU
- * threads: their samples are cut to about BWD_SOFTMAX_BUDGET_S seconds each
- * (at least BWD_SOFTMAX_MIN_REPEATS; bench_time_budget), which keeps the
- * suite under half a minute there.
+ * "skipped" record with the library's message, not a failure (DeltaNet's
+ * backward on CUDA). Softmax attention's calls take a fraction of a second
+ * each at T = 4096 on two CPU threads: their samples are cut to about
+ * BWD_SOFTMAX_BUDGET_S seconds each (at least BWD_SOFTMAX_MIN_REPEATS;
+ * bench_time_budget), DeltaNet's backward and forward and the selective
+ * scan's backward to about 1.5 s (BWD_DN_BUDGET_S, BWD_SSCAN_BUDGET_S), which
+ * keeps the suite under a minute there (about 45 s on an idle machine; a
+ * loaded shared one takes longer).
  *
  * FLOPs counted per backward call, from what the code computes:
  *
@@ -75,6 +95,62 @@
  *   dK~ and their state parts, <S0, dS>, its scans; dP's diagonal added back;
  *   Mamba2's softplus, dt, D and group sums, the head sums of dB, dC).
  *
+ * Gated DeltaNet (ssm/deltanet_backward.c, as of this writing): per
+ * (sequence, head) and chunk of Lc tokens, the causal products on their
+ * lower (or upper) triangle, diagonal included, Lc (Lc + 1) per inner index,
+ * as above and as modules.c counts the forward; S0 the state before the
+ * chunk, absent for a sequence's first chunk without an initial state:
+ *   chunk_forward again (pairs kept for the backward of A):
+ *     K~ K~^T (LOWER_C)               Lc (Lc+1) K
+ *     T = (I + A)^-1 (forward subst.) Lc^3 / 3     (modules.c's convention)
+ *     U = T Vb, W = T Kb (LOWER_A)    Lc (Lc+1) (V + K)
+ *     Vn = U - W S0                   2 Lc K V     (with S0)
+ *   the engine's stage with Vn as the values (seqk__chunk_scores and
+ *   seqk__chunk_backward_stage, the products of the linear-state count):
+ *     P, dP, dV', dQ~, dK~            Lc (Lc+1) (3 K + 2 V)
+ *     Kd dS, V' dS^T, Qg^T dO         2 Lc K V each
+ *     dO S0^T                         2 Lc K V     (with S0)
+ *   then through Vn, U, W and T:
+ *     dS0 -= W^T dVn                  2 Lc K V
+ *     dW = -dVn S0^T                  2 Lc K V     (with S0)
+ *     X = T^T dU (UPPER_A)            Lc (Lc+1) V
+ *     Y = T^T dW (UPPER_A)            Lc (Lc+1) K  (with S0)
+ *     dA = -(X U^T + Y W^T) (LOWER_C) Lc (Lc+1) V, + Lc (Lc+1) K with S0
+ *     dK~ += M K~ + M^T K~            2 Lc (Lc+1) K
+ *   plus the recomputed states: pass 1, for every chunk but a sequence's
+ *   last, chunk_forward without the pairs (K~ K~^T, T, U, W, Vn with S0:
+ *   Lc (Lc+1) (2 K + V) + Lc^3/3 + 2 Lc K V) and the next state
+ *   (Kd^T Vn, 2 Lc K V); the same once more per chunk that is not the last
+ *   of its checkpoint segment when the states are checkpointed (its
+ *   SEQK__DN_BWD_FULL_BYTES = 8 MiB per thread, as the linear-state
+ *   backward's: at T = 4096 both K = 64 and 128 keep them all).
+ *   So a full chunk with S0 costs, per token,
+ *     (Lc + 1) (11 K + 6 V) + 2 Lc^2 / 3 + 18 K V
+ *   against the forward's 3 (Lc+1) K + 2 (Lc+1) V + Lc^2/3 + 6 K V: 3.15
+ *   times it at K = V = Lc = 64, 3.11 at K = V = 128 (seqk.h: "about three
+ *   times"); a time ratio of 3.0 is a backward slightly faster per flop than
+ *   the forward. Not counted: the exponentials, the gate and beta vector
+ *   work (dot products, the pair sums of dA, the reverse scan), the L2
+ *   norms and their backward, dv = diag(beta) X, Vb, Kb.
+ *
+ * Selective scan (ssm/selective_scan_backward.c), in the sscan suite's
+ * convention for its forward (6 per state element and token: dt*A, dt*B*u,
+ * the decay's multiply-add, C*h and its sum): per state element (d, n) and
+ * token, the reverse walk's 21: a = exp(dt A) (1) and dt B u (1) again, h
+ * recomputed (2), C gy (1), the reverse scan of lam (2), and the gradients'
+ * lam (a h_{t-1}) (2), dA's and d(dt)'s sums (2 + 2), sum_n B lam (2),
+ * yp = sum_n C h again for dz (2), dB's and dC's terms (2 + 2); plus the
+ * first pass's 4 (a, dt B u, the scan's multiply-add) on every token but
+ * those of the last time segment (S = 32 tokens at Nst = 16:
+ * clamp(8192 / (16 Nst), 16, 64)), which only keeps the segment-start
+ * states. About 25 against the forward's 6 (a count ratio ~4.2). Not
+ * counted: exp, softplus, sigmoid, silu, the per-channel work (du, ddt, dz,
+ * dDskip, ddt_bias: O(D) per token) and the 8-lane sums of dB, dC.
+ * Bytes (the sscan suite's convention): u, dt, z, dy [B,T,D] and Bm, Cm
+ * [B,T,G,Nst] read, du, ddt, dz and dBm, dCm written; the constants (A,
+ * Dskip, dt_bias and their gradients) and the states not counted. Bound:
+ * "copy", as the forward's; no fraction target.
+ *
  * Softmax attention: FlashAttention-2's backward counted as its five
  * products per (query, key) pair that the causal mask keeps, B H T (T+1) / 2
  * pairs: S = q.k again (2 K), dV += p dO (2 V), dP = dO.v (2 V), dQ += ds k
@@ -89,8 +165,9 @@
  *
  * Bytes counted per backward call (fp32, each once): its inputs read (q, k,
  * v, the gates and per-head constants, dout, dstate_out; softmax: q, k, v,
- * o, dout, lse) and its gradients written. Bound: "sgemm_large", so frac is
- * the fraction of the large-sgemm ceiling (the note also gives sgemm_64's).
+ * o, dout, lse) and its gradients written. Bound: "sgemm_large" (but for
+ * the selective scan: "copy", above), so frac is the fraction of the
+ * large-sgemm ceiling (the note also gives sgemm_64's).
  */
 #include "bench.h"
 
@@ -103,17 +180,48 @@
  * many bytes per thread (its SEQK__LIN_BWD_FULL_BYTES), else checkpoints
  * (counted above). */
 #define BWD_FULL_STATE_BYTES (8.0 * 1024.0 * 1024.0)
+/* ssm/deltanet_backward.c's SEQK__DN_BWD_FULL_BYTES: the same rule. */
+#define BWD_DN_FULL_STATE_BYTES (8.0 * 1024.0 * 1024.0)
+/* DeltaNet's calls (about 0.1-0.4 s on two CPU threads at T = 4096): samples
+ * cut to about this many seconds per measurement. */
+#define BWD_DN_BUDGET_S 1.5
+#define BWD_DN_MIN_REPEATS 3
+/* The selective scan's backward (about 0.3-0.5 s there): the same. */
+#define BWD_SSCAN_BUDGET_S 1.5
+#define BWD_SSCAN_MIN_REPEATS 3
+/* ssm/selective_scan_backward.c's time segments: clamp(SEG_FLOATS / (16 Nst),
+ * MIN_SEG, MAX_SEG) tokens (its pass 1 skips the last). */
+#define BWD_SSCAN_SEG_FLOATS 8192
+#define BWD_SSCAN_MIN_SEG 16
+#define BWD_SSCAN_MAX_SEG 64
 
-/* The ops: the four linear-state modules (bench_module's first four), then
- * softmax attention. */
+/* The ops: the four linear-state modules (bench_module's first four),
+ * DeltaNet, then softmax attention, at each shape; the selective scan once
+ * after them (its own shape). */
 #define BWD_SOFTMAX ((int)BENCH_N_MODULES)
 static const int OPS[] = {BENCH_MOD_LINEAR_ATTENTION, BENCH_MOD_RETENTION,
-                          BENCH_MOD_GATED_RETENTION, BENCH_MOD_MAMBA2, BWD_SOFTMAX};
+                          BENCH_MOD_GATED_RETENTION, BENCH_MOD_MAMBA2, BENCH_MOD_DELTANET,
+                          BWD_SOFTMAX};
 #define N_OPS ((int)(sizeof OPS / sizeof OPS[0]))
 
 static const char *op_name(int op)
 {
     return op == BWD_SOFTMAX ? "softmax_attention" : bench_module_name((bench_module)op);
+}
+
+/* An op's targets (bench.h; 0 = none) and the issue that set them. */
+typedef struct bwd_target {
+    double max_ratio, min_fraction;
+    const char *issue;
+} bwd_target;
+
+static bwd_target op_target(int op)
+{
+    if (op == BENCH_MOD_DELTANET)
+        return (bwd_target){BENCH_DELTANET_BACKWARD_MAX_RATIO,
+                            BENCH_DELTANET_BACKWARD_MIN_FRACTION, "#16"};
+    if (op == BENCH_MOD_SELECTIVE_SCAN) return (bwd_target){0.0, 0.0, "#16"};
+    return (bwd_target){BENCH_BACKWARD_MAX_RATIO, BENCH_BACKWARD_MIN_FRACTION, "#15"};
 }
 
 typedef struct bwd_shape {
@@ -123,6 +231,13 @@ typedef struct bwd_shape {
 static const bwd_shape SHAPES[] = {{2, 4096, 8, 64}, {1, 4096, 8, 128}};
 static const bwd_shape SHAPES_QUICK[] = {{1, 256, 2, 32}, {1, 256, 2, 64}};
 #define N_SHAPES ((int)(sizeof SHAPES / sizeof SHAPES[0]))
+
+/* The selective scan: B, T, D channels, Nst (G = 1). */
+typedef struct sscan_shape {
+    int64_t B, T, D, Nst;
+} sscan_shape;
+static const sscan_shape SSCAN_SHAPE = {1, 4096, 1536, 16};
+static const sscan_shape SSCAN_SHAPE_QUICK = {1, 256, 256, 16};
 
 /* ---- counts ---------------------------------------------------------------------------- */
 
@@ -150,6 +265,43 @@ static double linear_backward_flops(int64_t B, int64_t T, int64_t H, int64_t K, 
     return (double)(B * H) * per;
 }
 
+/* Flops of one gated DeltaNet backward call (the top of the file), as
+ * linear_backward_flops. */
+static double deltanet_backward_flops(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                      int64_t L, bool zero_start)
+{
+    const double k = (double)K, v = (double)V, kv = k * v;
+    const int64_t nch = (T + L - 1) / L;
+    int64_t R = 1; /* chunks per checkpoint segment */
+    if ((double)nch * kv * sizeof(float) > BWD_DN_FULL_STATE_BYTES)
+        for (R = 2; R * R < nch; R++) {}
+    double per = 0.0; /* one (sequence, head) */
+    for (int64_t c = 0; c < nch; c++) {
+        const double lc = (double)(T - c * L < L ? T - c * L : L);
+        const double tri = lc * (lc + 1.0), subst = lc * lc * lc / 3.0;
+        const bool s0 = !(c == 0 && zero_start);
+        /* the reverse walk: chunk_forward with the pairs, the stage, Vn/U/W/T */
+        per += tri * (7.0 * k + 5.0 * v) + subst + 2.0 * lc * kv * (s0 ? 7.0 : 4.0);
+        if (s0) per += 2.0 * tri * k; /* Y = T^T dW, Y W^T */
+        /* a state recomputed: chunk_forward without the pairs and Kd^T Vn */
+        const double state = tri * (2.0 * k + v) + subst + 2.0 * lc * kv * (s0 ? 2.0 : 1.0);
+        if (c < nch - 1) per += state;                                /* pass 1 */
+        if (R > 1 && c % R != R - 1 && c < nch - 1) per += state;     /* per segment */
+    }
+    return (double)(B * H) * per;
+}
+
+/* Flops of one selective scan backward (the top of the file): 21 per state
+ * element and token, 4 more on the tokens before the last time segment. */
+static double sscan_backward_flops(int64_t B, int64_t T, int64_t D, int64_t Nst)
+{
+    int64_t seg = BWD_SSCAN_SEG_FLOATS / (Nst * 16);
+    seg = seg < BWD_SSCAN_MIN_SEG ? BWD_SSCAN_MIN_SEG : seg > BWD_SSCAN_MAX_SEG ? BWD_SSCAN_MAX_SEG : seg;
+    const int64_t nseg = (T + seg - 1) / seg;
+    const double first_pass = nseg > 1 ? (double)((nseg - 1) * seg) : 0.0;
+    return (double)(B * D * Nst) * (21.0 * (double)T + 4.0 * first_pass);
+}
+
 /* Flops of one causal softmax attention backward: FA2's five products. */
 static double softmax_backward_flops(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V)
 {
@@ -159,36 +311,50 @@ static double softmax_backward_flops(int64_t B, int64_t T, int64_t H, int64_t K,
 
 /* ---- the note ------------------------------------------------------------------------------ */
 
-/* The record's note: the two figures against their targets first (the table
- * cuts long notes), then the times and what was run. fwd_flops: the forward's
- * count (modules.c's, suite_prefill.c's) for its rate. */
-static void write_note(const bench_backend *be, bench_record *rec, double fwd_s,
+/* The record's note: the two figures against the op's targets (tg, also
+ * stored in the record) first (the table cuts long notes), then the times and
+ * what was run. fwd_flops: the forward's count (modules.c's,
+ * suite_prefill.c's) for its rate. The fraction is of rec->bound
+ * ("sgemm_large", or "copy" by bytes); sgemm_64's is added for an
+ * sgemm-bound op. */
+static void write_note(const bench_backend *be, bench_record *rec, bwd_target tg, double fwd_s,
                        double fwd_flops, size_t bad, size_t n_grad, const char *what)
 {
     const double bwd_s = rec->stats.median_s, ratio = bwd_s / fwd_s;
-    const double gflops = rec->flops / bwd_s / 1e9;
-    const bench_ceiling *big = bench_get_ceiling(be, "sgemm_large");
-    const bench_ceiling *s64 = bench_get_ceiling(be, "sgemm_64");
-    char frac[96], s64_text[64];
-    if (big && big->value > 0.0)
-        snprintf(frac, sizeof frac, "%.2f of sgemm_large (>= %.2f %s)", gflops / big->value,
-                 BENCH_BACKWARD_MIN_FRACTION,
-                 gflops / big->value >= BENCH_BACKWARD_MIN_FRACTION ? "met" : "MISSED");
+    const double gflops = rec->flops / bwd_s / 1e9, gbs = rec->bytes / bwd_s / 1e9;
+    rec->target_bwd_over_fwd = tg.max_ratio;
+    rec->target_fraction = tg.min_fraction;
+    const bench_ceiling *bound = bench_get_ceiling(be, rec->bound);
+    const bool sgemm = strcmp(rec->bound, "copy") != 0;
+    const bench_ceiling *s64 = sgemm ? bench_get_ceiling(be, "sgemm_64") : NULL;
+    char ratio_text[64], frac[112], s64_text[64] = "";
+    if (tg.max_ratio > 0.0)
+        snprintf(ratio_text, sizeof ratio_text, "bwd/fwd %.2f (<= %.1f %s, issue %s)", ratio,
+                 tg.max_ratio, ratio <= tg.max_ratio ? "met" : "MISSED", tg.issue);
     else
-        snprintf(frac, sizeof frac, "sgemm_large not measured");
+        snprintf(ratio_text, sizeof ratio_text, "bwd/fwd %.2f (no target here)", ratio);
+    if (bound && bound->value > 0.0) {
+        const double f = (sgemm ? gflops : gbs) / bound->value;
+        if (tg.min_fraction > 0.0)
+            snprintf(frac, sizeof frac, "%.2f of %s (>= %.2f %s)", f, rec->bound,
+                     tg.min_fraction, f >= tg.min_fraction ? "met" : "MISSED");
+        else
+            snprintf(frac, sizeof frac, "%.3f of %s (%.1f GB/s; no target)", f, rec->bound,
+                     gbs);
+    } else {
+        snprintf(frac, sizeof frac, "%s not measured", rec->bound);
+    }
     if (s64 && s64->value > 0.0)
-        snprintf(s64_text, sizeof s64_text, "%.2f of sgemm_64", gflops / s64->value);
-    else
-        snprintf(s64_text, sizeof s64_text, "sgemm_64 not measured");
+        snprintf(s64_text, sizeof s64_text, "; %.2f of sgemm_64", gflops / s64->value);
+    else if (sgemm)
+        snprintf(s64_text, sizeof s64_text, "; sgemm_64 not measured");
     char bad_text[128] = "";
     if (bad)
         snprintf(bad_text, sizeof bad_text, "%zu of %zu gradient elements are NaN or inf; ",
                  bad, n_grad);
     snprintf(rec->note, sizeof rec->note,
-             "%sbwd/fwd %.2f (<= %.1f %s), %s; bwd %.3f ms, fwd %.3f ms (%.1f GFLOP/s); %s; %s",
-             bad_text, ratio, BENCH_BACKWARD_MAX_RATIO,
-             ratio <= BENCH_BACKWARD_MAX_RATIO ? "met" : "MISSED", frac, bwd_s * 1e3,
-             fwd_s * 1e3, fwd_flops / fwd_s / 1e9, s64_text, what);
+             "%s%s, %s; bwd %.3f ms, fwd %.3f ms (%.1f GFLOP/s)%s; %s", bad_text, ratio_text,
+             frac, bwd_s * 1e3, fwd_s * 1e3, fwd_flops / fwd_s / 1e9, s64_text, what);
 }
 
 /* A call that returned SEQK_ERROR_NOT_COMPILED: a skipped record too. */
@@ -207,6 +373,7 @@ typedef struct linear_bwd {
     const float *dout, *dstate_out;
     float *dq, *dk, *dv, *dg;   /* Mamba2: dCm, dBm, dx, ddt */
     float *dA, *dD, *ddt_bias;  /* Mamba2 */
+    float *dbeta;               /* DeltaNet */
 } linear_bwd;
 
 static seqk_status linear_backward_call(void *arg)
@@ -235,6 +402,12 @@ static seqk_status linear_backward_call(void *arg)
                                     f->dt_bias, NULL, a->dout, a->dstate_out, a->dv, a->dg,
                                     a->dA, a->dk, a->dq, a->dD, a->ddt_bias, NULL, NULL, 0,
                                     BENCH_MODULE_CHUNK);
+    case BENCH_MOD_DELTANET:
+        /* gated, with the L2 norm (bench_module_run's forward) */
+        return seqk_deltanet_backward(f->ctx, f->B, f->T, f->H, f->K, f->V, f->scale,
+                                      SEQK_DELTANET_L2NORM_QK, f->q, f->k, f->v, f->beta, f->g,
+                                      NULL, a->dout, a->dstate_out, a->dq, a->dk, a->dv,
+                                      a->dbeta, a->dg, NULL, NULL, 0, BENCH_MODULE_CHUNK);
     default:
         break;
     }
@@ -246,13 +419,13 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
 {
     const bench_shape *sh = &bc->shape;
     const bench_module module = (bench_module)bc->flags;
-    const bool mamba2 = module == BENCH_MOD_MAMBA2;
-    const bool has_dg = mamba2 || module == BENCH_MOD_GATED_RETENTION;
+    const bool mamba2 = module == BENCH_MOD_MAMBA2, deltanet = module == BENCH_MOD_DELTANET;
+    const bool has_dg = mamba2 || deltanet || module == BENCH_MOD_GATED_RETENTION;
     bench_module_call f;
     bench_module_setup(be, &f, module, SEQK_MODE_PARALLEL, BENCH_STATE_OUT, sh->B, sh->T, sh->H,
                        sh->K, sh->V);
     const size_t n_h = (size_t)sh->H;
-    linear_bwd a = {&f, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    linear_bwd a = {&f, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     float *dout = bench_alloc(be, f.n_v * sizeof(float), "dout");        /* [B,T,H,V] */
     float *dso = bench_alloc(be, f.n_state * sizeof(float), "dstate_out"); /* [B,H,K,V] */
     a.dq = bench_alloc(be, f.n_qk * sizeof(float), "dq"); /* [B,T,H,K]; Mamba2 dCm [B,T,1,K] */
@@ -267,6 +440,10 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
         a.dg = bench_alloc(be, f.n_tok * sizeof(float), "dg"); /* [B,T,H]; Mamba2 ddt */
         bench_fill_uniform(be, a.dg, f.n_tok, 0.0f, 0.0f, 76);
     }
+    if (deltanet) {
+        a.dbeta = bench_alloc(be, f.n_tok * sizeof(float), "dbeta"); /* [B,T,H] */
+        bench_fill_uniform(be, a.dbeta, f.n_tok, 0.0f, 0.0f, 82);
+    }
     if (mamba2) {
         a.dA = bench_alloc(be, n_h * sizeof(float), "dA");             /* [H] */
         a.dD = bench_alloc(be, n_h * sizeof(float), "dD");             /* [H] */
@@ -275,16 +452,26 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
     a.dout = dout;
     a.dstate_out = dso;
     size_t workspace = 0;
-    bench_check(seqk_linear_state_backward_workspace_size(be->ctx, sh->B, sh->T, sh->H,
-                                                          mamba2 ? 1 : sh->H, sh->K, sh->V, 0,
-                                                          BENCH_MODULE_CHUNK, &workspace),
-                "seqk_linear_state_backward_workspace_size (%s)", bc->name);
+    seqk_status st;
+    if (deltanet)
+        st = seqk_deltanet_backward_workspace_size(be->ctx, sh->B, sh->T, sh->H, sh->K, sh->V, 0,
+                                                   BENCH_MODULE_CHUNK, &workspace);
+    else
+        st = seqk_linear_state_backward_workspace_size(be->ctx, sh->B, sh->T, sh->H,
+                                                       mamba2 ? 1 : sh->H, sh->K, sh->V, 0,
+                                                       BENCH_MODULE_CHUNK, &workspace);
+    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
+    bench_check(st, "the backward's workspace size (%s)", bc->name);
     if (workspace > 0)
         bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
                     "seqk_context_reserve_workspace(%zu bytes)", workspace);
 
-    seqk_status st = bench_time(be->ctx, linear_backward_call, &a, opt->warmup, opt->repeats,
-                                &rec->stats);
+    if (deltanet)
+        st = bench_time_budget(be->ctx, linear_backward_call, &a, opt->warmup, opt->repeats,
+                               BWD_DN_MIN_REPEATS, BWD_DN_BUDGET_S, &rec->stats);
+    else
+        st = bench_time(be->ctx, linear_backward_call, &a, opt->warmup, opt->repeats,
+                        &rec->stats);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
     bench_check(st, "%s backward (on %s)", bc->name, be->name);
     /* nonfinite gradients: checked before the forward's calls, which do not touch them */
@@ -292,6 +479,7 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
                  bench_count_nonfinite(be, a.dk, f.n_qk) + bench_count_nonfinite(be, a.dv, f.n_v);
     size_t n_grad = 2 * f.n_qk + f.n_v;
     if (has_dg) bad += bench_count_nonfinite(be, a.dg, f.n_tok), n_grad += f.n_tok;
+    if (deltanet) bad += bench_count_nonfinite(be, a.dbeta, f.n_tok), n_grad += f.n_tok;
     if (mamba2) {
         bad += bench_count_nonfinite(be, a.dA, n_h) + bench_count_nonfinite(be, a.dD, n_h) +
                bench_count_nonfinite(be, a.ddt_bias, n_h);
@@ -299,24 +487,33 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
     }
 
     bench_stats fwd;
-    st = bench_time(be->ctx, bench_module_run, &f, opt->warmup, opt->repeats, &fwd);
+    if (deltanet)
+        st = bench_time_budget(be->ctx, bench_module_run, &f, opt->warmup, opt->repeats,
+                               BWD_DN_MIN_REPEATS, BWD_DN_BUDGET_S, &fwd);
+    else
+        st = bench_time(be->ctx, bench_module_run, &f, opt->warmup, opt->repeats, &fwd);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
     bench_check(st, "%s parallel forward (on %s)", bc->name, be->name);
 
-    rec->flops = linear_backward_flops(sh->B, sh->T, sh->H, sh->K, sh->V, BENCH_MODULE_CHUNK,
-                                       true);
+    rec->flops = deltanet ? deltanet_backward_flops(sh->B, sh->T, sh->H, sh->K, sh->V,
+                                                    BENCH_MODULE_CHUNK, true)
+                          : linear_backward_flops(sh->B, sh->T, sh->H, sh->K, sh->V,
+                                                  BENCH_MODULE_CHUNK, true);
     double floats = 2.0 * (double)f.n_qk + 2.0 * (double)f.n_v + (double)f.n_state; /* read */
     floats += (double)f.n_gates * (double)f.n_tok + (double)f.n_const;
     floats += 2.0 * (double)f.n_qk + (double)f.n_v; /* written */
     if (has_dg) floats += (double)f.n_tok;
+    if (deltanet) floats += (double)f.n_tok; /* dbeta */
     if (mamba2) floats += 3.0 * (double)sh->H;
     rec->bytes = floats * sizeof(float);
     rec->tokens = (double)(sh->B * sh->T);
     rec->bound = "sgemm_large";
     rec->forward_s = fwd.median_s;
     rec->check = bad ? "non-finite" : "ok";
-    write_note(be, rec, fwd.median_s, bench_module_flops(&f), bad, n_grad,
-               "chunk 64, no initial state, dstate_out given");
+    write_note(be, rec, op_target((int)module), fwd.median_s, bench_module_flops(&f), bad,
+               n_grad,
+               deltanet ? "gated, L2 norm, chunk 64, no initial state, dstate_out given"
+                        : "chunk 64, no initial state, dstate_out given");
 
 done:
     if (mamba2) {
@@ -324,6 +521,7 @@ done:
         bench_free(be, a.dD);
         bench_free(be, a.dA);
     }
+    if (a.dbeta) bench_free(be, a.dbeta);
     if (a.dg) bench_free(be, a.dg);
     bench_free(be, a.dv);
     bench_free(be, a.dk);
@@ -428,7 +626,8 @@ static void softmax_case(const bench_case *bc, bench_backend *be, const bench_op
     char what[96];
     snprintf(what, sizeof what, "causal, Hq = Hkv = %lld, fwd writes lse; FA2 count (5 products)",
              (long long)H);
-    write_note(be, rec, fwd.median_s, pairs * 2.0 * (double)(K + V), bad, 2 * n_qk + n_v, what);
+    write_note(be, rec, op_target(BWD_SOFTMAX), fwd.median_s, pairs * 2.0 * (double)(K + V), bad,
+               2 * n_qk + n_v, what);
 
 done:
     bench_free(be, a.dv);
@@ -442,6 +641,111 @@ done:
     bench_free(be, q);
 }
 
+/* ---- the selective scan ------------------------------------------------------------------ */
+
+typedef struct sscan_bwd {
+    const bench_module_call *f;     /* the forward's sizes and inputs (modules.c) */
+    const float *dy, *dstate_out;   /* [B,T,D], [B,D,Nst] */
+    float *du, *ddt, *dz;           /* [B,T,D] */
+    float *dBm, *dCm;               /* [B,T,1,Nst] */
+    float *dA, *dDskip, *ddt_bias;  /* [D,Nst], [D], [D] */
+} sscan_bwd;
+
+static seqk_status sscan_backward_call(void *arg)
+{
+    const sscan_bwd *a = arg;
+    const bench_module_call *f = a->f;
+    /* H = D channels, K = Nst, G = 1; u = v, dt = g, z = beta, Bm = k, Cm = q (as the forward) */
+    return seqk_selective_scan_backward(f->ctx, f->B, f->T, f->H, f->K, 1, SEQK_SSCAN_DT_SOFTPLUS,
+                                        f->v, f->g, f->A, f->k, f->q, f->D, f->beta, f->dt_bias,
+                                        NULL, a->dy, a->dstate_out, a->du, a->ddt, a->dA, a->dBm,
+                                        a->dCm, a->dDskip, a->dz, a->ddt_bias, NULL, NULL, 0);
+}
+
+static void sscan_case(const bench_case *bc, bench_backend *be, const bench_options *opt,
+                       bench_record *rec)
+{
+    const bench_shape *sh = &bc->shape;
+    /* bench_shape's letters as the sscan suite's: D in C, Nst in K, G in H */
+    const int64_t B = sh->B, T = sh->T, D = sh->C, Nst = sh->K;
+    bench_module_call f, fr; /* the forward in its two modes, on the same inputs */
+    bench_module_setup(be, &f, BENCH_MOD_SELECTIVE_SCAN, SEQK_MODE_PARALLEL, BENCH_STATE_OUT, B, T,
+                       D, Nst, 1);
+    fr = f;
+    fr.mode = SEQK_MODE_RECURRENT;
+    const size_t n_btd = f.n_v, n_bc = f.n_qk, n_a = (size_t)(D * Nst), n_d = (size_t)D;
+    sscan_bwd a = {&f, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    float *dy = bench_alloc(be, n_btd * sizeof(float), "dy");
+    float *dso = bench_alloc(be, f.n_state * sizeof(float), "dstate_out");
+    a.du = bench_alloc(be, n_btd * sizeof(float), "du");
+    a.ddt = bench_alloc(be, n_btd * sizeof(float), "ddt");
+    a.dz = bench_alloc(be, n_btd * sizeof(float), "dz");
+    a.dBm = bench_alloc(be, n_bc * sizeof(float), "dBm");
+    a.dCm = bench_alloc(be, n_bc * sizeof(float), "dCm");
+    a.dA = bench_alloc(be, n_a * sizeof(float), "dA");
+    a.dDskip = bench_alloc(be, n_d * sizeof(float), "dDskip");
+    a.ddt_bias = bench_alloc(be, n_d * sizeof(float), "ddt_bias");
+    bench_fill_uniform(be, dy, n_btd, -1.0f, 1.0f, 83);
+    bench_fill_uniform(be, dso, f.n_state, -0.1f, 0.1f, 84);
+    float *const outs[] = {a.du, a.ddt, a.dz, a.dBm, a.dCm, a.dA, a.dDskip, a.ddt_bias};
+    const size_t sizes[] = {n_btd, n_btd, n_btd, n_bc, n_bc, n_a, n_d, n_d};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++)
+        bench_fill_uniform(be, outs[i], sizes[i], 0.0f, 0.0f, 85 + i);
+    a.dy = dy;
+    a.dstate_out = dso;
+
+    size_t workspace = 0;
+    seqk_status st = seqk_selective_scan_backward_workspace_size(be->ctx, B, T, D, Nst, 1, 0,
+                                                                 &workspace);
+    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
+    bench_check(st, "seqk_selective_scan_backward_workspace_size");
+    if (workspace > 0)
+        bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
+                    "seqk_context_reserve_workspace(%zu bytes)", workspace);
+
+    st = bench_time_budget(be->ctx, sscan_backward_call, &a, opt->warmup, opt->repeats,
+                           BWD_SSCAN_MIN_REPEATS, BWD_SSCAN_BUDGET_S, &rec->stats);
+    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
+    bench_check(st, "seqk_selective_scan_backward (on %s)", be->name);
+    size_t bad = 0, n_grad = 0;
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++)
+        bad += bench_count_nonfinite(be, outs[i], sizes[i]), n_grad += sizes[i];
+
+    bench_stats fwd_par, fwd_rec;
+    st = bench_time(be->ctx, bench_module_run, &f, opt->warmup, opt->repeats, &fwd_par);
+    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
+    bench_check(st, "seqk_selective_scan parallel (on %s)", be->name);
+    st = bench_time(be->ctx, bench_module_run, &fr, opt->warmup, opt->repeats, &fwd_rec);
+    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
+    bench_check(st, "seqk_selective_scan recurrent (on %s)", be->name);
+    const bool par_faster = fwd_par.median_s <= fwd_rec.median_s;
+    const double fwd_s = par_faster ? fwd_par.median_s : fwd_rec.median_s;
+
+    rec->flops = sscan_backward_flops(B, T, D, Nst);
+    rec->bytes = (double)((7 * n_btd + 4 * n_bc) * sizeof(float));
+    rec->tokens = (double)(B * T);
+    rec->bound = "copy";
+    rec->forward_s = fwd_s;
+    rec->check = bad ? "non-finite" : "ok";
+    const double updates = (double)B * (double)T * (double)D * (double)Nst;
+    char what[320];
+    snprintf(what, sizeof what,
+             "fwd: the faster mode, %s (parallel %.3f ms, recurrent %.3f ms); %.3f G state "
+             "updates/s (B*T*D*Nst / median); softplus dt, D skip, z gate, dstate_out given; "
+             "issue #16's target is >= %.0fx PyTorch autograd (bench/peers.py)",
+             par_faster ? "parallel" : "recurrent", fwd_par.median_s * 1e3,
+             fwd_rec.median_s * 1e3, updates / rec->stats.median_s / 1e9,
+             BENCH_SSCAN_BACKWARD_MIN_PEER_RATIO);
+    write_note(be, rec, op_target(BENCH_MOD_SELECTIVE_SCAN), fwd_s, bench_module_flops(&f), bad,
+               n_grad, what);
+
+done:
+    for (size_t i = sizeof outs / sizeof outs[0]; i-- > 0;) bench_free(be, outs[i]);
+    bench_free(be, dso);
+    bench_free(be, dy);
+    bench_module_teardown(be, &f);
+}
+
 /* ---- the plan ------------------------------------------------------------------------------ */
 
 static void backward_run(const bench_case *bc, bench_backend *be, const bench_options *opt,
@@ -449,6 +753,8 @@ static void backward_run(const bench_case *bc, bench_backend *be, const bench_op
 {
     if ((int)bc->flags == BWD_SOFTMAX)
         softmax_case(bc, be, opt, rec);
+    else if ((int)bc->flags == BENCH_MOD_SELECTIVE_SCAN)
+        sscan_case(bc, be, opt, rec);
     else
         linear_case(bc, be, opt, rec);
 }
@@ -473,4 +779,18 @@ void suite_backward_plan(bench_plan *plan, bench_backend *be, const bench_option
             bench_plan_add(plan, be, &bc);
         }
     }
+    const sscan_shape *ss = opt->quick ? &SSCAN_SHAPE_QUICK : &SSCAN_SHAPE;
+    bench_case bc = {0};
+    bc.suite = "backward";
+    snprintf(bc.name, sizeof bc.name, "%s", bench_module_name(BENCH_MOD_SELECTIVE_SCAN));
+    bc.shape.B = ss->B;
+    bc.shape.T = ss->T;
+    bc.shape.C = ss->D;   /* channels */
+    bc.shape.K = ss->Nst; /* state size */
+    bc.shape.H = 1;       /* groups */
+    bc.shape.N = ss->B;
+    bc.shape.mode = "backward";
+    bc.flags = (unsigned)BENCH_MOD_SELECTIVE_SCAN;
+    bc.run = backward_run;
+    bench_plan_add(plan, be, &bc);
 }
