@@ -246,6 +246,24 @@ static __device__ __forceinline__ float seqk__lin_logdecay(const seqk__lin_gates
     return ld;
 }
 
+/* The chunk-state scan of one state element over the chunks [c0, c1) of
+ * head h (H heads): st[c HE], chunk c's local term, is replaced by the state
+ * before chunk c, starting from carry, and carry = a_c carry + st[c HE]
+ * (a_c = acoef[c H + h], 1 without decay); returns the state after the last
+ * chunk. */
+static __device__ __forceinline__ float seqk__lin_carry(float *st, int64_t HE, const float *acoef,
+                                                       int decay, int H, int h, int64_t c0,
+                                                       int64_t c1, float carry)
+{
+    for (int64_t c = c0; c < c1; c++) {
+        const float u = st[c * HE];
+        const float cf = decay ? acoef[c * H + h] : 1.0f;
+        st[c * HE] = carry;
+        carry = fmaf(cf, carry, u);
+    }
+    return carry;
+}
+
 /* The 64 x 64 output tiles of the chunk products: thread (tx, ty) = (tid %
  * 16, tid / 16) of 256 keeps a 4 x 4 register tile, rows ty + 16 m,
  * columns tx + 16 j. */

@@ -397,12 +397,7 @@ static __global__ void __launch_bounds__(SCAN_THREADS)
             carry = fmaf(cf[j], carry, u[j]);
         }
     }
-    for (; c < ce; c++) {
-        const float u = st[c * HE];
-        const float cf = a.decay ? a.acoef[c * a.H + h] : 1.0f;
-        st[c * HE] = carry;
-        carry = fmaf(cf, carry, u);
-    }
+    carry = seqk__lin_carry(st, HE, a.acoef, a.decay, a.H, h, c, ce, carry);
     if (in_s) {
         if (a.s_out) a.s_out[nh * a.KV + e] = carry;
     } else if (a.z_out) {

@@ -335,12 +335,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
     const int64_t HE = (int64_t)a.H * a.KVp;
     float *st = (reverse ? a.dS : a.S) + (int64_t)h * a.KVp + e; /* + c * HE */
     if (!reverse) {
-        for (int64_t c = cb; c < ce; c++) {
-            const float u = st[c * HE];
-            const float cf = a.decay ? a.acoef[c * a.H + h] : 1.0f;
-            st[c * HE] = carry;
-            carry = fmaf(cf, carry, u);
-        }
+        (void)seqk__lin_carry(st, HE, a.acoef, a.decay, a.H, h, cb, ce, carry);
     } else {
         for (int64_t c = ce - 1; c >= cb; c--) {
             const float w = st[c * HE];
