@@ -198,6 +198,20 @@ static __device__ __forceinline__ void seqk__rows_dot(float (&s)[R], const float
     }
 }
 
+/* acc[i][c] += w_i x[c] for the R rows of a warp, w_i = w[i] of lane j
+ * (one shuffle per row; every lane calling with the same j). */
+template <int R, int C>
+static __device__ __forceinline__ void seqk__bcast_fma(float (&acc)[R][C], const float (&w)[R],
+                                                       int j, const float (&x)[C])
+{
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        const float wj = __shfl_sync(SEQK__FULL_MASK, w[i], j);
+#pragma unroll
+        for (int c = 0; c < C; c++) acc[i][c] = fmaf(wj, x[c], acc[i][c]);
+    }
+}
+
 /* Where this block lies in a grid over (sequence n, head h, column block vb)
  * of N*H*nvb blocks, numbered (n H + h) nvb + vb; nh = n H + h. */
 typedef struct seqk__nhv {

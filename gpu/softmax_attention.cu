@@ -151,12 +151,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(attn_params p)
                     float vv[VCH];
 #pragma unroll
                     for (int c = 0; c < VCH; c++) vv[c] = vs_[jj * p.vst + lane + 32 * c];
-#pragma unroll
-                    for (int i = 0; i < ATT_RPW; i++) {
-                        const float pj = __shfl_sync(SEQK__FULL_MASK, pr[i], jj);
-#pragma unroll
-                        for (int c = 0; c < VCH; c++) acc[i][c] = fmaf(pj, vv[c], acc[i][c]);
-                    }
+                    seqk__bcast_fma(acc, pr, jj, vv);
                 }
             }
 #pragma unroll

@@ -176,16 +176,8 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dkdv_kernel(bwd_params p)
                             dov[c] = x < V ? dos_[j * p.bst + x] : 0.0f;
                             qv[c] = x < K ? qs_[j * p.ast + x] : 0.0f;
                         }
-#pragma unroll
-                        for (int i = 0; i < BW_RPW; i++) {
-                            const float pj = __shfl_sync(SEQK__FULL_MASK, pr[i], j);
-                            const float dsj = __shfl_sync(SEQK__FULL_MASK, ds[i], j);
-#pragma unroll
-                            for (int c = 0; c < CH; c++) {
-                                dv[i][c] = fmaf(pj, dov[c], dv[i][c]);
-                                dk[i][c] = fmaf(dsj, qv[c], dk[i][c]);
-                            }
-                        }
+                        seqk__bcast_fma(dv, pr, j, dov);
+                        seqk__bcast_fma(dk, ds, j, qv);
                     }
                 }
             }
@@ -270,12 +262,7 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dq_kernel(bwd_params p)
                         const int64_t x = lane + 32 * c;
                         kv[c] = x < K ? ks_[j * p.ast + x] : 0.0f;
                     }
-#pragma unroll
-                    for (int i = 0; i < BW_RPW; i++) {
-                        const float dsj = __shfl_sync(SEQK__FULL_MASK, ds[i], j);
-#pragma unroll
-                        for (int c = 0; c < CH; c++) dq[i][c] = fmaf(dsj, kv[c], dq[i][c]);
-                    }
+                    seqk__bcast_fma(dq, ds, j, kv);
                 }
             }
 #pragma unroll
