@@ -368,13 +368,14 @@ SEQK_API seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mo
  *   dS_{t-1} = a_t dS_t + q~_t dout_t^T   (reverse recurrence; dS_T = dstate_out)
  *   dq~_t = S_t dout_t,   dk~_t = dS_t v_t,   dv_t = dS_t^T k~_t
  *   dstate_in = dS_0 (the gradient of state_in before the first token)
- *   d(log a_t) = sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T>
+ *   d(log a_t) = <dS_t, a_t S_{t-1}>
  *
  * computed chunkwise: per (sequence, head) the chunk states are recomputed
- * by the forward's stages (checkpoints every ~sqrt(chunks) chunks, the
- * states between them recomputed per segment, so the workspace is about
- * 2 sqrt(T / chunk) K V floats per thread instead of T / chunk), then the
- * chunks are walked in reverse: dS runs backwards through the chunk-state
+ * by the forward's stages (on the CPU all of them while they fit 8 MiB per
+ * thread, else checkpoints every ~sqrt(chunks) chunks with the states
+ * between them recomputed per segment: about 2 sqrt(T / chunk) K V floats
+ * per thread instead of T / chunk; on CUDA all of them), then the chunks
+ * are walked in reverse: dS runs backwards through the chunk-state
  * recurrence, and per chunk, with P = (Q~ K~^T) .* L, dP = (dO V^T) .* L,
  *
  *   dV  = P^T dO + diag(exp(G_C - G)) K~ dS_next
@@ -382,7 +383,12 @@ SEQK_API seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mo
  *   dK~ = dP^T Q~ + diag(exp(G_C - G)) V dS_next^T
  *   dS0 = (diag(exp(G)) Q~)^T dO + exp(G_C) dS_next
  *
- * The gate gradient is one reverse scan (the scan primitive) per sequence.
+ * The gate gradient sums, per chunk, the pairs on the two sides of each
+ * token, each with its own decay (the strict lower part of dP; the queries
+ * against S0; the keys against dS; S0 against dS), one reverse scan over
+ * the chunk's tokens: exact under strong decay, where the equivalent
+ * sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T> (DESIGN 3.7)
+ * cancels O(1) terms to rounding.
  * Deterministic: the same inputs give the same bits for any thread count
  * (fixed reduction orders, no atomics).
  *
