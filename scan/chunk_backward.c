@@ -223,14 +223,15 @@ static void load(const seqk__lin *P, const bplan *pl, int64_t row, int64_t L, in
     *va = b->Va, *ldva = W;
 }
 
-/* S = a S + Kd^T Va: the forward's stages 1 and 2 for one chunk. */
+/* Snext = a S + Kd^T Va: the forward's stages 1 and 2 for one chunk. */
 static void advance(const seqk__lin *P, const bplan *pl, const seqk__chunk_view *cv,
                     const float *va, int64_t ldva, bscratch *b, const float *S, float *Snext)
 {
-    seqk__sgemm(true, false, P->K, pl->W, cv->L, 1.0f, cv->Kd, P->K, va, ldva, 0.0f, b->cs.U,
-                pl->W, b->pack);
+    /* the step of the chunk-state recurrence folded into the product's
+     * epilogue: Snext = a S + Kd^T Va (sgemm's beta = a on C = S) */
     if (Snext != S) memcpy(Snext, S, (size_t)pl->E * sizeof(float));
-    seqk__scan_rows(1, pl->E, pl->E, 0, &cv->a, 1, b->cs.U, pl->E, Snext, pl->E, Snext);
+    seqk__sgemm(true, false, P->K, pl->W, cv->L, 1.0f, cv->Kd, P->K, va, ldva, cv->a, Snext,
+                pl->W, b->pack);
 }
 
 /* The backward of stage 3 and of the chunk-state step for one chunk, for any
