@@ -14,6 +14,9 @@ Peers:
   gated_retention     fla.ops.simple_gla.chunk_simple_gla (g = log decay [B,T,H])
   deltanet            fla.ops.gated_delta_rule.chunk_gated_delta_rule (gated
                       DeltaNet, q/k L2-normalised in the kernel on both sides)
+Forward + backward (modules *_backward): one training step's kernels, seqk.torch's autograd
+(the C backwards on the CUDA backend) against SDPA's and fla's autograd on the same tensors,
+compared on dq (written 2026-12-04, after the session's GPU time was spent: not run yet).
 Each case: both sides get the same fp32 tensors ([B,T,H,D], fla's layout too);
 the outputs are compared (relative error, so the two compute the same function;
 fla's Triton products may run in tf32, seqk's in fp32 FFMA), then the calls are
@@ -142,6 +145,68 @@ def case_deltanet(ctx, gen, B, T, H, K, scale):
     return ours, peer, "fla chunk_gated_delta_rule " + FLA, lambda o, p: rel_err(o, first(p))
 
 
+# ---- forward + backward (seqk.torch's autograd against the peers' autograd) -------------------
+
+def _fwd_bwd(fn, inputs, do):
+    """One training step's kernels: fn(*inputs) forward, then backward of <o, do>; returns the
+    first input's gradient (what the two sides' results are compared on)."""
+    def run():
+        for x in inputs:
+            x.grad = None
+        first(fn(*inputs)).backward(do)
+        return inputs[0].grad
+    return run
+
+
+def _leaves(gen, shapes, scales):
+    """Fresh leaf tensors (requires_grad) for one side, and a detached copy for the other."""
+    xs = [(torch.randn(*sh, device="cuda", generator=gen) * sc) for sh, sc in zip(shapes, scales)]
+    return ([x.clone().requires_grad_() for x in xs], [x.clone().requires_grad_() for x in xs])
+
+
+def case_softmax_bwd(ctx, gen, B, T, H, D):
+    import seqk.torch as st
+    (q, k, v), _ = _leaves(gen, [(B, T, H, D)] * 3, [1.0] * 3)
+    do = torch.randn(B, T, H, D, device="cuda", generator=gen)
+    scale = D ** -0.5
+    ours = _fwd_bwd(lambda a, b, c: st.attention_parallel(a, b, c, causal=True, scale=scale, ctx=ctx),
+                    [q, k, v], do)
+    tq, tk, tv = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    peer = _fwd_bwd(lambda a, b, c: sdpa(a, b, c, is_causal=True, scale=scale), [tq, tk, tv],
+                    do.transpose(1, 2).contiguous())
+    return ours, peer, "torch SDPA fp32 fwd+bwd " + torch.__version__, \
+        lambda o, p: rel_err(o, p.transpose(1, 2))
+
+
+def _lin_bwd(ctx, gen, B, T, H, K, scale, ours_fn, peer_fn, gated, name):
+    shapes = [(B, T, H, K)] * 3 + ([(B, T, H)] if gated else [])
+    scales = [scale, scale, 1.0] + ([0.1] if gated else [])
+    a, b = _leaves(gen, shapes, scales)
+    if gated:  # log-gates in [-0.1, 0]
+        for x in (a[3], b[3]):
+            with torch.no_grad():
+                x.copy_(-x.abs())
+    do = torch.randn(B, T, H, K, device="cuda", generator=gen)
+    return _fwd_bwd(ours_fn, a, do), _fwd_bwd(peer_fn, b, do), name, rel_err
+
+
+def case_linear_bwd(ctx, gen, B, T, H, K, scale):
+    import seqk.torch as st
+    return _lin_bwd(ctx, gen, B, T, H, K, scale,
+                    lambda q, k, v: st.linear_attention(q, k, v, scale=1.0, ctx=ctx),
+                    lambda q, k, v: chunk_linear_attn(q, k, v, scale=1.0, normalize=False), False,
+                    "fla chunk_linear_attn fwd+bwd " + FLA)
+
+
+def case_gated_bwd(ctx, gen, B, T, H, K, scale):
+    import seqk.torch as st
+    return _lin_bwd(ctx, gen, B, T, H, K, scale,
+                    lambda q, k, v, g: st.gated_retention(q, k, v, g, scale=1.0, ctx=ctx),
+                    lambda q, k, v, g: chunk_simple_gla(q, k, v, g=g, scale=1.0), True,
+                    "fla chunk_simple_gla fwd+bwd " + FLA)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=20)
@@ -171,6 +236,15 @@ def main():
         for T in Ts:
             for K in (64, 128):
                 cases.append((name, build, (2, T, 16, K, K ** -0.5), "B=2 T=%d H=16 K=V=%d" % (T, K)))
+    # forward + backward: seqk.torch (the C backwards) against the peers' autograd
+    cases += [("softmax_attention_backward", case_softmax_bwd, (2, T, 16, D),
+               "B=2 T=%d H=16 K=V=%d causal fwd+bwd" % (T, D)) for T in Ts for D in (64, 128)]
+    for name, build in (("linear_attention_backward", case_linear_bwd),
+                        ("gated_retention_backward", case_gated_bwd)):
+        for T in Ts:
+            for K in (64, 128):
+                cases.append((name, build, (2, T, 16, K, K ** -0.5),
+                              "B=2 T=%d H=16 K=V=%d fwd+bwd" % (T, K)))
     only = set(filter(None, args.only.split(",")))
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -179,7 +253,7 @@ def main():
         for module, build, shape, desc in cases:
             if only and module not in only:
                 continue
-            if module != "softmax_attention" and FLA is None:
+            if not module.startswith("softmax_attention") and FLA is None:
                 continue
             try:
                 ours, peer, peer_name, compare = build(ctx, gen, *shape)
