@@ -6,16 +6,18 @@
 # (default ./gpu-out):
 #   1. configure with SEQK_CUDA=ON, build (Release, sm_90)
 #   2. the whole CTest suite (every case on every backend, CUDA included)
-#   3. compute-sanitizer memcheck over every test program's CUDA cases,
-#      racecheck and synccheck over the kernels with shared-memory exchanges
+#   3. the Python package's pytest suite against the CUDA build
 #   4. seqk-bench on the CUDA backend (and the device copy ceiling)
-#   5. the Python package's pytest suite against the CUDA build
-#   6. bench/peers_gpu.py: seqk's CUDA ops beside PyTorch SDPA and
+#   5. bench/peers_gpu.py: seqk's CUDA ops beside PyTorch SDPA and
 #      flash-linear-attention (fla-core, from wheels in .whl/: before the call,
 #      here, `mkdir -p .git/info; echo /.whl/ >> .git/info/exclude` and
 #      `python3 -m pip download --no-deps --only-binary=:all: --python-version
 #      3.12 -d .whl fla-core==0.6.0`, then name .whl in the call's carry;
 #      einops, torch, triton are on the machine)
+#   6. compute-sanitizer memcheck over every test program's CUDA cases
+#      (MEMCHECK_TESTS narrows the list), racecheck and synccheck over the
+#      kernels with shared-memory exchanges (SAN_TESTS); last, since they are
+#      the slowest and a cut one loses least
 # PHASES (comma list, default all of the above) picks what runs; SAN_TESTS
 # names the test programs for racecheck/synccheck. Each step's log is its own
 # file, packed into gpu-logs.tar.gz (the device tool returns at most 8 files);
@@ -50,7 +52,7 @@ pack() {
   cp "$LOGS"/bench/seqk-bench.jsonl "$LOGS"/bench/peers-gpu.jsonl "$OUT/" 2>/dev/null || true
 }
 trap pack EXIT
-PHASES=${PHASES:-build,ctest,memcheck,racecheck,synccheck,bench,pytest,peers}
+PHASES=${PHASES:-build,ctest,pytest,bench,peers,memcheck,racecheck,synccheck}
 want() { [[ ",$PHASES," == *",$1,"* ]]; }
 nvidia-smi >"$LOGS/nvidia-smi.txt" 2>&1 || true
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw \
@@ -61,17 +63,6 @@ if want build; then
   step build 180 cmake --build build/gpu -j"$(nproc)" || exit 1
 fi
 want ctest && step ctest 120 ctest --test-dir build/gpu --output-on-failure -j4
-# sanitizers: the CUDA backend only (the CPU cases are covered by ASan in CI)
-SAN_TESTS=${SAN_TESTS:-test_scan test_linear_state test_linear_state_backward test_softmax_attention test_softmax_attention_backward test_selective_scan_backward test_deltanet test_titans}
-for tool in memcheck racecheck synccheck; do
-  want "$tool" || continue
-  if [ "$tool" = memcheck ]; then list=$(cd build/gpu/tests && ls test_*); else list=$SAN_TESTS; fi
-  for t in $list; do
-    [ -x "build/gpu/tests/$t" ] || continue
-    step "san-$tool-$t" "${SAN_CAP:-25}" env SEQK_TEST_BACKEND=cuda \
-      compute-sanitizer --tool "$tool" --error-exitcode 3 "build/gpu/tests/$t"
-  done
-done
 want bench && step bench 90 ./build/gpu/bench/seqk-bench --backend cuda --threads 16 \
   --out "$LOGS/bench"
 # the Python package against the CUDA build (no network there, so no venv)
@@ -86,4 +77,15 @@ if want peers; then
   step peers "${PEERS_CAP:-200}" env SEQK_LIBRARY="$PWD/build/gpu/libseqk.so" PYTHONUNBUFFERED=1 \
     python3 bench/peers_gpu.py --out "$LOGS/bench"
 fi
+# sanitizers: the CUDA backend only (the CPU cases are covered by ASan in CI)
+SAN_TESTS=${SAN_TESTS:-test_scan test_linear_state test_linear_state_backward test_softmax_attention test_softmax_attention_backward test_selective_scan_backward test_deltanet test_titans}
+for tool in memcheck racecheck synccheck; do
+  want "$tool" || continue
+  if [ "$tool" = memcheck ]; then list=${MEMCHECK_TESTS:-$(cd build/gpu/tests && ls test_*)}; else list=$SAN_TESTS; fi
+  for t in $list; do
+    [ -x "build/gpu/tests/$t" ] || continue
+    step "san-$tool-$t" "${SAN_CAP:-25}" env SEQK_TEST_BACKEND=cuda \
+      compute-sanitizer --tool "$tool" --error-exitcode 3 "build/gpu/tests/$t"
+  done
+done
 echo "total $((SECONDS - T_START)) s; logs: gpu-logs.tar.gz" | tee -a "$summary"
