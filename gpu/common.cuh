@@ -99,6 +99,13 @@ static __device__ __forceinline__ float seqk__warp_sum(float x)
     return x;
 }
 
+/* The same in double, for sums over all tokens whose terms cancel. */
+static __device__ __forceinline__ double seqk__warp_sum_d(double x)
+{
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(SEQK__FULL_MASK, x, off);
+    return x;
+}
+
 /* softplus(x) = log(1 + e^x), x itself above 20: the device twin of
  * core/vmath.h's seqk__softplus. */
 static __device__ __forceinline__ float seqk__dev_softplus(float x)

@@ -186,6 +186,21 @@ static __device__ __forceinline__ float bw_block_sum(float x)
     return s;
 }
 
+/* The same in double (valid in thread 0), for the per-head sums over every
+ * token (Mamba2's dA, ddt_bias, dD): their terms cancel, as on the CPU,
+ * which sums them in double too. */
+static __device__ __forceinline__ double bw_block_sum_d(double x)
+{
+    __shared__ double part[BW_WARPS];
+    x = seqk__warp_sum_d(x);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = x;
+    __syncthreads();
+    double s = 0.0;
+    if (threadIdx.x == 0)
+        for (int w = 0; w < BW_WARPS; w++) s += part[w];
+    return s;
+}
+
 /* ---- stage 0: cumulative log-decays per chunk ----------------------------------- */
 
 /* One warp per (chunk, head): Gc = inclusive scan of log a over the chunk,
@@ -669,7 +684,8 @@ static __global__ void __launch_bounds__(BW_THREADS)
 }
 
 /* Block per head h: dA[h], ddt_bias[h], dD[h] (each a sum over rows in a
- * fixed order: thread t takes rows t, t + 256, .., then the block sum). */
+ * fixed order, in double: thread t takes rows t, t + 256, .., then the block
+ * sum). */
 static __global__ void __launch_bounds__(BW_THREADS)
     bw_m2_reduce_kernel(int64_t rows, int64_t H, int64_t Pd, int softplus, const float *dt,
                         const float *dt_bias, const float *A, const float *x, const float *dy,
@@ -677,25 +693,25 @@ static __global__ void __launch_bounds__(BW_THREADS)
                         float *dD, float *ddt_bias)
 {
     const int64_t h = blockIdx.x;
-    float sa = 0.0f, sb = 0.0f, sd = 0.0f;
+    double sa = 0.0, sb = 0.0, sd = 0.0;
     for (int64_t r = threadIdx.x; r < rows; r += BW_THREADS) {
         const int64_t i = r * H + h;
-        sa = fmaf(dld[i], dtp[i], sa);
+        sa += (double)dld[i] * dtp[i];
         if (ddt_bias) sb += bw_m2_d(i, H, softplus, dt, dt_bias, A, dld, dvs);
         if (dD)
-            for (int64_t p = 0; p < Pd; p++) sd = fmaf(dy[i * Pd + p], x[i * Pd + p], sd);
+            for (int64_t p = 0; p < Pd; p++) sd += (double)dy[i * Pd + p] * x[i * Pd + p];
     }
-    sa = bw_block_sum(sa);
-    if (threadIdx.x == 0) dA[h] = sa;
+    sa = bw_block_sum_d(sa);
+    if (threadIdx.x == 0) dA[h] = (float)sa;
     __syncthreads();
     if (ddt_bias) {
-        sb = bw_block_sum(sb);
-        if (threadIdx.x == 0) ddt_bias[h] = sb;
+        sb = bw_block_sum_d(sb);
+        if (threadIdx.x == 0) ddt_bias[h] = (float)sb;
         __syncthreads();
     }
     if (dD) {
-        sd = bw_block_sum(sd);
-        if (threadIdx.x == 0) dD[h] = sd;
+        sd = bw_block_sum_d(sd);
+        if (threadIdx.x == 0) dD[h] = (float)sd;
     }
 }
 
