@@ -306,7 +306,7 @@ size_t seqk__lin_chunked_workspace(const seqk__lin *P, int threads)
     plan pl = make_plan(P, threads);
     size_t floats = pl.scratch * (size_t)threads;
     if (use_staged(P, &pl, threads))
-        floats += (size_t)(pl.nchunks * P->H) * (size_t)(pl.E + 1) + (size_t)(P->N + 1) * 2;
+        floats += rnd8((size_t)(pl.nchunks * P->H) * (size_t)(pl.E + 1)) + (size_t)(P->N + 1) * 2;
     return floats * sizeof(float);
 }
 
@@ -389,7 +389,8 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
     /* staged: chunk c of sequence n has global index first[n] + c */
     float *states = ws + pl.scratch * (size_t)threads; /* [nchunks, H, E]: U, then S after chunk */
     float *acoef = states + (size_t)(pl.nchunks * H * E); /* [nchunks, H] */
-    int64_t *first = (int64_t *)(acoef + pl.nchunks * H); /* [N+1] */
+    /* [N+1], 8-byte aligned after the odd-sized arrays before it */
+    int64_t *first = (int64_t *)(states + rnd8((size_t)(pl.nchunks * H) * (size_t)(E + 1)));
     first[0] = 0;
     for (int64_t n = 0; n < P->N; n++) {
         int64_t r0, len;
