@@ -39,18 +39,26 @@ ever copied or converted silently (that would cut the graph or hide a cost).
 The gradients given to the backward are made contiguous when autograd hands
 over a strided one (e.g. from ``o.sum()``).
 
-Decoding without gradients: under ``torch.no_grad()`` call the plain ops in
-their recurrent mode and carry the state between calls (in place)::
+Decoding without gradients: every wrapper but attention_parallel also takes
+``mode=`` ('parallel', the default, or 'recurrent') and ``final_state_out=``
+(``final_z_out=`` too for linear_attention), keyword-only. When the call needs
+no graph (under ``torch.no_grad()``, or no input requires grad) the wrapper
+calls the op directly in that mode; final_state_out receives the state after
+the last token and may be initial_state itself, so a decoding step updates
+the state in place. With a graph, mode='recurrent' or a *_out tensor raises
+ValueError (the training forward is the parallel mode)::
 
-    import torch, seqk, seqk.torch as st
+    import torch, seqk.torch as st
     with torch.no_grad():
         o, S = st.gated_retention(q, k, v, g, output_final_state=True)   # prefill [B, T, H, *]
         for _ in range(steps):
             q1, k1, v1, g1 = next_token()                                 # [B, 1, H, *]
-            o1 = seqk.gated_retention(q1, k1, v1, g1, mode="recurrent",
-                                      initial_state=S, final_state_out=S)
+            o1 = st.gated_retention(q1, k1, v1, g1, initial_state=S, final_state_out=S,
+                                    mode="recurrent")
 
-Softmax attention decodes with seqk.attention_decode and a key/value cache.
+The same with the plain ops (seqk.gated_retention(..., mode="recurrent",
+initial_state=S, final_state_out=S)), which take torch tensors too. Softmax
+attention decodes with seqk.attention_decode and a key/value cache.
 """
 
 import torch
@@ -113,6 +121,27 @@ def _flag(fn, name, v):
     if not isinstance(v, bool):
         raise TypeError("%s: %s must be a bool, got %s" % (fn, name, type(v).__name__))
     return v
+
+
+def _graphless(fn, mode, tensors, outs):
+    """True when the call needs no autograd graph (grad mode off, or no input
+    requires grad): the wrapper then calls the op directly, in either mode,
+    writing the final state into a caller's tensor when given (decoding).
+    With a graph, mode must be 'parallel' and no *_out tensor given (an
+    in-place write would corrupt what the backward saved). outs: (name,
+    tensor or None) pairs of the *_out arguments."""
+    if mode not in ("parallel", "recurrent"):
+        raise ValueError("%s: mode must be 'parallel' or 'recurrent', got %r" % (fn, mode))
+    _check(fn, *outs)
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+        return True
+    given = [n for n, t in outs if t is not None]
+    if mode != "parallel" or given:
+        raise ValueError("%s: %s is for decoding without gradients: call it under torch.no_grad() (or with "
+                         "inputs that do not require grad); with gradients the forward runs mode='parallel' "
+                         "and returns the final state with output_final_state=True"
+                         % (fn, "mode=%r" % mode if mode != "parallel" else given[0]))
+    return False
 
 
 # --------------------------------------------------------------------------
@@ -191,7 +220,8 @@ class LinearAttentionFunction(torch.autograd.Function):
 
 
 def linear_attention(q, k, v, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, chunk=0,
-                     *, normalize=False, feature_map="identity", initial_z=None, ctx=None):
+                     *, normalize=False, feature_map="identity", initial_z=None, mode="parallel",
+                     final_state_out=None, final_z_out=None, ctx=None):
     """Linear attention (seqk.linear_attention; feature_map 'identity' or
     'elu1', normalize=True: the Katharopoulos normaliser with its state z) with
     gradients into q, k, v, initial_state and initial_z. Returns o, or with
@@ -201,6 +231,12 @@ def linear_attention(q, k, v, scale=None, initial_state=None, output_final_state
     _check(fn, ("q", q), ("k", k), ("v", v), ("initial_state", initial_state), ("initial_z", initial_z))
     _flag(fn, "output_final_state", output_final_state)
     _flag(fn, "normalize", normalize)
+    if _graphless(fn, mode, (q, k, v, initial_state, initial_z),
+                  (("final_state_out", final_state_out), ("final_z_out", final_z_out))):
+        return _ops.linear_attention(q, k, v, mode=mode, scale=scale, normalize=normalize, feature_map=feature_map,
+                                     initial_state=initial_state, initial_z=initial_z,
+                                     return_final_state=output_final_state, final_state_out=final_state_out,
+                                     final_z_out=final_z_out, cu_seqlens=cu_seqlens, chunk=chunk, ctx=ctx)
     return LinearAttentionFunction.apply(q, k, v, initial_state, initial_z, scale, normalize, feature_map,
                                          output_final_state, cu_seqlens, chunk, ctx)
 
@@ -240,13 +276,17 @@ class RetentionFunction(torch.autograd.Function):
 
 
 def retention(q, k, v, gamma=None, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
-              chunk=0, *, ctx=None):
+              chunk=0, *, mode="parallel", final_state_out=None, ctx=None):
     """RetNet retention (seqk.retention; gamma [H] decays, None = RetNet's
     defaults) with gradients into q, k, v, gamma (when it requires grad) and
     initial_state. Returns o, or (o, final_state) with output_final_state."""
     fn = "seqk.torch.retention"
     _check(fn, ("q", q), ("k", k), ("v", v), ("gamma", gamma), ("initial_state", initial_state))
     _flag(fn, "output_final_state", output_final_state)
+    if _graphless(fn, mode, (q, k, v, gamma, initial_state), (("final_state_out", final_state_out),)):
+        return _ops.retention(q, k, v, gamma, mode=mode, scale=scale, initial_state=initial_state,
+                              return_final_state=output_final_state, final_state_out=final_state_out,
+                              cu_seqlens=cu_seqlens, chunk=chunk, ctx=ctx)
     return RetentionFunction.apply(q, k, v, gamma, initial_state, scale, output_final_state, cu_seqlens, chunk, ctx)
 
 
@@ -274,13 +314,17 @@ class GatedRetentionFunction(torch.autograd.Function):
 
 
 def gated_retention(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, chunk=0,
-                    *, ctx=None):
+                    *, mode="parallel", final_state_out=None, ctx=None):
     """Gated retention (seqk.gated_retention; g [B, T, H] log-gates) with
     gradients into q, k, v, g and initial_state. Returns o, or
     (o, final_state) with output_final_state."""
     fn = "seqk.torch.gated_retention"
     _check(fn, ("q", q), ("k", k), ("v", v), ("g", g), ("initial_state", initial_state))
     _flag(fn, "output_final_state", output_final_state)
+    if _graphless(fn, mode, (q, k, v, g, initial_state), (("final_state_out", final_state_out),)):
+        return _ops.gated_retention(q, k, v, g, mode=mode, scale=scale, initial_state=initial_state,
+                                    return_final_state=output_final_state, final_state_out=final_state_out,
+                                    cu_seqlens=cu_seqlens, chunk=chunk, ctx=ctx)
     return GatedRetentionFunction.apply(q, k, v, g, initial_state, scale, output_final_state, cu_seqlens, chunk, ctx)
 
 
@@ -322,7 +366,7 @@ class Mamba2Function(torch.autograd.Function):
 
 
 def mamba2(x, dt, A, B, C, D=None, *, dt_bias=None, dt_softplus=False, initial_state=None, output_final_state=False,
-           cu_seqlens=None, chunk=0, ctx=None):
+           cu_seqlens=None, chunk=0, mode="parallel", final_state_out=None, ctx=None):
     """Mamba2 / SSD (seqk.mamba2: x [Bt, T, H, P], dt [Bt, T, H], A [H], B, C
     [Bt, T, G, Nst], D [H], dt_bias [H], state [N, H, Nst, P]) with gradients
     into every tensor input. Returns y, or (y, final_state) with
@@ -332,6 +376,10 @@ def mamba2(x, dt, A, B, C, D=None, *, dt_bias=None, dt_softplus=False, initial_s
            ("initial_state", initial_state))
     _flag(fn, "output_final_state", output_final_state)
     _flag(fn, "dt_softplus", dt_softplus)
+    if _graphless(fn, mode, (x, dt, A, B, C, D, dt_bias, initial_state), (("final_state_out", final_state_out),)):
+        return _ops.mamba2(x, dt, A, B, C, D, dt_bias=dt_bias, dt_softplus=dt_softplus, mode=mode,
+                           initial_state=initial_state, return_final_state=output_final_state,
+                           final_state_out=final_state_out, cu_seqlens=cu_seqlens, chunk=chunk, ctx=ctx)
     return Mamba2Function.apply(x, dt, A, B, C, D, dt_bias, initial_state, dt_softplus, output_final_state,
                                 cu_seqlens, chunk, ctx)
 
@@ -370,7 +418,7 @@ class SelectiveScanFunction(torch.autograd.Function):
 
 
 def selective_scan(u, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=False, initial_state=None,
-                   output_final_state=False, cu_seqlens=None, ctx=None):
+                   output_final_state=False, cu_seqlens=None, mode="parallel", final_state_out=None, ctx=None):
     """The Mamba1 selective scan (seqk.selective_scan: u, dt, z [Bt, T, Dc],
     A [Dc, Nst], B, C [Bt, T, G, Nst], D, dt_bias [Dc], state [N, Dc, Nst])
     with gradients into every tensor input. Returns y, or (y, final_state)
@@ -380,6 +428,10 @@ def selective_scan(u, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=
            ("initial_state", initial_state))
     _flag(fn, "output_final_state", output_final_state)
     _flag(fn, "dt_softplus", dt_softplus)
+    if _graphless(fn, mode, (u, dt, A, B, C, D, z, dt_bias, initial_state), (("final_state_out", final_state_out),)):
+        return _ops.selective_scan(u, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, mode=mode,
+                                   initial_state=initial_state, return_final_state=output_final_state,
+                                   final_state_out=final_state_out, cu_seqlens=cu_seqlens, ctx=ctx)
     return SelectiveScanFunction.apply(u, dt, A, B, C, D, z, dt_bias, initial_state, dt_softplus, output_final_state,
                                        cu_seqlens, ctx)
 
@@ -420,7 +472,7 @@ class DeltaNetFunction(torch.autograd.Function):
 
 
 def deltanet(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
-             chunk=0, *, l2norm_qk=False, allow_neg_eigval=False, ctx=None):
+             chunk=0, *, l2norm_qk=False, allow_neg_eigval=False, mode="parallel", final_state_out=None, ctx=None):
     """DeltaNet, gated DeltaNet with g (seqk.deltanet: beta, g [B, T, H]) with
     gradients into q, k, v, beta, g and initial_state (through the in-kernel
     L2 norm with l2norm_qk). Returns o, or (o, final_state) with
@@ -430,5 +482,10 @@ def deltanet(q, k, v, beta, g=None, scale=None, initial_state=None, output_final
     _flag(fn, "output_final_state", output_final_state)
     _flag(fn, "l2norm_qk", l2norm_qk)
     _flag(fn, "allow_neg_eigval", allow_neg_eigval)
+    if _graphless(fn, mode, (q, k, v, beta, g, initial_state), (("final_state_out", final_state_out),)):
+        return _ops.deltanet(q, k, v, beta, g, mode=mode, scale=scale, l2norm_qk=l2norm_qk,
+                             allow_neg_eigval=allow_neg_eigval, initial_state=initial_state,
+                             return_final_state=output_final_state, final_state_out=final_state_out,
+                             cu_seqlens=cu_seqlens, chunk=chunk, ctx=ctx)
     return DeltaNetFunction.apply(q, k, v, beta, g, initial_state, scale, l2norm_qk, allow_neg_eigval,
                                   output_final_state, cu_seqlens, chunk, ctx)
