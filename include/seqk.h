@@ -640,7 +640,7 @@ SEQK_API seqk_status seqk_selective_scan_backward_workspace_size(seqk_context *c
  * none at all). The parallel mode needs per-thread chunk scratch on the CPU,
  * plus about B*T*H*(K+V) floats of per-chunk terms when there are fewer
  * (sequence, head) pairs than threads (it then splits the state's V
- * columns over threads); on CUDA about B*T*H*(3K + V + 2C + 1) floats.
+ * columns over threads); on CUDA about B*T*H*(3K + V + 2C + 2) floats.
  */
 SEQK_API seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
                                    int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
@@ -851,6 +851,80 @@ SEQK_API seqk_status seqk_titans_state_size(int64_t K, int64_t V, size_t *floats
 SEQK_API seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B,
                                                 int64_t T, int64_t H, int64_t K, int64_t V,
                                                 int64_t minibatch, int64_t N, size_t *bytes);
+
+/*
+ * seqk_titans_backward: the gradients of seqk_titans' function (both modes
+ * compute the same one for a given minibatch) for the same sizes, flags,
+ * minibatch and inputs, given dout = dL/do and optionally dstate_out =
+ * dL/d(final state). Every gradient is overwritten (never accumulated), for
+ * every token.
+ *
+ * Math per sequence and head (a_t = 1 - alpha_t; q~ = scale n(q), k~ = n(k),
+ * n the optional L2 norm; H_t the Mhat token t's error is taken at,
+ * e_t = H_t^T k~_t - v_t): the forward S_t = eta_t S_{t-1} - theta_t k~_t e_t^T,
+ * M_t = a_t M_{t-1} + S_t, o_t = M_t^T q~_t has the adjoint (walking t
+ * backwards from dM = dM_fin, dS = dS_fin, dH = dMhat_fin, the last two
+ * swapped into dM when the final pos is 0)
+ *   dM += q~_t do_t^T;  dq~_t = M_t do_t;  G = dS + dM
+ *   dalpha_t = -<dM, M_{t-1}>;  deta_t = <G, S_{t-1}>;  w = G^T k~_t
+ *   dv_t = theta_t w;  de = -theta_t w;  z = G e_t;  dtheta_t = -k~_t . z
+ *   dk~_t = H_t de - theta_t z;  dH += k~_t de^T
+ *   dM = a_t dM;  dS = eta_t G;  if token t starts a mini-batch: dM += dH, dH = 0
+ * with dstate_in = (dM, dS, dH) at the start (dMhat_in = 0 when state_in's pos
+ * is 0: Mhat is not read then), and through the L2 norm (x~ = x / r,
+ * r = sqrt(x . x + 1e-6)): dx = (dx~ - x~ (x~ . dx~)) / r.
+ *
+ * Computed per mini-batch with matrix products (docs/titans-backward.md,
+ * section 4): per (sequence, head) the states before the mini-batches are
+ * recomputed by the parallel forward's update (all of them kept while they
+ * fit 8 MiB per thread, else one before every ~sqrt(mini-batches)-th and the
+ * ones between recomputed), then the mini-batches are walked in reverse,
+ * carrying the gradients of M and S: per mini-batch about twenty K V flops
+ * per token in products, and O(b^2) for the gate gradients, which are
+ * formed from products of gates over ranges (never divided by a gate, so
+ * eta = 0 and alpha = 1 are exact). Deterministic: the same bits for any
+ * thread count (one (sequence, head) per thread, fixed orders). Work: about
+ * three times the parallel forward's.
+ *
+ *   B, T, H, K, V, scale, flags, minibatch, q, k, v, eta, theta, alpha,
+ *   state_in, cu_seqlens, N
+ *               exactly as the forward call (gates and positions checked as
+ *               there)
+ *   dout        [B,T,H,V]   dL/do
+ *   dstate_out  [N,H,E] or NULL (zero)   dL/d state_out: dM_fin, dS_fin,
+ *               dMhat_fin in the state layout; its pos and reserved floats
+ *               are ignored
+ *   dq, dk      [B,T,H,K]   outputs (dL/d of the raw q, k: through the L2 norm
+ *               with the flag)
+ *   dv          [B,T,H,V]   output
+ *   deta, dtheta, dalpha  [B,T,H]  outputs
+ *   dstate_in   [N,H,E] or NULL (not computed)   dL/d state_in (at a zero
+ *               state when state_in is NULL): [dM_0 | dS_0 | dMhat_in | pos |
+ *               reserved] with pos and the reserved floats written 0
+ * Every input but state_in, dstate_out and cu_seqlens, and every output but
+ * dstate_in, is required when B*T > 0. No output may overlap another output
+ * or an input.
+ * CPU only for now: a CUDA context gets SEQK_ERROR_UNSUPPORTED.
+ * Workspace (seqk_titans_backward_workspace_size), per thread: the
+ * mini-batch scratch (about 8 b^2 + 11 b K + 4 b V + 5 K V floats) plus the
+ * kept states (2 K V floats per mini-batch, at most 8 MiB, or ~2 sqrt(T / b)
+ * of them when checkpointed).
+ */
+SEQK_API seqk_status seqk_titans_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+    unsigned flags, int64_t minibatch, const float *q, const float *k, const float *v,
+    const float *eta, const float *theta, const float *alpha, const float *state_in,
+    const float *dout, const float *dstate_out, float *dq, float *dk, float *dv, float *deta,
+    float *dtheta, float *dalpha, float *dstate_in, const int32_t *cu_seqlens, int64_t N);
+
+/* An upper bound of the workspace bytes seqk_titans_backward needs for these
+ * sizes and mini-batch size on this context (N: sequences with varlen, else
+ * 0; it depends on the context's thread count). UNSUPPORTED on a CUDA
+ * context for now. */
+SEQK_API seqk_status seqk_titans_backward_workspace_size(seqk_context *ctx, int64_t B,
+                                                         int64_t T, int64_t H, int64_t K,
+                                                         int64_t V, int64_t minibatch, int64_t N,
+                                                         size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Softmax attention (DESIGN 3.5)                                            */

@@ -100,6 +100,7 @@
 #include "../gpu/gpu.h"
 #include "../scan/chunk.h"
 #include "../scan/scan.h"
+#include "titans.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -118,8 +119,8 @@
 static const char FN[] = "seqk_titans";
 
 enum {
-    PAD = 8,                  /* floats after M, S, Mhat: pos and 7 reserved */
-    MAX_MINIBATCH = 1024,
+    PAD = SEQK__TITANS_PAD,   /* floats after M, S, Mhat: pos and 7 reserved */
+    MAX_MINIBATCH = SEQK__TITANS_MAX_MINIBATCH,
     VB = 16,                  /* state columns per recurrent block (two ymm per row) */
     LOCAL_MIN_T = 8,          /* recurrent calls shorter than this with state_out: in place */
     MIN_VW = 16               /* narrowest column block of the parallel mode's split */
@@ -143,7 +144,7 @@ typedef struct {
 
 static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 
-static int64_t state_floats(int64_t K, int64_t V) { return 3 * K * V + PAD; }
+static int64_t state_floats(int64_t K, int64_t V) { return seqk__titans_state_floats(K, V); }
 
 /* The position of (n, h) at the start of the call (validated on the CPU). */
 static int64_t pos_in(const tt_problem *D, int64_t n, int64_t h)
@@ -1165,14 +1166,15 @@ static seqk_status titans_parallel(seqk_context *ctx, const tt_problem *D)
 
 /* ---- validation and dispatch ------------------------------------------------------ */
 
-static const unsigned KNOWN_FLAGS = SEQK_TITANS_L2NORM_QK;
+static const unsigned KNOWN_FLAGS = SEQK__TITANS_KNOWN_FLAGS;
 
 static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
 
-/* Sizes, mode, minibatch and the state's element count (messages name fn). */
-static seqk_status check_sizes(const char *fn, seqk_context *ctx, int mode, int64_t B, int64_t T,
-                               int64_t H, int64_t K, int64_t V, int64_t minibatch, int64_t N,
-                               bool varlen)
+/* Sizes, mode, minibatch and the state's element count (messages name fn;
+ * shared with the backward, ssm/titans.h). */
+seqk_status seqk__titans_check_sizes(const char *fn, seqk_context *ctx, int mode, int64_t B,
+                                     int64_t T, int64_t H, int64_t K, int64_t V,
+                                     int64_t minibatch, int64_t N, bool varlen)
 {
     seqk_status st = seqk__lin_check_sizes(fn, ctx, mode, B, T, H, K, V, N, varlen, 0);
     if (st) return st;
@@ -1187,24 +1189,25 @@ static seqk_status check_sizes(const char *fn, seqk_context *ctx, int mode, int6
 }
 
 /* eta, alpha in [0, 1] (unit) or theta finite and >= 0; host memory. */
-static seqk_status check_gate(const float *x, int64_t n, const char *name, bool unit)
+static seqk_status check_gate(const char *fn, const float *x, int64_t n, const char *name,
+                              bool unit)
 {
     for (int64_t i = 0; i < n; i++) {
         const float g = x[i];
         if (unit && !(g >= 0.0f && g <= 1.0f))
             return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                              "%s: %s[%" PRId64 "]=%g, must be in [0, 1]", FN, name, i, (double)g);
+                              "%s: %s[%" PRId64 "]=%g, must be in [0, 1]", fn, name, i, (double)g);
         if (!unit && !(g >= 0.0f && isfinite(g)))
             return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                              "%s: %s[%" PRId64 "]=%g, must be finite and >= 0", FN, name, i,
+                              "%s: %s[%" PRId64 "]=%g, must be finite and >= 0", fn, name, i,
                               (double)g);
     }
     return SEQK_SUCCESS;
 }
 
 /* Every position of state_in an integer in [0, b); host memory. */
-static seqk_status check_positions(const float *s_in, int64_t N, int64_t H, int64_t E,
-                                   int64_t off, int64_t b)
+static seqk_status check_positions(const char *fn, const float *s_in, int64_t N, int64_t H,
+                                   int64_t E, int64_t off, int64_t b)
 {
     for (int64_t n = 0; n < N; n++)
         for (int64_t h = 0; h < H; h++) {
@@ -1214,8 +1217,22 @@ static seqk_status check_positions(const float *s_in, int64_t N, int64_t H, int6
                                   "%s: state_in position of sequence %" PRId64 ", head %" PRId64
                                   " (float %" PRId64 " of its block) = %g, must be an integer in "
                                   "[0, minibatch=%" PRId64 ")",
-                                  FN, n, h, off, (double)p, b);
+                                  fn, n, h, off, (double)p, b);
         }
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__titans_check_values(const char *fn, const float *eta, const float *theta,
+                                      const float *alpha, int64_t n, const float *state_in,
+                                      int64_t N, int64_t H, int64_t K, int64_t V, int64_t b)
+{
+    seqk_status st;
+    if (n > 0 && ((st = check_gate(fn, eta, n, "eta", true)) ||
+                  (st = check_gate(fn, theta, n, "theta", false)) ||
+                  (st = check_gate(fn, alpha, n, "alpha", true))))
+        return st;
+    if (state_in)
+        return check_positions(fn, state_in, N, H, state_floats(K, V), 3 * K * V, b);
     return SEQK_SUCCESS;
 }
 
@@ -1226,7 +1243,8 @@ seqk_status seqk_titans(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
                         float *state_out, const int32_t *cu_seqlens, int64_t N)
 {
     const bool varlen = cu_seqlens != NULL;
-    seqk_status st = check_sizes(FN, ctx, (int)mode, B, T, H, K, V, minibatch, N, varlen);
+    seqk_status st =
+        seqk__titans_check_sizes(FN, ctx, (int)mode, B, T, H, K, V, minibatch, N, varlen);
     if (st) return st;
     if ((st = seqk__check_flags(FN, flags, KNOWN_FLAGS))) return st;
     if ((st = seqk__check_scale(FN, scale))) return st;
@@ -1258,13 +1276,8 @@ seqk_status seqk_titans(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
     }
     /* the gates' ranges and state_in's positions: read on the CPU; not checked on CUDA */
     if (ctx->backend == SEQK_BACKEND_CPU) {
-        if (rows > 0 && ((st = check_gate(eta, rows * H, "eta", true)) ||
-                         (st = check_gate(theta, rows * H, "theta", false)) ||
-                         (st = check_gate(alpha, rows * H, "alpha", true)))) {
-            free(cu_host);
-            return st;
-        }
-        if (state_in && (st = check_positions(state_in, N, H, E, 3 * K * V, minibatch))) {
+        if ((st = seqk__titans_check_values(FN, eta, theta, alpha, rows * H, state_in, N, H, K, V,
+                                            minibatch))) {
             free(cu_host);
             return st;
         }
@@ -1318,7 +1331,8 @@ seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mode, int64_
                                        int64_t N, size_t *bytes)
 {
     static const char fn[] = "seqk_titans_workspace_size";
-    seqk_status st = check_sizes(fn, ctx, (int)mode, B, T, H, K, V, minibatch, N, N > 0);
+    seqk_status st =
+        seqk__titans_check_sizes(fn, ctx, (int)mode, B, T, H, K, V, minibatch, N, N > 0);
     if (!st) st = seqk__check_ptr(fn, "bytes", bytes);
     if (st) return st;
     tt_problem D;

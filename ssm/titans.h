@@ -1,0 +1,37 @@
+/* ssm/titans.h -- what the Titans forward (ssm/titans.c) shares with its
+ * backward (ssm/titans_backward.c): the state layout and the validation. */
+#ifndef SEQK_SSM_TITANS_H
+#define SEQK_SSM_TITANS_H
+
+#include "../core/internal.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Floats after M, S, Mhat in a state block: pos and 7 reserved. */
+#define SEQK__TITANS_PAD 8
+/* The largest mini-batch size b. */
+#define SEQK__TITANS_MAX_MINIBATCH 1024
+/* The flags seqk_titans knows. */
+#define SEQK__TITANS_KNOWN_FLAGS SEQK_TITANS_L2NORM_QK
+
+/* Floats per (sequence, head) state block, E = 3 K V + 8. */
+static inline int64_t seqk__titans_state_floats(int64_t K, int64_t V)
+{
+    return 3 * K * V + SEQK__TITANS_PAD;
+}
+
+/* Sizes, mode, minibatch and the state's element count (messages name fn). */
+seqk_status seqk__titans_check_sizes(const char *fn, seqk_context *ctx, int mode, int64_t B,
+                                     int64_t T, int64_t H, int64_t K, int64_t V,
+                                     int64_t minibatch, int64_t N, bool varlen);
+
+/* Host memory: eta, alpha in [0, 1] and theta finite and >= 0 (n values
+ * each; NULL when n = 0), and every pos of state_in (NULL: none) an integer
+ * in [0, b) (state_in [N, H, 3 K V + 8]). INVALID_ARGUMENT naming fn, the
+ * first bad index and its value. */
+seqk_status seqk__titans_check_values(const char *fn, const float *eta, const float *theta,
+                                      const float *alpha, int64_t n, const float *state_in,
+                                      int64_t N, int64_t H, int64_t K, int64_t V, int64_t b);
+
+#endif
