@@ -131,7 +131,7 @@ seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode, 
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
     P.chunk = seqk__lin_chunk(chunk);
-    P.flags = SEQK__LIN_NORMALIZE; /* the larger state element */
+    P.flags = SEQK__LIN_NORMALIZE; /* the larger state element (CUDA) */
 #if SEQK__HAVE_CUDA
     if (ctx->backend == SEQK_BACKEND_CUDA) {
         /* without P.cu and with N != B the CUDA size is a bound for any
@@ -141,14 +141,24 @@ seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode, 
     }
 #endif
     const int threads = seqk__threads(ctx);
-    /* varlen: at most one partial chunk per sequence more than T / chunk */
+    /* varlen: as N sequences of ceil(T / N) + chunk tokens each, which have
+     * at least as many chunks as any N sequences over T tokens, and the
+     * same N (the engines' plans of work per thread depend on it) */
     if (N > 0) {
-        P.B = 1;
-        P.N = 1;
-        P.T = T + N * P.chunk;
+        P.B = N;
+        P.N = N;
+        P.T = (T + N - 1) / N + P.chunk;
     }
-    size_t w = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent_workspace(&P, threads)
-                                           : seqk__lin_chunked_workspace(&P, threads);
+    /* the engines' per-thread scratch is not monotone in the state's width
+     * (with the normaliser the recurrent engine takes one head per item,
+     * without it several): the larger of the two */
+    size_t w = 0;
+    for (int norm = 0; norm < 2; norm++) {
+        P.flags = norm ? SEQK__LIN_NORMALIZE : 0u;
+        const size_t x = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent_workspace(&P, threads)
+                                                     : seqk__lin_chunked_workspace(&P, threads);
+        if (x > w) w = x;
+    }
     /* Mamba2's dt */
     *bytes = w + fbytes(B * T, H) + 256;
     return SEQK_SUCCESS;

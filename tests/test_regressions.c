@@ -2,6 +2,7 @@
  * named after it. Each runs the call that exposed the bug; those that were
  * undefined behaviour only show under the ASan + UBSan build of the suite
  * (scripts/test.sh runs it), the others fail in any build. */
+#include "fixtures.h"
 #include "harness.h"
 #include "ref/ref_linear.h"
 
@@ -46,6 +47,61 @@ static void regression_chunk_index_misaligned(th_backend *be)
              runs);
 }
 
+/* fuzz finding 2: seqk_linear_state_workspace_size was below what the call
+ * took: with cu_seqlens it sized the engines for one sequence (their plan of
+ * work per thread grows with the number of sequences), and it assumed the
+ * normaliser's state was the larger case (the recurrent engine takes
+ * several heads per item without it). Found as seqk_mamba2, recurrent,
+ * N = 4 sequences over T = 7, H = 2, Nst = P = 3: needs 400 bytes, the
+ * query said 384. Each call here runs with a caller workspace of exactly
+ * the queried size and must succeed. */
+static void regression_linear_state_workspace_query_bound(th_backend *be)
+{
+    if (be->backend != SEQK_BACKEND_CPU) return;
+    static const int32_t cu[5] = {0, 1, 1, 4, 7};
+    const int64_t T = 7, H = 2, K = 3, V = 3;
+    float x[7 * 2 * 3], dt[7 * 2], A[2] = {-0.5f, -1.0f}, Bm[7 * 2 * 3], Cm[7 * 2 * 3];
+    float y[7 * 2 * 3], q[7 * 2 * 3], k[7 * 2 * 3];
+    th_seed(19002);
+    th_fill(x, 42, -1, 1), th_fill(dt, 14, -1, 1), th_fill(Bm, 42, -1, 1), th_fill(Cm, 42, -1, 1);
+    th_fill(q, 42, 0.1, 1), th_fill(k, 42, 0.1, 1);
+    int bad = 0, runs = 0;
+    for (int threads = 1; threads <= 3; threads++)
+        for (int mode = 0; mode < 2; mode++)
+            for (int varlen = 0; varlen < 2; varlen++)
+                for (int op = 0; op < 3; op++) {
+                    th_set_threads(be, threads);
+                    const int64_t B = varlen ? 1 : 7, TT = varlen ? T : 1, N = varlen ? 4 : 0;
+                    size_t bytes = 0;
+                    seqk_status st = seqk_linear_state_workspace_size(
+                        be->ctx, (seqk_mode)mode, B, TT, H, K, V, N, 0, &bytes);
+                    void *ws = tf_workspace_begin(be, bytes);
+                    const int32_t *c = varlen ? cu : NULL;
+                    if (st == SEQK_SUCCESS && op == 0)
+                        st = seqk_mamba2(be->ctx, (seqk_mode)mode, B, TT, H, V, 2, K,
+                                         SEQK_MAMBA2_DT_SOFTPLUS, x, dt, A, Bm, Cm, NULL, NULL, y,
+                                         NULL, NULL, c, N, 0);
+                    if (st == SEQK_SUCCESS && op == 1)
+                        st = seqk_linear_attention(be->ctx, (seqk_mode)mode, B, TT, H, K, V, 0.5f,
+                                                   0, q, k, x, y, NULL, NULL, NULL, NULL, c, N, 0);
+                    if (st == SEQK_SUCCESS && op == 2)
+                        st = seqk_linear_attention(be->ctx, (seqk_mode)mode, B, TT, H, K, V, 0.5f,
+                                                   SEQK_LINATTN_NORMALIZE, q, k, x, y, NULL, NULL,
+                                                   NULL, NULL, c, N, 0);
+                    tf_workspace_end(be, ws);
+                    runs++;
+                    if (st != SEQK_SUCCESS) {
+                        bad++;
+                        printf("  threads %d mode %d varlen %d op %d: %s\n", threads, mode,
+                               varlen, op, seqk_last_error());
+                    }
+                }
+    th_set_threads(be, 0);
+    th_check(bad == 0,
+             "regression_linear_state_workspace_query_bound: %d of %d calls failed with a "
+             "workspace of the queried size", bad, runs);
+}
+
 int main(int argc, char **argv)
 {
     th_backend *be;
@@ -53,6 +109,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         if (th_skipped(&be[i], "regressions")) continue;
         regression_chunk_index_misaligned(&be[i]);
+        regression_linear_state_workspace_query_bound(&be[i]);
     }
     return th_finish();
 }
