@@ -446,6 +446,10 @@ void suite_backward_plan(bench_plan *plan, bench_backend *be, const bench_option
 #define BENCH_BACKWARD_MIN_FRACTION 0.40
 #define BENCH_DELTANET_BACKWARD_MAX_RATIO 3.0
 #define BENCH_DELTANET_BACKWARD_MIN_FRACTION 0.35
+/* Issue #16's Titans backward (T = 4096, K = V = 128, b = 64): at most 3x
+ * its parallel forward; no fraction target (the fraction is reported). */
+#define BENCH_TITANS_BACKWARD_MAX_RATIO 3.0
+#define BENCH_TITANS_BACKWARD_MINIBATCH 64
 #define BENCH_SSCAN_BACKWARD_MIN_PEER_RATIO 20.0
 
 #endif

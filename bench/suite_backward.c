@@ -25,7 +25,13 @@
  * Nst = K, P = V; softmax attention with the same B, H and head dims,
  * Hq = Hkv = H. --quick: B = 1, T = 256, H = 2, K = V = 32 and 64 (a smoke
  * test: several chunks; softmax attention's two-pass form, its items too few
- * on 2 threads for the fused one). The selective scan once, after them:
+ * on 2 threads for the fused one). Titans (seqk_titans_backward, CPU only)
+ * at the same shapes with mini-batch b = BENCH_TITANS_BACKWARD_MINIBATCH =
+ * 64 (--quick: 32), SEQK_TITANS_L2NORM_QK and modules.c's gates (eta in
+ * [0.8, 0.95], theta in [0, 0.1], alpha in [0, 0.05]); its forward is
+ * seqk_titans' parallel mode at the same b, timed the same way (issue #16:
+ * bwd/fwd <= 3.0; the fraction of sgemm_large is reported, no target).
+ * The selective scan once, after them:
  * B = 1, T = 4096, D = 1536 channels, Nst = 16, G = 1 (the sscan suite's
  * mamba1-d1536 case at the backward suite's T; bench/peers.py's
  * selective_scan_backward row runs the same shape); --quick: T = 256,
@@ -133,6 +139,25 @@
  *   work (dot products, the pair sums of dA, the reverse scan), the L2
  *   norms and their backward, dv = diag(beta) X, Vb, Kb.
  *
+ * Titans (ssm/titans_backward.c, as of this writing): per (sequence, head)
+ * and segment of n tokens (a mini-batch; the last one T mod b when that is
+ * not 0), the products with the K x V state-sized operands, 2 n K V each:
+ *   forward state pass (every segment but the last): Gerr = K~ Mhat - V (1,
+ *     kept), [M'; S'] += W2^T Gerr (2, inner n, 2K rows)
+ *   reverse pass: [diag(g) K~ | diag(mu) K~] [X; Y] (2), Gerr [X; Y]^T (2),
+ *     dH = K~^T dE (1), dE Mhat^T (1), dO [M0; S0]^T (2), the carry
+ *     [diag(beta) Q~ | diag(f) Q~]^T dO (2); Gerr again (1) only where the
+ *     state pass did not keep it (the last segment; with checkpoints, the
+ *     last of each group)
+ *   and the causal n x n products on their lower (upper) triangle, n (n+1)
+ *   per inner index: Q~ K~^T (K), dO Gerr^T (V), P1^T dO (V), P2^T Q~ (K),
+ *   P2 diag(theta) K~ (K).
+ *   So a full segment costs per token 26 K V + (n+1) (3 K + 2 V), against
+ *   the parallel forward's 10 K V + (n+1) (K + V) (modules.c): 2.59 times
+ *   it at K = V = 128, n = 64. Not counted: the gates' exponentials and
+ *   n x n mixing matrices, the O(n^2) gate-gradient scans, the row dots,
+ *   the L2 norms and their backward.
+ *
  * Selective scan (ssm/selective_scan_backward.c), in the sscan suite's
  * convention for its forward (6 per state element and token: dt*A, dt*B*u,
  * the decay's multiply-add, C*h and its sum): per state element (d, n) and
@@ -182,6 +207,9 @@
 #define BWD_FULL_STATE_BYTES (8.0 * 1024.0 * 1024.0)
 /* ssm/deltanet_backward.c's SEQK__DN_BWD_FULL_BYTES: the same rule. */
 #define BWD_DN_FULL_STATE_BYTES (8.0 * 1024.0 * 1024.0)
+/* ssm/titans_backward.c's SEQK__TT_BWD_FULL_BYTES: the same rule for its
+ * segment states and errors (2 K V + b V floats each). */
+#define BWD_TT_FULL_STATE_BYTES (16.0 * 1024.0 * 1024.0)
 /* DeltaNet's calls (about 0.1-0.4 s on two CPU threads at T = 4096): samples
  * cut to about this many seconds per measurement. */
 #define BWD_DN_BUDGET_S 1.5
@@ -201,7 +229,7 @@
 #define BWD_SOFTMAX ((int)BENCH_N_MODULES)
 static const int OPS[] = {BENCH_MOD_LINEAR_ATTENTION, BENCH_MOD_RETENTION,
                           BENCH_MOD_GATED_RETENTION, BENCH_MOD_MAMBA2, BENCH_MOD_DELTANET,
-                          BWD_SOFTMAX};
+                          BENCH_MOD_TITANS, BWD_SOFTMAX};
 #define N_OPS ((int)(sizeof OPS / sizeof OPS[0]))
 
 static const char *op_name(int op)
@@ -220,6 +248,8 @@ static bwd_target op_target(int op)
     if (op == BENCH_MOD_DELTANET)
         return (bwd_target){BENCH_DELTANET_BACKWARD_MAX_RATIO,
                             BENCH_DELTANET_BACKWARD_MIN_FRACTION, "#16"};
+    if (op == BENCH_MOD_TITANS)
+        return (bwd_target){BENCH_TITANS_BACKWARD_MAX_RATIO, 0.0, "#16"};
     if (op == BENCH_MOD_SELECTIVE_SCAN) return (bwd_target){0.0, 0.0, "#16"};
     return (bwd_target){BENCH_BACKWARD_MAX_RATIO, BENCH_BACKWARD_MIN_FRACTION, "#15"};
 }
@@ -287,6 +317,30 @@ static double deltanet_backward_flops(int64_t B, int64_t T, int64_t H, int64_t K
         const double state = tri * (2.0 * k + v) + subst + 2.0 * lc * kv * (s0 ? 2.0 : 1.0);
         if (c < nch - 1) per += state;                                /* pass 1 */
         if (R > 1 && c % R != R - 1 && c < nch - 1) per += state;     /* per segment */
+    }
+    return (double)(B * H) * per;
+}
+
+/* Flops of one Titans backward call (the top of the file): B H sequence-heads
+ * of T tokens in segments of b, no initial state. */
+static double titans_backward_flops(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                    int64_t b)
+{
+    const double k = (double)K, v = (double)V, kv = k * v;
+    const int64_t nseg = (T + b - 1) / b;
+    int64_t R = 1; /* segments per checkpoint group */
+    if ((double)(nseg + 1) * (2.0 * kv + (double)(b * V)) * sizeof(float) >
+        BWD_TT_FULL_STATE_BYTES) /* the library plans for a start inside a mini-batch: +1 */
+        for (R = 2; R * R < nseg; R++) {}
+    double per = 0.0;
+    for (int64_t j = 0; j < nseg; j++) {
+        const double n = (double)(T - j * b < b ? T - j * b : b);
+        per += 20.0 * n * kv + n * (n + 1.0) * (3.0 * k + 2.0 * v); /* the reverse pass */
+        const double state = 6.0 * n * kv;
+        if (j < nseg - 1) per += state;                            /* pass 1 */
+        if (R > 1 && j % R != R - 1 && j < nseg - 1) per += state; /* per group */
+        const bool kept = R == 1 ? j < nseg - 1 : (j % R != R - 1 && j < nseg - 1);
+        if (!kept) per += 2.0 * n * kv;                            /* Gerr again */
     }
     return (double)(B * H) * per;
 }
@@ -531,6 +585,113 @@ done:
     bench_module_teardown(be, &f);
 }
 
+/* ---- Titans ------------------------------------------------------------------------------ */
+
+typedef struct titans_bwd {
+    const bench_module_call *f; /* sizes and inputs (modules.c: eta = g, theta = beta) */
+    int64_t b;
+    const float *dout, *dstate_out;
+    float *dq, *dk, *dv, *deta, *dtheta, *dalpha;
+} titans_bwd;
+
+static seqk_status titans_forward_call(void *arg)
+{
+    const titans_bwd *a = arg;
+    const bench_module_call *f = a->f;
+    return seqk_titans(f->ctx, SEQK_MODE_PARALLEL, f->B, f->T, f->H, f->K, f->V, f->scale,
+                       SEQK_TITANS_L2NORM_QK, a->b, f->q, f->k, f->v, f->g, f->beta, f->alpha,
+                       f->o, NULL, f->state, NULL, 0);
+}
+
+static seqk_status titans_backward_call(void *arg)
+{
+    const titans_bwd *a = arg;
+    const bench_module_call *f = a->f;
+    return seqk_titans_backward(f->ctx, f->B, f->T, f->H, f->K, f->V, f->scale,
+                                SEQK_TITANS_L2NORM_QK, a->b, f->q, f->k, f->v, f->g, f->beta,
+                                f->alpha, NULL, a->dout, a->dstate_out, a->dq, a->dk, a->dv,
+                                a->deta, a->dtheta, a->dalpha, NULL, NULL, 0);
+}
+
+static void titans_case(const bench_case *bc, bench_backend *be, const bench_options *opt,
+                        bench_record *rec)
+{
+    const bench_shape *sh = &bc->shape;
+    bench_module_call f;
+    bench_module_setup(be, &f, BENCH_MOD_TITANS, SEQK_MODE_PARALLEL, BENCH_STATE_OUT, sh->B, sh->T,
+                       sh->H, sh->K, sh->V);
+    titans_bwd a = {&f, opt->quick ? 32 : BENCH_TITANS_BACKWARD_MINIBATCH, NULL, NULL, NULL,
+                    NULL, NULL, NULL, NULL, NULL};
+    float *dout = bench_alloc(be, f.n_v * sizeof(float), "dout");          /* [B,T,H,V] */
+    float *dso = bench_alloc(be, f.n_state * sizeof(float), "dstate_out"); /* [B,H,E] */
+    a.dq = bench_alloc(be, f.n_qk * sizeof(float), "dq");
+    a.dk = bench_alloc(be, f.n_qk * sizeof(float), "dk");
+    a.dv = bench_alloc(be, f.n_v * sizeof(float), "dv");
+    a.deta = bench_alloc(be, f.n_tok * sizeof(float), "deta");
+    a.dtheta = bench_alloc(be, f.n_tok * sizeof(float), "dtheta");
+    a.dalpha = bench_alloc(be, f.n_tok * sizeof(float), "dalpha");
+    bench_fill_uniform(be, dout, f.n_v, -1.0f, 1.0f, 71);
+    bench_fill_uniform(be, dso, f.n_state, -0.1f, 0.1f, 72);
+    float *const outs[] = {a.dq, a.dk, a.dv, a.deta, a.dtheta, a.dalpha};
+    const size_t sizes[] = {f.n_qk, f.n_qk, f.n_v, f.n_tok, f.n_tok, f.n_tok};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++)
+        bench_fill_uniform(be, outs[i], sizes[i], 0.0f, 0.0f, 73 + (uint64_t)i);
+    a.dout = dout;
+    a.dstate_out = dso;
+    size_t ws_fwd = 0, ws_bwd = 0;
+    bench_check(seqk_titans_workspace_size(be->ctx, SEQK_MODE_PARALLEL, sh->B, sh->T, sh->H, sh->K,
+                                           sh->V, a.b, 0, &ws_fwd),
+                "seqk_titans_workspace_size");
+    seqk_status st = seqk_titans_backward_workspace_size(be->ctx, sh->B, sh->T, sh->H, sh->K,
+                                                         sh->V, a.b, 0, &ws_bwd);
+    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
+    bench_check(st, "seqk_titans_backward_workspace_size");
+    const size_t workspace = ws_fwd > ws_bwd ? ws_fwd : ws_bwd;
+    if (workspace > 0)
+        bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
+                    "seqk_context_reserve_workspace(%zu bytes)", workspace);
+
+    st = bench_time_budget(be->ctx, titans_backward_call, &a, opt->warmup, opt->repeats,
+                           BWD_DN_MIN_REPEATS, BWD_DN_BUDGET_S, &rec->stats);
+    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
+    bench_check(st, "%s backward (on %s)", bc->name, be->name);
+    size_t bad = 0, n_grad = 0;
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++)
+        bad += bench_count_nonfinite(be, outs[i], sizes[i]), n_grad += sizes[i];
+
+    bench_stats fwd;
+    st = bench_time_budget(be->ctx, titans_forward_call, &a, opt->warmup, opt->repeats,
+                           BWD_DN_MIN_REPEATS, BWD_DN_BUDGET_S, &fwd);
+    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
+    bench_check(st, "%s parallel forward (on %s)", bc->name, be->name);
+
+    rec->flops = titans_backward_flops(sh->B, sh->T, sh->H, sh->K, sh->V, a.b);
+    /* read q, k, v, three gates, dout, dstate_out; write dq, dk, dv, three gate gradients */
+    double floats = 2.0 * (double)f.n_qk + 2.0 * (double)f.n_v + (double)f.n_state;
+    floats += 3.0 * (double)f.n_tok;
+    floats += 2.0 * (double)f.n_qk + (double)f.n_v + 3.0 * (double)f.n_tok;
+    rec->bytes = floats * sizeof(float);
+    rec->tokens = (double)(sh->B * sh->T);
+    rec->bound = "sgemm_large";
+    rec->forward_s = fwd.median_s;
+    rec->check = bad ? "non-finite" : "ok";
+    const double fwd_flops =
+        (double)f.n_tok * bench_module_flops_per_token_head(BENCH_MOD_TITANS, true, sh->T, sh->K,
+                                                            sh->V, a.b);
+    char what[160];
+    snprintf(what, sizeof what,
+             "minibatch %lld, L2 norm, no initial state, dstate_out given; fwd: the parallel "
+             "mode at the same b",
+             (long long)a.b);
+    write_note(be, rec, op_target(BENCH_MOD_TITANS), fwd.median_s, fwd_flops, bad, n_grad, what);
+
+done:
+    for (size_t i = sizeof outs / sizeof outs[0]; i-- > 0;) bench_free(be, outs[i]);
+    bench_free(be, dso);
+    bench_free(be, dout);
+    bench_module_teardown(be, &f);
+}
+
 /* ---- softmax attention ------------------------------------------------------------------ */
 
 typedef struct softmax_bwd {
@@ -755,6 +916,8 @@ static void backward_run(const bench_case *bc, bench_backend *be, const bench_op
         softmax_case(bc, be, opt, rec);
     else if ((int)bc->flags == BENCH_MOD_SELECTIVE_SCAN)
         sscan_case(bc, be, opt, rec);
+    else if ((int)bc->flags == BENCH_MOD_TITANS)
+        titans_case(bc, be, opt, rec);
     else
         linear_case(bc, be, opt, rec);
 }

@@ -876,11 +876,13 @@ SEQK_API seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mod
  *
  * Computed per mini-batch with matrix products (docs/titans-backward.md,
  * section 4): per (sequence, head) the states before the mini-batches are
- * recomputed by the parallel forward's update (all of them kept while they
- * fit 8 MiB per thread, else one before every ~sqrt(mini-batches)-th and the
- * ones between recomputed), then the mini-batches are walked in reverse,
- * carrying the gradients of M and S: per mini-batch about twenty K V flops
- * per token in products, and O(b^2) for the gate gradients, which are
+ * recomputed by the parallel forward's update (all of them kept, with each
+ * mini-batch's errors e_t, while they fit 16 MiB per thread, else one before
+ * every ~sqrt(mini-batches)-th and the ones between recomputed), then the
+ * mini-batches are walked in reverse, carrying the gradients of M and S:
+ * per mini-batch about 20 K V flops per token in products (26 K V with
+ * the recomputed states, against the forward's 10 K V), and O(b^2) for the
+ * gate gradients, which are
  * formed from products of gates over ranges (never divided by a gate, so
  * eta = 0 and alpha = 1 are exact). Deterministic: the same bits for any
  * thread count (one (sequence, head) per thread, fixed orders). Work: about
@@ -906,9 +908,9 @@ SEQK_API seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mod
  * or an input.
  * CPU only for now: a CUDA context gets SEQK_ERROR_UNSUPPORTED.
  * Workspace (seqk_titans_backward_workspace_size), per thread: the
- * mini-batch scratch (about 8 b^2 + 11 b K + 4 b V + 5 K V floats) plus the
- * kept states (2 K V floats per mini-batch, at most 8 MiB, or ~2 sqrt(T / b)
- * of them when checkpointed).
+ * mini-batch scratch (about 8 b^2 + 11 b K + 2 b V + 5 K V floats) plus the
+ * kept states and errors (2 K V + b V floats per mini-batch, at most 16 MiB,
+ * or ~2 sqrt(T / b) states when checkpointed).
  */
 SEQK_API seqk_status seqk_titans_backward(
     seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,

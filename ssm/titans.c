@@ -126,9 +126,7 @@ enum {
     MIN_VW = 16               /* narrowest column block of the parallel mode's split */
 };
 
-/* log x for the cumulative gates: x in [0, 1]; 0 -> -1e4 (exp of anything
- * that includes it is 0 in float, and differences stay finite). */
-#define LOG_ZERO (-1.0e4)
+/* log x for the cumulative gates: seqk__titans_log_gate (ssm/titans.h). */
 
 /* The problem: the linear-state description (q, k, v, o, sizes, N, host cu,
  * scale, flags SEQK__LIN_L2NORM, chunk = b for seqk__chunk_load; s_in and
@@ -787,12 +785,12 @@ static void tt_scratch_init(tt_scratch *w, float *base, int64_t L, int64_t K, in
     w->state = with_state ? p : NULL;
 }
 
-static double log_gate(float x) { return x > 0.0f ? log((double)x) : LOG_ZERO; }
+static double log_gate(float x) { return seqk__titans_log_gate(x); }
 
 /* out[s] = exp(min(lt - lm[s], 0)) for s in [0, n): one row of
  * exp(lm_t - lm_s) (lm is non-increasing, so the min only guards rounding);
  * the difference is taken in double, the exponential in float. */
-static void exp_row(double lt, const double *lm, int64_t n, float *out)
+void seqk__titans_exp_row(double lt, const double *lm, int64_t n, float *out)
 {
     int64_t s = 0;
 #ifdef __AVX2__
@@ -849,7 +847,7 @@ static void segment_gates(const tt_problem *D, int64_t r0, int64_t L, int64_t h,
 
     for (int64_t t = 0; t < L; t++) {
         float *row = w->Mix + t * L;
-        exp_row(w->lm[t], w->lm, t, row);
+        seqk__titans_exp_row(w->lm[t], w->lm, t, row);
         row[t] = 1.0f;
         memset(row + t + 1, 0, (size_t)(L - t - 1) * sizeof(float));
     }

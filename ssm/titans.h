@@ -5,6 +5,7 @@
 
 #include "../core/internal.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -33,5 +34,18 @@ seqk_status seqk__titans_check_sizes(const char *fn, seqk_context *ctx, int mode
 seqk_status seqk__titans_check_values(const char *fn, const float *eta, const float *theta,
                                       const float *alpha, int64_t n, const float *state_in,
                                       int64_t N, int64_t H, int64_t K, int64_t V, int64_t b);
+
+/* log x for the cumulated gates, x in [0, 1]; 0 -> -1e4 (exp of anything
+ * that includes it is 0 in float, and differences stay finite). */
+static inline double seqk__titans_log_gate(float x)
+{
+    return x > 0.0f ? log((double)x) : -1.0e4;
+}
+
+/* out[s] = exp(min(lt - lm[s], 0)) for s in [0, n): one row of the ratios
+ * of cumulated gates exp(lm_t - lm_s) (lm non-increasing; the min guards
+ * rounding), the difference in double, the exponential in float (AVX2:
+ * seqk__exp8). */
+void seqk__titans_exp_row(double lt, const double *lm, int64_t n, float *out);
 
 #endif

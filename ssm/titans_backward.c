@@ -22,9 +22,10 @@
  * Forward state pass (recompute): Gerr = K H - V and
  *   [M'; S'] = [beta_{n-1} M0 + f_{n-1} S0; m_{n-1} S0]
  *              - [diag(theta g) K | diag(theta mu) K]^T Gerr.
- * The states before the segments are kept (all while they fit
- * SEQK__TT_BWD_FULL_BYTES per thread, else one before every R-th segment
- * and the ones between recomputed, seqk__chunk_ckpt_plan).
+ * The states before the segments are kept, with the segments' Gerr (all
+ * while they fit SEQK__TT_BWD_FULL_BYTES per thread, else the state before
+ * every R-th segment, and the ones between recomputed per group of R with
+ * their Gerr, seqk__chunk_ckpt_plan).
  *
  * Reverse pass, carrying X = dL/dM and Y = dL/dS at the segment's end
  * ([X; Y], 2K x V), per segment:
@@ -76,12 +77,11 @@
 
 static const char FN[] = "seqk_titans_backward";
 
-/* Per thread, the most bytes of one sequence's segment states kept whole (R = 1). */
+/* Per thread, the most bytes of one sequence's segment states and errors
+ * (2 K V + b V floats per segment) kept whole (R = 1). */
 #ifndef SEQK__TT_BWD_FULL_BYTES
-#define SEQK__TT_BWD_FULL_BYTES (8 << 20)
+#define SEQK__TT_BWD_FULL_BYTES (16 << 20)
 #endif
-
-#define LOG_ZERO (-1.0e4)
 
 static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 
@@ -99,6 +99,7 @@ typedef struct {
 
 typedef struct {
     int64_t R, nckpt;   /* checkpoint spacing, checkpoints of the longest sequence */
+    int64_t ngerr;      /* segment errors kept: nckpt (R = 1) or R */
     size_t chunk_fl;    /* seqk__chunk_load's scratch */
     size_t pack_fl;     /* sgemm packing */
     size_t scratch;     /* floats per thread */
@@ -123,7 +124,8 @@ static ttb_plan make_plan(const seqk__lin *P, int64_t b, int64_t longest_len)
     ttb_plan pl;
     const int64_t K = P->K, V = P->V;
     const int64_t nseg = longest_len == 0 ? 0 : (longest_len + b - 1) / b + 1; /* pos0 != 0: +1 */
-    seqk__chunk_ckpt_plan(nseg, 2 * K * V, SEQK__TT_BWD_FULL_BYTES, &pl.R, &pl.nckpt);
+    seqk__chunk_ckpt_plan(nseg, 2 * K * V + b * V, SEQK__TT_BWD_FULL_BYTES, &pl.R, &pl.nckpt);
+    pl.ngerr = pl.R == 1 ? pl.nckpt : pl.R;
     int64_t m = b > 2 * K ? b : 2 * K;
     if (2 * V > m) m = 2 * V;
     pl.pack_fl = seqk__sgemm_pack_floats(m, m, m);
@@ -131,9 +133,9 @@ static ttb_plan make_plan(const seqk__lin *P, int64_t b, int64_t longest_len)
     const size_t l = (size_t)b, k = (size_t)K, v = (size_t)V, e2 = 2 * k * v;
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + 2 * rnd8(2 * l) /* lm lb (double) */ +
                  rnd8(l) * 20 /* vectors */ + rnd8(l * l) * 8 /* Dm Db Gx QK DE P1 P2 At */ +
-                 rnd8(l * v) * 4 /* Gerr KX KY Wm */ + rnd8(l * 2 * k) * 4 /* GXY dOMS QQ W2 */ +
+                 rnd8(l * v) * 2 /* Gerr Wm */ + rnd8(l * 2 * k) * 4 /* GXY dOMS QQ W2 */ +
                  rnd8(l * k) * 3 /* Z dQt dKt */ + rnd8(k * v) /* dH */ + rnd8(e2) * 2 /* XY prod */ +
-                 rnd8(e2) * (size_t)(pl.nckpt + pl.R);
+                 rnd8(e2) * (size_t)(pl.nckpt + pl.R) + rnd8(l * v) * (size_t)pl.ngerr;
     return pl;
 }
 
@@ -145,13 +147,14 @@ typedef struct {
     float *mv, *bv, *fv, *av, *ev, *th, *gv, *mu, *bn; /* [b] m, beta, f, a, eta, theta, g, mu, bn */
     float *xv, *yv, *zv, *zM, *Rv, *Rp;               /* [b] */
     float *Dm, *Db, *Gx, *QK, *DE, *P1, *P2, *At;     /* [b,b] */
-    float *Gerr, *KX, *KY, *Wm;                       /* [b,V] */
+    float *Gerr, *Wm;                                 /* [b,V] */
     float *GXY, *dOMS, *QQ, *W2;                      /* [b,2K] */
     float *Z, *dQt, *dKt;                             /* [b,K] */
     float *dH;                                        /* [K,V] */
     float *XY, *prod;                                 /* [2K,V] */
     float *ckpt;                                      /* [nckpt, 2KV] */
     float *seg;                                       /* [R, 2KV] */
+    float *gk;                                        /* [ngerr, b, V] kept Gerr */
 } ttb_scratch;
 
 static void scratch_init(ttb_scratch *w, float *base, const seqk__lin *P, int64_t b,
@@ -171,21 +174,17 @@ static void scratch_init(ttb_scratch *w, float *base, const seqk__lin *P, int64_
     p += 5 * rnd8(l); /* spare vectors of the plan's 20 */
     TAKE(Dm, l * l), TAKE(Db, l * l), TAKE(Gx, l * l), TAKE(QK, l * l), TAKE(DE, l * l);
     TAKE(P1, l * l), TAKE(P2, l * l), TAKE(At, l * l);
-    TAKE(Gerr, l * v), TAKE(KX, l * v), TAKE(KY, l * v), TAKE(Wm, l * v);
+    TAKE(Gerr, l * v), TAKE(Wm, l * v);
     TAKE(GXY, 2 * l * k), TAKE(dOMS, 2 * l * k), TAKE(QQ, 2 * l * k), TAKE(W2, 2 * l * k);
     TAKE(Z, l * k), TAKE(dQt, l * k), TAKE(dKt, l * k);
     TAKE(dH, k * v);
     TAKE(XY, e2), TAKE(prod, e2);
     TAKE(ckpt, e2 * (size_t)pl->nckpt);
     TAKE(seg, e2 * (size_t)pl->R);
+    TAKE(gk, l * v * (size_t)pl->ngerr);
 #undef TAKE
     w->cs.pack = w->pack;
 }
-
-static double log_gate(float x) { return x > 0.0f ? log((double)x) : LOG_ZERO; }
-
-/* exp(d) for a difference of cumulated logs that is <= 0 up to rounding. */
-static float exp_le0(double d) { return expf((float)(d < 0.0 ? d : 0.0)); }
 
 /* The gates of the segment [r0, r0 + n) of head h: the vectors (m, beta, f,
  * a, eta, theta, g, mu, bn) and, with full, the n x n matrices m_u / m_s (Dm),
@@ -200,8 +199,8 @@ static void seg_gates(const ttb_problem *D, int64_t r0, int64_t n, int64_t h, bo
     for (int64_t t = 0; t < n; t++) {
         const int64_t rh = (r0 + t) * H + h;
         const float a = 1.0f - D->alpha[rh];
-        am += log_gate(D->eta[rh]);
-        ab += log_gate(a);
+        am += seqk__titans_log_gate(D->eta[rh]);
+        ab += seqk__titans_log_gate(a);
         w->lm[t] = am, w->lb[t] = ab;
         w->mv[t] = (float)exp(am);
         w->bv[t] = (float)exp(ab);
@@ -209,16 +208,14 @@ static void seg_gates(const ttb_problem *D, int64_t r0, int64_t n, int64_t h, bo
         f = a * f + w->mv[t];
         w->fv[t] = f;
     }
-    const double lmL = w->lm[n - 1], lbL = w->lb[n - 1];
-    for (int64_t s = 0; s < n; s++) {
-        w->mu[s] = exp_le0(lmL - w->lm[s]);
-        w->bn[s] = exp_le0(lbL - w->lb[s]);
-    }
+    seqk__titans_exp_row(w->lm[n - 1], w->lm, n, w->mu);
+    seqk__titans_exp_row(w->lb[n - 1], w->lb, n, w->bn);
     if (!full) { /* g = Gmix's last row by its row recurrence, one row at a time */
-        float *g = w->gv;
+        float *g = w->gv, *e = w->Rv;
         for (int64_t t = 0; t < n; t++) {
             const float a = w->av[t];
-            for (int64_t s = 0; s < t; s++) g[s] = a * g[s] + exp_le0(w->lm[t] - w->lm[s]);
+            seqk__titans_exp_row(w->lm[t], w->lm, t, e);
+            for (int64_t s = 0; s < t; s++) g[s] = a * g[s] + e[s];
             g[t] = 1.0f;
         }
         return;
@@ -227,40 +224,40 @@ static void seg_gates(const ttb_problem *D, int64_t r0, int64_t n, int64_t h, bo
         float *dm = w->Dm + u * n, *db = w->Db + u * n, *gx = w->Gx + u * n;
         const float *gp = w->Gx + (u - 1) * n;
         const float a = w->av[u];
-        for (int64_t s = 0; s <= u; s++) {
-            dm[s] = exp_le0(w->lm[u] - w->lm[s]);
-            db[s] = exp_le0(w->lb[u] - w->lb[s]);
-            gx[s] = s < u ? a * gp[s] + dm[s] : 1.0f;
-        }
+        seqk__titans_exp_row(w->lm[u], w->lm, u + 1, dm);
+        seqk__titans_exp_row(w->lb[u], w->lb, u + 1, db);
+        for (int64_t s = 0; s < u; s++) gx[s] = a * gp[s] + dm[s];
+        gx[u] = 1.0f;
         for (int64_t s = u + 1; s < n; s++) dm[s] = db[s] = gx[s] = 0.0f;
     }
     memcpy(w->gv, w->Gx + (n - 1) * n, (size_t)n * sizeof(float));
 }
 
-/* Gerr = K~ Hm - V for the loaded segment (Hm K x V, rows V apart). */
+/* G = K~ Hm - V for the loaded segment (Hm K x V, rows V apart; G n x V). */
 static void seg_gerr(const seqk__chunk_view *cv, int64_t K, int64_t V, const float *Hm,
-                     ttb_scratch *w)
+                     float *G, float *pack)
 {
     const int64_t n = cv->L;
     for (int64_t i = 0; i < n; i++) {
         const float *vr = cv->Vv + i * cv->ldv;
-        float *g = w->Gerr + i * V;
+        float *g = G + i * V;
         for (int64_t j = 0; j < V; j++) g[j] = -vr[j];
     }
-    seqk__sgemm(false, false, n, V, K, 1.0f, cv->Kc, K, Hm, V, 1.0f, w->Gerr, V, w->pack);
+    seqk__sgemm(false, false, n, V, K, 1.0f, cv->Kc, K, Hm, V, 1.0f, G, V, pack);
 }
 
 /* The state after the segment [r0, r0 + n) of head h: MSn = [M'; S'] from
- * MS = [M0; S0] (2K x V; MSn may be MS) and the Mhat Hm. */
+ * MS = [M0; S0] (2K x V; MSn may be MS) and the Mhat Hm; the segment's
+ * Gerr (n x V) goes to G. */
 static void seg_advance(const ttb_problem *D, int64_t r0, int64_t n, int64_t h, const float *MS,
-                        const float *Hm, float *MSn, ttb_scratch *w)
+                        const float *Hm, float *MSn, float *G, ttb_scratch *w)
 {
     const seqk__lin *P = &D->lin;
     const int64_t K = P->K, V = P->V, K2 = 2 * K, KV = K * V;
     seqk__chunk_view cv;
     seqk__chunk_load_keys(P, r0, n, h, &w->cs, &cv);
     seg_gates(D, r0, n, h, false, w);
-    seg_gerr(&cv, K, V, Hm, w);
+    seg_gerr(&cv, K, V, Hm, G, w->pack);
     for (int64_t s = 0; s < n; s++) {
         const float *kr = cv.Kc + s * K;
         float *d = w->W2 + s * K2;
@@ -276,7 +273,7 @@ static void seg_advance(const ttb_problem *D, int64_t r0, int64_t n, int64_t h, 
         MSn[e] = bL * m + fL * s;
         MSn[KV + e] = mL * s;
     }
-    seqk__sgemm(true, false, K2, V, n, 1.0f, w->W2, K2, w->Gerr, V, 1.0f, MSn, V, w->pack);
+    seqk__sgemm(true, false, K2, V, n, 1.0f, w->W2, K2, G, V, 1.0f, MSn, V, w->pack);
 }
 
 /* Sum of x[i] y[i] over n floats, rows of 1024 summed in double. */
@@ -292,10 +289,11 @@ static double dot_long(const float *x, const float *y, int64_t n)
  * (replaced by the gradient of the state before it), dHx the extra gradient
  * of its Mhat (dMhat_fin for the call's last segment when the final pos is
  * not 0; else NULL). starts: the segment starts a mini-batch (Hm = M0; dH
- * then goes into X); else dH is written to dMh (dMhat_in). */
+ * then goes into X); else dH is written to dMh (dMhat_in). Gk: its Gerr kept
+ * by the state pass, or NULL (then formed here). */
 static void seg_backward(const ttb_problem *D, int64_t row, int64_t n, int64_t h,
-                         const float *MS, const float *Hm, const float *dHx, bool starts,
-                         float *dMh, ttb_scratch *w)
+                         const float *MS, const float *Hm, const float *Gk, const float *dHx,
+                         bool starts, float *dMh, ttb_scratch *w)
 {
     const seqk__lin *P = &D->lin;
     const int64_t K = P->K, V = P->V, H = P->H, K2 = 2 * K, KV = K * V, ldo = H * V;
@@ -306,12 +304,16 @@ static void seg_backward(const ttb_problem *D, int64_t row, int64_t n, int64_t h
     seqk__chunk_load(P, row, n, h, &w->cs, &cv);
     const float *Q = cv.Qs, *Kc = cv.Kc;
     seg_gates(D, row, n, h, true, w);
-    seg_gerr(&cv, K, V, Hm, w);
+    const float *Gerr = Gk;
+    if (!Gerr) {
+        seg_gerr(&cv, K, V, Hm, w->Gerr, pack);
+        Gerr = w->Gerr;
+    }
 
     /* the n x n matrices: QK = Q K^T, DE = dO Gerr^T (lower), P1, P2, At (A^T) */
     seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, n, n, K, 1.0f, Q, K, Kc, K, 0.0f, w->QK, n,
                        pack);
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, n, n, V, 1.0f, dO, ldo, w->Gerr, V, 0.0f,
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, n, n, V, 1.0f, dO, ldo, Gerr, V, 0.0f,
                        w->DE, n, pack);
     for (int64_t u = 0; u < n; u++) {
         const float *qk = w->QK + u * n, *de = w->DE + u * n, *gx = w->Gx + u * n;
@@ -324,17 +326,17 @@ static void seg_backward(const ttb_problem *D, int64_t row, int64_t n, int64_t h
         for (int64_t s = u + 1; s < n; s++) p1[s] = p2[s] = at[s] = 0.0f;
     }
 
-    /* K X, K Y; x_s, y_s; W = P1^T dO + diag(g) K X + diag(mu) K Y */
-    seqk__sgemm(false, false, n, V, K, 1.0f, Kc, K, X, V, 0.0f, w->KX, V, pack);
-    seqk__sgemm(false, false, n, V, K, 1.0f, Kc, K, Y, V, 0.0f, w->KY, V, pack);
+    /* W = [diag(g) K~ | diag(mu) K~] [X; Y] + P1^T dO */
     for (int64_t s = 0; s < n; s++) {
-        const float *e = w->Gerr + s * V, *kx = w->KX + s * V, *ky = w->KY + s * V;
-        w->xv[s] = seqk__dot(e, kx, V);
-        w->yv[s] = seqk__dot(e, ky, V);
-        float *wr = w->Wm + s * V;
+        const float *kr = Kc + s * K;
+        float *d = w->W2 + s * K2;
         const float g = w->gv[s], mu = w->mu[s];
-        for (int64_t j = 0; j < V; j++) wr[j] = g * kx[j] + mu * ky[j];
+        for (int64_t j = 0; j < K; j++) {
+            d[j] = g * kr[j];
+            d[K + j] = mu * kr[j];
+        }
     }
+    seqk__sgemm(false, false, n, V, K2, 1.0f, w->W2, K2, w->XY, V, 0.0f, w->Wm, V, pack);
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, n, V, n, 1.0f, w->P1, n, dO, ldo, 1.0f,
                        w->Wm, V, pack);
     /* dv = theta W; dE = -theta W (in place) */
@@ -352,10 +354,13 @@ static void seg_backward(const ttb_problem *D, int64_t row, int64_t n, int64_t h
     if (dHx)
         for (int64_t e = 0; e < KV; e++) w->dH[e] += dHx[e];
 
-    /* Z = P2^T Q + diag(g) Gerr X^T + diag(mu) Gerr Y^T; dtheta */
-    seqk__sgemm(false, true, n, K2, V, 1.0f, w->Gerr, V, w->XY, V, 0.0f, w->GXY, K2, pack);
+    /* Z = P2^T Q + diag(g) Gerr X^T + diag(mu) Gerr Y^T; dtheta; x_s = k~_s . X e_s,
+     * y_s = k~_s . Y e_s */
+    seqk__sgemm(false, true, n, K2, V, 1.0f, Gerr, V, w->XY, V, 0.0f, w->GXY, K2, pack);
     for (int64_t s = 0; s < n; s++) {
         const float *gx = w->GXY + s * K2, *gy = gx + K;
+        w->xv[s] = seqk__dot(Kc + s * K, gx, K);
+        w->yv[s] = seqk__dot(Kc + s * K, gy, K);
         float *z = w->Z + s * K;
         const float g = w->gv[s], mu = w->mu[s];
         for (int64_t j = 0; j < K; j++) z[j] = g * gx[j] + mu * gy[j];
@@ -479,6 +484,7 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
 {
     const seqk__lin *P = &D->lin;
     const int64_t H = P->H, K = P->K, V = P->V, KV = K * V, E2 = 2 * KV, R = pl->R, b = D->b;
+    const int64_t bV = b * V;
     int64_t r0, len;
     seqk__lin_seq(P, n, &r0, &len);
     const int64_t nh = n * H + h, pos0 = pos_in(D, n, h), nseg = seg_count(len, pos0, b);
@@ -495,11 +501,11 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
         int64_t t0, ns;
         seg_range(j, len, pos0, b, &t0, &ns);
         const float *Hm = (j == 0 && pos0 != 0) ? Mh_in : S;
-        if (R == 1) {
-            seg_advance(D, r0 + t0, ns, h, S, Hm, S + E2, w);
+        if (R == 1) { /* the state and the segment's Gerr kept */
+            seg_advance(D, r0 + t0, ns, h, S, Hm, S + E2, w->gk + j * bV, w);
             S += E2;
         } else {
-            seg_advance(D, r0 + t0, ns, h, S, Hm, S, w);
+            seg_advance(D, r0 + t0, ns, h, S, Hm, S, w->Gerr, w);
         }
     }
     if (R > 1 && nseg > 0 && (nseg - 1) % R == 0)
@@ -530,7 +536,8 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
                 int64_t t0, ns;
                 seg_range(j, len, pos0, b, &t0, &ns);
                 const float *Hm = (j == 0 && pos0 != 0) ? Mh_in : sg + i * E2;
-                seg_advance(D, r0 + t0, ns, h, sg + i * E2, Hm, sg + (i + 1) * E2, w);
+                seg_advance(D, r0 + t0, ns, h, sg + i * E2, Hm, sg + (i + 1) * E2, w->gk + i * bV,
+                            w);
             }
         }
         for (int64_t i = cnt - 1; i >= 0; i--) {
@@ -539,7 +546,11 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
             seg_range(j, len, pos0, b, &t0, &ns);
             const bool starts = j > 0 || pos0 == 0;
             const float *MS = sg + i * E2;
+            /* the Gerr the state pass kept: every segment's but the last's (of the
+             * sequence with R = 1, of the group with R > 1) */
+            const bool kept = R == 1 ? j + 1 < nseg : i + 1 < cnt;
             seg_backward(D, r0 + t0, ns, h, MS, starts ? MS : Mh_in,
+                         kept ? w->gk + (R == 1 ? j : i) * bV : NULL,
                          j == nseg - 1 ? dHx : NULL, starts, dsi ? dsi + 2 * KV : dMh, w);
         }
     }
@@ -671,7 +682,7 @@ seqk_status seqk_titans_backward_workspace_size(seqk_context *ctx, int64_t B, in
      * of them up to SEQK__TT_BWD_FULL_BYTES, then ~2 sqrt(segments); the bound
      * is the larger of the plans for T and for the longest length that keeps
      * all. */
-    const size_t seg_bytes = (size_t)(2 * K * V) * sizeof(float);
+    const size_t seg_bytes = (size_t)(2 * K * V + minibatch * V) * sizeof(float);
     const int64_t cap_segs = (int64_t)(SEQK__TT_BWD_FULL_BYTES / seg_bytes);
     int64_t cap_len = (cap_segs - 1) * minibatch;
     if (cap_len > T) cap_len = T;

@@ -531,7 +531,7 @@ int main(int argc, char **argv)
         for (size_t j = 0; j < sizeof edges / sizeof edges[0]; j++)
             run_case(&be[i], &edges[j], (int)(j & 1), false, " gate edges");
     /* long sequences (unit-norm keys): finite and within TOL; the second keeps
-     * checkpoints (2049 segment states of 8 KiB > 8 MiB) */
+     * checkpoints (2049 segments of 8 KiB of state and 0.5 KiB of errors > 16 MiB) */
     const bcase lng[] = {
         {1, 65536, 1, 8, 8, 16, 1, 1, NULL, 0, 0.0, 1e-3, 0.0, 1e-3, 1.0, 0},
         {1, 8192, 1, 32, 32, 4, 1, 1, NULL, 0, 0.5, 1, 0, 0.2, 0.5, 0},
@@ -544,8 +544,9 @@ int main(int argc, char **argv)
     det.b = 7;
     bcase det2 = shapes[3];
     det2.b = 64;
-    /* varlen whose sequences keep all their states (1000 segments of 8 KiB)
-     * while T alone would be checkpointed: the query covers both */
+    /* varlen whose sequences keep all their states (1001 segments of 8.25 KiB
+     * with their errors: 8.3 MiB < 16 MiB) while T alone would be checkpointed
+     * (3001 segments: 24.8 MiB): the query covers both */
     static const int32_t cu3[4] = {0, 2000, 4000, 6000};
     const bcase wcase = {1, 6000, 1, 32, 32, 2, 1, 1, cu3, 3, 0.5, 1, 0, 0.2, 0.5, 0};
     for (int i = 0; i < nb; i++) {
