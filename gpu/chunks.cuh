@@ -184,6 +184,46 @@ static __device__ __forceinline__ bool seqk__chunk_head_warp(const seqk__chunks 
     return true;
 }
 
+/* The gate gradient's sums inside one chunk (rows [r0, r0 + Lc) of head h of
+ * H), each by one warp (every lane calling), from per-token terms (see
+ * scan/chunk_backward.c): d(log a_t) = sum_{i >= t} gt_i + Dterm +
+ * sum_{j < t} bt_j. seqk__chunk_gate_rev: dld (holding gt) <- its reverse
+ * inclusive sum; seqk__chunk_gate_fwd: dld += Dterm + the exclusive forward
+ * sum of bt. A lane reads elements the other lanes wrote in the first: two
+ * launches (the CPU emulator has no __syncwarp). */
+static __device__ __forceinline__ void seqk__chunk_gate_rev(float *dld, int64_t r0, int Lc, int H,
+                                                           int h)
+{
+    const int lane = threadIdx.x & 31;
+    float carry = 0.0f;
+    for (int i0 = 0; i0 < Lc; i0 += 32) {
+        const int i = Lc - 1 - (i0 + lane); /* lane 0: the latest token */
+        float x = i >= 0 ? dld[(r0 + i) * H + h] : 0.0f;
+        x = seqk__warp_incl_scan(x) + carry;
+        if (i >= 0) dld[(r0 + i) * H + h] = x;
+        carry = __shfl_sync(SEQK__FULL_MASK, x, 31); /* lanes past the start add 0 */
+    }
+}
+
+static __device__ __forceinline__ void seqk__chunk_gate_fwd(float *dld, const float *bt,
+                                                           float Dterm, int64_t r0, int Lc, int H,
+                                                           int h)
+{
+    const int lane = threadIdx.x & 31;
+    float carry = Dterm;
+    for (int i0 = 0; i0 < Lc; i0 += 32) {
+        const int i = i0 + lane;
+        float x = i < Lc ? bt[(r0 + i) * H + h] : 0.0f;
+        x = seqk__warp_incl_scan(x);
+        /* exclusive: the previous lane's inclusive sum (not x - b: b_{L-1}
+         * is O(1) where the others may be ~exp(g)) */
+        float ex = __shfl_up_sync(SEQK__FULL_MASK, x, 1);
+        if (lane == 0) ex = 0.0f;
+        if (i < Lc) dld[(r0 + i) * H + h] += carry + ex;
+        carry += __shfl_sync(SEQK__FULL_MASK, x, 31);
+    }
+}
+
 /* ---- the linear-state engine, forward and backward ------------------------------ */
 
 /* log-gammas passed by value in the kernel arguments up to this many heads */

@@ -43,6 +43,7 @@
  *   O    = diag(exp(G)) Q~ S0 + P Vnew
  *   S'   = exp(G_Lc) S0 + (diag(exp(G_Lc - G)) K~)^T Vnew
  *
+ * Stages 0-4 live in gpu/deltanet.cuh (the backward reruns them).
  * Stages, in order on the context's stream (every stage but the last is
  * parallel over all chunks of all sequences and heads):
  *   (0) seqk__chunk_first_kernel (gpu/chunks.cuh; varlen only): first[n] =
@@ -51,7 +52,8 @@
  *   (1) dn_norm_kernel: one warp per (token, head): Qn = q~, Kn = k~
  *       ([B*T, H, K] in the workspace).
  *       dn_gates_kernel (gated only): one thread per (chunk, head): Gc, the
- *       cumulative log-gate inside the chunk ([B*T, H]).
+ *       cumulative log-gate inside the chunk ([B*T, H], in double: see
+ *       gpu/deltanet.cuh).
  *   (2) dn_ap_kernel: block (chunk, head, 16 x 16 tile of the L x L
  *       matrices): A and P together (K~ K~^T and Q~ K~^T over K in steps of
  *       16 through shared memory; exp only where j <= i; tiles above the
@@ -69,7 +71,7 @@
  *       state's columns are independent, so the blocks never communicate.
  *
  * Workspace (256-byte aligned regions): parallel mode first [N+1] int32
- * (varlen), Gc [B*T*H] (gated), Qn, Kn [B*T*H*K], A, P [nchunks*H*L*L],
+ * (varlen), Gc [B*T*H] doubles (gated), Qn, Kn [B*T*H*K], A, P [nchunks*H*L*L],
  * U [nchunks*H*L*V], W [nchunks*H*L*K]. The recurrent mode uses none (a
  * decoding step allocates nothing).
  *
@@ -81,84 +83,11 @@
  * recurrent kernel to amortise its barriers.
  */
 /* core/internal.h and scan/linear_state.h are C headers without C++ guards:
- * include them first inside extern "C" so that seqk__fail and
- * seqk__workspace get C linkage here (their include guards make the later
- * includes through common.cuh no-ops). */
-extern "C" {
-#include "../core/internal.h"
-#include "../scan/linear_state.h"
-}
-
-#include "chunks.cuh"
-#include "common.cuh"
-
-#include <limits.h>
-#include <stdint.h>
-
-enum {
-    DN_COLS = 32,      /* state columns per block (one per lane) */
-    DN_THREADS = 256,  /* 8 warps */
-    DN_WARPS = DN_THREADS / 32,
-    DN_TILE = 16,      /* A / P tiles */
-    DN_WS_ALIGN = 256
-};
-
-/* Everything a kernel needs, by value. */
-typedef struct dn_args {
-    seqk__chunks map; /* sequences and chunks (L tokens each) */
-    int H, K, V;
-    float scale;
-    int l2, gated;
-    const float *q, *k, *v, *beta, *g;
-    float *o;
-    const float *s_in;
-    float *s_out;
-    float *Gc;         /* [B*T, H] cumulative log-gate inside the chunk (gated) */
-    float *Qn, *Kn;    /* [B*T, H, K] q~, k~ */
-    float *A, *P;      /* [nchunks, H, L, L] */
-    float *U, *W;      /* [nchunks, H, L, V], [nchunks, H, L, K] */
-} dn_args;
-
-/* ---- the state slice of a block --------------------------------------------------- */
-
-/* What a block of dn_recurrent_kernel or dn_state_kernel owns (grid N*H*nvb,
- * nvb = ceil(V/32)): the K x 32 slice of the state of sequence n, head h
- * (nh = n H + h) with columns col = 32 vb + lane (colok: col < V). It lives in
- * shared memory S [K][32], warp w holding rows w, w + 8, ... */
-typedef struct dn_slice {
-    int64_t n, nh;
-    int h, vb, col;
-    bool colok;
-} dn_slice;
-
-static __device__ __forceinline__ dn_slice dn_slice_of(const dn_args &a, int nvb)
-{
-    const seqk__nhv b = seqk__block_nhv(nvb, a.H);
-    dn_slice s;
-    s.n = b.n, s.nh = b.nh, s.h = b.h, s.vb = b.vb;
-    s.col = b.vb * DN_COLS + (int)(threadIdx.x & 31);
-    s.colok = s.col < a.V;
-    return s;
-}
-
-/* S = the slice of s_in (zeros without it). */
-static __device__ __forceinline__ void dn_slice_load(const dn_args &a, const dn_slice &s, float *S)
-{
-    const int lane = threadIdx.x & 31;
-    for (int i = threadIdx.x >> 5; i < a.K; i += DN_WARPS)
-        S[i * DN_COLS + lane] = (a.s_in && s.colok) ? a.s_in[(s.nh * a.K + i) * a.V + s.col] : 0.0f;
-}
-
-/* The slice of s_out = S, when s_out is given (each thread stores the rows it
- * wrote itself). */
-static __device__ __forceinline__ void dn_slice_store(const dn_args &a, const dn_slice &s,
-                                                      const float *S)
-{
-    const int lane = threadIdx.x & 31;
-    if (a.s_out && s.colok)
-        for (int i = threadIdx.x >> 5; i < a.K; i += DN_WARPS)
-            a.s_out[(s.nh * a.K + i) * a.V + s.col] = S[i * DN_COLS + lane];
-}
+ * deltanet.cuh includes them first inside extern "C" so that seqk__fail and
+ * seqk__workspace get C linkage here. The kernel arguments, the state slice
+ * and the chunked mode's stages 0-4 are in deltanet.cuh (the backward,
+ * gpu/deltanet_backward.cu, reruns them). */
+#include "deltanet.cuh"
 
 /* ---- recurrent mode -------------------------------------------------------------- */
 
@@ -187,7 +116,7 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args
 
     int64_t row0, len;
     seqk__chunks_seq(a.map, sl.n, &row0, &len);
-    dn_slice_load(a, sl, S);
+    dn_slice_load(a, sl, a.s_in, S);
     if (tid < DN_COLS) dp[tid] = 0.0f; /* no pending update before the first token */
     if (tid == 0) sc[4] = 1.0f;
 
@@ -267,194 +196,7 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args
         for (int i = w; i < K; i += DN_WARPS)
             S[i * DN_COLS + lane] = fmaf(kp[i], dj, ap * S[i * DN_COLS + lane]);
     }
-    dn_slice_store(a, sl, S);
-}
-
-/* ---- parallel mode, stages 0 and 1 ------------------------------------------------- */
-
-/* One warp per (token row, head): Qn = scale q / |q|, Kn = k / |k| (or no norm). */
-static __global__ void __launch_bounds__(DN_THREADS) dn_norm_kernel(dn_args a, int64_t nwork)
-{
-    const int lane = threadIdx.x & 31;
-    const int64_t wid = (int64_t)blockIdx.x * DN_WARPS + (threadIdx.x >> 5);
-    if (wid >= nwork) return; /* whole warp */
-    const int K = a.K;
-    const float *q = a.q + wid * K, *k = a.k + wid * K;
-    const float2 f = seqk__warp_qk_factors(q, k, K, a.scale, a.l2, SEQK__LIN_L2NORM_EPS);
-    for (int i = lane; i < K; i += 32) {
-        a.Qn[wid * K + i] = f.x * q[i];
-        a.Kn[wid * K + i] = f.y * k[i];
-    }
-}
-
-/* One thread per (chunk, head): Gc = cumulative log-gate inside the chunk. */
-static __global__ void __launch_bounds__(DN_THREADS) dn_gates_kernel(dn_args a, int64_t nwork)
-{
-    const int64_t id = (int64_t)blockIdx.x * DN_THREADS + threadIdx.x;
-    if (id >= nwork) return;
-    const int64_t c = id / a.H;
-    const int h = (int)(id - c * a.H);
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
-    float acc = 0.0f;
-    for (int i = 0; i < Lc; i++) {
-        const int64_t rh = (r0 + i) * a.H + h;
-        acc += a.g[rh];
-        a.Gc[rh] = acc;
-    }
-}
-
-/* ---- parallel mode, stage 2: A and P ------------------------------------------------ */
-
-static __global__ void __launch_bounds__(DN_TILE * DN_TILE) dn_ap_kernel(dn_args a, int nt)
-{
-    __shared__ float Ki[DN_TILE][DN_TILE + 1], Qi[DN_TILE][DN_TILE + 1], Kj[DN_TILE][DN_TILE + 1];
-    const int tx = threadIdx.x % DN_TILE, ty = threadIdx.x / DN_TILE;
-    const int64_t ch = blockIdx.x;
-    const int64_t c = ch / a.H;
-    const int h = (int)(ch - c * a.H);
-    const int ti = (int)(blockIdx.y / nt), tj = (int)(blockIdx.y % nt);
-    const int L = a.map.L, K = a.K, H = a.H;
-    const int i = ti * DN_TILE + ty, j = tj * DN_TILE + tx;
-    float *Am = a.A + ch * L * L, *Pm = a.P + ch * L * L;
-    if (tj > ti) { /* above the diagonal: zeros (block-uniform) */
-        if (i < L && j < L) Am[(int64_t)i * L + j] = 0.0f, Pm[(int64_t)i * L + j] = 0.0f;
-        return;
-    }
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
-    const int jr = tj * DN_TILE + ty; /* the Kj row this thread loads */
-    float kk = 0.0f, qk = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += DN_TILE) {
-        const bool kin = k0 + tx < K;
-        Ki[ty][tx] = (i < Lc && kin) ? a.Kn[((r0 + i) * H + h) * K + k0 + tx] : 0.0f;
-        Qi[ty][tx] = (i < Lc && kin) ? a.Qn[((r0 + i) * H + h) * K + k0 + tx] : 0.0f;
-        Kj[ty][tx] = (jr < Lc && kin) ? a.Kn[((r0 + jr) * H + h) * K + k0 + tx] : 0.0f;
-        __syncthreads();
-#pragma unroll
-        for (int x = 0; x < DN_TILE; x++) {
-            kk = fmaf(Ki[ty][x], Kj[tx][x], kk);
-            qk = fmaf(Qi[ty][x], Kj[tx][x], qk);
-        }
-        __syncthreads();
-    }
-    if (i >= L || j >= L) return;
-    float am = 0.0f, pm = 0.0f;
-    if (i < Lc && j <= i) { /* never exponentiate above the diagonal */
-        const float d = a.gated ? expf(a.Gc[(r0 + i) * H + h] - a.Gc[(r0 + j) * H + h]) : 1.0f;
-        if (j < i) am = a.beta[(r0 + i) * H + h] * kk * d;
-        pm = qk * d;
-    }
-    Am[(int64_t)i * L + j] = am;
-    Pm[(int64_t)i * L + j] = pm;
-}
-
-/* ---- parallel mode, stage 3: U and W by forward substitution ------------------------ */
-
-static __global__ void __launch_bounds__(DN_THREADS) dn_solve_kernel(dn_args a)
-{
-    const int64_t ch = blockIdx.x;
-    const int64_t c = ch / a.H;
-    const int h = (int)(ch - c * a.H);
-    const int L = a.map.L, K = a.K, V = a.V, H = a.H;
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
-    const float *Am = a.A + ch * L * L;
-    float *Uc = a.U + ch * L * V, *Wc = a.W + ch * L * K;
-    for (int col = threadIdx.x; col < V + K; col += blockDim.x) {
-        /* X = U column col (col < V) or W column col - V, rows ld apart */
-        const bool isu = col < V;
-        float *X = isu ? Uc + col : Wc + (col - V);
-        const int ld = isu ? V : K;
-        for (int i = 0; i < Lc; i++) {
-            const int64_t rh = (r0 + i) * H + h;
-            float x = a.beta[rh];
-            if (isu) x *= a.v[rh * V + col];
-            else x *= (a.gated ? expf(a.Gc[rh]) : 1.0f) * a.Kn[rh * K + (col - V)];
-            const float *Ai = Am + (int64_t)i * L;
-            for (int j = 0; j < i; j++) x = fmaf(-Ai[j], X[(int64_t)j * ld], x);
-            X[(int64_t)i * ld] = x;
-        }
-    }
-}
-
-/* ---- parallel mode, stage 4: the chunk-sequential state pass ----------------------- */
-
-static size_t dn_state_smem(int K, int L)
-{
-    /* S [K][32], exp(G) [L], exp(G_Lc - G) [L] */
-    return sizeof(float) * ((size_t)K * DN_COLS + 2 * (size_t)L);
-}
-
-static __global__ void __launch_bounds__(DN_THREADS) dn_state_kernel(dn_args a, int nvb)
-{
-    extern __shared__ float sm[];
-    const int K = a.K, V = a.V, H = a.H, L = a.map.L;
-    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const dn_slice sl = dn_slice_of(a, nvb);
-    float *S = sm;                         /* [K][32] */
-    float *eg = S + (size_t)K * DN_COLS;   /* [L] exp(G_i) */
-    float *ek = eg + L;                    /* [L] exp(G_Lc - G_i) */
-
-    dn_slice_load(a, sl, S);
-    bool s_zero = a.s_in == NULL;
-    int64_t row0, len, cb, ce;
-    seqk__chunks_seq(a.map, sl.n, &row0, &len);
-    seqk__chunks_range(a.map, sl.n, &cb, &ce);
-    for (int64_t c = cb; c < ce; c++) {
-        const int64_t r0 = row0 + (c - cb) * L;
-        const int Lc = (int)(len - (c - cb) * L < L ? len - (c - cb) * L : L);
-        const int64_t ch = c * H + sl.h;
-        float *Uc = a.U + ch * L * V;
-        const float *Wc = a.W + ch * L * K, *Pc = a.P + ch * L * L;
-        const float glast = a.gated ? a.Gc[(r0 + Lc - 1) * H + sl.h] : 0.0f;
-        __syncthreads(); /* the previous chunk is done with eg, ek and S */
-        for (int i = tid; i < Lc; i += DN_THREADS) {
-            const float gi = a.gated ? a.Gc[(r0 + i) * H + sl.h] : 0.0f;
-            eg[i] = expf(gi);
-            ek[i] = expf(glast - gi);
-        }
-        /* Vnew = U - W S0, in place in U */
-        if (!s_zero && sl.colok)
-            for (int i = w; i < Lc; i += DN_WARPS) {
-                const float *wi = Wc + (int64_t)i * K;
-                float acc = Uc[(int64_t)i * V + sl.col];
-                for (int kk = 0; kk < K; kk++) acc = fmaf(-wi[kk], S[kk * DN_COLS + lane], acc);
-                Uc[(int64_t)i * V + sl.col] = acc;
-            }
-        __syncthreads(); /* Vnew, eg, ek visible to the block */
-        /* O = diag(exp(G)) Q~ S0 + P Vnew */
-        for (int i = w; i < Lc; i += DN_WARPS) {
-            const int64_t rh = (r0 + i) * H + sl.h;
-            float inter = 0.0f, intra = 0.0f;
-            if (!s_zero) {
-                const float *qi = a.Qn + rh * K;
-                for (int kk = 0; kk < K; kk++) inter = fmaf(qi[kk], S[kk * DN_COLS + lane], inter);
-            }
-            if (sl.colok) {
-                const float *pi = Pc + (int64_t)i * L;
-                for (int l = 0; l <= i; l++)
-                    intra = fmaf(pi[l], Uc[(int64_t)l * V + sl.col], intra);
-                a.o[rh * V + sl.col] = eg[i] * inter + intra;
-            }
-        }
-        __syncthreads(); /* every read of S0 is done */
-        /* S = exp(G_Lc) S0 + (diag(exp(G_Lc - G)) K~)^T Vnew */
-        const float ac = expf(glast);
-        for (int kk = w; kk < K; kk += DN_WARPS) {
-            float acc = 0.0f;
-            if (sl.colok)
-                for (int i = 0; i < Lc; i++)
-                    acc = fmaf(ek[i] * a.Kn[((r0 + i) * H + sl.h) * K + kk],
-                               Uc[(int64_t)i * V + sl.col], acc);
-            S[kk * DN_COLS + lane] = s_zero ? acc : fmaf(ac, S[kk * DN_COLS + lane], acc);
-        }
-        s_zero = false;
-    }
-    dn_slice_store(a, sl, S);
+    dn_slice_store(a, sl, sl.nh, S, a.s_out);
 }
 
 /* ---- host side --------------------------------------------------------------------- */
@@ -476,7 +218,7 @@ static dn_plan dn_make_plan(const seqk__lin *P, int mode)
     const size_t nch = (size_t)pl.nchunks * H;
     size_t o = 0;
     pl.off_first = o, o += dn_align((size_t)(P->N + 1) * sizeof(int32_t));
-    pl.off_gc = o, o += dn_align(rows * H * f);
+    pl.off_gc = o, o += dn_align(rows * H * sizeof(double));
     pl.off_qn = o, o += dn_align(rows * H * K * f);
     pl.off_kn = o, o += dn_align(rows * H * K * f);
     pl.off_a = o, o += dn_align(nch * L * L * f);
@@ -498,14 +240,7 @@ extern "C" seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const se
     static const char fn[] = "seqk_deltanet (CUDA)";
     SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
     const cudaStream_t stream = seqk__stream(ctx);
-    dn_args a = {};
-    a.map = seqk__chunks_of(P->T, P->N, P->chunk, P->cu ? cu_device : NULL);
-    a.H = (int)P->H, a.K = (int)P->K, a.V = (int)P->V;
-    a.scale = P->scale;
-    a.l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
-    a.gated = P->g != NULL;
-    a.q = P->q, a.k = P->k, a.v = P->v, a.beta = beta, a.g = P->g;
-    a.o = P->o, a.s_in = P->s_in, a.s_out = P->s_out;
+    dn_args a = dn_args_of(P, beta, cu_device);
     const int nvb = (int)((P->V + DN_COLS - 1) / DN_COLS);
     const int64_t blocks = P->N * P->H * nvb;
     if (blocks > INT_MAX)
@@ -526,38 +261,12 @@ extern "C" seqk_status seqk__cuda_deltanet(seqk_context *ctx, int mode, const se
     seqk_status st = seqk__workspace(fn, ctx, pl.bytes, &base);
     if (st) return st;
     char *ws = (char *)base;
-    a.Gc = (float *)(ws + pl.off_gc);
+    a.Gc = (double *)(ws + pl.off_gc);
     a.Qn = (float *)(ws + pl.off_qn), a.Kn = (float *)(ws + pl.off_kn);
     a.A = (float *)(ws + pl.off_a), a.P = (float *)(ws + pl.off_p);
     a.U = (float *)(ws + pl.off_u), a.W = (float *)(ws + pl.off_w);
-    const int64_t rows = P->B * P->T, nch = pl.nchunks * P->H;
-    const int nt = (a.map.L + DN_TILE - 1) / DN_TILE;
-    if (nch > INT_MAX || (rows * P->H + DN_WARPS - 1) / DN_WARPS > INT_MAX)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld chunks x heads, too many for one grid",
-                          fn, (long long)nch);
-    if (a.map.cu) {
-        st = seqk__chunks_build_first(fn, &a.map, (int32_t *)(ws + pl.off_first), stream);
-        if (st) return st;
-    }
-    if (rows > 0) {
-        const int64_t nw = rows * P->H;
-        dn_norm_kernel<<<seqk__ceil_div(nw, DN_WARPS), DN_THREADS, 0, stream>>>(a, nw);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-    }
-    if (nch > 0) {
-        if (a.gated) {
-            dn_gates_kernel<<<seqk__ceil_div(nch, DN_THREADS), DN_THREADS, 0, stream>>>(a, nch);
-            SEQK_CUDA_CHECK_LAUNCH(fn);
-        }
-        dn_ap_kernel<<<dim3((unsigned)nch, (unsigned)(nt * nt)), DN_TILE * DN_TILE, 0, stream>>>(a,
-                                                                                                 nt);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-        dn_solve_kernel<<<(unsigned)nch, DN_THREADS, 0, stream>>>(a);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-    }
-    const size_t smem = dn_state_smem(a.K, a.map.L);
-    if ((st = seqk__smem_optin(fn, dn_state_kernel, smem))) return st;
-    dn_state_kernel<<<(unsigned)blocks, DN_THREADS, smem, stream>>>(a, nvb);
-    SEQK_CUDA_CHECK_LAUNCH(fn);
-    return SEQK_SUCCESS;
+    if ((st = dn_launch_prep(fn, &a, (int32_t *)(ws + pl.off_first), P->B * P->T,
+                             pl.nchunks * P->H, stream)))
+        return st;
+    return dn_launch_state(fn, a, blocks, nvb, stream);
 }

@@ -130,6 +130,24 @@ size_t seqk__cuda_deltanet_workspace(const struct seqk__lin *P, int mode);
 #endif
 
 #if SEQK__HAVE_CUDA
+/* gpu/deltanet_backward.cu: seqk_deltanet_backward on a CUDA context. P as
+ * for seqk__cuda_deltanet (q, k, v, g, s_in device pointers, P->cu the host
+ * cu_seqlens or NULL, flags SEQK__LIN_L2NORM or 0, chunk defaulted; o,
+ * s_out unused); beta, dout, dstate_out (or NULL) and the outputs dq, dk,
+ * dv, dbeta, dg (NULL without g), dstate_in (or NULL) device arrays as the
+ * public call's; cu_device the device cu_seqlens (NULL without varlen).
+ * Everything is validated. Deterministic (no atomics). The workspace size is
+ * an upper bound when P->cu is NULL and P->N != P->B (a varlen query). */
+struct seqk__lin;
+seqk_status seqk__cuda_deltanet_backward(seqk_context *ctx, const struct seqk__lin *P,
+                                         const float *beta, const float *dout,
+                                         const float *dstate_out, float *dq, float *dk, float *dv,
+                                         float *dbeta, float *dg, float *dstate_in,
+                                         const int32_t *cu_device);
+size_t seqk__cuda_deltanet_backward_workspace(const struct seqk__lin *P);
+#endif
+
+#if SEQK__HAVE_CUDA
 /* gpu/titans.cu: seqk_titans on a CUDA context (DESIGN 3.4): the recurrent
  * mode runs a token-by-token kernel (one block per sequence, head and block
  * of state columns, the state slice in shared memory), the parallel mode the

@@ -620,39 +620,19 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_finish_v_kernel(bw_args 
 /* dld <- its reverse inclusive sum inside the chunk. */
 static __global__ void __launch_bounds__(BW_THREADS) bw_ld_rev_kernel(bw_args a, int64_t nwork)
 {
-    const int lane = threadIdx.x & 31;
     int64_t c, r0;
     int h, Lc;
     if (!seqk__chunk_head_warp(a.map, a.H, BW_WARPS, nwork, &c, &h, &r0, &Lc)) return;
-    float carry = 0.0f;
-    for (int i0 = 0; i0 < Lc; i0 += 32) {
-        const int i = Lc - 1 - (i0 + lane); /* lane 0: the latest token */
-        float x = i >= 0 ? a.dld[(r0 + i) * a.H + h] : 0.0f;
-        x = seqk__warp_incl_scan(x) + carry;
-        if (i >= 0) a.dld[(r0 + i) * a.H + h] = x;
-        carry = __shfl_sync(SEQK__FULL_MASK, x, 31); /* lanes past the start add 0 */
-    }
+    seqk__chunk_gate_rev(a.dld, r0, Lc, a.H, h);
 }
 
 /* dld += Dc + the exclusive forward sum of bt inside the chunk. */
 static __global__ void __launch_bounds__(BW_THREADS) bw_ld_fwd_kernel(bw_args a, int64_t nwork)
 {
-    const int lane = threadIdx.x & 31;
     int64_t c, r0;
     int h, Lc;
     if (!seqk__chunk_head_warp(a.map, a.H, BW_WARPS, nwork, &c, &h, &r0, &Lc)) return;
-    float carry = a.Dc[c * a.H + h];
-    for (int i0 = 0; i0 < Lc; i0 += 32) {
-        const int i = i0 + lane;
-        float x = i < Lc ? a.btb[(r0 + i) * a.H + h] : 0.0f;
-        x = seqk__warp_incl_scan(x);
-        /* exclusive: the previous lane's inclusive sum (not x - b: b_{L-1}
-         * is O(1) where the others may be ~exp(g)) */
-        float ex = __shfl_up_sync(SEQK__FULL_MASK, x, 1);
-        if (lane == 0) ex = 0.0f;
-        if (i < Lc) a.dld[(r0 + i) * a.H + h] += carry + ex;
-        carry += __shfl_sync(SEQK__FULL_MASK, x, 31);
-    }
+    seqk__chunk_gate_fwd(a.dld, a.btb, a.Dc[c * a.H + h], r0, Lc, a.H, h);
 }
 
 /* ---- Mamba2 epilogue ---------------------------------------------------------------- */

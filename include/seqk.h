@@ -702,11 +702,16 @@ SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode m
  *               state when state_in is NULL)
  * dq, dk, dv, dbeta are required when B*T > 0. No output may overlap another
  * output or an input.
- * CPU only for now: a CUDA context gets SEQK_ERROR_UNSUPPORTED.
- * Workspace (seqk_deltanet_backward_workspace_size), per thread: the chunk
- * scratch (about 5 C^2 + 7 C K + 4 C V floats for chunk size C) plus the kept
- * chunk states (at most 8 MiB, or ~2 sqrt(T / C) K V floats when
- * checkpointed).
+ * On a CUDA context the same chunked math runs with every chunk in parallel
+ * (a forward rerun keeping every chunk state, a reverse pass over the
+ * chunks per (sequence, head, 32 state columns), then per-chunk kernels);
+ * deterministic as well (fixed orders, no atomics); beta and g are not
+ * checked there (as in the forward).
+ * Workspace (seqk_deltanet_backward_workspace_size): CPU, per thread, the
+ * chunk scratch (about 5 C^2 + 7 C K + 4 C V floats for chunk size C) plus
+ * the kept chunk states (at most 8 MiB, or ~2 sqrt(T / C) K V floats when
+ * checkpointed); CUDA about B*T*H*(4K + 3V + 5C + 3) + 2 (chunks*H) K V
+ * floats (every chunk state and its gradient kept).
  */
 SEQK_API seqk_status seqk_deltanet_backward(
     seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
@@ -717,7 +722,7 @@ SEQK_API seqk_status seqk_deltanet_backward(
 
 /* An upper bound of the workspace bytes seqk_deltanet_backward needs for
  * these sizes on this context (N: sequences with varlen, else 0; it depends
- * on the context's thread count). UNSUPPORTED on a CUDA context for now. */
+ * on the context's thread count). */
 SEQK_API seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B,
                                                            int64_t T, int64_t H, int64_t K,
                                                            int64_t V, int64_t N, int64_t chunk,

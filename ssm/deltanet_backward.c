@@ -68,6 +68,7 @@
  */
 #include "../core/gemm.h"
 #include "../core/vmath.h"
+#include "../gpu/gpu.h"
 #include "../scan/chunk.h"
 #include "deltanet.h"
 
@@ -428,12 +429,11 @@ seqk_status seqk_deltanet_backward(seqk_context *ctx, int64_t B, int64_t T, int6
                                {"dbeta", dbeta, tb}, {"dg", dg, tb}, {"dstate_in", dstate_in, sb}};
     if ((st = seqk__check_disjoint(FN, outs, 6, ins, 8))) return st;
     if ((st = seqk__check_backend_built(FN, ctx))) return st;
-    if (ctx->backend != SEQK_BACKEND_CPU)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                          "%s: not implemented on the CUDA backend yet (CPU contexts only)", FN);
     int32_t *cu_host = NULL;
     if (varlen && (st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
-    if (rows > 0 && (st = seqk__dn_check_beta(FN, beta, rows * H, flags))) {
+    /* beta's range: read on the CPU; not checked on CUDA (as the forward) */
+    if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 &&
+        (st = seqk__dn_check_beta(FN, beta, rows * H, flags))) {
         free(cu_host);
         return st;
     }
@@ -443,7 +443,16 @@ seqk_status seqk_deltanet_backward(seqk_context *ctx, int64_t B, int64_t T, int6
     seqk__dn_lin(P, B, T, H, K, V, N, chunk, cu_host, scale, flags, q, k, v, g, state_in);
     D.beta = beta, D.dout = dout, D.ds_out = dstate_out;
     D.dq = dq, D.dk = dk, D.dv = dv, D.dbeta = dbeta, D.dg = dg, D.ds_in = dstate_in;
-    st = backward_cpu(ctx, &D);
+    if (ctx->backend == SEQK_BACKEND_CPU) {
+        st = backward_cpu(ctx, &D);
+    } else {
+#if SEQK__HAVE_CUDA
+        st = seqk__cuda_deltanet_backward(ctx, P, beta, dout, dstate_out, dq, dk, dv, dbeta, dg,
+                                          dstate_in, cu_seqlens);
+#else
+        st = SEQK_ERROR_INTERNAL;
+#endif
+    }
     free(cu_host);
     return st;
 }
@@ -457,13 +466,16 @@ seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B, 
                                            chunk);
     if (!st) st = seqk__check_ptr(fn, "bytes", bytes);
     if (st) return st;
-    if (ctx->backend != SEQK_BACKEND_CPU)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                          "%s: not implemented on the CUDA backend yet (CPU contexts only)", fn);
     seqk__lin P;
     memset(&P, 0, sizeof P);
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
     P.chunk = seqk__lin_chunk(chunk);
+#if SEQK__HAVE_CUDA
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+        *bytes = seqk__cuda_deltanet_backward_workspace(&P) + 256;
+        return SEQK_SUCCESS;
+    }
+#endif
     /* The longest sequence is at most T (varlen: B = 1, one sequence may hold
      * all). The kept states are not monotone in its length: all of them up to
      * SEQK__DN_BWD_FULL_BYTES, then ~2 sqrt(chunks); so the bound is the
