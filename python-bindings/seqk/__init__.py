@@ -69,6 +69,8 @@ from .ops import (
     selective_scan_backward,
     selective_scan_backward_workspace_size,
     titans,
+    titans_backward,
+    titans_backward_workspace_size,
     titans_state_size,
     titans_workspace_size,
 )

@@ -958,8 +958,8 @@ def deltanet_backward(q, k, v, beta, dout, *, g=None, scale=None, l2norm_qk=Fals
 
     with dinitial_state = dS_0 and, through the L2 norm (x~ = x / r,
     r = sqrt(x . x + 1e-6)), dx = (dx~ - x~ (x~ . dx~)) / r. Computed
-    chunkwise (about three times the parallel forward's work); deterministic,
-    on CPU and CUDA contexts.
+    chunkwise (about three times the parallel forward's work); deterministic.
+    CPU only for now: a CUDA context raises SeqkError (UNSUPPORTED).
 
     Args:
       q, k, v, beta   the forward's inputs (shapes as in deltanet; beta is
@@ -1018,7 +1018,8 @@ def deltanet_backward(q, k, v, beta, dout, *, g=None, scale=None, l2norm_qk=Fals
 def deltanet_backward_workspace_size(B, T, H, K, V, *, N=0, chunk=0, ctx=None):
     """An upper bound of the workspace bytes seqk_deltanet_backward needs for
     these sizes on this context (N: sequences with varlen, else 0; it depends
-    on the context's thread count)."""
+    on the context's thread count). SeqkError (UNSUPPORTED) on a CUDA context
+    for now."""
     return _size_query("seqk.deltanet_backward_workspace_size", "seqk_deltanet_backward_workspace_size", ctx,
                        int(B), int(T), int(H), int(K), int(V), int(N), int(chunk))
 
@@ -1102,6 +1103,89 @@ def titans(q, k, v, eta, theta, alpha, *, minibatch, mode="parallel", scale=None
     o, po = c.out("out", out, ("B", "T", "H", "V"))
     c.run(int(m), B, T, H, K, V, sc, flags, minibatch, pq, pk, pv, pe, pth, pa, po, ps0, pfin, pcu, n_arg)
     return (o, fin) if return_final_state else o
+
+
+def titans_backward(q, k, v, eta, theta, alpha, dout, *, minibatch, scale=None, l2norm_qk=False,
+                    initial_state=None, dfinal_state=None, cu_seqlens=None, return_dinitial_state=False,
+                    dq_out=None, dk_out=None, dv_out=None, deta_out=None, dtheta_out=None, dalpha_out=None,
+                    dinitial_state_out=None, ctx=None):
+    """The gradients of titans (seqk_titans_backward; both modes compute one
+    function for a given minibatch). Per sequence and head, with a_t =
+    1 - alpha_t, q~ = scale n(q), k~ = n(k) (n the optional L2 norm), H_t the
+    Mhat token t's error e_t = H_t^T k~_t - v_t is taken at, walking t
+    backwards from dM = dM_fin, dS = dS_fin, dH = dMhat_fin (dMhat_fin goes
+    into dM instead when the final position is 0):
+
+        dM += q~_t dout_t^T;  dq~_t = M_t dout_t;  G = dS + dM
+        dalpha_t = -<dM, M_{t-1}>;  deta_t = <G, S_{t-1}>;  w = G^T k~_t
+        dv_t = theta_t w;  de = -theta_t w;  z = G e_t;  dtheta_t = -k~_t . z
+        dk~_t = H_t de - theta_t z;  dH += k~_t de^T
+        dM = a_t dM;  dS = eta_t G;  if token t starts a mini-batch: dM += dH, dH = 0
+
+    with dinitial_state = [dM | dS | dH | 0 ...] at the start (dH = 0 where the
+    initial position is 0: Mhat is not read then) and, through the L2 norm
+    (x~ = x / r, r = sqrt(x . x + 1e-6)), dx = (dx~ - x~ (x~ . dx~)) / r.
+    Computed per mini-batch with matrix products (about three times the
+    parallel forward's time); deterministic. CPU only for now: a CUDA context
+    raises SeqkError (UNSUPPORTED).
+
+    Args:
+      q, k, v, eta, theta, alpha   the forward's inputs (shapes as in titans;
+                      the gates and the state's positions are checked as there)
+      dout            [B, T, H, V] float32 dL/do
+      minibatch, scale, l2norm_qk   as the forward call (keyword)
+      initial_state   [N, H, E] the forward's initial state, or None (zeros)
+      dfinal_state    [N, H, E] dL/d(final state) in the state layout (dM, dS,
+                      dMhat; the position and reserved floats are ignored), or
+                      None (zero)
+      cu_seqlens      as the forward
+      return_dinitial_state  also return dinitial_state = dL/d(initial_state)
+                      [N, H, E] (position and reserved floats 0; at a zero
+                      state when initial_state is None)
+      dq_out, dk_out, dv_out, deta_out, dtheta_out, dalpha_out,
+      dinitial_state_out   where to write each gradient, or None (allocated);
+                      dq, dk are the gradients of the raw q, k (through the L2
+                      norm with l2norm_qk)
+      ctx             seqk.Context or None
+
+    Returns: (dq, dk, dv, deta, dtheta, dalpha), followed by dinitial_state
+    with return_dinitial_state.
+    """
+    fn = "seqk.titans_backward"
+    c = Call(fn, "seqk_titans_backward", ctx, q)
+    minibatch = int_arg(fn, "minibatch", minibatch)
+    return_dinitial_state = _bool(fn, "return_dinitial_state", return_dinitial_state)
+    flags = TITANS_L2NORM_QK if _bool(fn, "l2norm_qk", l2norm_qk) else 0
+    pq, pk, pv, pcu, n_arg = _linear_inputs(c, q, k, v, cu_seqlens)
+    B, T, H, K, V = (c.dims[x] for x in "BTHKV")
+    sc = scale_or_default(fn, scale, K)
+    pe = c.arr("eta", eta, ("B", "T", "H"))
+    pth = c.arr("theta", theta, ("B", "T", "H"))
+    pa = c.arr("alpha", alpha, ("B", "T", "H"))
+    pdo = c.arr("dout", dout, ("B", "T", "H", "V"))
+    spec = ("N", "H", ("3KV+8", 3 * K * V + 8))
+    ps0 = c.arr("initial_state", initial_state, spec, optional=True)
+    pdfin = c.arr("dfinal_state", dfinal_state, spec, optional=True)
+    dq, pdq, dk, pdk, dv, pdv = _linear_backward_outputs(c, dq_out, dk_out, dv_out)
+    deta, pdeta = c.out("deta_out", deta_out, ("B", "T", "H"))
+    dtheta, pdtheta = c.out("dtheta_out", dtheta_out, ("B", "T", "H"))
+    dalpha, pdalpha = c.out("dalpha_out", dalpha_out, ("B", "T", "H"))
+    ds0, pds0 = _dinitial(c, return_dinitial_state, dinitial_state_out, spec)
+    c.run(B, T, H, K, V, sc, flags, minibatch, pq, pk, pv, pe, pth, pa, ps0, pdo, pdfin, pdq, pdk, pdv, pdeta,
+          pdtheta, pdalpha, pds0, pcu, n_arg)
+    res = (dq, dk, dv, deta, dtheta, dalpha)
+    if return_dinitial_state:
+        res += (ds0,)
+    return res
+
+
+def titans_backward_workspace_size(B, T, H, K, V, *, minibatch, N=0, ctx=None):
+    """An upper bound of the workspace bytes seqk_titans_backward needs for
+    these sizes and mini-batch size on this context (N: sequences with varlen,
+    else 0; it depends on the context's thread count). SeqkError
+    (UNSUPPORTED) on a CUDA context for now."""
+    return _size_query("seqk.titans_backward_workspace_size", "seqk_titans_backward_workspace_size", ctx,
+                       int(B), int(T), int(H), int(K), int(V), int(minibatch), int(N))
 
 
 def titans_workspace_size(B, T, H, K, V, *, minibatch, mode="parallel", N=0, ctx=None):
@@ -1306,6 +1390,7 @@ _OPS = (
     "mamba2_backward",
     "selective_scan_backward",
     "deltanet_backward",
+    "titans_backward",
     "attention_parallel_backward",
 )
 
@@ -1333,6 +1418,8 @@ __all__ = [
     "titans",
     "titans_state_size",
     "titans_workspace_size",
+    "titans_backward",
+    "titans_backward_workspace_size",
     "attention_parallel",
     "attention_parallel_workspace_size",
     "attention_parallel_backward",

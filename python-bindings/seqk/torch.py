@@ -18,13 +18,18 @@ wrapper with the numpy op's argument names and layouts::
                    initial_state=None, output_final_state=False, cu_seqlens=None)
     deltanet(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False,
              cu_seqlens=None, chunk=0, *, l2norm_qk=False, allow_neg_eigval=False)
+    titans(q, k, v, eta, theta, alpha, scale=None, initial_state=None, output_final_state=False,
+           cu_seqlens=None, *, minibatch, l2norm_qk=False)
 
 (every wrapper also takes ``ctx=``, a seqk.Context, keyword-only). Each returns
 the output, or with ``output_final_state=True`` ``(output, final_state)`` like
 flash-linear-attention's functions (``(o, final_state, final_z)`` for
 linear_attention with normalize=True). Gradients flow through the output and
 the final state into every tensor input: q, k, v, the gates (g, beta, dt, A,
-D, z, dt_bias, and gamma of retention), initial_state (and initial_z). Varlen
+D, z, dt_bias, gamma of retention, Titans' eta, theta, alpha), initial_state
+(and initial_z). (Titans' state [N, H, 3KV + 8] carries the mini-batch
+position and reserved floats: they get a zero gradient, and the final state's
+gradient there is ignored.) Varlen
 through ``cu_seqlens`` (int32, B = 1) as in the numpy ops.
 
 The forward runs the op's parallel mode (softmax attention keeps o and the
@@ -74,6 +79,7 @@ __all__ = [
     "mamba2",
     "selective_scan",
     "deltanet",
+    "titans",
     "AttentionParallelFunction",
     "LinearAttentionFunction",
     "RetentionFunction",
@@ -81,6 +87,7 @@ __all__ = [
     "Mamba2Function",
     "SelectiveScanFunction",
     "DeltaNetFunction",
+    "TitansFunction",
 ]
 
 
@@ -489,3 +496,54 @@ def deltanet(q, k, v, beta, g=None, scale=None, initial_state=None, output_final
                              cu_seqlens=cu_seqlens, chunk=chunk, ctx=ctx)
     return DeltaNetFunction.apply(q, k, v, beta, g, initial_state, scale, l2norm_qk, allow_neg_eigval,
                                   output_final_state, cu_seqlens, chunk, ctx)
+
+
+# --------------------------------------------------------------------------
+# Titans
+# --------------------------------------------------------------------------
+
+
+class TitansFunction(torch.autograd.Function):
+    """apply(q, k, v, eta, theta, alpha, initial_state, minibatch, scale,
+    l2norm_qk, output_final_state, cu_seqlens, sctx) -> o or (o, S)."""
+
+    @staticmethod
+    def forward(fctx, q, k, v, eta, theta, alpha, initial_state, minibatch, scale, l2norm_qk, output_final_state,
+                cu_seqlens, sctx):
+        res = _ops.titans(q, k, v, eta, theta, alpha, minibatch=minibatch, mode="parallel", scale=scale,
+                          l2norm_qk=l2norm_qk, initial_state=initial_state, return_final_state=output_final_state,
+                          cu_seqlens=cu_seqlens, ctx=sctx)
+        fctx.save_for_backward(q, k, v, eta, theta, alpha, initial_state)
+        fctx.opts = dict(minibatch=minibatch, scale=scale, l2norm_qk=l2norm_qk, cu_seqlens=cu_seqlens, ctx=sctx)
+        return res
+
+    @staticmethod
+    @once_differentiable
+    def backward(fctx, do, dS=None):
+        q, k, v, eta, theta, alpha, s0 = fctx.saved_tensors
+        want0 = s0 is not None and fctx.needs_input_grad[6]
+        r = _ops.titans_backward(q, k, v, eta, theta, alpha, _c(do), initial_state=s0, dfinal_state=_c(dS),
+                                 return_dinitial_state=want0, **fctx.opts)
+        ds0 = r[6] if want0 else None
+        return tuple(r[:6]) + (ds0,) + (None,) * 6
+
+
+def titans(q, k, v, eta, theta, alpha, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
+           *, minibatch, l2norm_qk=False, mode="parallel", final_state_out=None, ctx=None):
+    """The Titans linear memory (seqk.titans: eta, theta, alpha [B, T, H];
+    state [N, H, 3KV + 8]; minibatch b keyword-only) with gradients into q, k,
+    v, eta, theta, alpha and initial_state (through the in-kernel L2 norm with
+    l2norm_qk; the state's position and reserved floats get 0). Returns o, or
+    (o, final_state) with output_final_state. The backward runs on a CPU
+    context only for now."""
+    fn = "seqk.torch.titans"
+    _check(fn, ("q", q), ("k", k), ("v", v), ("eta", eta), ("theta", theta), ("alpha", alpha),
+           ("initial_state", initial_state))
+    _flag(fn, "output_final_state", output_final_state)
+    _flag(fn, "l2norm_qk", l2norm_qk)
+    if _graphless(fn, mode, (q, k, v, eta, theta, alpha, initial_state), (("final_state_out", final_state_out),)):
+        return _ops.titans(q, k, v, eta, theta, alpha, minibatch=minibatch, mode=mode, scale=scale,
+                           l2norm_qk=l2norm_qk, initial_state=initial_state, return_final_state=output_final_state,
+                           final_state_out=final_state_out, cu_seqlens=cu_seqlens, ctx=ctx)
+    return TitansFunction.apply(q, k, v, eta, theta, alpha, initial_state, minibatch, scale, l2norm_qk,
+                                output_final_state, cu_seqlens, ctx)
