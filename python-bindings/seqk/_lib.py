@@ -5,7 +5,8 @@ Search order (the first library that loads wins):
 1. ``$SEQK_LIBRARY``: a path to libseqk.so (or to a folder holding it). When it
    is set it is the only place tried, so that a wrong path is an error rather
    than a silent fall-back to some other build.
-2. Next to the package: ``seqk/libseqk.so*`` (a wheel that bundles the library).
+2. Next to the package: ``seqk/libseqk.so*``, where ``pip install ./python-bindings``
+   (or a wheel built from it) puts the libseqk it compiles.
 3. The build trees of the source checkout the package lives in (an editable /
    develop install, or running from the source tree): the repository root is
    found by walking up from this file to the folder holding ``include/seqk.h``,
@@ -213,7 +214,8 @@ def _load():
             return lib, os.path.abspath(path) if is_file else path
     raise ImportError(
         "seqk: cannot find a loadable libseqk. Places tried, in order:\n%s\n%s"
-        "Build it (cmake -S <repo> -B <repo>/build && cmake --build <repo>/build) and set "
+        "Install the package with the library it builds (pip install <repo>/python-bindings), or "
+        "build it (cmake -S <repo> -B <repo>/build && cmake --build <repo>/build) and set "
         "%s=/path/to/libseqk.so, or install it (cmake --install build --prefix /usr/local)."
         % (
             "\n".join(str(a) for a in attempts),

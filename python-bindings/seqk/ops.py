@@ -958,8 +958,8 @@ def deltanet_backward(q, k, v, beta, dout, *, g=None, scale=None, l2norm_qk=Fals
 
     with dinitial_state = dS_0 and, through the L2 norm (x~ = x / r,
     r = sqrt(x . x + 1e-6)), dx = (dx~ - x~ (x~ . dx~)) / r. Computed
-    chunkwise (about three times the parallel forward's work); deterministic.
-    CPU only for now: a CUDA context raises SeqkError (UNSUPPORTED).
+    chunkwise (about three times the parallel forward's work); deterministic,
+    on CPU and CUDA contexts.
 
     Args:
       q, k, v, beta   the forward's inputs (shapes as in deltanet; beta is
@@ -1018,8 +1018,7 @@ def deltanet_backward(q, k, v, beta, dout, *, g=None, scale=None, l2norm_qk=Fals
 def deltanet_backward_workspace_size(B, T, H, K, V, *, N=0, chunk=0, ctx=None):
     """An upper bound of the workspace bytes seqk_deltanet_backward needs for
     these sizes on this context (N: sequences with varlen, else 0; it depends
-    on the context's thread count). SeqkError (UNSUPPORTED) on a CUDA context
-    for now."""
+    on the context's thread count)."""
     return _size_query("seqk.deltanet_backward_workspace_size", "seqk_deltanet_backward_workspace_size", ctx,
                        int(B), int(T), int(H), int(K), int(V), int(N), int(chunk))
 
