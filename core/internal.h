@@ -93,6 +93,19 @@ typedef struct seqk__arg {
 seqk_status seqk__check_disjoint(const char *fn, const seqk__arg *outs, int n_outs,
                                  const seqk__arg *ins, int n_ins);
 
+/* Gates (seqk.h, "Gates"): host arrays, checked on CPU contexts only, before
+ * anything is written. seqk__check_values: lo <= x[i] <= hi for i < n (NaN
+ * never is), else "fn: arg[i]=value, must be <expect>" naming the first bad
+ * one. seqk__check_log_gates: finite and <= 0. seqk__check_dt_gates (Mamba2,
+ * the selective scan): A [nA] finite and <= 0, dt_bias [D] (or NULL) finite,
+ * dt [rows, D] finite and dt + dt_bias finite. (The sign of dt + dt_bias
+ * without the softplus flag is not checked: callers pass negative raw dt.) */
+seqk_status seqk__check_values(const char *fn, const char *arg, const float *x, int64_t n,
+                               float lo, float hi, const char *expect);
+seqk_status seqk__check_log_gates(const char *fn, const char *arg, const float *x, int64_t n);
+seqk_status seqk__check_dt_gates(const char *fn, const float *dt, const float *dt_bias,
+                                 const float *A, int64_t nA, int64_t rows, int64_t D);
+
 /* ---- workspace (core/context.c) ----------------------------------------- */
 
 /* At least bytes of workspace on ctx's backend (grown if owned). */

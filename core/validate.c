@@ -2,6 +2,7 @@
  * "fn: arg=value, what was expected". */
 #include "internal.h"
 
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -190,5 +191,46 @@ seqk_status seqk__check_state_io(const char *fn, const void *state_in, void *sta
     if (state_out && seqk__overlap(state_out, state_bytes, o, o_bytes))
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: state_out=%p overlaps %s=%p", fn,
                           state_out, o_name, o);
+    return SEQK_SUCCESS;
+}
+
+/* ---- gates (the policy of seqk.h's "Gates" paragraph) ---------------------------- */
+
+seqk_status seqk__check_values(const char *fn, const char *arg, const float *x, int64_t n,
+                               float lo, float hi, const char *expect)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!(x[i] >= lo && x[i] <= hi)) /* NaN fails too */
+            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: %s[%" PRId64 "]=%g, must be %s",
+                              fn, arg, i, (double)x[i], expect);
+    return SEQK_SUCCESS;
+}
+
+seqk_status seqk__check_log_gates(const char *fn, const char *arg, const float *x, int64_t n)
+{
+    return seqk__check_values(fn, arg, x, n, -FLT_MAX, 0.0f,
+                              "finite and <= 0 (a log-gate: the decay exp(g) lies in (0, 1])");
+}
+
+seqk_status seqk__check_dt_gates(const char *fn, const float *dt, const float *dt_bias,
+                                 const float *A, int64_t nA, int64_t rows, int64_t D)
+{
+    seqk_status st = seqk__check_values(fn, "A", A, nA, -FLT_MAX, 0.0f,
+                                        "finite and <= 0 (the log-gate is dt A)");
+    if (!st && dt_bias)
+        st = seqk__check_values(fn, "dt_bias", dt_bias, D, -FLT_MAX, FLT_MAX, "finite");
+    if (st) return st;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t d = 0; d < D; d++) {
+            const int64_t i = r * D + d;
+            if (!isfinite(dt[i]))
+                return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: dt[%" PRId64 "]=%g, must be "
+                                  "finite", fn, i, (double)dt[i]);
+            const float x = dt[i] + (dt_bias ? dt_bias[d] : 0.0f);
+            if (!isfinite(x))
+                return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
+                                  "%s: dt[%" PRId64 "] + dt_bias[%" PRId64 "] = %g, must be finite",
+                                  fn, i, d, (double)x);
+        }
     return SEQK_SUCCESS;
 }

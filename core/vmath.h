@@ -43,26 +43,62 @@ static inline __m256 seqk__exp8(__m256 x)
 
 static inline float seqk__expf(float x) { return expf(x); }
 
-/* out[j] = e^(a + s x[j]) for j in [0, n), by seqk__exp8 (the last n % 8
- * by masked loads and stores: nothing read or written past n; libm without
- * AVX2). The decay factors of the chunked modes: s = -1 with a = G_i gives
- * a row of exp(G_i - G_j); s = 1, a = 0 gives exp(G_j). */
-static inline void seqk__exp_affine(const float *x, int64_t n, float a, float s, float *out)
+/* The decay factors of the chunked modes, from a chunk's cumulative
+ * log-decay held as two floats, G_j = x[j] + xl[j] (its float rounding and
+ * the rest: summed in double, see seqk__gates_cumsum):
+ *
+ *   out[j] = e^(s ((x[j] - a) + (xl[j] - al))),  j in [0, n)
+ *
+ * s = -1 with (a, al) = G_i gives a row of exp(G_i - G_j); s = 1 with a =
+ * al = 0 gives exp(G_j). The difference of the high parts is exact
+ * whenever it matters (G_i, G_j within a factor 2 of each other: Sterbenz),
+ * so a decay keeps its relative accuracy (a few ulp) however large |G| has
+ * grown inside the chunk; one float G would lose an ulp of |G| in every
+ * exponent (1e-4 relative at |G| ~ 2000). By seqk__exp8 (the last n % 8 by
+ * masked loads and stores: nothing read or written past n; libm without
+ * AVX2). */
+static inline void seqk__exp_gates(const float *x, const float *xl, int64_t n, float a, float al,
+                                   float s, float *out)
 {
     int64_t j = 0;
 #ifdef __AVX2__
-    const __m256 va = _mm256_set1_ps(a), vs = _mm256_set1_ps(s);
-    for (; j + 8 <= n; j += 8)
-        _mm256_storeu_ps(out + j, seqk__exp8(_mm256_fmadd_ps(vs, _mm256_loadu_ps(x + j), va)));
+    const __m256 va = _mm256_set1_ps(a), val = _mm256_set1_ps(al), vs = _mm256_set1_ps(s);
+    for (; j + 8 <= n; j += 8) {
+        const __m256 d = _mm256_add_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), va),
+                                       _mm256_sub_ps(_mm256_loadu_ps(xl + j), val));
+        _mm256_storeu_ps(out + j, seqk__exp8(_mm256_mul_ps(vs, d)));
+    }
     if (j < n) { /* masked load and store: lanes past n are neither read nor written */
         const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j)),
                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        const __m256 e = seqk__exp8(_mm256_fmadd_ps(vs, _mm256_maskload_ps(x + j, m), va));
-        _mm256_maskstore_ps(out + j, m, e);
+        const __m256 d = _mm256_add_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, m), va),
+                                       _mm256_sub_ps(_mm256_maskload_ps(xl + j, m), val));
+        _mm256_maskstore_ps(out + j, m, seqk__exp8(_mm256_mul_ps(vs, d)));
         j = n;
     }
 #endif
-    for (; j < n; j++) out[j] = expf(a + s * x[j]);
+    for (; j < n; j++) out[j] = expf(s * ((x[j] - a) + (xl[j] - al)));
+}
+
+/* The per-token log-decays below this are taken as it (seqk__gates_cumsum):
+ * e^-10000 is 0 in float and in double alike, so nothing changes but that
+ * a chunk's cumulative sum stays finite (a log-gate of -3e38, or dt A
+ * overflowing to -inf, would otherwise make G_i - G_j = -inf + inf = NaN). */
+#define SEQK__LOG_DECAY_FLOOR (-1.0e4f)
+
+/* The cumulative log-decay of a chunk's n tokens, G_i = sum_{j <= i} ld[j]
+ * (each ld[j] floored at SEQK__LOG_DECAY_FLOOR; NaN stays NaN), summed in
+ * double and kept as two floats for seqk__exp_gates: hi[i] = (float)G_i,
+ * lo[i] = (float)(G_i - hi[i]). hi may be ld (in place). */
+static inline void seqk__gates_cumsum(const float *ld, int64_t n, float *hi, float *lo)
+{
+    double acc = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = ld[i];
+        acc += x < SEQK__LOG_DECAY_FLOOR ? SEQK__LOG_DECAY_FLOOR : x;
+        hi[i] = (float)acc;
+        lo[i] = (float)(acc - (double)hi[i]);
+    }
 }
 
 /* Asks the cache for the lines of n floats from p (write: for writing). The

@@ -38,6 +38,35 @@
  *
  *   Threads: calls on one context are not concurrent; separate contexts are
  *   independent. The last-error message is per thread.
+ *
+ *   Gates (one policy for every op, forward and backward alike): log-gates
+ *   (gated retention's and gated DeltaNet's g) must be finite and <= 0, so
+ *   that every decay exp(g) lies in (0, 1]; Mamba2's and the selective
+ *   scan's A must be finite and <= 0 and their dt, dt_bias and dt + dt_bias
+ *   finite; retention's gamma must lie in (0, 1], DeltaNet's beta in [0, 1]
+ *   ([0, 2] with its flag), Titans' eta and alpha in [0, 1] and theta be
+ *   finite and >= 0. NaN is never in range. On a CPU context every value is
+ *   checked before anything is written (INVALID_ARGUMENT; the message names
+ *   the argument, the first bad index and its value). On a CUDA context the
+ *   per-token arrays are NOT checked (that would cost a device-to-host copy
+ *   on every call, decoding steps included): out-of-range gates there give
+ *   what the formulas give. Per-token log-decays below -10^4 are taken as
+ *   -10^4 (a decay of exactly 0 in float and double alike), so that a
+ *   chunk's cumulative log-decay stays finite.
+ *
+ *   Precision of the chunked (parallel) modes: a chunk's cumulative
+ *   log-decay is summed in double and kept as two floats, so every decay
+ *   exp(G_i - G_j) keeps its relative accuracy however strong the decay: the
+ *   parallel modes' error does not grow with the gates' magnitude (tests/
+ *   test_decay_precision.c: gated retention, Mamba2 and gated DeltaNet
+ *   within 4e-7 relative of float64, like the recurrent modes, for per-token
+ *   log-gates anywhere in [-1000, 0], chunks of 64 and 256; before issue
+ *   #19's fix up to 2.5e-5).
+ *
+ *   NaN and inf in data inputs (q, k, v, x, B, C, u, states) are not
+ *   checked: they propagate through the arithmetic to the outputs that
+ *   depend on them; the library never crashes on them and never reads or
+ *   writes outside the arguments' extents.
  */
 #ifndef SEQK_H
 #define SEQK_H
@@ -305,9 +334,10 @@ SEQK_API seqk_status seqk_retention_default_gammas(int64_t H, float *gamma);
 /*
  * seqk_gated_retention (gated linear attention with a scalar gate per head and
  * token; Mamba2 / SSD): S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t).
- *   g       [B,T,H] log-gates, finite, g <= 0 expected (decays in (0, 1]);
- *           strongly negative gates (-20 and below) are safe: decays are only
- *           formed as exp(G_i - G_j) with i >= j (DESIGN 2)
+ *   g       [B,T,H] log-gates, finite and <= 0 (decays in (0, 1]; checked on
+ *           a CPU context, see "Gates" at the top); strongly negative gates
+ *           (-20 and below) are safe: decays are only formed as
+ *           exp(G_i - G_j) with i >= j (DESIGN 2), from G in two floats
  */
 SEQK_API seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B,
                                           int64_t T, int64_t H, int64_t K, int64_t V,
@@ -331,7 +361,8 @@ SEQK_API seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int
  *              group h / (H/G)), state size
  *   x, y       [B,T,H,P]; y must not overlap an input
  *   dt         [B,T,H] raw dt
- *   A          [H] (negative: A = -exp(A_log))
+ *   A          [H] finite and <= 0 (A = -exp(A_log)); dt, dt_bias finite
+ *              (checked on a CPU context, see "Gates" at the top)
  *   Bm, Cm     [B,T,G,Nst]
  *   D          [H] or NULL (no skip);  dt_bias [H] or NULL (zero)
  *   state_in/state_out  [N,H,Nst,P] or NULL. Note: mamba_ssm stores this
@@ -489,7 +520,8 @@ SEQK_API seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx
  *
  *   B, T, D, Nst, G   batch, tokens, channels, state size, groups (D % G == 0)
  *   u, dt, y          [B,T,D] (token-major; mamba_ssm uses [B,D,T])
- *   A                 [D,Nst] (negative: A = -exp(A_log))
+ *   A                 [D,Nst] finite and <= 0 (A = -exp(A_log)); dt, dt_bias
+ *                     finite (checked on a CPU context, see "Gates" at the top)
  *   Bm, Cm            [B,T,G,Nst]
  *   Dskip, dt_bias    [D] or NULL
  *   z                 [B,T,D] or NULL (no gate)
@@ -627,9 +659,9 @@ SEQK_API seqk_status seqk_selective_scan_backward_workspace_size(seqk_context *c
  *               index and value). On a CUDA context the values are NOT
  *               checked (that would cost a device-to-host copy of the whole
  *               array): out-of-range betas there give what the formulas give.
- *   g           [B,T,H] log-gates (gated DeltaNet), finite, g <= 0 expected
- *               (decays exp(g) in (0, 1]; -20 and below are safe), or NULL:
- *               plain DeltaNet (g = 0)
+ *   g           [B,T,H] log-gates (gated DeltaNet), finite and <= 0 (decays
+ *               exp(g) in (0, 1]; -20 and below are safe; checked like beta),
+ *               or NULL: plain DeltaNet (g = 0)
  *   state_in    [N,H,K,V] or NULL (zeros)
  *   state_out   [N,H,K,V] or NULL (not written); may be state_in (in place)
  *   cu_seqlens  [N+1] or NULL; N as in seqk_scan

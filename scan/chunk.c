@@ -52,7 +52,7 @@ static size_t pack_floats(int64_t L, int64_t K, int64_t V)
 size_t seqk__chunk_scratch_floats(int64_t L, int64_t K, int64_t V)
 {
     const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V;
-    return rnd8(l) * 2 + rnd8(l * k) * 4 + rnd8(l * v) + rnd8(l * l) + rnd8(k * v + k) * 2 +
+    return rnd8(l) * 3 + rnd8(l * k) * 4 + rnd8(l * v) + rnd8(l * l) + rnd8(k * v + k) * 2 +
            rnd8(pack_floats(L, K, V));
 }
 
@@ -63,6 +63,7 @@ void seqk__chunk_scratch_init(seqk__chunk_scratch *w, float *base, int64_t L, in
     float *p = base;
 #define TAKE(field, n) (w->field = p, p += rnd8(n))
     TAKE(G, l);
+    TAKE(Gl, l);
     TAKE(den, l);
     TAKE(Qs, l * k);
     TAKE(Qg, l * k);
@@ -87,11 +88,10 @@ static void load_rows(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, bool
 {
     const int64_t K = P->K, V = P->V, hq = h / (P->H / P->Hqk);
     const bool decay = P->g || P->log_gamma;
-    /* G: cumulative log-decay inside the chunk */
-    float acc = 0.0f;
-    for (int64_t i = 0; i < L; i++) {
-        if (decay) acc += seqk__lin_logdecay(P, r0 + i, h);
-        w->G[i] = acc;
+    /* G: cumulative log-decay inside the chunk, as two floats */
+    if (decay) {
+        for (int64_t i = 0; i < L; i++) w->G[i] = seqk__lin_logdecay(P, r0 + i, h);
+        seqk__gates_cumsum(w->G, L, w->G, w->Gl);
     }
     /* Qs = scale * phi(q), Kc = phi(k): contiguous L x K (with SEQK__LIN_L2NORM
      * the rows of phi(q), phi(k) are L2-normalised first) */
@@ -119,23 +119,24 @@ static void load_rows(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, bool
     cv->Qs = with_q ? w->Qs : NULL;
     cv->Kc = w->Kc;
     cv->G = decay ? w->G : NULL;
+    cv->Gl = decay ? w->Gl : NULL;
     /* Qg = diag(exp(G)) Qs, Kd = diag(exp(G_L - G)) Kc (aliases without decay) */
     if (decay) {
-        const float gl = w->G[L - 1];
+        const float gl = w->G[L - 1], gll = w->Gl[L - 1];
         for (int64_t i0 = 0; i0 < L; i0 += 8) { /* eight rows' factors at a time */
             const int64_t n = L - i0 < 8 ? L - i0 : 8;
             float eq[8], ek[8];
-            seqk__exp_affine(w->G + i0, n, gl, -1.0f, ek);
+            seqk__exp_gates(w->G + i0, w->Gl + i0, n, gl, gll, -1.0f, ek);
             for (int64_t i = i0; i < i0 + n; i++)
                 for (int64_t j = 0; j < K; j++) w->Kd[i * K + j] = ek[i - i0] * w->Kc[i * K + j];
             if (!with_q) continue;
-            seqk__exp_affine(w->G + i0, n, 0.0f, 1.0f, eq);
+            seqk__exp_gates(w->G + i0, w->Gl + i0, n, 0.0f, 0.0f, 1.0f, eq);
             for (int64_t i = i0; i < i0 + n; i++)
                 for (int64_t j = 0; j < K; j++) w->Qg[i * K + j] = eq[i - i0] * w->Qs[i * K + j];
         }
         cv->Qg = with_q ? w->Qg : NULL;
         cv->Kd = w->Kd;
-        cv->a = expf(gl);
+        cv->a = expf(gl + gll);
     } else {
         cv->Qg = cv->Qs;
         cv->Kd = w->Kc;
@@ -186,8 +187,9 @@ void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, b
 /* ---- stage 3: output ------------------------------------------------------------ */
 
 /* P[i,j] *= D[i,j] for j <= i, P[i,j] = 0 for j > i: D = Mix (rows L apart)
- * when given, else exp(G_i - G_j) (never an exp above the diagonal), else 1. */
-static void apply_mask(float *Pm, int64_t L, const float *G, const float *Mix)
+ * when given, else exp(G_i - G_j) from G's two parts (never an exp above the
+ * diagonal), else 1. */
+static void apply_mask(float *Pm, int64_t L, const float *G, const float *Gl, const float *Mix)
 {
     for (int64_t i = 0; i < L; i++) {
         float *row = Pm + i * L;
@@ -196,17 +198,18 @@ static void apply_mask(float *Pm, int64_t L, const float *G, const float *Mix)
             const float *mr = Mix + i * L;
             for (; j <= i; j++) row[j] *= mr[j];
         } else if (G) {
-            const float gi = G[i];
+            const float gi = G[i], gil = Gl[i];
 #ifdef __AVX2__
-            const __m256 vgi = _mm256_set1_ps(gi);
-            for (; j + 8 <= i + 1; j += 8) {
-                __m256 d = seqk__exp8(_mm256_sub_ps(vgi, _mm256_loadu_ps(G + j)));
-                _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), d));
+            const __m256 vgi = _mm256_set1_ps(gi), vgil = _mm256_set1_ps(gil);
+            for (; j + 8 <= i + 1; j += 8) { /* seqk__exp_gates, multiplied in */
+                const __m256 x = _mm256_add_ps(_mm256_sub_ps(vgi, _mm256_loadu_ps(G + j)),
+                                               _mm256_sub_ps(vgil, _mm256_loadu_ps(Gl + j)));
+                _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), seqk__exp8(x)));
             }
 #endif
             if (j <= i) { /* the last i + 1 - j < 8 */
                 float e[8];
-                seqk__exp_affine(G + j, i + 1 - j, gi, -1.0f, e);
+                seqk__exp_gates(G + j, Gl + j, i + 1 - j, gi, gil, -1.0f, e);
                 for (int64_t t = 0; j <= i; j++, t++) row[j] *= e[t];
             }
         }
@@ -222,7 +225,7 @@ void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda,
     const int64_t L = cv->L;
     seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, inner, 1.0f, A, lda, Bm, ldb, 0.0f,
                        Pm, L, pack);
-    apply_mask(Pm, L, cv->G, Mix);
+    apply_mask(Pm, L, cv->G, cv->Gl, Mix);
 }
 
 void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,

@@ -15,7 +15,8 @@
 /* Per-thread scratch for one chunk of L <= chunk tokens (floats, 32-byte
  * aligned regions carved from one block). */
 typedef struct seqk__chunk_scratch {
-    float *G;    /* [L]      cumulative log-decay */
+    float *G;    /* [L]      cumulative log-decay, high part (seqk__gates_cumsum) */
+    float *Gl;   /* [L]      its low part */
     float *den;  /* [L]      normaliser */
     float *Qs;   /* [L,K]    scale * phi(q) */
     float *Qg;   /* [L,K]    diag(exp(G)) Qs */
@@ -35,7 +36,8 @@ void seqk__chunk_scratch_init(seqk__chunk_scratch *w, float *base, int64_t L, in
 /* One loaded chunk of one head: views into the scratch (or the inputs). */
 typedef struct seqk__chunk_view {
     int64_t L;         /* tokens in the chunk */
-    const float *G;    /* [L] or NULL (no decay) */
+    const float *G;    /* [L] or NULL (no decay): cumulative log-decay G_i = G[i] + Gl[i], */
+    const float *Gl;   /* [L]  two floats (seqk__exp_gates forms the decays from both) */
     const float *Qs;   /* [L,K] */
     const float *Qg;   /* [L,K] (= Qs without decay) */
     const float *Kc;   /* [L,K] */

@@ -251,8 +251,8 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
     for (int64_t i = 0; i < L; i++) diag[i] = b->dP[i * L + i], b->dP[i * L + i] = 0.0f;
     /* exp(G_i), exp(G_{L-1} - G_i) */
     if (cv->G) {
-        seqk__exp_affine(cv->G, L, 0.0f, 1.0f, b->eq);
-        seqk__exp_affine(cv->G, L, cv->G[L - 1], -1.0f, b->ek);
+        seqk__exp_gates(cv->G, cv->Gl, L, 0.0f, 0.0f, 1.0f, b->eq);
+        seqk__exp_gates(cv->G, cv->Gl, L, cv->G[L - 1], cv->Gl[L - 1], -1.0f, b->ek);
     } else {
         for (int64_t i = 0; i < L; i++) b->eq[i] = b->ek[i] = 1.0f;
     }

@@ -376,7 +376,7 @@ static void dn_scratch_init(dn_scratch *w, float *base, int64_t L, int64_t K, in
  * T_i = e_i - sum_{j<i} A_ij T_j, where T_j is nonzero in columns <= j only.
  * (Also the backward's, ssm/deltanet_backward.c.) */
 void seqk__dn_forward_substitution(float *Tm, int64_t L, const float *beta, const float *G,
-                                   float *arow)
+                                   const float *Gl, float *arow)
 {
     for (int64_t i = 0; i < L; i++) {
         float *ti = Tm + i * L;
@@ -385,15 +385,17 @@ void seqk__dn_forward_substitution(float *Tm, int64_t L, const float *beta, cons
         const float bi = beta[i];
         if (G) {
 #ifdef __AVX2__
-            const __m256 vg = _mm256_set1_ps(G[i]), vb = _mm256_set1_ps(bi);
-            for (; j + 8 <= i; j += 8) {
-                const __m256 d = seqk__exp8(_mm256_sub_ps(vg, _mm256_loadu_ps(G + j)));
+            const __m256 vg = _mm256_set1_ps(G[i]), vgl = _mm256_set1_ps(Gl[i]);
+            const __m256 vb = _mm256_set1_ps(bi);
+            for (; j + 8 <= i; j += 8) { /* seqk__exp_gates, multiplied in */
+                const __m256 d = seqk__exp8(_mm256_add_ps(_mm256_sub_ps(vg, _mm256_loadu_ps(G + j)),
+                                                          _mm256_sub_ps(vgl, _mm256_loadu_ps(Gl + j))));
                 _mm256_storeu_ps(arow + j, _mm256_mul_ps(_mm256_mul_ps(vb, _mm256_loadu_ps(ti + j)), d));
             }
 #endif
             if (j < i) { /* the last i - j < 8 */
                 float e[8];
-                seqk__exp_affine(G + j, i - j, G[i], -1.0f, e);
+                seqk__exp_gates(G + j, Gl + j, i - j, G[i], Gl[i], -1.0f, e);
                 for (int64_t t = 0; j < i; j++, t++) arow[j] = bi * ti[j] * e[t];
             }
         } else {
@@ -446,7 +448,7 @@ static void chunk_uw(const dn_problem *D, const seqk__chunk_view *cv, int64_t r0
     /* Tm = K~ K~^T, then T */
     seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Kc, K, cv->Kc, K, 0.0f,
                        w->Tm, L, w->pack); /* the substitution reads j < i only */
-    seqk__dn_forward_substitution(w->Tm, L, w->beta, cv->G, w->cs.den);
+    seqk__dn_forward_substitution(w->Tm, L, w->beta, cv->G, cv->Gl, w->cs.den);
     /* T diag(beta): scale column j by beta_j (T is zero above the diagonal) */
     for (int64_t i = 0; i < L; i++)
         for (int64_t j = 0; j <= i; j++) w->Tm[i * L + j] *= w->beta[j];
@@ -456,7 +458,7 @@ static void chunk_uw(const dn_problem *D, const seqk__chunk_view *cv, int64_t r0
     /* W = (T diag(beta) diag(exp(G))) K~; exp(G_j) <= 1 for g <= 0 */
     if (cv->G) {
         float *eg = w->cs.den;
-        seqk__exp_affine(cv->G, L, 0.0f, 1.0f, eg);
+        seqk__exp_gates(cv->G, cv->Gl, L, 0.0f, 0.0f, 1.0f, eg);
         for (int64_t i = 0; i < L; i++)
             for (int64_t j = 0; j <= i; j++) w->Tm[i * L + j] *= eg[j];
     }
@@ -701,21 +703,11 @@ void seqk__dn_lin(seqk__lin *P, int64_t B, int64_t T, int64_t H, int64_t K, int6
 
 seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, unsigned flags)
 {
-    const bool neg = (flags & SEQK_DELTANET_ALLOW_NEG_EIGVAL) != 0;
-    const float hi = neg ? 2.0f : 1.0f;
-    for (int64_t i = 0; i < n; i++)
-        if (!(beta[i] >= 0.0f && beta[i] <= hi)) {
-            if (neg)
-                return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                                  "%s: beta[%" PRId64 "]=%g, must be in [0, 2] "
-                                  "(SEQK_DELTANET_ALLOW_NEG_EIGVAL is set)",
-                                  fn, i, (double)beta[i]);
-            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                              "%s: beta[%" PRId64 "]=%g, must be in [0, 1] "
-                              "(SEQK_DELTANET_ALLOW_NEG_EIGVAL allows [0, 2])",
-                              fn, i, (double)beta[i]);
-        }
-    return SEQK_SUCCESS;
+    if (flags & SEQK_DELTANET_ALLOW_NEG_EIGVAL)
+        return seqk__check_values(fn, "beta", beta, n, 0.0f, 2.0f,
+                                  "in [0, 2] (SEQK_DELTANET_ALLOW_NEG_EIGVAL is set)");
+    return seqk__check_values(fn, "beta", beta, n, 0.0f, 1.0f,
+                              "in [0, 1] (SEQK_DELTANET_ALLOW_NEG_EIGVAL allows [0, 2])");
 }
 
 seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
@@ -753,9 +745,10 @@ seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t 
     if (varlen) {
         if ((st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
     }
-    /* beta's range: read on the CPU; not checked on CUDA (see seqk.h) */
+    /* the gates' values: read on the CPU; not checked on CUDA (see seqk.h) */
     if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 &&
-        (st = seqk__dn_check_beta(FN, beta, rows * H, flags))) {
+        ((st = seqk__dn_check_beta(FN, beta, rows * H, flags)) ||
+         (g && (st = seqk__check_log_gates(FN, "g", g, rows * H))))) {
         free(cu_host);
         return st;
     }

@@ -10,10 +10,11 @@
 
 /* Tm [L,L] (holding K~ K~^T on and below the diagonal on entry) -> the
  * chunk's T = (I + A)^-1, A_ij = beta_i (K~ K~^T)_ij exp(G_i - G_j) for
- * j < i (G NULL: no decay), lower unit triangular with zeros written above
- * the diagonal. arow: L floats of scratch. */
+ * j < i (G NULL: no decay; else G_i = G[i] + Gl[i], the two parts of
+ * seqk__gates_cumsum), lower unit triangular with zeros written above the
+ * diagonal. arow: L floats of scratch. */
 void seqk__dn_forward_substitution(float *Tm, int64_t L, const float *beta, const float *G,
-                                   float *arow);
+                                   const float *Gl, float *arow);
 
 /* beta[i] in [0, 1] ([0, 2] with SEQK_DELTANET_ALLOW_NEG_EIGVAL) for i < n,
  * host memory (NaN is out of range); INVALID_ARGUMENT naming fn, the first

@@ -177,11 +177,12 @@ static void chunk_forward(const dnb_problem *D, const seqk__chunk_view *cv, int6
     if (pairs)
         for (int64_t i = 1; i < L; i++) {
             memcpy(b->KK + i * L, b->Tm + i * L, (size_t)i * sizeof(float));
-            if (cv->G) seqk__exp_affine(cv->G, i, cv->G[i], -1.0f, b->Gm + i * L); /* j < i */
+            if (cv->G) /* j < i */
+                seqk__exp_gates(cv->G, cv->Gl, i, cv->G[i], cv->Gl[i], -1.0f, b->Gm + i * L);
         }
-    seqk__dn_forward_substitution(b->Tm, L, b->beta, cv->G, b->row);
+    seqk__dn_forward_substitution(b->Tm, L, b->beta, cv->G, cv->Gl, b->row);
     /* Vb = diag(beta) V (in X), Kb = diag(beta exp(G)) K~ */
-    if (cv->G) seqk__exp_affine(cv->G, L, 0.0f, 1.0f, b->eq);
+    if (cv->G) seqk__exp_gates(cv->G, cv->Gl, L, 0.0f, 0.0f, 1.0f, b->eq);
     for (int64_t i = 0; i < L; i++) {
         const float bi = b->beta[i], fk = cv->G ? bi * b->eq[i] : bi;
         const float *vi = cv->Vv + i * cv->ldv, *ki = cv->Kc + i * K;
@@ -431,9 +432,10 @@ seqk_status seqk_deltanet_backward(seqk_context *ctx, int64_t B, int64_t T, int6
     if ((st = seqk__check_backend_built(FN, ctx))) return st;
     int32_t *cu_host = NULL;
     if (varlen && (st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
-    /* beta's range: read on the CPU; not checked on CUDA (as the forward) */
+    /* the gates' values: read on the CPU; not checked on CUDA (as the forward) */
     if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 &&
-        (st = seqk__dn_check_beta(FN, beta, rows * H, flags))) {
+        ((st = seqk__dn_check_beta(FN, beta, rows * H, flags)) ||
+         (g && (st = seqk__check_log_gates(FN, "g", g, rows * H))))) {
         free(cu_host);
         return st;
     }

@@ -29,6 +29,16 @@ static seqk_status mamba2_check(const char *fn, seqk_context *ctx, int mode, int
     return SEQK_SUCCESS;
 }
 
+/* The gates' values (seqk.h, "Gates"), on a CPU context, when there are tokens. */
+static seqk_status mamba2_check_gates(const char *fn, const seqk_context *ctx, int64_t rows,
+                                      int64_t H, unsigned flags, const float *dt,
+                                      const float *dt_bias, const float *A)
+{
+    if (ctx->backend != SEQK_BACKEND_CPU || rows == 0) return SEQK_SUCCESS;
+    (void)flags;
+    return seqk__check_dt_gates(fn, dt, dt_bias, A, H, rows, H);
+}
+
 /* dtp[r,h] = softplus(dt[r,h] + dt_bias[h]) (or without softplus) on ctx's
  * backend; dt_bias may be NULL. */
 static seqk_status mamba2_dt(seqk_context *ctx, int threads, int64_t rows, int64_t H,
@@ -74,6 +84,7 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
                               (void *)y);
     }
     if ((st = seqk__check_backend_built(fn, ctx))) return st;
+    if ((st = mamba2_check_gates(fn, ctx, rows, H, flags, dt, dt_bias, A))) return st;
     const bool cuda = ctx->backend != SEQK_BACKEND_CPU;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;
@@ -194,6 +205,7 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
                                {"ddt_bias", ddt_bias, hb}, {"dstate_in", dstate_in, sb}};
     if ((st = seqk__check_disjoint(fn, outs, 8, ins, 10))) return st;
     if ((st = seqk__check_backend_built(fn, ctx))) return st;
+    if ((st = mamba2_check_gates(fn, ctx, rows, H, flags, dt, dt_bias, A))) return st;
 #if SEQK__HAVE_CUDA
     const bool cuda = ctx->backend != SEQK_BACKEND_CPU;
 #endif

@@ -5,6 +5,7 @@
 
 #include "../gpu/gpu.h"
 
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -31,13 +32,9 @@ static seqk_status log_gammas(const char *fn, seqk_context *ctx, int64_t H, cons
     seqk_status st = seqk_memcpy(ctx, out, gamma, (size_t)H * sizeof(float),
                                  SEQK_COPY_BACKEND_TO_HOST);
     if (st) return st;
-    for (int64_t h = 0; h < H; h++) {
-        if (!(out[h] > 0.0f && out[h] <= 1.0f))
-            return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                              "%s: gamma[%" PRId64 "]=%g, must be in (0, 1]", fn, h,
-                              (double)out[h]);
-        out[h] = logf(out[h]);
-    }
+    if ((st = seqk__check_values(fn, "gamma", out, H, FLT_TRUE_MIN, 1.0f, "in (0, 1]")))
+        return st;
+    for (int64_t h = 0; h < H; h++) out[h] = logf(out[h]);
     return SEQK_SUCCESS;
 }
 
@@ -87,6 +84,8 @@ seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B, i
                                            cu_seqlens != NULL, chunk);
     if (st) return st;
     if (B * T > 0 && !g) return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: g is NULL", fn);
+    if (ctx->backend == SEQK_BACKEND_CPU && (st = seqk__check_log_gates(fn, "g", g, B * T * H)))
+        return st;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
     P.scale = scale;
@@ -127,6 +126,8 @@ seqk_status seqk_gated_retention_backward(seqk_context *ctx, int64_t B, int64_t 
     if (st) return st;
     if (B * T > 0 && !g) return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: g is NULL", fn);
     if (B * T > 0 && !dg) return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: dg is NULL", fn);
+    if (ctx->backend == SEQK_BACKEND_CPU && (st = seqk__check_log_gates(fn, "g", g, B * T * H)))
+        return st;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
     P.scale = scale;

@@ -118,7 +118,7 @@ static void load_consts(const sscan *P, const item *I, item_consts *K)
     const float log2e = 1.44269504088896341f;
     for (int64_t s = 0; s < Ns; s++)
         for (int64_t j = 0; j < W; j++)
-            K->At[s * W + j] = j < I->w ? P->A[(I->d0 + j) * Ns + s] * log2e : 0.0f;
+            K->At[s * W + j] = j < I->w && P->A ? P->A[(I->d0 + j) * Ns + s] * log2e : 0.0f;
     for (int64_t j = 0; j < W; j++) {
         float lo = K->At[j], hi = K->At[j];
         for (int64_t s = 1; s < Ns; s++) {
@@ -413,6 +413,10 @@ seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, in
                                    (size_t)(rows * D) * sizeof(float))))
         return st;
     if ((st = seqk__check_backend_built(FN, ctx))) return st;
+    /* the gates' values: read on the CPU; not checked on CUDA (see seqk.h) */
+    if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 &&
+        (st = seqk__check_dt_gates(FN, dt, dt_bias, A, D * Nst, rows, D)))
+        return st;
     int32_t *cu_host = NULL;
     if (cu_seqlens) {
         if ((st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;

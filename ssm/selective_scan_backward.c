@@ -360,7 +360,7 @@ static void run_tile(const ssb *P, int64_t n, int64_t d0, int64_t w, int first, 
     const float log2e = 1.44269504088896341f;
     for (int64_t s = 0; s < Ns; s++)
         for (int64_t j = 0; j < W; j++) {
-            const float a = j < w ? P->A[(d0 + j) * Ns + s] : 0.0f;
+            const float a = j < w && P->A ? P->A[(d0 + j) * Ns + s] : 0.0f; /* NULL: T = 0 */
             B.Ap[s * W + j] = a, B.At[s * W + j] = a * log2e;
             B.dA[s * W + j] = 0.0f;
             B.ck[s * W + j] = P->s_in && j < w ? P->s_in[(n * P->D + d0 + j) * Ns + s] : 0.0f;
@@ -482,6 +482,10 @@ seqk_status seqk_selective_scan_backward(
                                 {"dstate_in", dstate_in, sb}};
     if ((st = seqk__check_disjoint(FN, outs, 9, ins, 12))) return st;
     if ((st = seqk__check_backend_built(FN, ctx))) return st;
+    /* the gates' values: read on the CPU; not checked on CUDA (see seqk.h) */
+    if (ctx->backend == SEQK_BACKEND_CPU && rows > 0 &&
+        (st = seqk__check_dt_gates(FN, dt, dt_bias, A, D * Nst, rows, D)))
+        return st;
     int32_t *cu_host = NULL;
     if (cu_seqlens && (st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host)))
         return st;

@@ -327,6 +327,7 @@ void ref_mamba2_backward(int64_t B, int64_t T, int64_t H, int64_t P, int64_t G, 
         if (dD) dD[h] = 0.0;
         if (ddt_bias) ddt_bias[h] = 0.0;
         if (sc && sc->dA) sc->dA[h] = 0.0;
+        if (sc && sc->dA_abs) sc->dA_abs[h] = 0.0;
         if (sc && sc->ddt_bias) sc->ddt_bias[h] = 0.0;
     }
     memset(dBm, 0, sizeof(double) * (size_t)(rows * G * Nst));
@@ -354,6 +355,7 @@ void ref_mamba2_backward(int64_t B, int64_t T, int64_t H, int64_t P, int64_t G, 
                 const double e = sig[rh] * fabs((double)A[h]) * gterm[rh];
                 if (sc->ddt) sc->ddt[rh] = e;
                 if (sc->dA) sc->dA[h] += dtp[rh] * gterm[rh];
+                if (sc->dA_abs) sc->dA_abs[h] += fabs(dtp[rh] * gla[rh]);
                 if (sc->ddt_bias) sc->ddt_bias[h] += e;
             }
         }

@@ -91,9 +91,13 @@ void ref_gated_retention_backward(int64_t B, int64_t T, int64_t H, int64_t K, in
 /* The error scales of Mamba2's gate-borne gradients (see gterm above):
  *   ddt [B,T,H]   sigma_t |A_h| gterm_t     (sigma = softplus' or 1)
  *   dA  [H]       sum_t dt'_t gterm_t
- *   ddt_bias [H]  sum_t sigma_t |A_h| gterm_t */
+ *   ddt_bias [H]  sum_t sigma_t |A_h| gterm_t
+ * and dA_abs [H] = sum_t |dt'_t dla_t|, the size of dA's own summands (under
+ * strong decay they cancel to a dA 100x smaller: fp32 can hold dA only to
+ * ~1e-7 of this size). */
 typedef struct {
     double *ddt, *dA, *ddt_bias; /* each may be NULL */
+    double *dA_abs;              /* may be NULL */
 } ref_mamba2_scales;
 
 /* seqk_mamba2_backward's math: d = dt + dt_bias, dt' = softplus(d) (or d),
