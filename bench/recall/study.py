@@ -45,8 +45,11 @@ DEFAULT = dict(
     vocab=64, d_model=64, heads=2, layers=2, batch=32, lr=5e-3, weight_decay=0.1,
     steps={64: 400, 128: 400}, n_test=256, titans_minibatch=8, attn_conv=True,
 )
-# --quick: one sequence length, the CI test's budget (~2 minutes on two cores)
-QUICK = dict(DEFAULT, settings={64: [4, 16]}, steps={64: 300}, n_test=128)
+# --quick: one sequence length, two pair counts, four heads of 16 (a smaller
+# state, so 16 pairs strain it); the CI test's config. Measured: ~15 min on a
+# loaded 2-core machine at 1 thread (the issue asks for 2 min: not met); 300
+# steps were too few for softmax attention to learn the task.
+QUICK = dict(DEFAULT, settings={64: [4, 16]}, steps={64: 400}, n_test=128, heads=4)
 
 
 def cpu_model():
