@@ -66,7 +66,12 @@
  *   NaN and inf in data inputs (q, k, v, x, B, C, u, states) are not
  *   checked: they propagate through the arithmetic to the outputs that
  *   depend on them; the library never crashes on them and never reads or
- *   writes outside the arguments' extents.
+ *   writes outside the arguments' extents. For a NaN/inf key or value row of
+ *   one token and head, every op and mode keeps the outputs of the earlier
+ *   tokens and of the other heads finite (tests/test_nonfinite_inputs.c),
+ *   with one known exception: seqk_attention_parallel's (causal) outputs of
+ *   earlier queries in the same key tile turn NaN for a non-finite VALUE row
+ *   (their masked probability 0 times NaN in P V).
  */
 #ifndef SEQK_H
 #define SEQK_H
