@@ -13,6 +13,12 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libopenblas-dev >/dev/null 2>&1; then missing+=(libopenblas-dev libopenblas-openmp-dev); fi # seqk-bench's sgemm ceilings (optional)
+# clang with libFuzzer and its OpenMP (scripts/fuzz.sh, optional: test.sh skips the fuzzers without it)
+if command -v dpkg >/dev/null 2>&1; then
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  dpkg -s libclang-rt-dev >/dev/null 2>&1 || ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || missing+=(libclang-rt-dev)
+  dpkg -s libomp-dev >/dev/null 2>&1 || missing+=(libomp-dev)
+fi
 if ((${#missing[@]})); then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

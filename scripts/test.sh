@@ -29,6 +29,19 @@ echo "== tests under sanitizers =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure -j1
 
+# The libFuzzer harnesses (tests/fuzz), FUZZ_SECONDS (default 30) each from
+# the committed seed corpus; any finding fails. Needs clang with libFuzzer.
+if [ "${SEQK_TEST_FUZZ:-1}" = 0 ]; then
+  echo "== fuzzers skipped (SEQK_TEST_FUZZ=0) =="
+elif command -v clang >/dev/null 2>&1 && printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' |
+    clang -fsanitize=fuzzer,address,undefined -x c - -o /tmp/seqk_fuzz_probe.$$ >/dev/null 2>&1; then
+  rm -f /tmp/seqk_fuzz_probe.$$
+  echo "== fuzzers (libFuzzer + ASan + UBSan, ${FUZZ_SECONDS:-30} s each) =="
+  bash scripts/fuzz.sh
+else
+  echo "== fuzzers skipped (no clang with libFuzzer: apt-get install clang libclang-rt-dev libomp-dev) =="
+fi
+
 if [ "${SEQK_TEST_EMU:-1}" != 0 ] && [ "$(uname -m)" = x86_64 ] && command -v g++ >/dev/null; then
   echo "== CUDA kernels on the CPU emulator (tools/cuda_emu, EMU_BENCH=1) =="
   EMU_BENCH=1 bash tools/cuda_emu/run.sh build/cuda-emu

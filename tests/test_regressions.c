@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* fuzz finding 1: the chunked linear-state engine's staged path put its
  * int64 chunk index right after [nchunks, H] floats of decays, misaligned
@@ -102,6 +103,33 @@ static void regression_linear_state_workspace_query_bound(th_backend *be)
              "workspace of the queried size", bad, runs);
 }
 
+/* fuzz finding 3: seqk_selective_scan and its backward read A while
+ * loading per-channel constants even for T = 0, where A may be NULL (it is
+ * required only when B*T > 0): a NULL dereference (UBSan: zero offset to a
+ * null pointer). T = 0 with state_in and state_out must copy the state. */
+static void regression_sscan_empty_null_A(th_backend *be)
+{
+    if (be->backend != SEQK_BACKEND_CPU) return;
+    const int64_t D = 3, Nst = 2;
+    float s_in[6] = {1, 2, 3, 4, 5, 6}, s_out[6], ds_out[6] = {6, 5, 4, 3, 2, 1}, ds_in[6];
+    for (int mode = 0; mode < 2; mode++) {
+        memset(s_out, 0, sizeof s_out);
+        seqk_status st = seqk_selective_scan(be->ctx, (seqk_mode)mode, 1, 0, D, Nst, 1, 0, NULL,
+                                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s_in,
+                                             s_out, NULL, 0);
+        th_check(st == SEQK_SUCCESS && memcmp(s_in, s_out, sizeof s_in) == 0,
+                 "regression_sscan_empty_null_A: %s forward, T=0, A=NULL: status %d (%s)",
+                 th_mode_name((seqk_mode)mode), (int)st, seqk_last_error());
+    }
+    memset(ds_in, 0, sizeof ds_in);
+    seqk_status st = seqk_selective_scan_backward(
+        be->ctx, 1, 0, D, Nst, 1, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s_in, NULL,
+        ds_out, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ds_in, NULL, 0);
+    th_check(st == SEQK_SUCCESS && memcmp(ds_in, ds_out, sizeof ds_in) == 0,
+             "regression_sscan_empty_null_A: backward, T=0, A=NULL: status %d (%s)", (int)st,
+             seqk_last_error());
+}
+
 int main(int argc, char **argv)
 {
     th_backend *be;
@@ -110,6 +138,7 @@ int main(int argc, char **argv)
         if (th_skipped(&be[i], "regressions")) continue;
         regression_chunk_index_misaligned(&be[i]);
         regression_linear_state_workspace_query_bound(&be[i]);
+        regression_sscan_empty_null_A(&be[i]);
     }
     return th_finish();
 }
