@@ -29,6 +29,23 @@ echo "== tests under sanitizers =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure -j1
 
+# ThreadSanitizer: tests/test_threads (several caller threads, each with its
+# own context) built with clang -fsanitize=thread and its libomp (gcc's
+# libgomp gives false reports); tests/tsan.supp drops libomp's own
+# allocator calls. SEQK_TEST_TSAN=0 skips.
+if [ "${SEQK_TEST_TSAN:-1}" = 0 ]; then
+  echo "== ThreadSanitizer skipped (SEQK_TEST_TSAN=0) =="
+elif command -v clang >/dev/null 2>&1; then
+  echo "== ThreadSanitizer (clang, test_threads) =="
+  cmake -S . -B build/tsan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEQK_CUDA=OFF \
+    -DSEQK_BUILD_BENCH=OFF -DCMAKE_C_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
+    -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread >/dev/null
+  cmake --build build/tsan -j"$jobs" --target test_threads
+  TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" build/tsan/tests/test_threads
+else
+  echo "== ThreadSanitizer skipped (no clang) =="
+fi
+
 # The libFuzzer harnesses (tests/fuzz), FUZZ_SECONDS (default 30) each from
 # the committed seed corpus; any finding fails. Needs clang with libFuzzer.
 if [ "${SEQK_TEST_FUZZ:-1}" = 0 ]; then
