@@ -77,7 +77,7 @@
  *       42 KB static shared memory.
  *
  * Workspace (from P->ws_offset on, 256-byte aligned regions): parallel mode
- * first [N+1] int32, Gc [B*T*H], acoef [nchunks*H], states [nchunks*H*E]
+ * first [N+1] int32, Gc [B*T*H] doubles, acoef [nchunks*H], states [nchunks*H*E]
  * floats (E = K*V (+K)); both modes: log_gamma [H] when H >
  * SEQK__LIN_LG_INLINE (up to that many heads travel by value in the kernel
  * arguments, so the host array may be freed as soon as the call returns;
@@ -147,7 +147,8 @@ typedef struct lin_args {
     float *s_out;
     const float *z_in;
     float *z_out;
-    float *Gc;            /* [B*T, H] cumulative log-decay inside the chunk (decay only) */
+    double *Gc;           /* [B*T, H] cumulative log-decay inside the chunk (decay only;
+                             in double: see lin_chunk_gates_kernel) */
     float *acoef;         /* [nchunks, H] exp(G_last) */
     float *states;        /* [nchunks, H, E] */
 } lin_args;
@@ -271,7 +272,11 @@ static __global__ void __launch_bounds__(MAXT) lin_recurrent_kernel(lin_args a, 
 
 /* ---- parallel mode, stage 0: chunk table and cumulative decays ---------------- */
 
-/* One warp per (chunk, head): Gc = inclusive scan of log a over the chunk. */
+/* One warp per (chunk, head): Gc = inclusive scan of log a over the chunk,
+ * in double: a float G_i - G_j loses an ulp of |G| (|G| ~ 1000 under strong
+ * decay: 6e-5 in the exponent), which the decays exp(G_i - G_j) would carry
+ * as relative error; in double the difference is exact to fp32 (the CPU's
+ * seqk__gates_cumsum keeps it as two floats for the same reason). */
 static __global__ void __launch_bounds__(GATE_THREADS)
     lin_chunk_gates_kernel(lin_args a, int64_t nwork)
 {
@@ -280,17 +285,17 @@ static __global__ void __launch_bounds__(GATE_THREADS)
     int h, Lc;
     if (!seqk__chunk_head_warp(a.map, a.H, GATE_THREADS / 32, nwork, &c, &h, &r0, &Lc)) return;
     const float lgh = seqk__lin_head_lg(a.gates, h);
-    float carry = 0.0f;
+    double carry = 0.0;
     for (int i0 = 0; i0 < Lc; i0 += 32) {
         const int i = i0 + lane;
-        float x = i < Lc ? seqk__lin_logdecay(a.gates, a.H, r0 + i, h, lgh) : 0.0f;
-        x = seqk__warp_incl_scan(x) + carry;
+        double x = i < Lc ? (double)seqk__lin_logdecay(a.gates, a.H, r0 + i, h, lgh) : 0.0;
+        x = seqk__warp_incl_scan_d(x) + carry;
         if (i < Lc) a.Gc[(r0 + i) * a.H + h] = x;
         /* the last valid lane's value, so that acoef = exp(Gc[last]) exactly */
         const int last = Lc - 1 - i0 < 31 ? Lc - 1 - i0 : 31;
         carry = __shfl_sync(SEQK__FULL_MASK, x, last);
     }
-    if (lane == 0) a.acoef[c * a.H + h] = expf(carry);
+    if (lane == 0) a.acoef[c * a.H + h] = expf((float)carry);
 }
 
 /* ---- parallel mode, stage 1: local states U = Kd^T V~ -------------------------- */
@@ -314,10 +319,10 @@ static __global__ void __launch_bounds__(TILE_THREADS)
     int64_t r0;
     int Lc;
     seqk__chunk_rows(a.map, c, &r0, &Lc);
-    const float glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0f;
+    const double glast = a.decay ? a.Gc[(r0 + Lc - 1) * H + h] : 0.0;
     for (int i = tid; i < Lc; i += TILE_THREADS) {
         const int64_t r = r0 + i;
-        fk[i] = a.decay ? expf(glast - a.Gc[r * H + h]) : 1.0f;
+        fk[i] = a.decay ? expf((float)(glast - a.Gc[r * H + h])) : 1.0f;
         fv[i] = a.v_scale ? a.v_scale[r * H + h] : 1.0f;
     }
     __syncthreads();
@@ -414,7 +419,8 @@ static __global__ void __launch_bounds__(TILE_THREADS)
     __shared__ float Kt[TSTEP][TILE + 1]; /* K~ of the key tile, k-major */
     __shared__ float Ps[TILE][TILE + 1];  /* (Q~ K~^T) .* D */
     __shared__ float Vt[TILE * TILE];     /* V~ [key][col]; then S0 [k][col] (TSTEP rows) */
-    __shared__ float Gq[TILE], Gk[TILE], fvk[TILE], den[TILE], zs[TSTEP];
+    __shared__ double Gq[TILE], Gk[TILE];
+    __shared__ float fvk[TILE], den[TILE], zs[TSTEP];
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int64_t id = blockIdx.x;
     const int tv = (int)(id % tilesV);
@@ -430,7 +436,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
     if (m0 >= Lc) return; /* the whole block: a short last chunk */
     if (tid < TILE) {
         const int i = m0 + tid;
-        Gq[tid] = (a.decay && i < Lc) ? a.Gc[(r0 + i) * H + h] : 0.0f;
+        Gq[tid] = (a.decay && i < Lc) ? a.Gc[(r0 + i) * H + h] : 0.0;
         den[tid] = 0.0f;
     }
     float acc[4][4];
@@ -441,7 +447,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
     for (int j0 = 0; j0 < jend; j0 += TILE) {
         if (tid < TILE) {
             const int j = j0 + tid;
-            Gk[tid] = (a.decay && j < Lc) ? a.Gc[(r0 + j) * H + h] : 0.0f;
+            Gk[tid] = (a.decay && j < Lc) ? a.Gc[(r0 + j) * H + h] : 0.0;
             fvk[tid] = (a.v_scale && j < Lc) ? a.v_scale[(r0 + j) * H + h] : 1.0f;
         }
         float p[4][4];
@@ -473,7 +479,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             for (int b = 0; b < 4; b++) {
                 const int lj = tx + 16 * b, j = j0 + lj;
                 float x = 0.0f;
-                if (j <= i && i < Lc) x = a.decay ? p[m][b] * expf(Gq[li] - Gk[lj]) : p[m][b];
+                if (j <= i && i < Lc) x = a.decay ? p[m][b] * expf((float)(Gq[li] - Gk[lj])) : p[m][b];
                 Ps[li][lj] = x;
             }
         }
@@ -505,7 +511,7 @@ static __global__ void __launch_bounds__(TILE_THREADS)
             float qx = 0.0f;
             if (kk < K && i < Lc) {
                 qx = a.scale * seqk__lin_phi(a.q[((r0 + i) * a.Hqk + hq) * K + kk], a.elu);
-                if (a.decay) qx *= expf(Gq[t]);
+                if (a.decay) qx *= expf((float)Gq[t]);
             }
             Qt[kc][t] = qx;
         }
@@ -589,7 +595,7 @@ static lin_plan make_plan(const seqk__lin *P, int mode)
         pl.off_first = off;
         off += align_ws((size_t)(P->N + 1) * sizeof(int32_t));
         pl.off_G = off;
-        off += align_ws((size_t)(P->B * P->T * P->H) * sizeof(float));
+        off += align_ws((size_t)(P->B * P->T * P->H) * sizeof(double));
         pl.off_a = off;
         off += align_ws((size_t)(pl.nchunks * P->H) * sizeof(float));
         pl.off_states = off;
@@ -635,7 +641,7 @@ static seqk_status launch_chunked(const char *fn, lin_args &a, const lin_plan &p
                                   cudaStream_t stream)
 {
     const int64_t nchunks = pl.nchunks, H = a.H;
-    a.Gc = (float *)(ws + pl.off_G);
+    a.Gc = (double *)(ws + pl.off_G);
     a.acoef = (float *)(ws + pl.off_a);
     a.states = (float *)(ws + pl.off_states);
     if (a.map.cu) {

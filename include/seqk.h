@@ -61,7 +61,9 @@
  *   test_decay_precision.c: gated retention, Mamba2 and gated DeltaNet
  *   within 4e-7 relative of float64, like the recurrent modes, for per-token
  *   log-gates anywhere in [-1000, 0], chunks of 64 and 256; before issue
- *   #19's fix up to 2.5e-5).
+ *   #19's fix up to 2.5e-5). The CUDA chunked kernels keep it in double
+ *   (gpu/linear_state.cu, gpu/deltanet.cuh); the sweep runs on the CPU
+ *   backend only.
  *
  *   NaN and inf in data inputs (q, k, v, x, B, C, u, states) are not
  *   checked: they propagate through the arithmetic to the outputs that
