@@ -7,7 +7,7 @@
  *   y_t[d]   = sum_n C_t[g,n] h_t[d,n] + Dskip[d] u_t[d],  then * silu(z_t[d])
  *
  * Work items are (sequence, tile of CW = 16 channels of one group; 8 when
- * that leaves too few items for the threads); items run in parallel
+ * that leaves fewer than 32 items, whatever the thread count); items run in parallel
  * (OpenMP, dynamic). An item keeps its state transposed, [Nst][16]: state
  * index n major, channels across the 8 lanes of a vector (the last vector
  * of a tile may be partial: masked loads and stores, zero padding that
@@ -436,10 +436,13 @@ seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, in
                      y, state_in, state_out};
     const int threads = seqk__threads(ctx);
     /* items: (sequence, tile of <= tw channels inside one group); 8-channel
-     * tiles when 16-channel ones would leave threads short of work */
+     * tiles when 16-channel ones would give few items. The choice depends on
+     * the shape only, never on the thread count: the tile width changes the
+     * float order of the parallel mode, and results must be bit-identical
+     * across thread counts (tests/test_determinism.c) */
     const int64_t per_group = D / G;
     int64_t tw = CW, tiles = (per_group + tw - 1) / tw;
-    if (N * G * tiles < 4 * (int64_t)threads && per_group > 8) tw = 8, tiles = (per_group + 7) / 8;
+    if (N * G * tiles < 32 && per_group > 8) tw = 8, tiles = (per_group + 7) / 8;
     const int64_t items = N * G * tiles;
     float *ws = NULL;
     if (mode == SEQK_MODE_PARALLEL &&
