@@ -1283,12 +1283,8 @@ seqk_status seqk_titans(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
     tt_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
-    P->chunk = minibatch;
-    P->cu = cu_host;
-    P->scale = scale;
-    P->flags = (flags & SEQK_TITANS_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
-    P->q = q, P->k = k, P->v = v, P->o = o;
+    seqk__titans_lin(P, B, T, H, K, V, N, minibatch, cu_host, scale, flags, q, k, v);
+    P->o = o;
     D.eta = eta, D.theta = theta, D.alpha = alpha;
     D.b = minibatch;
     D.E = E;

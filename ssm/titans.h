@@ -4,6 +4,7 @@
 #define SEQK_SSM_TITANS_H
 
 #include "../core/internal.h"
+#include "../scan/linear_state.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -34,6 +35,22 @@ seqk_status seqk__titans_check_sizes(const char *fn, seqk_context *ctx, int mode
 seqk_status seqk__titans_check_values(const char *fn, const float *eta, const float *theta,
                                       const float *alpha, int64_t n, const float *state_in,
                                       int64_t N, int64_t H, int64_t K, int64_t V, int64_t b);
+
+/* The seqk__lin view of a Titans call that both directions walk: sizes,
+ * sequences, the mini-batch as the chunk, scale, the L2-norm flag, q, k, v
+ * (P zeroed first; o and the state pointers are the caller's). */
+static inline void seqk__titans_lin(seqk__lin *P, int64_t B, int64_t T, int64_t H, int64_t K,
+                                    int64_t V, int64_t N, int64_t minibatch,
+                                    const int32_t *cu_host, float scale, unsigned flags,
+                                    const float *q, const float *k, const float *v)
+{
+    P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
+    P->chunk = minibatch;
+    P->cu = cu_host;
+    P->scale = scale;
+    P->flags = (flags & SEQK_TITANS_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
+    P->q = q, P->k = k, P->v = v;
+}
 
 /* log x for the cumulated gates, x in [0, 1]; 0 -> -1e4 (exp of anything
  * that includes it is 0 in float, and differences stay finite). */

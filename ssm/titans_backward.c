@@ -647,12 +647,7 @@ seqk_status seqk_titans_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
     ttb_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
-    P->chunk = minibatch;
-    P->cu = cu_host;
-    P->scale = scale;
-    P->flags = (flags & SEQK_TITANS_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
-    P->q = q, P->k = k, P->v = v;
+    seqk__titans_lin(P, B, T, H, K, V, N, minibatch, cu_host, scale, flags, q, k, v);
     D.eta = eta, D.theta = theta, D.alpha = alpha;
     D.b = minibatch, D.E = E;
     D.s_in = state_in, D.dout = dout, D.ds_out = dstate_out;
