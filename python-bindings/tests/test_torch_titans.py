@@ -5,7 +5,7 @@ seqk_titans_backward).
 The gradients of L = <o, W_o> + <final_state, W_s> (random W over the output
 and the final state) from seqk.torch.titans (float32) are compared with
 PyTorch autograd through a plain-PyTorch float64 token loop of the Titans
-recurrence written here from include/seqk.h, relative error
+recurrence (torch_reference.py, from include/seqk.h), relative error
 max|g - g_ref| / max|g_ref| <= 1e-4: T = 13 (prime), H = 3, K = 5 != V = 4,
 mini-batches 1, 4 and 5, the L2 norm on and off, a batch of 2 with initial
 states at random positions (Mhat read where the position is not 0), varlen
@@ -19,6 +19,7 @@ import pytest
 seqk = pytest.importorskip("seqk")
 torch = pytest.importorskip("torch")
 from seqk import torch as st  # noqa: E402  (needs torch)
+from torch_reference import R, rel  # noqa: E402  (the plain-PyTorch references; needs torch)
 
 if not seqk.has_op("titans_backward"):
     pytest.skip("the loaded libseqk has no seqk_titans_backward", allow_module_level=True)
@@ -30,68 +31,7 @@ E = 3 * KV + 8
 CU = [0, 5, 5, 6, 13]  # 4 sequences: lengths 5, 0, 1, 7
 
 
-def rel(x, ref):
-    x, ref = x.detach().double(), ref.detach().double()
-    assert x.shape == ref.shape, (x.shape, ref.shape)
-    return float((x - ref).abs().max() / max(float(ref.abs().max()), 1e-30))
-
-
-def _l2n(x):
-    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-6)
-
-
-def titans_ref(q, k, v, eta, theta, alpha, scale=None, initial_state=None, output_final_state=False,
-               cu_seqlens=None, *, minibatch, l2norm_qk=False):
-    """The Titans recurrence, token by token (seqk.h): Mhat = M_{t-1} when token
-    t starts a mini-batch; S = eta S - theta k (Mhat^T k - v)^T;
-    M = (1 - alpha) M + S; o = M^T (scale q). State [N, H, 3KV + 8]: M, S,
-    Mhat, pos, 7 reserved (Mhat = M where the final pos is 0)."""
-    if l2norm_qk:
-        q, k = _l2n(q), _l2n(k)
-    B_, T_, H_, K_ = q.shape
-    V_ = v.shape[-1]
-    kv = K_ * V_
-    scale = K_ ** -0.5 if scale is None else scale
-    if cu_seqlens is None:
-        bounds = [(b, 0, T_) for b in range(B_)]
-    else:
-        cu = [int(c) for c in cu_seqlens]
-        bounds = [(0, cu[n], cu[n + 1]) for n in range(len(cu) - 1)]
-    pieces, fins = [], []
-    for n, (b, s, e) in enumerate(bounds):
-        heads_o, heads_s = [], []
-        for h in range(H_):
-            if initial_state is None:
-                M = q.new_zeros(K_, V_)
-                S = q.new_zeros(K_, V_)
-                pos = 0
-                Mh = M
-            else:
-                blk = initial_state[n, h]
-                M, S = blk[:kv].reshape(K_, V_), blk[kv:2 * kv].reshape(K_, V_)
-                pos = int(blk[3 * kv].item())
-                Mh = blk[2 * kv:3 * kv].reshape(K_, V_) if pos else M
-            outs = []
-            for t in range(s, e):
-                if pos == 0:
-                    Mh = M
-                kt = k[b, t, h]
-                err = Mh.T @ kt - v[b, t, h]
-                S = eta[b, t, h] * S - theta[b, t, h] * torch.outer(kt, err)
-                M = (1 - alpha[b, t, h]) * M + S
-                outs.append(M.T @ (scale * q[b, t, h]))
-                pos = (pos + 1) % minibatch
-            if pos == 0:
-                Mh = M
-            heads_o.append(torch.stack(outs, 0) if outs else q.new_zeros(0, V_))
-            tail = q.new_zeros(8)
-            tail[0] = pos
-            heads_s.append(torch.cat([M.reshape(-1), S.reshape(-1), Mh.reshape(-1), tail]))
-        pieces.append((b, torch.stack(heads_o, 1)))
-        fins.append(torch.stack(heads_s, 0))
-    o = torch.stack([torch.cat([p for bb, p in pieces if bb == bi], 0) for bi in range(B_)], 0)
-    fin = torch.stack(fins, 0)
-    return (o, fin) if output_final_state else o
+titans_ref = R.titans
 
 
 def gen(shape, lo=None, hi=None, seed=[0]):  # noqa: B006 - a counter
