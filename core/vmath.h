@@ -146,6 +146,38 @@ static inline float seqk__dot(const float *x, const float *y, int64_t n)
     return s;
 }
 
+/* dst[0..n) = s * src[0..n) (s = 1: a copy, the same bits), for the rows
+ * of an output that a call writes once and never reads back (a backward's
+ * dq, dk, dv): the whole 64-byte lines of dst are stored past the cache
+ * (no read for ownership of a line the store misses: half the memory
+ * traffic), the partial lines at its two ends by ordinary stores (a line
+ * shared with a neighbouring row must not be streamed half). Such stores
+ * are weakly ordered: a thread ends its writes with seqk__stream_fence()
+ * before its results are read elsewhere (before the end of its parallel
+ * region). */
+static inline void seqk__store_row_nt(float *dst, const float *src, float s, int64_t n)
+{
+    int64_t j = 0;
+#ifdef __AVX2__
+    /* [j0, j1): the floats of the whole lines */
+    const int64_t j0 = (int64_t)((64 - ((uintptr_t)dst & 63)) & 63) / 4;
+    const int64_t j1 = j0 + (n - j0) / 16 * 16;
+    if (((uintptr_t)dst & 3) == 0 && j0 < n && j1 > j0) {
+        for (; j < j0; j++) dst[j] = s * src[j];
+        const __m256 vs = _mm256_set1_ps(s);
+        for (; j < j1; j += 8)
+            _mm256_stream_ps(dst + j, _mm256_mul_ps(vs, _mm256_loadu_ps(src + j)));
+    }
+#endif
+    for (; j < n; j++) dst[j] = s * src[j];
+}
+static inline void seqk__stream_fence(void)
+{
+#ifdef __AVX2__
+    _mm_sfence();
+#endif
+}
+
 /* softplus(x) = log(1 + e^x), without overflow for large x. */
 static inline float seqk__softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 

@@ -374,8 +374,8 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         const float *dq = b->dQ + i * K, *dk = b->dK + i * K;
         float *oq = out->dq + i * out->ldqk, *ok = out->dk + i * out->ldqk;
         if (!elu) {
-            for (int64_t j = 0; j < K; j++) oq[j] = P->scale * dq[j];
-            memcpy(ok, dk, (size_t)K * sizeof(float));
+            seqk__store_row_nt(oq, dq, P->scale, K);
+            seqk__store_row_nt(ok, dk, 1.0f, K);
         } else {
             const float *q = P->q + (r * P->Hqk + hq) * K, *k = P->k + (r * P->Hqk + hq) * K;
             for (int64_t j = 0; j < K; j++) {
@@ -391,7 +391,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
             for (int64_t j = 0; j < V; j++) ov[j] = s * dv[j];
             if (out->dvs) out->dvs[i * H] = seqk__dot(v, dv, V);
         } else {
-            memcpy(ov, dv, (size_t)V * sizeof(float));
+            seqk__store_row_nt(ov, dv, 1.0f, V);
         }
     }
 }
@@ -480,6 +480,7 @@ seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < P->N * H; item++)
             run_item(P, Gr, &pl, item / H, item % H, &b, hbuf_q, hbuf_k);
+        seqk__stream_fence(); /* the rows written by seqk__store_row_nt */
         if (pl.head_buf) { /* dq, dk of a q/k head: its heads' rows summed in head order */
             const int64_t Hqk = P->Hqk, per = H / Hqk;
 #pragma omp for schedule(static)
