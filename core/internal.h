@@ -35,17 +35,20 @@ struct seqk_context {
 
 /* ---- errors (core/error.c) ---------------------------------------------- */
 
-/* Sets this thread's message (printf format) and returns status. */
-seqk_status seqk__fail(seqk_status status, const char *fmt, ...) SEQK_PRINTF(2, 3);
+/* Sets this thread's message (printf format) and returns status.
+ * SEQK_API on the seqk__ helpers below: exported (though not in seqk.h) for
+ * libseqk_mpi (mpi/), a companion library built from this tree, so that its
+ * errors use this library's per-thread message and its checks. */
+SEQK_API seqk_status seqk__fail(seqk_status status, const char *fmt, ...) SEQK_PRINTF(2, 3);
 
 /* ---- validation (core/validate.c) --------------------------------------
  * Each check returns SEQK_SUCCESS or sets the message "fn: ..." and returns
  * the failing status. All index math is int64_t; products are checked. */
 
-seqk_status seqk__check_ctx(const char *fn, const seqk_context *ctx);
-seqk_status seqk__check_ptr(const char *fn, const char *arg, const void *p);
+SEQK_API seqk_status seqk__check_ctx(const char *fn, const seqk_context *ctx);
+SEQK_API seqk_status seqk__check_ptr(const char *fn, const char *arg, const void *p);
 /* v >= lo */
-seqk_status seqk__check_min(const char *fn, const char *arg, int64_t v, int64_t lo);
+SEQK_API seqk_status seqk__check_min(const char *fn, const char *arg, int64_t v, int64_t lo);
 /* lo <= v <= hi */
 seqk_status seqk__check_range(const char *fn, const char *arg, int64_t v, int64_t lo,
                               int64_t hi);
@@ -90,8 +93,8 @@ typedef struct seqk__arg {
 } seqk__arg;
 /* Every output overlaps neither an input nor another output (message:
  * "fn: dq=0x.. overlaps q=0x.."). */
-seqk_status seqk__check_disjoint(const char *fn, const seqk__arg *outs, int n_outs,
-                                 const seqk__arg *ins, int n_ins);
+SEQK_API seqk_status seqk__check_disjoint(const char *fn, const seqk__arg *outs, int n_outs,
+                                          const seqk__arg *ins, int n_ins);
 
 /* Gates (seqk.h, "Gates"): host arrays, checked on CPU contexts only, before
  * anything is written. seqk__check_values: lo <= x[i] <= hi for i < n (NaN
