@@ -1,19 +1,29 @@
 /* core/gemm.c -- see gemm.h.
  *
  * For the small matrices of a tile: for each slice of KC along the inner
- * dimension, op(B) is packed into column panels of NR columns (zero-padded),
- * and an MR x NR register tile accumulates over the slice, broadcasting
+ * dimension, op(B) is packed into column panels of nr columns (zero-padded),
+ * and an mr x nr register tile accumulates over the slice, broadcasting
  * op(A)'s elements straight from A (row-major or transposed: only the
- * strides differ, so A is never copied). With AVX2 + FMA the register tile is
- * seqk__sgemm_6x16 (gemm.h): MR = 6, NR = 16, 12 ymm accumulators. Edge tiles
- * go through a small buffer. */
+ * strides differ, so A is never copied). Two register tiles, chosen by the
+ * call's shape alone:
+ *   - AVX-512: 8 x 32 in 16 zmm accumulators (sgemm_8x32 below), for N of
+ *     at least 32 that pads to a multiple of 32 by at most a quarter (64,
+ *     128, 80, ...): twice the floats per FMA of AVX2;
+ *   - AVX2 + FMA: 6 x 16 in 12 ymm accumulators (seqk__sgemm_6x16, gemm.h),
+ *     for the other shapes and CPUs without AVX-512.
+ * Both accumulate every element in the order p = 0, 1, .. with one FMA per
+ * term and apply alpha and beta the same way: the same bits either way.
+ * Edge tiles: rows past the matrix repeat its last row (read, never stored);
+ * columns past it are computed on the zero padding and not stored. */
 #include "gemm.h"
 
 #include <stdint.h>
 #include <string.h>
 
 enum {
-    MR = 6, NR = 16, KC = 256,
+    MR = 6, NR = 16,         /* the AVX2 tile (and the portable one) */
+    MR_WIDE = 8, NR_WIDE = 32, /* the AVX-512 tile */
+    NR_MAX = 32, KC = 256,
     DIRECT_LDB = 512 /* op(B) rows at most this many floats apart may be read in place */
 };
 
@@ -23,7 +33,7 @@ size_t seqk__sgemm_pack_floats(int64_t M, int64_t N, int64_t Kd)
 {
     (void)M;
     int64_t kc = Kd < KC ? Kd : KC;
-    return (size_t)(round_up(N, NR) * kc) + 8;
+    return (size_t)(round_up(N, NR_MAX) * kc) + 16;
 }
 
 /* dst[j, i] = src[i, j] for i < m, j < n (rows lds and ldd apart); 8 x 8
@@ -61,29 +71,103 @@ void seqk__transpose(int64_t m, int64_t n, const float *src, int64_t lds, float 
         for (int64_t j = 0; j < n; j++) dst[j * ldd + i0] = src[i0 * lds + j];
 }
 
-/* op(B)[p, j] into panels: pb[(j/NR)*NR*kc + p*NR + j%NR]. */
+/* op(B)[p, j] into panels of NRP columns: pb[(j/NRP)*NRP*kc + p*NRP + j%NRP]. */
 static void pack_b(bool trans, int64_t N, int64_t p0, int64_t kc, const float *B, int64_t ldb,
-                   float *pb)
+                   int64_t NRP, float *pb)
 {
-    for (int64_t j0 = 0; j0 < N; j0 += NR) {
-        int64_t nr = N - j0 < NR ? N - j0 : NR;
+    for (int64_t j0 = 0; j0 < N; j0 += NRP) {
+        int64_t nr = N - j0 < NRP ? N - j0 : NRP;
         float *dst = pb + j0 * kc;
         if (!trans) {
             for (int64_t p = 0; p < kc; p++) {
                 const float *src = B + (p0 + p) * ldb + j0;
-                if (nr == NR) {
-                    memcpy(dst + p * NR, src, NR * sizeof(float));
-                } else {
-                    for (int64_t c = 0; c < nr; c++) dst[p * NR + c] = src[c];
-                    for (int64_t c = nr; c < NR; c++) dst[p * NR + c] = 0.0f;
-                }
+                memcpy(dst + p * NRP, src, (size_t)nr * sizeof(float));
+                for (int64_t c = nr; c < NRP; c++) dst[p * NRP + c] = 0.0f;
             }
         } else { /* op(B)[p, j0 + c] = B[j0 + c, p]: rows j0.. of B transposed */
-            seqk__transpose(nr, kc, B + j0 * ldb + p0, ldb, dst, NR);
+            seqk__transpose(nr, kc, B + j0 * ldb + p0, ldb, dst, NRP);
             for (int64_t p = 0; p < kc; p++)
-                for (int64_t c = nr; c < NR; c++) dst[p * NR + c] = 0.0f;
+                for (int64_t c = nr; c < NRP; c++) dst[p * NRP + c] = 0.0f;
         }
     }
+}
+
+#ifdef __AVX512F__
+/* The AVX-512 register tile: 8 rows x 32 columns in 16 zmm accumulators,
+ * c[r] += sum_{p<n} a[r][p * as] * b[p * ldb + 0..32), in the order
+ * p = 0, 1, .. (as seqk__sgemm_6x16 in gemm.h, twice as wide). */
+static inline __attribute__((always_inline)) void
+sgemm_8x32(int64_t n, const float *const a[8], int64_t as, const float *b, int64_t ldb,
+           __m512 c[8][2])
+{
+    __m512 c00 = c[0][0], c01 = c[0][1], c10 = c[1][0], c11 = c[1][1], c20 = c[2][0],
+           c21 = c[2][1], c30 = c[3][0], c31 = c[3][1], c40 = c[4][0], c41 = c[4][1],
+           c50 = c[5][0], c51 = c[5][1], c60 = c[6][0], c61 = c[6][1], c70 = c[7][0],
+           c71 = c[7][1];
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5],
+                *a6 = a[6], *a7 = a[7];
+    for (int64_t p = 0, i = 0; p < n; p++, i += as) {
+        const __m512 b0 = _mm512_loadu_ps(b + p * ldb), b1 = _mm512_loadu_ps(b + p * ldb + 16);
+        __m512 x = _mm512_set1_ps(a0[i]);
+        c00 = _mm512_fmadd_ps(x, b0, c00), c01 = _mm512_fmadd_ps(x, b1, c01);
+        x = _mm512_set1_ps(a1[i]);
+        c10 = _mm512_fmadd_ps(x, b0, c10), c11 = _mm512_fmadd_ps(x, b1, c11);
+        x = _mm512_set1_ps(a2[i]);
+        c20 = _mm512_fmadd_ps(x, b0, c20), c21 = _mm512_fmadd_ps(x, b1, c21);
+        x = _mm512_set1_ps(a3[i]);
+        c30 = _mm512_fmadd_ps(x, b0, c30), c31 = _mm512_fmadd_ps(x, b1, c31);
+        x = _mm512_set1_ps(a4[i]);
+        c40 = _mm512_fmadd_ps(x, b0, c40), c41 = _mm512_fmadd_ps(x, b1, c41);
+        x = _mm512_set1_ps(a5[i]);
+        c50 = _mm512_fmadd_ps(x, b0, c50), c51 = _mm512_fmadd_ps(x, b1, c51);
+        x = _mm512_set1_ps(a6[i]);
+        c60 = _mm512_fmadd_ps(x, b0, c60), c61 = _mm512_fmadd_ps(x, b1, c61);
+        x = _mm512_set1_ps(a7[i]);
+        c70 = _mm512_fmadd_ps(x, b0, c70), c71 = _mm512_fmadd_ps(x, b1, c71);
+    }
+    c[0][0] = c00, c[0][1] = c01, c[1][0] = c10, c[1][1] = c11, c[2][0] = c20, c[2][1] = c21;
+    c[3][0] = c30, c[3][1] = c31, c[4][0] = c40, c[4][1] = c41, c[5][0] = c50, c[5][1] = c51;
+    c[6][0] = c60, c[6][1] = c61, c[7][0] = c70, c[7][1] = c71;
+}
+
+/* micro_kernel (below) on the 8 x 32 tile; the corner's columns by masks. */
+static void micro_kernel_wide(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                              const float *pb, int64_t ldp, float alpha, float beta, float *C,
+                              int64_t ldc, int64_t mr, int64_t nr)
+{
+    const float *ar[MR_WIDE];
+    for (int r = 0; r < MR_WIDE; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
+    __m512 acc[MR_WIDE][2];
+    for (int r = 0; r < MR_WIDE; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    sgemm_8x32(kc, ar, cs, pb, ldp, acc);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
+    const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff
+                         : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u)
+                                   : (__mmask16)0;
+    for (int64_t r = 0; r < mr; r++) {
+        float *row = C + r * ldc;
+        __m512 o0 = _mm512_mul_ps(va, acc[r][0]), o1 = _mm512_mul_ps(va, acc[r][1]);
+        if (beta != 0.0f) { /* beta = 0: C is not read */
+            o0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, row), o0);
+            o1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, row + 16), o1);
+        }
+        _mm512_mask_storeu_ps(row, m0, o0);
+        _mm512_mask_storeu_ps(row + 16, m1, o1);
+    }
+}
+#endif
+
+/* Whether a call of N columns takes the AVX-512 tile (a rule of the shape
+ * alone, so that the same call always gives the same bits). */
+static bool wide_tile(int64_t N)
+{
+#ifdef __AVX512F__
+    return N >= NR_WIDE && round_up(N, NR_WIDE) - N <= N / 4;
+#else
+    (void)N;
+    return false;
+#endif
 }
 
 /* acc[MR][NR] = sum_p A[r, p] * pb[p * ldp + c] over kc, with A[r, p] read
@@ -145,22 +229,24 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
     }
     /* op(A)[i, p] = A[i * rs + p * cs] */
     const int64_t rs = trans_a ? 1 : lda, cs = trans_a ? lda : 1;
+    const bool wide = wide_tile(N);
+    const int64_t mrt = wide ? MR_WIDE : MR, nrt = wide ? NR_WIDE : NR;
     /* op(B) already in the shape of packed panels (not transposed, rows
      * 32-byte aligned, whole panels) with rows close together (a matrix of
      * the caller's scratch, in cache) is read in place: no packing. A
      * strided op(B) (token rows of an input) is packed once instead. */
-    const bool direct = !trans_b && N % NR == 0 && ldb % 8 == 0 && ldb <= DIRECT_LDB &&
+    const bool direct = !trans_b && N % nrt == 0 && ldb % 8 == 0 && ldb <= DIRECT_LDB &&
                         ((uintptr_t)B & 31) == 0;
     for (int64_t p0 = 0; p0 < Kd; p0 += KC) {
         const int64_t kc = Kd - p0 < KC ? Kd - p0 : KC;
         const float beta_k = p0 == 0 ? beta : 1.0f;
         if ((causal & SEQK__GEMM_LOWER_A) && p0 >= M) break; /* op(A) is 0 from column M on */
         const float *pb = direct ? B + p0 * ldb : pack;
-        const int64_t ldp = direct ? ldb : NR, jstep = direct ? NR : NR * kc;
-        if (!direct) pack_b(trans_b, N, p0, kc, B, ldb, pack);
-        for (int64_t j0 = 0; j0 < N; j0 += NR)
-            for (int64_t i0 = 0; i0 < M; i0 += MR) {
-                const int64_t mr = M - i0 < MR ? M - i0 : MR;
+        const int64_t ldp = direct ? ldb : nrt, jstep = direct ? nrt : nrt * kc;
+        if (!direct) pack_b(trans_b, N, p0, kc, B, ldb, nrt, pack);
+        for (int64_t j0 = 0; j0 < N; j0 += nrt)
+            for (int64_t i0 = 0; i0 < M; i0 += mrt) {
+                const int64_t mr = M - i0 < mrt ? M - i0 : mrt;
                 if ((causal & SEQK__GEMM_LOWER_C) && j0 > i0 + mr - 1) continue;
                 int64_t kt = kc, ks = 0; /* the inner range [ks, kt) this tile needs */
                 if ((causal & SEQK__GEMM_LOWER_A) && i0 + mr - p0 < kt) kt = i0 + mr - p0;
@@ -169,9 +255,16 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
                     if (p0 > 0) continue; /* C already holds its sum */
                     kt = ks = 0;          /* first slice: C = beta C (an empty sum) */
                 }
-                micro_kernel(kt - ks, A + i0 * rs + (p0 + ks) * cs, rs, cs,
-                             pb + j0 / NR * jstep + ks * ldp, ldp, alpha, beta_k,
-                             C + i0 * ldc + j0, ldc, mr, N - j0 < NR ? N - j0 : NR);
+                const float *at = A + i0 * rs + (p0 + ks) * cs, *bt = pb + j0 / nrt * jstep + ks * ldp;
+                float *ct = C + i0 * ldc + j0;
+                const int64_t nr = N - j0 < nrt ? N - j0 : nrt;
+#ifdef __AVX512F__
+                if (wide) {
+                    micro_kernel_wide(kt - ks, at, rs, cs, bt, ldp, alpha, beta_k, ct, ldc, mr, nr);
+                    continue;
+                }
+#endif
+                micro_kernel(kt - ks, at, rs, cs, bt, ldp, alpha, beta_k, ct, ldc, mr, nr);
             }
     }
 }

@@ -1,0 +1,157 @@
+/*
+ * tests/internal/test_gemm.c -- core/gemm.c, the register-tiled sgemm every
+ * chunked op runs on, tested directly (it is internal: this program compiles
+ * core/gemm.c itself, with the library's flags).
+ *
+ *   C = alpha op(A) op(B) + beta C, op = identity or transpose, and the
+ *   causal variants (LOWER_C: only j <= i written; LOWER_A / UPPER_A: A's
+ *   zeros above / below the diagonal skipped)
+ *
+ * against a float64 loop, for shapes on both sides of every tile boundary
+ * (the AVX2 6 x 16 tile and, on AVX-512 CPUs, the 8 x 32 one: N = 1 .. 130,
+ * M not a multiple of 6 or 8, Kd past the KC = 256 slice), leading dimensions
+ * wider than the matrices, op(B) read in place or packed (aligned and
+ * misaligned), beta = 0 with NaN in C (never read) and beta != 0, and
+ * the columns past C's (within its leading dimension) left untouched. Then the claim of gemm.c that both tiles give the same bits:
+ * a product of 64 columns (the wide tile where there is one) equals, bit
+ * for bit, the same product computed 16 columns at a time (the AVX2 tile).
+ */
+#include "../../core/gemm.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures, checks;
+static double worst;
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float urand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static float *alloc_f(size_t n, size_t misalign)
+{
+    /* 64-byte aligned plus misalign floats */
+    float *p = aligned_alloc(64, ((n + misalign) * sizeof(float) + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "test_gemm: out of memory\n");
+        exit(1);
+    }
+    return p + misalign;
+}
+
+/* one call against float64; A is stored [M,Kd] (or [Kd,M] transposed), B
+ * [Kd,N] (or [N,Kd]); lda/ldb/ldc = the minimum + pad */
+static void check(unsigned causal, int ta, int tb, int64_t M, int64_t N, int64_t Kd, float alpha,
+                  float beta, int64_t pad, size_t misalign_b)
+{
+    const int64_t lda = (ta ? M : Kd) + pad, ldb = (tb ? Kd : N) + pad, ldc = N + pad;
+    const int64_t arows = ta ? Kd : M, brows = tb ? N : Kd;
+    float *A = alloc_f((size_t)(arows * lda), 0), *Bm = alloc_f((size_t)(brows * ldb), misalign_b);
+    float *C = alloc_f((size_t)(M * ldc), 0), *C0 = malloc((size_t)(M * ldc) * sizeof(float));
+    float *pack = alloc_f(seqk__sgemm_pack_floats(M, N, Kd), 0);
+    for (int64_t i = 0; i < arows * lda; i++) A[i] = urand();
+    for (int64_t i = 0; i < brows * ldb; i++) Bm[i] = urand();
+    /* op(A)'s structural zeros, as the callers hold them */
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t p = 0; p < Kd; p++) {
+            const int zero = ((causal & SEQK__GEMM_LOWER_A) && p > i) ||
+                             ((causal & SEQK__GEMM_UPPER_A) && p < i);
+            if (zero) A[ta ? p * lda + i : i * lda + p] = 0.0f;
+        }
+    for (int64_t i = 0; i < M * ldc; i++) C[i] = beta == 0.0f ? NAN : urand();
+    memcpy(C0, C, (size_t)(M * ldc) * sizeof(float));
+    seqk__sgemm_causal(causal, ta, tb, M, N, Kd, alpha, A, lda, Bm, ldb, beta, C, ldc, pack);
+    char what[160];
+    snprintf(what, sizeof what, "causal=%u ta=%d tb=%d M=%lld N=%lld Kd=%lld alpha=%g beta=%g pad=%lld mis=%zu",
+             causal, ta, tb, (long long)M, (long long)N, (long long)Kd, alpha, beta, (long long)pad,
+             misalign_b);
+    double err = 0.0;
+    int bad = 0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < ldc; j++) {
+            const float got = C[i * ldc + j];
+            if (j >= N) { /* past C's columns: untouched, bit for bit (NaN stays NaN) */
+                if (memcmp(&got, &C0[i * ldc + j], sizeof got) != 0) bad = 1;
+                continue;
+            }
+            if ((causal & SEQK__GEMM_LOWER_C) && j > i) continue; /* not wanted: any value */
+            double ref = 0.0, mag = 0.0;
+            for (int64_t p = 0; p < Kd; p++) {
+                const double a = A[ta ? p * lda + i : i * lda + p];
+                const double b = Bm[tb ? j * ldb + p : p * ldb + j];
+                ref += a * b, mag += fabs(a * b);
+            }
+            ref *= alpha, mag *= fabs(alpha);
+            if (beta != 0.0f) ref += (double)beta * C0[i * ldc + j], mag += fabs(beta * C0[i * ldc + j]);
+            const double e = fabs(got - ref) / (mag + 1e-30);
+            if (!(e <= 1e-6)) bad = 1;
+            if (e > err || e != e) err = e != e ? INFINITY : e;
+        }
+    checks++;
+    if (err > worst) worst = err;
+    if (bad && ++failures <= 20) {
+        fprintf(stderr, "FAIL %s: error %.3g (relative to sum |terms|) or a write outside C\n", what, err);
+    }
+    free(A - 0), free(Bm - misalign_b), free(C), free(C0), free(pack);
+}
+
+/* the same product as one call and as calls of 16 columns: the same bits */
+static void check_tiles_agree(int ta, int tb, int64_t M, int64_t Kd)
+{
+    const int64_t N = 64;
+    float *A = alloc_f((size_t)(M * Kd), 0), *Bm = alloc_f((size_t)(N * Kd), 0);
+    float *C1 = alloc_f((size_t)(M * N), 0), *C2 = alloc_f((size_t)(M * N), 0);
+    float *pack = alloc_f(seqk__sgemm_pack_floats(M, N, Kd), 0);
+    for (int64_t i = 0; i < M * Kd; i++) A[i] = urand();
+    for (int64_t i = 0; i < N * Kd; i++) Bm[i] = urand();
+    for (int64_t i = 0; i < M * N; i++) C1[i] = C2[i] = urand();
+    seqk__sgemm(ta, tb, M, N, Kd, 0.75f, A, ta ? M : Kd, Bm, tb ? Kd : N, 0.5f, C1, N, pack);
+    for (int64_t j0 = 0; j0 < N; j0 += 16)
+        seqk__sgemm(ta, tb, M, 16, Kd, 0.75f, A, ta ? M : Kd, tb ? Bm + j0 * Kd : Bm + j0,
+                    tb ? Kd : N, 0.5f, C2 + j0, N, pack);
+    checks++;
+    if (memcmp(C1, C2, (size_t)(M * N) * sizeof(float)) != 0) {
+        failures++;
+        fprintf(stderr, "FAIL ta=%d tb=%d M=%lld Kd=%lld: 64 columns at once differ from 16 at a time\n",
+                ta, tb, (long long)M, (long long)Kd);
+    }
+    free(A), free(Bm), free(C1), free(C2), free(pack);
+}
+
+int main(void)
+{
+    static const int64_t Ns[] = {1, 5, 16, 17, 31, 32, 33, 48, 56, 63, 64, 65, 80, 96, 100, 128, 130};
+    static const int64_t Ms[] = {1, 6, 7, 8, 13, 64, 67};
+    static const int64_t Ks[] = {1, 3, 64, 300};
+    static const unsigned causals[] = {0u, SEQK__GEMM_LOWER_C, SEQK__GEMM_LOWER_A, SEQK__GEMM_UPPER_A};
+    for (size_t c = 0; c < sizeof causals / sizeof *causals; c++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (size_t n = 0; n < sizeof Ns / sizeof *Ns; n++)
+                    for (size_t m = 0; m < sizeof Ms / sizeof *Ms; m++)
+                        for (size_t k = 0; k < sizeof Ks / sizeof *Ks; k++) {
+                            const int64_t M = Ms[m], N = Ns[n], Kd = Ks[k];
+                            if (causals[c] && (Kd == 300) != (M == 67 && N == 64)) continue;
+                            const float beta = (n + k) % 2 ? 0.0f : 0.5f;
+                            /* pad 0: op(B) read in place where it can be; pad 3 and a
+                             * misaligned B: packed */
+                            check(causals[c], ta, tb, M, N, Kd, 1.25f, beta, 0, 0);
+                            if ((n + m + k) % 3 == 0)
+                                check(causals[c], ta, tb, M, N, Kd, -0.5f, 1.0f - beta, 3,
+                                      (n + m) % 2 ? 1 : 8);
+                        }
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            check_tiles_agree(ta, tb, 64, 64);
+            check_tiles_agree(ta, tb, 13, 300);
+        }
+    printf("test_gemm: %d checks, %d failures, worst error %.3g (relative to the sum of |terms|)\n",
+           checks, failures, worst);
+    return failures ? 1 : 0;
+}
