@@ -26,8 +26,22 @@ and plain PyTorch, written here from the math as CPU users write it:
                     of its two modes) + seqk_selective_scan_backward; and the
                     backward alone (the graph kept), in the columns "bwd".
                     Issue #16's target: peer/seqk >= 20 (forward + backward)
-  deltanet          the naive chunked WY form of gated DeltaNet (forward
-                    substitution in Python over the chunk, loop over chunks)
+  deltanet          the chunked WY form of gated DeltaNet (the chunk's
+                    triangular system by torch.linalg.solve_triangular, loop
+                    over chunks)
+  <op>_fwdbwd       a training step of one layer: forward + backward through
+                    seqk.torch (the autograd Functions; leaves with
+                    requires_grad, loss (o * do).sum() with a fixed random do)
+                    against PyTorch autograd through the plain forms here:
+                    softmax_attention (SDPA), linear_attention,
+                    retention (the gated form at g = log gamma),
+                    gated_retention, mamba2 (torch_mamba2: the SSD form on
+                    torch_gated_retention), deltanet and gated_deltanet
+                    (torch_deltanet, the L2 norm of q, k in PyTorch),
+                    titans (torch_titans, mini-batch b = 64), selective_scan
+                    (torch_selective_scan_ref, D = H K channels, N = 16);
+                    B=2 T=4096 H=8 K=V=64 (--quick: B=1 T=256 H=2 K=V=16);
+                    rel err: the worst input gradient's (norm-wise)
 Each case: both sides get the same data in their own layout (seqk token-major
 [B,T,H,D]; the peers [B,H,T,D]), the outputs are compared (relative error
 printed, so the two compute the same function), then calls are interleaved
@@ -50,9 +64,15 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-bindings"))
 import seqk  # noqa: E402
+from seqk import torch as ST  # noqa: E402  (the autograd Functions)
 
 
 # ---- peers: plain PyTorch ----------------------------------------------------------------------
+
+# CHUNK_SLICES: the loops over chunks (mini-batches, tokens) take their per-step slices by unbind,
+# not by indexing (U[:, :, c]): under autograd each indexed slice's backward materialises a zero
+# gradient of the whole tensor, which makes the backward quadratic in the number of chunks (the
+# gated DeltaNet row: 28 s instead of ~1 s at T = 4096), and any seqk backward look fast against it.
 
 def torch_linear_attention(q, k, v, C=64):
     """o_t = sum_{s<=t} (q_t.k_s) v_s, chunked. q, k [B,H,T,K], v [B,H,T,V]; T % C == 0."""
@@ -79,9 +99,9 @@ def torch_gated_retention(q, k, v, g, C=64):
     U = (k * torch.exp(last[..., None] - G)[..., None]).transpose(-1, -2) @ v
     S = torch.zeros(B, H, K, v.shape[-1])
     before = []
-    for c in range(n):
+    for a, u in zip(torch.exp(last).unbind(2), U.unbind(2)):   # chunk slices by unbind: see CHUNK_SLICES
         before.append(S)
-        S = torch.exp(last[:, :, c])[..., None, None] * S + U[:, :, c]
+        S = a[..., None, None] * S + u
     o = o + (q * torch.exp(G)[..., None]) @ torch.stack(before, 2)
     return o.reshape(B, H, T, -1)
 
@@ -115,31 +135,97 @@ def torch_selective_scan_ref(u, delta, A, Bm, Cm, D, z=None, delta_bias=None, de
     return (out, x) if return_last_state else out
 
 
-def torch_deltanet(q, k, v, beta, g, C=64):
-    """Gated DeltaNet, naive chunked WY form; beta, g [B,H,T]."""
+def torch_deltanet(q, k, v, beta, g=None, C=64):
+    """DeltaNet (g None) / gated DeltaNet, the chunked WY form; beta, g [B,H,T].
+    Within a chunk the delta rule's u = (I + L)^-1 diag(beta) (v - ...) with
+    L_ij = beta_i (k_i.k_j) gamma_ij (j < i) comes from one batched
+    triangular solve (differentiable, so autograd runs through it); the
+    chunk states by a loop over chunks."""
     B, H, T, K = q.shape
     V = v.shape[-1]
     n = T // C
     q, k, v = (x.reshape(B, H, n, C, x.shape[-1]) for x in (q, k, v))
-    beta, G = beta.reshape(B, H, n, C), g.reshape(B, H, n, C).cumsum(-1)
+    beta = beta.reshape(B, H, n, C)
     incl = torch.ones(C, C, dtype=torch.bool).tril()
-    gamma = torch.exp((G[..., :, None] - G[..., None, :]).masked_fill(~incl, float("-inf")))
-    A = -(beta[..., None] * (k @ k.transpose(-1, -2)) * gamma).tril(-1)
-    for i in range(1, C):                             # T = (I + strict_lower(...))^-1
-        A[..., i, :i] = A[..., i, :i] + (A[..., i, :, None].clone() * A[..., :, :i]).sum(-2)
-    Tm = A + torch.eye(C)
+    eye = torch.eye(C)
+    if g is None:
+        G = q.new_zeros(B, H, n, C)
+        gamma = incl.to(q.dtype)
+    else:
+        G = g.reshape(B, H, n, C).cumsum(-1)
+        gamma = torch.exp((G[..., :, None] - G[..., None, :]).masked_fill(~incl, float("-inf")))
+    L = (beta[..., None] * (k @ k.transpose(-1, -2)) * gamma).tril(-1)
+    Tm = torch.linalg.solve_triangular(L + eye, eye.expand_as(L), upper=False, unitriangular=True)
     U = Tm @ (beta[..., None] * v)
     W = Tm @ (beta[..., None] * torch.exp(G)[..., None] * k)
-    S = torch.zeros(B, H, K, V)
-    out = torch.empty(B, H, n, C, V)
     qk = (q @ k.transpose(-1, -2)) * gamma
-    for c in range(n):
-        vnew = U[:, :, c] - W[:, :, c] @ S
-        out[:, :, c] = (q[:, :, c] * torch.exp(G[:, :, c])[..., None]) @ S + qk[:, :, c] @ vnew
-        last = G[:, :, c, -1]
-        kd = k[:, :, c] * torch.exp(last[..., None] - G[:, :, c])[..., None]
-        S = torch.exp(last)[..., None, None] * S + kd.transpose(-1, -2) @ vnew
-    return out.reshape(B, H, T, V)
+    qg = q * torch.exp(G)[..., None]
+    kd = k * torch.exp(G[..., -1:] - G)[..., None]
+    S = q.new_zeros(B, H, K, V)
+    out = []
+    for u, w, qgc, qkc, kdc, a in zip(*(x.unbind(2) for x in (U, W, qg, qk, kd, torch.exp(G[..., -1])))):
+        vnew = u - w @ S                              # (chunk slices by unbind: see CHUNK_SLICES)
+        out.append(qgc @ S + qkc @ vnew)
+        S = a[..., None, None] * S + kdc.transpose(-1, -2) @ vnew
+    return torch.stack(out, 2).reshape(B, H, T, V)
+
+
+def torch_mamba2(x, dt, A, Bm, Cm, D, dt_bias, C=64):
+    """Mamba2 (SSD) as seqk_mamba2 defines it (include/seqk.h): d = softplus(dt +
+    dt_bias), gated retention with q = C, k = B, v = d x, g = d A, scale 1,
+    plus D x. x [B,H,T,P], dt [B,H,T], A, D, dt_bias [H], Bm, Cm [B,G,T,N]
+    (head h reads group h / (H/G)); the chunked form of torch_gated_retention."""
+    H = x.shape[1]
+    grp = torch.arange(H) // (H // Bm.shape[1])
+    d = torch.nn.functional.softplus(dt + dt_bias[:, None])
+    y = torch_gated_retention(Cm[:, grp], Bm[:, grp], d[..., None] * x, d * A[:, None], C)
+    return y + D[:, None, None] * x
+
+
+def l2norm(x):
+    """x / sqrt(sum x^2 + 1e-6) over the last dim, as seqk's *_L2NORM_QK flags."""
+    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + 1e-6)
+
+
+def torch_titans(q, k, v, eta, theta, alpha, b, scale):
+    """The Titans linear memory as seqk_titans defines it (include/seqk.h, with
+    SEQK_TITANS_L2NORM_QK; zero initial state), mini-batch by mini-batch: the
+    mini-batch's gradients k_s e_s^T at the memory it started with (Gerr = K
+    Mhat - V, one product), then its momentum and forgetting in closed form
+    (m_t, beta_t: the products of eta and 1 - alpha over the mini-batch up to
+    t, by cumulative sums of logs), o_t = beta_t M0^T q_t + f_t S0^T q_t -
+    sum_{s<=t} Gmix_ts theta_s (q_t.k_s) Gerr_s with Gmix = Lb Lm (Lb_tr =
+    beta_t/beta_r, Lm_rs = m_r/m_s, r >= s) and f = Lb m, and the state
+    after it by two more products; a loop over mini-batches. q, k [B,H,T,K],
+    v [B,H,T,V], gates [B,H,T] (eta > 0, alpha < 1: the logs); T % b == 0."""
+    B, H, T, K = q.shape
+    V = v.shape[-1]
+    n = T // b
+    q, k = l2norm(q) * scale, l2norm(k)
+    q, k, v = (x.reshape(B, H, n, b, x.shape[-1]) for x in (q, k, v))
+    theta = theta.reshape(B, H, n, b)
+    lm = torch.log(eta).reshape(B, H, n, b).cumsum(-1)
+    lb = torch.log1p(-alpha).reshape(B, H, n, b).cumsum(-1)
+    incl = torch.ones(b, b, dtype=torch.bool).tril()
+    ratio = lambda x: torch.exp((x[..., :, None] - x[..., None, :]).masked_fill(~incl, float("-inf")))  # noqa: E731
+    Lb, Lm = ratio(lb), ratio(lm)
+    Gmix = Lb @ Lm                                    # [B,H,n,b,b], lower triangular
+    f = (Lb @ torch.exp(lm)[..., None])[..., 0]       # [B,H,n,b]
+    Ain = (q @ k.transpose(-1, -2)) * Gmix * theta[..., None, :]
+    wM = (Gmix[..., -1, :] * theta)[..., None]        # the end-of-mini-batch weights of Gerr
+    wS = (torch.exp(lm[..., -1:] - lm) * theta)[..., None]
+    beta = torch.exp(lb)
+    ends = (x[..., -1, None, None] for x in (beta, f, torch.exp(lm)))   # [B,H,n,1,1] each
+    M = q.new_zeros(B, H, K, V)
+    S = q.new_zeros(B, H, K, V)
+    out = []
+    for qc, kc, vc, bc, fc, Ac, wMc, wSc, be, fe, me in zip(
+            *(x.unbind(2) for x in (q, k, v, beta[..., None], f[..., None], Ain, wM, wS, *ends))):
+        E = kc @ M - vc                               # Gerr, at Mhat = M (slices by unbind: see CHUNK_SLICES)
+        out.append(bc * (qc @ M) + fc * (qc @ S) - Ac @ E)
+        kT = kc.transpose(-1, -2)
+        M, S = be * M + fe * S - kT @ (wMc * E), me * S - kT @ (wSc * E)
+    return torch.stack(out, 2).reshape(B, H, T, V)
 
 
 # ---- timing -------------------------------------------------------------------------------------
@@ -351,6 +437,157 @@ def case_selective_backward(ctx, rng, B, T, D, N):
     return ours, peer, compare, None, (ours_bwd, peer_bwd)
 
 
+# ---- forward + backward through seqk.torch against PyTorch autograd through the peers -----------
+
+# how a seqk-layout array becomes the peer's ([B,T,H,D] -> [B,H,T,D], [B,T,H] -> [B,H,T], [B,T,G,N]
+# -> [B,G,T,N]: the same transposition), and the peer's gradient back (the same again)
+HEADS = lambda x: x.swapaxes(1, 2)                    # noqa: E731
+AS_IS = lambda x: x                                   # noqa: E731
+
+
+def fwdbwd(rng, inputs, ours_fn, peer_fn):
+    """A training step's forward + backward: inputs [(array in seqk's layout,
+    layout function, requires grad)]; ours_fn / peer_fn take the tensors (the
+    peer's in its layout) and return the output, seqk's [B,T,H,V] (or
+    [B,T,D]), the peer's in HEADS of it. Loss (o * do).sum() with one fixed
+    random do; each call zeroes the grads, runs forward + backward and
+    returns the leaves' gradients. compare: the worst gradient's relative
+    error (norm-wise), the peer's mapped back to seqk's layout."""
+    def leaves(peer):
+        return [torch.from_numpy(np.ascontiguousarray(lay(x) if peer else x)).requires_grad_(grad)
+                for x, lay, grad in inputs]
+    ours_in, peer_in = leaves(False), leaves(True)
+    with torch.no_grad():
+        shape = ours_fn(*ours_in).shape
+    do = rng.standard_normal(tuple(shape), dtype=np.float32)
+    do_ours, do_peer = torch.from_numpy(do), torch.from_numpy(np.ascontiguousarray(HEADS(do)))
+
+    def step(fn, xs, do_t):
+        for x in xs:
+            x.grad = None
+        (fn(*xs) * do_t).sum().backward()
+        return [x.grad for x in xs if x.requires_grad]
+
+    def compare(ours_grads, peer_grads):
+        lays = [lay for _, lay, grad in inputs if grad]
+        return max(rel_err(a.numpy(), lay(b.numpy())) for a, b, lay in zip(ours_grads, peer_grads, lays))
+    return (lambda: step(ours_fn, ours_in, do_ours)), (lambda: step(peer_fn, peer_in, do_peer)), compare, None
+
+
+def qkv(rng, B, T, H, K, scale=1.0):
+    return [(rng.standard_normal((B, T, H, K), dtype=np.float32) * s, HEADS, True) for s in (scale, scale, 1.0)]
+
+
+def gate(rng, B, T, H, lo, hi, grad=True):
+    return (rng.uniform(lo, hi, (B, T, H)).astype(np.float32), HEADS, grad)
+
+
+def case_softmax_fwdbwd(ctx, rng, B, T, H, K):
+    scale = K ** -0.5
+    return fwdbwd(rng, qkv(rng, B, T, H, K),
+                  lambda q, k, v: ST.attention_parallel(q, k, v, causal=True, scale=scale, ctx=ctx),
+                  lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                                   scale=scale))
+
+
+def case_linear_fwdbwd(ctx, rng, B, T, H, K):
+    return fwdbwd(rng, qkv(rng, B, T, H, K, K ** -0.5),
+                  lambda q, k, v: ST.linear_attention(q, k, v, scale=1.0, ctx=ctx), torch_linear_attention)
+
+
+def case_retention_fwdbwd(ctx, rng, B, T, H, K):
+    """RetNet's fixed decays (seqk's default gamma_h = 1 - 2^(-5-h)), no gradient
+    into them; the peer: the gated chunked form at g = log gamma."""
+    gamma = (1.0 - 2.0 ** (-5.0 - np.arange(H))).astype(np.float32)
+    g = torch.from_numpy(np.log(gamma))[None, :, None].expand(B, H, T)
+    return fwdbwd(rng, qkv(rng, B, T, H, K, K ** -0.5) + [(gamma, AS_IS, False)],
+                  lambda q, k, v, gm: ST.retention(q, k, v, gm, scale=1.0, ctx=ctx),
+                  lambda q, k, v, gm: torch_gated_retention(q, k, v, g))
+
+
+def case_gated_fwdbwd(ctx, rng, B, T, H, K):
+    return fwdbwd(rng, qkv(rng, B, T, H, K, K ** -0.5) + [gate(rng, B, T, H, -0.1, 0.0)],
+                  lambda q, k, v, g: ST.gated_retention(q, k, v, g, scale=1.0, ctx=ctx), torch_gated_retention)
+
+
+def case_mamba2_fwdbwd(ctx, rng, B, T, H, K):
+    """x [B,T,H,P=K], Nst = K, one group, softplus dt with dt_bias, D skip (the
+    seqk-bench backward suite's ranges); gradients into all seven."""
+    f32 = np.float32
+    inputs = [(rng.standard_normal((B, T, H, K), dtype=f32), HEADS, True),     # x
+              gate(rng, B, T, H, -3.0, -1.0),                                  # raw dt
+              (rng.uniform(-2.0, -0.5, H).astype(f32), AS_IS, True),           # A
+              (rng.standard_normal((B, T, 1, K), dtype=f32), HEADS, True),     # B
+              (rng.standard_normal((B, T, 1, K), dtype=f32), HEADS, True),     # C
+              (rng.uniform(0.5, 1.5, H).astype(f32), AS_IS, True),             # D
+              (rng.uniform(-1.0, 0.0, H).astype(f32), AS_IS, True)]            # dt_bias
+    return fwdbwd(rng, inputs,
+                  lambda x, dt, A, Bm, Cm, D, bias: ST.mamba2(x, dt, A, Bm, Cm, D, dt_bias=bias, dt_softplus=True,
+                                                             ctx=ctx),
+                  torch_mamba2)
+
+
+def case_deltanet_fwdbwd(ctx, rng, B, T, H, K, gated=False):
+    """q, k through the L2 norm (in seqk's kernel; in PyTorch for the peer), beta
+    in (0, 1), with gated: g in (-0.1, 0)."""
+    inputs = qkv(rng, B, T, H, K) + [gate(rng, B, T, H, 0.0, 1.0)]
+    if gated:
+        inputs.append(gate(rng, B, T, H, -0.1, 0.0))
+    return fwdbwd(rng, inputs,
+                  lambda q, k, v, beta, g=None: ST.deltanet(q, k, v, beta, g, scale=1.0, l2norm_qk=True, ctx=ctx),
+                  lambda q, k, v, beta, g=None: torch_deltanet(l2norm(q), l2norm(k), v, beta, g))
+
+
+def case_gated_deltanet_fwdbwd(ctx, rng, B, T, H, K):
+    return case_deltanet_fwdbwd(ctx, rng, B, T, H, K, gated=True)
+
+
+TITANS_B = 64  # the mini-batch of the titans rows
+
+
+def case_titans_fwdbwd(ctx, rng, B, T, H, K):
+    """The seqk-bench ranges (eta in (0.8, 0.95), theta in (0, 0.1), alpha in
+    (0, 0.05)), the L2 norm, mini-batch TITANS_B, scale K^-1/2."""
+    b, scale = min(TITANS_B, T), K ** -0.5
+    inputs = qkv(rng, B, T, H, K) + [gate(rng, B, T, H, 0.8, 0.95), gate(rng, B, T, H, 0.0, 0.1),
+                                     gate(rng, B, T, H, 0.0, 0.05)]
+    return fwdbwd(rng, inputs,
+                  lambda q, k, v, eta, theta, alpha: ST.titans(q, k, v, eta, theta, alpha, scale=scale, minibatch=b,
+                                                               l2norm_qk=True, ctx=ctx),
+                  lambda q, k, v, eta, theta, alpha: torch_titans(q, k, v, eta, theta, alpha, b, scale))
+
+
+def case_selective_fwdbwd(ctx, rng, B, T, H, K):
+    """The Mamba1 selective scan with D = H K channels, Nst = 16, one group,
+    softplus dt with dt_bias, D skip, z gate (case_selective_backward's
+    ranges), gradients into all eight; the peer: torch_selective_scan_ref.
+    Its channels-first layout [B,D,T] is HEADS of [B,T,D]; B, C [B,T,1,N] go to
+    [B,N,T] and their gradients back (bc)."""
+    f32, D, N = np.float32, H * K, 16
+    bc = lambda x: (x[:, :, 0, :].swapaxes(1, 2) if x.ndim == 4 else x.swapaxes(1, 2)[:, :, None, :])  # noqa: E731
+    inputs = [(rng.uniform(-1, 1, (B, T, D)).astype(f32), HEADS, True),     # u
+              (rng.uniform(-3, -1, (B, T, D)).astype(f32), HEADS, True),    # raw dt
+              (rng.uniform(-4, -0.5, (D, N)).astype(f32), AS_IS, True),     # A
+              (rng.uniform(-1, 1, (B, T, 1, N)).astype(f32), bc, True),     # B
+              (rng.uniform(-1, 1, (B, T, 1, N)).astype(f32), bc, True),     # C
+              (rng.uniform(0.5, 1.5, D).astype(f32), AS_IS, True),          # D
+              (rng.uniform(-1, 1, (B, T, D)).astype(f32), HEADS, True),     # z
+              (rng.uniform(-1, 0, D).astype(f32), AS_IS, True)]             # dt_bias
+    return fwdbwd(rng, inputs,
+                  lambda u, dt, A, Bm, Cm, Dk, z, bias: ST.selective_scan(u, dt, A, Bm, Cm, Dk, z, dt_bias=bias,
+                                                                         dt_softplus=True, ctx=ctx),
+                  lambda u, dt, A, Bm, Cm, Dk, z, bias: torch_selective_scan_ref(u, dt, A, Bm, Cm, Dk, z=z,
+                                                                                 delta_bias=bias,
+                                                                                 delta_softplus=True))
+
+
+FWDBWD = [("softmax_attention", case_softmax_fwdbwd), ("linear_attention", case_linear_fwdbwd),
+          ("retention", case_retention_fwdbwd), ("gated_retention", case_gated_fwdbwd),
+          ("mamba2", case_mamba2_fwdbwd), ("deltanet", case_deltanet_fwdbwd),
+          ("gated_deltanet", case_gated_deltanet_fwdbwd), ("titans", case_titans_fwdbwd),
+          ("selective_scan", case_selective_fwdbwd)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -385,6 +622,11 @@ def main():
     sb = (1, 256, 256, 16) if args.quick else (1, 4096, 1536, 16)
     shapes += [("selective_scan_backward", case_selective_backward, sb,
                 f"B={sb[0]} T={sb[1]} D={sb[2]} N={sb[3]} fwd+bwd")]
+    # a training step's forward + backward of one layer through seqk.torch (issue #17)
+    fb = (1, 256, 2, 16) if args.quick else (2, 4096, 8, 64)
+    for name, build in FWDBWD:
+        dims = f"D={fb[2] * fb[3]} N=16" if name == "selective_scan" else f"H={fb[2]} K=V={fb[3]}"
+        shapes.append((name + "_fwdbwd", build, fb, f"B={fb[0]} T={fb[1]} {dims} fwd+bwd"))
     only = set(filter(None, args.only.split(",")))
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -422,7 +664,8 @@ def main():
     print("\nseqk: its parallel mode (the chunked form, like the peers'); seqk rec: its recurrent "
           "mode, the same function; softmax_attention_backward, selective_scan_backward: forward + "
           "backward (peer: PyTorch autograd), and in the rec columns the backward alone (bwd ms, "
-          "peer bwd / seqk bwd); rel err: the worst gradient's")
+          "peer bwd / seqk bwd); *_fwdbwd: forward + backward through seqk.torch against PyTorch "
+          "autograd through the peer; rel err: the worst gradient's")
     print(f"\n{'module':23} {'shape':34} {'thr':>3} {'seqk ms':>9} {'peer ms':>9} {'peer/seqk':>9} "
           f"{'rec|bwd ms':>10} {'peer/rec':>9} {'rel err':>8}")
     for r in rows:
