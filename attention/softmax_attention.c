@@ -318,6 +318,11 @@ static void pack_heads(const attn_args *a, int64_t g0, int64_t gn, int64_t t0, i
     }
 }
 
+static int64_t clamp64(int64_t x, int64_t lo, int64_t hi)
+{
+    return x < lo ? lo : x > hi ? hi : x;
+}
+
 /* Queries [qs, qs+qn) of query head h (token indices within batch entry b),
  * whose sequence is tokens [s0, s1), packed from row p0 of kp, vp (its
  * packed key/value head). */
@@ -379,12 +384,31 @@ static void attn_tile(const attn_args *a, const tile_scratch *w, const float *kp
             softmax_tile(w->s + i0, jn[g], QG, masked, ks - qs - i0, w->m + i0, w->l + i0,
                          w->alpha + i0);
         }
-        /* acc = alpha acc + P V. */
+        /* acc = alpha acc + P V. Causal: a block of PR queries runs the
+         * kernel over the keys all of its rows see, then adds the keys that
+         * only its later rows see row by row: a masked key's p = 0 never
+         * multiplies its value row (0 * NaN or inf would reach queries that
+         * do not see it), and keys no row of the block sees are skipped. */
         for (int64_t v0 = 0; v0 < Vp; v0 += PW)
             for (int64_t g = 0; g < nI / QG; g++)
-                for (int64_t i0 = g * QG; jn[g] && i0 < (g + 1) * QG; i0 += PR)
-                    pv_kernel(w->s + i0, jn[g], vp + (v0 / PW) * Tp * PW + pr * PW, Vp,
-                              w->acc + i0 * Vp + v0, w->alpha + i0);
+                for (int64_t i0 = g * QG; jn[g] && i0 < (g + 1) * QG; i0 += PR) {
+                    const float *vt = vp + (v0 / PW) * Tp * PW + pr * PW;
+                    float *acc = w->acc + i0 * Vp + v0;
+                    const int64_t d = qs + i0 - ks; /* row r sees keys j <= d + r */
+                    const int64_t lo = a->causal ? clamp64(d + 1, 0, jn[g]) : jn[g];
+                    const int64_t hi = a->causal ? clamp64(d + PR, 0, jn[g]) : jn[g];
+                    pv_kernel(w->s + i0, lo, vt, Vp, acc, w->alpha + i0);
+                    for (int64_t j = lo; j < hi; j++)
+                        for (int64_t r = j - d; r < PR; r++) {
+                            const __m256 p = _mm256_broadcast_ss(w->s + j * BR + i0 + r);
+                            float *c = acc + r * Vp;
+                            _mm256_store_ps(c, _mm256_fmadd_ps(p, _mm256_load_ps(vt + j * PW),
+                                                               _mm256_load_ps(c)));
+                            _mm256_store_ps(c + 8,
+                                            _mm256_fmadd_ps(p, _mm256_load_ps(vt + j * PW + 8),
+                                                            _mm256_load_ps(c + 8)));
+                        }
+                }
     }
 
     /* Divide once; write o and lse. */

@@ -212,14 +212,23 @@ static void probs_keymajor(float *restrict s, int64_t ld, int64_t kn, int64_t qn
     }
 }
 
+/* p .* x, and in a masked tile 0 where p = 0 (a masked entry: 0 times a
+ * NaN or inf dp - D, from a value row or an output the query does not see,
+ * must not reach its gradients). */
+static inline __m256 ds_of(__m256 p, __m256 x, bool masked)
+{
+    const __m256 ds = _mm256_mul_ps(p, x);
+    return masked ? _mm256_and_ps(ds, _mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_NEQ_UQ)) : ds;
+}
+
 /* Key-major: dp <- p .* (dp - D[c]). */
 static void ds_keymajor(const float *restrict p, float *restrict dp, int64_t ld, int64_t kn,
-                        int64_t qn, const float *restrict D)
+                        int64_t qn, const float *restrict D, bool masked)
 {
     for (int64_t r = 0; r < kn; r++)
         for (int64_t c = 0; c < qn; c += 8) {
             const __m256 x = _mm256_sub_ps(_mm256_load_ps(dp + r * ld + c), _mm256_loadu_ps(D + c));
-            _mm256_store_ps(dp + r * ld + c, _mm256_mul_ps(_mm256_load_ps(p + r * ld + c), x));
+            _mm256_store_ps(dp + r * ld + c, ds_of(_mm256_load_ps(p + r * ld + c), x, masked));
         }
 }
 
@@ -248,13 +257,43 @@ static void probs_querymajor(float *restrict s, int64_t ld, int64_t qn, int64_t 
 
 /* Query-major: dp <- p .* (dp - D[r]). */
 static void ds_querymajor(const float *restrict p, float *restrict dp, int64_t ld, int64_t qn,
-                          int64_t kn, const float *restrict D)
+                          int64_t kn, const float *restrict D, bool masked)
 {
     for (int64_t r = 0; r < qn; r++) {
         const __m256 d = _mm256_set1_ps(D[r]);
         for (int64_t c = 0; c < kn; c += 8) {
             const __m256 x = _mm256_sub_ps(_mm256_load_ps(dp + r * ld + c), d);
-            _mm256_store_ps(dp + r * ld + c, _mm256_mul_ps(_mm256_load_ps(p + r * ld + c), x));
+            _mm256_store_ps(dp + r * ld + c, ds_of(_mm256_load_ps(p + r * ld + c), x, masked));
+        }
+    }
+}
+
+/* True when the n rows of w floats at x (row stride ld) are all finite. */
+static bool rows_finite(const float *x, int64_t n, int64_t ld, int64_t w)
+{
+    float acc = 0.0f; /* x - x is 0, or NaN for NaN and inf */
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t d = 0; d < w; d++) acc += x[r * ld + d] - x[r * ld + d];
+    return acc == 0.0f;
+}
+
+/* The product of a masked tile whose right operand holds a NaN or inf, row
+ * by row over the unmasked entries only: C[r] = beta C[r] + sum_c A(r, c)
+ * B[c] over columns c <= r + off (lower) or c >= r + off (upper), A(r, c) =
+ * a[r ars + c acs], n columns of B and C. The tile's zeros are never
+ * multiplied (0 * NaN would reach rows that do not see that column). Only
+ * diagonal tiles with non-finite inputs take it: finite ones run the sgemm. */
+static void masked_product(int64_t m, int64_t kk, int64_t n, const float *a, int64_t ars,
+                           int64_t acs, const float *b, int64_t ldb, float beta, float *c,
+                           int64_t ldc, bool lower, int64_t off)
+{
+    for (int64_t r = 0; r < m; r++) {
+        float *cr = c + r * ldc;
+        for (int64_t x = 0; x < n; x++) cr[x] = beta == 0.0f ? 0.0f : cr[x];
+        const int64_t c0 = lower ? 0 : max64(r + off, 0), c1 = lower ? min64(r + off + 1, kk) : kk;
+        for (int64_t j = c0; j < c1; j++) {
+            const float w = a[r * ars + j * acs];
+            for (int64_t x = 0; x < n; x++) cr[x] = fmaf(w, b[j * ldb + x], cr[x]);
         }
     }
 }
@@ -287,17 +326,32 @@ static void dkdv_tile(const bwd_args *a, float *w, int64_t b, int64_t hk, int64_
             const float *doi = a->dout + ((b * T + qs) * Hq + h) * V;
             /* the diagonal crosses this tile: some key follows some query */
             const bool masked = a->causal && ks + kn - 1 > qs;
+            /* a masked tile's right operands with a NaN or inf: the product
+             * row by row over the unmasked entries (key r is seen by the
+             * queries c >= r + ks - qs) */
+            const bool slow_do = masked && !rows_finite(doi, qn, Hq * V, V);
+            const bool slow_q = masked && !rows_finite(qi, qn, Hq * K, K);
             seqk__sgemm(false, true, kn, qn, K, 1.0f, kj, Hkv * K, qi, Hq * K, 0.0f, S, BQ1, pack);
             probs_keymajor(S, BQ1, kn, qn, lse2 + qs, a->scale2, masked, ks - qs);
-            seqk__sgemm(false, false, kn, V, qn, 1.0f, S, BQ1, doi, Hq * V, 1.0f, dV, V, pack);
+            if (slow_do)
+                masked_product(kn, qn, V, S, BQ1, 1, doi, Hq * V, 1.0f, dV, V, false, ks - qs);
+            else
+                seqk__sgemm(false, false, kn, V, qn, 1.0f, S, BQ1, doi, Hq * V, 1.0f, dV, V, pack);
             seqk__sgemm(false, true, kn, qn, V, 1.0f, vj, Hkv * V, doi, Hq * V, 0.0f, dP, BQ1, pack);
-            ds_keymajor(S, dP, BQ1, kn, qn, D + qs);
-            seqk__sgemm(false, false, kn, K, qn, 1.0f, dP, BQ1, qi, Hq * K, 1.0f, dK, K, pack);
+            ds_keymajor(S, dP, BQ1, kn, qn, D + qs, masked);
+            if (slow_q)
+                masked_product(kn, qn, K, dP, BQ1, 1, qi, Hq * K, 1.0f, dK, K, false, ks - qs);
+            else
+                seqk__sgemm(false, false, kn, K, qn, 1.0f, dP, BQ1, qi, Hq * K, 1.0f, dK, K, pack);
             /* fused: dQ_i += dS K_j, summed in the output in pass 2's order
              * (key tiles from the sequence's first; unscaled until the end) */
-            if (fused)
-                seqk__sgemm(true, false, qn, K, kn, 1.0f, dP, BQ1, kj, Hkv * K,
-                            ks == s0 ? 0.0f : 1.0f, a->dq + ((b * T + qs) * Hq + h) * K, Hq * K,
+            float *dqi = a->dq + ((b * T + qs) * Hq + h) * K;
+            const float beta = ks == s0 ? 0.0f : 1.0f;
+            if (fused && masked && !rows_finite(kj, kn, Hkv * K, K))
+                masked_product(qn, kn, K, dP, 1, BQ1, kj, Hkv * K, beta, dqi, Hq * K, true,
+                               qs - ks);
+            else if (fused)
+                seqk__sgemm(true, false, qn, K, kn, 1.0f, dP, BQ1, kj, Hkv * K, beta, dqi, Hq * K,
                             pack);
         }
     }
@@ -333,9 +387,12 @@ static void dq_tile(const bwd_args *a, float *w, int64_t b, int64_t h, int64_t s
         seqk__sgemm(false, true, qn, kn, K, 1.0f, qi, Hq * K, kj, Hkv * K, 0.0f, S, BK2, pack);
         probs_querymajor(S, BK2, qn, kn, lse2, a->scale2, masked, qs - ks);
         seqk__sgemm(false, true, qn, kn, V, 1.0f, doi, Hq * V, vj, Hkv * V, 0.0f, dP, BK2, pack);
-        ds_querymajor(S, dP, BK2, qn, kn, D);
-        seqk__sgemm(false, false, qn, K, kn, 1.0f, dP, BK2, kj, Hkv * K, ks == s0 ? 0.0f : 1.0f,
-                    dQ, K, pack);
+        ds_querymajor(S, dP, BK2, qn, kn, D, masked);
+        const float beta = ks == s0 ? 0.0f : 1.0f;
+        if (masked && !rows_finite(kj, kn, Hkv * K, K)) /* see dkdv_tile */
+            masked_product(qn, kn, K, dP, BK2, 1, kj, Hkv * K, beta, dQ, K, true, qs - ks);
+        else
+            seqk__sgemm(false, false, qn, K, kn, 1.0f, dP, BK2, kj, Hkv * K, beta, dQ, K, pack);
     }
     for (int64_t r = 0; r < qn; r++) {
         float *dq = a->dq + ((b * T + qs + r) * Hq + h) * K;

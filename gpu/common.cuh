@@ -206,16 +206,22 @@ static __device__ __forceinline__ void seqk__rows_dot(float (&s)[R], const float
 }
 
 /* acc[i][c] += w_i x[c] for the R rows of a warp, w_i = w[i] of lane j
- * (one shuffle per row; every lane calling with the same j). */
+ * (one shuffle per row; every lane calling with the same j), for the rows
+ * with lo[i] <= j < hi[i] only (the others' entry j is masked: its weight 0
+ * never multiplies x, which may hold a NaN or inf that the row must not see;
+ * the condition is the same for every lane). */
 template <int R, int C>
 static __device__ __forceinline__ void seqk__bcast_fma(float (&acc)[R][C], const float (&w)[R],
-                                                       int j, const float (&x)[C])
+                                                       int j, const float (&x)[C],
+                                                       const int (&lo)[R], const int (&hi)[R])
 {
 #pragma unroll
     for (int i = 0; i < R; i++) {
         const float wj = __shfl_sync(SEQK__FULL_MASK, w[i], j);
+        if (j >= lo[i] && j < hi[i]) {
 #pragma unroll
-        for (int c = 0; c < C; c++) acc[i][c] = fmaf(wj, x[c], acc[i][c]);
+            for (int c = 0; c < C; c++) acc[i][c] = fmaf(wj, x[c], acc[i][c]);
+        }
     }
 }
 

@@ -145,13 +145,21 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(attn_params p)
 #pragma unroll
                     for (int c = 0; c < VCH; c++) acc[i][c] *= alpha;
                 }
-                /* acc += P V: key jj's probability from lane jj */
+                /* acc += P V: key jj's probability from lane jj, over the
+                 * keys each row sees (causal: jj <= its query) */
                 const int64_t jn = kend - k0 < ATT_BC ? kend - k0 : ATT_BC;
+                int lo[ATT_RPW], hi[ATT_RPW];
+#pragma unroll
+                for (int i = 0; i < ATT_RPW; i++) {
+                    const int64_t see = q0 + warp * ATT_RPW + i - k0 + 1;
+                    lo[i] = 0;
+                    hi[i] = (int)(!p.causal || see > jn ? jn : see < 0 ? 0 : see);
+                }
                 for (int jj = 0; jj < jn; jj++) {
                     float vv[VCH];
 #pragma unroll
                     for (int c = 0; c < VCH; c++) vv[c] = vs_[jj * p.vst + lane + 32 * c];
-                    seqk__bcast_fma(acc, pr, jj, vv);
+                    seqk__bcast_fma(acc, pr, jj, vv, lo, hi);
                 }
             }
 #pragma unroll

@@ -164,10 +164,19 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dkdv_kernel(bwd_params p)
                         const int64_t key = k0 + warp * BW_RPW + i;
                         const bool ok = qt < s1 && key < s1 && (!p.causal || key <= qt);
                         pr[i] = prob(ok, s[i], p.scale2, l2);
-                        ds[i] = pr[i] * (dp[i] - Dq);
+                        /* masked: 0, not 0 times a NaN dp from a value row */
+                        ds[i] = ok ? pr[i] * (dp[i] - Dq) : 0.0f;
                     }
-                    /* dV += P^T dO, dK += dS^T Q over the tile's queries j */
+                    /* dV += P^T dO, dK += dS^T Q over the tile's queries j
+                     * that see each row's key (causal: j >= key - q0) */
                     const int64_t jn = s1 - q0 < BW_COLS ? s1 - q0 : BW_COLS;
+                    int lo[BW_RPW], hi[BW_RPW];
+#pragma unroll
+                    for (int i = 0; i < BW_RPW; i++) {
+                        const int64_t first = k0 + warp * BW_RPW + i - q0;
+                        lo[i] = (int)(!p.causal || first < 0 ? 0 : first > jn ? jn : first);
+                        hi[i] = (int)jn;
+                    }
                     for (int j = 0; j < jn; j++) {
                         float dov[CH], qv[CH];
 #pragma unroll
@@ -176,8 +185,8 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dkdv_kernel(bwd_params p)
                             dov[c] = x < V ? dos_[j * p.bst + x] : 0.0f;
                             qv[c] = x < K ? qs_[j * p.ast + x] : 0.0f;
                         }
-                        seqk__bcast_fma(dv, pr, j, dov);
-                        seqk__bcast_fma(dk, ds, j, qv);
+                        seqk__bcast_fma(dv, pr, j, dov, lo, hi);
+                        seqk__bcast_fma(dk, ds, j, qv, lo, hi);
                     }
                 }
             }
@@ -251,10 +260,17 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dq_kernel(bwd_params p)
                     const int64_t qt = q0 + r;
                     const bool ok = key < kend && qt < s1 && (!p.causal || key <= qt);
                     const float pr = prob(ok, s[i], p.scale2, l2s_[r]);
-                    ds[i] = pr * (dp[i] - Ds_[r]);
+                    ds[i] = ok ? pr * (dp[i] - Ds_[r]) : 0.0f; /* see the dK, dV kernel */
                 }
-                /* dQ += dS K over the tile's keys j */
+                /* dQ += dS K over the tile's keys j that each row sees */
                 const int64_t jn = kend - k0 < BW_COLS ? kend - k0 : BW_COLS;
+                int lo[BW_RPW], hi[BW_RPW];
+#pragma unroll
+                for (int i = 0; i < BW_RPW; i++) {
+                    const int64_t see = q0 + warp * BW_RPW + i - k0 + 1;
+                    lo[i] = 0;
+                    hi[i] = (int)(!p.causal || see > jn ? jn : see < 0 ? 0 : see);
+                }
                 for (int j = 0; j < jn; j++) {
                     float kv[CH];
 #pragma unroll
@@ -262,7 +278,7 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dq_kernel(bwd_params p)
                         const int64_t x = lane + 32 * c;
                         kv[c] = x < K ? ks_[j * p.ast + x] : 0.0f;
                     }
-                    seqk__bcast_fma(dq, ds, j, kv);
+                    seqk__bcast_fma(dq, ds, j, kv, lo, hi);
                 }
             }
 #pragma unroll

@@ -70,10 +70,13 @@
  *   depend on them; the library never crashes on them and never reads or
  *   writes outside the arguments' extents. For a NaN/inf key or value row of
  *   one token and head, every op and mode keeps the outputs of the earlier
- *   tokens and of the other heads finite (tests/test_nonfinite_inputs.c),
- *   with one known exception: seqk_attention_parallel's (causal) outputs of
- *   earlier queries in the same key tile turn NaN for a non-finite VALUE row
- *   (their masked probability 0 times NaN in P V).
+ *   tokens and of the other heads finite (tests/test_nonfinite_inputs.c).
+ *   Softmax attention (forward and backward, CPU and CUDA): an output or
+ *   gradient depends only on the rows it attends to; a masked entry (a key
+ *   after the query under SEQK_ATTN_CAUSAL, or in another sequence of
+ *   cu_seqlens) never multiplies its row, so a NaN/inf row of q, k, v or
+ *   dout leaves finite every o, dq, dk, dv that does not depend on it
+ *   (tests/test_regressions.c, regression_attention_masked_nonfinite).
  */
 #ifndef SEQK_H
 #define SEQK_H

@@ -93,16 +93,9 @@ int main(int argc, char **argv)
                                 if (t < T0) early &= fin;
                                 if (h == 1) other &= fin;
                             }
-                        if (op == SOFTMAX && arr == 1 && !early) {
-                            /* FINDING (#19, not fixed yet): a non-finite value row reaches the
-                             * outputs of earlier queries of the same key tile (their masked
-                             * probability 0 times NaN/inf in P V) */
-                            th_skip("%s: earlier tokens' outputs are NOT finite: known issue "
-                                    "(masked p = 0 times a NaN/inf value in the diagonal tile)",
-                                    what);
-                        } else {
-                            th_check(early, "%s: outputs of tokens < %d finite", what, T0);
-                        }
+                        /* softmax attention: fixed by #19's finding 'attention masked
+                         * NaN' (regression_attention_masked_nonfinite) */
+                        th_check(early, "%s: outputs of tokens < %d finite", what, T0);
                         th_check(other, "%s: outputs of head 1 finite", what);
                         bool bad_out = false; /* the bad token's own output is non-finite */
                         for (int j = 0; j < V; j++) bad_out |= !isfinite(o[(T0 * H) * V + j]);

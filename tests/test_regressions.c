@@ -4,8 +4,10 @@
  * (scripts/test.sh runs it), the others fail in any build. */
 #include "fixtures.h"
 #include "harness.h"
+#include "ref/ref_attention_backward.h"
 #include "ref/ref_linear.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +132,151 @@ static void regression_sscan_empty_null_A(th_backend *be)
              seqk_last_error());
 }
 
+/* finding 'attention masked NaN' (tests/test_nonfinite_inputs.c): a NaN or
+ * inf row that a query does not see (after it under the causal mask, or in
+ * another sequence) reached that query's output and gradients through its
+ * masked probability 0 times the row: the CPU forward's P V over a diagonal
+ * key tile (p = 0 times a value row), the CPU and CUDA backwards' dS = p (dP
+ * - D) (0 times a NaN dP from a value row or D from an output), dQ += dS K
+ * (0 times a key row), dK += dS^T Q and dV += P^T dO (0 times a query or
+ * output-gradient row); the CUDA forward the same in its P V. Each of q, k,
+ * v, dout gets one NaN or +inf row (token 100 of 150, query head 0, key/value
+ * head 0 of 1: GQA with 2 query heads), causal, and non-causal with
+ * cu_seqlens {0, 70, 150}: every output and gradient that does not depend on
+ * that row is finite and matches the float64 reference of the clean data;
+ * 1 and 3 threads on the CPU (two passes and the fused one). */
+enum { AM_T = 150, AM_HQ = 2, AM_K = 16, AM_V = 20, AM_T0 = 100 };
+static const int32_t am_cu[3] = {0, 70, 150};
+
+/* Does query t see key j? */
+static bool am_sees(bool causal, int64_t t, int64_t j)
+{
+    const int st = t >= am_cu[1], sj = j >= am_cu[1]; /* the sequence (varlen) */
+    return causal ? j <= t : st == sj;
+}
+
+/* Checks the rows of out [AM_T][H][w] that do not depend on the bad row
+ * (dep(t, h) false): finite, and close to ref. */
+static void am_check(const char *what, const char *name, const float *out, const double *ref,
+                     int64_t H, int64_t w, bool causal, int arr,
+                     bool (*dep)(bool causal, int arr, int64_t t, int64_t h))
+{
+    double num = 0, den = 0;
+    int64_t nonfin = 0, rows = 0;
+    for (int64_t t = 0; t < AM_T; t++)
+        for (int64_t h = 0; h < H; h++) {
+            if (dep(causal, arr, t, h)) continue;
+            rows++;
+            for (int64_t x = 0; x < w; x++) {
+                const size_t i = (size_t)((t * H + h) * w + x);
+                if (!isfinite(out[i])) nonfin++;
+                num += (out[i] - ref[i]) * (out[i] - ref[i]);
+                den += ref[i] * ref[i];
+            }
+        }
+    th_check(rows > 0 && nonfin == 0 && sqrt(num / den) < 1e-3,
+             "regression_attention_masked_nonfinite: %s: %s: %lld unrelated rows, %lld non-finite "
+             "values, rel err %.3g", what, name, (long long)rows, (long long)nonfin,
+             sqrt(num / den));
+}
+
+/* arr: 0 q, 1 k, 2 v, 3 dout (q and dout: query head 0's row AM_T0). */
+static bool am_dep_o(bool causal, int arr, int64_t t, int64_t h) /* o and dq */
+{
+    return arr == 0 || arr == 3 ? t == AM_T0 && h == 0 : am_sees(causal, t, AM_T0);
+}
+static bool am_dep_kv(bool causal, int arr, int64_t j, int64_t h) /* dk and dv */
+{
+    (void)h;
+    if (arr == 0 || arr == 3) return am_sees(causal, AM_T0, j);
+    for (int64_t t = 0; t < AM_T; t++) /* a query that sees both keys */
+        if (am_sees(causal, t, j) && am_sees(causal, t, AM_T0)) return true;
+    return false;
+}
+
+static void regression_attention_masked_nonfinite(th_backend *be)
+{
+    const int64_t T = AM_T, Hq = AM_HQ, K = AM_K, V = AM_V;
+    const size_t nq = (size_t)(T * Hq * K), nk = (size_t)(T * K), nv = (size_t)(T * V),
+                 no = (size_t)(T * Hq * V), nl = (size_t)(Hq * T);
+    const double sc = 0.3;
+    th_seed(19004);
+    tf_arrays h = tf_arrays_on(NULL);
+    float *q = tf_random(&h, nq, -1, 1), *k = tf_random(&h, nk, -1, 1);
+    float *v = tf_random(&h, nv, -1, 1), *dout = tf_random(&h, no, -1, 1);
+    float *o = tf_floats(&h, no), *dq = tf_floats(&h, nq), *dk = tf_floats(&h, nk),
+          *dv = tf_floats(&h, nv);
+    double *qd = tf_doubles(&h, nq), *kd = tf_doubles(&h, nk), *vd = tf_doubles(&h, nv),
+           *dod = tf_doubles(&h, no), *ro = tf_doubles(&h, no), *rq = tf_doubles(&h, nq),
+           *rk = tf_doubles(&h, nk), *rv = tf_doubles(&h, nv);
+    for (size_t i = 0; i < nq; i++) qd[i] = q[i];
+    for (size_t i = 0; i < nk; i++) kd[i] = k[i];
+    for (size_t i = 0; i < nv; i++) vd[i] = v[i];
+    for (size_t i = 0; i < no; i++) dod[i] = dout[i];
+    for (int causal = 1; causal >= 0; causal--) {
+        const int32_t *cu = causal ? NULL : am_cu;
+        const int64_t N = causal ? 0 : 2;
+        ref_attention_forward64(1, T, Hq, 1, K, V, sc, causal, qd, kd, vd, ro, cu, N);
+        ref_attention_backward(1, T, Hq, 1, K, V, sc, causal, qd, kd, vd, dod, rq, rk, rv, cu, N);
+        for (int threads = 1; threads <= 3; threads += 2)
+            for (int arr = 0; arr < 4; arr++)
+                for (int val = 0; val < 2; val++) {
+                    if (be->backend != SEQK_BACKEND_CPU && threads > 1) continue;
+                    th_set_threads(be, threads);
+                    float *bad = arr == 0 ? q : arr == 1 ? k : arr == 2 ? v : dout;
+                    const int64_t w = arr == 2 ? V : arr == 3 ? V : K,
+                                  stride = arr == 0 || arr == 3 ? Hq : 1;
+                    float *row = bad + AM_T0 * stride * w;
+                    float keep[AM_V];
+                    memcpy(keep, row, (size_t)w * sizeof(float));
+                    for (int64_t x = 0; x < w; x++) row[x] = val ? INFINITY : NAN;
+                    tf_arrays d = tf_arrays_on(be);
+                    float *d_q = tf_upload(&d, q, nq * sizeof(float));
+                    float *d_k = tf_upload(&d, k, nk * sizeof(float));
+                    float *d_v = tf_upload(&d, v, nv * sizeof(float));
+                    float *d_do = tf_upload(&d, dout, no * sizeof(float));
+                    float *d_o = tf_poisoned(&d, no), *d_l = tf_poisoned(&d, nl);
+                    float *d_dq = tf_poisoned(&d, nq), *d_dk = tf_poisoned(&d, nk),
+                          *d_dv = tf_poisoned(&d, nv);
+                    const int32_t *d_cu = cu ? tf_upload(&d, cu, sizeof am_cu) : NULL;
+                    const unsigned fl = causal ? SEQK_ATTN_CAUSAL : 0;
+                    char what[160];
+                    snprintf(what, sizeof what, "%s, %s row of token %d = %s, %d thread(s)",
+                             causal ? "causal" : "varlen {0,70,150}",
+                             arr == 0 ? "q" : arr == 1 ? "k" : arr == 2 ? "v" : "dout", AM_T0,
+                             val ? "+inf" : "NaN", threads);
+                    seqk_status st = seqk_attention_parallel(be->ctx, 1, T, Hq, 1, K, V,
+                                                             (float)sc, fl, d_q, d_k, d_v, d_o,
+                                                             d_l, d_cu, N);
+                    if (th_check_status(st, SEQK_SUCCESS, what)) {
+                        th_download(be, o, d_o, no * sizeof(float));
+                        if (arr < 3)
+                            am_check(what, "o", o, ro, Hq, V, causal, arr, am_dep_o);
+                        st = seqk_attention_parallel_backward(be->ctx, 1, T, Hq, 1, K, V,
+                                                              (float)sc, fl, d_q, d_k, d_v, d_o,
+                                                              d_l, d_do, d_dq, d_dk, d_dv, d_cu,
+                                                              N);
+                    }
+                    if (th_check_status(st, SEQK_SUCCESS, what)) {
+                        th_download(be, dq, d_dq, nq * sizeof(float));
+                        th_download(be, dk, d_dk, nk * sizeof(float));
+                        th_download(be, dv, d_dv, nv * sizeof(float));
+                        am_check(what, "dq", dq, rq, Hq, K, causal, arr, am_dep_o);
+                        /* with a bad k or v row every key shares a query with
+                         * it under the causal mask: nothing to check there */
+                        if (!causal || arr == 0 || arr == 3) {
+                            am_check(what, "dk", dk, rk, 1, K, causal, arr, am_dep_kv);
+                            am_check(what, "dv", dv, rv, 1, V, causal, arr, am_dep_kv);
+                        }
+                    }
+                    tf_arrays_free(&d);
+                    memcpy(row, keep, (size_t)w * sizeof(float));
+                }
+    }
+    th_set_threads(be, 0);
+    tf_arrays_free(&h);
+}
+
 int main(int argc, char **argv)
 {
     th_backend *be;
@@ -139,6 +286,7 @@ int main(int argc, char **argv)
         regression_chunk_index_misaligned(&be[i]);
         regression_linear_state_workspace_query_bound(&be[i]);
         regression_sscan_empty_null_A(&be[i]);
+        regression_attention_masked_nonfinite(&be[i]);
     }
     return th_finish();
 }
