@@ -186,17 +186,18 @@ void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, b
 
 /* ---- stage 3: output ------------------------------------------------------------ */
 
-/* P[i,j] *= D[i,j] for j <= i, P[i,j] = 0 for j > i: D = Mix (rows L apart)
- * when given, else exp(G_i - G_j) from G's two parts (never an exp above the
- * diagonal), else 1. */
-static void apply_mask(float *Pm, int64_t L, const float *G, const float *Gl, const float *Mix)
+/* P[i,j] *= D[i,j] for j <= i (assign: P[i,j] = D[i,j]), P[i,j] = 0 for
+ * j > i: D = Mix (rows L apart) when given, else exp(G_i - G_j) from G's two
+ * parts (never an exp above the diagonal), else 1. */
+static void apply_mask(float *Pm, int64_t L, const float *G, const float *Gl, const float *Mix,
+                       bool assign)
 {
     for (int64_t i = 0; i < L; i++) {
         float *row = Pm + i * L;
         int64_t j = 0;
         if (Mix) {
             const float *mr = Mix + i * L;
-            for (; j <= i; j++) row[j] *= mr[j];
+            for (; j <= i; j++) row[j] = assign ? mr[j] : row[j] * mr[j];
         } else if (G) {
             const float gi = G[i], gil = Gl[i];
 #ifdef __AVX2__
@@ -204,17 +205,25 @@ static void apply_mask(float *Pm, int64_t L, const float *G, const float *Gl, co
             for (; j + 8 <= i + 1; j += 8) { /* seqk__exp_gates, multiplied in */
                 const __m256 x = _mm256_add_ps(_mm256_sub_ps(vgi, _mm256_loadu_ps(G + j)),
                                                _mm256_sub_ps(vgil, _mm256_loadu_ps(Gl + j)));
-                _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), seqk__exp8(x)));
+                const __m256 e = seqk__exp8(x);
+                _mm256_storeu_ps(row + j, assign ? e : _mm256_mul_ps(_mm256_loadu_ps(row + j), e));
             }
 #endif
             if (j <= i) { /* the last i + 1 - j < 8 */
                 float e[8];
                 seqk__exp_gates(G + j, Gl + j, i + 1 - j, gi, gil, -1.0f, e);
-                for (int64_t t = 0; j <= i; j++, t++) row[j] *= e[t];
+                for (int64_t t = 0; j <= i; j++, t++) row[j] = assign ? e[t] : row[j] * e[t];
             }
+        } else if (assign) {
+            for (; j <= i; j++) row[j] = 1.0f;
         }
         for (j = i + 1; j < L; j++) row[j] = 0.0f;
     }
+}
+
+void seqk__chunk_decay_mask(const seqk__chunk_view *cv, float *D)
+{
+    apply_mask(D, cv->L, cv->G, cv->Gl, NULL, true);
 }
 
 void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda, const float *Bm,
@@ -225,7 +234,7 @@ void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda,
     const int64_t L = cv->L;
     seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, inner, 1.0f, A, lda, Bm, ldb, 0.0f,
                        Pm, L, pack);
-    apply_mask(Pm, L, cv->G, cv->Gl, Mix);
+    apply_mask(Pm, L, cv->G, cv->Gl, Mix, false);
 }
 
 void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,

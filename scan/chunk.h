@@ -67,6 +67,11 @@ void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, b
 void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,
                         float *pack);
 
+/* D[L,L] = cv's decay mask: exp(G_i - G_j) for j <= i (1 without decay),
+ * zeros above: for a caller that masks several products of one chunk (the
+ * backward's P and dP) with one set of exponentials, as their Mix. */
+void seqk__chunk_decay_mask(const seqk__chunk_view *cv, float *D);
+
 /* Pm[L,L] = (A Bm^T) .* D, the same masked product for any rows: A [L,inner]
  * and Bm [L,inner] with rows lda and ldb apart (the scores are A = Qs,
  * Bm = Kc; the backward's dP is A = dO, Bm = V). */
@@ -99,12 +104,14 @@ typedef struct seqk__chunk_bwd {
     float *dVa;          /* [L,W] out */
     float *dQ, *dK;      /* [L,K] out */
     float *dP;           /* [L,L] out: dP with its diagonal zeroed */
-    float *tmp;          /* [L,K] scratch */
+    float *tmp;          /* [L, max(K, W)] scratch */
     float *eq, *ek;      /* [L] out: exp(G_i), exp(G_{L-1} - G_i) (ones without decay) */
     float *diag;         /* [L] scratch */
     float *gt, *bt;      /* [L] out: the gate gradient's terms */
     float Dterm;         /* out */
     float *pack;         /* sgemm packing for products of sizes up to max(L, K, W) */
+    const float *D;      /* [L,L] the decay mask of Pm (seqk__chunk_decay_mask), or NULL:
+                            formed here for dP */
 } seqk__chunk_bwd;
 
 void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,

@@ -126,7 +126,8 @@ static bplan make_plan(const seqk__lin *P)
     pl.chunk_fl = seqk__chunk_scratch_floats(L, K, pl.W);
     const size_t l = (size_t)L, k = (size_t)K, w = (size_t)pl.W, e = (size_t)pl.E;
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l * w) * 4 /* Va, dOa, dVa, Oa */ +
-                 rnd8(l * l) /* dP */ + rnd8(l * k) * 3 /* dQ, dK, tmp */ + rnd8(l) * 3 + rnd8(2 * l) +
+                 rnd8(l * l) * 2 /* dP, Dm */ + rnd8(l * k) * 2 /* dQ, dK */ +
+                 rnd8(l * (k > w ? k : w)) /* tmp */ + rnd8(l) * 3 + rnd8(2 * l) +
                  rnd8(e) /* dS */ + rnd8(e) * (size_t)(pl.nckpt + pl.R);
     return pl;
 }
@@ -144,8 +145,9 @@ typedef struct {
     seqk__chunk_scratch cs; /* the forward's chunk scratch (cs.pack = pack) */
     float *pack;
     float *Va, *dOa, *dVa, *Oa; /* [L,W] */
-    float *dP;                  /* [L,L] */
-    float *dQ, *dK, *tmp;       /* [L,K] */
+    float *dP, *Dm;             /* [L,L] */
+    float *dQ, *dK;             /* [L,K] */
+    float *tmp;                 /* [L, max(K, W)] */
     float *eq, *ek;             /* [L] exp(G_i), exp(G_{L-1} - G_i) */
     float *gsum, *gt;           /* [2L] dP's diagonal, B_j; [L] the gate gradient's terms */
     float *dS;                  /* [E] */
@@ -166,9 +168,10 @@ static void scratch_init(bscratch *b, float *base, const seqk__lin *P, const bpl
     TAKE(dVa, l * w);
     TAKE(Oa, l * w);
     TAKE(dP, l * l);
+    TAKE(Dm, l * l);
     TAKE(dQ, l * k);
     TAKE(dK, l * k);
-    TAKE(tmp, l * k);
+    TAKE(tmp, l * (k > w ? k : w));
     TAKE(eq, l);
     TAKE(ek, l);
     TAKE(gsum, 2 * l);
@@ -243,10 +246,10 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
                                 const float *S0, float *dS, seqk__chunk_bwd *b)
 {
     const int64_t L = cv->L;
-    float *pack = b->pack;
+    float *pack = b->pack, *tmp = b->tmp;
     /* dP = (dO V'^T) .* D; its diagonal (dO_i . V'_i) is kept aside: the
      * gate gradient is formed from the strictly lower part (below) */
-    seqk__chunk_masked(cv, dO, ldo, va, ldva, W, NULL, b->dP, pack);
+    seqk__chunk_masked(cv, dO, ldo, va, ldva, W, b->D, b->dP, pack);
     float *diag = b->diag; /* [L] */
     for (int64_t i = 0; i < L; i++) diag[i] = b->dP[i * L + i], b->dP[i * L + i] = 0.0f;
     /* exp(G_i), exp(G_{L-1} - G_i) */
@@ -256,15 +259,6 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
     } else {
         for (int64_t i = 0; i < L; i++) b->eq[i] = b->ek[i] = 1.0f;
     }
-    /* dV' = P^T dO + Kd dS */
-    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, Pm, L, dO, ldo, 0.0f,
-                       b->dVa, W, pack);
-    seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 1.0f, b->dVa, W, pack);
-    /* the strictly lower parts: dQ~ = dP K~, dK~ = dP^T Q~ */
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->dP, L, cv->Kc, K, 0.0f,
-                       b->dQ, K, pack);
-    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L, cv->Qs, K, 0.0f,
-                       b->dK, K, pack);
     /* The gate gradient, d(log a_t) = <dS_t, a_t S_{t-1}>, summed over the
      * pairs (token or state) on the two sides of t, each with its decay:
      *   g_i  = q~_i . dq~_i - k~_i . dk~_i of the strict parts: the reverse
@@ -280,25 +274,42 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
      * under strong decay; so would sum_j B_j - sum_{j >= t} B_j, as B_{L-1}
      * is O(1) against a given d(final state)). */
     float *gt = b->gt, *bt = b->bt; /* [L]: g_i + A_i; B_j */
+    /* dV' = Kd dS + P^T dO; between the two, B_j = V'_j . (Kd dS)_j */
+    seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 0.0f, b->dVa, W, pack);
+    for (int64_t i = 0; i < L; i++) bt[i] = seqk__dot(va + i * ldva, b->dVa + i * W, W);
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, Pm, L, dO, ldo, 1.0f,
+                       b->dVa, W, pack);
+    /* dQ~ = dP K~ (strictly lower dP) + diag(exp(G)) dO S0^T */
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->dP, L, cv->Kc, K, 0.0f,
+                       b->dQ, K, pack);
+    float Dterm = 0.0f;
+    if (S0) {
+        const float *dOe = dO; /* diag(exp(G)) dO */
+        int64_t lde = ldo;
+        if (cv->G) {
+            for (int64_t i = 0; i < L; i++)
+                for (int64_t j = 0; j < W; j++) tmp[i * W + j] = b->eq[i] * dO[i * ldo + j];
+            dOe = tmp, lde = W;
+        }
+        seqk__sgemm(false, true, L, K, W, 1.0f, dOe, lde, S0, W, 1.0f, b->dQ, K, pack);
+        Dterm = cv->a * seqk__dot(S0, dS, K * W);
+    }
+    /* dK~ = dP^T Q~ (strict) here; g_i + A_i from dQ~ (both parts) and this */
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L, cv->Qs, K, 0.0f,
+                       b->dK, K, pack);
     for (int64_t i = 0; i < L; i++)
         gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
                 seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
-    float Dterm = 0.0f;
-    if (S0) { /* dQ~ += diag(exp(G)) dO S0^T */
-        seqk__sgemm(false, true, L, K, W, 1.0f, dO, ldo, S0, W, 0.0f, b->tmp, K, pack);
-        for (int64_t i = 0; i < L; i++) {
-            const float f = b->eq[i];
-            gt[i] += f * seqk__dot(cv->Qs + i * K, b->tmp + i * K, K);
-            for (int64_t j = 0; j < K; j++) b->dQ[i * K + j] += f * b->tmp[i * K + j];
-        }
-        Dterm = cv->a * seqk__dot(S0, dS, K * W);
-    }
     /* dK~ += diag(exp(G_L - G)) V' dS^T */
-    seqk__sgemm(false, true, L, K, W, 1.0f, va, ldva, dS, W, 0.0f, b->tmp, K, pack);
-    for (int64_t i = 0; i < L; i++) {
-        const float f = b->ek[i];
-        bt[i] = f * seqk__dot(cv->Kc + i * K, b->tmp + i * K, K);
-        for (int64_t j = 0; j < K; j++) b->dK[i * K + j] += f * b->tmp[i * K + j];
+    {
+        const float *ve = va; /* diag(exp(G_L - G)) V' */
+        int64_t lde = ldva;
+        if (cv->G) {
+            for (int64_t i = 0; i < L; i++)
+                for (int64_t j = 0; j < W; j++) tmp[i * W + j] = b->ek[i] * va[i * ldva + j];
+            ve = tmp, lde = W;
+        }
+        seqk__sgemm(false, true, L, K, W, 1.0f, ve, lde, dS, W, 1.0f, b->dK, K, pack);
     }
     /* the diagonal of dP (D_ii = 1) */
     for (int64_t i = 0; i < L; i++)
@@ -344,8 +355,10 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
 {
     const int64_t L = cv->L, K = P->K, V = P->V, W = pl->W, H = P->H;
     float *pack = b->pack, *dS = b->dS;
-    /* P = (Q~ K~^T) .* D */
-    seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
+    /* P = (Q~ K~^T) .* D, with D formed once for P and dP */
+    const float *Dm = NULL;
+    if (cv->G) seqk__chunk_decay_mask(cv, b->Dm), Dm = b->Dm;
+    seqk__chunk_scores(cv, K, Dm, b->cs.P, pack);
     const float *dO = Gr->dout + (row * H + h) * V;
     int64_t ldo = H * V;
     if (with_z(P)) { /* num, den again; dO' = [dO / (den + eps), -(dO . num) / (den + eps)^2] */
@@ -362,7 +375,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         dO = b->dOa, ldo = W;
     }
     seqk__chunk_bwd sb = {b->dVa, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->gsum,
-                          b->gt, b->gsum + L, 0.0f, pack};
+                          b->gt, b->gsum + L, 0.0f, pack, Dm};
     seqk__chunk_backward_stage(cv, K, W, b->cs.P, dO, ldo, va, ldva, S0, dS, &sb);
     if (out->dld) seqk__chunk_gate_grad(L, b->gt, b->gsum + L, sb.Dterm, out->dld, H);
 

@@ -118,7 +118,8 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     pl.chunk_fl = seqk__chunk_scratch_floats(L, K, V);
     const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V, e = (size_t)pl.E;
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l) * 8 /* beta row eq ek diag gt bt */ +
-                 rnd8(l * l) * 5 /* Tm KK Gm dA dP */ + rnd8(l * k) * 7 /* Kb W dQ dK tmp dW Y */ +
+                 rnd8(l * l) * 5 /* Tm KK Gm dA dP */ + rnd8(l * k) * 6 /* Kb W dQ dK dW Y */ +
+                 rnd8(l * (k > v ? k : v)) /* tmp */ +
                  rnd8(l * v) * 4 /* U Vn dVn X */ + rnd8(e) * (size_t)(1 + pl.nckpt + pl.R);
     return pl;
 }
@@ -134,7 +135,7 @@ typedef struct {
     float *pack;
     float *beta, *row, *eq, *ek, *diag, *gt, *bt; /* [L] */
     float *Tm, *KK, *Gm, *dA, *dP;                /* [L,L] */
-    float *Kb, *W, *dQ, *dK, *tmp, *dW, *Y;       /* [L,K] */
+    float *Kb, *W, *dQ, *dK, *tmp, *dW, *Y;       /* [L,K] (tmp [L, max(K, V)]) */
     float *U, *Vn, *dVn, *X;                      /* [L,V] */
     float *dS;                                    /* [E] */
     float *ckpt;                                  /* [nckpt, E] */
@@ -152,7 +153,8 @@ static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const 
     TAKE(beta, l), TAKE(row, l), TAKE(eq, l), TAKE(ek, l), TAKE(diag, l), TAKE(gt, l);
     TAKE(bt, l);
     TAKE(Tm, l * l), TAKE(KK, l * l), TAKE(Gm, l * l), TAKE(dA, l * l), TAKE(dP, l * l);
-    TAKE(Kb, l * k), TAKE(W, l * k), TAKE(dQ, l * k), TAKE(dK, l * k), TAKE(tmp, l * k);
+    TAKE(Kb, l * k), TAKE(W, l * k), TAKE(dQ, l * k), TAKE(dK, l * k);
+    TAKE(tmp, l * (k > v ? k : v)); /* [L, max(K, V)]: the engine's stage's scratch */
     TAKE(dW, l * k), TAKE(Y, l * k);
     TAKE(U, l * v), TAKE(Vn, l * v), TAKE(dVn, l * v), TAKE(X, l * v);
     TAKE(dS, e);
@@ -222,7 +224,7 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
     /* the engine's stage with Vn as the values */
     seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
     seqk__chunk_bwd sb = {b->dVn, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->diag,
-                          b->gt, b->bt, 0.0f, pack};
+                          b->gt, b->bt, 0.0f, pack, NULL};
     seqk__chunk_backward_stage(cv, K, V, b->cs.P, D->dout + (row * H + h) * V, H * V, b->Vn, V,
                                S0, dS, &sb);
     /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in),
