@@ -58,6 +58,8 @@ seqk_status seqkm_alloc(const char *fn, const char *what, size_t bytes, void **p
 seqk_status seqkm_begin(const char *fn, seqk_context *ctx, MPI_Comm comm, seqkm_comm *c)
 {
     int init = 0, fin = 0, inter = 0, err;
+    c->comm = MPI_COMM_NULL; /* until the communicator is known to be usable */
+    c->rank = 0, c->size = 1;
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
     if (!init || fin)
@@ -70,9 +72,9 @@ seqk_status seqkm_begin(const char *fn, seqk_context *ctx, MPI_Comm comm, seqkm_
     if (inter)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: comm is an intercommunicator (an intracommunicator is needed)", fn);
-    c->comm = comm;
     MPI_Comm_rank(comm, &c->rank);
     MPI_Comm_size(comm, &c->size);
+    c->comm = comm;
     seqk_status st = seqk__check_ctx(fn, ctx);
     if (st) return st;
     seqk_backend be = SEQK_BACKEND_CPU;
@@ -114,7 +116,9 @@ seqk_status seqkm_agree(const char *fn, const seqkm_comm *c, seqk_status st)
     if ((err = MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, first, c->comm)) != MPI_SUCCESS)
         return mpi_fail(fn, "MPI_Bcast", err);
     m.msg[sizeof m.msg - 1] = 0;
-    return seqk__fail((seqk_status)m.status, "%s: rank %d: %s", fn, first, m.msg);
+    const size_t nf = strlen(fn); /* "fn: rank r: what", without fn twice */
+    const char *what = !strncmp(m.msg, fn, nf) && !strncmp(m.msg + nf, ": ", 2) ? m.msg + nf + 2 : m.msg;
+    return seqk__fail((seqk_status)m.status, "%s: rank %d: %s", fn, first, what);
 }
 
 seqk_status seqkm_agree_args(const char *fn, const seqkm_comm *c, const seqkm_desc *d,

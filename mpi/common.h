@@ -36,7 +36,8 @@ void seqkm_desc_add(seqkm_desc *d, const char *name, int64_t value);
 
 /* The checks before any communication (each rank alone): MPI initialised
  * and not finalised, comm an intracommunicator (not MPI_COMM_NULL), ctx a
- * CPU context. Fills c. */
+ * CPU context. Fills c; c->comm stays MPI_COMM_NULL when the communicator
+ * itself is unusable (the caller then returns at once: nobody to agree with). */
 seqk_status seqkm_begin(const char *fn, seqk_context *ctx, MPI_Comm comm, seqkm_comm *c);
 
 /* Gathers every rank's descriptor and its local status st (the result of

@@ -80,25 +80,25 @@ static bool normalised(const cp_op *op)
 
 /* ---- the library calls on the local slice ------------------------------------- */
 
-/* The forward on the slice, values v of width Vx (V, or K + V for DeltaNet's
- * transition). */
+/* The forward on the slice, values v of width Vx (V, or wider for the
+ * transition, run_transition). */
 static seqk_status local_forward(const cp_op *op, const float *v, int64_t Vx, const float *s_in,
                                  const float *z_in, float *o, float *s_out, float *z_out)
 {
     switch (op->kind) {
     case CP_LINATTN:
-        return seqk_linear_attention(op->ctx, op->mode, op->B, op->T, op->H, op->K, op->V,
+        return seqk_linear_attention(op->ctx, op->mode, op->B, op->T, op->H, op->K, Vx,
                                      op->scale, op->flags, op->q, op->k, v, o, s_in, s_out, z_in,
                                      z_out, NULL, 0, op->chunk);
     case CP_RETENTION:
-        return seqk_retention(op->ctx, op->mode, op->B, op->T, op->H, op->K, op->V, op->scale,
+        return seqk_retention(op->ctx, op->mode, op->B, op->T, op->H, op->K, Vx, op->scale,
                               op->gamma, op->q, op->k, v, o, s_in, s_out, NULL, 0, op->chunk);
     case CP_GATED:
-        return seqk_gated_retention(op->ctx, op->mode, op->B, op->T, op->H, op->K, op->V,
+        return seqk_gated_retention(op->ctx, op->mode, op->B, op->T, op->H, op->K, Vx,
                                     op->scale, op->q, op->k, v, op->g, o, s_in, s_out, NULL, 0,
                                     op->chunk);
     case CP_MAMBA2:
-        return seqk_mamba2(op->ctx, op->mode, op->B, op->T, op->H, op->V, op->Hqk, op->K,
+        return seqk_mamba2(op->ctx, op->mode, op->B, op->T, op->H, Vx, op->Hqk, op->K,
                            op->flags, v, op->g, op->A, op->k, op->q, op->D, op->dt_bias, o, s_in,
                            s_out, NULL, 0, op->chunk);
     case CP_DELTANET:
@@ -143,34 +143,6 @@ static seqk_status local_backward(const cp_op *op, const float *s_in, const floa
 }
 
 /* ---- transitions ---------------------------------------------------------------- */
-
-/* The scalar decay M of the slice per (b, h) (linear-state family), in
- * double from the log-decays the library forms (scan/linear_state.h,
- * ssm/retention.c, ssm/mamba2.c), each floored as there. */
-static void slice_decays(const cp_op *op, double *a)
-{
-    for (int64_t b = 0; b < op->B; b++)
-        for (int64_t h = 0; h < op->H; h++) {
-            double sum = 0.0;
-            if (op->kind == CP_RETENTION) {
-                const float ld = op->gamma ? logf(op->gamma[h])
-                                           : (float)log1p(-ldexp(1.0, (int)(-5 - h)));
-                sum = (double)op->T * (double)fmaxf(ld, SEQK__LOG_DECAY_FLOOR);
-            } else if (op->kind == CP_GATED || op->kind == CP_MAMBA2) {
-                for (int64_t t = 0; t < op->T; t++) {
-                    const int64_t i = (b * op->T + t) * op->H + h;
-                    float ld = op->g[i];
-                    if (op->kind == CP_MAMBA2) {
-                        const float d = op->g[i] + (op->dt_bias ? op->dt_bias[h] : 0.0f);
-                        ld = ((op->flags & SEQK_MAMBA2_DT_SOFTPLUS) ? seqk__softplus(d) : d) *
-                             op->A[h];
-                    }
-                    sum += ld < SEQK__LOG_DECAY_FLOOR ? SEQK__LOG_DECAY_FLOOR : ld;
-                }
-            }
-            a[b * op->H + h] = exp(sum);
-        }
-}
 
 /* Elements of the scan: per (b, h) the map (M, C), M m x m (m = 1 or K),
  * C K x W, packed [M | C] in double. */
@@ -282,6 +254,7 @@ typedef struct cp_run {
     int64_t *Ts, want_any;
     int last;
     cp_elems L;
+    int64_t Vx, cv; /* the transition's value columns; v's first column in them */
     /* scratch */
     float *o_s, *s_loc, *z_loc, *s_in, *z_in, *vx, *sx_in;
     double *elem, *work, *decay;
@@ -344,16 +317,20 @@ static seqk_status run_begin(const cp_op *op, cp_run *R, int64_t want, const int
     return SEQK_SUCCESS;
 }
 
-/* Scratch shared by both drivers; Vx = V, or K + V for DeltaNet's
- * transition on ranks > 0. */
-static seqk_status run_alloc(const cp_op *op, cp_run *R, int64_t Vx)
+/* Scratch shared by both drivers. */
+static seqk_status run_alloc(const cp_op *op, cp_run *R)
 {
     const size_t nS = (size_t)(op->B * op->H * op->K), ne = (size_t)(R->L.n * R->L.E);
+    const bool delta = op->kind == CP_DELTANET;
+    R->Vx = op->V + (delta ? op->K : 1);
+    R->cv = delta ? op->K : 0;
+    const size_t nx = (size_t)(op->B * op->T * op->H * R->Vx), Vx = (size_t)R->Vx;
     const char *fn = op->fn;
     seqk_status st;
-    if ((st = seqkm_alloc(fn, "the slice's output", (size_t)(op->B * op->T * op->H * Vx) * 4,
-                          (void **)&R->o_s)) ||
-        (st = seqkm_alloc(fn, "the slice's state", nS * (size_t)Vx * 4, (void **)&R->s_loc)) ||
+    if ((st = seqkm_alloc(fn, "the slice's output", nx * 4, (void **)&R->o_s)) ||
+        (st = seqkm_alloc(fn, "the transition's values", nx * 4, (void **)&R->vx)) ||
+        (st = seqkm_alloc(fn, "the transition's state", nS * Vx * 4, (void **)&R->sx_in)) ||
+        (st = seqkm_alloc(fn, "the slice's state", nS * Vx * 4, (void **)&R->s_loc)) ||
         (st = seqkm_alloc(fn, "the incoming state", nS * (size_t)op->V * 4,
                           (void **)&R->s_in)) ||
         (st = seqkm_alloc(fn, "the normaliser states", nS * 4, (void **)&R->z_loc)) ||
@@ -362,52 +339,47 @@ static seqk_status run_alloc(const cp_op *op, cp_run *R, int64_t Vx)
         (st = seqkm_alloc(fn, "the scan", 3 * ne * 8, (void **)&R->work)) ||
         (st = seqkm_alloc(fn, "the decays", (size_t)R->L.n * 8, (void **)&R->decay)))
         return st;
-    if (Vx != op->V) {
-        if ((st = seqkm_alloc(fn, "the transition's values", (size_t)(op->B * op->T * op->H * Vx) * 4,
-                              (void **)&R->vx)) ||
-            (st = seqkm_alloc(fn, "the transition's state", nS * (size_t)Vx * 4,
-                              (void **)&R->sx_in)))
-            return st;
-    }
     return SEQK_SUCCESS;
 }
 
 /*
- * The forward transition of the local slice into R->elem and R->o_s:
- * rank 0 runs from the user's initial state (its map is the constant
- * (0, final state); o_s is then its output); the others run from zero
- * (decay family; M from the log-decays) or with K extra value columns
- * (DeltaNet; M and C from one call).
+ * The transition (M, C) of the local slice, from one library call with
+ * extra value columns (the columns of the state evolve independently):
+ *   decay family: values [v | 0], initial state [S0 | 1] -> final [C | M 1]
+ *   DeltaNet:     values [0 | v], initial state [I | S0] -> final [M | C]
+ * (S0: the user's initial state on rank 0, else 0), so that M is exactly
+ * the decay or product the library applies to a state (its own rounding
+ * of the gates included: a decay of 1 - 1e-6 compounded over 2^18 tokens
+ * in float chunk decays is 1e-5 away from the exact one). Rank 0's map is
+ * the constant (0, C); R->o_s [B,T,H,Vx] holds its outputs in the columns
+ * [R->cv, R->cv + V); R->s_loc [n,K,Vx] the final state.
  */
 static seqk_status run_transition(const cp_op *op, cp_run *R, const float *state_in,
                                   const float *z_in)
 {
-    const bool nz = normalised(op);
-    seqk_status st;
-    if (R->c.rank == 0) {
-        st = local_forward(op, op->v, op->V, state_in, nz ? z_in : NULL, R->o_s, R->s_loc,
-                           nz ? R->z_loc : NULL);
-        if (!st) pack(&R->L, NULL, NULL, 0, false, R->s_loc, op->V, op->V, R->z_loc, R->elem);
-        return st;
-    }
-    if (op->kind != CP_DELTANET) {
-        st = local_forward(op, op->v, op->V, NULL, NULL, R->o_s, R->s_loc, nz ? R->z_loc : NULL);
-        if (st) return st;
-        slice_decays(op, R->decay);
-        pack(&R->L, R->decay, NULL, 0, false, R->s_loc, op->V, op->V, R->z_loc, R->elem);
-        return SEQK_SUCCESS;
-    }
-    const int64_t K = op->K, V = op->V, Vx = K + V, rows = op->B * op->T * op->H;
-    for (int64_t r = 0; r < rows; r++) {
-        memset(R->vx + r * Vx, 0, (size_t)K * sizeof(float));
-        memcpy(R->vx + r * Vx + K, op->v + r * V, (size_t)V * sizeof(float));
-    }
+    const bool nz = normalised(op), delta = op->kind == CP_DELTANET;
+    const int64_t K = op->K, V = op->V, Vx = R->Vx, cv = R->cv, rows = op->B * op->T * op->H;
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(R->vx + r * Vx + cv, op->v + r * V, (size_t)V * sizeof(float)); /* rest: 0 */
+    const float *s0 = R->c.rank == 0 ? state_in : NULL;
     for (int64_t n = 0; n < R->L.n; n++)
-        for (int64_t i = 0; i < K; i++)
-            for (int64_t j = 0; j < Vx; j++) R->sx_in[(n * K + i) * Vx + j] = i == j ? 1.0f : 0.0f;
-    st = local_forward(op, R->vx, Vx, R->sx_in, NULL, R->o_s, R->s_loc, NULL);
-    if (!st) pack(&R->L, NULL, R->s_loc, Vx, false, R->s_loc + K, Vx, V, NULL, R->elem);
-    return st;
+        for (int64_t i = 0; i < K; i++) {
+            float *row = R->sx_in + (n * K + i) * Vx;
+            if (delta) row[i] = 1.0f;
+            else row[V] = 1.0f;
+            if (s0) memcpy(row + cv, s0 + (n * K + i) * V, (size_t)V * sizeof(float));
+        }
+    seqk_status st = local_forward(op, R->vx, Vx, R->sx_in, R->c.rank == 0 && nz ? z_in : NULL,
+                                   R->o_s, R->s_loc, nz ? R->z_loc : NULL);
+    if (st) return st;
+    if (!delta)
+        for (int64_t n = 0; n < R->L.n; n++) R->decay[n] = R->s_loc[n * K * Vx + V];
+    if (R->c.rank == 0)
+        pack(&R->L, NULL, NULL, 0, false, R->s_loc + cv, Vx, V, R->z_loc, R->elem);
+    else
+        pack(&R->L, delta ? NULL : R->decay, delta ? R->s_loc : NULL, Vx, false, R->s_loc + cv,
+             Vx, V, R->z_loc, R->elem);
+    return SEQK_SUCCESS;
 }
 
 /* The forward scan: R->s_in (and R->z_in) = the state entering this rank's
@@ -435,10 +407,9 @@ static seqk_status cp_forward(const cp_op *op, float *o, const float *state_in, 
         return st;
     }
     const bool nz = normalised(op);
-    const int64_t Vx = op->kind == CP_DELTANET && R.c.rank > 0 ? op->K + op->V : op->V;
     const size_t no = (size_t)(op->B * op->T * op->H * op->V), nS = (size_t)(R.L.n * op->K);
     /* 1. scratch, the transition (the library checks every input), the outputs */
-    st = run_alloc(op, &R, Vx);
+    st = run_alloc(op, &R);
     if (!st) st = run_transition(op, &R, state_in, z_in);
     if (!st && no) st = seqk__check_ptr(fn, "o", o);
     if (!st) {
@@ -453,17 +424,21 @@ static seqk_status cp_forward(const cp_op *op, float *o, const float *state_in, 
     /* 2. the incoming states */
     if ((st = run_forward_scan(op, &R))) goto done;
     /* 3. the slice from its incoming state */
-    float *fin = R.c.rank == R.last ? R.s_loc : NULL, *zfin = R.c.rank == R.last && nz ? R.z_loc : NULL;
-    if (R.c.rank == 0) {
-        if (no) memcpy(o, R.o_s, no * sizeof(float));
+    float *fin = R.c.rank == R.last ? R.s_in : NULL, *zfin = R.c.rank == R.last && nz ? R.z_loc : NULL;
+    if (R.c.rank == 0) { /* its transition was its whole computation */
+        for (int64_t r = 0; r < op->B * op->T * op->H; r++)
+            memcpy(o + r * op->V, R.o_s + r * R.Vx + R.cv, (size_t)op->V * sizeof(float));
+        if (fin)
+            for (size_t i = 0; i < nS; i++)
+                memcpy(fin + i * op->V, R.s_loc + i * R.Vx + R.cv, (size_t)op->V * sizeof(float));
     } else {
         st = local_forward(op, op->v, op->V, R.s_in, nz ? R.z_in : NULL, o, fin, zfin);
     }
     if ((st = seqkm_agree(fn, &R.c, st))) goto done;
     /* 4. the final state of the whole sequence, from the last rank */
     if (R.want_any & WANT_S) {
-        if ((st = seqkm_bcast_floats(fn, &R.c, R.s_loc, (int64_t)nS * op->V, R.last))) goto done;
-        if (state_out) memcpy(state_out, R.s_loc, nS * op->V * sizeof(float));
+        if ((st = seqkm_bcast_floats(fn, &R.c, R.s_in, (int64_t)nS * op->V, R.last))) goto done;
+        if (state_out) memcpy(state_out, R.s_in, nS * op->V * sizeof(float));
     }
     if (R.want_any & WANT_Z) {
         if ((st = seqkm_bcast_floats(fn, &R.c, R.z_loc, (int64_t)nS, R.last))) goto done;
@@ -499,7 +474,6 @@ static seqk_status cp_backward(const cp_op *op, const float *state_in, const flo
         run_free(&R);
         return st;
     }
-    const int64_t Vx = op->kind == CP_DELTANET && R.c.rank > 0 ? op->K + op->V : op->V;
     size_t nq, nv, ng;
     grad_sizes(op, &nq, &nv, &ng);
     const size_t nS = (size_t)(R.L.n * op->K), nH = (size_t)op->H;
@@ -508,7 +482,7 @@ static seqk_status cp_backward(const cp_op *op, const float *state_in, const flo
     double *red = NULL;
     cp_grads S = {0}; /* scratch gradients of the first backward */
     /* 1. scratch, the transition (inputs checked by the library), the outputs */
-    st = run_alloc(op, &R, Vx);
+    st = run_alloc(op, &R);
     if (!st) st = seqkm_alloc(fn, "the scratch gradients", (2 * nq + nv + 2 * ng + 3 * nH) * 4,
                               (void **)&gbuf);
     if (!st) st = seqkm_alloc(fn, "the state gradients", 4 * nS * (size_t)(op->V + 1) * 4,
@@ -560,35 +534,11 @@ static seqk_status cp_backward(const cp_op *op, const float *state_in, const flo
     /* 4. the gradients of the outgoing states, by the reverse scan */
     if (last) {
         pack(&R.L, NULL, NULL, 0, false, ds_g, op->V, op->V, dz_g, R.elem);
-    } else if (op->kind == CP_DELTANET) {
-        /* M^T from the transition's state [M | C] (ranks > 0; rank 0 runs it
-         * again since its own transition came from the user's state) */
-        if (R.c.rank == 0) {
-            const int64_t K = op->K, V = op->V, X = K + V, rows = op->B * op->T * op->H;
-            float *vx = NULL, *sx = NULL, *ox = NULL, *sxo = NULL;
-            st = seqkm_alloc(fn, "the transition", (size_t)(rows * X) * 4, (void **)&vx);
-            if (!st) st = seqkm_alloc(fn, "the transition", (size_t)(rows * X) * 4, (void **)&ox);
-            if (!st) st = seqkm_alloc(fn, "the transition", nS * (size_t)K * 4, (void **)&sx);
-            if (!st) st = seqkm_alloc(fn, "the transition", nS * (size_t)K * 4, (void **)&sxo);
-            if (!st) {
-                for (int64_t n = 0; n < R.L.n; n++)
-                    for (int64_t i = 0; i < K; i++) sx[(n * K + i) * K + i] = 1.0f;
-                st = local_forward(op, vx, K, sx, NULL, ox, sxo, NULL); /* values 0, width K */
-                if (!st)
-                    pack(&R.L, NULL, sxo, K, true, ds_g, op->V, op->V, NULL, R.elem);
-            }
-            free(vx);
-            free(ox);
-            free(sx);
-            free(sxo);
-        } else {
-            pack(&R.L, NULL, R.s_loc, op->K + op->V, true, ds_g, op->V, op->V, NULL, R.elem);
-        }
-    } else {
-        slice_decays(op, R.decay);
-        pack(&R.L, R.decay, NULL, 0, false, ds_g, op->V, op->V, dz_g, R.elem);
+    } else { /* M^T: the decay, or the transpose of M in the transition's state [M | C] */
+        const bool delta = op->kind == CP_DELTANET;
+        pack(&R.L, delta ? NULL : R.decay, delta ? R.s_loc : NULL, R.Vx, true, ds_g, op->V,
+             op->V, dz_g, R.elem);
     }
-    if ((st = seqkm_agree(fn, &R.c, st))) goto done;
     bool have = false;
     if ((st = exscan(fn, &R.c, true, &R.L, R.elem, R.work, &have))) goto done;
     if (have) unpack_c(&R.L, R.elem, op->V, ds_out, nz ? dz_out_s : NULL);
