@@ -63,7 +63,12 @@
  *   log-gates anywhere in [-1000, 0], chunks of 64 and 256; before issue
  *   #19's fix up to 2.5e-5). The CUDA chunked kernels keep it in double
  *   (gpu/linear_state.cu, gpu/deltanet.cuh); the sweep runs on the CPU
- *   backend only.
+ *   backend only. The backwards (same sweep, CPU): every gradient of gated
+ *   retention, Mamba2 and gated DeltaNet within 5e-6 relative of the
+ *   float64 reverse token loop for log-gates anywhere in [-1000, 0] (chunk
+ *   sums down to -2.6e5), a gate gradient (dg, ddt, dA) relative to the
+ *   size of the terms it sums (measured worst 1.7e-6, gated DeltaNet's dg;
+ *   gated retention and Mamba2 <= 3.4e-7; no growth with the magnitude).
  *
  *   NaN and inf in data inputs (q, k, v, x, B, C, u, states) are not
  *   checked: they propagate through the arithmetic to the outputs that

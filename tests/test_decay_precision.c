@@ -14,11 +14,18 @@
  * into every decay exp(G_i - G_j): 1.5e-5 with gates in [-15, 0] and 5e-3
  * with gates in [-1000, 0] (the sweep's "before" column in the issue note).
  *
+ * The backwards of the three (tests/ref's reverse token loops as the
+ * reference, CPU) are swept over the same gate ranges: every gradient's
+ * error, the worst per range printed as a table, checked against TOL_BWD.
+ *
  * Run with -v to see every error. */
 #include "fixtures.h"
 #include "ref/ref_deltanet.h"
+#include "ref/ref_deltanet_backward.h"
 #include "ref/ref_linear.h"
+#include "ref/ref_linear_backward.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +146,135 @@ static void sweep_case(th_backend *be, int op, const grange *r, int64_t chunk)
     tf_arrays_free(&h);
 }
 
+/* ---- the backwards ------------------------------------------------------------- */
+
+/* Gradients: the relative error against the float64 reverse token loops
+ * (tests/ref), norm-wise per gradient; a gate gradient (dg, Mamba2's ddt
+ * and dA) against max(|ref|, |terms|), the size of the terms it sums (they
+ * cancel to ~exp(g) under strong decay: fp32 keeps dg only to ~1e-7 of
+ * them); a gradient whose true size is below fp32's range (dstate_in of
+ * gated DeltaNet with gates in [-1000, 0]: |ref| = 6e-73) against FLT_MIN
+ * per element (it rounds to 0). The bound of seqk.h for the backwards,
+ * every gradient, any log-gates (measured worst 1.7e-6: gated DeltaNet's
+ * dg, chunk 256, gates in [-15, 0]; gated retention and Mamba2 <= 3.4e-7): */
+#define TOL_BWD 5e-6
+
+static double norm2(const double *x, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i] * x[i];
+    return sqrt(s);
+}
+
+/* ||out - ref|| / max(||ref||, ||terms||, FLT_MIN sqrt(n)) (terms NULL: the
+ * relative error, floored at fp32's smallest normal). */
+static double grad_err(const float *out, const double *ref, size_t n, const double *terms,
+                       size_t nterms)
+{
+    const double e = th_rel_err(out, ref, n), nr = norm2(ref, n);
+    const double nt = terms ? norm2(terms, nterms) : 0, fl = FLT_MIN * sqrt((double)n);
+    if (!isfinite(e)) return e;
+    const double abs_err = nr > 0 ? e * nr : e;
+    const double den = nr > nt ? (nr > fl ? nr : fl) : (nt > fl ? nt : fl);
+    return abs_err / den;
+}
+
+enum { NGRAD = 6 };
+static const char *const grad_name[NOPS][NGRAD] = {
+    {"dq", "dk", "dv", "dg", "dstate_in", NULL},
+    {"dCm", "dBm", "dx", "ddt", "dstate_in", "dA"},
+    {"dq", "dk", "dv", "dg", "dstate_in", "dbeta"}};
+
+/* One op, one gate range: the backward's error per gradient; returns the worst. */
+static double sweep_backward(th_backend *be, int op, const grange *r, int64_t chunk)
+{
+    char what[160];
+    snprintf(what, sizeof what, "%s %s backward g~U[%g,%g] B=%d T=%d H=%d K=%d V=%d chunk=%lld",
+             be->name, op_name[op], r->lo, r->hi, B, T, H, K, V, (long long)chunk);
+    if (th_skipped(be, what)) return 0;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
+    inputs in;
+    make_inputs(&h, op, r, &in);
+    const float *dout = tf_random(&h, in.nv, -1, 1), *dsT = tf_random(&h, in.ns, -1, 1);
+    const size_t ng = in.ng, nq = in.nq, nv = in.nv, ns = in.ns;
+    /* op's gradients: sizes, the float64 reference and the terms of the gate's */
+    const size_t n[NGRAD] = {nq, nq, nv, ng, ns, op == MAMBA2 ? (size_t)H : ng};
+    double *ref[NGRAD], *terms[NGRAD] = {NULL};
+    size_t nterms[NGRAD] = {0};
+    for (int i = 0; i < NGRAD; i++) ref[i] = tf_doubles(&h, n[i]);
+    const double scale = 1.0 / sqrt((double)K);
+    if (op == GATED) {
+        terms[3] = tf_doubles(&h, ng), nterms[3] = ng;
+        ref_gated_retention_backward(B, T, H, K, V, scale, in.q, in.k, in.v, in.g, dout, in.s0,
+                                     dsT, ref[0], ref[1], ref[2], ref[3], terms[3], ref[4], NULL,
+                                     0);
+    } else if (op == MAMBA2) {
+        terms[3] = tf_doubles(&h, ng), nterms[3] = ng;
+        double *sA = tf_doubles(&h, H), *sAabs = tf_doubles(&h, H);
+        terms[5] = tf_doubles(&h, 2 * H), nterms[5] = 2 * H;
+        const ref_mamba2_scales sc = {terms[3], sA, NULL, sAabs};
+        ref_mamba2_backward(B, T, H, V, H, K, 0, in.v, in.g, in.A, in.k, in.q, NULL, NULL, in.s0,
+                            dout, dsT, ref[2], ref[3], ref[5], ref[1], ref[0], NULL, NULL, ref[4],
+                            &sc, NULL, 0);
+        for (int i = 0; i < H; i++) terms[5][i] = sA[i], terms[5][H + i] = sAabs[i];
+    } else {
+        double *qd = tf_doubles(&h, nq), *kd = tf_doubles(&h, nq), *vd = tf_doubles(&h, nv);
+        double *bd = tf_doubles(&h, ng), *gd = tf_doubles(&h, ng), *s0d = tf_doubles(&h, ns);
+        double *dod = tf_doubles(&h, nv), *dsd = tf_doubles(&h, ns);
+        for (size_t i = 0; i < nq; i++) qd[i] = in.q[i], kd[i] = in.k[i];
+        for (size_t i = 0; i < nv; i++) vd[i] = in.v[i], dod[i] = dout[i];
+        for (size_t i = 0; i < ng; i++) bd[i] = in.beta[i], gd[i] = in.g[i];
+        for (size_t i = 0; i < ns; i++) s0d[i] = in.s0[i], dsd[i] = dsT[i];
+        ref_deltanet_backward64(B, T, H, K, V, scale, 1, qd, kd, vd, bd, gd, s0d, dod, dsd,
+                                ref[0], ref[1], ref[2], ref[5], ref[3], ref[4], NULL, 0);
+    }
+    float *dev[NGRAD], *host[NGRAD];
+    for (int i = 0; i < NGRAD; i++) {
+        dev[i] = tf_poisoned(&d, n[i]);
+        host[i] = tf_floats(&h, n[i]);
+    }
+    float *q = tf_upload(&d, in.q, nq * 4), *k = tf_upload(&d, in.k, nq * 4);
+    float *v = tf_upload(&d, in.v, nv * 4), *g = tf_upload(&d, in.g, ng * 4);
+    float *beta = tf_upload(&d, in.beta, ng * 4), *A = tf_upload(&d, in.A, H * 4);
+    float *s0 = tf_upload(&d, in.s0, ns * 4), *ddo = tf_upload(&d, dout, nv * 4);
+    float *dds = tf_upload(&d, dsT, ns * 4);
+    const float fscale = (float)scale;
+    seqk_status st;
+    if (op == GATED)
+        st = seqk_gated_retention_backward(be->ctx, B, T, H, K, V, fscale, q, k, v, g, ddo, s0,
+                                           dds, dev[0], dev[1], dev[2], dev[3], dev[4], NULL, 0,
+                                           chunk);
+    else if (op == MAMBA2)
+        st = seqk_mamba2_backward(be->ctx, B, T, H, V, H, K, 0, v, g, A, k, q, NULL, NULL, s0, ddo,
+                                  dds, dev[2], dev[3], dev[5], dev[1], dev[0], NULL, NULL, dev[4],
+                                  NULL, 0, chunk);
+    else
+        st = seqk_deltanet_backward(be->ctx, B, T, H, K, V, fscale, SEQK_DELTANET_L2NORM_QK, q, k,
+                                    v, beta, g, s0, ddo, dds, dev[0], dev[1], dev[2], dev[5],
+                                    dev[3], dev[4], NULL, 0, chunk);
+    double worst = INFINITY;
+    char w2[200];
+    snprintf(w2, sizeof w2, "%s: status", what);
+    if (th_check_status(st, SEQK_SUCCESS, w2)) {
+        worst = 0;
+        printf("  %-5s %-16s chunk %3lld g~U[%7g,%5g] ", be->name, op_name[op], (long long)chunk,
+               r->lo, r->hi);
+        for (int i = 0; i < NGRAD; i++) {
+            if (!grad_name[op][i]) continue;
+            th_download(be, host[i], dev[i], n[i] * 4);
+            const double e = grad_err(host[i], ref[i], n[i], terms[i], nterms[i]);
+            printf(" %s %.1e", grad_name[op][i], e);
+            th_check(e <= TOL_BWD, "%s: %s rel err %.3g <= %g", what, grad_name[op][i], e,
+                     TOL_BWD);
+            worst = e > worst ? e : worst;
+        }
+        printf("\n");
+    }
+    tf_arrays_free(&d);
+    tf_arrays_free(&h);
+    return worst;
+}
+
 int main(int argc, char **argv)
 {
     th_backend *bes;
@@ -151,5 +287,24 @@ int main(int argc, char **argv)
                     th_seed(1900 + (uint64_t)(op * 16 + r));
                     sweep_case(&bes[b], op, &ranges[r], chunks[c]);
                 }
+    printf("backwards (CPU): relative error of every gradient against the float64 reverse "
+           "token loop\n");
+    double worst[NOPS][NRANGES] = {{0}};
+    for (int b = 0; b < nb; b++) {
+        if (bes[b].backend != SEQK_BACKEND_CPU) continue; /* host references, CPU sweep */
+        for (int op = 0; op < NOPS; op++)
+            for (int c = 0; c < 2; c++)
+                for (int r = 0; r < NRANGES; r++) {
+                    th_seed(1950 + (uint64_t)(op * 16 + r));
+                    const double e = sweep_backward(&bes[b], op, &ranges[r], chunks[c]);
+                    worst[op][r] = e > worst[op][r] ? e : worst[op][r];
+                }
+        printf("worst gradient error per gate range (both chunk sizes; bound %g):\n", TOL_BWD);
+        for (int r = 0; r < NRANGES; r++) {
+            printf("  g~U[%7g,%5g]", ranges[r].lo, ranges[r].hi);
+            for (int op = 0; op < NOPS; op++) printf("  %s %.2e", op_name[op], worst[op][r]);
+            printf("\n");
+        }
+    }
     return th_finish();
 }
