@@ -18,6 +18,9 @@ if command -v dpkg >/dev/null 2>&1; then
   command -v clang >/dev/null 2>&1 || missing+=(clang)
   dpkg -s libclang-rt-dev >/dev/null 2>&1 || ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || missing+=(libclang-rt-dev)
   dpkg -s libomp-dev >/dev/null 2>&1 || missing+=(libomp-dev)
+  # Open MPI: libseqk_mpi (context parallelism) and its tests (optional: built when CMake finds MPI)
+  dpkg -s openmpi-bin >/dev/null 2>&1 || missing+=(openmpi-bin)
+  dpkg -s libopenmpi-dev >/dev/null 2>&1 || missing+=(libopenmpi-dev)
 fi
 if ((${#missing[@]})); then
   if command -v apt-get >/dev/null 2>&1; then

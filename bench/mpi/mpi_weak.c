@@ -113,8 +113,6 @@ int main(int argc, char **argv)
     b.dv = arr(nv, 0, 0, &seed), b.dg = arr(ng, 0, 0, &seed), b.dbeta = arr(ng, 0, 0, &seed);
     const char *names[4] = {"gated retention fwd", "gated retention bwd", "deltanet fwd",
                             "deltanet bwd"};
-    int rounds = 0;
-    while ((1 << rounds) < size) rounds++;
     const double elem[4] = {(double)(H * (K * V + 1)), (double)(H * (K * V + 1)),
                             (double)(H * (K * K + K * V)), (double)(H * (K * K + K * V))};
     if (rank == 0) {
@@ -129,7 +127,7 @@ int main(int argc, char **argv)
                size, threads, (long long)T, (long long)H, (long long)K, (long long)V, reps,
                seqk_version(), host);
         printf("%-20s %5s %10s %10s %10s %12s %12s %12s\n", "op", "ranks", "tok/rank", "tokens",
-               "ms", "Mtok/s", "bytes/rank", "scan bytes");
+               "ms", "Mtok/s", "bytes/rank", "formula");
     }
     double *t = malloc((size_t)reps * sizeof(double));
     for (int which = 0; which < 4; which++) {
@@ -152,11 +150,21 @@ int main(int argc, char **argv)
         }
         qsort(t, (size_t)reps, sizeof(double), cmp);
         const double med = t[reps / 2];
-        const double scans = which % 2 ? 2.0 : 1.0;
+        /* the scan payload of the rank that sends the most: at position p
+         * (reversed for the backward's second scan) it sends one element in
+         * each round d with p + d < P */
+        double most = 0.0;
+        for (int r = 0; r < size; r++) {
+            int sends = 0;
+            for (int d = 1; d < size; d *= 2) sends += r + d < size;
+            if (which % 2)
+                for (int d = 1; d < size; d *= 2) sends += (size - 1 - r) + d < size;
+            most = sends * elem[which] * 8.0 > most ? sends * elem[which] * 8.0 : most;
+        }
         if (rank == 0)
             printf("%-20s %5d %10lld %10lld %10.2f %12.3f %12llu %12.0f\n", names[which], size,
                    (long long)T, (long long)T * size, 1e3 * med, (double)T * size / med / 1e6, mb,
-                   scans * rounds * elem[which] * 8.0);
+                   most);
     }
     free(t);
     seqk_context_destroy(b.ctx);
