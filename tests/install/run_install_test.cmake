@@ -37,3 +37,17 @@ run(${CMAKE_C_COMPILER} ${SEQK_SOURCE_DIR}/tests/install/consumer/consumer.c -o 
     ${flags} -Wl,-rpath,${libdir} -lm)
 run(${WORK_DIR}/pc_consumer)
 message(STATUS "install consumer: find_package(seqk) shared+static and pkg-config all work")
+
+# 3. libseqk_mpi, when it was built: find_package(seqk COMPONENTS mpi), two ranks
+file(GLOB mpi_targets ${prefix}/lib*/cmake/seqk/seqkMpiTargets.cmake)
+if(mpi_targets)
+  find_program(MPIEXEC NAMES mpiexec mpirun REQUIRED)
+  run(${CMAKE_COMMAND} -S ${SEQK_SOURCE_DIR}/tests/install/consumer_mpi -B ${WORK_DIR}/mpi
+      -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER})
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/mpi)
+  set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
+  set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)
+  set(ENV{OMPI_MCA_btl_vader_single_copy_mechanism} none)
+  run(${MPIEXEC} -n 2 --oversubscribe ${WORK_DIR}/mpi/consumer_mpi)
+  message(STATUS "install consumer: find_package(seqk COMPONENTS mpi) works")
+endif()
