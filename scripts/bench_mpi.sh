@@ -16,14 +16,17 @@ if ! command -v mpiexec >/dev/null 2>&1; then
   echo "bench_mpi.sh: no mpiexec (install openmpi-bin libopenmpi-dev): skipped"
   exit 0
 fi
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSEQK_BUILD_TESTS=OFF -DSEQK_MPI=ON >/dev/null
+# a fresh build directory is configured here; an existing one (with libseqk_mpi) is kept as it is
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSEQK_BUILD_TESTS=OFF -DSEQK_MPI=ON >/dev/null
+fi
 cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target seqk-mpi-weak >/dev/null
 # Open MPI as root, and shared memory without the single-copy mechanism
 # (containers often forbid it)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1
 over=""
-mpiexec --version 2>/dev/null | grep -q "Open MPI" && over=--oversubscribe
+mpiexec --version 2>&1 | grep -qiE "open ?mpi|openrte" && over=--oversubscribe
 echo "# cores: $(nproc 2>/dev/null || echo '?'), $(date -u +%Y-%m-%d), $(uname -m)"
 for n in 1 2 4; do
   mpiexec -n "$n" $over "$build/seqk-mpi-weak" "$@"
