@@ -26,7 +26,8 @@
  * Algorithm (docs/context-parallel.md): each rank computes the transition
  * of its slice, the affine map S_out = M S_in + C of the state, with
  * M a scalar decay per (batch, head) for the linear-state family and the
- * K x K product prod_t exp(g_t) (I - beta_t k_t k_t^T) for DeltaNet; an
+ * K x K product prod_t exp(g_t) (I - beta_t k_t k_t^T) for DeltaNet, by
+ * one library call with extra value columns (1, or K for DeltaNet); an
  * exclusive scan of these maps over the ranks (recursive doubling,
  * ceil(log2 P) rounds of point-to-point messages, combine in double) gives
  * each rank its incoming state; the rank then computes its slice with that
@@ -38,9 +39,9 @@
  * doubles (DeltaNet): independent of T.
  *
  * Work per rank (local slice of T tokens, one call's cost = the
- * single-process op on T tokens): forward 2 calls (rank 0: 1; DeltaNet on
- * ranks > 0 computes the transition with K extra value columns);
- * backward 1 forward + 2 backward calls (the last rank: 1 + 1).
+ * single-process op on T tokens): forward 2 calls (rank 0: 1), the first
+ * with V + 1 value columns (DeltaNet: V + K); backward 1 forward + 2
+ * backward calls (the last rank: 1 + 1).
  *
  * States: state_in / z_in are read on rank 0 only (ignored elsewhere);
  * state_out / z_out (the final state of the whole sequence, computed on the

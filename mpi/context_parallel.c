@@ -9,18 +9,22 @@
  *
  *   S_out = M S_in + C
  *
- *   linear-state family: M = exp(sum of the slice's log-decays), a scalar
- *     (1 for linear attention, gamma^T for retention, exp(sum g) for gated
- *     retention, exp(sum dt A) for Mamba2, dt after its bias and softplus,
- *     each log-decay floored at SEQK__LOG_DECAY_FLOOR as the library does);
+ *   linear-state family: M = prod_t a_t = exp(sum of the slice's log-
+ *     decays), a scalar (1 for linear attention, gamma^T for retention,
+ *     exp(sum g) for gated retention, exp(sum dt A) for Mamba2);
  *     C = the slice's final state from a zero initial state. The linear-
- *     attention normaliser z (z_out = z_in + sum k) is one more column of C
- *     (its M is 1 too).
+ *     attention normaliser z (z_out = z_in + sum phi(k)) is one more
+ *     column of C (its M is 1 too).
  *   DeltaNet: M = prod_t exp(g_t) (I - beta_t k_t k_t^T), a K x K matrix,
- *     and C the final state from zero. Both come from one library call with
- *     K extra value columns: values [0 | v], initial state [I | 0], whose
- *     final state is [M | C] (the columns of a DeltaNet state evolve
- *     independently; the L2-norm flag only changes q and k).
+ *     and C the final state from zero.
+ *
+ * Both come from one library call on the slice with extra value columns
+ * (the columns of the state evolve independently: a value column only
+ * enters its own state column; the L2-norm flag only changes q and k):
+ * values [v | 0] from the initial state [S0 | 1] end in [C | M 1]; for
+ * DeltaNet values [0 | v] from [I | S0] end in [M | C] (S0 = 0, or the
+ * user's initial state on rank 0). So M is the decay the library itself
+ * applies to a state, gates, floors and float rounding included.
  *
  * Maps compose as (M2, C2) o (M1, C1) = (M2 M1, M2 C1 + C2) (1 first), an
  * associative operator: an exclusive scan over the ranks (recursive
@@ -42,8 +46,6 @@
  * summed over the ranks (MPI_Allreduce in double).
  */
 #include "common.h"
-
-#include "../core/vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
