@@ -343,6 +343,7 @@ typedef struct {
     int64_t ldqk;
     float *dv;      /* dv rows (H V apart) */
     float *dvs;     /* dv_scale (H apart) or NULL */
+    float *dskip;   /* dskip_tok (H apart) or NULL */
     float *dld;     /* dlogdecay (H apart) or NULL */
 } brows;
 
@@ -396,15 +397,18 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
                 ok[j] = dk[j] * (k[j] > 0.0f ? 1.0f : expf(k[j]));
             }
         }
-        const float *dv = b->dVa + i * W;
+        float *dv = b->dVa + i * W;
         float *ov = out->dv + i * H * V;
-        if (P->v_scale) {
-            const float s = P->v_scale[r * H + h];
-            const float *v = P->v + (r * H + h) * V;
-            for (int64_t j = 0; j < V; j++) ov[j] = s * dv[j];
-            if (out->dvs) out->dvs[i * H] = seqk__dot(v, dv, V);
-        } else {
+        const float *v = P->v + (r * H + h) * V;
+        const float s = P->v_scale ? P->v_scale[r * H + h] : 1.0f;
+        if (out->dvs) out->dvs[i * H] = seqk__dot(v, dv, V);
+        if (Gr->skip) { /* dv = s dV' + skip_h dout; the skip's term dout . v */
+            const float *go = Gr->dout + (r * H + h) * V, d = Gr->skip[h];
+            for (int64_t j = 0; j < V; j++) dv[j] = s * dv[j] + d * go[j];
+            if (out->dskip) out->dskip[i * H] = seqk__dot(go, v, V);
             seqk__store_row_nt(ov, dv, 1.0f, V);
+        } else {
+            seqk__store_row_nt(ov, dv, s, V);
         }
     }
 }
@@ -465,6 +469,7 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
             out.ldqk = H * K;
             out.dv = Gr->dv + (row * H + h) * V;
             out.dvs = Gr->dv_scale ? Gr->dv_scale + row * H + h : NULL;
+            out.dskip = Gr->dskip_tok ? Gr->dskip_tok + row * H + h : NULL;
             out.dld = Gr->dlogdecay ? Gr->dlogdecay + row * H + h : NULL;
             chunk_backward(P, Gr, pl, row, h, &cv, va, ldva,
                            (c == 0 && zero_start) ? NULL : seg + j * E, b, &out);

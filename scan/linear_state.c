@@ -221,8 +221,9 @@ seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx, int64_t
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = K, P.V = V, P.N = N > 0 ? N : B;
     P.chunk = seqk__lin_chunk(chunk);
     P.flags = SEQK__LIN_NORMALIZE; /* the wider state */
-    /* Mamba2's dt, d(log a) and d(v_scale) at the start */
-    const size_t m2 = 3 * seqk__align_up(fbytes(B * T, H), 256);
+    /* Mamba2's dt, d(log a), d(v_scale) and its skip's dy . x at the start
+     * (ssm/mamba2.c) */
+    const size_t m2 = 4 * seqk__align_up(fbytes(B * T, H), 256);
 #if SEQK__HAVE_CUDA
     if (ctx->backend == SEQK_BACKEND_CUDA) {
         *bytes = seqk__cuda_lin_backward_workspace(&P) + m2 + 256;

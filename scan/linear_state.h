@@ -212,6 +212,13 @@ typedef struct seqk__lin_grad {
                           * (the module maps it onto g, g_head) */
     float *ds_in;        /* [N,H,K,V] or NULL: dL/d s_in */
     float *dz_in;        /* [N,H,K] or NULL: dL/d z_in, with SEQK__LIN_NORMALIZE */
+    /* A skip connection o += skip_h v_t beside the state (Mamba2's D x), CPU
+     * backward only (NULL elsewhere): dv += skip[h] dout_t, and per token
+     * dskip_tok[t, h] = dout_t . v_t (the terms of dL/d skip_h, which the
+     * module sums) -- in the pass that writes dv, where dout's rows are in
+     * cache, instead of two more passes over dout and v. */
+    const float *skip;   /* [H] or NULL */
+    float *dskip_tok;    /* [B,T,H] or NULL */
 } seqk__lin_grad;
 
 /* Workspace bytes (CPU) of seqk__lin_backward for P on `threads` threads. */

@@ -127,13 +127,15 @@ seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
 }
 
 /* The backward around the engine on the CPU (see seqk__cuda_mamba2_backward_epilogue
- * in gpu/gpu.h for the math): ddt, dA, ddt_bias, dD, and the skip's share of dx.
- * Sums over tokens run per head in token order, in double. */
-static void mamba2_epilogue_cpu(int threads, int64_t rows, int64_t H, int64_t Pd, bool softplus,
+ * in gpu/gpu.h for the math): ddt, dA, ddt_bias, dD. The skip's share of dx
+ * (D_h dy) and dD's per-token terms dy_t . x_t (dskip) come from the engine
+ * (seqk__lin_grad's skip, dskip_tok). Sums over tokens run per head in
+ * token order, in double. */
+static void mamba2_epilogue_cpu(int threads, int64_t rows, int64_t H, bool softplus,
                                 const float *dt, const float *dt_bias, const float *A,
-                                const float *D, const float *x, const float *dy, const float *dtp,
-                                const float *dld, const float *dvs, float *ddt, float *dA,
-                                float *dD, float *ddt_bias, float *dx)
+                                const float *dtp, const float *dld, const float *dvs,
+                                const float *dskip, float *ddt, float *dA, float *dD,
+                                float *ddt_bias)
 {
 #pragma omp parallel num_threads(threads)
     {
@@ -147,8 +149,6 @@ static void mamba2_epilogue_cpu(int threads, int64_t rows, int64_t H, int64_t Pd
                     d *= 1.0f / (1.0f + expf(-u));
                 }
                 ddt[i] = d;
-                if (D)
-                    for (int64_t p = 0; p < Pd; p++) dx[i * Pd + p] += D[h] * dy[i * Pd + p];
             }
 #pragma omp for schedule(static)
         for (int64_t h = 0; h < H; h++) {
@@ -157,8 +157,7 @@ static void mamba2_epilogue_cpu(int threads, int64_t rows, int64_t H, int64_t Pd
                 const int64_t i = r * H + h;
                 a += (double)dld[i] * dtp[i];
                 b += ddt[i];
-                if (dD)
-                    for (int64_t p = 0; p < Pd; p++) s += (double)dy[i * Pd + p] * x[i * Pd + p];
+                if (dD) s += dskip[i];
             }
             dA[h] = (float)a;
             if (ddt_bias) ddt_bias[h] = (float)b;
@@ -219,7 +218,7 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
     /* dt after bias and softplus, d(log a) and d(v_scale) at the start of the
      * workspace, reserved with the engine's share so that nothing moves them */
     const size_t part = seqk__align_up(tb, 256);
-    P.ws_offset = 3 * part;
+    P.ws_offset = 4 * part;
     const int threads = seqk__threads(ctx);
     size_t engine;
 #if SEQK__HAVE_CUDA
@@ -230,6 +229,7 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
     char *ws = NULL;
     if ((st = seqk__workspace(fn, ctx, P.ws_offset + engine, (void **)&ws))) return st;
     float *dtp = (float *)ws, *dld = (float *)(ws + part), *dvs = (float *)(ws + 2 * part);
+    float *dskip = (float *)(ws + 3 * part); /* [B,T,H] dy_t . x_t per head (CPU) */
     if ((st = mamba2_dt(ctx, threads, rows, H, dt, dt_bias, softplus, dtp))) return st;
     P.v_scale = dtp;
     P.g = dtp;
@@ -238,6 +238,13 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
     Gr.dout = dy, Gr.ds_out = dstate_out;
     Gr.dq = dCm, Gr.dk = dBm, Gr.dv = dx, Gr.dv_scale = dvs, Gr.dlogdecay = dld;
     Gr.ds_in = dstate_in;
+#if SEQK__HAVE_CUDA
+    if (!cuda)
+#endif
+    {
+        Gr.skip = D; /* the CPU engine writes dx = dt dv' + D dy and dy . x */
+        Gr.dskip_tok = dD ? dskip : NULL;
+    }
     if ((st = seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens))) return st;
     if (rows == 0) { /* no token: the per-head sums are empty */
         float zero[1] = {0.0f};
@@ -256,7 +263,7 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
                                                    x, dy, dtp, dld, dvs, ddt, dA, dD, ddt_bias,
                                                    dx);
 #endif
-    mamba2_epilogue_cpu(threads, rows, H, Pd, softplus, dt, dt_bias, A, D, x, dy, dtp, dld, dvs,
-                        ddt, dA, dD, ddt_bias, dx);
+    mamba2_epilogue_cpu(threads, rows, H, softplus, dt, dt_bias, A, dtp, dld, dvs, dskip, ddt, dA,
+                        dD, ddt_bias);
     return SEQK_SUCCESS;
 }
