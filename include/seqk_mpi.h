@@ -14,7 +14,8 @@
  * tokens); T may differ between ranks and may be 0. Every other size, flag,
  * scale, chunk size, mode and per-head constant (gamma, A, D, dt_bias) must
  * be the same on every rank (sizes, flags, scale, chunk, mode and which
- * optional arrays are given are checked; the per-head values are not).
+ * optional arrays are given are checked; the per-head values are not). A
+ * rank whose slice is empty may pass NULL for every per-token array.
  * There is no varlen (cu_seqlens) form: each of the B batch entries is one
  * sequence split across the ranks.
  *

@@ -143,20 +143,26 @@ seqk_status seqkm_agree_args(const char *fn, const seqkm_comm *c, const seqkm_de
     }
     count((int64_t)sizeof mine);
     int64_t any = 0;
+    int first[SEQKM_DESC_FIELDS]; /* per field, the first rank with a value */
+    for (int i = 0; i < d->n; i++) first[i] = -1;
     for (int r = 0; r < c->size; r++) {
         const int64_t *a = all + (size_t)r * W;
         Ts[r] = a[0];
         any |= a[1];
-        for (int i = 0; i < d->n; i++)
-            if (a[3 + i] != all[3 + i]) {
+        for (int i = 0; i < d->n; i++) {
+            if (a[3 + i] == SEQKM_ANY) continue;
+            if (first[i] < 0) first[i] = r;
+            const int64_t ref = all[(size_t)first[i] * W + 3 + i];
+            if (a[3 + i] != ref) {
                 s = seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
-                               "%s: %s=%lld on rank %d differs from %s=%lld on rank 0 (every "
+                               "%s: %s=%lld on rank %d differs from %s=%lld on rank %d (every "
                                "rank must pass the same)",
                                fn, d->name[i], (long long)a[3 + i], r, d->name[i],
-                               (long long)all[3 + i]);
+                               (long long)ref, first[i]);
                 free(all);
                 return s; /* every rank finds the same first difference */
             }
+        }
     }
     free(all);
     *want_any = any;

@@ -31,7 +31,10 @@ typedef struct seqkm_desc {
     int n;                            /* fields used */
 } seqkm_desc;
 
-/* Adds one field that must agree over the ranks. */
+/* Adds one field that must agree over the ranks. SEQKM_ANY matches every
+ * value (e.g. whether a per-token array is given, on a rank whose slice is
+ * empty); the others must equal the first rank's that is not SEQKM_ANY. */
+#define SEQKM_ANY INT64_MIN
 void seqkm_desc_add(seqkm_desc *d, const char *name, int64_t value);
 
 /* The checks before any communication (each rank alone): MPI initialised

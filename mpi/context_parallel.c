@@ -278,9 +278,8 @@ static void run_free(cp_run *R)
 }
 
 /* Entry checks, the agreement of the arguments over the ranks (want: this
- * rank's WANT_* mask, extra: op-specific fields that must agree). */
-static seqk_status run_begin(const cp_op *op, cp_run *R, int64_t want, const int64_t *extra,
-                             const char *const *extra_names, int n_extra)
+ * rank's WANT_* mask). */
+static seqk_status run_begin(const cp_op *op, cp_run *R, int64_t want)
 {
     memset(R, 0, sizeof *R);
     seqk_status st = seqkm_begin(op->fn, op->ctx, op->comm, &R->c);
@@ -302,11 +301,11 @@ static seqk_status run_begin(const cp_op *op, cp_run *R, int64_t want, const int
     uint32_t sb;
     memcpy(&sb, &op->scale, sizeof sb);
     seqkm_desc_add(&d, "scale (bits)", (int64_t)sb);
-    seqkm_desc_add(&d, "g given", op->g != NULL);
+    /* whether a per-token array is given: said by the ranks that have tokens */
+    seqkm_desc_add(&d, "g given", op->T > 0 ? op->g != NULL : SEQKM_ANY);
     seqkm_desc_add(&d, "gamma given", op->gamma != NULL);
     seqkm_desc_add(&d, "D given", op->D != NULL);
     seqkm_desc_add(&d, "dt_bias given", op->dt_bias != NULL);
-    for (int i = 0; i < n_extra; i++) seqkm_desc_add(&d, extra_names[i], extra[i]);
     if (!st) st = seqkm_alloc(op->fn, "the ranks' lengths", (size_t)R->c.size * sizeof(int64_t),
                               (void **)&R->Ts);
     st = seqkm_agree_args(op->fn, &R->c, &d, st, R->Ts, &R->want_any);
@@ -403,7 +402,7 @@ static seqk_status cp_forward(const cp_op *op, float *o, const float *state_in, 
     const char *fn = op->fn;
     cp_run R;
     const int64_t want = (state_out ? WANT_S : 0) | (z_out ? WANT_Z : 0);
-    seqk_status st = run_begin(op, &R, want, NULL, NULL, 0);
+    seqk_status st = run_begin(op, &R, want);
     if (st) {
         run_free(&R);
         return st;
@@ -469,9 +468,7 @@ static seqk_status cp_backward(const cp_op *op, const float *state_in, const flo
     cp_run R;
     const bool nz = normalised(op);
     const int64_t want = (user->ds_in ? WANT_DS : 0) | (user->dz_in ? WANT_DZ : 0);
-    const int64_t extra[3] = {user->dD != NULL, user->ddt_bias != NULL, user->dA != NULL};
-    const char *const extra_names[3] = {"dD given", "ddt_bias given", "dA given"};
-    seqk_status st = run_begin(op, &R, want, extra, extra_names, op->kind == CP_MAMBA2 ? 3 : 0);
+    seqk_status st = run_begin(op, &R, want);
     if (st) {
         run_free(&R);
         return st;

@@ -203,8 +203,10 @@ seqk_status seqk_mpi_attention_ring(seqk_context *ctx, MPI_Comm comm, int64_t B,
     seqk_status stc = SEQK_SUCCESS;
     if (c.size > 1) {
         const int right = (c.rank + 1) % c.size, left = (c.rank + c.size - 1) % c.size;
-        memcpy(kv[0], k, (size_t)(nkv * K) * sizeof(float));
-        memcpy(kv[0] + nkv * K, v, (size_t)(nkv * V) * sizeof(float));
+        if (nkv) { /* an empty slice may pass NULL */
+            memcpy(kv[0], k, (size_t)(nkv * K) * sizeof(float));
+            memcpy(kv[0] + nkv * K, v, (size_t)(nkv * V) * sizeof(float));
+        }
         MPI_Request req[2];
         int cur = 0;
         /* the block in hand (from rank `have`) goes right, the next comes from the left */

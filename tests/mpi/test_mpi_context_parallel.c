@@ -178,6 +178,12 @@ static void run_case(seqk_context *ctx, const tcase *c, const tm_split *sp)
             .beta = beta ? beta + o0 * pg : NULL, .dout = dout + o0 * pv, .s_in = s0, .z_in = z0,
             .ds_out = dsT, .dz_out = dzT};
     outputs(&Ax, c, Tl, &x);
+    if (Tl == 0) { /* an empty slice may pass NULL for every per-token array */
+        x.q = x.k = x.v = x.g = x.beta = x.dout = NULL;
+        x.o = x.dq = x.dk = x.dv = NULL;
+        if (x.dg) x.dg = NULL;
+        if (x.dbeta) x.dbeta = NULL;
+    }
     seqk_status st = fwd(ctx, c, true, &x);
     th_check(st == SEQK_SUCCESS, "%s: forward: %s", what, st ? seqk_last_error() : "");
     st = bwd(ctx, c, true, &x);
@@ -187,14 +193,17 @@ static void run_case(seqk_context *ctx, const tcase *c, const tm_split *sp)
     if (tm_rank == 0) outputs(&Aall, c, T, &all);
     const struct {
         const char *name;
+        bool on;
         float *loc, *whole, *ref;
         int64_t per_token;
-    } tok[7] = {{"o", x.o, all.o, ref.o, pv},       {"dq", x.dq, all.dq, ref.dq, pq},
-                {"dk", x.dk, all.dk, ref.dk, pq},   {"dv", x.dv, all.dv, ref.dv, pv},
-                {"dg", x.dg, all.dg, ref.dg, pg},   {"dbeta", x.dbeta, all.dbeta, ref.dbeta, pg},
-                {NULL, NULL, NULL, NULL, 0}};
-    for (int i = 0; tok[i].name; i++) {
-        if (!tok[i].loc) continue;
+    } tok[6] = {{"o", true, x.o, all.o, ref.o, pv},
+                {"dq", true, x.dq, all.dq, ref.dq, pq},
+                {"dk", true, x.dk, all.dk, ref.dk, pq},
+                {"dv", true, x.dv, all.dv, ref.dv, pv},
+                {"dg", gated(c), x.dg, all.dg, ref.dg, pg},
+                {"dbeta", delta(c), x.dbeta, all.dbeta, ref.dbeta, pg}};
+    for (int i = 0; i < 6; i++) {
+        if (!tok[i].on) continue;
         tm_gather(sp, tok[i].loc, tok[i].per_token, tok[i].whole);
         if (tm_rank == 0)
             th_check_close_f(tok[i].whole, tok[i].ref, (size_t)(T * tok[i].per_token), 1e-5,
