@@ -250,8 +250,7 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
         const float bi = b->beta[i];
         const float *xi = b->X + i * V, *vi = cv->Vv + i * cv->ldv;
         dbeta[i] = seqk__dot(vi, xi, V);
-        float *ov = D->dv + ((row + i) * H + h) * V;
-        for (int64_t j = 0; j < V; j++) ov[j] = bi * xi[j];
+        seqk__store_row_nt(D->dv + ((row + i) * H + h) * V, xi, bi, V);
         if (S0) {
             const float *yi = b->Y + i * K, *ki = cv->Kc + i * K;
             const float ky = seqk__dot(ki, yi, K), f = bi * b->eq[i];
@@ -289,23 +288,27 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
     for (int64_t i = 0; i < L; i++) {
         const int64_t r = row + i;
         D->dbeta[r * H + h] = dbeta[i];
-        const float *dq = b->dQ + i * K, *dk = b->dK + i * K;
+        float *dq = b->dQ + i * K, *dk = b->dK + i * K;
         float *oq = D->dq + (r * H + h) * K, *ok = D->dk + (r * H + h) * K;
         if (!l2) {
-            for (int64_t j = 0; j < K; j++) oq[j] = P->scale * dq[j];
-            memcpy(ok, dk, (size_t)K * sizeof(float));
+            seqk__store_row_nt(oq, dq, P->scale, K);
+            seqk__store_row_nt(ok, dk, 1.0f, K);
             continue;
         }
-        /* x~ = x / r: dx = (dx~ - x~ (x~ . dx~)) / r, with dx~ = scale dQ~ for q */
+        /* x~ = x / r: dx = (dx~ - x~ (x~ . dx~)) / r, with dx~ = scale dQ~ for q;
+         * formed in place in dQ~, dK~'s rows, then stored past the cache */
         const float *q = P->q + (r * H + h) * K, *kc = cv->Kc + i * K;
         const float rq = sqrtf(seqk__dot(q, q, K) + SEQK__LIN_L2NORM_EPS);
         const float iq = 1.0f / rq, pq = seqk__dot(q, dq, K) * iq, pk = seqk__dot(kc, dk, K);
         const float rk = sqrtf(seqk__dot(P->k + (r * H + h) * K, P->k + (r * H + h) * K, K) +
                                SEQK__LIN_L2NORM_EPS);
+        const float sq = P->scale * iq, ik = 1.0f / rk;
         for (int64_t j = 0; j < K; j++) {
-            oq[j] = P->scale * (dq[j] - q[j] * iq * pq) * iq;
-            ok[j] = (dk[j] - kc[j] * pk) / rk;
+            dq[j] = sq * (dq[j] - q[j] * iq * pq);
+            dk[j] = (dk[j] - kc[j] * pk) * ik;
         }
+        seqk__store_row_nt(oq, dq, 1.0f, K);
+        seqk__store_row_nt(ok, dk, 1.0f, K);
     }
 }
 
@@ -382,6 +385,7 @@ static seqk_status backward_cpu(seqk_context *ctx, const dnb_problem *D)
         scratch_init(&b, ws + pl.scratch * (size_t)seqk__omp_thread(), P, &pl);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < P->N * H; item++) run_item(D, &pl, item / H, item % H, &b);
+        seqk__stream_fence(); /* the rows written by seqk__store_row_nt */
     }
     return SEQK_SUCCESS;
 }
