@@ -21,13 +21,14 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSEQK_BUILD_TESTS=OFF -DSEQK_MPI=ON >/dev/null
 fi
 cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target seqk-mpi-weak >/dev/null
+cores=$(nproc --all 2>/dev/null || echo '?') # before OMP_NUM_THREADS, which nproc obeys
 # Open MPI as root, and shared memory without the single-copy mechanism
 # (containers often forbid it)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1
 over=""
 mpiexec --version 2>&1 | grep -qiE "open ?mpi|openrte" && over=--oversubscribe
-echo "# cores: $(nproc 2>/dev/null || echo '?'), $(date -u +%Y-%m-%d), $(uname -m)"
+echo "# cores: $cores, $(date -u +%Y-%m-%d), $(uname -m), load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
 for n in 1 2 4; do
   mpiexec -n "$n" $over "$build/seqk-mpi-weak" "$@"
 done
