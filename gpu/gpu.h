@@ -169,6 +169,26 @@ size_t seqk__cuda_titans_workspace(const struct seqk__lin *P, int mode, int64_t 
 #endif
 
 #if SEQK__HAVE_CUDA
+/* gpu/titans_backward.cu: seqk_titans_backward on a CUDA context. P as for
+ * seqk__cuda_titans (q, k, v device pointers; P->cu the host copy of
+ * cu_seqlens or NULL; flags SEQK__LIN_L2NORM or 0); eta, theta, alpha,
+ * state_in (or NULL), dout, dstate_out (or NULL) and the outputs dq, dk, dv,
+ * deta, dtheta, dalpha, dstate_in (or NULL) device arrays as the public
+ * call's; cu_device the device cu_seqlens (NULL without varlen). Everything
+ * is validated. Deterministic (no atomics). The workspace size (bytes, all
+ * of it: the call takes no more) is an upper bound when P->cu is NULL and
+ * P->N != P->B (a varlen query). */
+struct seqk__lin;
+seqk_status seqk__cuda_titans_backward(seqk_context *ctx, const struct seqk__lin *P,
+                                       const float *eta, const float *theta, const float *alpha,
+                                       int64_t minibatch, const float *state_in,
+                                       const float *dout, const float *dstate_out, float *dq,
+                                       float *dk, float *dv, float *deta, float *dtheta,
+                                       float *dalpha, float *dstate_in, const int32_t *cu_device);
+size_t seqk__cuda_titans_backward_workspace(const struct seqk__lin *P, int64_t minibatch);
+#endif
+
+#if SEQK__HAVE_CUDA
 /* gpu/selective_scan.cu: seqk_selective_scan on a CUDA context (DESIGN 3.2).
  * mode is SEQK_MODE_RECURRENT or SEQK_MODE_PARALLEL; arrays as
  * seqk_selective_scan (device pointers), already validated (Nst <= 256);

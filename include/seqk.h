@@ -958,11 +958,23 @@ SEQK_API seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mod
  * Every input but state_in, dstate_out and cu_seqlens, and every output but
  * dstate_in, is required when B*T > 0. No output may overlap another output
  * or an input.
- * CPU only for now: a CUDA context gets SEQK_ERROR_UNSUPPORTED.
  * Workspace (seqk_titans_backward_workspace_size), per thread: the
  * mini-batch scratch (about 8 b^2 + 11 b K + 2 b V + 5 K V floats) plus the
  * kept states and errors (2 K V + b V floats per mini-batch, at most 16 MiB,
  * or ~2 sqrt(T / b) states when checkpointed).
+ * CUDA backend (gpu/titans_backward.cu): every shape and option the CPU takes
+ * (no UNSUPPORTED case), the same results to fp32 rounding, deterministic (no
+ * atomics: one block per (sequence, head), fixed orders; two runs give the
+ * same bits). The gates' ranges and state_in's positions are not checked
+ * there (device memory; an out-of-range pos is taken as 0), as in the
+ * forward. Workspace: per block (min(N H, 1024) blocks) the mini-batch
+ * scratch (about 7 b^2 + 13 b K + 2 b V + 5 K V floats) plus the kept states
+ * and errors: all of them (2 K V + b V floats per mini-batch of the longest
+ * sequence, +1 mini-batch) when they fit min(16 MiB, 1 GiB / blocks), else a
+ * state before every R-th mini-batch (R the smallest with R^2 >= the
+ * mini-batches) and R states and errors for the group recomputed. Verified
+ * on the CPU emulator (tools/cuda_emu) against the float64 reference; not
+ * yet run on a GPU.
  */
 SEQK_API seqk_status seqk_titans_backward(
     seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
@@ -973,8 +985,8 @@ SEQK_API seqk_status seqk_titans_backward(
 
 /* An upper bound of the workspace bytes seqk_titans_backward needs for these
  * sizes and mini-batch size on this context (N: sequences with varlen, else
- * 0; it depends on the context's thread count). UNSUPPORTED on a CUDA
- * context for now. */
+ * 0; on a CPU context it depends on the thread count; on a CUDA context it
+ * follows the rule above). */
 SEQK_API seqk_status seqk_titans_backward_workspace_size(seqk_context *ctx, int64_t B,
                                                          int64_t T, int64_t H, int64_t K,
                                                          int64_t V, int64_t minibatch, int64_t N,

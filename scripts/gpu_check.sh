@@ -78,7 +78,7 @@ if want peers; then
     python3 bench/peers_gpu.py --out "$LOGS/bench"
 fi
 # sanitizers: the CUDA backend only (the CPU cases are covered by ASan in CI)
-SAN_TESTS=${SAN_TESTS:-test_scan test_linear_state test_linear_state_backward test_softmax_attention test_softmax_attention_backward test_selective_scan_backward test_deltanet test_deltanet_backward test_titans}
+SAN_TESTS=${SAN_TESTS:-test_scan test_linear_state test_linear_state_backward test_softmax_attention test_softmax_attention_backward test_selective_scan_backward test_deltanet test_deltanet_backward test_titans test_titans_backward}
 for tool in memcheck racecheck synccheck; do
   want "$tool" || continue
   if [ "$tool" = memcheck ]; then list=${MEMCHECK_TESTS:-$(cd build/gpu/tests && ls test_*)}; else list=$SAN_TESTS; fi

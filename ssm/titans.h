@@ -17,6 +17,13 @@
 /* The flags seqk_titans knows. */
 #define SEQK__TITANS_KNOWN_FLAGS SEQK_TITANS_L2NORM_QK
 
+/* The backward (CPU: per thread; CUDA: per block, gpu/titans_backward.cu):
+ * the most bytes of one sequence's segment states and errors (2 K V + b V
+ * floats per segment) kept whole (R = 1); beyond, checkpoints. */
+#ifndef SEQK__TT_BWD_FULL_BYTES
+#define SEQK__TT_BWD_FULL_BYTES (16 << 20)
+#endif
+
 /* Floats per (sequence, head) state block, E = 3 K V + 8. */
 static inline int64_t seqk__titans_state_floats(int64_t K, int64_t V)
 {
@@ -48,7 +55,7 @@ static inline void seqk__titans_lin(seqk__lin *P, int64_t B, int64_t T, int64_t 
     P->chunk = minibatch;
     P->cu = cu_host;
     P->scale = scale;
-    P->flags = (flags & SEQK_TITANS_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
+    P->flags = (flags & SEQK_TITANS_L2NORM_QK) ? (unsigned)SEQK__LIN_L2NORM : 0u;
     P->q = q, P->k = k, P->v = v;
 }
 

@@ -66,6 +66,7 @@
  * order inside an item: the same bits for any thread count.
  */
 #include "../core/gemm.h"
+#include "../gpu/gpu.h"
 #include "../core/vmath.h"
 #include "../scan/chunk.h"
 #include "titans.h"
@@ -76,12 +77,6 @@
 #include <string.h>
 
 static const char FN[] = "seqk_titans_backward";
-
-/* Per thread, the most bytes of one sequence's segment states and errors
- * (2 K V + b V floats per segment) kept whole (R = 1). */
-#ifndef SEQK__TT_BWD_FULL_BYTES
-#define SEQK__TT_BWD_FULL_BYTES (16 << 20)
-#endif
 
 static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 
@@ -634,12 +629,12 @@ seqk_status seqk_titans_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
                                {"dstate_in", dstate_in, sb}};
     if ((st = seqk__check_disjoint(FN, outs, 7, ins, 9))) return st;
     if ((st = seqk__check_backend_built(FN, ctx))) return st;
-    if (ctx->backend != SEQK_BACKEND_CPU)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                          "%s: not implemented on the CUDA backend yet (CPU contexts only)", FN);
     int32_t *cu_host = NULL;
     if (varlen && (st = seqk__copy_cu_seqlens(FN, ctx, cu_seqlens, N, B, T, &cu_host))) return st;
-    if ((st = seqk__titans_check_values(FN, eta, theta, alpha, rows * H, state_in, N, H, K, V,
+    /* the gates' ranges and state_in's positions: read on the CPU; not checked
+     * on CUDA (device memory; as the forward) */
+    if (ctx->backend == SEQK_BACKEND_CPU &&
+        (st = seqk__titans_check_values(FN, eta, theta, alpha, rows * H, state_in, N, H, K, V,
                                         minibatch))) {
         free(cu_host);
         return st;
@@ -653,7 +648,17 @@ seqk_status seqk_titans_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
     D.s_in = state_in, D.dout = dout, D.ds_out = dstate_out;
     D.dq = dq, D.dk = dk, D.dv = dv, D.deta = deta, D.dtheta = dtheta, D.dalpha = dalpha;
     D.ds_in = dstate_in;
-    st = backward_cpu(ctx, &D);
+    if (ctx->backend == SEQK_BACKEND_CPU) {
+        st = backward_cpu(ctx, &D);
+    } else {
+#if SEQK__HAVE_CUDA
+        st = seqk__cuda_titans_backward(ctx, P, eta, theta, alpha, minibatch, state_in, dout,
+                                        dstate_out, dq, dk, dv, deta, dtheta, dalpha, dstate_in,
+                                        cu_seqlens);
+#else
+        st = SEQK_ERROR_INTERNAL;
+#endif
+    }
     free(cu_host);
     return st;
 }
@@ -667,12 +672,15 @@ seqk_status seqk_titans_backward_workspace_size(seqk_context *ctx, int64_t B, in
                                               minibatch, N, N > 0);
     if (!st) st = seqk__check_ptr(fn, "bytes", bytes);
     if (st) return st;
-    if (ctx->backend != SEQK_BACKEND_CPU)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                          "%s: not implemented on the CUDA backend yet (CPU contexts only)", fn);
     seqk__lin P;
     memset(&P, 0, sizeof P);
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+#if SEQK__HAVE_CUDA
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+        *bytes = seqk__cuda_titans_backward_workspace(&P, minibatch);
+        return SEQK_SUCCESS;
+    }
+#endif
     /* The kept states are not monotone in the longest sequence's length: all
      * of them up to SEQK__TT_BWD_FULL_BYTES, then ~2 sqrt(segments); the bound
      * is the larger of the plans for T and for the longest length that keeps

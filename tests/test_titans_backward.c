@@ -16,9 +16,15 @@
  * never passes), every output NaN-poisoned before the call and one element
  * past its end too (it must stay NaN).
  *
- * The CUDA backend has no Titans backward yet: on a CUDA context each case
- * checks that the call returns SEQK_ERROR_UNSUPPORTED (with a message) and
- * is then reported as skipped.
+ * Every case runs on every backend (the CUDA one too, gpu/titans_backward.cu,
+ * which takes every shape the CPU does), with the same reference and
+ * tolerance, except that under the CUDA emulator (tools/cuda_emu/run.sh,
+ * which sets EMU_ORDER) the cases of more than EMU_HEAVY_ROWS token rows x
+ * heads (T = 65536, 8192, 6000) run on the CPU backend only: the emulator
+ * runs each GPU thread as a fiber and pays ~0.1 ms per barrier, and these
+ * walk thousands of segments; the checkpointed path is then covered by a
+ * short case with a wide state (K = V = 512). The validation rules (host
+ * arrays) run on the CPU.
  */
 #include "fixtures.h"
 #include "ref/ref_titans_backward.h"
@@ -170,20 +176,18 @@ static void describe(const bcase *c, int l2, const char *be, const char *extra, 
              c->threads ? " threads" : "", c->elo, c->ehi, c->alo, c->ahi, c->thmax, extra);
 }
 
-/* A backend without the op: the call must say UNSUPPORTED with a message;
- * the case is then skipped. True when the case is done. */
-static bool unsupported_here(th_backend *be, const bcase *c, int l2, const binputs *in,
-                             const char *what)
+/* more than this many token rows x heads: CPU backend only under the emulator */
+enum { EMU_HEAVY_ROWS = 4096 };
+
+/* th_skipped, or a case too long for the CUDA emulator (reported as skipped). */
+static bool skip_case(th_backend *be, const bcase *c, const char *what)
 {
-    if (be->backend == SEQK_BACKEND_CPU) return false;
-    tf_arrays d = tf_arrays_on(be);
-    bdev x;
-    upload(&d, c, in, &x);
-    th_check_status(call(be->ctx, c, l2, &x), SEQK_ERROR_UNSUPPORTED, what);
-    th_check(strstr(seqk_last_error(), "seqk_titans_backward") != NULL,
-             "%s: UNSUPPORTED message names the function: %s", what, seqk_last_error());
-    th_skip("%s: no Titans backward on this backend yet (UNSUPPORTED)", what);
-    tf_arrays_free(&d);
+    if (th_skipped(be, what)) return true;
+    if (be->backend == SEQK_BACKEND_CPU || !getenv("EMU_ORDER") ||
+        c->B * c->T * c->H <= EMU_HEAVY_ROWS)
+        return false;
+    th_skip("%s: %lld rows x heads, CPU backend only under the CUDA emulator", what,
+            (long long)(c->B * c->T * c->H));
     return true;
 }
 
@@ -191,14 +195,10 @@ static void run_case(th_backend *be, const bcase *c, int l2, bool unit_keys, con
 {
     char what[400];
     describe(c, l2, be->name, extra, what, sizeof what);
-    if (th_skipped(be, what)) return;
+    if (skip_case(be, c, what)) return;
     tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     binputs in;
     make_case(&h, c, l2, unit_keys, &in);
-    if (unsupported_here(be, c, l2, &in, what)) {
-        tf_arrays_free(&h);
-        return;
-    }
     bdev x;
     upload(&d, c, &in, &x);
     th_set_threads(be, c->threads);
@@ -227,16 +227,12 @@ static void run_case(th_backend *be, const bcase *c, int l2, bool unit_keys, con
 
 /* ---- determinism ------------------------------------------------------------------ */
 
-/* Two runs, and 2 vs 1 vs 3 threads: every output bit-identical. */
+/* Two runs, and 2 vs 1 vs 3 threads (CPU): every output bit-identical. */
 static void determinism(th_backend *be, const bcase *c)
 {
     char what[400];
     describe(c, 1, be->name, " determinism", what, sizeof what);
-    if (th_skipped(be, what)) return;
-    if (be->backend != SEQK_BACKEND_CPU) {
-        th_skip("%s: no Titans backward on this backend yet", what);
-        return;
-    }
+    if (skip_case(be, c, what)) return;
     tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     binputs in;
     make_case(&h, c, 1, false, &in);
@@ -276,15 +272,7 @@ static void workspace_bound(th_backend *be, const bcase *c, int threads)
 {
     char what[400];
     describe(c, 0, be->name, " workspace bound", what, sizeof what);
-    if (th_skipped(be, what)) return;
-    if (be->backend != SEQK_BACKEND_CPU) {
-        size_t bytes = 0;
-        th_check_status(seqk_titans_backward_workspace_size(be->ctx, c->B, c->T, c->H, c->K, c->V,
-                                                            c->b, c->cu ? c->N : 0, &bytes),
-                        SEQK_ERROR_UNSUPPORTED, what);
-        th_skip("%s: no Titans backward on this backend yet", what);
-        return;
-    }
+    if (skip_case(be, c, what)) return;
     th_set_threads(be, threads);
     tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
     binputs in;
@@ -312,15 +300,28 @@ static void workspace_bound(th_backend *be, const bcase *c, int threads)
 /* No tokens: dstate_in = dstate_out mapped through the state: with pos 0
  * (no state_in) dM_0 = dM_fin + dMhat_fin (Mhat_fin = M_0), dS_0 = dS_fin,
  * dMhat_in = 0; with pos != 0 dMhat_in = dMhat_fin. */
-static void zero_tokens(seqk_context *ctx)
+/* One T = 0 call on be (s0, dso: host arrays or NULL); dstate_in into ds. */
+static seqk_status zero_call(th_backend *be, const float *s0, const float *dso, float *ds, size_t ns)
+{
+    enum { H = 2, K = 3, V = 4 };
+    tf_arrays d = tf_arrays_on(be);
+    const float *s0d = s0 ? tf_upload(&d, s0, ns * sizeof(float)) : NULL;
+    const float *dsod = dso ? tf_upload(&d, dso, ns * sizeof(float)) : NULL;
+    float *dsd = tf_poisoned(&d, ns);
+    const seqk_status st =
+        seqk_titans_backward(be->ctx, 2, 0, H, K, V, 0.5f, 0, 4, NULL, NULL, NULL, NULL, NULL,
+                             NULL, s0d, NULL, dsod, NULL, NULL, NULL, NULL, NULL, NULL, dsd, NULL, 0);
+    th_download(be, ds, dsd, ns * sizeof(float));
+    tf_arrays_free(&d);
+    return st;
+}
+
+static void zero_tokens(th_backend *be)
 {
     enum { H = 2, K = 3, V = 4, KV = K * V, E = 3 * KV + 8, NS = 2 * H * E };
     float dso[NS], ds[NS], s0[NS];
-    for (int i = 0; i < NS; i++) dso[i] = (float)(i % 17) - 3.0f, ds[i] = NAN, s0[i] = 0.25f;
-    seqk_status st = seqk_titans_backward(ctx, 2, 0, H, K, V, 0.5f, 0, 4, NULL, NULL, NULL, NULL,
-                                          NULL, NULL, NULL, NULL, dso, NULL, NULL, NULL, NULL,
-                                          NULL, NULL, ds, NULL, 0);
-    th_check_status(st, SEQK_SUCCESS, "T = 0");
+    for (int i = 0; i < NS; i++) dso[i] = (float)(i % 17) - 3.0f, s0[i] = 0.25f;
+    th_check_status(zero_call(be, NULL, dso, ds, NS), SEQK_SUCCESS, "T = 0");
     bool ok = true;
     for (int nh = 0; nh < 2 * H; nh++) {
         const float *g = dso + nh * E, *d = ds + nh * E;
@@ -331,12 +332,9 @@ static void zero_tokens(seqk_context *ctx)
         }
         for (int i = 0; i < 8; i++) ok &= d[3 * KV + i] == 0.0f;
     }
-    th_check(ok, "T = 0: dstate_in = [dM_fin + dMhat_fin | dS_fin | 0 | 0]");
+    th_check(ok, "%s T = 0: dstate_in = [dM_fin + dMhat_fin | dS_fin | 0 | 0]", be->name);
     for (int nh = 0; nh < 2 * H; nh++) s0[nh * E + 3 * KV] = (float)(nh % 2 ? 3 : 0);
-    for (int i = 0; i < NS; i++) ds[i] = NAN;
-    st = seqk_titans_backward(ctx, 2, 0, H, K, V, 0.5f, 0, 4, NULL, NULL, NULL, NULL, NULL, NULL,
-                              s0, NULL, dso, NULL, NULL, NULL, NULL, NULL, NULL, ds, NULL, 0);
-    th_check_status(st, SEQK_SUCCESS, "T = 0 with positions");
+    th_check_status(zero_call(be, s0, dso, ds, NS), SEQK_SUCCESS, "T = 0 with positions");
     ok = true;
     for (int nh = 0; nh < 2 * H; nh++) {
         const float *g = dso + nh * E, *d = ds + nh * E;
@@ -347,14 +345,11 @@ static void zero_tokens(seqk_context *ctx)
             ok &= d[2 * KV + i] == (p0 ? 0.0f : g[2 * KV + i]);
         }
     }
-    th_check(ok, "T = 0 with positions: dMhat_in = dMhat_fin where pos != 0");
-    for (int i = 0; i < NS; i++) ds[i] = NAN;
-    st = seqk_titans_backward(ctx, 2, 0, H, K, V, 0.5f, 0, 4, NULL, NULL, NULL, NULL, NULL, NULL,
-                              NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ds, NULL, 0);
-    th_check_status(st, SEQK_SUCCESS, "T = 0 without dstate_out");
+    th_check(ok, "%s T = 0 with positions: dMhat_in = dMhat_fin where pos != 0", be->name);
+    th_check_status(zero_call(be, NULL, NULL, ds, NS), SEQK_SUCCESS, "T = 0 without dstate_out");
     bool zero = true;
     for (int i = 0; i < NS; i++) zero &= ds[i] == 0.0f;
-    th_check(zero, "T = 0 without dstate_out: dstate_in = 0");
+    th_check(zero, "%s T = 0 without dstate_out: dstate_in = 0", be->name);
 }
 
 /* ---- validation ------------------------------------------------------------------ */
@@ -536,9 +531,13 @@ int main(int argc, char **argv)
         {1, 65536, 1, 8, 8, 16, 1, 1, NULL, 0, 0.0, 1e-3, 0.0, 1e-3, 1.0, 0},
         {1, 8192, 1, 32, 32, 4, 1, 1, NULL, 0, 0.5, 1, 0, 0.2, 0.5, 0},
     };
+    /* checkpointed in few tokens: 2 MiB of state per segment, 9 segments (b = 2,
+     * T = 16, +1 for the state's position) > 16 MiB: groups of R = 3 */
+    const bcase wide = {1, 16, 1, 512, 512, 2, 1, 1, NULL, 0, 0.5, 1, 0, 0.2, 0.5, 0};
     for (int i = 0; i < nb; i++) {
         run_case(&be[i], &lng[0], 0, true, " long");
         run_case(&be[i], &lng[1], 1, true, " long, checkpointed");
+        run_case(&be[i], &wide, 1, true, " wide state, checkpointed");
     }
     bcase det = shapes[5];
     det.b = 7;
@@ -558,10 +557,10 @@ int main(int argc, char **argv)
         workspace_bound(&be[i], &w2, 2);
         workspace_bound(&be[i], &lng[1], 2);
     }
-    for (int i = 0; i < nb; i++)
-        if (be[i].backend == SEQK_BACKEND_CPU && be[i].ctx) {
-            zero_tokens(be[i].ctx);
-            validation(be[i].ctx);
-        }
+    for (int i = 0; i < nb; i++) {
+        if (!be[i].ctx) continue;
+        zero_tokens(&be[i]);
+        if (be[i].backend == SEQK_BACKEND_CPU) validation(be[i].ctx);
+    }
     return th_finish();
 }
