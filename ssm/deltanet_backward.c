@@ -61,7 +61,11 @@
  * the states of the segment's chunks and walks them backwards, recomputing
  * each chunk's T, U, W, Vn once more. R = 1 (every state kept, nothing
  * recomputed) while a sequence's states fit SEQK__DN_BWD_FULL_BYTES per
- * thread, else R ~ sqrt(chunks).
+ * thread, else R ~ sqrt(chunks). With R = 1, while the states and each
+ * chunk's products (T, K~ K~^T, U, W, Vn: 2 L^2 + L K + 2 L V floats) fit
+ * SEQK__DN_BWD_KEEP_BYTES per thread, the first pass keeps the products too
+ * and the reverse walk reads them instead of recomputing them (the forward
+ * substitution and four products per chunk: about a tenth of the backward).
  *
  * Work items are (sequence, head), one per thread at a time, in a fixed
  * order inside an item: the same bits for any thread count.
@@ -83,6 +87,11 @@ static const char FN[] = "seqk_deltanet_backward";
 #ifndef SEQK__DN_BWD_FULL_BYTES
 #define SEQK__DN_BWD_FULL_BYTES (8 << 20)
 #endif
+/* Per thread, the most bytes of one sequence's states and chunk products
+ * kept by the first pass (with R = 1). */
+#ifndef SEQK__DN_BWD_KEEP_BYTES
+#define SEQK__DN_BWD_KEEP_BYTES (32 << 20)
+#endif
 
 static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 
@@ -99,6 +108,9 @@ typedef struct {
 typedef struct {
     int64_t L, E;        /* chunk size, floats of a state (K V) */
     int64_t R, nckpt;    /* checkpoint spacing, checkpoints of the longest sequence */
+    bool keep;           /* the first pass keeps every chunk's products (R = 1) */
+    size_t prod_fl;      /* floats of one chunk's products: Tm, KK [L,L], W [L,K], U, Vn [L,V] */
+    size_t ll, lk, lv;   /* their parts (rounded up to 8 floats) */
     size_t chunk_fl;     /* the forward's chunk scratch */
     size_t pack_fl;      /* sgemm packing */
     size_t scratch;      /* floats per thread */
@@ -112,6 +124,10 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     pl.E = K * V;
     const int64_t nch = (longest_len + L - 1) / L;
     seqk__chunk_ckpt_plan(nch, pl.E, SEQK__DN_BWD_FULL_BYTES, &pl.R, &pl.nckpt);
+    pl.ll = rnd8((size_t)(L * L)), pl.lk = rnd8((size_t)(L * K)), pl.lv = rnd8((size_t)(L * V));
+    pl.prod_fl = pl.ll * 2 + pl.lk + pl.lv * 2;
+    pl.keep = pl.R == 1 && (size_t)nch * ((size_t)pl.E + pl.prod_fl) * sizeof(float) <=
+                               (size_t)SEQK__DN_BWD_KEEP_BYTES;
     int64_t m = L > K ? L : K;
     if (V > m) m = V;
     pl.pack_fl = seqk__sgemm_pack_floats(m, m, m);
@@ -120,7 +136,8 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l) * 8 /* beta row eq ek diag gt bt */ +
                  rnd8(l * l) * 5 /* Tm KK Gm dA dP */ + rnd8(l * k) * 6 /* Kb W dQ dK dW Y */ +
                  rnd8(l * (k > v ? k : v)) /* tmp */ +
-                 rnd8(l * v) * 4 /* U Vn dVn X */ + rnd8(e) * (size_t)(1 + pl.nckpt + pl.R);
+                 rnd8(l * v) * 4 /* U Vn dVn X */ + rnd8(e) * (size_t)(1 + pl.nckpt + pl.R) +
+                 (pl.keep ? pl.prod_fl * (size_t)pl.nckpt : 0) /* the kept products */;
     return pl;
 }
 
@@ -140,6 +157,8 @@ typedef struct {
     float *dS;                                    /* [E] */
     float *ckpt;                                  /* [nckpt, E] */
     float *seg;                                   /* [R, E] */
+    float *prod;                                  /* [nckpt, prod_fl] when keep */
+    float *Tm0, *KK0, *W0, *U0, *Vn0;             /* the scratch's own product buffers */
 } dnb_scratch;
 
 static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const dnb_plan *pl)
@@ -160,28 +179,55 @@ static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const 
     TAKE(dS, e);
     TAKE(ckpt, e * (size_t)pl->nckpt);
     TAKE(seg, e * (size_t)pl->R);
+    b->prod = pl->keep ? p : NULL;
 #undef TAKE
     b->cs.pack = b->pack;
+    b->Tm0 = b->Tm, b->KK0 = b->KK, b->W0 = b->W, b->U0 = b->U, b->Vn0 = b->Vn;
+}
+
+/* Points the product buffers (Tm, KK, W, U, Vn) at the kept products of
+ * chunk c, or (c < 0) back at the scratch's own. */
+static void use_products(dnb_scratch *b, const dnb_plan *pl, int64_t c)
+{
+    if (c < 0) {
+        b->Tm = b->Tm0, b->KK = b->KK0, b->W = b->W0, b->U = b->U0, b->Vn = b->Vn0;
+        return;
+    }
+    float *p = b->prod + (size_t)c * pl->prod_fl;
+    b->Tm = p, p += pl->ll;
+    b->KK = p, p += pl->ll;
+    b->W = p, p += pl->lk;
+    b->U = p, p += pl->lv;
+    b->Vn = p;
+}
+
+/* beta and, with gates, Gamma (Gm: exp(G_i - G_j), j < i) of the loaded
+ * chunk: what the backward of A needs beside the products. */
+static void chunk_beta_gamma(const dnb_problem *D, const seqk__chunk_view *cv, int64_t row,
+                             int64_t h, bool gamma, dnb_scratch *b)
+{
+    const int64_t L = cv->L, H = D->lin.H;
+    for (int64_t i = 0; i < L; i++) b->beta[i] = D->beta[(row + i) * H + h];
+    if (gamma && cv->G)
+        for (int64_t i = 1; i < L; i++) /* j < i */
+            seqk__exp_gates(cv->G, cv->Gl, i, cv->G[i], cv->Gl[i], -1.0f, b->Gm + i * L);
 }
 
 /* The forward of the loaded chunk cv (tokens [row, row + L) of head h) up to
- * Vn: beta, T (Tm), Kb, U, W and Vn = U - W S0 (S0 NULL: zero). With
- * pairs, also K~ K~^T (KK) and Gamma (Gm) on the strictly lower part, for
- * the backward of A. X serves as Vb's buffer. */
+ * Vn: beta, T (Tm), Kb, U, W and Vn = U - W S0 (S0 NULL: zero). With kk,
+ * also K~ K~^T (KK) on the strictly lower part; with gamma, Gm: for the
+ * backward of A. X serves as Vb's buffer. */
 static void chunk_forward(const dnb_problem *D, const seqk__chunk_view *cv, int64_t row,
-                          int64_t h, const float *S0, bool pairs, dnb_scratch *b)
+                          int64_t h, const float *S0, bool kk, bool gamma, dnb_scratch *b)
 {
     const seqk__lin *P = &D->lin;
-    const int64_t L = cv->L, K = P->K, V = P->V, H = P->H;
-    for (int64_t i = 0; i < L; i++) b->beta[i] = D->beta[(row + i) * H + h];
+    const int64_t L = cv->L, K = P->K, V = P->V;
+    chunk_beta_gamma(D, cv, row, h, gamma, b);
     seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, 1.0f, cv->Kc, K, cv->Kc, K, 0.0f,
                        b->Tm, L, b->pack);
-    if (pairs)
-        for (int64_t i = 1; i < L; i++) {
+    if (kk)
+        for (int64_t i = 1; i < L; i++)
             memcpy(b->KK + i * L, b->Tm + i * L, (size_t)i * sizeof(float));
-            if (cv->G) /* j < i */
-                seqk__exp_gates(cv->G, cv->Gl, i, cv->G[i], cv->Gl[i], -1.0f, b->Gm + i * L);
-        }
     seqk__dn_forward_substitution(b->Tm, L, b->beta, cv->G, cv->Gl, b->row);
     /* Vb = diag(beta) V (in X), Kb = diag(beta exp(G)) K~ */
     if (cv->G) seqk__exp_gates(cv->G, cv->Gl, L, 0.0f, 0.0f, 1.0f, b->eq);
@@ -213,14 +259,16 @@ static void advance(const seqk__lin *P, const seqk__chunk_view *cv, dnb_scratch 
 /* The backward of one loaded chunk (tokens [row, row + L) of head h): from
  * b->dS (the gradient of the state after it) and S0 (the state before it;
  * NULL = zero), writes the chunk's rows of dq, dk, dv, dbeta, dg and leaves in
- * b->dS the gradient of the state before it. */
+ * b->dS the gradient of the state before it. kept: b's product buffers
+ * already hold the chunk's products (the first pass kept them). */
 static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int64_t row,
-                           int64_t h, const float *S0, dnb_scratch *b)
+                           int64_t h, const float *S0, bool kept, dnb_scratch *b)
 {
     const seqk__lin *P = &D->lin;
     const int64_t L = cv->L, K = P->K, V = P->V, H = P->H;
     float *pack = b->pack, *dS = b->dS;
-    chunk_forward(D, cv, row, h, S0, true, b);
+    if (kept) chunk_beta_gamma(D, cv, row, h, true, b);
+    else chunk_forward(D, cv, row, h, S0, true, true, b);
     /* the engine's stage with Vn as the values */
     seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
     seqk__chunk_bwd sb = {b->dVn, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->diag,
@@ -331,7 +379,8 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
     for (int64_t c = 0; c + 1 < nch; c++) { /* the last chunk's state after it is not needed */
         if (R > 1 && c % R == 0) memcpy(b->ckpt + c / R * E, S, (size_t)E * sizeof(float));
         seqk__chunk_load_keys(P, r0 + c * Lc, Lc, h, &b->cs, &cv);
-        chunk_forward(D, &cv, r0 + c * Lc, h, (c == 0 && zero_start) ? NULL : S, false, b);
+        if (pl->keep) use_products(b, pl, c); /* computed into the chunk's kept slot */
+        chunk_forward(D, &cv, r0 + c * Lc, h, (c == 0 && zero_start) ? NULL : S, pl->keep, false, b);
         if (R == 1) {
             advance(P, &cv, b, S, S + E);
             S += E;
@@ -354,7 +403,7 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
                 const int64_t c = c0 + j;
                 seqk__chunk_load_keys(P, r0 + c * Lc, Lc, h, &b->cs, &cv);
                 chunk_forward(D, &cv, r0 + c * Lc, h, (c == 0 && zero_start) ? NULL : seg + j * E,
-                              false, b);
+                              false, false, b);
                 advance(P, &cv, b, seg + j * E, seg + (j + 1) * E);
             }
         }
@@ -362,9 +411,12 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
             const int64_t c = c0 + j, row = r0 + c * Lc;
             const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
             seqk__chunk_load(P, row, L, h, &b->cs, &cv);
-            chunk_backward(D, &cv, row, h, (c == 0 && zero_start) ? NULL : seg + j * E, b);
+            const bool kept = pl->keep && c + 1 < nch; /* the last chunk was not in pass 1 */
+            use_products(b, pl, kept ? c : -1);
+            chunk_backward(D, &cv, row, h, (c == 0 && zero_start) ? NULL : seg + j * E, kept, b);
         }
     }
+    use_products(b, pl, -1);
     if (D->ds_in) memcpy(D->ds_in + nh * E, b->dS, (size_t)E * sizeof(float));
 }
 
@@ -491,8 +543,15 @@ seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B, 
     const size_t state_bytes = (size_t)(K * V) * sizeof(float);
     const int64_t cap_chunks = (int64_t)(SEQK__DN_BWD_FULL_BYTES / state_bytes);
     const int64_t cap_len = cap_chunks * P.chunk < T ? cap_chunks * P.chunk : T;
+    /* and the longest that keeps the chunks' products too */
+    const dnb_plan pl1 = make_plan(&P, 1);
+    const int64_t keep_chunks =
+        (int64_t)(SEQK__DN_BWD_KEEP_BYTES / (((size_t)pl1.E + pl1.prod_fl) * sizeof(float)));
+    const int64_t keep_len = keep_chunks * P.chunk < T ? keep_chunks * P.chunk : T;
     const int threads = seqk__threads(ctx);
     size_t w = workspace_floats(&P, T, threads), w2 = workspace_floats(&P, cap_len, threads);
+    const size_t w3 = workspace_floats(&P, keep_len, threads);
+    if (w3 > w2) w2 = w3;
     *bytes = (w > w2 ? w : w2) * sizeof(float) + 256;
     return SEQK_SUCCESS;
 }
