@@ -724,7 +724,9 @@ SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode m
  * recurrence (every state before a chunk kept while they fit 8 MiB per
  * thread, else checkpoints every ~sqrt(chunks) chunks and the states between
  * recomputed per segment), then the chunks are walked in reverse: per chunk
- * T, U, W and Vnew again, the linear-state backward of O and S' with Vnew
+ * T, U, W and Vnew again (read back instead when every state is kept and
+ * the states and these products, 2 L^2 + L K + 2 L V floats per chunk, fit
+ * 32 MiB per thread), the linear-state backward of O and S' with Vnew
  * as the values (dVnew, dQ, dK, dS0), then through Vnew = U - W S0
  * (dW = -dVnew S0^T, dS0 -= W^T dVnew), U = T diag(beta) V,
  * W = T diag(beta exp(G)) K (X = T^T dU, Y = T^T dW) and T = (I + A)^-1
@@ -733,7 +735,8 @@ SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode m
  * so that it keeps its relative accuracy under strong decay (g ~ -20, where
  * dg ~ exp(g)). Deterministic: the same bits for any thread count (one
  * (sequence, head) per thread, fixed orders, no atomics). Work: about three
- * times the parallel forward's.
+ * times the parallel forward's (CPU, T = 4096, K = V = 64 on 1 thread:
+ * 3.1x its time).
  *
  *   B, T, H, K, V, scale, flags, q, k, v, beta, g, state_in, cu_seqlens, N,
  *   chunk       exactly as the forward call (beta checked as there)
