@@ -225,6 +225,22 @@ static __device__ __forceinline__ void seqk__bcast_fma(float (&acc)[R][C], const
     }
 }
 
+/* The keys [lo[i], hi[i]) of a tile of jn keys from k0 that the warp's R
+ * query rows q_first + i see (all jn without the causal mask, else those up
+ * to the row's query): seqk__bcast_fma's ranges over such a tile. */
+template <int R>
+static __device__ __forceinline__ void seqk__keys_seen(int (&lo)[R], int (&hi)[R],
+                                                       int64_t q_first, int64_t k0, int64_t jn,
+                                                       bool causal)
+{
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        const int64_t see = q_first + i - k0 + 1;
+        lo[i] = 0;
+        hi[i] = (int)(!causal || see > jn ? jn : see < 0 ? 0 : see);
+    }
+}
+
 /* Where this block lies in a grid over (sequence n, head h, column block vb)
  * of N*H*nvb blocks, numbered (n H + h) nvb + vb; nh = n H + h. */
 typedef struct seqk__nhv {

@@ -149,12 +149,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(attn_params p)
                  * keys each row sees (causal: jj <= its query) */
                 const int64_t jn = kend - k0 < ATT_BC ? kend - k0 : ATT_BC;
                 int lo[ATT_RPW], hi[ATT_RPW];
-#pragma unroll
-                for (int i = 0; i < ATT_RPW; i++) {
-                    const int64_t see = q0 + warp * ATT_RPW + i - k0 + 1;
-                    lo[i] = 0;
-                    hi[i] = (int)(!p.causal || see > jn ? jn : see < 0 ? 0 : see);
-                }
+                seqk__keys_seen(lo, hi, q0 + warp * ATT_RPW, k0, jn, p.causal);
                 for (int jj = 0; jj < jn; jj++) {
                     float vv[VCH];
 #pragma unroll

@@ -265,12 +265,7 @@ __global__ void __launch_bounds__(BW_THREADS) attn_bwd_dq_kernel(bwd_params p)
                 /* dQ += dS K over the tile's keys j that each row sees */
                 const int64_t jn = kend - k0 < BW_COLS ? kend - k0 : BW_COLS;
                 int lo[BW_RPW], hi[BW_RPW];
-#pragma unroll
-                for (int i = 0; i < BW_RPW; i++) {
-                    const int64_t see = q0 + warp * BW_RPW + i - k0 + 1;
-                    lo[i] = 0;
-                    hi[i] = (int)(!p.causal || see > jn ? jn : see < 0 ? 0 : see);
-                }
+                seqk__keys_seen(lo, hi, q0 + warp * BW_RPW, k0, jn, p.causal);
                 for (int j = 0; j < jn; j++) {
                     float kv[CH];
 #pragma unroll
