@@ -7,7 +7,7 @@
 # build/fuzz/corpus/<name>, the committed one is only read). Fails on the
 # first finding and leaves its reproducer in build/fuzz/findings/; replay it
 # with build/fuzz/tests/fuzz/<name> <file> (SEQK_FUZZ_TRACE=1 prints the
-# decoded call for fuzz_linear).
+# decoded call for fuzz_linear, fuzz_deltanet, fuzz_titans, fuzz_attention).
 #
 #   FUZZ_SECONDS=600 bash scripts/fuzz.sh          a longer local run
 #   FUZZ_ONLY=fuzz_linear bash scripts/fuzz.sh     one harness

@@ -56,6 +56,27 @@ int fz_mode(fz_in *in, bool *ok)
     return (int)(b & 1);
 }
 
+fz_dims fz_dims_lin(fz_in *in, bool *ok)
+{
+    fz_dims d;
+    d.B = fz_chance(in, 6) ? 0 : fz_pick(in, 1, 3);
+    d.T = fz_chance(in, 6) ? -2 : fz_pick(in, 0, 17);
+    d.H = fz_pick(in, 1, 3);
+    d.K = fz_pick(in, 1, 5);
+    if (fz_chance(in, 4)) d.K = fz_chance(in, 128) ? 0 : 1025;
+    d.V = fz_chance(in, 6) ? 0 : fz_pick(in, 1, 5);
+    *ok &= d.B >= 1 && d.T >= 0 && d.K >= 1 && d.K <= 1024 && d.V >= 1;
+    return d;
+}
+
+int64_t fz_chunk(fz_in *in, bool *ok)
+{
+    int64_t chunk = fz_pick(in, 0, 19);
+    if (fz_chance(in, 6)) chunk = fz_chance(in, 128) ? -1 : 1025;
+    *ok &= chunk >= 0 && chunk <= 1024;
+    return chunk;
+}
+
 /* ---- data -------------------------------------------------------------------------- */
 
 static uint64_t rng_state;
@@ -173,11 +194,69 @@ int32_t *fz_cu_seqlens(fz_in *in, int64_t T, int64_t *N, bool *ok)
     return cu;
 }
 
+const int32_t *fz_varlen(fz_in *in, int64_t B, int64_t T, int64_t *N, bool *ok)
+{
+    *N = B > 0 ? B : 0;
+    if (!fz_chance(in, 80)) return NULL;
+    bool t;
+    int32_t *cu = fz_cu_seqlens(in, T > 0 ? T : 0, N, &t);
+    *ok &= t && B == 1;
+    return cu;
+}
+
 const void *fz_maybe_null(fz_in *in, const void *p, bool required, bool *ok)
 {
     if (!fz_chance(in, 8)) return p;
     if (required) *ok = false;
     return NULL;
+}
+
+int fz_alias_forward(fz_in *in, bool full, float **o, const float *x, const float *y, size_t ny,
+                     const float *s_in, float **s_out, size_t ns, bool *ok)
+{
+    const int c = (int)fz_pick(in, 0, 15);
+    switch (c) {
+    case 0:
+        if (s_in) *s_out = (float *)s_in, fz_mark_written(s_in);
+        break;
+    case 1:
+        if (full) *o = (float *)x, *ok = false;
+        break;
+    case 2:
+        if (full && *s_out && ns) *s_out = *o, *ok = false;
+        break;
+    case 3:
+        if (s_in && *s_out && ns >= 2) *s_out = (float *)s_in + 1, *ok = false;
+        break;
+    case 4:
+        if (full && y && ny >= 2) *o = (float *)y + 1, *ok = false;
+        break;
+    default: break;
+    }
+    return c;
+}
+
+int fz_alias_backward(fz_in *in, bool full, float **dq, float **dk, const float *q, size_t nq,
+                      float **dv, const float *dout, size_t nv, const float *s_in,
+                      float **ds_in, size_t ns, bool *ok)
+{
+    const int c = (int)fz_pick(in, 0, 15);
+    switch (c) {
+    case 0:
+        if (full && nq) *dk = *dq, *ok = false;
+        break;
+    case 1:
+        if (s_in && *ds_in && ns) *ds_in = (float *)s_in, *ok = false;
+        break;
+    case 2:
+        if (full && nv) *dv = (float *)dout, *ok = false;
+        break;
+    case 3:
+        if (full && nq >= 2) *dq = (float *)q + 1, *ok = false;
+        break;
+    default: break;
+    }
+    return c;
 }
 
 /* ---- the oracle ------------------------------------------------------------------- */
@@ -268,6 +347,14 @@ void fz_workspace(fz_in *in, seqk_context *ctx, seqk_status query_status, size_t
     if (seqk_context_set_workspace(ctx, ws_buf, bytes) != SEQK_SUCCESS)
         fz_fail("harness: set_workspace: %s", seqk_last_error());
     ws_ctx = ctx;
+}
+
+double fz_rms(const double *x, size_t n)
+{
+    double s = 0;
+    if (!x || !n) return 0;
+    for (size_t i = 0; i < n; i++) s += x[i] * x[i];
+    return sqrt(s / (double)n);
 }
 
 double *fz_doubles(size_t n)

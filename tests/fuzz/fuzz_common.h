@@ -58,6 +58,17 @@ unsigned fz_flags(fz_in *in, unsigned known, bool *ok);
 /* A mode: usually one of the two, sometimes not a seqk_mode (*ok). */
 int fz_mode(fz_in *in, bool *ok);
 
+/* The sizes of the linear-state-like families, in this order: B (0, or
+ * 1..3), T (-2, or 0..17), H (1..3), K (1..5, or 0 or 1025), V (0, or
+ * 1..5); clears *ok when one is invalid (B < 1, T < 0, K outside
+ * [1, 1024], V < 1). */
+typedef struct fz_dims {
+    int64_t B, T, H, K, V;
+} fz_dims;
+fz_dims fz_dims_lin(fz_in *in, bool *ok);
+/* A chunk size: 0..19, sometimes -1 or 1025 (*ok cleared: outside [0, 1024]). */
+int64_t fz_chunk(fz_in *in, bool *ok);
+
 /* ---- the call's random data ---------------------------------------------------- */
 
 /* Seeds the generator of the data from the next 4 bytes. */
@@ -83,8 +94,32 @@ void fz_mark_written(const void *p);
  * last != T, N < 1). Writes N (the count passed to seqk) and *ok. */
 int32_t *fz_cu_seqlens(fz_in *in, int64_t T, int64_t *N, bool *ok);
 
+/* With probability 80/256 a varlen call: cu_seqlens from fz_cu_seqlens (the
+ * call is then valid only with B == 1); else NULL and *N = B (0 if B < 0).
+ * Writes N and clears *ok when the call is invalid. */
+const int32_t *fz_varlen(fz_in *in, int64_t B, int64_t T, int64_t *N, bool *ok);
+
 /* Usually p, sometimes NULL (then *ok = false when the pointer is required). */
 const void *fz_maybe_null(fz_in *in, const void *p, bool required, bool *ok);
+
+/* The aliasing cases a forward with a state shares, from the next byte
+ * (most often none), for output o [no] and optional state_out [ns]:
+ *   0  state_out = state_in (in place: valid; when state_in is given)
+ *   1  o = x, an input (invalid when full)
+ *   2  state_out = o (invalid)
+ *   3  state_out = state_in + 1, a partial overlap (invalid)
+ *   4  o = y + 1, across an input of ny floats (invalid when y is given)
+ * Returns the case (5..15: none here; the harness may add its own). */
+int fz_alias_forward(fz_in *in, bool full, float **o, const float *x, const float *y, size_t ny,
+                     const float *s_in, float **s_out, size_t ns, bool *ok);
+/* The same for a backward with gradients dq, dk [nq] of q, dv [nv], and
+ * the optional dstate_in [ns]:
+ *   0  dk = dq (invalid)              1  dstate_in = state_in (invalid)
+ *   2  dv = dout (invalid)            3  dq = q + 1 (invalid)
+ * Returns the case (4..15: none here). */
+int fz_alias_backward(fz_in *in, bool full, float **dq, float **dk, const float *q, size_t nq,
+                      float **dv, const float *dout, size_t nv, const float *s_in,
+                      float **ds_in, size_t ns, bool *ok);
 
 /* ---- the oracle ------------------------------------------------------------------ */
 
@@ -112,6 +147,10 @@ seqk_context *fz_ctx(fz_in *in);
  * workspace) for the next call, when the next byte says so; the call must
  * then not fail with WORKSPACE_TOO_SMALL. fz_reset takes it back. */
 void fz_workspace(fz_in *in, seqk_context *ctx, seqk_status query_status, size_t bytes);
+
+/* RMS of x[n] (0 for NULL or n = 0): the size of a gradient's summands, for
+ * the floor of fz_close. */
+double fz_rms(const double *x, size_t n);
 
 /* Zeroed doubles for the references, and a double copy of n floats (NULL
  * stays NULL); freed by fz_reset. */

@@ -19,15 +19,6 @@ static const char *const bwd_name[N_OPS] = {
     "seqk_linear_attention_backward", "seqk_retention_backward",
     "seqk_gated_retention_backward", "seqk_mamba2_backward"};
 
-/* RMS of x[n] (0 for NULL / empty). */
-static double rms(const double *x, size_t n)
-{
-    double s = 0;
-    if (!x || !n) return 0;
-    for (size_t i = 0; i < n; i++) s += x[i] * x[i];
-    return sqrt(s / (double)n);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_in in = {data, size, 0};
@@ -39,16 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const bool m2 = op == MAMBA2;
     const int mode = fz_mode(&in, &t);
     if (!bwd) ok &= t;
-    const int64_t B = fz_chance(&in, 6) ? 0 : fz_pick(&in, 1, 3);
-    const int64_t T = fz_chance(&in, 6) ? -2 : fz_pick(&in, 0, 17);
-    const int64_t H = fz_pick(&in, 1, 3);
-    int64_t K = fz_pick(&in, 1, 5); /* Mamba2: Nst */
-    if (fz_chance(&in, 4)) K = fz_chance(&in, 128) ? 0 : 1025;
-    const int64_t V = fz_chance(&in, 6) ? 0 : fz_pick(&in, 1, 5); /* Mamba2: P */
+    const fz_dims dm = fz_dims_lin(&in, &ok);
+    const int64_t B = dm.B, T = dm.T, H = dm.H, K = dm.K, V = dm.V; /* Mamba2: K = Nst, V = P */
     int64_t G = m2 ? fz_pick(&in, 1, 3) : H;
-    int64_t chunk = fz_pick(&in, 0, 19);
-    if (fz_chance(&in, 6)) chunk = fz_chance(&in, 128) ? -1 : 1025;
-    ok &= B >= 1 && T >= 0 && K >= 1 && K <= 1024 && V >= 1 && chunk >= 0 && chunk <= 1024;
+    const int64_t chunk = fz_chunk(&in, &ok);
     if (m2) ok &= H % G == 0;
     float scale = 1.0f;
     if (!m2) {
@@ -115,25 +100,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         float *s_out = fz_chance(&in, 160) ? fz_output(ns) : NULL;
         float *z_out = norm && fz_chance(&in, 160) ? fz_output(nz) : NULL;
         if (op == LINATTN && !norm && fz_chance(&in, 8)) z_out = fz_output(nz), ok = false;
-        switch (fz_pick(&in, 0, 15)) {
-        case 0:
-            if (s_in) s_out = (float *)s_in, fz_mark_written(s_in);
-            if (z_in && z_out) z_out = (float *)z_in, fz_mark_written(z_in);
-            break;
-        case 1:
-            if (full) o = (float *)q, ok = false;
-            break;
-        case 2:
-            if (full && s_out && ns) s_out = o, ok = false;
-            break;
-        case 3:
-            if (s_in && s_out && ns >= 2) s_out = (float *)s_in + 1, ok = false;
-            break;
-        case 4:
-            if (full && nv >= 2 && v) o = (float *)v + 1, ok = false;
-            break;
-        default: break;
-        }
+        if (fz_alias_forward(&in, full, &o, q, v, nv, s_in, &s_out, ns, &ok) == 0 && z_in &&
+            z_out)
+            z_out = (float *)z_in, fz_mark_written(z_in);
         q = fz_maybe_null(&in, q, full, &ok);
         k = fz_maybe_null(&in, k, full, &ok);
         v = fz_maybe_null(&in, v, full, &ok);
@@ -203,21 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     float *ds_in = fz_chance(&in, 128) ? fz_output(ns) : NULL;
     float *dz_in = norm && fz_chance(&in, 128) ? fz_output(nz) : NULL;
     if (op == LINATTN && !norm && fz_chance(&in, 8)) dz_in = fz_output(nz), ok = false;
-    switch (fz_pick(&in, 0, 15)) {
-    case 0:
-        if (full && nq) dk = dq, ok = false;
-        break;
-    case 1:
-        if (s_in && ds_in && ns) ds_in = (float *)s_in, ok = false;
-        break;
-    case 2:
-        if (full && nv) dv = (float *)dout, ok = false;
-        break;
-    case 3:
-        if (full && nq >= 2) dq = (float *)q + 1, ok = false;
-        break;
-    default: break;
-    }
+    fz_alias_backward(&in, full, &dq, &dk, q, nq, &dv, dout, nv, s_in, &ds_in, ns, &ok);
     q = fz_maybe_null(&in, q, full, &ok);
     k = fz_maybe_null(&in, k, full, &ok);
     v = fz_maybe_null(&in, v, full, &ok);
@@ -292,10 +247,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_close(m2 ? "dCm" : "dq", dq, rq, nq, tol, 1e-2);
     fz_close(m2 ? "dBm" : "dk", dk, rk, nq, tol, 1e-2);
     fz_close(m2 ? "dx" : "dv", dv, rv, nv, tol, 1e-2);
-    if (dg) fz_close(m2 ? "ddt" : "dg", dg, rg, nt, tol, 1e-2 + rms(gterm, nt));
-    if (dA) fz_close("dA", dA, rA, (size_t)H, tol, 1e-2 + rms(sA, (size_t)H) + rms(sAa, (size_t)H));
+    if (dg) fz_close(m2 ? "ddt" : "dg", dg, rg, nt, tol, 1e-2 + fz_rms(gterm, nt));
+    if (dA)
+        fz_close("dA", dA, rA, (size_t)H, tol,
+                 1e-2 + fz_rms(sA, (size_t)H) + fz_rms(sAa, (size_t)H));
     if (dD) fz_close("dD", dD, rD, (size_t)H, tol, 1e-2);
-    if (ddtb) fz_close("ddt_bias", ddtb, rb, (size_t)H, tol, 1e-2 + rms(sb, (size_t)H));
+    if (ddtb) fz_close("ddt_bias", ddtb, rb, (size_t)H, tol, 1e-2 + fz_rms(sb, (size_t)H));
     if (ds_in) fz_close("dstate_in", ds_in, rs, ns, tol, 1e-2);
     if (dz_in) fz_close("dz_in", dz_in, rz, nz, tol, 1e-2);
     return 0;

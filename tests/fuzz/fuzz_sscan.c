@@ -52,24 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!bwd) {
         float *y = fz_output(nu);
         float *s_out = fz_chance(&in, 160) ? fz_output(ns) : NULL;
-        switch (fz_pick(&in, 0, 15)) {
-        case 0:
-            if (s_in) s_out = (float *)s_in, fz_mark_written(s_in);
-            break;
-        case 1:
-            if (full) y = (float *)u, ok = false;
-            break;
-        case 2:
-            if (full && s_out && ns) s_out = y, ok = false;
-            break;
-        case 3:
-            if (s_in && s_out && ns >= 2) s_out = (float *)s_in + 1, ok = false;
-            break;
-        case 4:
-            if (full && z && nu >= 2) y = (float *)z + 1, ok = false;
-            break;
-        default: break;
-        }
+        fz_alias_forward(&in, full, &y, u, z, nu, s_in, &s_out, ns, &ok);
         u = fz_maybe_null(&in, u, full, &ok);
         dt = fz_maybe_null(&in, dt, full, &ok);
         A = fz_maybe_null(&in, A, full, &ok);
