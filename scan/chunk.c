@@ -154,6 +154,9 @@ static void load_rows(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, bool
     } else {
         cv->Vv = P->v + (r0 * P->H + h) * V;
         cv->ldv = P->H * V;
+        /* read in place by the products that follow: its rows asked for now
+         * (a head's rows are H V floats apart, past the hardware prefetcher) */
+        for (int64_t i = 0; i < L; i++) seqk__prefetch_floats(cv->Vv + i * cv->ldv, V);
     }
 }
 

@@ -362,6 +362,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
     seqk__chunk_scores(cv, K, Dm, b->cs.P, pack);
     const float *dO = Gr->dout + (row * H + h) * V;
     int64_t ldo = H * V;
+    for (int64_t i = 0; i < L; i++) seqk__prefetch_floats(dO + i * ldo, V); /* as V's rows */
     if (with_z(P)) { /* num, den again; dO' = [dO / (den + eps), -(dO . num) / (den + eps)^2] */
         seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, W, L, 1.0f, b->cs.P, L, va, ldva,
                            0.0f, b->Oa, W, pack);

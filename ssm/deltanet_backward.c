@@ -267,14 +267,15 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
     const seqk__lin *P = &D->lin;
     const int64_t L = cv->L, K = P->K, V = P->V, H = P->H;
     float *pack = b->pack, *dS = b->dS;
+    const float *dO = D->dout + (row * H + h) * V; /* rows H V apart: asked for now */
+    for (int64_t i = 0; i < L; i++) seqk__prefetch_floats(dO + i * H * V, V);
     if (kept) chunk_beta_gamma(D, cv, row, h, true, b);
     else chunk_forward(D, cv, row, h, S0, true, true, b);
     /* the engine's stage with Vn as the values */
     seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
     seqk__chunk_bwd sb = {b->dVn, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->diag,
                           b->gt, b->bt, 0.0f, pack, NULL};
-    seqk__chunk_backward_stage(cv, K, V, b->cs.P, D->dout + (row * H + h) * V, H * V, b->Vn, V,
-                               S0, dS, &sb);
+    seqk__chunk_backward_stage(cv, K, V, b->cs.P, dO, H * V, b->Vn, V, S0, dS, &sb);
     /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in),
      * dW = -dVn S0^T (zero at a zero S0) */
     seqk__sgemm(true, false, K, V, L, -1.0f, b->W, K, b->dVn, V, 1.0f, dS, V, pack);
