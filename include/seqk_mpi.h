@@ -70,7 +70,8 @@
  *
  * Softmax attention: seqk_mpi_attention_ring passes the key/value blocks
  * around the ring of ranks and merges the partial softmaxes by their
- * log-sum-exp (forward only; no backward yet).
+ * log-sum-exp; seqk_mpi_attention_ring_backward sends each block once around
+ * with its key/value gradients.
  */
 #ifndef SEQK_MPI_H
 #define SEQK_MPI_H
@@ -185,13 +186,27 @@ SEQK_API seqk_status seqk_mpi_deltanet_backward(
  *   q [B,T,Hq,K], k [B,T,Hkv,K], v [B,T,Hkv,V]   the rank's slice
  *   o [B,T,Hq,V]   output;  lse [B,Hq,T] or NULL   (the slice's rows)
  * Traffic per rank: (P - 1) blocks of B T_j Hkv (K + V) floats.
- * Forward only: there is no seqk_mpi_attention_ring_backward yet.
  */
 SEQK_API seqk_status seqk_mpi_attention_ring(seqk_context *ctx, MPI_Comm comm, int64_t B,
                                              int64_t T, int64_t Hq, int64_t Hkv, int64_t K,
                                              int64_t V, float scale, unsigned flags,
                                              const float *q, const float *k, const float *v,
                                              float *o, float *lse);
+
+/*
+ * seqk_mpi_attention_ring_backward: the gradients of seqk_mpi_attention_ring
+ * (seqk_attention_parallel_backward over the ranks), from the forward's o
+ * and lse of the slice (required). Each key/value block travels once around
+ * the ring with its dk, dv accumulators (P steps: blocks of B T_j Hkv
+ * 2 (K + V) floats), every visible block adding the slice's queries' share
+ * (seqk_attention_parallel_backward on the same concatenation as the
+ * forward's cross blocks); dq sums in double. dq [B,T,Hq,K], dk [B,T,Hkv,K],
+ * dv [B,T,Hkv,V] of the rank's slice are overwritten.
+ */
+SEQK_API seqk_status seqk_mpi_attention_ring_backward(
+    seqk_context *ctx, MPI_Comm comm, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t K,
+    int64_t V, float scale, unsigned flags, const float *q, const float *k, const float *v,
+    const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv);
 
 /* ---- traffic counters ----------------------------------------------------------- */
 

@@ -134,5 +134,12 @@ int main(int argc, char **argv)
     expect(seqk_mpi_attention_ring(ctx, MPI_COMM_WORLD, 1, T, H, H, K, V, 0.5f, 1, q, k, v, o,
                                    me ? (float *)v : NULL),
            SEQK_ERROR_INVALID_ARGUMENT, "overlaps", "ring: lse overlaps v on one rank");
+    static float lse[H * T];
+    expect(seqk_mpi_attention_ring_backward(ctx, MPI_COMM_WORLD, 1, T, H, H, K, V, 0.5f, 1, q, k,
+                                            v, dout, me ? NULL : lse, dout, dq, dk, dv),
+           SEQK_ERROR_INVALID_ARGUMENT, "lse", "ring backward: lse NULL on one rank");
+    expect(seqk_mpi_attention_ring_backward(ctx, MPI_COMM_WORLD, 1, T, H, H, K, V, 0.5f, 1, q, k,
+                                            v, dout, lse, dout, dq, me ? (float *)k : dk, dv),
+           SEQK_ERROR_INVALID_ARGUMENT, "overlaps", "ring backward: dk overlaps k on one rank");
     return tm_finish();
 }

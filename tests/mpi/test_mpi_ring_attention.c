@@ -27,13 +27,20 @@ static void run_case(seqk_context *ctx, const tm_split *sp, int64_t B, int64_t H
     /* whole inputs [B,T,..] on every rank; the slices are copied out per batch entry */
     float *q = tf_random(&A, (size_t)(B * T * pq), -1, 1), *k = tf_random(&A, (size_t)(B * T * pk), -1, 1);
     float *v = tf_random(&A, (size_t)(B * T * pv), -1, 1);
-    float *o_ref = NULL, *l_ref = NULL;
+    float *dout = tf_random(&A, (size_t)(B * T * po), -1, 1);
+    float *o_ref = NULL, *l_ref = NULL, *g_ref[3] = {NULL, NULL, NULL};
+    const int64_t pg[3] = {pq, pk, pv}; /* floats per token of dq, dk, dv */
     if (tm_rank == 0) {
         o_ref = tf_floats(&A, (size_t)(B * T * po));
         l_ref = tf_floats(&A, (size_t)(B * Hq * T));
+        for (int i = 0; i < 3; i++) g_ref[i] = tf_floats(&A, (size_t)(B * T * pg[i]));
         th_poison(o_ref, (size_t)(B * T * po));
-        const seqk_status st = seqk_attention_parallel(ctx, B, T, Hq, Hkv, K, V, scale, flags, q,
-                                                       k, v, o_ref, l_ref, NULL, 0);
+        seqk_status st = seqk_attention_parallel(ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v,
+                                                 o_ref, l_ref, NULL, 0);
+        if (!st)
+            st = seqk_attention_parallel_backward(ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v,
+                                                  o_ref, l_ref, dout, g_ref[0], g_ref[1],
+                                                  g_ref[2], NULL, 0);
         if (st) {
             th_check(false, "%s: reference: %s", what, seqk_last_error());
             MPI_Abort(MPI_COMM_WORLD, 1);
@@ -70,6 +77,29 @@ static void run_case(seqk_context *ctx, const tm_split *sp, int64_t B, int64_t H
     if (tm_rank == 0) {
         th_check_close_f(o_all, o_ref, (size_t)(B * T * po), 1e-5, "%s: o", what);
         th_check_close_f(l_all, l_ref, (size_t)(B * Hq * T), 1e-5, "%s: lse", what);
+    }
+    /* the backward from the split forward's o and lse */
+    float *dl = tf_floats(&A, (size_t)(B * Tl * po + 1)), *gl[3];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < Tl * po; i++) dl[b * Tl * po + i] = dout[(b * T + o0) * po + i];
+    for (int i = 0; i < 3; i++) {
+        gl[i] = tf_floats(&A, (size_t)(B * Tl * pg[i] + 1));
+        th_poison(gl[i], (size_t)(B * Tl * pg[i] + 1));
+    }
+    const seqk_status sb = seqk_mpi_attention_ring_backward(
+        ctx, MPI_COMM_WORLD, B, Tl, Hq, Hkv, K, V, scale, flags, e ? NULL : ql, e ? NULL : kl,
+        e ? NULL : vl, e ? NULL : ol, e ? NULL : ll, e ? NULL : dl, e ? NULL : gl[0],
+        e ? NULL : gl[1], e ? NULL : gl[2]);
+    th_check(sb == SEQK_SUCCESS, "%s: backward: %s", what, sb ? seqk_last_error() : "");
+    const char *gn[3] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; i++) {
+        th_check(gl[i][B * Tl * pg[i]] != gl[i][B * Tl * pg[i]], "%s: nothing written past %s",
+                 what, gn[i]);
+        float *all = tm_rank == 0 ? tf_floats(&A, (size_t)(B * T * pg[i])) : NULL;
+        for (int64_t b = 0; b < B; b++)
+            tm_gather(sp, gl[i] + b * Tl * pg[i], pg[i], all ? all + b * T * pg[i] : NULL);
+        if (tm_rank == 0)
+            th_check_close_f(all, g_ref[i], (size_t)(B * T * pg[i]), 1e-5, "%s: %s", what, gn[i]);
     }
     tf_arrays_free(&A);
 }
