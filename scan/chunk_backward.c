@@ -241,6 +241,18 @@ static void advance(const seqk__lin *P, const bplan *pl, const seqk__chunk_view 
  * value rows (V' here, DeltaNet's Vnew in ssm/deltanet_backward.c): the
  * formulas of the top comment and the gate gradient's terms; see
  * scan/chunk.h. */
+/* diag(f) X for the chunk's rows X [L,W] (rows *ld apart), in buf [L,W]
+ * (*ld = W then); without decay (f all ones) X itself. */
+static const float *decayed_rows(const seqk__chunk_view *cv, const float *f, const float *X,
+                                 int64_t *ld, int64_t W, float *buf)
+{
+    if (!cv->G) return X;
+    for (int64_t i = 0; i < cv->L; i++)
+        for (int64_t j = 0; j < W; j++) buf[i * W + j] = f[i] * X[i * *ld + j];
+    *ld = W;
+    return buf;
+}
+
 void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,
                                 const float *dO, int64_t ldo, const float *va, int64_t ldva,
                                 const float *S0, float *dS, seqk__chunk_bwd *b)
@@ -284,13 +296,8 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
                        b->dQ, K, pack);
     float Dterm = 0.0f;
     if (S0) {
-        const float *dOe = dO; /* diag(exp(G)) dO */
         int64_t lde = ldo;
-        if (cv->G) {
-            for (int64_t i = 0; i < L; i++)
-                for (int64_t j = 0; j < W; j++) tmp[i * W + j] = b->eq[i] * dO[i * ldo + j];
-            dOe = tmp, lde = W;
-        }
+        const float *dOe = decayed_rows(cv, b->eq, dO, &lde, W, tmp); /* diag(exp(G)) dO */
         seqk__sgemm(false, true, L, K, W, 1.0f, dOe, lde, S0, W, 1.0f, b->dQ, K, pack);
         Dterm = cv->a * seqk__dot(S0, dS, K * W);
     }
@@ -302,13 +309,8 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
                 seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
     /* dK~ += diag(exp(G_L - G)) V' dS^T */
     {
-        const float *ve = va; /* diag(exp(G_L - G)) V' */
         int64_t lde = ldva;
-        if (cv->G) {
-            for (int64_t i = 0; i < L; i++)
-                for (int64_t j = 0; j < W; j++) tmp[i * W + j] = b->ek[i] * va[i * ldva + j];
-            ve = tmp, lde = W;
-        }
+        const float *ve = decayed_rows(cv, b->ek, va, &lde, W, tmp);
         seqk__sgemm(false, true, L, K, W, 1.0f, ve, lde, dS, W, 1.0f, b->dK, K, pack);
     }
     /* the diagonal of dP (D_ii = 1) */
