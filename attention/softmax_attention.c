@@ -35,9 +35,10 @@
  *        acc [BR][Vp]         output accumulator; m, l, alpha [BR]
  *      over key tiles of BC keys; causal: tiles past the last query are never
  *      visited and each group of QG queries stops at its own last query.
- * QK^T micro-kernel: QR keys x QW queries in 12 AVX registers, over K.
- * PV micro-kernel:   PR queries x PW values in 12 AVX registers, over keys.
- * Both are the 6 x 16 register tile of core/gemm.h (seqk__sgemm_6x16).
+ * QK^T micro-kernel: QR keys x QW queries in 12 AVX registers, over K: the
+ * 6 x 16 register tile of core/gemm.h (seqk__sgemm_6x16).
+ * PV micro-kernel:   PR queries x PW values, over keys: with AVX-512 8 x 32
+ * in 16 zmm registers, else the 6 x 16 ymm tile.
  * Queries are handled in groups of QG (a multiple of QW, PR and 8).
  *
  * CPU decode: append, then split each batch entry's cache by token ranges
@@ -69,8 +70,13 @@
 #define QR 6  /* keys per QK^T micro-kernel */
 #define QW 16 /* queries per QK^T micro-kernel (2 vectors) */
 #define QG 48 /* query granularity: a multiple of QW, PR and 8 */
+#ifdef __AVX512F__
+#define PR 8  /* queries per PV micro-kernel */
+#define PW 32 /* values per PV micro-kernel (2 zmm) */
+#else
 #define PR 6  /* queries per PV micro-kernel */
-#define PW 16 /* values per PV micro-kernel (2 vectors) */
+#define PW 16 /* values per PV micro-kernel (2 ymm) */
+#endif
 
 #define LOG2E_F 1.44269504088896340736f
 #define LN2_D 0.69314718055994530942
@@ -103,7 +109,7 @@ static inline float hmax8(__m256 x)
 /* Both micro-kernels are the register tile seqk__sgemm_6x16 (core/gemm.h):
  * its 6 left-operand rows are 6 adjacent floats (QR keys interleaved in kt,
  * or PR queries of a row of s), their elements QR or BR floats apart; its
- * right operand is rows of QW = PW = 16 floats. */
+ * right operand is rows of QW = 16 floats (QK^T) or PW (PV). */
 
 /* s[r][0..QW) = sum_d kt[d][r] * qp[d][0..QW) for the QR = 6 keys r of one
  * block (kt [K][QR], interleaved); qp is one QW-block; s has row stride BR. */
@@ -122,9 +128,59 @@ __attribute__((noinline)) static void qk_kernel(const float *restrict qp,
 }
 
 /* acc[r][0..PW) = alpha[r] * acc[r][0..PW) + sum_{j<kn} p[j][r] * v[j][0..PW)
- * for the PR = 6 queries r of one block; p (row stride BR) starts at the
+ * for the PR queries r of one block; p (row stride BR) starts at the
  * block's first query, v (row stride PW) and acc (row stride Vp) at the value
- * block. */
+ * block. Each sum runs in the order j = 0, 1, .. with one FMA per term, on
+ * either tile (the same bits). */
+#ifdef __AVX512F__
+/* AVX-512: PR = 8 queries x PW = 32 values in 16 zmm accumulators (16 FMAs
+ * per key against 2 loads of v and 8 broadcasts of p). */
+__attribute__((noinline)) static void pv_kernel(const float *restrict p, int64_t kn,
+                                                const float *restrict v, int64_t Vp,
+                                                float *restrict acc,
+                                                const float *restrict alpha)
+{
+    __m512 c[PR][2];
+    for (int r = 0; r < PR; r++) {
+        const __m512 a = _mm512_set1_ps(alpha[r]);
+        c[r][0] = _mm512_mul_ps(a, _mm512_load_ps(acc + r * Vp));
+        c[r][1] = _mm512_mul_ps(a, _mm512_load_ps(acc + r * Vp + 16));
+    }
+    __m512 c00 = c[0][0], c01 = c[0][1], c10 = c[1][0], c11 = c[1][1], c20 = c[2][0],
+           c21 = c[2][1], c30 = c[3][0], c31 = c[3][1], c40 = c[4][0], c41 = c[4][1],
+           c50 = c[5][0], c51 = c[5][1], c60 = c[6][0], c61 = c[6][1], c70 = c[7][0],
+           c71 = c[7][1];
+    for (int64_t j = 0; j < kn; j++) {
+        const __m512 b0 = _mm512_load_ps(v + j * PW), b1 = _mm512_load_ps(v + j * PW + 16);
+        const float *pj = p + j * BR;
+        __m512 x = _mm512_set1_ps(pj[0]);
+        c00 = _mm512_fmadd_ps(x, b0, c00), c01 = _mm512_fmadd_ps(x, b1, c01);
+        x = _mm512_set1_ps(pj[1]);
+        c10 = _mm512_fmadd_ps(x, b0, c10), c11 = _mm512_fmadd_ps(x, b1, c11);
+        x = _mm512_set1_ps(pj[2]);
+        c20 = _mm512_fmadd_ps(x, b0, c20), c21 = _mm512_fmadd_ps(x, b1, c21);
+        x = _mm512_set1_ps(pj[3]);
+        c30 = _mm512_fmadd_ps(x, b0, c30), c31 = _mm512_fmadd_ps(x, b1, c31);
+        x = _mm512_set1_ps(pj[4]);
+        c40 = _mm512_fmadd_ps(x, b0, c40), c41 = _mm512_fmadd_ps(x, b1, c41);
+        x = _mm512_set1_ps(pj[5]);
+        c50 = _mm512_fmadd_ps(x, b0, c50), c51 = _mm512_fmadd_ps(x, b1, c51);
+        x = _mm512_set1_ps(pj[6]);
+        c60 = _mm512_fmadd_ps(x, b0, c60), c61 = _mm512_fmadd_ps(x, b1, c61);
+        x = _mm512_set1_ps(pj[7]);
+        c70 = _mm512_fmadd_ps(x, b0, c70), c71 = _mm512_fmadd_ps(x, b1, c71);
+    }
+    _mm512_store_ps(acc + 0 * Vp, c00), _mm512_store_ps(acc + 0 * Vp + 16, c01);
+    _mm512_store_ps(acc + 1 * Vp, c10), _mm512_store_ps(acc + 1 * Vp + 16, c11);
+    _mm512_store_ps(acc + 2 * Vp, c20), _mm512_store_ps(acc + 2 * Vp + 16, c21);
+    _mm512_store_ps(acc + 3 * Vp, c30), _mm512_store_ps(acc + 3 * Vp + 16, c31);
+    _mm512_store_ps(acc + 4 * Vp, c40), _mm512_store_ps(acc + 4 * Vp + 16, c41);
+    _mm512_store_ps(acc + 5 * Vp, c50), _mm512_store_ps(acc + 5 * Vp + 16, c51);
+    _mm512_store_ps(acc + 6 * Vp, c60), _mm512_store_ps(acc + 6 * Vp + 16, c61);
+    _mm512_store_ps(acc + 7 * Vp, c70), _mm512_store_ps(acc + 7 * Vp + 16, c71);
+}
+#else
+/* AVX2: PR = 6 queries x PW = 16 values, seqk__sgemm_6x16 (core/gemm.h). */
 __attribute__((noinline)) static void pv_kernel(const float *restrict p, int64_t kn,
                                                 const float *restrict v, int64_t Vp,
                                                 float *restrict acc,
@@ -143,6 +199,7 @@ __attribute__((noinline)) static void pv_kernel(const float *restrict p, int64_t
         _mm256_store_ps(acc + r * Vp + 8, c[r][1]);
     }
 }
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Parallel mode, CPU: one query tile of one head                            */
@@ -300,10 +357,9 @@ static void pack_heads(const attn_args *a, int64_t g0, int64_t gn, int64_t t0, i
             const float *src = a->v + ((b * a->T + t) * Hkv + hk) * V;
             float *vd = vp + r * PW;
             int64_t c = 0;
-            for (; c + PW <= V; c += PW) {
-                _mm256_store_ps(vd + (c / PW) * Tp * PW, _mm256_loadu_ps(src + c));
-                _mm256_store_ps(vd + (c / PW) * Tp * PW + 8, _mm256_loadu_ps(src + c + 8));
-            }
+            for (; c + PW <= V; c += PW)
+                for (int64_t x = 0; x < PW; x += 8)
+                    _mm256_store_ps(vd + (c / PW) * Tp * PW + x, _mm256_loadu_ps(src + c + x));
             if (c < V)
                 for (int64_t x = 0; x < PW; x++)
                     vd[(c / PW) * Tp * PW + x] = c + x < V ? src[c + x] : 0.0f;
@@ -402,11 +458,10 @@ static void attn_tile(const attn_args *a, const tile_scratch *w, const float *kp
                         for (int64_t r = j - d; r < PR; r++) {
                             const __m256 p = _mm256_broadcast_ss(w->s + j * BR + i0 + r);
                             float *c = acc + r * Vp;
-                            _mm256_store_ps(c, _mm256_fmadd_ps(p, _mm256_load_ps(vt + j * PW),
-                                                               _mm256_load_ps(c)));
-                            _mm256_store_ps(c + 8,
-                                            _mm256_fmadd_ps(p, _mm256_load_ps(vt + j * PW + 8),
-                                                            _mm256_load_ps(c + 8)));
+                            for (int64_t x = 0; x < PW; x += 8)
+                                _mm256_store_ps(c + x,
+                                                _mm256_fmadd_ps(p, _mm256_load_ps(vt + j * PW + x),
+                                                                _mm256_load_ps(c + x)));
                         }
                 }
     }
