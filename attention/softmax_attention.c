@@ -106,10 +106,11 @@ static inline float hmax8(__m256 x)
 /* Parallel mode, CPU: micro-kernels                                         */
 /* ------------------------------------------------------------------------ */
 
-/* Both micro-kernels are the register tile seqk__sgemm_6x16 (core/gemm.h):
- * its 6 left-operand rows are 6 adjacent floats (QR keys interleaved in kt,
- * or PR queries of a row of s), their elements QR or BR floats apart; its
- * right operand is rows of QW = 16 floats (QK^T) or PW (PV). */
+/* The QK^T micro-kernel (and the PV one without AVX-512) is the register
+ * tile seqk__sgemm_6x16 (core/gemm.h): its 6 left-operand rows are 6
+ * adjacent floats (QR keys interleaved in kt, or PR queries of a row of s),
+ * their elements QR or BR floats apart; its right operand is rows of
+ * QW = 16 floats (QK^T) or PW (PV). */
 
 /* s[r][0..QW) = sum_d kt[d][r] * qp[d][0..QW) for the QR = 6 keys r of one
  * block (kt [K][QR], interleaved); qp is one QW-block; s has row stride BR. */
