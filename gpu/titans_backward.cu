@@ -83,7 +83,7 @@ typedef struct tb_args {
     float scale;
     int l2;
     const float *q, *k, *v, *eta, *theta, *alpha; /* [B*T, H, K|V], [B*T, H] */
-    const float *s_in, *dout, *ds_out;            /* [N, H, E] or NULL, [B*T, H, V], [N, H, E] or NULL */
+    const float *s_in, *dout, *ds_out;            /* [N,H,E] or NULL, [B*T,H,V], [N,H,E] or NULL */
     float *dq, *dk, *dv, *deta, *dtheta, *dalpha; /* outputs */
     float *ds_in;                                 /* [N, H, E] or NULL */
     const int32_t *cu;                            /* device cu_seqlens or NULL */
@@ -165,13 +165,17 @@ static __device__ void tb_gemm(bool tA, bool tB, int64_t M, int64_t Nn, int64_t 
             for (int64_t k0 = kb; k0 < ke; k0 += TB_KSTEP) {
                 for (int e = tid; e < TB_KSTEP * TB_TILE; e += TB_THREADS) {
                     /* consecutive threads along the operand's contiguous index */
-                    const int ka = tA ? e / TB_TILE : e % TB_KSTEP, ia = tA ? e % TB_TILE : e / TB_KSTEP;
-                    const int kbb = tB ? e % TB_KSTEP : e / TB_TILE, jb = tB ? e / TB_KSTEP : e % TB_TILE;
+                    const int ka = tA ? e / TB_TILE : e % TB_KSTEP;
+                    const int ia = tA ? e % TB_TILE : e / TB_KSTEP;
+                    const int kbb = tB ? e % TB_KSTEP : e / TB_TILE;
+                    const int jb = tB ? e / TB_KSTEP : e % TB_TILE;
                     const int64_t gi = i0 + ia, gka = k0 + ka, gj = j0 + jb, gkb = k0 + kbb;
-                    As[ka][ia] = (gi < M && gka < ke) ? (tA ? A[gka * lda + gi] : A[gi * lda + gka])
-                                                      : 0.0f;
-                    Bs[kbb][jb] = (gj < Nn && gkb < ke) ? (tB ? B[gj * ldb + gkb] : B[gkb * ldb + gj])
-                                                        : 0.0f;
+                    As[ka][ia] = (gi < M && gka < ke)
+                                     ? (tA ? A[gka * lda + gi] : A[gi * lda + gka])
+                                     : 0.0f;
+                    Bs[kbb][jb] = (gj < Nn && gkb < ke)
+                                      ? (tB ? B[gj * ldb + gkb] : B[gkb * ldb + gj])
+                                      : 0.0f;
                 }
                 __syncthreads();
                 /* only threads with an output inside C, over the slice's valid k */
@@ -339,8 +343,9 @@ static __device__ void tb_gerr(const tb_args &a, const tb_scr &w, int64_t r0, in
 
 /* The state after the segment [r0, r0 + n): MSn = [M'; S'] from MS = [M0; S0]
  * (2K x V; MSn may be MS) and the Mhat Hm (may be M0); Gerr to G. */
-static __device__ void tb_advance(const tb_args &a, const tb_scr &w, int64_t r0, int64_t n, int64_t h,
-                                  const float *MS, const float *Hm, float *MSn, float *G)
+static __device__ void tb_advance(const tb_args &a, const tb_scr &w, int64_t r0, int64_t n,
+                                  int64_t h, const float *MS, const float *Hm, float *MSn,
+                                  float *G)
 {
     const int64_t K = a.K, K2 = 2 * K, KV = K * a.V;
     tb_load(a, w, r0, n, h, false);
@@ -551,22 +556,13 @@ static __device__ __forceinline__ int64_t tb_pos_in(const tb_args &a, int64_t nh
     return (p >= 0.0f && p < (float)a.b) ? (int64_t)p : 0;
 }
 
-/* Segment j of a sequence of len tokens at position pos0: tokens [t0, t0 + n). */
-static __device__ __forceinline__ void tb_seg_range(int64_t j, int64_t len, int64_t pos0, int64_t b,
-                                                    int64_t *t0, int64_t *n)
-{
-    const int64_t s = j * b - pos0 > 0 ? j * b - pos0 : 0;
-    const int64_t e = (j + 1) * b - pos0 < len ? (j + 1) * b - pos0 : len;
-    *t0 = s, *n = e - s;
-}
-
 static __device__ void tb_item(const tb_args &a, const tb_scr &w, int64_t n, int64_t h)
 {
     const int64_t H = a.H, K = a.K, V = a.V, KV = K * V, E2 = 2 * KV, R = a.R, b = a.b, bV = b * V;
     int64_t r0, len;
     seqk__seq_rows(a.cu, a.T, n, &r0, &len);
     const int64_t nh = n * H + h, pos0 = tb_pos_in(a, nh);
-    const int64_t nseg = len == 0 ? 0 : (pos0 + len - 1) / b + 1, pL = (pos0 + len) % b;
+    const int64_t nseg = seqk__titans_seg_count(len, pos0, b), pL = (pos0 + len) % b;
     const float *blk = a.s_in ? a.s_in + nh * a.E : NULL;
     const float *Mh_in = pos0 != 0 ? blk + 2 * KV : NULL; /* pos0 != 0 only with s_in */
     /* pass 1: the states before the segments (R = 1: one after another in
@@ -578,7 +574,7 @@ static __device__ void tb_item(const tb_args &a, const tb_scr &w, int64_t n, int
     for (int64_t j = 0; j + 1 < nseg; j++) { /* the last segment's state after it is not needed */
         if (R > 1 && j % R == 0) tb_copy(w.ckpt + j / R * E2, S, E2);
         int64_t t0, ns;
-        tb_seg_range(j, len, pos0, b, &t0, &ns);
+        seqk__titans_seg_range(j, len, pos0, b, &t0, &ns);
         const float *Hm = (j == 0 && pos0 != 0) ? Mh_in : S;
         if (R == 1) {
             tb_advance(a, w, r0 + t0, ns, h, S, Hm, S + E2, w.gk + j * bV);
@@ -611,7 +607,7 @@ static __device__ void tb_item(const tb_args &a, const tb_scr &w, int64_t n, int
             for (int64_t i = 0; i + 1 < cnt; i++) {
                 const int64_t j = j0 + i;
                 int64_t t0, ns;
-                tb_seg_range(j, len, pos0, b, &t0, &ns);
+                seqk__titans_seg_range(j, len, pos0, b, &t0, &ns);
                 const float *Hm = (j == 0 && pos0 != 0) ? Mh_in : sg + i * E2;
                 tb_advance(a, w, r0 + t0, ns, h, sg + i * E2, Hm, sg + (i + 1) * E2, w.gk + i * bV);
             }
@@ -619,7 +615,7 @@ static __device__ void tb_item(const tb_args &a, const tb_scr &w, int64_t n, int
         for (int64_t i = cnt - 1; i >= 0; i--) {
             const int64_t j = j0 + i;
             int64_t t0, ns;
-            tb_seg_range(j, len, pos0, b, &t0, &ns);
+            seqk__titans_seg_range(j, len, pos0, b, &t0, &ns);
             const bool starts = j > 0 || pos0 == 0;
             const float *MS = sg + i * E2;
             /* the Gerr the state pass kept: every segment's but the last's (of

@@ -59,6 +59,29 @@ static inline void seqk__titans_lin(seqk__lin *P, int64_t B, int64_t T, int64_t 
     P->q = q, P->k = k, P->v = v;
 }
 
+/* Callable from CUDA device code too (gpu/titans_backward.cu). */
+#ifdef __CUDACC__
+#define SEQK__TT_HD __host__ __device__
+#else
+#define SEQK__TT_HD
+#endif
+
+/* The backward's segments of a sequence of len tokens starting at position
+ * pos0: segment j covers tokens [max(0, j b - pos0), min(len, (j + 1) b -
+ * pos0)) (the first one finishes the mini-batch pos0 is inside). */
+static inline SEQK__TT_HD int64_t seqk__titans_seg_count(int64_t len, int64_t pos0, int64_t b)
+{
+    return len == 0 ? 0 : (pos0 + len - 1) / b + 1;
+}
+
+static inline SEQK__TT_HD void seqk__titans_seg_range(int64_t j, int64_t len, int64_t pos0,
+                                                      int64_t b, int64_t *t0, int64_t *n)
+{
+    const int64_t s = j * b - pos0 > 0 ? j * b - pos0 : 0;
+    const int64_t e = (j + 1) * b - pos0 < len ? (j + 1) * b - pos0 : len;
+    *t0 = s, *n = e - s;
+}
+
 /* log x for the cumulated gates, x in [0, 1]; 0 -> -1e4 (exp of anything
  * that includes it is 0 in float, and differences stay finite). */
 static inline double seqk__titans_log_gate(float x)

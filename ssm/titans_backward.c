@@ -100,20 +100,6 @@ typedef struct {
     size_t scratch;     /* floats per thread */
 } ttb_plan;
 
-/* Segments of a sequence of len tokens starting at position pos0: segment j
- * covers tokens [max(0, j b - pos0), min(len, (j + 1) b - pos0)). */
-static int64_t seg_count(int64_t len, int64_t pos0, int64_t b)
-{
-    return len == 0 ? 0 : (pos0 + len - 1) / b + 1;
-}
-
-static void seg_range(int64_t j, int64_t len, int64_t pos0, int64_t b, int64_t *t0, int64_t *n)
-{
-    const int64_t s = j * b - pos0 > 0 ? j * b - pos0 : 0;
-    const int64_t e = (j + 1) * b - pos0 < len ? (j + 1) * b - pos0 : len;
-    *t0 = s, *n = e - s;
-}
-
 static ttb_plan make_plan(const seqk__lin *P, int64_t b, int64_t longest_len)
 {
     ttb_plan pl;
@@ -482,7 +468,8 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
     const int64_t bV = b * V;
     int64_t r0, len;
     seqk__lin_seq(P, n, &r0, &len);
-    const int64_t nh = n * H + h, pos0 = pos_in(D, n, h), nseg = seg_count(len, pos0, b);
+    const int64_t nh = n * H + h, pos0 = pos_in(D, n, h);
+    const int64_t nseg = seqk__titans_seg_count(len, pos0, b);
     const int64_t pL = (pos0 + len) % b;
     const float *blk = D->s_in ? D->s_in + nh * D->E : NULL;
     const float *Mh_in = pos0 != 0 ? blk + 2 * KV : NULL; /* pos0 != 0 only with s_in */
@@ -494,7 +481,7 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
     for (int64_t j = 0; j + 1 < nseg; j++) { /* the last segment's state after it is not needed */
         if (R > 1 && j % R == 0) memcpy(w->ckpt + j / R * E2, S, (size_t)E2 * sizeof(float));
         int64_t t0, ns;
-        seg_range(j, len, pos0, b, &t0, &ns);
+        seqk__titans_seg_range(j, len, pos0, b, &t0, &ns);
         const float *Hm = (j == 0 && pos0 != 0) ? Mh_in : S;
         if (R == 1) { /* the state and the segment's Gerr kept */
             seg_advance(D, r0 + t0, ns, h, S, Hm, S + E2, w->gk + j * bV, w);
@@ -529,7 +516,7 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
             for (int64_t i = 0; i + 1 < cnt; i++) {
                 const int64_t j = j0 + i;
                 int64_t t0, ns;
-                seg_range(j, len, pos0, b, &t0, &ns);
+                seqk__titans_seg_range(j, len, pos0, b, &t0, &ns);
                 const float *Hm = (j == 0 && pos0 != 0) ? Mh_in : sg + i * E2;
                 seg_advance(D, r0 + t0, ns, h, sg + i * E2, Hm, sg + (i + 1) * E2, w->gk + i * bV,
                             w);
@@ -538,7 +525,7 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
         for (int64_t i = cnt - 1; i >= 0; i--) {
             const int64_t j = j0 + i;
             int64_t t0, ns;
-            seg_range(j, len, pos0, b, &t0, &ns);
+            seqk__titans_seg_range(j, len, pos0, b, &t0, &ns);
             const bool starts = j > 0 || pos0 == 0;
             const float *MS = sg + i * E2;
             /* the Gerr the state pass kept: every segment's but the last's (of the
