@@ -16,7 +16,6 @@ device, layout, shape, non-tensor), a test each with the message checked.
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 seqk = pytest.importorskip("seqk")
