@@ -56,6 +56,15 @@ int fz_mode(fz_in *in, bool *ok)
     return (int)(b & 1);
 }
 
+int fz_bwd_mode(fz_in *in, bool *bwd, bool *ok)
+{
+    bool t;
+    *bwd = fz_chance(in, 100);
+    const int mode = fz_mode(in, &t);
+    if (!*bwd) *ok &= t;
+    return mode;
+}
+
 fz_dims fz_dims_lin(fz_in *in, bool *ok)
 {
     fz_dims d;
@@ -252,7 +261,7 @@ int fz_alias_backward(fz_in *in, bool full, float **dq, float **dk, const float 
         if (full && nv) *dv = (float *)dout, *ok = false;
         break;
     case 3:
-        if (full && nq >= 2) *dq = (float *)q + 1, *ok = false;
+        if (full && q && nq >= 2) *dq = (float *)q + 1, *ok = false;
         break;
     default: break;
     }
@@ -304,6 +313,16 @@ bool fz_outcome(const char *fn, seqk_status st, bool valid)
             fz_fail("%s: failed (status %d: %s) but changed buffer %d (%zu bytes)", fn, (int)st,
                     msg, i, bufs[i].bytes);
     return false;
+}
+
+bool fz_forward_outcome(const char *fn, seqk_status st, bool valid, const float *o,
+                        const double *ro, size_t no, const float *s_out, const double *rs,
+                        size_t ns)
+{
+    if (!fz_outcome(fn, st, valid)) return false;
+    fz_close("o", o, ro, no, 5e-4, 1e-2);
+    if (s_out) fz_close("state_out", s_out, rs, ns, 5e-4, 1e-2);
+    return true;
 }
 
 void fz_close(const char *what, const float *out, const double *ref, size_t n, double tol,

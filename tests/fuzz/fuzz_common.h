@@ -58,6 +58,10 @@ unsigned fz_flags(fz_in *in, unsigned known, bool *ok);
 /* A mode: usually one of the two, sometimes not a seqk_mode (*ok). */
 int fz_mode(fz_in *in, bool *ok);
 
+/* Forward or backward (about 100/256 backward), then the mode (of a forward
+ * only: *ok cleared when it is not a seqk_mode). Returns the mode. */
+int fz_bwd_mode(fz_in *in, bool *bwd, bool *ok);
+
 /* The sizes of the linear-state-like families, in this order: B (0, or
  * 1..3), T (-2, or 0..17), H (1..3), K (1..5, or 0 or 1025), V (0, or
  * 1..5); clears *ok when one is invalid (B < 1, T < 0, K outside
@@ -132,6 +136,12 @@ void fz_snapshot(void);
  * with fn. Returns true when the call succeeded (compare with the
  * reference then). */
 bool fz_outcome(const char *fn, seqk_status st, bool valid);
+/* A forward's outcome (fz_outcome), then, when it succeeded, o [no] and the
+ * optional state_out [ns] against their references (relative 5e-4, floor
+ * 1e-2). Returns true when it succeeded. */
+bool fz_forward_outcome(const char *fn, seqk_status st, bool valid, const float *o,
+                        const double *ro, size_t no, const float *s_out, const double *rs,
+                        size_t ns);
 /* The output against its float64 reference: norm-wise relative error
  * <= tol, with the denominator at least floor * sqrt(n) (a gradient that
  * is small against the terms it sums). */

@@ -24,15 +24,22 @@ static void bad_value(fz_in *in, float *x, size_t n, bool gate, float hi, bool *
     if (gate ? !(isfinite(b) && b <= 0) : !(b >= 0 && b <= hi)) *ok = false;
 }
 
+/* Sometimes NULL for the inputs both directions take (each required when full). */
+static void null_inputs(fz_in *in, bool full, bool *ok, const float **q, const float **k,
+                        const float **v, const float **beta)
+{
+    const float **x[4] = {q, k, v, beta};
+    for (int i = 0; i < 4; i++) *x[i] = fz_maybe_null(in, *x[i], full, ok);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_in in = {data, size, 0};
     fz_reset();
     seqk_context *ctx = fz_ctx(&in);
     bool ok = true, t;
-    const bool bwd = fz_chance(&in, 100);
-    const int mode = fz_mode(&in, &t);
-    if (!bwd) ok &= t;
+    bool bwd;
+    const int mode = fz_bwd_mode(&in, &bwd, &ok);
     const fz_dims dm = fz_dims_lin(&in, &ok);
     const int64_t B = dm.B, T = dm.T, H = dm.H, K = dm.K, V = dm.V;
     const int64_t chunk = fz_chunk(&in, &ok);
@@ -74,10 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         float *s_out = fz_chance(&in, 160) ? fz_output(ns) : NULL;
         if (fz_alias_forward(&in, full, &o, q, v, nv, s_in, &s_out, ns, &ok) == 5 && full)
             o = beta, ok = false; /* o over beta */
-        q = fz_maybe_null(&in, q, full, &ok);
-        k = fz_maybe_null(&in, k, full, &ok);
-        v = fz_maybe_null(&in, v, full, &ok);
-        const float *b = fz_maybe_null(&in, beta, full, &ok);
+        const float *b = beta;
+        null_inputs(&in, full, &ok, &q, &k, &v, &b);
         o = (float *)fz_maybe_null(&in, o, full, &ok);
         wst = seqk_deltanet_workspace_size(ctx, (seqk_mode)mode, B, T, H, K, V, cu ? N : 0, chunk,
                                            &ws);
@@ -90,10 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_snapshot();
         const seqk_status st = seqk_deltanet(ctx, (seqk_mode)mode, B, T, H, K, V, scale, flags, q,
                                              k, v, b, g, o, s_in, s_out, cu, N, chunk);
-        if (fz_outcome("seqk_deltanet", st, ok)) {
-            fz_close("o", o, ro, nv, 5e-4, 1e-2);
-            if (s_out) fz_close("state_out", s_out, rs, ns, 5e-4, 1e-2);
-        }
+        fz_forward_outcome("seqk_deltanet", st, ok, o, ro, nv, s_out, rs, ns);
         return 0;
     }
 
@@ -113,10 +115,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     default: break;
     }
-    q = fz_maybe_null(&in, q, full, &ok);
-    k = fz_maybe_null(&in, k, full, &ok);
-    v = fz_maybe_null(&in, v, full, &ok);
-    const float *b = fz_maybe_null(&in, beta, full, &ok);
+    const float *b = beta;
+    null_inputs(&in, full, &ok, &q, &k, &v, &b);
     dout = fz_maybe_null(&in, dout, full, &ok);
     dq = (float *)fz_maybe_null(&in, dq, full, &ok);
     dk = (float *)fz_maybe_null(&in, dk, full, &ok);

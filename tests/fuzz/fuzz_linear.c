@@ -26,10 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     seqk_context *ctx = fz_ctx(&in);
     bool ok = true, t;
     const int op = (int)fz_pick(&in, 0, N_OPS - 1);
-    const bool bwd = fz_chance(&in, 100);
+    bool bwd;
+    const int mode = fz_bwd_mode(&in, &bwd, &ok);
     const bool m2 = op == MAMBA2;
-    const int mode = fz_mode(&in, &t);
-    if (!bwd) ok &= t;
     const fz_dims dm = fz_dims_lin(&in, &ok);
     const int64_t B = dm.B, T = dm.T, H = dm.H, K = dm.K, V = dm.V; /* Mamba2: K = Nst, V = P */
     int64_t G = m2 ? fz_pick(&in, 1, 3) : H;
@@ -151,11 +150,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             st = seqk_mamba2(ctx, (seqk_mode)mode, B, T, H, V, G, K, flags, v, dt, A, k, q, D, dtb,
                              o, s_in, s_out, cu, N, chunk);
         }
-        if (fz_outcome(fwd_name[op], st, ok)) {
-            fz_close("o", o, ro, nv, tol, 1e-2);
-            if (s_out) fz_close("state_out", s_out, rs, ns, tol, 1e-2);
-            if (z_out) fz_close("z_out", z_out, rz, nz, tol, 1e-2);
-        }
+        if (fz_forward_outcome(fwd_name[op], st, ok, o, ro, nv, s_out, rs, ns) && z_out)
+            fz_close("z_out", z_out, rz, nz, tol, 1e-2);
         return 0;
     }
 

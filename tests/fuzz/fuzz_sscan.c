@@ -13,9 +13,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_reset();
     seqk_context *ctx = fz_ctx(&in);
     bool ok = true, t;
-    const bool bwd = fz_chance(&in, 100);
-    const int mode = fz_mode(&in, &t);
-    if (!bwd) ok &= t;
+    bool bwd;
+    const int mode = fz_bwd_mode(&in, &bwd, &ok);
     const int64_t B = fz_chance(&in, 6) ? 0 : fz_pick(&in, 1, 3);
     const int64_t T = fz_chance(&in, 6) ? -1 : fz_pick(&in, 0, 17);
     const int64_t D = fz_chance(&in, 6) ? 0 : fz_pick(&in, 1, 6);
@@ -68,10 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_snapshot();
         const seqk_status st = seqk_selective_scan(ctx, (seqk_mode)mode, B, T, D, Nst, G, flags, u,
                                                    dt, A, Bm, Cm, Dsk, z, dtb, y, s_in, s_out, cu, N);
-        if (fz_outcome("seqk_selective_scan", st, ok)) {
-            fz_close("y", y, ry, nu, 5e-4, 1e-2);
-            if (s_out) fz_close("state_out", s_out, rs, ns, 5e-4, 1e-2);
-        }
+        fz_forward_outcome("seqk_selective_scan", st, ok, y, ry, nu, s_out, rs, ns);
         return 0;
     }
 
