@@ -72,7 +72,8 @@ from seqk import torch as ST  # noqa: E402  (the autograd Functions)
 # CHUNK_SLICES: the loops over chunks (mini-batches, tokens) take their per-step slices by unbind,
 # not by indexing (U[:, :, c]): under autograd each indexed slice's backward materialises a zero
 # gradient of the whole tensor, which makes the backward quadratic in the number of chunks (the
-# gated DeltaNet row: 28 s instead of ~1 s at T = 4096), and any seqk backward look fast against it.
+# deltanet_fwdbwd row's peer at T = 4096: 28.5 s a call with indexing, 0.7-3.8 s with unbind, on the
+# loaded 2-core machine), and any seqk backward look fast against it.
 
 def torch_linear_attention(q, k, v, C=64):
     """o_t = sum_{s<=t} (q_t.k_s) v_s, chunked. q, k [B,H,T,K], v [B,H,T,V]; T % C == 0."""
