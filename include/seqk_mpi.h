@@ -41,8 +41,9 @@
  *
  * Work per rank (local slice of T tokens, one call's cost = the
  * single-process op on T tokens): forward 2 calls (rank 0: 1), the first
- * with V + 1 value columns (DeltaNet: V + K); backward 1 forward + 2
- * backward calls (the last rank: 1 + 1).
+ * with V + 1 value columns; DeltaNet 1 call with V + K value columns plus a
+ * K x V product per token (its outputs corrected by the incoming state);
+ * backward 1 forward + 2 backward calls (the last rank: 1 + 1).
  *
  * States: state_in / z_in are read on rank 0 only (ignored elsewhere);
  * state_out / z_out (the final state of the whole sequence, computed on the

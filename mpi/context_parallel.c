@@ -25,6 +25,7 @@
  * DeltaNet values [0 | v] from [I | S0] end in [M | C] (S0 = 0, or the
  * user's initial state on rank 0). So M is the decay the library itself
  * applies to a state, gates, floors and float rounding included.
+ * (DeltaNet's ranks > 0 then skip the second pass: deltanet_correct.)
  *
  * Maps compose as (M2, C2) o (M1, C1) = (M2 M1, M2 C1 + C2) (1 first), an
  * associative operator: an exclusive scan over the ranks (recursive
@@ -394,6 +395,37 @@ static seqk_status run_forward_scan(const cp_op *op, cp_run *R)
     return SEQK_SUCCESS;
 }
 
+/*
+ * DeltaNet on a rank > 0 without a second pass: the transition call ran
+ * from [I | 0], so its state at token t was [P_t | C_t] (P_t the product of
+ * the slice's maps up to t) and its output [P_t^T q~_t | C_t^T q~_t]; from
+ * S_in the state is P_t S_in + C_t, hence
+ *   o_t = C_t^T q~_t + S_in^T (P_t^T q~_t),   S_out = P_T S_in + C_T
+ * (a K x V product per token; the final state in double, through the
+ * transition's initial-state buffer, which is free by then).
+ */
+static void deltanet_correct(const cp_op *op, const cp_run *R, float *o, float *fin)
+{
+    const int64_t K = op->K, V = op->V, Vx = R->Vx, H = op->H;
+    for (int64_t r = 0; r < op->B * op->T * H; r++) {
+        const float *x = R->o_s + r * Vx, *S = R->s_in + ((r / (op->T * H)) * H + r % H) * K * V;
+        float *y = o + r * V;
+        for (int64_t j = 0; j < V; j++) y[j] = x[K + j];
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < V; j++) y[j] += x[i] * S[i * V + j];
+    }
+    if (!fin) return;
+    for (int64_t n = 0; n < R->L.n; n++)
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < V; j++) {
+                const float *row = R->s_loc + (n * K + i) * Vx;
+                double acc = row[K + j];
+                for (int64_t l = 0; l < K; l++) acc += (double)row[l] * R->s_in[(n * K + l) * V + j];
+                R->sx_in[(n * K + i) * V + j] = (float)acc; /* fin may be s_in */
+            }
+    memcpy(fin, R->sx_in, (size_t)(R->L.n * K * V) * sizeof(float));
+}
+
 /* ---- forward driver ---------------------------------------------------------------------- */
 
 static seqk_status cp_forward(const cp_op *op, float *o, const float *state_in, float *state_out,
@@ -432,6 +464,8 @@ static seqk_status cp_forward(const cp_op *op, float *o, const float *state_in, 
         if (fin)
             for (size_t i = 0; i < nS; i++)
                 memcpy(fin + i * op->V, R.s_loc + i * R.Vx + R.cv, (size_t)op->V * sizeof(float));
+    } else if (op->kind == CP_DELTANET) {
+        deltanet_correct(op, &R, o, fin);
     } else {
         st = local_forward(op, op->v, op->V, R.s_in, nz ? R.z_in : NULL, o, fin, zfin);
     }

@@ -5,7 +5,7 @@
  * whole sequence (rank 0), causal and not, grouped-query heads, batch 2,
  * even and uneven slices with an empty rank, negative and zero scale.
  * Run under mpiexec (CTest: 4 ranks). Softmax attention costs T^2: the
- * long case is 16,384 tokens (SEQK_MPI_TEST_RING_T overrides), not 2^20.
+ * long case is 8,192 tokens (SEQK_MPI_TEST_RING_T overrides), not 2^20.
  */
 #include "fixtures.h"
 #include "mpi_util.h"
@@ -108,7 +108,7 @@ int main(int argc, char **argv)
 {
     th_backend *be = tm_init(argc, argv);
     const char *env = getenv("SEQK_MPI_TEST_RING_T");
-    const int64_t T = env && atoll(env) > 0 ? atoll(env) : 16384;
+    const int64_t T = env && atoll(env) > 0 ? atoll(env) : 8192;
     const tm_split even = tm_even(T);
     run_case(be->ctx, &even, 1, 4, 2, 16, 16, 0.25f, SEQK_ATTN_CAUSAL);
     int w[TM_MAX_RANKS];
