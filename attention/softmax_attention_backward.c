@@ -268,13 +268,23 @@ static void ds_querymajor(const float *restrict p, float *restrict dp, int64_t l
     }
 }
 
-/* True when the n rows of w floats at x (row stride ld) are all finite. */
+/* True when the n rows of w floats at x (row stride ld) are all finite
+ * (x - x is 0, or NaN for NaN and inf; 8 lanes at a time: a diagonal
+ * tile's check costs ~2% of its products). */
 static bool rows_finite(const float *x, int64_t n, int64_t ld, int64_t w)
 {
-    float acc = 0.0f; /* x - x is 0, or NaN for NaN and inf */
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t d = 0; d < w; d++) acc += x[r * ld + d] - x[r * ld + d];
-    return acc == 0.0f;
+    __m256 bad = _mm256_setzero_ps();
+    for (int64_t r = 0; r < n; r++) {
+        const float *row = x + r * ld;
+        int64_t d = 0;
+        for (; d + 8 <= w; d += 8) {
+            const __m256 v = _mm256_loadu_ps(row + d);
+            bad = _mm256_or_ps(bad, _mm256_sub_ps(v, v));
+        }
+        for (; d < w; d++)
+            if (!isfinite(row[d])) return false;
+    }
+    return _mm256_movemask_ps(_mm256_cmp_ps(bad, bad, _CMP_UNORD_Q)) == 0;
 }
 
 /* The product of a masked tile whose right operand holds a NaN or inf, row
