@@ -112,6 +112,11 @@ typedef struct seqk__chunk_bwd {
     float *pack;         /* sgemm packing for products of sizes up to max(L, K, W) */
     const float *D;      /* [L,L] the decay mask of Pm (seqk__chunk_decay_mask), or NULL:
                             formed here for dP */
+    float *Y;            /* [K,W] scratch, or NULL: the step dS <- a dS + Qg^T dO as the
+                            scan primitive's step on Y = Qg^T dO (the linear-state engine,
+                            whose chunk-parallel backward scans the same Y over chunks: the
+                            same bits), else one product onto a dS (DeltaNet) */
+    bool no_ds;          /* leave dS as it is (the caller has every chunk's dS) */
 } seqk__chunk_bwd;
 
 void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,

@@ -66,6 +66,13 @@
 #define SEQK__LIN_BWD_FULL_BYTES (8 << 20)
 #endif
 
+/* The most bytes of the chunk-parallel backward's states and state
+ * gradients (every chunk's, all sequences and heads); beyond, the walk per
+ * (sequence, head). */
+#ifndef SEQK__LIN_BWD_STAGED_BYTES
+#define SEQK__LIN_BWD_STAGED_BYTES ((size_t)256 << 20)
+#endif
+
 static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 
 static bool with_z(const seqk__lin *P) { return (P->flags & SEQK__LIN_NORMALIZE) != 0; }
@@ -77,6 +84,9 @@ typedef struct {
     int64_t R;       /* chunks per segment (checkpoint spacing) */
     int64_t nckpt;   /* checkpoints of the longest sequence */
     bool head_buf;   /* dq, dk per head in the workspace (Hqk < H) */
+    bool staged;     /* chunk-parallel (walk_staged), else a walk per (sequence, head) */
+    int64_t nchb;    /* chunks of all sequences, at most (B T / L + N: the same bound in a
+                      * workspace query, before cu_seqlens is known) */
     size_t chunk_fl; /* floats of the forward's chunk scratch */
     size_t pack_fl;  /* floats of the sgemm packing buffer */
     size_t scratch;  /* floats per thread */
@@ -104,15 +114,24 @@ void seqk__chunk_ckpt_plan(int64_t nch, int64_t E, size_t full_bytes, int64_t *R
     }
 }
 
-static bplan make_plan(const seqk__lin *P)
+static bplan make_plan(const seqk__lin *P, int threads)
 {
     bplan pl;
     const int64_t L = P->chunk, K = P->K;
     pl.L = L;
     pl.W = P->V + (with_z(P) ? 1 : 0);
     pl.E = K * pl.W;
+    /* Chunk-parallel when there are fewer (sequence, head) pairs than threads
+     * (a walk per pair would leave threads idle), the sequences span several
+     * chunks, there is no normaliser (its dO' needs the states first) and the
+     * states and state gradients of every chunk fit the byte limit. */
+    pl.nchb = P->B * P->T / L + P->N;
+    pl.staged = threads > 1 && P->N * P->H < threads && !with_z(P) && pl.nchb > 2 * P->N &&
+                (size_t)(2 * pl.nchb * P->H) * (size_t)pl.E * sizeof(float) <=
+                    SEQK__LIN_BWD_STAGED_BYTES;
     const int64_t nch = (seqk__lin_longest(P) + L - 1) / L;
     seqk__chunk_ckpt_plan(nch, pl.E, SEQK__LIN_BWD_FULL_BYTES, &pl.R, &pl.nckpt);
+    if (pl.staged) pl.R = 1, pl.nckpt = 0; /* no per-thread states */
     if (pl.R > 1) {
         /* a workspace query for varlen (no cu_seqlens yet, N != B): a shorter
          * sequence may keep all its states (R = 1), up to the byte limit */
@@ -128,15 +147,25 @@ static bplan make_plan(const seqk__lin *P)
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l * w) * 4 /* Va, dOa, dVa, Oa */ +
                  rnd8(l * l) * 2 /* dP, Dm */ + rnd8(l * k) * 2 /* dQ, dK */ +
                  rnd8(l * (k > w ? k : w)) /* tmp */ + rnd8(l) * 3 + rnd8(2 * l) +
-                 rnd8(e) /* dS */ + rnd8(e) * (size_t)(pl.nckpt + pl.R);
+                 rnd8(e) * 2 /* dS, Y */ + rnd8(e) * (size_t)(pl.nckpt + pl.R);
     return pl;
+}
+
+/* The chunk-parallel backward's shared arrays after the head buffers:
+ * states, ys [nchb, H, E], acoef [nchb, H], first [N + 1] (int64). */
+static size_t staged_floats(const seqk__lin *P, const bplan *pl)
+{
+    if (!pl->staged) return 0;
+    const size_t ne = (size_t)(pl->nchb * P->H) * (size_t)pl->E;
+    return rnd8(ne) * 2 + rnd8((size_t)(pl->nchb * P->H)) + (size_t)(P->N + 1) * 2;
 }
 
 size_t seqk__lin_backward_workspace(const seqk__lin *P, int threads)
 {
-    const bplan pl = make_plan(P);
+    const bplan pl = make_plan(P, threads);
     size_t floats = pl.scratch * (size_t)threads;
     if (pl.head_buf) floats += 2 * (size_t)(P->B * P->T * P->H * P->K);
+    floats += staged_floats(P, &pl);
     return floats * sizeof(float) + 256;
 }
 
@@ -151,6 +180,7 @@ typedef struct {
     float *eq, *ek;             /* [L] exp(G_i), exp(G_{L-1} - G_i) */
     float *gsum, *gt;           /* [2L] dP's diagonal, B_j; [L] the gate gradient's terms */
     float *dS;                  /* [E] */
+    float *Y;                   /* [E]: a chunk's U = Kd^T Va or Y = Qg^T dO */
     float *ckpt;                /* [nckpt, E] */
     float *seg;                 /* [R, E] */
 } bscratch;
@@ -177,6 +207,7 @@ static void scratch_init(bscratch *b, float *base, const seqk__lin *P, const bpl
     TAKE(gsum, 2 * l);
     TAKE(gt, l);
     TAKE(dS, e);
+    TAKE(Y, e);
     TAKE(ckpt, e * (size_t)pl->nckpt);
     TAKE(seg, e * (size_t)pl->R);
 #undef TAKE
@@ -226,15 +257,22 @@ static void load(const seqk__lin *P, const bplan *pl, int64_t row, int64_t L, in
     *va = b->Va, *ldva = W;
 }
 
-/* Snext = a S + Kd^T Va: the forward's stages 1 and 2 for one chunk. */
+/* U = Kd^T Va: the forward's stage 1 for one chunk (its local state). */
+static void local_state(const seqk__lin *P, const bplan *pl, const seqk__chunk_view *cv,
+                        const float *va, int64_t ldva, float *U, float *pack)
+{
+    seqk__sgemm(true, false, P->K, pl->W, cv->L, 1.0f, cv->Kd, P->K, va, ldva, 0.0f, U, pl->W,
+                pack);
+}
+
+/* Snext = a S + Kd^T Va: stage 1, then stage 2's step on the scan primitive
+ * (the chunk-parallel backward scans the same U over chunks: the same bits). */
 static void advance(const seqk__lin *P, const bplan *pl, const seqk__chunk_view *cv,
                     const float *va, int64_t ldva, bscratch *b, const float *S, float *Snext)
 {
-    /* the step of the chunk-state recurrence folded into the product's
-     * epilogue: Snext = a S + Kd^T Va (sgemm's beta = a on C = S) */
+    local_state(P, pl, cv, va, ldva, b->Y, b->pack);
     if (Snext != S) memcpy(Snext, S, (size_t)pl->E * sizeof(float));
-    seqk__sgemm(true, false, P->K, pl->W, cv->L, 1.0f, cv->Kd, P->K, va, ldva, cv->a, Snext,
-                pl->W, b->pack);
+    seqk__scan_rows(1, pl->E, pl->E, 0, &cv->a, 1, b->Y, pl->E, NULL, 0, Snext);
 }
 
 /* The backward of stage 3 and of the chunk-state step for one chunk, for any
@@ -321,6 +359,12 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
         }
     b->Dterm = Dterm;
     /* dS0 = Qg^T dO + exp(G_L) dS */
+    if (b->no_ds) return;
+    if (b->Y) {
+        seqk__sgemm(true, false, K, W, L, 1.0f, cv->Qg, K, dO, ldo, 0.0f, b->Y, W, pack);
+        seqk__scan_rows(1, K * W, K * W, 0, &cv->a, 1, b->Y, K * W, NULL, 0, dS);
+        return;
+    }
     if (cv->a != 1.0f)
         for (int64_t e = 0; e < K * W; e++) dS[e] *= cv->a;
     seqk__sgemm(true, false, K, W, L, 1.0f, cv->Qg, K, dO, ldo, 1.0f, dS, W, pack);
@@ -354,7 +398,8 @@ typedef struct {
  * and leaves in dS the gradient of the state before it. */
 static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *pl,
                            int64_t row, int64_t h, const seqk__chunk_view *cv, const float *va,
-                           int64_t ldva, const float *S0, bscratch *b, const brows *out)
+                           int64_t ldva, const float *S0, bscratch *b, const brows *out,
+                           bool no_ds)
 {
     const int64_t L = cv->L, K = P->K, V = P->V, W = pl->W, H = P->H;
     float *pack = b->pack, *dS = b->dS;
@@ -379,7 +424,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         dO = b->dOa, ldo = W;
     }
     seqk__chunk_bwd sb = {b->dVa, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->gsum,
-                          b->gt, b->gsum + L, 0.0f, pack, Dm};
+                          b->gt, b->gsum + L, 0.0f, pack, Dm, b->Y, no_ds};
     seqk__chunk_backward_stage(cv, K, W, b->cs.P, dO, ldo, va, ldva, S0, dS, &sb);
     if (out->dld) seqk__chunk_gate_grad(L, b->gt, b->gsum + L, sb.Dterm, out->dld, H);
 
@@ -414,6 +459,22 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
             seqk__store_row_nt(ov, dv, s, V);
         }
     }
+}
+
+/* Where the gradients of the chunk at `row` (head h) go. */
+static brows rows_of(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *pl, int64_t row,
+                     int64_t h, float *hbuf_q, float *hbuf_k)
+{
+    const int64_t H = P->H, K = P->K, V = P->V;
+    brows out;
+    out.dq = (pl->head_buf ? hbuf_q : Gr->dq) + (row * H + h) * K;
+    out.dk = (pl->head_buf ? hbuf_k : Gr->dk) + (row * H + h) * K;
+    out.ldqk = H * K;
+    out.dv = Gr->dv + (row * H + h) * V;
+    out.dvs = Gr->dv_scale ? Gr->dv_scale + row * H + h : NULL;
+    out.dskip = Gr->dskip_tok ? Gr->dskip_tok + row * H + h : NULL;
+    out.dld = Gr->dlogdecay ? Gr->dlogdecay + row * H + h : NULL;
+    return out;
 }
 
 /* The whole backward of one (sequence n, head h). */
@@ -451,7 +512,6 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
                Gr->dz_out ? Gr->dz_out + nh * K : NULL, b->dS);
     /* the reverse walk, segment by segment (with R = 1 the states are all
      * there already) */
-    const bool hb = pl->head_buf;
     for (int64_t s = (nch + R - 1) / R - 1; s >= 0; s--) {
         const int64_t c0 = s * R, cs = nch - c0 < R ? nch - c0 : R;
         float *seg = R == 1 ? b->ckpt + c0 * E : b->seg;
@@ -466,27 +526,94 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
             const int64_t c = c0 + j, row = r0 + c * Lc;
             const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
             load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
-            brows out;
-            out.dq = (hb ? hbuf_q : Gr->dq) + (row * H + h) * K;
-            out.dk = (hb ? hbuf_k : Gr->dk) + (row * H + h) * K;
-            out.ldqk = H * K;
-            out.dv = Gr->dv + (row * H + h) * V;
-            out.dvs = Gr->dv_scale ? Gr->dv_scale + row * H + h : NULL;
-            out.dskip = Gr->dskip_tok ? Gr->dskip_tok + row * H + h : NULL;
-            out.dld = Gr->dlogdecay ? Gr->dlogdecay + row * H + h : NULL;
+            const brows out = rows_of(P, Gr, pl, row, h, hbuf_q, hbuf_k);
             chunk_backward(P, Gr, pl, row, h, &cv, va, ldva,
-                           (c == 0 && zero_start) ? NULL : seg + j * E, b, &out);
+                           (c == 0 && zero_start) ? NULL : seg + j * E, b, &out, false);
         }
     }
     state_split(P, pl, b->dS, Gr->ds_in ? Gr->ds_in + nh * K * V : NULL,
                 Gr->dz_in ? Gr->dz_in + nh * K : NULL);
 }
 
+/* The chunk-parallel backward (pl->staged; no normaliser, so W = V and a
+ * state is K V floats): every chunk's local terms, the scans over chunks,
+ * every chunk's backward; the same arithmetic as run_item's walk (the same
+ * products, the scan primitive's step over the same terms), so the same
+ * bits. Called by every thread of the parallel region. */
+static void walk_staged(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *pl,
+                        bscratch *b, float *states, float *ys, float *acoef,
+                        const int64_t *first, float *hbuf_q, float *hbuf_k)
+{
+    const int64_t H = P->H, K = P->K, V = P->V, E = pl->E, Lc = pl->L, nchunks = first[P->N];
+    /* (1) per chunk: U = Kd^T V' (its share of the state), Y = Qg^T dO (of
+     * the state gradient before it), a (its decay) */
+#pragma omp for schedule(static)
+    for (int64_t ch = 0; ch < nchunks * H; ch++) {
+        const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+        int64_t r0, len;
+        seqk__lin_seq(P, n, &r0, &len);
+        const int64_t row = r0 + (c - first[n]) * Lc, L = r0 + len - row < Lc ? r0 + len - row : Lc;
+        seqk__chunk_view cv;
+        const float *va;
+        int64_t ldva;
+        load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
+        local_state(P, pl, &cv, va, ldva, states + ch * E, b->pack);
+        seqk__sgemm(true, false, K, V, L, 1.0f, cv.Qg, K, Gr->dout + (row * H + h) * V, H * V,
+                    0.0f, ys + ch * E, V, b->pack);
+        acoef[ch] = cv.a;
+    }
+    /* (2) per (sequence, head), split over state elements: states[c] = the
+     * state after chunk c (a forward scan from state_in), ys[c] = the
+     * gradient of the state before chunk c (a reverse scan from dstate_out);
+     * dstate_in = the gradient before the first chunk */
+    const int64_t tile = 512, ntiles = (E + tile - 1) / tile;
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t nh = 0; nh < P->N * H; nh++)
+        for (int64_t t = 0; t < ntiles; t++) {
+            const int64_t n = nh / H, h = nh % H, e0 = t * tile;
+            const int64_t width = E - e0 < tile ? E - e0 : tile, nch = first[n + 1] - first[n];
+            const size_t bytes = (size_t)width * sizeof(float);
+            float *carry = b->dS; /* [E] scratch */
+            const int64_t base = (first[n] * H + h) * E + e0;
+            if (P->s_in) memcpy(carry, P->s_in + nh * E + e0, bytes);
+            else memset(carry, 0, bytes);
+            seqk__scan_rows(nch, width, width, 0, acoef + first[n] * H + h, H, states + base, H * E,
+                            states + base, H * E, carry);
+            if (Gr->ds_out) memcpy(carry, Gr->ds_out + nh * E + e0, bytes);
+            else memset(carry, 0, bytes);
+            seqk__scan_rows(nch, width, width, SEQK__SCAN_REVERSE, acoef + first[n] * H + h, H,
+                            ys + base, H * E, ys + base, H * E, carry);
+            if (Gr->ds_in) memcpy(Gr->ds_in + nh * E + e0, carry, bytes);
+        }
+    /* (3) per chunk: its backward from the state before it and the gradient
+     * after it (no dS step: (2) did them); no barrier after (the caller
+     * fences its streamed rows first) */
+#pragma omp for schedule(static) nowait
+    for (int64_t ch = 0; ch < nchunks * H; ch++) {
+        const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+        int64_t r0, len;
+        seqk__lin_seq(P, n, &r0, &len);
+        const int64_t row = r0 + (c - first[n]) * Lc, L = r0 + len - row < Lc ? r0 + len - row : Lc;
+        const int64_t nh = n * H + h;
+        seqk__chunk_view cv;
+        const float *va;
+        int64_t ldva;
+        load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
+        const size_t bytes = (size_t)E * sizeof(float);
+        if (c + 1 < first[n + 1]) memcpy(b->dS, ys + (ch + H) * E, bytes);
+        else if (Gr->ds_out) memcpy(b->dS, Gr->ds_out + nh * E, bytes);
+        else memset(b->dS, 0, bytes);
+        const float *S0 = c > first[n] ? states + (ch - H) * E : P->s_in ? P->s_in + nh * E : NULL;
+        const brows out = rows_of(P, Gr, pl, row, h, hbuf_q, hbuf_k);
+        chunk_backward(P, Gr, pl, row, h, &cv, va, ldva, S0, b, &out, true);
+    }
+}
+
 seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk__lin_grad *Gr)
 {
     static const char fn[] = "seqk (linear-state backward)";
     const int threads = seqk__threads(ctx);
-    const bplan pl = make_plan(P);
+    const bplan pl = make_plan(P, threads);
     float *ws = NULL;
     seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + seqk__lin_backward_workspace(P, threads),
                                      (void **)&ws);
@@ -494,14 +621,34 @@ seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk
     ws = (float *)seqk__align_up((uintptr_t)((char *)ws + P->ws_offset), 32);
     const int64_t H = P->H, K = P->K, rows = P->B * P->T;
     float *hbuf_q = ws + pl.scratch * (size_t)threads, *hbuf_k = hbuf_q + rows * H * K;
+    /* the chunk-parallel walk's arrays */
+    float *states = hbuf_q + (pl.head_buf ? 2 * rows * H * K : 0);
+    const size_t ne = rnd8((size_t)(pl.nchb * H) * (size_t)pl.E);
+    float *ys = states + ne, *acoef = ys + ne;
+    int64_t *first = (int64_t *)(acoef + rnd8((size_t)(pl.nchb * H)));
+    if (pl.staged) {
+        first[0] = 0;
+        for (int64_t n = 0; n < P->N; n++) {
+            int64_t r0, len;
+            seqk__lin_seq(P, n, &r0, &len);
+            first[n + 1] = first[n] + (len + pl.L - 1) / pl.L;
+        }
+    }
 #pragma omp parallel num_threads(threads)
     {
         bscratch b;
         scratch_init(&b, ws + pl.scratch * (size_t)seqk__omp_thread(), P, &pl);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < P->N * H; item++)
-            run_item(P, Gr, &pl, item / H, item % H, &b, hbuf_q, hbuf_k);
-        seqk__stream_fence(); /* the rows written by seqk__store_row_nt */
+        if (pl.staged) {
+            walk_staged(P, Gr, &pl, &b, states, ys, acoef, first, hbuf_q, hbuf_k);
+        } else {
+#pragma omp for schedule(dynamic, 1) nowait
+            for (int64_t item = 0; item < P->N * H; item++)
+                run_item(P, Gr, &pl, item / H, item % H, &b, hbuf_q, hbuf_k);
+        }
+        /* the rows written by seqk__store_row_nt, visible to every thread
+         * before any reads them (the head sums below) */
+        seqk__stream_fence();
+#pragma omp barrier
         if (pl.head_buf) { /* dq, dk of a q/k head: its heads' rows summed in head order */
             const int64_t Hqk = P->Hqk, per = H / Hqk;
 #pragma omp for schedule(static)
