@@ -47,7 +47,13 @@
  * R ~ sqrt(chunks): about 2 sqrt(T / L) states per thread instead of T / L.
  *
  * Work items are (sequence, head), one thread each, in a fixed order inside
- * an item: the same bits for any thread count. With fewer q/k heads than
+ * an item: the same bits for any thread count. With fewer pairs than threads
+ * (and no normaliser) the walk is chunk-parallel instead (walk_staged):
+ * every chunk's U = Kd^T V' and Y = Qg^T dO at once, per pair a forward scan
+ * of U and a reverse scan of Y over the chunks (the scan primitive), then
+ * every chunk's backward at once; the per-pair walk takes the same steps
+ * (the scan primitive's one-row step on U and Y), so the two give the same
+ * bits and the choice by thread count changes none. With fewer q/k heads than
  * heads (Mamba2's groups), dq and dk go to per-head rows in the workspace,
  * summed over a group's heads in head order afterwards.
  */
