@@ -35,13 +35,18 @@ static seqk_status mpi_fail(const char *fn, const char *call, int err)
     return seqk__fail(SEQK_ERROR_BACKEND, "%s: %s failed: %s", fn, call, msg);
 }
 
-static seqk_status check_bytes(const char *fn, int64_t bytes)
+seqk_status seqkm_check_message(const char *fn, const char *what, int64_t bytes)
 {
     if (bytes < 0 || bytes > INT_MAX)
         return seqk__fail(SEQK_ERROR_UNSUPPORTED,
-                          "%s: a message of %lld bytes (more than INT_MAX) is not supported", fn,
-                          (long long)bytes);
+                          "%s: %s of %lld bytes is more than one MPI message takes (INT_MAX)",
+                          fn, what, (long long)bytes);
     return SEQK_SUCCESS;
+}
+
+static seqk_status check_bytes(const char *fn, int64_t bytes)
+{
+    return seqkm_check_message(fn, "a message", bytes);
 }
 
 seqk_status seqkm_alloc(const char *fn, const char *what, size_t bytes, void **p)

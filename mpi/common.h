@@ -71,6 +71,11 @@ seqk_status seqkm_bcast_floats(const char *fn, const seqkm_comm *c, float *buf, 
 /* In-place sum of n doubles over the ranks. */
 seqk_status seqkm_allreduce_sum(const char *fn, const seqkm_comm *c, double *buf, int64_t n);
 
+/* SUCCESS when a message of `bytes` fits one MPI call (int count), else
+ * UNSUPPORTED naming what. Called with sizes every rank knows alike, so
+ * that every rank fails alike, before any message. */
+seqk_status seqkm_check_message(const char *fn, const char *what, int64_t bytes);
+
 /* calloc that sets OUT_OF_MEMORY with fn and what in the message. */
 seqk_status seqkm_alloc(const char *fn, const char *what, size_t bytes, void **p);
 

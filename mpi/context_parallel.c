@@ -316,7 +316,9 @@ static seqk_status run_begin(const cp_op *op, cp_run *R, int64_t want)
     R->L = (cp_elems){.n = op->B * op->H, .m = delta ? op->K : 1, .K = op->K,
                       .W = op->V + (normalised(op) ? 1 : 0)};
     R->L.E = R->L.m * R->L.m + R->L.K * R->L.W;
-    return SEQK_SUCCESS;
+    const int64_t nS = op->B * op->H * op->K * op->V; /* the broadcast final state */
+    return seqkm_check_message(op->fn, "the transitions",
+                               8 * (R->L.n * R->L.E > nS ? R->L.n * R->L.E : nS));
 }
 
 /* Scratch shared by both drivers. */

@@ -155,11 +155,12 @@ static seqk_status cross_block(seqk_context *ctx, const ring_args *a, const floa
 }
 
 /* The entry checks and the agreement of the arguments of both entry
- * points; *Ts (allocated) receives every rank's T, *maxT the largest. */
+ * points; *Ts (allocated) receives every rank's T, *maxT the largest.
+ * per_kv: floats per token and key/value head of a ring message. */
 static seqk_status ring_begin(const char *fn, seqk_context *ctx, MPI_Comm comm, int64_t B,
                               int64_t T, int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
-                              float scale, unsigned flags, seqkm_comm *c, int64_t **Ts,
-                              int64_t *maxT)
+                              float scale, unsigned flags, int64_t per_kv, seqkm_comm *c,
+                              int64_t **Ts, int64_t *maxT)
 {
     seqk_status st = seqkm_begin(fn, ctx, comm, c);
     if (c->comm == MPI_COMM_NULL) return st;
@@ -186,7 +187,12 @@ static seqk_status ring_begin(const char *fn, seqk_context *ctx, MPI_Comm comm, 
         return st;
     }
     for (int r = 0; r < c->size; r++) *maxT = (*Ts)[r] > *maxT ? (*Ts)[r] : *maxT;
-    return SEQK_SUCCESS;
+    /* the largest block in one message */
+    if ((st = seqkm_check_message(fn, "a key/value block", B * *maxT * Hkv * per_kv * 4))) {
+        free(*Ts);
+        *Ts = NULL;
+    }
+    return st;
 }
 
 seqk_status seqk_mpi_attention_ring(seqk_context *ctx, MPI_Comm comm, int64_t B, int64_t T,
@@ -197,7 +203,8 @@ seqk_status seqk_mpi_attention_ring(seqk_context *ctx, MPI_Comm comm, int64_t B,
     seqkm_comm c;
     int64_t *Ts = NULL;
     int64_t maxT = 0;
-    seqk_status st = ring_begin(FN, ctx, comm, B, T, Hq, Hkv, K, V, scale, flags, &c, &Ts, &maxT);
+    seqk_status st = ring_begin(FN, ctx, comm, B, T, Hq, Hkv, K, V, scale, flags, K + V, &c,
+                                 &Ts, &maxT);
     if (st) return st;
     const int64_t blk = B * maxT * Hkv * (K + V), L = maxT + T, nq = B * T * Hq * K;
     const int64_t no = B * T * Hq * V, nkv = B * T * Hkv;
@@ -353,7 +360,8 @@ seqk_status seqk_mpi_attention_ring_backward(seqk_context *ctx, MPI_Comm comm, i
     seqkm_comm c;
     int64_t *Ts = NULL;
     int64_t maxT = 0;
-    seqk_status st = ring_begin(FNB, ctx, comm, B, T, Hq, Hkv, K, V, scale, flags, &c, &Ts, &maxT);
+    seqk_status st = ring_begin(FNB, ctx, comm, B, T, Hq, Hkv, K, V, scale, flags, 2 * (K + V),
+                                 &c, &Ts, &maxT);
     if (st) return st;
     const int64_t W = 2 * (K + V), blk = B * maxT * Hkv * W, L = maxT + T, K1 = K + 1;
     const int64_t nq = B * T * Hq * K, no = B * T * Hq * V, nkv = B * T * Hkv;
