@@ -67,6 +67,9 @@
  * last local call) can leave outputs partly written. MPI errors: calls on a
  * communicator with the default handler (MPI_ERRORS_ARE_FATAL) abort as MPI
  * does; with MPI_ERRORS_RETURN a failing call gives SEQK_ERROR_BACKEND.
+ * A message that one MPI call cannot carry (more than INT_MAX bytes: a
+ * ring attention key/value block, the transitions) gives
+ * SEQK_ERROR_UNSUPPORTED on every rank before anything is sent.
  * The library never prints.
  *
  * Softmax attention: seqk_mpi_attention_ring passes the key/value blocks
