@@ -134,51 +134,24 @@ __attribute__((noinline)) static void qk_kernel(const float *restrict qp,
  * block. Each sum runs in the order j = 0, 1, .. with one FMA per term, on
  * either tile (the same bits). */
 #ifdef __AVX512F__
-/* AVX-512: PR = 8 queries x PW = 32 values in 16 zmm accumulators (16 FMAs
- * per key against 2 loads of v and 8 broadcasts of p). */
+/* AVX-512: PR = 8 queries x PW = 32 values, seqk__sgemm_8x32 (core/gemm.h). */
 __attribute__((noinline)) static void pv_kernel(const float *restrict p, int64_t kn,
                                                 const float *restrict v, int64_t Vp,
                                                 float *restrict acc,
                                                 const float *restrict alpha)
 {
+    const float *const queries[PR] = {p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7};
     __m512 c[PR][2];
     for (int r = 0; r < PR; r++) {
         const __m512 a = _mm512_set1_ps(alpha[r]);
         c[r][0] = _mm512_mul_ps(a, _mm512_load_ps(acc + r * Vp));
         c[r][1] = _mm512_mul_ps(a, _mm512_load_ps(acc + r * Vp + 16));
     }
-    __m512 c00 = c[0][0], c01 = c[0][1], c10 = c[1][0], c11 = c[1][1], c20 = c[2][0],
-           c21 = c[2][1], c30 = c[3][0], c31 = c[3][1], c40 = c[4][0], c41 = c[4][1],
-           c50 = c[5][0], c51 = c[5][1], c60 = c[6][0], c61 = c[6][1], c70 = c[7][0],
-           c71 = c[7][1];
-    for (int64_t j = 0; j < kn; j++) {
-        const __m512 b0 = _mm512_load_ps(v + j * PW), b1 = _mm512_load_ps(v + j * PW + 16);
-        const float *pj = p + j * BR;
-        __m512 x = _mm512_set1_ps(pj[0]);
-        c00 = _mm512_fmadd_ps(x, b0, c00), c01 = _mm512_fmadd_ps(x, b1, c01);
-        x = _mm512_set1_ps(pj[1]);
-        c10 = _mm512_fmadd_ps(x, b0, c10), c11 = _mm512_fmadd_ps(x, b1, c11);
-        x = _mm512_set1_ps(pj[2]);
-        c20 = _mm512_fmadd_ps(x, b0, c20), c21 = _mm512_fmadd_ps(x, b1, c21);
-        x = _mm512_set1_ps(pj[3]);
-        c30 = _mm512_fmadd_ps(x, b0, c30), c31 = _mm512_fmadd_ps(x, b1, c31);
-        x = _mm512_set1_ps(pj[4]);
-        c40 = _mm512_fmadd_ps(x, b0, c40), c41 = _mm512_fmadd_ps(x, b1, c41);
-        x = _mm512_set1_ps(pj[5]);
-        c50 = _mm512_fmadd_ps(x, b0, c50), c51 = _mm512_fmadd_ps(x, b1, c51);
-        x = _mm512_set1_ps(pj[6]);
-        c60 = _mm512_fmadd_ps(x, b0, c60), c61 = _mm512_fmadd_ps(x, b1, c61);
-        x = _mm512_set1_ps(pj[7]);
-        c70 = _mm512_fmadd_ps(x, b0, c70), c71 = _mm512_fmadd_ps(x, b1, c71);
+    seqk__sgemm_8x32(kn, queries, BR, v, PW, c);
+    for (int r = 0; r < PR; r++) {
+        _mm512_store_ps(acc + r * Vp, c[r][0]);
+        _mm512_store_ps(acc + r * Vp + 16, c[r][1]);
     }
-    _mm512_store_ps(acc + 0 * Vp, c00), _mm512_store_ps(acc + 0 * Vp + 16, c01);
-    _mm512_store_ps(acc + 1 * Vp, c10), _mm512_store_ps(acc + 1 * Vp + 16, c11);
-    _mm512_store_ps(acc + 2 * Vp, c20), _mm512_store_ps(acc + 2 * Vp + 16, c21);
-    _mm512_store_ps(acc + 3 * Vp, c30), _mm512_store_ps(acc + 3 * Vp + 16, c31);
-    _mm512_store_ps(acc + 4 * Vp, c40), _mm512_store_ps(acc + 4 * Vp + 16, c41);
-    _mm512_store_ps(acc + 5 * Vp, c50), _mm512_store_ps(acc + 5 * Vp + 16, c51);
-    _mm512_store_ps(acc + 6 * Vp, c60), _mm512_store_ps(acc + 6 * Vp + 16, c61);
-    _mm512_store_ps(acc + 7 * Vp, c70), _mm512_store_ps(acc + 7 * Vp + 16, c71);
 }
 #else
 /* AVX2: PR = 6 queries x PW = 16 values, seqk__sgemm_6x16 (core/gemm.h). */

@@ -6,7 +6,7 @@
  * op(A)'s elements straight from A (row-major or transposed: only the
  * strides differ, so A is never copied). Two register tiles, chosen by the
  * call's shape alone:
- *   - AVX-512: 8 x 32 in 16 zmm accumulators (sgemm_8x32 below), for N of
+ *   - AVX-512: 8 x 32 in 16 zmm accumulators (seqk__sgemm_8x32, gemm.h), for N of
  *     at least 32 that pads to a multiple of 32 by at most a quarter (64,
  *     128, 80, ...): twice the floats per FMA of AVX2;
  *   - AVX2 + FMA: 6 x 16 in 12 ymm accumulators (seqk__sgemm_6x16, gemm.h),
@@ -93,43 +93,6 @@ static void pack_b(bool trans, int64_t N, int64_t p0, int64_t kc, const float *B
 }
 
 #ifdef __AVX512F__
-/* The AVX-512 register tile: 8 rows x 32 columns in 16 zmm accumulators,
- * c[r] += sum_{p<n} a[r][p * as] * b[p * ldb + 0..32), in the order
- * p = 0, 1, .. (as seqk__sgemm_6x16 in gemm.h, twice as wide). */
-static inline __attribute__((always_inline)) void
-sgemm_8x32(int64_t n, const float *const a[8], int64_t as, const float *b, int64_t ldb,
-           __m512 c[8][2])
-{
-    __m512 c00 = c[0][0], c01 = c[0][1], c10 = c[1][0], c11 = c[1][1], c20 = c[2][0],
-           c21 = c[2][1], c30 = c[3][0], c31 = c[3][1], c40 = c[4][0], c41 = c[4][1],
-           c50 = c[5][0], c51 = c[5][1], c60 = c[6][0], c61 = c[6][1], c70 = c[7][0],
-           c71 = c[7][1];
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5],
-                *a6 = a[6], *a7 = a[7];
-    for (int64_t p = 0, i = 0; p < n; p++, i += as) {
-        const __m512 b0 = _mm512_loadu_ps(b + p * ldb), b1 = _mm512_loadu_ps(b + p * ldb + 16);
-        __m512 x = _mm512_set1_ps(a0[i]);
-        c00 = _mm512_fmadd_ps(x, b0, c00), c01 = _mm512_fmadd_ps(x, b1, c01);
-        x = _mm512_set1_ps(a1[i]);
-        c10 = _mm512_fmadd_ps(x, b0, c10), c11 = _mm512_fmadd_ps(x, b1, c11);
-        x = _mm512_set1_ps(a2[i]);
-        c20 = _mm512_fmadd_ps(x, b0, c20), c21 = _mm512_fmadd_ps(x, b1, c21);
-        x = _mm512_set1_ps(a3[i]);
-        c30 = _mm512_fmadd_ps(x, b0, c30), c31 = _mm512_fmadd_ps(x, b1, c31);
-        x = _mm512_set1_ps(a4[i]);
-        c40 = _mm512_fmadd_ps(x, b0, c40), c41 = _mm512_fmadd_ps(x, b1, c41);
-        x = _mm512_set1_ps(a5[i]);
-        c50 = _mm512_fmadd_ps(x, b0, c50), c51 = _mm512_fmadd_ps(x, b1, c51);
-        x = _mm512_set1_ps(a6[i]);
-        c60 = _mm512_fmadd_ps(x, b0, c60), c61 = _mm512_fmadd_ps(x, b1, c61);
-        x = _mm512_set1_ps(a7[i]);
-        c70 = _mm512_fmadd_ps(x, b0, c70), c71 = _mm512_fmadd_ps(x, b1, c71);
-    }
-    c[0][0] = c00, c[0][1] = c01, c[1][0] = c10, c[1][1] = c11, c[2][0] = c20, c[2][1] = c21;
-    c[3][0] = c30, c[3][1] = c31, c[4][0] = c40, c[4][1] = c41, c[5][0] = c50, c[5][1] = c51;
-    c[6][0] = c60, c[6][1] = c61, c[7][0] = c70, c[7][1] = c71;
-}
-
 /* micro_kernel (below) on the 8 x 32 tile; the corner's columns by masks. */
 static void micro_kernel_wide(int64_t kc, const float *a, int64_t rs, int64_t cs,
                               const float *pb, int64_t ldp, float alpha, float beta, float *C,
@@ -139,7 +102,7 @@ static void micro_kernel_wide(int64_t kc, const float *a, int64_t rs, int64_t cs
     for (int r = 0; r < MR_WIDE; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
     __m512 acc[MR_WIDE][2];
     for (int r = 0; r < MR_WIDE; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    sgemm_8x32(kc, ar, cs, pb, ldp, acc);
+    seqk__sgemm_8x32(kc, ar, cs, pb, ldp, acc);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
     const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff

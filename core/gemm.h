@@ -96,4 +96,47 @@ seqk__sgemm_6x16(int64_t n, const float *const a[6], int64_t as, const float *b,
 }
 #endif
 
+#ifdef __AVX512F__
+#define SEQK__HAVE_SGEMM_8X32 1
+
+/* The AVX-512 register tile (seqk__sgemm's wide micro-kernel and softmax
+ * attention's P V kernel): 8 rows x 32 columns in 16 zmm accumulators,
+ * c[r] += sum_{p<n} a[r][p * as] * b[p * ldb + 0..32), in the order
+ * p = 0, 1, .. with one FMA per element (as seqk__sgemm_6x16 above, twice as
+ * wide; b's rows need no alignment). */
+static inline __attribute__((always_inline)) void
+seqk__sgemm_8x32(int64_t n, const float *const a[8], int64_t as, const float *b, int64_t ldb,
+                 __m512 c[8][2])
+{
+    __m512 c00 = c[0][0], c01 = c[0][1], c10 = c[1][0], c11 = c[1][1], c20 = c[2][0],
+           c21 = c[2][1], c30 = c[3][0], c31 = c[3][1], c40 = c[4][0], c41 = c[4][1],
+           c50 = c[5][0], c51 = c[5][1], c60 = c[6][0], c61 = c[6][1], c70 = c[7][0],
+           c71 = c[7][1];
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5],
+                *a6 = a[6], *a7 = a[7];
+    for (int64_t p = 0, i = 0; p < n; p++, i += as) {
+        const __m512 b0 = _mm512_loadu_ps(b + p * ldb), b1 = _mm512_loadu_ps(b + p * ldb + 16);
+        __m512 x = _mm512_set1_ps(a0[i]);
+        c00 = _mm512_fmadd_ps(x, b0, c00), c01 = _mm512_fmadd_ps(x, b1, c01);
+        x = _mm512_set1_ps(a1[i]);
+        c10 = _mm512_fmadd_ps(x, b0, c10), c11 = _mm512_fmadd_ps(x, b1, c11);
+        x = _mm512_set1_ps(a2[i]);
+        c20 = _mm512_fmadd_ps(x, b0, c20), c21 = _mm512_fmadd_ps(x, b1, c21);
+        x = _mm512_set1_ps(a3[i]);
+        c30 = _mm512_fmadd_ps(x, b0, c30), c31 = _mm512_fmadd_ps(x, b1, c31);
+        x = _mm512_set1_ps(a4[i]);
+        c40 = _mm512_fmadd_ps(x, b0, c40), c41 = _mm512_fmadd_ps(x, b1, c41);
+        x = _mm512_set1_ps(a5[i]);
+        c50 = _mm512_fmadd_ps(x, b0, c50), c51 = _mm512_fmadd_ps(x, b1, c51);
+        x = _mm512_set1_ps(a6[i]);
+        c60 = _mm512_fmadd_ps(x, b0, c60), c61 = _mm512_fmadd_ps(x, b1, c61);
+        x = _mm512_set1_ps(a7[i]);
+        c70 = _mm512_fmadd_ps(x, b0, c70), c71 = _mm512_fmadd_ps(x, b1, c71);
+    }
+    c[0][0] = c00, c[0][1] = c01, c[1][0] = c10, c[1][1] = c11, c[2][0] = c20, c[2][1] = c21;
+    c[3][0] = c30, c[3][1] = c31, c[4][0] = c40, c[4][1] = c41, c[5][0] = c50, c[5][1] = c51;
+    c[6][0] = c60, c[6][1] = c61, c[7][0] = c70, c[7][1] = c71;
+}
+#endif
+
 #endif
