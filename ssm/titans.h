@@ -82,6 +82,33 @@ static inline SEQK__TT_HD void seqk__titans_seg_range(int64_t j, int64_t len, in
     *t0 = s, *n = e - s;
 }
 
+/* Segment j0 + i (i < cnt, a group of cnt from j0) of the backward's reverse
+ * walk over nseg segments, states kept per group of R (R = 1: all): its
+ * tokens [t0, t0 + n), whether it starts a mini-batch (its Mhat is then the
+ * state before it, else the state's Mhat_in), whether it is the call's last
+ * (dMhat_fin then enters its dH), and the index of its Gerr among the kept
+ * ones (the state pass keeps every segment's but the last's, of the sequence
+ * with R = 1, of the group with R > 1; -1: not kept, formed again). */
+typedef struct seqk__titans_walk {
+    int64_t t0, n, gerr;
+    bool starts, last;
+} seqk__titans_walk;
+
+static inline SEQK__TT_HD seqk__titans_walk seqk__titans_walk_seg(int64_t j0, int64_t i,
+                                                                  int64_t cnt, int64_t nseg,
+                                                                  int64_t R, int64_t len,
+                                                                  int64_t pos0, int64_t b)
+{
+    seqk__titans_walk g;
+    const int64_t j = j0 + i;
+    seqk__titans_seg_range(j, len, pos0, b, &g.t0, &g.n);
+    g.starts = j > 0 || pos0 == 0;
+    g.last = j == nseg - 1;
+    const bool kept = R == 1 ? j + 1 < nseg : i + 1 < cnt;
+    g.gerr = kept ? (R == 1 ? j : i) : -1;
+    return g;
+}
+
 /* log x for the cumulated gates, x in [0, 1]; 0 -> -1e4 (exp of anything
  * that includes it is 0 in float, and differences stay finite). */
 static inline double seqk__titans_log_gate(float x)

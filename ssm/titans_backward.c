@@ -523,17 +523,12 @@ static void run_item(const ttb_problem *D, const ttb_plan *pl, int64_t n, int64_
             }
         }
         for (int64_t i = cnt - 1; i >= 0; i--) {
-            const int64_t j = j0 + i;
-            int64_t t0, ns;
-            seqk__titans_seg_range(j, len, pos0, b, &t0, &ns);
-            const bool starts = j > 0 || pos0 == 0;
+            const seqk__titans_walk g =
+                seqk__titans_walk_seg(j0, i, cnt, nseg, R, len, pos0, b);
             const float *MS = sg + i * E2;
-            /* the Gerr the state pass kept: every segment's but the last's (of the
-             * sequence with R = 1, of the group with R > 1) */
-            const bool kept = R == 1 ? j + 1 < nseg : i + 1 < cnt;
-            seg_backward(D, r0 + t0, ns, h, MS, starts ? MS : Mh_in,
-                         kept ? w->gk + (R == 1 ? j : i) * bV : NULL,
-                         j == nseg - 1 ? dHx : NULL, starts, dsi ? dsi + 2 * KV : dMh, w);
+            seg_backward(D, r0 + g.t0, g.n, h, MS, g.starts ? MS : Mh_in,
+                         g.gerr >= 0 ? w->gk + g.gerr * bV : NULL, g.last ? dHx : NULL,
+                         g.starts, dsi ? dsi + 2 * KV : dMh, w);
         }
     }
     if (!dsi) return;

@@ -97,7 +97,9 @@ int tf_split_plan(int64_t T, int64_t s, seqk_mode m1, seqk_mode m2, int64_t deco
 void *tf_workspace_begin(th_backend *be, size_t bytes)
 {
     void *buf = bytes ? th_upload(be, NULL, bytes) : NULL;
-    seqk_context_set_workspace(be->ctx, buf, bytes);
+    const seqk_status st = seqk_context_set_workspace(be->ctx, buf, bytes);
+    th_check(st == SEQK_SUCCESS, "%s: the caller workspace of %zu bytes is taken: %s", be->name,
+             bytes, st ? seqk_last_error() : "");
     return buf;
 }
 

@@ -539,6 +539,10 @@ int main(int argc, char **argv)
         run_case(&be[i], &lng[1], 1, true, " long, checkpointed");
         run_case(&be[i], &wide, 1, true, " wide state, checkpointed");
     }
+    /* more (sequence, head) items than the CUDA grid's 1024 blocks: blocks take
+     * a second item */
+    const bcase many = {1030, 2, 1, 4, 4, 2, 1, 1, NULL, 0, 0.5, 1, 0, 0.2, 0.5, 0};
+    for (int i = 0; i < nb; i++) run_case(&be[i], &many, 1, false, " more items than blocks");
     bcase det = shapes[5];
     det.b = 7;
     bcase det2 = shapes[3];
@@ -556,6 +560,12 @@ int main(int argc, char **argv)
         w2.b = 7;
         workspace_bound(&be[i], &w2, 2);
         workspace_bound(&be[i], &lng[1], 2);
+        /* the same with a wide state, short enough for the emulator: T = 16
+         * alone would be checkpointed (9 segments of 2 MiB: 6 states and 3
+         * errors kept, 12.6 MB), the sequence of 12 keeps all its 7 (14.7 MB) */
+        static const int32_t cu4[3] = {0, 12, 16};
+        const bcase wv = {1, 16, 1, 512, 512, 2, 1, 1, cu4, 2, 0.5, 1, 0, 0.2, 0.5, 0};
+        workspace_bound(&be[i], &wv, 1);
     }
     for (int i = 0; i < nb; i++) {
         if (!be[i].ctx) continue;

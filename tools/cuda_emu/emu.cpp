@@ -430,7 +430,9 @@ cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 cudaError_t cudaMalloc(void **p, size_t bytes)
 {
-    *p = malloc(bytes ? bytes : 1);
+    /* 256-byte aligned, as the runtime's allocations are (a caller workspace
+     * must be: seqk_context_set_workspace checks it) */
+    *p = aligned_alloc(256, (bytes + 255) / 256 * 256 + (bytes ? 0 : 256));
     if (!*p) return cudaErrorMemoryAllocation;
     poison(*p, bytes);
     return cudaSuccess;
