@@ -117,6 +117,7 @@ typedef struct seqk__chunk_bwd {
                             whose chunk-parallel backward scans the same Y over chunks: the
                             same bits), else one product onto a dS (DeltaNet) */
     bool no_ds;          /* leave dS as it is (the caller has every chunk's dS) */
+    bool no_gates;       /* no gate gradient wanted: gt, bt, Dterm not formed */
 } seqk__chunk_bwd;
 
 void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,

@@ -332,7 +332,9 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
     float *gt = b->gt, *bt = b->bt; /* [L]: g_i + A_i; B_j */
     /* dV' = Kd dS + P^T dO; between the two, B_j = V'_j . (Kd dS)_j */
     seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 0.0f, b->dVa, W, pack);
-    for (int64_t i = 0; i < L; i++) bt[i] = seqk__dot(va + i * ldva, b->dVa + i * W, W);
+    const bool gates = !b->no_gates;
+    if (gates)
+        for (int64_t i = 0; i < L; i++) bt[i] = seqk__dot(va + i * ldva, b->dVa + i * W, W);
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, Pm, L, dO, ldo, 1.0f,
                        b->dVa, W, pack);
     /* dQ~ = dP K~ (strictly lower dP) + diag(exp(G)) dO S0^T */
@@ -343,12 +345,12 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
         int64_t lde = ldo;
         const float *dOe = decayed_rows(cv, b->eq, dO, &lde, W, tmp); /* diag(exp(G)) dO */
         seqk__sgemm(false, true, L, K, W, 1.0f, dOe, lde, S0, W, 1.0f, b->dQ, K, pack);
-        Dterm = cv->a * seqk__dot(S0, dS, K * W);
+        if (gates) Dterm = cv->a * seqk__dot(S0, dS, K * W);
     }
     /* dK~ = dP^T Q~ (strict) here; g_i + A_i from dQ~ (both parts) and this */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L, cv->Qs, K, 0.0f,
                        b->dK, K, pack);
-    for (int64_t i = 0; i < L; i++)
+    for (int64_t i = 0; gates && i < L; i++)
         gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
                 seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
     /* dK~ += diag(exp(G_L - G)) V' dS^T */
@@ -430,7 +432,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         dO = b->dOa, ldo = W;
     }
     seqk__chunk_bwd sb = {b->dVa, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->gsum,
-                          b->gt, b->gsum + L, 0.0f, pack, Dm, b->Y, no_ds};
+                          b->gt, b->gsum + L, 0.0f, pack, Dm, b->Y, no_ds, out->dld == NULL};
     seqk__chunk_backward_stage(cv, K, W, b->cs.P, dO, ldo, va, ldva, S0, dS, &sb);
     if (out->dld) seqk__chunk_gate_grad(L, b->gt, b->gsum + L, sb.Dterm, out->dld, H);
 

@@ -274,7 +274,7 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
     /* the engine's stage with Vn as the values */
     seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
     seqk__chunk_bwd sb = {b->dVn, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->diag,
-                          b->gt, b->bt, 0.0f, pack, NULL, NULL, false};
+                          b->gt, b->bt, 0.0f, pack, NULL, NULL, false, false};
     seqk__chunk_backward_stage(cv, K, V, b->cs.P, dO, H * V, b->Vn, V, S0, dS, &sb);
     /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in),
      * dW = -dVn S0^T (zero at a zero S0) */
