@@ -251,9 +251,9 @@ static void advance(const seqk__lin *P, const seqk__chunk_view *cv, dnb_scratch 
                     float *Snext)
 {
     const int64_t K = P->K, V = P->V, E = K * V;
-    seqk__sgemm(true, false, K, V, cv->L, 1.0f, cv->Kd, K, b->Vn, V, 0.0f, b->cs.U, V, b->pack);
-    const float a = cv->a;
-    for (int64_t e = 0; e < E; e++) Snext[e] = a * S[e] + b->cs.U[e];
+    /* the step folded into the product's epilogue (sgemm's beta = a on C = S) */
+    if (Snext != S) memcpy(Snext, S, (size_t)E * sizeof(float));
+    seqk__sgemm(true, false, K, V, cv->L, 1.0f, cv->Kd, K, b->Vn, V, cv->a, Snext, V, b->pack);
 }
 
 /* The backward of one loaded chunk (tokens [row, row + L) of head h): from
