@@ -118,6 +118,9 @@ typedef struct seqk__chunk_bwd {
                             same bits), else one product onto a dS (DeltaNet) */
     bool no_ds;          /* leave dS as it is (the caller has every chunk's dS) */
     bool no_gates;       /* no gate gradient wanted: gt, bt, Dterm not formed */
+    const float *S0t;    /* [W,K] S0 transposed, or NULL: read in place by dQ's state
+                            term instead of S0 packed transposed (a caller that needs
+                            S0^T for more products forms it once) */
 } seqk__chunk_bwd;
 
 void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,

@@ -344,7 +344,10 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
     if (S0) {
         int64_t lde = ldo;
         const float *dOe = decayed_rows(cv, b->eq, dO, &lde, W, tmp); /* diag(exp(G)) dO */
-        seqk__sgemm(false, true, L, K, W, 1.0f, dOe, lde, S0, W, 1.0f, b->dQ, K, pack);
+        if (b->S0t)
+            seqk__sgemm(false, false, L, K, W, 1.0f, dOe, lde, b->S0t, K, 1.0f, b->dQ, K, pack);
+        else
+            seqk__sgemm(false, true, L, K, W, 1.0f, dOe, lde, S0, W, 1.0f, b->dQ, K, pack);
         if (gates) Dterm = cv->a * seqk__dot(S0, dS, K * W);
     }
     /* dK~ = dP^T Q~ (strict) here; g_i + A_i from dQ~ (both parts) and this */
@@ -432,7 +435,8 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         dO = b->dOa, ldo = W;
     }
     seqk__chunk_bwd sb = {b->dVa, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->gsum,
-                          b->gt, b->gsum + L, 0.0f, pack, Dm, b->Y, no_ds, out->dld == NULL};
+                          b->gt, b->gsum + L, 0.0f, pack, Dm, b->Y, no_ds, out->dld == NULL,
+                          NULL};
     seqk__chunk_backward_stage(cv, K, W, b->cs.P, dO, ldo, va, ldva, S0, dS, &sb);
     if (out->dld) seqk__chunk_gate_grad(L, b->gt, b->gsum + L, sb.Dterm, out->dld, H);
 

@@ -136,7 +136,8 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l) * 8 /* beta row eq ek diag gt bt */ +
                  rnd8(l * l) * 5 /* Tm KK Gm dA dP */ + rnd8(l * k) * 6 /* Kb W dQ dK dW Y */ +
                  rnd8(l * (k > v ? k : v)) /* tmp */ +
-                 rnd8(l * v) * 4 /* U Vn dVn X */ + rnd8(e) * (size_t)(1 + pl.nckpt + pl.R) +
+                 rnd8(l * v) * 4 /* U Vn dVn X */ +
+                 rnd8(e) * (size_t)(2 + pl.nckpt + pl.R) /* dS S0t ckpt seg */ +
                  (pl.keep ? pl.prod_fl * (size_t)pl.nckpt : 0) /* the kept products */;
     return pl;
 }
@@ -155,6 +156,7 @@ typedef struct {
     float *Kb, *W, *dQ, *dK, *tmp, *dW, *Y;       /* [L,K] (tmp [L, max(K, V)]) */
     float *U, *Vn, *dVn, *X;                      /* [L,V] */
     float *dS;                                    /* [E] */
+    float *S0t;                                   /* [V,K] the state before the chunk, transposed */
     float *ckpt;                                  /* [nckpt, E] */
     float *seg;                                   /* [R, E] */
     float *prod;                                  /* [nckpt, prod_fl] when keep */
@@ -177,6 +179,7 @@ static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const 
     TAKE(dW, l * k), TAKE(Y, l * k);
     TAKE(U, l * v), TAKE(Vn, l * v), TAKE(dVn, l * v), TAKE(X, l * v);
     TAKE(dS, e);
+    TAKE(S0t, e);
     TAKE(ckpt, e * (size_t)pl->nckpt);
     TAKE(seg, e * (size_t)pl->R);
     b->prod = pl->keep ? p : NULL;
@@ -273,13 +276,16 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
     else chunk_forward(D, cv, row, h, S0, true, true, b);
     /* the engine's stage with Vn as the values */
     seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
+    /* S0^T once, for dQ's state term (the stage) and dW below */
+    if (S0) seqk__transpose(K, V, S0, V, b->S0t, K);
     seqk__chunk_bwd sb = {b->dVn, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->diag,
-                          b->gt, b->bt, 0.0f, pack, NULL, NULL, false, false};
+                          b->gt, b->bt, 0.0f, pack, NULL, NULL, false, false,
+                          S0 ? b->S0t : NULL};
     seqk__chunk_backward_stage(cv, K, V, b->cs.P, dO, H * V, b->Vn, V, S0, dS, &sb);
     /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in),
      * dW = -dVn S0^T (zero at a zero S0) */
     seqk__sgemm(true, false, K, V, L, -1.0f, b->W, K, b->dVn, V, 1.0f, dS, V, pack);
-    if (S0) seqk__sgemm(false, true, L, K, V, -1.0f, b->dVn, V, S0, V, 0.0f, b->dW, K, pack);
+    if (S0) seqk__sgemm(false, false, L, K, V, -1.0f, b->dVn, V, b->S0t, K, 0.0f, b->dW, K, pack);
     /* X = T^T dU, Y = T^T dW (T lower: T^T upper) */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, V, L, 1.0f, b->Tm, L, b->dVn, V, 0.0f,
                        b->X, V, pack);
