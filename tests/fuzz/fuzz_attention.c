@@ -51,8 +51,9 @@ static void decode(fz_in *in, seqk_context *ctx, int64_t B, int64_t Hq, int64_t 
     case 0:
         if (no && nq) o = (float *)q, ok = false;
         break;
-    case 1:
-        if (nkc && nvc >= 2) vc = kc + 1, ok = false;
+    case 1: /* v_cache overlapping k_cache (kc + 1 lies inside kc's nkc >= 2 floats;
+             * with nkc = 1 it would be a different, too small, array: no overlap) */
+        if (nkc >= 2 && nvc >= 2) vc = kc + 1, ok = false;
         break;
     case 2:
         if (lse && no) lse = o, ok = false;
