@@ -61,10 +61,15 @@
  *   test_decay_precision.c: gated retention, Mamba2 and gated DeltaNet
  *   within 4e-7 relative of float64, like the recurrent modes, for per-token
  *   log-gates anywhere in [-1000, 0], chunks of 64 and 256; before issue
- *   #19's fix up to 2.5e-5). The CUDA chunked kernels keep it in double
- *   (gpu/linear_state.cu, gpu/deltanet.cuh); the sweep runs on the CPU
- *   backend only. The backwards (same sweep, CPU): every gradient of gated
- *   retention, Mamba2 and gated DeltaNet within 5e-6 relative of the
+ *   #19's fix up to 2.5e-5; Titans, whose momentum eta and forgetting
+ *   1 - alpha multiply inside a mini-batch as log-sums in double, within
+ *   6.1e-7 for log eta, log(1 - alpha) anywhere in [-1000, 0], mini-batches
+ *   of 16 and 64; the bound checked for all four is 1e-6). The CUDA chunked
+ *   kernels keep the sums in double (gpu/linear_state.cu,
+ *   gpu/deltanet.cuh, gpu/titans.cu): the same sweep on the emulated CUDA
+ *   backend reads at most 6.8e-7 (not yet run on a GPU). The backwards
+ *   (same sweep, CPU): every gradient of gated retention, Mamba2 and gated
+ *   DeltaNet within 5e-6 relative of the
  *   float64 reverse token loop for log-gates anywhere in [-1000, 0] (chunk
  *   sums down to -2.6e5), a gate gradient (dg, ddt, dA) relative to the
  *   size of the terms it sums (measured worst 1.7e-6, gated DeltaNet's dg;

@@ -3,7 +3,9 @@
  * the float64 token loops, as a function of the per-token log-gate's
  * magnitude, for every op whose parallel mode forms decays from the
  * cumulative log-gate of a chunk: gated retention, Mamba2 (log-gate dt A)
- * and gated DeltaNet. The recurrent mode's error on the same inputs is
+ * and gated DeltaNet, and Titans (the log-products of its momentum eta and
+ * forgetting 1 - alpha inside a mini-batch). Every backend the harness runs
+ * (the CUDA kernels on the emulator in CI). The recurrent mode's error on the same inputs is
  * printed beside it (it multiplies one decay per token and has no
  * cumulative sum to lose digits in).
  *
@@ -24,6 +26,7 @@
 #include "ref/ref_deltanet_backward.h"
 #include "ref/ref_linear.h"
 #include "ref/ref_linear_backward.h"
+#include "ref/ref_titans.h"
 
 #include <float.h>
 #include <math.h>
@@ -142,6 +145,73 @@ static void sweep_case(th_backend *be, int op, const grange *r, int64_t chunk)
     th_check(err_o[0] <= TOL, "%s: recurrent o rel err %.3g <= %g", what, err_o[0], TOL);
     th_check(err_s[0] <= TOL, "%s: recurrent final state rel err %.3g <= %g", what, err_s[0],
              TOL);
+    tf_arrays_free(&d);
+    tf_arrays_free(&h);
+}
+
+/* Titans (L2 norm, mini-batches of b tokens): its decays are the momentum
+ * eta_t and the forgetting a_t = 1 - alpha_t, cumulated inside a mini-batch
+ * in log space (ssm/titans.c); here log eta_t and log a_t are both drawn
+ * from the range (eta = exp(g), alpha = 1 - exp(g'); theta = 0.05), from a
+ * zero state. Both modes against the float64 token loop: o and the final
+ * [M | S], within TOL as the other ops (measured worst 6.0e-7, at gates near
+ * 0 where the memory keeps every token). */
+static void sweep_titans(th_backend *be, const grange *r, int64_t b)
+{
+    char what[160];
+    snprintf(what, sizeof what,
+             "%s titans log(eta), log(1-alpha) ~U[%g,%g] B=%d T=%d H=%d K=%d V=%d b=%lld",
+             be->name, r->lo, r->hi, B, T, H, K, V, (long long)b);
+    if (th_skipped(be, what)) return;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
+    const size_t nq = (size_t)B * T * H * K, nv = (size_t)B * T * H * V, ng = (size_t)B * T * H;
+    size_t E = 0;
+    th_check_status(seqk_titans_state_size(K, V, &E), SEQK_SUCCESS, "seqk_titans_state_size");
+    const size_t ns = (size_t)B * H * E;
+    float *q = tf_random(&h, nq, -1, 1), *k = tf_random(&h, nq, -1, 1);
+    float *v = tf_random(&h, nv, -1, 1);
+    float *eta = tf_random(&h, ng, r->lo, r->hi), *alpha = tf_random(&h, ng, r->lo, r->hi);
+    float *theta = tf_floats(&h, ng);
+    for (size_t i = 0; i < ng; i++) {
+        eta[i] = (float)exp(eta[i]);
+        alpha[i] = (float)(1.0 - exp(alpha[i]));
+        theta[i] = 0.05f;
+    }
+    const double scale = 1.0 / sqrt((double)K);
+    double *ro = tf_doubles(&h, nv), *rs = tf_doubles(&h, ns);
+    ref_titans(B, T, H, K, V, scale, 1, b, q, k, v, eta, theta, alpha, NULL, ro, rs, NULL, 0);
+    float *dq = tf_upload(&d, q, nq * 4), *dk = tf_upload(&d, k, nq * 4);
+    float *dv = tf_upload(&d, v, nv * 4);
+    float *de = tf_upload(&d, eta, ng * 4), *dt = tf_upload(&d, theta, ng * 4);
+    float *da = tf_upload(&d, alpha, ng * 4);
+    float *ho = tf_floats(&h, nv), *hs = tf_floats(&h, ns);
+    /* [M | S] of every (sequence, head): the memory and the momentum */
+    const size_t nms = (size_t)B * H * 2 * K * V;
+    float *ms = tf_floats(&h, nms);
+    double *rms = tf_doubles(&h, nms);
+    for (size_t i = 0; i < (size_t)B * H; i++)
+        for (size_t j = 0; j < (size_t)(2 * K * V); j++) rms[i * 2 * K * V + j] = rs[i * E + j];
+    for (int m = 0; m < 2; m++) {
+        const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
+        th_poison(ho, nv), th_poison(hs, ns);
+        float *o_m = tf_poisoned(&d, nv), *s_m = tf_poisoned(&d, ns);
+        const seqk_status st = seqk_titans(be->ctx, mode, B, T, H, K, V, (float)scale,
+                                           SEQK_TITANS_L2NORM_QK, b, dq, dk, dv, de, dt, da, o_m,
+                                           NULL, s_m, NULL, 0);
+        char w2[220];
+        snprintf(w2, sizeof w2, "%s %s: status", what, th_mode_name(mode));
+        if (!th_check_status(st, SEQK_SUCCESS, w2)) continue;
+        th_download(be, ho, o_m, nv * 4);
+        th_download(be, hs, s_m, ns * 4);
+        for (size_t i = 0; i < (size_t)B * H; i++)
+            memcpy(ms + i * 2 * K * V, hs + i * E, (size_t)(2 * K * V) * sizeof(float));
+        const double eo = th_rel_err(ho, ro, nv), es = th_rel_err(ms, rms, nms);
+        printf("  %-5s titans b=%-3lld %-9s log-gates ~U[%7g,%5g]  o %.2e  [M|S] %.2e\n",
+               be->name, (long long)b, th_mode_name(mode), r->lo, r->hi, eo, es);
+        th_check(eo <= TOL, "%s %s: o rel err %.3g <= %g", what, th_mode_name(mode), eo, TOL);
+        th_check(es <= TOL, "%s %s: final [M|S] rel err %.3g <= %g", what, th_mode_name(mode),
+                 es, TOL);
+    }
     tf_arrays_free(&d);
     tf_arrays_free(&h);
 }
@@ -287,6 +357,12 @@ int main(int argc, char **argv)
                     th_seed(1900 + (uint64_t)(op * 16 + r));
                     sweep_case(&bes[b], op, &ranges[r], chunks[c]);
                 }
+    for (int b = 0; b < nb; b++)
+        for (int mb = 0; mb < 2; mb++)
+            for (int r = 0; r < NRANGES; r++) {
+                th_seed(1930 + (uint64_t)(mb * 16 + r));
+                sweep_titans(&bes[b], &ranges[r], mb ? 64 : 16);
+            }
     printf("backwards (CPU): relative error of every gradient against the float64 reverse "
            "token loop\n");
     double worst[NOPS][NRANGES] = {{0}};
