@@ -345,6 +345,69 @@ static double sweep_backward(th_backend *be, int op, const grange *r, int64_t ch
     return worst;
 }
 
+/* Long sequences with decays near 1 (retention's fixed gamma_h): the state
+ * carried from the start survives, and every multiplication by a decay
+ * rounds it. Near 1 that rounding is biased, not random: S gamma = S minus a
+ * few ulps of S, rounded to a whole number of ulps, the same fraction lost
+ * at every step. The recurrent modes round once per token: up to T 2^-24
+ * (the bound checked; a plain float loop s *= gamma loses 2.8e-4 over 2^18
+ * tokens at gamma = 1 - 1e-6, the emulated CUDA token loop 5.5e-4, the CPU
+ * recurrent mode, which combines a few tokens' decays per state update,
+ * 2e-5). The parallel modes round once per chunk, by a chunk decay
+ * gamma^L that is itself a float (its rounding repeats identically when
+ * gamma is fixed): up to 2 (T / chunk) 2^-24, the bound checked. Found by
+ * the MPI helper of #20. Keys are zero so that the state is gamma^t S0
+ * alone: the error measured is the decay's, not a sum's. */
+static void long_decay_case(th_backend *be, double one_minus_gamma, int64_t chunk)
+{
+    enum { LT = 1 << 18, LH = 1, LK = 4, LV = 4 };
+    char what[160];
+    snprintf(what, sizeof what, "%s retention gamma=1-%g T=%d chunk=%lld", be->name,
+             one_minus_gamma, LT, (long long)chunk);
+    if (th_skipped(be, what)) return;
+    tf_arrays h = tf_arrays_on(NULL), d = tf_arrays_on(be);
+    const size_t nq = (size_t)LT * LH * LK, nv = (size_t)LT * LH * LV, ns = (size_t)LH * LK * LV;
+    float *hq = tf_random(&h, nq, -1, 1), *hk = tf_floats(&h, nq), *hv = tf_random(&h, nv, -1, 1);
+    float *hs0 = tf_random(&h, ns, 0.5, 1), *gamma = tf_floats(&h, LH);
+    memset(hk, 0, nq * sizeof *hk);
+    gamma[0] = (float)(1.0 - one_minus_gamma);
+    double *ro = tf_doubles(&h, nv), *rs = tf_doubles(&h, ns);
+    const float scale = 0.5f;
+    ref_decay dec = {1, gamma, NULL};
+    ref_linear_state(1, LT, LH, LK, LV, scale, 0, 0, dec, hq, hk, hv, hs0, NULL, ro, rs, NULL,
+                     NULL, 0);
+    float *q = tf_upload(&d, hq, nq * 4), *k = tf_upload(&d, hk, nq * 4);
+    float *v = tf_upload(&d, hv, nv * 4), *s0 = tf_upload(&d, hs0, ns * 4);
+    const float *gd = tf_upload(&d, gamma, LH * 4);
+    float *ho = tf_floats(&h, nv), *hs = tf_floats(&h, ns);
+    double eo[2], es[2];
+    for (int m = 0; m < 2; m++) {
+        const seqk_mode mode = m ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
+        float *o = tf_poisoned(&d, nv), *s1 = tf_poisoned(&d, ns);
+        const seqk_status st = seqk_retention(be->ctx, mode, 1, LT, LH, LK, LV, scale, gd, q, k,
+                                              v, o, s0, s1, NULL, 0, chunk);
+        if (!th_check_status(st, SEQK_SUCCESS, what)) {
+            eo[m] = es[m] = INFINITY;
+            continue;
+        }
+        th_download(be, ho, o, nv * 4);
+        th_download(be, hs, s1, ns * 4);
+        eo[m] = th_rel_err(ho, ro, nv), es[m] = th_rel_err(hs, rs, ns);
+    }
+    const double bound = 2.0 * (double)LT / (double)chunk * ldexp(1.0, -24);
+    const double rbound = (double)LT * ldexp(1.0, -24);
+    printf("  %-5s retention gamma=1-%-7g T=2^18 chunk %3lld  final state: parallel %.2e "
+           "(bound %.2e) recurrent %.2e (bound %.2e)   o: parallel %.2e recurrent %.2e\n",
+           be->name, one_minus_gamma, (long long)chunk, es[1], bound, es[0], rbound, eo[1],
+           eo[0]);
+    th_check(es[1] <= bound && eo[1] <= bound, "%s: parallel rel err state %.3g, o %.3g <= %.3g",
+             what, es[1], eo[1], bound);
+    th_check(es[0] <= rbound && eo[0] <= rbound, "%s: recurrent rel err state %.3g, o %.3g <= %.3g",
+             what, es[0], eo[0], rbound);
+    tf_arrays_free(&d);
+    tf_arrays_free(&h);
+}
+
 int main(int argc, char **argv)
 {
     th_backend *bes;
@@ -362,6 +425,14 @@ int main(int argc, char **argv)
             for (int r = 0; r < NRANGES; r++) {
                 th_seed(1930 + (uint64_t)(mb * 16 + r));
                 sweep_titans(&bes[b], &ranges[r], mb ? 64 : 16);
+            }
+    printf("long sequences, decays near 1 (retention, zero keys: the carried state alone)\n");
+    static const double omg[] = {1e-6, 1e-4, ldexp(1.0, -5)};
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < 3; i++)
+            for (int c = 0; c < 2; c++) {
+                th_seed(1970 + (uint64_t)(i * 2 + c));
+                long_decay_case(&bes[b], omg[i], chunks[c]);
             }
     printf("backwards (CPU): relative error of every gradient against the float64 reverse "
            "token loop\n");
