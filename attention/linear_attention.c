@@ -2,12 +2,14 @@
  * fills the linear-state engine's problem; both modes run in scan/. */
 #include "../scan/linear_state.h"
 
-seqk_status seqk_linear_attention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
-                                  int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
-                                  const float *q, const float *k, const float *v, float *o,
-                                  const float *state_in, float *state_out, const float *z_in,
-                                  float *z_out, const int32_t *cu_seqlens, int64_t N,
-                                  int64_t chunk)
+#include "../core/dtype.h"
+
+static seqk_status linear_attention_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                        int64_t H, int64_t K, int64_t V, float scale,
+                                        unsigned flags, const float *q, const float *k,
+                                        const float *v, float *o, const float *state_in,
+                                        float *state_out, const float *z_in, float *z_out,
+                                        const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_linear_attention";
     const unsigned known = SEQK_LINATTN_NORMALIZE | SEQK_LINATTN_ELU1;
@@ -27,12 +29,15 @@ seqk_status seqk_linear_attention(seqk_context *ctx, seqk_mode mode, int64_t B, 
     return seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
 }
 
-seqk_status seqk_linear_attention_backward(
-    seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
-    unsigned flags, const float *q, const float *k, const float *v, const float *dout,
-    const float *state_in, const float *z_in, const float *dstate_out, const float *dz_out,
-    float *dq, float *dk, float *dv, float *dstate_in, float *dz_in,
-    const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+static seqk_status linear_attention_backward_f32(seqk_context *ctx, int64_t B, int64_t T,
+                                                 int64_t H, int64_t K, int64_t V, float scale,
+                                                 unsigned flags, const float *q, const float *k,
+                                                 const float *v, const float *dout,
+                                                 const float *state_in, const float *z_in,
+                                                 const float *dstate_out, const float *dz_out,
+                                                 float *dq, float *dk, float *dv, float *dstate_in,
+                                                 float *dz_in, const int32_t *cu_seqlens,
+                                                 int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_linear_attention_backward";
     const unsigned known = SEQK_LINATTN_NORMALIZE | SEQK_LINATTN_ELU1;
@@ -52,4 +57,88 @@ seqk_status seqk_linear_attention_backward(
     Gr.dout = dout, Gr.ds_out = dstate_out, Gr.dz_out = dz_out;
     Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.ds_in = dstate_in, Gr.dz_in = dz_in;
     return seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens);
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): q, k, v, o and their gradients ------------ */
+
+seqk_status seqk_linear_attention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                     int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                     float scale, unsigned flags, const void *q, const void *k,
+                                     const void *v, void *o, const float *state_in,
+                                     float *state_out, const float *z_in, float *z_out,
+                                     const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return linear_attention_f32(ctx, mode, B, T, H, K, V, scale, flags, q, k, v, o, state_in,
+                                    state_out, z_in, z_out, cu_seqlens, N, chunk);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {{"q", q, nk, SEQK__DT_IN, 0, NULL},
+                           {"k", k, nk, SEQK__DT_IN, 0, NULL},
+                           {"v", v, nv, SEQK__DT_IN, 0, NULL},
+                           {"o", o, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs = seqk_linear_state_workspace_size(ctx, mode, B, T, H, K, V,
+                                                            cu_seqlens ? N : 0, chunk, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_linear_attention_ex", ctx, dtype, t, 4,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = linear_attention_f32(ctx, mode, B, T, H, K, V, scale, flags, t[0].f, t[1].f, t[2].f,
+                              t[3].f, state_in, state_out, z_in, z_out, cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_linear_attention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                  int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
+                                  const float *q, const float *k, const float *v, float *o,
+                                  const float *state_in, float *state_out, const float *z_in,
+                                  float *z_out, const int32_t *cu_seqlens, int64_t N,
+                                  int64_t chunk)
+{
+    return seqk_linear_attention_ex(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, flags, q, k,
+                                    v, o, state_in, state_out, z_in, z_out, cu_seqlens, N, chunk);
+}
+
+seqk_status seqk_linear_attention_backward_ex(
+    seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+    float scale, unsigned flags, const void *q, const void *k, const void *v, const void *dout,
+    const float *state_in, const float *z_in, const float *dstate_out, const float *dz_out,
+    void *dq, void *dk, void *dv, float *dstate_in, float *dz_in, const int32_t *cu_seqlens,
+    int64_t N, int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return linear_attention_backward_f32(ctx, B, T, H, K, V, scale, flags, q, k, v, dout,
+                                             state_in, z_in, dstate_out, dz_out, dq, dk, dv,
+                                             dstate_in, dz_in, cu_seqlens, N, chunk);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {{"q", q, nk, SEQK__DT_IN, 0, NULL},
+                           {"k", k, nk, SEQK__DT_IN, 0, NULL},
+                           {"v", v, nv, SEQK__DT_IN, 0, NULL},
+                           {"dout", dout, nv, SEQK__DT_IN, 0, NULL},
+                           {"dq", dq, nk, SEQK__DT_OUT, 0, NULL},
+                           {"dk", dk, nk, SEQK__DT_OUT, 0, NULL},
+                           {"dv", dv, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs = seqk_linear_state_backward_workspace_size(
+        ctx, B, T, H, H, K, V, cu_seqlens ? N : 0, chunk, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_linear_attention_backward_ex", ctx, dtype, t, 7,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = linear_attention_backward_f32(ctx, B, T, H, K, V, scale, flags, t[0].f, t[1].f, t[2].f,
+                                       t[3].f, state_in, z_in, dstate_out, dz_out, t[4].f,
+                                       t[5].f, t[6].f, dstate_in, dz_in, cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_linear_attention_backward(
+    seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+    unsigned flags, const float *q, const float *k, const float *v, const float *dout,
+    const float *state_in, const float *z_in, const float *dstate_out, const float *dz_out,
+    float *dq, float *dk, float *dv, float *dstate_in, float *dz_in,
+    const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    return seqk_linear_attention_backward_ex(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, flags, q,
+                                             k, v, dout, state_in, z_in, dstate_out, dz_out, dq,
+                                             dk, dv, dstate_in, dz_in, cu_seqlens, N, chunk);
 }

@@ -47,6 +47,7 @@
  * merged by log-sum-exp (see the decode section).
  */
 #include "../core/gemm.h"
+#include "../core/dtype.h"
 #include "../core/internal.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
@@ -910,11 +911,11 @@ static bool overlaps(const void *p, int64_t pn, const void *q, int64_t qn)
     return seqk__overlap(p, (size_t)pn * sizeof(float), q, (size_t)qn * sizeof(float));
 }
 
-seqk_status seqk_attention_parallel(seqk_context *ctx, int64_t B, int64_t T, int64_t Hq,
-                                    int64_t Hkv, int64_t K, int64_t V, float scale,
-                                    unsigned flags, const float *q, const float *k,
-                                    const float *v, float *o, float *lse,
-                                    const int32_t *cu_seqlens, int64_t N)
+static seqk_status attention_parallel_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t Hq,
+                                          int64_t Hkv, int64_t K, int64_t V, float scale,
+                                          unsigned flags, const float *q, const float *k,
+                                          const float *v, float *o, float *lse,
+                                          const int32_t *cu_seqlens, int64_t N)
 {
     const char *fn = FN_PAR;
     const bool varlen = cu_seqlens != NULL;
@@ -1023,11 +1024,11 @@ static seqk_status check_cache_len(const char *fn, const int32_t *len, int64_t B
     return SEQK_SUCCESS;
 }
 
-seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t Hq, int64_t Hkv,
-                                  int64_t K, int64_t V, int64_t max_len, float scale,
-                                  const float *q, const float *k_new, const float *v_new,
-                                  float *k_cache, float *v_cache, const int32_t *cache_len,
-                                  float *o, float *lse)
+static seqk_status attention_decode_f32(seqk_context *ctx, int64_t B, int64_t Hq, int64_t Hkv,
+                                        int64_t K, int64_t V, int64_t max_len, float scale,
+                                        const float *q, const float *k_new, const float *v_new,
+                                        float *k_cache, float *v_cache, const int32_t *cache_len,
+                                        float *o, float *lse)
 {
     const char *fn = FN_DEC;
     seqk_status st = check_decode_sizes(fn, ctx, B, Hq, Hkv, K, V, max_len);
@@ -1083,4 +1084,150 @@ seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t Hq, int6
     }
     }
     return seqk__fail(SEQK_ERROR_INTERNAL, "%s: context has backend=%d", fn, (int)ctx->backend);
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_attention_parallel_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t T,
+                                       int64_t Hq, int64_t Hkv, int64_t K, int64_t V, float scale,
+                                       unsigned flags, const void *q, const void *k, const void *v,
+                                       void *o, float *lse, const int32_t *cu_seqlens, int64_t N)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return attention_parallel_f32(ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v, o, lse,
+                                      cu_seqlens, N);
+    const int64_t nq = seqk__dt_numel(B, T, Hq, K), nk = seqk__dt_numel(B, T, Hkv, K);
+    const int64_t nv = seqk__dt_numel(B, T, Hkv, V), no = seqk__dt_numel(B, T, Hq, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nq, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"o", o, no, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_attention_parallel_workspace_size(ctx, B, T, Hq, Hkv, K, V, flags,
+                                               cu_seqlens ? N : 0, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_attention_parallel_ex", ctx, dtype, t, 4,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = attention_parallel_f32(ctx, B, T, Hq, Hkv, K, V, scale, flags, t[0].f, t[1].f, t[2].f,
+                                t[3].f, lse, cu_seqlens, N);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_attention_parallel(seqk_context *ctx, int64_t B, int64_t T, int64_t Hq,
+                                    int64_t Hkv, int64_t K, int64_t V, float scale, unsigned flags,
+                                    const float *q, const float *k, const float *v, float *o,
+                                    float *lse, const int32_t *cu_seqlens, int64_t N)
+{
+    return seqk_attention_parallel_ex(ctx, SEQK_DTYPE_F32, B, T, Hq, Hkv, K, V, scale, flags, q,
+                                      k, v, o, lse, cu_seqlens, N);
+}
+
+seqk_status seqk_attention_parallel_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                      int64_t B, int64_t T, int64_t Hq,
+                                                      int64_t Hkv, int64_t K, int64_t V,
+                                                      unsigned flags, int64_t N, size_t *bytes)
+{
+    static const char fn[] = "seqk_attention_parallel_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_attention_parallel_workspace_size(ctx, B, T, Hq, Hkv, K, V, flags, N,
+                                                         bytes);
+    if (st) return st;
+    const int64_t nq = seqk__dt_numel(B, T, Hq, K), nk = seqk__dt_numel(B, T, Hkv, K);
+    const int64_t nv = seqk__dt_numel(B, T, Hkv, V), no = seqk__dt_numel(B, T, Hq, V);
+    const int64_t n[] = {nq, nk, nv, no};
+    return seqk__dt_workspace_size(fn, dtype, n, 4, bytes);
+}
+
+/* After a reduced-dtype decode step (the fp32 op appended to the fp32
+ * copies of the caches): the new token's keys and values, already in the
+ * dtype, copied into the caller's caches at cache_len[b] (exactly what
+ * rounding the fp32 append would store). cache_len was checked by the op. */
+static seqk_status decode_append(seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t Hkv,
+                                 int64_t K, int64_t V, int64_t max_len, const void *k_new,
+                                 const void *v_new, void *k_cache, void *v_cache,
+                                 const int32_t *cache_len)
+{
+    static const char fn[] = "seqk_attention_decode_ex";
+    int32_t *len = malloc((size_t)B * sizeof(int32_t));
+    if (!len)
+        return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %" PRId64 " ints", fn, B);
+    seqk_status st = seqk_memcpy(ctx, len, cache_len, (size_t)B * sizeof(int32_t),
+                                 SEQK_COPY_BACKEND_TO_HOST);
+    const size_t es = seqk_dtype_size(dtype), kb = (size_t)(Hkv * K) * es,
+                 vb = (size_t)(Hkv * V) * es;
+    for (int64_t b = 0; b < B && !st; b++) {
+        const size_t row = (size_t)(b * max_len + len[b]);
+        st = seqk_memcpy(ctx, (char *)k_cache + row * kb, (const char *)k_new + (size_t)b * kb,
+                         kb, SEQK_COPY_BACKEND_TO_BACKEND);
+        if (!st)
+            st = seqk_memcpy(ctx, (char *)v_cache + row * vb,
+                             (const char *)v_new + (size_t)b * vb, vb,
+                             SEQK_COPY_BACKEND_TO_BACKEND);
+    }
+    free(len);
+    return st;
+}
+
+seqk_status seqk_attention_decode_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t Hq,
+                                     int64_t Hkv, int64_t K, int64_t V, int64_t max_len,
+                                     float scale, const void *q, const void *k_new,
+                                     const void *v_new, void *k_cache, void *v_cache,
+                                     const int32_t *cache_len, void *o, float *lse)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return attention_decode_f32(ctx, B, Hq, Hkv, K, V, max_len, scale, q, k_new, v_new,
+                                    k_cache, v_cache, cache_len, o, lse);
+    const int64_t nq = seqk__dt_numel(B, Hq, K, 1), nk = seqk__dt_numel(B, Hkv, K, 1);
+    const int64_t nv = seqk__dt_numel(B, Hkv, V, 1), no = seqk__dt_numel(B, Hq, V, 1);
+    const int64_t nkc = seqk__dt_numel(B, max_len, Hkv, K);
+    const int64_t nvc = seqk__dt_numel(B, max_len, Hkv, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nq, SEQK__DT_IN, 0, NULL},
+        {"k_new", k_new, nk, SEQK__DT_IN, 0, NULL},
+        {"v_new", v_new, nv, SEQK__DT_IN, 0, NULL},
+        {"k_cache", k_cache, nkc, SEQK__DT_IN_WRITTEN, 0, NULL},
+        {"v_cache", v_cache, nvc, SEQK__DT_IN_WRITTEN, 0, NULL},
+        {"o", o, no, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_attention_decode_workspace_size(ctx, B, Hq, Hkv, K, V, max_len, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_attention_decode_ex", ctx, dtype, t, 6,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = attention_decode_f32(ctx, B, Hq, Hkv, K, V, max_len, scale, t[0].f, t[1].f, t[2].f,
+                              t[3].f, t[4].f, cache_len, t[5].f, lse);
+    st = seqk__dt_end(&c, st);
+    if (!st)
+        st = decode_append(ctx, dtype, B, Hkv, K, V, max_len, k_new, v_new, k_cache, v_cache,
+                           cache_len);
+    return st;
+}
+
+seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t Hq, int64_t Hkv, int64_t K,
+                                  int64_t V, int64_t max_len, float scale, const float *q,
+                                  const float *k_new, const float *v_new, float *k_cache,
+                                  float *v_cache, const int32_t *cache_len, float *o, float *lse)
+{
+    return seqk_attention_decode_ex(ctx, SEQK_DTYPE_F32, B, Hq, Hkv, K, V, max_len, scale, q,
+                                    k_new, v_new, k_cache, v_cache, cache_len, o, lse);
+}
+
+seqk_status seqk_attention_decode_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                                    int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+                                                    int64_t max_len, size_t *bytes)
+{
+    static const char fn[] = "seqk_attention_decode_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_attention_decode_workspace_size(ctx, B, Hq, Hkv, K, V, max_len, bytes);
+    if (st) return st;
+    const int64_t nq = seqk__dt_numel(B, Hq, K, 1), nk = seqk__dt_numel(B, Hkv, K, 1);
+    const int64_t nv = seqk__dt_numel(B, Hkv, V, 1), no = seqk__dt_numel(B, Hq, V, 1);
+    const int64_t nkc = seqk__dt_numel(B, max_len, Hkv, K);
+    const int64_t nvc = seqk__dt_numel(B, max_len, Hkv, V);
+    const int64_t n[] = {nq, nk, nv, no, nkc, nvc};
+    return seqk__dt_workspace_size(fn, dtype, n, 6, bytes);
 }

@@ -54,6 +54,7 @@
  * visited; on the diagonal tile p is masked to 0.
  */
 #include "../core/gemm.h"
+#include "../core/dtype.h"
 #include "../core/internal.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
@@ -574,12 +575,13 @@ typedef struct named {
     int64_t n;
 } named;
 
-seqk_status seqk_attention_parallel_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t Hq,
-                                             int64_t Hkv, int64_t K, int64_t V, float scale,
-                                             unsigned flags, const float *q, const float *k,
-                                             const float *v, const float *o, const float *lse,
-                                             const float *dout, float *dq, float *dk, float *dv,
-                                             const int32_t *cu_seqlens, int64_t N)
+static seqk_status attention_parallel_backward_f32(seqk_context *ctx, int64_t B, int64_t T,
+                                                   int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+                                                   float scale, unsigned flags, const float *q,
+                                                   const float *k, const float *v, const float *o,
+                                                   const float *lse, const float *dout, float *dq,
+                                                   float *dk, float *dv, const int32_t *cu_seqlens,
+                                                   int64_t N)
 {
     const char *fn = FN_BWD;
     const bool varlen = cu_seqlens != NULL;
@@ -637,4 +639,71 @@ seqk_status seqk_attention_parallel_backward(seqk_context *ctx, int64_t B, int64
     }
     free(cu_host);
     return st;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_attention_parallel_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                                int64_t T, int64_t Hq, int64_t Hkv, int64_t K,
+                                                int64_t V, float scale, unsigned flags,
+                                                const void *q, const void *k, const void *v,
+                                                const void *o, const float *lse, const void *dout,
+                                                void *dq, void *dk, void *dv,
+                                                const int32_t *cu_seqlens, int64_t N)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return attention_parallel_backward_f32(ctx, B, T, Hq, Hkv, K, V, scale, flags, q, k, v,
+                                               o, lse, dout, dq, dk, dv, cu_seqlens, N);
+    const int64_t nq = seqk__dt_numel(B, T, Hq, K), nk = seqk__dt_numel(B, T, Hkv, K);
+    const int64_t nv = seqk__dt_numel(B, T, Hkv, V), no = seqk__dt_numel(B, T, Hq, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nq, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"o", o, no, SEQK__DT_IN, 0, NULL},
+        {"dout", dout, no, SEQK__DT_IN, 0, NULL},
+        {"dq", dq, nq, SEQK__DT_OUT, 0, NULL},
+        {"dk", dk, nk, SEQK__DT_OUT, 0, NULL},
+        {"dv", dv, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_attention_parallel_backward_workspace_size(ctx, B, T, Hq, Hkv, K, V, flags,
+                                                        cu_seqlens ? N : 0, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_attention_parallel_backward_ex", ctx, dtype, t, 8,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = attention_parallel_backward_f32(ctx, B, T, Hq, Hkv, K, V, scale, flags, t[0].f, t[1].f,
+                                         t[2].f, t[3].f, lse, t[4].f, t[5].f, t[6].f, t[7].f,
+                                         cu_seqlens, N);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_attention_parallel_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t Hq,
+                                             int64_t Hkv, int64_t K, int64_t V, float scale,
+                                             unsigned flags, const float *q, const float *k,
+                                             const float *v, const float *o, const float *lse,
+                                             const float *dout, float *dq, float *dk, float *dv,
+                                             const int32_t *cu_seqlens, int64_t N)
+{
+    return seqk_attention_parallel_backward_ex(ctx, SEQK_DTYPE_F32, B, T, Hq, Hkv, K, V, scale,
+                                               flags, q, k, v, o, lse, dout, dq, dk, dv,
+                                               cu_seqlens, N);
+}
+
+seqk_status seqk_attention_parallel_backward_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                               int64_t B, int64_t T, int64_t Hq,
+                                                               int64_t Hkv, int64_t K, int64_t V,
+                                                               unsigned flags, int64_t N,
+                                                               size_t *bytes)
+{
+    static const char fn[] = "seqk_attention_parallel_backward_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_attention_parallel_backward_workspace_size(ctx, B, T, Hq, Hkv, K, V,
+                                                                  flags, N, bytes);
+    if (st) return st;
+    const int64_t nq = seqk__dt_numel(B, T, Hq, K), nk = seqk__dt_numel(B, T, Hkv, K);
+    const int64_t nv = seqk__dt_numel(B, T, Hkv, V), no = seqk__dt_numel(B, T, Hq, V);
+    const int64_t n[] = {nq, nk, nv, no, no, nq, nk, nv};
+    return seqk__dt_workspace_size(fn, dtype, n, 8, bytes);
 }

@@ -18,6 +18,11 @@ extern "C" {
 #endif
 
 #if SEQK__HAVE_CUDA
+/* gpu/convert.cu: n elements dtype -> fp32 (to_f32) or fp32 -> dtype on the
+ * context's stream (core/dtype.c's conversions, the same bits). */
+seqk_status seqk__cuda_convert(const char *fn, seqk_context *ctx, seqk_dtype dtype, int to_f32,
+                               const void *src, void *dst, int64_t n);
+
 /* gpu/context.cu */
 seqk_status seqk__cuda_device_count(int *count);
 seqk_status seqk__cuda_context_init(seqk_context *ctx);
@@ -202,6 +207,10 @@ seqk_status seqk__cuda_selective_scan(seqk_context *ctx, int mode, int64_t B, in
                                       const float *z, const float *dt_bias, float *y,
                                       const float *state_in, float *state_out,
                                       const int32_t *cu, const int32_t *cu_host, int64_t N);
+/* An upper bound of the workspace the call above takes for these sizes and
+ * any cu_seqlens of N sequences (N = B without varlen). */
+size_t seqk__cuda_selective_scan_workspace(int mode, int64_t B, int64_t T, int64_t D, int64_t Nst,
+                                           int64_t N);
 #endif
 
 #if SEQK__HAVE_CUDA

@@ -343,3 +343,16 @@ extern "C" seqk_status seqk__cuda_selective_scan(
     SEQK_CUDA_CHECK_LAUNCH(fn);
     return SEQK_SUCCESS;
 }
+
+/* An upper bound of the workspace seqk__cuda_selective_scan takes for these
+ * sizes and any cu_seqlens of N sequences (N = B without varlen): the
+ * chunked form's carries at the smallest chunk length it picks. */
+extern "C" size_t seqk__cuda_selective_scan_workspace(int mode, int64_t B, int64_t T, int64_t D,
+                                                      int64_t Nst, int64_t N)
+{
+    if (mode != SEQK_MODE_PARALLEL || N * D >= SS_WIDE || T <= SS_MIN_CHUNK) return 0;
+    const int64_t chunks = seqk__count_chunks(NULL, N, B, T, SS_MIN_CHUNK);
+    return ss_align((size_t)chunks * (size_t)(D * Nst) * sizeof(float)) +
+           ss_align((size_t)chunks * (size_t)D * sizeof(float)) +
+           ss_align((size_t)(N + 1) * sizeof(int32_t));
+}

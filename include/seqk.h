@@ -239,6 +239,75 @@ SEQK_API seqk_status seqk_memcpy(seqk_context *ctx, void *dst, const void *src, 
                                  seqk_copy_kind kind);
 
 /* ------------------------------------------------------------------------ */
+/* Dtypes                                                                    */
+/* ------------------------------------------------------------------------ */
+/*
+ * Every op's forward and backward (and its workspace query) has an _ex entry
+ * point beside the fp32 one (the cublasSgemm / cublasGemmEx pattern): the
+ * same arguments with `seqk_dtype dtype` right after ctx (before mode), and
+ * const void * / void * for the tensors that take the dtype. The fp32
+ * functions are the _ex ones with SEQK_DTYPE_F32 (one implementation).
+ *
+ * Which tensors take the dtype: every per-token activation tensor with a
+ * feature axis (K, V, head dim, channels) -- q, k, v, o, x, y, Bm, Cm, u, z
+ * (the selective scan's gate input), the decode's q, k_new, v_new, k_cache,
+ * v_cache, o -- and their gradients (dout, dy, dq, dk, dv, dx, du, dBm, dCm,
+ * dz). Everything else stays float32 / int32: per-token scalars (g, beta,
+ * dt, eta, theta, alpha and their gradients), per-head or per-channel
+ * parameters (gamma, A, D, Dskip, dt_bias and theirs), states and their
+ * gradients (state_in/out, z_in/out, dstate_*), the LSE, cu_seqlens,
+ * cache_len. All activation tensors of one call have the same dtype. Each
+ * _ex declaration below names its dtype tensors.
+ *
+ * Precision: accumulation, states and the gates' log-space sums stay fp32
+ * (double where the fp32 ops use double). Phase 1 runs every op through a
+ * converting path on both backends: the dtype inputs are widened to fp32
+ * (exact), the fp32 implementation runs unchanged, and each dtype output is
+ * rounded once to the dtype (round to nearest even; NaN stays NaN; f16
+ * overflows to +-inf past 65504). So a dtype output is exactly the fp32 op's
+ * result on the widened inputs, rounded (bit-identical, tested); against the
+ * float64 function of the same (dtype-valued) inputs, an output's relative
+ * error (||out - ref|| / ||ref||, ref rounded to the dtype) is within the fp32
+ * op's bound plus the dtype's unit roundoff u: u = 2^-8 for bf16, 2^-11 for
+ * f16. tests/test_dtype.c checks every op, forward (both modes) and
+ * backward, against 2 u on small odd shapes (varlen with empty and
+ * length-1 sequences, initial states): measured worst 0.54 u in bf16 and
+ * 0.40 u in f16 (softmax attention's backward, which takes the forward's o
+ * rounded to the dtype; every other op <= 0.12 u), on the CPU and the
+ * emulated CUDA backend. fp32 outputs of an _ex call (states, gate
+ * gradients, lse) are exactly the fp32 op's. Not yet tensor cores: the CUDA backend computes in fp32
+ * (issue #21 phase 2 replaces the conversion of an op by native kernels
+ * behind the same signatures).
+ *
+ * Workspace: besides the fp32 op's own, a reduced dtype takes one fp32 copy
+ * of every dtype tensor of the call (each rounded up to 256 bytes), from the
+ * context's workspace; the _ex queries include them (a caller's buffer of the
+ * queried size suffices). SEQK_DTYPE_F32 takes no copies.
+ *
+ * Aliasing with a reduced dtype: a dtype output must not overlap another
+ * dtype tensor of the call (checked, INVALID_ARGUMENT); an overlap between a
+ * dtype tensor and an fp32 one is not detected (the op sees the copies):
+ * do not pass one. In-place states (state_out == state_in) work as in fp32.
+ *
+ * Errors: a dtype that is not a seqk_dtype gives INVALID_ARGUMENT ("fn:
+ * dtype=7 is not a seqk_dtype") before anything is read or written; on any
+ * failure no output is written (the outputs are converted back only after
+ * the fp32 op succeeded).
+ */
+
+/* Values only grow. */
+typedef enum seqk_dtype {
+    SEQK_DTYPE_F32 = 0,  /* IEEE binary32 */
+    SEQK_DTYPE_BF16 = 1, /* bfloat16: fp32's exponent, 8 bits of precision */
+    SEQK_DTYPE_F16 = 2   /* IEEE binary16 */
+} seqk_dtype;
+
+/* "f32", "bf16", "f16"; "unknown dtype" otherwise. Never NULL. */
+SEQK_API const char *seqk_dtype_string(seqk_dtype dtype);
+/* Bytes per element: 4, 2, 2; 0 for a value that is not a seqk_dtype. */
+SEQK_API size_t seqk_dtype_size(seqk_dtype dtype);
+
+/* ------------------------------------------------------------------------ */
 /* The scan primitive (DESIGN 3.6)                                           */
 /* ------------------------------------------------------------------------ */
 
@@ -347,6 +416,14 @@ SEQK_API seqk_status seqk_linear_attention(seqk_context *ctx, seqk_mode mode, in
                                            const float *state_in, float *state_out,
                                            const float *z_in, float *z_out,
                                            const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+/* seqk_linear_attention with a dtype ("Dtypes"): q, k, v, o take it. */
+SEQK_API seqk_status seqk_linear_attention_ex(seqk_context *ctx, seqk_dtype dtype,
+                                              seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                                              int64_t K, int64_t V, float scale, unsigned flags,
+                                              const void *q, const void *k, const void *v, void *o,
+                                              const float *state_in, float *state_out,
+                                              const float *z_in, float *z_out,
+                                              const int32_t *cu_seqlens, int64_t N, int64_t chunk);
 
 /*
  * seqk_retention (RetNet): S_t = gamma_h S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t).
@@ -359,6 +436,13 @@ SEQK_API seqk_status seqk_retention(seqk_context *ctx, seqk_mode mode, int64_t B
                                     const float *v, float *o, const float *state_in,
                                     float *state_out, const int32_t *cu_seqlens, int64_t N,
                                     int64_t chunk);
+/* seqk_retention with a dtype ("Dtypes"): q, k, v, o take it. */
+SEQK_API seqk_status seqk_retention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                       int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                       float scale, const float *gamma, const void *q,
+                                       const void *k, const void *v, void *o,
+                                       const float *state_in, float *state_out,
+                                       const int32_t *cu_seqlens, int64_t N, int64_t chunk);
 /* gamma[h] = 1 - 2^(-5-h), h = 0 .. H-1 (host memory). */
 SEQK_API seqk_status seqk_retention_default_gammas(int64_t H, float *gamma);
 
@@ -376,6 +460,13 @@ SEQK_API seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int
                                           const float *v, const float *g, float *o,
                                           const float *state_in, float *state_out,
                                           const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+/* seqk_gated_retention with a dtype ("Dtypes"): q, k, v, o take it. */
+SEQK_API seqk_status seqk_gated_retention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                             int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                             float scale, const void *q, const void *k,
+                                             const void *v, const float *g, void *o,
+                                             const float *state_in, float *state_out,
+                                             const int32_t *cu_seqlens, int64_t N, int64_t chunk);
 
 /* Flags of seqk_mamba2; combine with |. Values only grow. */
 #define SEQK_MAMBA2_DT_SOFTPLUS 1u /* dt = softplus(dt + dt_bias) (else dt + dt_bias) */
@@ -407,6 +498,14 @@ SEQK_API seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, i
                                  const float *dt_bias, float *y, const float *state_in,
                                  float *state_out, const int32_t *cu_seqlens, int64_t N,
                                  int64_t chunk);
+/* seqk_mamba2 with a dtype ("Dtypes"): x, Bm, Cm, y take it. */
+SEQK_API seqk_status seqk_mamba2_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                                    int64_t T, int64_t H, int64_t P, int64_t G, int64_t Nst,
+                                    unsigned flags, const void *x, const float *dt, const float *A,
+                                    const void *Bm, const void *Cm, const float *D,
+                                    const float *dt_bias, void *y, const float *state_in,
+                                    float *state_out, const int32_t *cu_seqlens, int64_t N,
+                                    int64_t chunk);
 
 /* An upper bound of the workspace bytes any linear-state op above needs for
  * these sizes and mode on this context (N: sequences with varlen, else 0). */
@@ -414,6 +513,12 @@ SEQK_API seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mo
                                                       int64_t B, int64_t T, int64_t H, int64_t K,
                                                       int64_t V, int64_t N, int64_t chunk,
                                                       size_t *bytes);
+/* seqk_linear_state_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_linear_state_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                         seqk_mode mode, int64_t B, int64_t T,
+                                                         int64_t H, int64_t K, int64_t V,
+                                                         int64_t N, int64_t chunk, size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Backward (training) of the linear-state modules (DESIGN 3.7)              */
@@ -479,6 +584,13 @@ SEQK_API seqk_status seqk_linear_attention_backward(
     const float *state_in, const float *z_in, const float *dstate_out, const float *dz_out,
     float *dq, float *dk, float *dv, float *dstate_in, float *dz_in,
     const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+/* seqk_linear_attention_backward with a dtype ("Dtypes"): q, k, v, dout, dq, dk, dv take it. */
+SEQK_API seqk_status seqk_linear_attention_backward_ex(
+    seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+    float scale, unsigned flags, const void *q, const void *k, const void *v, const void *dout,
+    const float *state_in, const float *z_in, const float *dstate_out, const float *dz_out,
+    void *dq, void *dk, void *dv, float *dstate_in, float *dz_in, const int32_t *cu_seqlens,
+    int64_t N, int64_t chunk);
 
 /* seqk_retention_backward: the gradients of seqk_retention (gamma is a
  * constant: no gradient). */
@@ -487,6 +599,15 @@ SEQK_API seqk_status seqk_retention_backward(
     const float *gamma, const float *q, const float *k, const float *v, const float *dout,
     const float *state_in, const float *dstate_out, float *dq, float *dk, float *dv,
     float *dstate_in, const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+/* seqk_retention_backward with a dtype ("Dtypes"): q, k, v, dout, dq, dk, dv take it. */
+SEQK_API seqk_status seqk_retention_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                                int64_t T, int64_t H, int64_t K, int64_t V,
+                                                float scale, const float *gamma, const void *q,
+                                                const void *k, const void *v, const void *dout,
+                                                const float *state_in, const float *dstate_out,
+                                                void *dq, void *dk, void *dv, float *dstate_in,
+                                                const int32_t *cu_seqlens, int64_t N,
+                                                int64_t chunk);
 
 /* seqk_gated_retention_backward: the gradients of seqk_gated_retention,
  * with dg [B,T,H] (output, not NULL when B*T > 0) the gradient of the
@@ -496,6 +617,16 @@ SEQK_API seqk_status seqk_gated_retention_backward(
     const float *q, const float *k, const float *v, const float *g, const float *dout,
     const float *state_in, const float *dstate_out, float *dq, float *dk, float *dv, float *dg,
     float *dstate_in, const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+/* seqk_gated_retention_backward with a dtype ("Dtypes"): q, k, v, dout, dq, dk, dv take it. */
+SEQK_API seqk_status seqk_gated_retention_backward_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                      int64_t B, int64_t T, int64_t H, int64_t K,
+                                                      int64_t V, float scale, const void *q,
+                                                      const void *k, const void *v, const float *g,
+                                                      const void *dout, const float *state_in,
+                                                      const float *dstate_out, void *dq, void *dk,
+                                                      void *dv, float *dg, float *dstate_in,
+                                                      const int32_t *cu_seqlens, int64_t N,
+                                                      int64_t chunk);
 
 /*
  * seqk_mamba2_backward: the gradients of seqk_mamba2 (same sizes, flags and
@@ -520,6 +651,17 @@ SEQK_API seqk_status seqk_mamba2_backward(
     const float *dy, const float *dstate_out, float *dx, float *ddt, float *dA, float *dBm,
     float *dCm, float *dD, float *ddt_bias, float *dstate_in, const int32_t *cu_seqlens,
     int64_t N, int64_t chunk);
+/* seqk_mamba2_backward with a dtype ("Dtypes"): x, Bm, Cm, dy, dx, dBm, dCm take it. */
+SEQK_API seqk_status seqk_mamba2_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                             int64_t T, int64_t H, int64_t P, int64_t G,
+                                             int64_t Nst, unsigned flags, const void *x,
+                                             const float *dt, const float *A, const void *Bm,
+                                             const void *Cm, const float *D, const float *dt_bias,
+                                             const float *state_in, const void *dy,
+                                             const float *dstate_out, void *dx, float *ddt,
+                                             float *dA, void *dBm, void *dCm, float *dD,
+                                             float *ddt_bias, float *dstate_in,
+                                             const int32_t *cu_seqlens, int64_t N, int64_t chunk);
 
 /* An upper bound of the workspace bytes any backward above needs for these
  * sizes on this context (N: sequences with varlen, else 0; G: the q/k head
@@ -528,6 +670,13 @@ SEQK_API seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx
                                                                int64_t T, int64_t H, int64_t G,
                                                                int64_t K, int64_t V, int64_t N,
                                                                int64_t chunk, size_t *bytes);
+/* seqk_linear_state_backward_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_linear_state_backward_workspace_size_ex(seqk_context *ctx,
+                                                                  seqk_dtype dtype, int64_t B,
+                                                                  int64_t T, int64_t H, int64_t G,
+                                                                  int64_t K, int64_t V, int64_t N,
+                                                                  int64_t chunk, size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Mamba selective scan (Mamba1), DESIGN 3.2                                 */
@@ -567,6 +716,32 @@ SEQK_API seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int6
                                          const float *z, const float *dt_bias, float *y,
                                          const float *state_in, float *state_out,
                                          const int32_t *cu_seqlens, int64_t N);
+/* seqk_selective_scan with a dtype ("Dtypes"): u, Bm, Cm, z (the gate
+ * input), y take it; dt, A, Dskip, dt_bias and the states stay fp32. */
+SEQK_API seqk_status seqk_selective_scan_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                            int64_t B, int64_t T, int64_t D, int64_t Nst,
+                                            int64_t G, unsigned flags, const void *u,
+                                            const float *dt, const float *A, const void *Bm,
+                                            const void *Cm, const float *Dskip, const void *z,
+                                            const float *dt_bias, void *y, const float *state_in,
+                                            float *state_out, const int32_t *cu_seqlens,
+                                            int64_t N);
+
+/* The workspace bytes seqk_selective_scan needs for these sizes and mode on
+ * this context (N: sequences with varlen, else 0; an upper bound for any
+ * cu_seqlens then): on the CPU the parallel mode's per-thread chunk scratch
+ * (it depends on the thread count), the recurrent mode none; on CUDA the
+ * chunked form's per-chunk carries (parallel mode with few channels). */
+SEQK_API seqk_status seqk_selective_scan_workspace_size(seqk_context *ctx, seqk_mode mode,
+                                                        int64_t B, int64_t T, int64_t D,
+                                                        int64_t Nst, int64_t G, int64_t N,
+                                                        size_t *bytes);
+/* seqk_selective_scan_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_selective_scan_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                           seqk_mode mode, int64_t B, int64_t T,
+                                                           int64_t D, int64_t Nst, int64_t G,
+                                                           int64_t N, size_t *bytes);
 
 /*
  * seqk_selective_scan_backward: the gradients of seqk_selective_scan (both
@@ -626,6 +801,20 @@ SEQK_API seqk_status seqk_selective_scan_backward(
     const float *dy, const float *dstate_out, float *du, float *ddt, float *dA, float *dBm,
     float *dCm, float *dDskip, float *dz, float *ddt_bias, float *dstate_in,
     const int32_t *cu_seqlens, int64_t N);
+/* seqk_selective_scan_backward with a dtype ("Dtypes"):
+ * u, Bm, Cm, z, dy, du, dBm, dCm, dz take it. */
+SEQK_API seqk_status seqk_selective_scan_backward_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                     int64_t B, int64_t T, int64_t D, int64_t Nst,
+                                                     int64_t G, unsigned flags, const void *u,
+                                                     const float *dt, const float *A,
+                                                     const void *Bm, const void *Cm,
+                                                     const float *Dskip, const void *z,
+                                                     const float *dt_bias, const float *state_in,
+                                                     const void *dy, const float *dstate_out,
+                                                     void *du, float *ddt, float *dA, void *dBm,
+                                                     void *dCm, float *dDskip, void *dz,
+                                                     float *ddt_bias, float *dstate_in,
+                                                     const int32_t *cu_seqlens, int64_t N);
 
 /* The workspace bytes seqk_selective_scan_backward needs for these sizes on
  * this context (N: sequences with varlen, else 0; an upper bound for any
@@ -634,6 +823,13 @@ SEQK_API seqk_status seqk_selective_scan_backward_workspace_size(seqk_context *c
                                                                  int64_t T, int64_t D,
                                                                  int64_t Nst, int64_t G,
                                                                  int64_t N, size_t *bytes);
+/* seqk_selective_scan_backward_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_selective_scan_backward_workspace_size_ex(seqk_context *ctx,
+                                                                    seqk_dtype dtype, int64_t B,
+                                                                    int64_t T, int64_t D,
+                                                                    int64_t Nst, int64_t G,
+                                                                    int64_t N, size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
 /* DeltaNet and gated DeltaNet (DESIGN 3.3)                                  */
@@ -711,6 +907,13 @@ SEQK_API seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B,
                                    const float *beta, const float *g, float *o,
                                    const float *state_in, float *state_out,
                                    const int32_t *cu_seqlens, int64_t N, int64_t chunk);
+/* seqk_deltanet with a dtype ("Dtypes"): q, k, v, o take it. */
+SEQK_API seqk_status seqk_deltanet_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                      int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                      float scale, unsigned flags, const void *q, const void *k,
+                                      const void *v, const float *beta, const float *g, void *o,
+                                      const float *state_in, float *state_out,
+                                      const int32_t *cu_seqlens, int64_t N, int64_t chunk);
 
 /* An upper bound of the workspace bytes seqk_deltanet needs for these sizes
  * and mode on this context (N: sequences with varlen, else 0; on the CPU it
@@ -718,6 +921,12 @@ SEQK_API seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B,
 SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B,
                                                   int64_t T, int64_t H, int64_t K, int64_t V,
                                                   int64_t N, int64_t chunk, size_t *bytes);
+/* seqk_deltanet_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_deltanet_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                     seqk_mode mode, int64_t B, int64_t T,
+                                                     int64_t H, int64_t K, int64_t V, int64_t N,
+                                                     int64_t chunk, size_t *bytes);
 
 /*
  * seqk_deltanet_backward: the gradients of seqk_deltanet's function (both
@@ -785,6 +994,16 @@ SEQK_API seqk_status seqk_deltanet_backward(
     const float *g, const float *state_in, const float *dout, const float *dstate_out, float *dq,
     float *dk, float *dv, float *dbeta, float *dg, float *dstate_in, const int32_t *cu_seqlens,
     int64_t N, int64_t chunk);
+/* seqk_deltanet_backward with a dtype ("Dtypes"): q, k, v, dout, dq, dk, dv take it. */
+SEQK_API seqk_status seqk_deltanet_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                               int64_t T, int64_t H, int64_t K, int64_t V,
+                                               float scale, unsigned flags, const void *q,
+                                               const void *k, const void *v, const float *beta,
+                                               const float *g, const float *state_in,
+                                               const void *dout, const float *dstate_out, void *dq,
+                                               void *dk, void *dv, float *dbeta, float *dg,
+                                               float *dstate_in, const int32_t *cu_seqlens,
+                                               int64_t N, int64_t chunk);
 
 /* An upper bound of the workspace bytes seqk_deltanet_backward needs for
  * these sizes on this context (N: sequences with varlen, else 0; it depends
@@ -793,6 +1012,12 @@ SEQK_API seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, in
                                                            int64_t T, int64_t H, int64_t K,
                                                            int64_t V, int64_t N, int64_t chunk,
                                                            size_t *bytes);
+/* seqk_deltanet_backward_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_deltanet_backward_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                              int64_t B, int64_t T, int64_t H,
+                                                              int64_t K, int64_t V, int64_t N,
+                                                              int64_t chunk, size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Titans test-time memory (DESIGN 3.4)                                      */
@@ -910,6 +1135,14 @@ SEQK_API seqk_status seqk_titans(seqk_context *ctx, seqk_mode mode, int64_t B, i
                                  const float *v, const float *eta, const float *theta,
                                  const float *alpha, float *o, const float *state_in,
                                  float *state_out, const int32_t *cu_seqlens, int64_t N);
+/* seqk_titans with a dtype ("Dtypes"): q, k, v, o take it. */
+SEQK_API seqk_status seqk_titans_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                                    int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+                                    unsigned flags, int64_t minibatch, const void *q,
+                                    const void *k, const void *v, const float *eta,
+                                    const float *theta, const float *alpha, void *o,
+                                    const float *state_in, float *state_out,
+                                    const int32_t *cu_seqlens, int64_t N);
 
 /* Floats per (sequence, head) of seqk_titans' state, E = 3 K V + 8, written
  * to *floats (K, V >= 1; INVALID_ARGUMENT if it overflows). A state holds
@@ -922,6 +1155,12 @@ SEQK_API seqk_status seqk_titans_state_size(int64_t K, int64_t V, size_t *floats
 SEQK_API seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B,
                                                 int64_t T, int64_t H, int64_t K, int64_t V,
                                                 int64_t minibatch, int64_t N, size_t *bytes);
+/* seqk_titans_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_titans_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                   seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                                                   int64_t K, int64_t V, int64_t minibatch,
+                                                   int64_t N, size_t *bytes);
 
 /*
  * seqk_titans_backward: the gradients of seqk_titans' function (both modes
@@ -1001,6 +1240,17 @@ SEQK_API seqk_status seqk_titans_backward(
     const float *eta, const float *theta, const float *alpha, const float *state_in,
     const float *dout, const float *dstate_out, float *dq, float *dk, float *dv, float *deta,
     float *dtheta, float *dalpha, float *dstate_in, const int32_t *cu_seqlens, int64_t N);
+/* seqk_titans_backward with a dtype ("Dtypes"): q, k, v, dout, dq, dk, dv take it. */
+SEQK_API seqk_status seqk_titans_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                             int64_t T, int64_t H, int64_t K, int64_t V,
+                                             float scale, unsigned flags, int64_t minibatch,
+                                             const void *q, const void *k, const void *v,
+                                             const float *eta, const float *theta,
+                                             const float *alpha, const float *state_in,
+                                             const void *dout, const float *dstate_out, void *dq,
+                                             void *dk, void *dv, float *deta, float *dtheta,
+                                             float *dalpha, float *dstate_in,
+                                             const int32_t *cu_seqlens, int64_t N);
 
 /* An upper bound of the workspace bytes seqk_titans_backward needs for these
  * sizes and mini-batch size on this context (N: sequences with varlen, else
@@ -1010,6 +1260,13 @@ SEQK_API seqk_status seqk_titans_backward_workspace_size(seqk_context *ctx, int6
                                                          int64_t T, int64_t H, int64_t K,
                                                          int64_t V, int64_t minibatch, int64_t N,
                                                          size_t *bytes);
+/* seqk_titans_backward_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_titans_backward_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                            int64_t B, int64_t T, int64_t H,
+                                                            int64_t K, int64_t V,
+                                                            int64_t minibatch, int64_t N,
+                                                            size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Softmax attention (DESIGN 3.5)                                            */
@@ -1064,6 +1321,13 @@ SEQK_API seqk_status seqk_attention_parallel(seqk_context *ctx, int64_t B, int64
                                              float scale, unsigned flags, const float *q,
                                              const float *k, const float *v, float *o,
                                              float *lse, const int32_t *cu_seqlens, int64_t N);
+/* seqk_attention_parallel with a dtype ("Dtypes"): q, k, v, o take it. */
+SEQK_API seqk_status seqk_attention_parallel_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                                int64_t T, int64_t Hq, int64_t Hkv, int64_t K,
+                                                int64_t V, float scale, unsigned flags,
+                                                const void *q, const void *k, const void *v,
+                                                void *o, float *lse, const int32_t *cu_seqlens,
+                                                int64_t N);
 
 /* Workspace bytes that seqk_attention_parallel needs for these sizes on this
  * context (on the CPU it depends on the context's thread count). */
@@ -1071,6 +1335,13 @@ SEQK_API seqk_status seqk_attention_parallel_workspace_size(seqk_context *ctx, i
                                                             int64_t T, int64_t Hq, int64_t Hkv,
                                                             int64_t K, int64_t V, unsigned flags,
                                                             int64_t N, size_t *bytes);
+/* seqk_attention_parallel_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_attention_parallel_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                               int64_t B, int64_t T, int64_t Hq,
+                                                               int64_t Hkv, int64_t K, int64_t V,
+                                                               unsigned flags, int64_t N,
+                                                               size_t *bytes);
 
 /*
  * seqk_attention_parallel_backward: the gradients of seqk_attention_parallel
@@ -1099,12 +1370,32 @@ SEQK_API seqk_status seqk_attention_parallel_backward(
     float scale, unsigned flags, const float *q, const float *k, const float *v, const float *o,
     const float *lse, const float *dout, float *dq, float *dk, float *dv,
     const int32_t *cu_seqlens, int64_t N);
+/* seqk_attention_parallel_backward with a dtype ("Dtypes"):
+ * q, k, v, o, dout, dq, dk, dv take it. */
+SEQK_API seqk_status seqk_attention_parallel_backward_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                         int64_t B, int64_t T, int64_t Hq,
+                                                         int64_t Hkv, int64_t K, int64_t V,
+                                                         float scale, unsigned flags,
+                                                         const void *q, const void *k,
+                                                         const void *v, const void *o,
+                                                         const float *lse, const void *dout,
+                                                         void *dq, void *dk, void *dv,
+                                                         const int32_t *cu_seqlens, int64_t N);
 
 /* Workspace bytes that seqk_attention_parallel_backward needs for these
  * sizes on this context. */
 SEQK_API seqk_status seqk_attention_parallel_backward_workspace_size(
     seqk_context *ctx, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
     unsigned flags, int64_t N, size_t *bytes);
+/* seqk_attention_parallel_backward_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_attention_parallel_backward_workspace_size_ex(seqk_context *ctx,
+                                                                        seqk_dtype dtype,
+                                                                        int64_t B, int64_t T,
+                                                                        int64_t Hq, int64_t Hkv,
+                                                                        int64_t K, int64_t V,
+                                                                        unsigned flags, int64_t N,
+                                                                        size_t *bytes);
 
 /*
  * seqk_attention_decode: one recurrent (decoding) step of softmax attention
@@ -1153,6 +1444,20 @@ SEQK_API seqk_status seqk_attention_decode(seqk_context *ctx, int64_t B, int64_t
                                            float scale, const float *q, const float *k_new,
                                            const float *v_new, float *k_cache, float *v_cache,
                                            const int32_t *cache_len, float *o, float *lse);
+/* seqk_attention_decode with a dtype ("Dtypes"): q, k_new, v_new, k_cache,
+ * v_cache, o take it. With a reduced dtype the converting path widens the
+ * whole caches (B * max_len rows, entries past cache_len[b] included: they
+ * are read, never used) into the workspace at every step and, after the
+ * fp32 step succeeded, copies k_new, v_new into the caller's caches at
+ * cache_len[b] (the only cache entries written; exactly what the fp32 step
+ * stores, rounded). A step costs O(max_len) conversions: reserve the
+ * workspace once (seqk_attention_decode_workspace_size_ex). */
+SEQK_API seqk_status seqk_attention_decode_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                              int64_t Hq, int64_t Hkv, int64_t K, int64_t V,
+                                              int64_t max_len, float scale, const void *q,
+                                              const void *k_new, const void *v_new, void *k_cache,
+                                              void *v_cache, const int32_t *cache_len, void *o,
+                                              float *lse);
 
 /* Workspace bytes that seqk_attention_decode needs for these sizes on this
  * context: the split-KV partials for a cache of up to max_len tokens (on the
@@ -1165,6 +1470,12 @@ SEQK_API seqk_status seqk_attention_decode_workspace_size(seqk_context *ctx, int
                                                           int64_t Hq, int64_t Hkv, int64_t K,
                                                           int64_t V, int64_t max_len,
                                                           size_t *bytes);
+/* seqk_attention_decode_workspace_size with a dtype: the fp32 bytes plus the fp32
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+SEQK_API seqk_status seqk_attention_decode_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                             int64_t B, int64_t Hq, int64_t Hkv,
+                                                             int64_t K, int64_t V, int64_t max_len,
+                                                             size_t *bytes);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
  * modules (linear attention, retention, gated retention, Mamba2). */
 #include "linear_state.h"
 
+#include "../core/dtype.h"
 #include "../gpu/gpu.h"
 
 #include <inttypes.h>
@@ -232,4 +233,35 @@ seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx, int64_t
 #endif
     *bytes = seqk__lin_backward_workspace(&P, seqk__threads(ctx)) + m2 + 256;
     return SEQK_SUCCESS;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the workspace queries of the _ex entry points */
+
+seqk_status seqk_linear_state_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                                                int64_t K, int64_t V, int64_t N, int64_t chunk,
+                                                size_t *bytes)
+{
+    static const char fn[] = "seqk_linear_state_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_linear_state_workspace_size(ctx, mode, B, T, H, K, V, N, chunk, bytes);
+    if (st) return st;
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    const int64_t n[] = {nk, nk, nv, nv};
+    return seqk__dt_workspace_size(fn, dtype, n, 4, bytes);
+}
+
+seqk_status seqk_linear_state_backward_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                         int64_t B, int64_t T, int64_t H,
+                                                         int64_t G, int64_t K, int64_t V,
+                                                         int64_t N, int64_t chunk, size_t *bytes)
+{
+    static const char fn[] = "seqk_linear_state_backward_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_linear_state_backward_workspace_size(ctx, B, T, H, G, K, V, N, chunk,
+                                                            bytes);
+    if (st) return st;
+    const int64_t nk = seqk__dt_numel(B, T, G, K), nv = seqk__dt_numel(B, T, H, V);
+    const int64_t n[] = {nk, nk, nk, nk, nv, nv, nv};
+    return seqk__dt_workspace_size(fn, dtype, n, 7, bytes);
 }

@@ -60,6 +60,7 @@
  *          stages on vw columns).
  */
 #include "../core/gemm.h"
+#include "../core/dtype.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
 #include "../scan/chunk.h"
@@ -710,11 +711,11 @@ seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, un
                               "in [0, 1] (SEQK_DELTANET_ALLOW_NEG_EIGVAL allows [0, 2])");
 }
 
-seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
-                          int64_t K, int64_t V, float scale, unsigned flags, const float *q,
-                          const float *k, const float *v, const float *beta, const float *g,
-                          float *o, const float *state_in, float *state_out,
-                          const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+static seqk_status deltanet_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                                int64_t K, int64_t V, float scale, unsigned flags, const float *q,
+                                const float *k, const float *v, const float *beta, const float *g,
+                                float *o, const float *state_in, float *state_out,
+                                const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     const bool varlen = cu_seqlens != NULL;
     seqk_status st = seqk__lin_check_sizes(FN, ctx, (int)mode, B, T, H, K, V, N, varlen, chunk);
@@ -808,4 +809,56 @@ seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode mode, int6
     }
     *bytes = w + 256;
     return SEQK_SUCCESS;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_deltanet_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                             int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+                             unsigned flags, const void *q, const void *k, const void *v,
+                             const float *beta, const float *g, void *o, const float *state_in,
+                             float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return deltanet_f32(ctx, mode, B, T, H, K, V, scale, flags, q, k, v, beta, g, o,
+                            state_in, state_out, cu_seqlens, N, chunk);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nk, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"o", o, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_deltanet_workspace_size(ctx, mode, B, T, H, K, V, cu_seqlens ? N : 0, chunk, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_deltanet_ex", ctx, dtype, t, 4,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = deltanet_f32(ctx, mode, B, T, H, K, V, scale, flags, t[0].f, t[1].f, t[2].f, beta, g,
+                      t[3].f, state_in, state_out, cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                          int64_t K, int64_t V, float scale, unsigned flags, const float *q,
+                          const float *k, const float *v, const float *beta, const float *g,
+                          float *o, const float *state_in, float *state_out,
+                          const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    return seqk_deltanet_ex(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, flags, q, k, v,
+                            beta, g, o, state_in, state_out, cu_seqlens, N, chunk);
+}
+
+seqk_status seqk_deltanet_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                            int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                            int64_t N, int64_t chunk, size_t *bytes)
+{
+    static const char fn[] = "seqk_deltanet_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_deltanet_workspace_size(ctx, mode, B, T, H, K, V, N, chunk, bytes);
+    if (st) return st;
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    const int64_t n[] = {nk, nk, nv, nv};
+    return seqk__dt_workspace_size(fn, dtype, n, 4, bytes);
 }

@@ -71,6 +71,7 @@
  * order inside an item: the same bits for any thread count.
  */
 #include "../core/gemm.h"
+#include "../core/dtype.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
 #include "../scan/chunk.h"
@@ -455,13 +456,14 @@ static const unsigned KNOWN_FLAGS = SEQK_DELTANET_L2NORM_QK | SEQK_DELTANET_ALLO
 
 static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
 
-seqk_status seqk_deltanet_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K,
-                                   int64_t V, float scale, unsigned flags, const float *q,
-                                   const float *k, const float *v, const float *beta,
-                                   const float *g, const float *state_in, const float *dout,
-                                   const float *dstate_out, float *dq, float *dk, float *dv,
-                                   float *dbeta, float *dg, float *dstate_in,
-                                   const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+static seqk_status deltanet_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
+                                         int64_t K, int64_t V, float scale, unsigned flags,
+                                         const float *q, const float *k, const float *v,
+                                         const float *beta, const float *g, const float *state_in,
+                                         const float *dout, const float *dstate_out, float *dq,
+                                         float *dk, float *dv, float *dbeta, float *dg,
+                                         float *dstate_in, const int32_t *cu_seqlens, int64_t N,
+                                         int64_t chunk)
 {
     const bool varlen = cu_seqlens != NULL;
     seqk_status st = seqk__lin_check_sizes(FN, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N, varlen,
@@ -561,4 +563,68 @@ seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B, 
     if (w3 > w2) w2 = w3;
     *bytes = (w > w2 ? w : w2) * sizeof(float) + 256;
     return SEQK_SUCCESS;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_deltanet_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t T,
+                                      int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
+                                      const void *q, const void *k, const void *v,
+                                      const float *beta, const float *g, const float *state_in,
+                                      const void *dout, const float *dstate_out, void *dq,
+                                      void *dk, void *dv, float *dbeta, float *dg,
+                                      float *dstate_in, const int32_t *cu_seqlens, int64_t N,
+                                      int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return deltanet_backward_f32(ctx, B, T, H, K, V, scale, flags, q, k, v, beta, g,
+                                     state_in, dout, dstate_out, dq, dk, dv, dbeta, dg,
+                                     dstate_in, cu_seqlens, N, chunk);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nk, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"dout", dout, nv, SEQK__DT_IN, 0, NULL},
+        {"dq", dq, nk, SEQK__DT_OUT, 0, NULL},
+        {"dk", dk, nk, SEQK__DT_OUT, 0, NULL},
+        {"dv", dv, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_deltanet_backward_workspace_size(ctx, B, T, H, K, V, cu_seqlens ? N : 0, chunk, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_deltanet_backward_ex", ctx, dtype, t, 7,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = deltanet_backward_f32(ctx, B, T, H, K, V, scale, flags, t[0].f, t[1].f, t[2].f, beta, g,
+                               state_in, t[3].f, dstate_out, t[4].f, t[5].f, t[6].f, dbeta, dg,
+                               dstate_in, cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_deltanet_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K,
+                                   int64_t V, float scale, unsigned flags, const float *q,
+                                   const float *k, const float *v, const float *beta,
+                                   const float *g, const float *state_in, const float *dout,
+                                   const float *dstate_out, float *dq, float *dk, float *dv,
+                                   float *dbeta, float *dg, float *dstate_in,
+                                   const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    return seqk_deltanet_backward_ex(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, flags, q, k, v,
+                                     beta, g, state_in, dout, dstate_out, dq, dk, dv, dbeta, dg,
+                                     dstate_in, cu_seqlens, N, chunk);
+}
+
+seqk_status seqk_deltanet_backward_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                     int64_t B, int64_t T, int64_t H, int64_t K,
+                                                     int64_t V, int64_t N, int64_t chunk,
+                                                     size_t *bytes)
+{
+    static const char fn[] = "seqk_deltanet_backward_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_deltanet_backward_workspace_size(ctx, B, T, H, K, V, N, chunk, bytes);
+    if (st) return st;
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    const int64_t n[] = {nk, nk, nk, nk, nv, nv, nv};
+    return seqk__dt_workspace_size(fn, dtype, n, 7, bytes);
 }

@@ -2,6 +2,7 @@
  * gated retention (DESIGN 3.1) with q = C, k = B (groups as shared q/k heads),
  * v = dt x (v_scale), g = dt A, scale 1, then adds the skip D x. */
 #include "../core/vmath.h"
+#include "../core/dtype.h"
 #include "../scan/linear_state.h"
 
 #include "../gpu/gpu.h"
@@ -60,11 +61,12 @@ static seqk_status mamba2_dt(seqk_context *ctx, int threads, int64_t rows, int64
     return SEQK_SUCCESS;
 }
 
-seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
-                        int64_t Pd, int64_t G, int64_t Nst, unsigned flags, const float *x,
-                        const float *dt, const float *A, const float *Bm, const float *Cm,
-                        const float *D, const float *dt_bias, float *y, const float *state_in,
-                        float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+static seqk_status mamba2_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                              int64_t Pd, int64_t G, int64_t Nst, unsigned flags, const float *x,
+                              const float *dt, const float *A, const float *Bm, const float *Cm,
+                              const float *D, const float *dt_bias, float *y,
+                              const float *state_in, float *state_out, const int32_t *cu_seqlens,
+                              int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_mamba2";
     seqk_status st = mamba2_check(fn, ctx, (int)mode, B, T, H, Pd, G, Nst, flags, N,
@@ -166,14 +168,15 @@ static void mamba2_epilogue_cpu(int threads, int64_t rows, int64_t H, bool softp
     }
 }
 
-seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t Pd,
-                                 int64_t G, int64_t Nst, unsigned flags, const float *x,
-                                 const float *dt, const float *A, const float *Bm,
-                                 const float *Cm, const float *D, const float *dt_bias,
-                                 const float *state_in, const float *dy, const float *dstate_out,
-                                 float *dx, float *ddt, float *dA, float *dBm, float *dCm,
-                                 float *dD, float *ddt_bias, float *dstate_in,
-                                 const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+static seqk_status mamba2_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
+                                       int64_t Pd, int64_t G, int64_t Nst, unsigned flags,
+                                       const float *x, const float *dt, const float *A,
+                                       const float *Bm, const float *Cm, const float *D,
+                                       const float *dt_bias, const float *state_in,
+                                       const float *dy, const float *dstate_out, float *dx,
+                                       float *ddt, float *dA, float *dBm, float *dCm, float *dD,
+                                       float *ddt_bias, float *dstate_in,
+                                       const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_mamba2_backward";
     seqk_status st = mamba2_check(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, Pd, G, Nst, flags, N,
@@ -266,4 +269,94 @@ seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_
     mamba2_epilogue_cpu(threads, rows, H, softplus, dt, dt_bias, A, dtp, dld, dvs, dskip, ddt, dA,
                         dD, ddt_bias);
     return SEQK_SUCCESS;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_mamba2_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                           int64_t T, int64_t H, int64_t P, int64_t G, int64_t Nst, unsigned flags,
+                           const void *x, const float *dt, const float *A, const void *Bm,
+                           const void *Cm, const float *D, const float *dt_bias, void *y,
+                           const float *state_in, float *state_out, const int32_t *cu_seqlens,
+                           int64_t N, int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return mamba2_f32(ctx, mode, B, T, H, P, G, Nst, flags, x, dt, A, Bm, Cm, D, dt_bias, y,
+                          state_in, state_out, cu_seqlens, N, chunk);
+    const int64_t nx = seqk__dt_numel(B, T, H, P), nb = seqk__dt_numel(B, T, G, Nst);
+    seqk__dt_tensor t[] = {
+        {"x", x, nx, SEQK__DT_IN, 0, NULL},
+        {"Bm", Bm, nb, SEQK__DT_IN, 0, NULL},
+        {"Cm", Cm, nb, SEQK__DT_IN, 0, NULL},
+        {"y", y, nx, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_linear_state_workspace_size(ctx, mode, B, T, H, Nst, P, cu_seqlens ? N : 0, chunk,
+                                         &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_mamba2_ex", ctx, dtype, t, 4, seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = mamba2_f32(ctx, mode, B, T, H, P, G, Nst, flags, t[0].f, dt, A, t[1].f, t[2].f, D,
+                    dt_bias, t[3].f, state_in, state_out, cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_mamba2(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                        int64_t P, int64_t G, int64_t Nst, unsigned flags, const float *x,
+                        const float *dt, const float *A, const float *Bm, const float *Cm,
+                        const float *D, const float *dt_bias, float *y, const float *state_in,
+                        float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    return seqk_mamba2_ex(ctx, SEQK_DTYPE_F32, mode, B, T, H, P, G, Nst, flags, x, dt, A, Bm, Cm,
+                          D, dt_bias, y, state_in, state_out, cu_seqlens, N, chunk);
+}
+
+seqk_status seqk_mamba2_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t T,
+                                    int64_t H, int64_t P, int64_t G, int64_t Nst, unsigned flags,
+                                    const void *x, const float *dt, const float *A, const void *Bm,
+                                    const void *Cm, const float *D, const float *dt_bias,
+                                    const float *state_in, const void *dy, const float *dstate_out,
+                                    void *dx, float *ddt, float *dA, void *dBm, void *dCm,
+                                    float *dD, float *ddt_bias, float *dstate_in,
+                                    const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return mamba2_backward_f32(ctx, B, T, H, P, G, Nst, flags, x, dt, A, Bm, Cm, D, dt_bias,
+                                   state_in, dy, dstate_out, dx, ddt, dA, dBm, dCm, dD, ddt_bias,
+                                   dstate_in, cu_seqlens, N, chunk);
+    const int64_t nx = seqk__dt_numel(B, T, H, P), nb = seqk__dt_numel(B, T, G, Nst);
+    seqk__dt_tensor t[] = {
+        {"x", x, nx, SEQK__DT_IN, 0, NULL},
+        {"Bm", Bm, nb, SEQK__DT_IN, 0, NULL},
+        {"Cm", Cm, nb, SEQK__DT_IN, 0, NULL},
+        {"dy", dy, nx, SEQK__DT_IN, 0, NULL},
+        {"dx", dx, nx, SEQK__DT_OUT, 0, NULL},
+        {"dBm", dBm, nb, SEQK__DT_OUT, 0, NULL},
+        {"dCm", dCm, nb, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_linear_state_backward_workspace_size(ctx, B, T, H, G, Nst, P, cu_seqlens ? N : 0,
+                                                  chunk, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_mamba2_backward_ex", ctx, dtype, t, 7,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = mamba2_backward_f32(ctx, B, T, H, P, G, Nst, flags, t[0].f, dt, A, t[1].f, t[2].f, D,
+                             dt_bias, state_in, t[3].f, dstate_out, t[4].f, ddt, dA, t[5].f,
+                             t[6].f, dD, ddt_bias, dstate_in, cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_mamba2_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t P,
+                                 int64_t G, int64_t Nst, unsigned flags, const float *x,
+                                 const float *dt, const float *A, const float *Bm, const float *Cm,
+                                 const float *D, const float *dt_bias, const float *state_in,
+                                 const float *dy, const float *dstate_out, float *dx, float *ddt,
+                                 float *dA, float *dBm, float *dCm, float *dD, float *ddt_bias,
+                                 float *dstate_in, const int32_t *cu_seqlens, int64_t N,
+                                 int64_t chunk)
+{
+    return seqk_mamba2_backward_ex(ctx, SEQK_DTYPE_F32, B, T, H, P, G, Nst, flags, x, dt, A, Bm,
+                                   Cm, D, dt_bias, state_in, dy, dstate_out, dx, ddt, dA, dBm,
+                                   dCm, dD, ddt_bias, dstate_in, cu_seqlens, N, chunk);
 }

@@ -2,6 +2,7 @@
  * (a_t = exp(g_t)), DESIGN 3.1: both fill the linear-state engine's problem
  * with their source of decay; both modes run in scan/. */
 #include "../scan/linear_state.h"
+#include "../core/dtype.h"
 
 #include "../gpu/gpu.h"
 
@@ -61,10 +62,11 @@ static seqk_status run_with_gammas(const char *fn, seqk_context *ctx, int mode, 
     return st;
 }
 
-seqk_status seqk_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
-                           int64_t K, int64_t V, float scale, const float *gamma, const float *q,
-                           const float *k, const float *v, float *o, const float *state_in,
-                           float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+static seqk_status retention_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                 int64_t H, int64_t K, int64_t V, float scale, const float *gamma,
+                                 const float *q, const float *k, const float *v, float *o,
+                                 const float *state_in, float *state_out,
+                                 const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
@@ -73,11 +75,12 @@ seqk_status seqk_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t
     return run_with_gammas("seqk_retention", ctx, (int)mode, &P, NULL, gamma, cu_seqlens);
 }
 
-seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
-                                 int64_t H, int64_t K, int64_t V, float scale, const float *q,
-                                 const float *k, const float *v, const float *g, float *o,
-                                 const float *state_in, float *state_out,
-                                 const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+static seqk_status gated_retention_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                       int64_t H, int64_t K, int64_t V, float scale,
+                                       const float *q, const float *k, const float *v,
+                                       const float *g, float *o, const float *state_in,
+                                       float *state_out, const int32_t *cu_seqlens, int64_t N,
+                                       int64_t chunk)
 {
     static const char fn[] = "seqk_gated_retention";
     seqk_status st = seqk__lin_check_sizes(fn, ctx, (int)mode, B, T, H, K, V, N,
@@ -93,13 +96,13 @@ seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B, i
     return seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
 }
 
-seqk_status seqk_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
-                                    int64_t K, int64_t V, float scale, const float *gamma,
-                                    const float *q, const float *k, const float *v,
-                                    const float *dout, const float *state_in,
-                                    const float *dstate_out, float *dq, float *dk, float *dv,
-                                    float *dstate_in, const int32_t *cu_seqlens, int64_t N,
-                                    int64_t chunk)
+static seqk_status retention_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
+                                          int64_t K, int64_t V, float scale, const float *gamma,
+                                          const float *q, const float *k, const float *v,
+                                          const float *dout, const float *state_in,
+                                          const float *dstate_out, float *dq, float *dk, float *dv,
+                                          float *dstate_in, const int32_t *cu_seqlens, int64_t N,
+                                          int64_t chunk)
 {
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
@@ -112,13 +115,14 @@ seqk_status seqk_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int
                            cu_seqlens);
 }
 
-seqk_status seqk_gated_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
-                                          int64_t K, int64_t V, float scale, const float *q,
-                                          const float *k, const float *v, const float *g,
-                                          const float *dout, const float *state_in,
-                                          const float *dstate_out, float *dq, float *dk,
-                                          float *dv, float *dg, float *dstate_in,
-                                          const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+static seqk_status gated_retention_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
+                                                int64_t K, int64_t V, float scale, const float *q,
+                                                const float *k, const float *v, const float *g,
+                                                const float *dout, const float *state_in,
+                                                const float *dstate_out, float *dq, float *dk,
+                                                float *dv, float *dg, float *dstate_in,
+                                                const int32_t *cu_seqlens, int64_t N,
+                                                int64_t chunk)
 {
     static const char fn[] = "seqk_gated_retention_backward";
     seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N,
@@ -136,4 +140,174 @@ seqk_status seqk_gated_retention_backward(seqk_context *ctx, int64_t B, int64_t 
     Gr.dout = dout, Gr.ds_out = dstate_out;
     Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.dlogdecay = dg, Gr.ds_in = dstate_in;
     return seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens);
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_retention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                              int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+                              const float *gamma, const void *q, const void *k, const void *v,
+                              void *o, const float *state_in, float *state_out,
+                              const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return retention_f32(ctx, mode, B, T, H, K, V, scale, gamma, q, k, v, o, state_in,
+                             state_out, cu_seqlens, N, chunk);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nk, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"o", o, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_linear_state_workspace_size(ctx, mode, B, T, H, K, V, cu_seqlens ? N : 0, chunk, &ws);
+    seqk__dt_call c;
+    seqk_status st =
+        seqk__dt_begin(&c, "seqk_retention_ex", ctx, dtype, t, 4, seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = retention_f32(ctx, mode, B, T, H, K, V, scale, gamma, t[0].f, t[1].f, t[2].f, t[3].f,
+                       state_in, state_out, cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                           int64_t K, int64_t V, float scale, const float *gamma, const float *q,
+                           const float *k, const float *v, float *o, const float *state_in,
+                           float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    return seqk_retention_ex(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, gamma, q, k, v, o,
+                             state_in, state_out, cu_seqlens, N, chunk);
+}
+
+seqk_status seqk_gated_retention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                                    int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+                                    const void *q, const void *k, const void *v, const float *g,
+                                    void *o, const float *state_in, float *state_out,
+                                    const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return gated_retention_f32(ctx, mode, B, T, H, K, V, scale, q, k, v, g, o, state_in,
+                                   state_out, cu_seqlens, N, chunk);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nk, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"o", o, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_linear_state_workspace_size(ctx, mode, B, T, H, K, V, cu_seqlens ? N : 0, chunk, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_gated_retention_ex", ctx, dtype, t, 4,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = gated_retention_f32(ctx, mode, B, T, H, K, V, scale, t[0].f, t[1].f, t[2].f, g, t[3].f,
+                             state_in, state_out, cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_gated_retention(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                 int64_t H, int64_t K, int64_t V, float scale, const float *q,
+                                 const float *k, const float *v, const float *g, float *o,
+                                 const float *state_in, float *state_out,
+                                 const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    return seqk_gated_retention_ex(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, q, k, v, g, o,
+                                   state_in, state_out, cu_seqlens, N, chunk);
+}
+
+seqk_status seqk_retention_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t T,
+                                       int64_t H, int64_t K, int64_t V, float scale,
+                                       const float *gamma, const void *q, const void *k,
+                                       const void *v, const void *dout, const float *state_in,
+                                       const float *dstate_out, void *dq, void *dk, void *dv,
+                                       float *dstate_in, const int32_t *cu_seqlens, int64_t N,
+                                       int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return retention_backward_f32(ctx, B, T, H, K, V, scale, gamma, q, k, v, dout, state_in,
+                                      dstate_out, dq, dk, dv, dstate_in, cu_seqlens, N, chunk);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nk, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"dout", dout, nv, SEQK__DT_IN, 0, NULL},
+        {"dq", dq, nk, SEQK__DT_OUT, 0, NULL},
+        {"dk", dk, nk, SEQK__DT_OUT, 0, NULL},
+        {"dv", dv, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_linear_state_backward_workspace_size(ctx, B, T, H, H, K, V, cu_seqlens ? N : 0, chunk,
+                                                  &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_retention_backward_ex", ctx, dtype, t, 7,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = retention_backward_f32(ctx, B, T, H, K, V, scale, gamma, t[0].f, t[1].f, t[2].f, t[3].f,
+                                state_in, dstate_out, t[4].f, t[5].f, t[6].f, dstate_in,
+                                cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K,
+                                    int64_t V, float scale, const float *gamma, const float *q,
+                                    const float *k, const float *v, const float *dout,
+                                    const float *state_in, const float *dstate_out, float *dq,
+                                    float *dk, float *dv, float *dstate_in,
+                                    const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+{
+    return seqk_retention_backward_ex(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, gamma, q, k, v,
+                                      dout, state_in, dstate_out, dq, dk, dv, dstate_in,
+                                      cu_seqlens, N, chunk);
+}
+
+seqk_status seqk_gated_retention_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                             int64_t T, int64_t H, int64_t K, int64_t V,
+                                             float scale, const void *q, const void *k,
+                                             const void *v, const float *g, const void *dout,
+                                             const float *state_in, const float *dstate_out,
+                                             void *dq, void *dk, void *dv, float *dg,
+                                             float *dstate_in, const int32_t *cu_seqlens,
+                                             int64_t N, int64_t chunk)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return gated_retention_backward_f32(ctx, B, T, H, K, V, scale, q, k, v, g, dout, state_in,
+                                            dstate_out, dq, dk, dv, dg, dstate_in, cu_seqlens, N,
+                                            chunk);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nk, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"dout", dout, nv, SEQK__DT_IN, 0, NULL},
+        {"dq", dq, nk, SEQK__DT_OUT, 0, NULL},
+        {"dk", dk, nk, SEQK__DT_OUT, 0, NULL},
+        {"dv", dv, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_linear_state_backward_workspace_size(ctx, B, T, H, H, K, V, cu_seqlens ? N : 0, chunk,
+                                                  &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_gated_retention_backward_ex", ctx, dtype, t, 7,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = gated_retention_backward_f32(ctx, B, T, H, K, V, scale, t[0].f, t[1].f, t[2].f, g, t[3].f,
+                                      state_in, dstate_out, t[4].f, t[5].f, t[6].f, dg, dstate_in,
+                                      cu_seqlens, N, chunk);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_gated_retention_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
+                                          int64_t K, int64_t V, float scale, const float *q,
+                                          const float *k, const float *v, const float *g,
+                                          const float *dout, const float *state_in,
+                                          const float *dstate_out, float *dq, float *dk, float *dv,
+                                          float *dg, float *dstate_in, const int32_t *cu_seqlens,
+                                          int64_t N, int64_t chunk)
+{
+    return seqk_gated_retention_backward_ex(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, q, k, v, g,
+                                            dout, state_in, dstate_out, dq, dk, dv, dg, dstate_in,
+                                            cu_seqlens, N, chunk);
 }

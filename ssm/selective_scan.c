@@ -44,6 +44,7 @@
  * algorithm, lane by lane).
  */
 #include "selective_scan.h"
+#include "../core/dtype.h"
 #include "sscan_vec.h"
 #include "../scan/scan.h"
 #include "../gpu/gpu.h"
@@ -371,12 +372,13 @@ seqk_status seqk__sscan_check_dims(const char *fn, int64_t B, int64_t T, int64_t
     return SEQK_SUCCESS;
 }
 
-seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
-                                int64_t D, int64_t Nst, int64_t G, unsigned flags, const float *u,
-                                const float *dt, const float *A, const float *Bm, const float *Cm,
-                                const float *Dskip, const float *z, const float *dt_bias,
-                                float *y, const float *state_in, float *state_out,
-                                const int32_t *cu_seqlens, int64_t N)
+static seqk_status selective_scan_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
+                                      int64_t D, int64_t Nst, int64_t G, unsigned flags,
+                                      const float *u, const float *dt, const float *A,
+                                      const float *Bm, const float *Cm, const float *Dskip,
+                                      const float *z, const float *dt_bias, float *y,
+                                      const float *state_in, float *state_out,
+                                      const int32_t *cu_seqlens, int64_t N)
 {
     seqk_status st;
     if ((st = seqk__check_ctx(FN, ctx))) return st;
@@ -462,4 +464,75 @@ seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, in
     }
     free(cu_host);
     return SEQK_SUCCESS;
+}
+
+seqk_status seqk_selective_scan_workspace_size(seqk_context *ctx, seqk_mode mode, int64_t B,
+                                               int64_t T, int64_t D, int64_t Nst, int64_t G,
+                                               int64_t N, size_t *bytes)
+{
+    static const char fn[] = "seqk_selective_scan_workspace_size";
+    seqk_status st;
+    if ((st = seqk__check_ctx(fn, ctx))) return st;
+    if (mode != SEQK_MODE_RECURRENT && mode != SEQK_MODE_PARALLEL)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: mode=%d is not a seqk_mode", fn,
+                          (int)mode);
+    if ((st = seqk__sscan_check_dims(fn, B, T, D, Nst, G))) return st;
+    if ((st = seqk__check_min(fn, "N", N, 0))) return st;
+    if ((st = seqk__check_ptr(fn, "bytes", bytes))) return st;
+    const int64_t d_u[3] = {B, T, D}, d_s[3] = {N > 0 ? N : B, D, Nst};
+    if ((st = seqk__check_numel(fn, "u [B,T,D]", 3, d_u, sizeof(float), NULL))) return st;
+    if ((st = seqk__check_numel(fn, "state [N,D,Nst]", 3, d_s, sizeof(float), NULL))) return st;
+#if SEQK__HAVE_CUDA
+    if (ctx->backend == SEQK_BACKEND_CUDA) {
+        *bytes = seqk__cuda_selective_scan_workspace((int)mode, B, T, D, Nst, N > 0 ? N : B);
+        return SEQK_SUCCESS;
+    }
+#endif
+    *bytes = mode == SEQK_MODE_PARALLEL
+                 ? scratch_floats(Nst) * (size_t)seqk__threads(ctx) * sizeof(float)
+                 : 0;
+    return SEQK_SUCCESS;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_selective_scan_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                                   int64_t T, int64_t D, int64_t Nst, int64_t G, unsigned flags,
+                                   const void *u, const float *dt, const float *A, const void *Bm,
+                                   const void *Cm, const float *Dskip, const void *z,
+                                   const float *dt_bias, void *y, const float *state_in,
+                                   float *state_out, const int32_t *cu_seqlens, int64_t N)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return selective_scan_f32(ctx, mode, B, T, D, Nst, G, flags, u, dt, A, Bm, Cm, Dskip, z,
+                                  dt_bias, y, state_in, state_out, cu_seqlens, N);
+    const int64_t nu = seqk__dt_numel(B, T, D, 1), nb = seqk__dt_numel(B, T, G, Nst);
+    seqk__dt_tensor t[] = {
+        {"u", u, nu, SEQK__DT_IN, 0, NULL},
+        {"Bm", Bm, nb, SEQK__DT_IN, 0, NULL},
+        {"Cm", Cm, nb, SEQK__DT_IN, 0, NULL},
+        {"z", z, nu, SEQK__DT_IN, 0, NULL},
+        {"y", y, nu, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_selective_scan_workspace_size(ctx, mode, B, T, D, Nst, G, cu_seqlens ? N : 0, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_selective_scan_ex", ctx, dtype, t, 5,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = selective_scan_f32(ctx, mode, B, T, D, Nst, G, flags, t[0].f, dt, A, t[1].f, t[2].f,
+                            Dskip, t[3].f, dt_bias, t[4].f, state_in, state_out, cu_seqlens, N);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_selective_scan(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t D,
+                                int64_t Nst, int64_t G, unsigned flags, const float *u,
+                                const float *dt, const float *A, const float *Bm, const float *Cm,
+                                const float *Dskip, const float *z, const float *dt_bias, float *y,
+                                const float *state_in, float *state_out, const int32_t *cu_seqlens,
+                                int64_t N)
+{
+    return seqk_selective_scan_ex(ctx, SEQK_DTYPE_F32, mode, B, T, D, Nst, G, flags, u, dt, A,
+                                  Bm, Cm, Dskip, z, dt_bias, y, state_in, state_out, cu_seqlens,
+                                  N);
 }

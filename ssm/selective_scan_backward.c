@@ -54,6 +54,7 @@
  * the sizes only (not on the thread count), so the bits do not either.
  */
 #include "selective_scan.h"
+#include "../core/dtype.h"
 #include "sscan_vec.h"
 #include "../scan/scan.h"
 #include "../gpu/gpu.h"
@@ -436,13 +437,17 @@ seqk_status seqk_selective_scan_backward_workspace_size(seqk_context *ctx, int64
     return SEQK_SUCCESS;
 }
 
-seqk_status seqk_selective_scan_backward(
-    seqk_context *ctx, int64_t B, int64_t T, int64_t D, int64_t Nst, int64_t G, unsigned flags,
-    const float *u, const float *dt, const float *A, const float *Bm, const float *Cm,
-    const float *Dskip, const float *z, const float *dt_bias, const float *state_in,
-    const float *dy, const float *dstate_out, float *du, float *ddt, float *dA, float *dBm,
-    float *dCm, float *dDskip, float *dz, float *ddt_bias, float *dstate_in,
-    const int32_t *cu_seqlens, int64_t N)
+static seqk_status selective_scan_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t D,
+                                               int64_t Nst, int64_t G, unsigned flags,
+                                               const float *u, const float *dt, const float *A,
+                                               const float *Bm, const float *Cm,
+                                               const float *Dskip, const float *z,
+                                               const float *dt_bias, const float *state_in,
+                                               const float *dy, const float *dstate_out, float *du,
+                                               float *ddt, float *dA, float *dBm, float *dCm,
+                                               float *dDskip, float *dz, float *ddt_bias,
+                                               float *dstate_in, const int32_t *cu_seqlens,
+                                               int64_t N)
 {
     seqk_status st = check_sizes(FN, ctx, B, T, D, Nst, G, cu_seqlens != NULL, N);
     if (st) return st;
@@ -589,4 +594,90 @@ seqk_status seqk_selective_scan_backward(
     }
     free(cu_host);
     return SEQK_SUCCESS;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_selective_scan_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                            int64_t T, int64_t D, int64_t Nst, int64_t G,
+                                            unsigned flags, const void *u, const float *dt,
+                                            const float *A, const void *Bm, const void *Cm,
+                                            const float *Dskip, const void *z,
+                                            const float *dt_bias, const float *state_in,
+                                            const void *dy, const float *dstate_out, void *du,
+                                            float *ddt, float *dA, void *dBm, void *dCm,
+                                            float *dDskip, void *dz, float *ddt_bias,
+                                            float *dstate_in, const int32_t *cu_seqlens, int64_t N)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return selective_scan_backward_f32(ctx, B, T, D, Nst, G, flags, u, dt, A, Bm, Cm, Dskip,
+                                           z, dt_bias, state_in, dy, dstate_out, du, ddt, dA,
+                                           dBm, dCm, dDskip, dz, ddt_bias, dstate_in, cu_seqlens,
+                                           N);
+    const int64_t nu = seqk__dt_numel(B, T, D, 1), nb = seqk__dt_numel(B, T, G, Nst);
+    seqk__dt_tensor t[] = {
+        {"u", u, nu, SEQK__DT_IN, 0, NULL},
+        {"Bm", Bm, nb, SEQK__DT_IN, 0, NULL},
+        {"Cm", Cm, nb, SEQK__DT_IN, 0, NULL},
+        {"z", z, nu, SEQK__DT_IN, 0, NULL},
+        {"dy", dy, nu, SEQK__DT_IN, 0, NULL},
+        {"du", du, nu, SEQK__DT_OUT, 0, NULL},
+        {"dBm", dBm, nb, SEQK__DT_OUT, 0, NULL},
+        {"dCm", dCm, nb, SEQK__DT_OUT, 0, NULL},
+        {"dz", dz, nu, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_selective_scan_backward_workspace_size(ctx, B, T, D, Nst, G, cu_seqlens ? N : 0,
+                                                    &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_selective_scan_backward_ex", ctx, dtype, t, 9,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = selective_scan_backward_f32(ctx, B, T, D, Nst, G, flags, t[0].f, dt, A, t[1].f, t[2].f,
+                                     Dskip, t[3].f, dt_bias, state_in, t[4].f, dstate_out,
+                                     t[5].f, ddt, dA, t[6].f, t[7].f, dDskip, t[8].f, ddt_bias,
+                                     dstate_in, cu_seqlens, N);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_selective_scan_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t D,
+                                         int64_t Nst, int64_t G, unsigned flags, const float *u,
+                                         const float *dt, const float *A, const float *Bm,
+                                         const float *Cm, const float *Dskip, const float *z,
+                                         const float *dt_bias, const float *state_in,
+                                         const float *dy, const float *dstate_out, float *du,
+                                         float *ddt, float *dA, float *dBm, float *dCm,
+                                         float *dDskip, float *dz, float *ddt_bias,
+                                         float *dstate_in, const int32_t *cu_seqlens, int64_t N)
+{
+    return seqk_selective_scan_backward_ex(ctx, SEQK_DTYPE_F32, B, T, D, Nst, G, flags, u, dt, A,
+                                           Bm, Cm, Dskip, z, dt_bias, state_in, dy, dstate_out,
+                                           du, ddt, dA, dBm, dCm, dDskip, dz, ddt_bias,
+                                           dstate_in, cu_seqlens, N);
+}
+seqk_status seqk_selective_scan_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                  seqk_mode mode, int64_t B, int64_t T, int64_t D,
+                                                  int64_t Nst, int64_t G, int64_t N, size_t *bytes)
+{
+    static const char fn[] = "seqk_selective_scan_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_selective_scan_workspace_size(ctx, mode, B, T, D, Nst, G, N, bytes);
+    if (st) return st;
+    const int64_t nu = seqk__dt_numel(B, T, D, 1), nb = seqk__dt_numel(B, T, G, Nst);
+    const int64_t n[] = {nu, nu, nu, nb, nb};
+    return seqk__dt_workspace_size(fn, dtype, n, 5, bytes);
+}
+
+seqk_status seqk_selective_scan_backward_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
+                                                           int64_t B, int64_t T, int64_t D,
+                                                           int64_t Nst, int64_t G, int64_t N,
+                                                           size_t *bytes)
+{
+    static const char fn[] = "seqk_selective_scan_backward_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_selective_scan_backward_workspace_size(ctx, B, T, D, Nst, G, N, bytes);
+    if (st) return st;
+    const int64_t nu = seqk__dt_numel(B, T, D, 1), nb = seqk__dt_numel(B, T, G, Nst);
+    const int64_t n[] = {nu, nu, nu, nu, nu, nb, nb, nb, nb};
+    return seqk__dt_workspace_size(fn, dtype, n, 9, bytes);
 }

@@ -96,6 +96,7 @@
  * current one.
  */
 #include "../core/gemm.h"
+#include "../core/dtype.h"
 #include "../core/vmath.h"
 #include "../gpu/gpu.h"
 #include "../scan/chunk.h"
@@ -1234,11 +1235,12 @@ seqk_status seqk__titans_check_values(const char *fn, const float *eta, const fl
     return SEQK_SUCCESS;
 }
 
-seqk_status seqk_titans(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
-                        int64_t K, int64_t V, float scale, unsigned flags, int64_t minibatch,
-                        const float *q, const float *k, const float *v, const float *eta,
-                        const float *theta, const float *alpha, float *o, const float *state_in,
-                        float *state_out, const int32_t *cu_seqlens, int64_t N)
+static seqk_status titans_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                              int64_t K, int64_t V, float scale, unsigned flags, int64_t minibatch,
+                              const float *q, const float *k, const float *v, const float *eta,
+                              const float *theta, const float *alpha, float *o,
+                              const float *state_in, float *state_out, const int32_t *cu_seqlens,
+                              int64_t N)
 {
     const bool varlen = cu_seqlens != NULL;
     seqk_status st =
@@ -1354,4 +1356,56 @@ seqk_status seqk_titans_workspace_size(seqk_context *ctx, seqk_mode mode, int64_
     }
     *bytes = w;
     return SEQK_SUCCESS;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_titans_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                           int64_t T, int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
+                           int64_t minibatch, const void *q, const void *k, const void *v,
+                           const float *eta, const float *theta, const float *alpha, void *o,
+                           const float *state_in, float *state_out, const int32_t *cu_seqlens,
+                           int64_t N)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return titans_f32(ctx, mode, B, T, H, K, V, scale, flags, minibatch, q, k, v, eta, theta,
+                          alpha, o, state_in, state_out, cu_seqlens, N);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nk, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"o", o, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_titans_workspace_size(ctx, mode, B, T, H, K, V, minibatch, cu_seqlens ? N : 0, &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_titans_ex", ctx, dtype, t, 4, seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = titans_f32(ctx, mode, B, T, H, K, V, scale, flags, minibatch, t[0].f, t[1].f, t[2].f,
+                    eta, theta, alpha, t[3].f, state_in, state_out, cu_seqlens, N);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_titans(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
+                        int64_t K, int64_t V, float scale, unsigned flags, int64_t minibatch,
+                        const float *q, const float *k, const float *v, const float *eta,
+                        const float *theta, const float *alpha, float *o, const float *state_in,
+                        float *state_out, const int32_t *cu_seqlens, int64_t N)
+{
+    return seqk_titans_ex(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, flags, minibatch, q,
+                          k, v, eta, theta, alpha, o, state_in, state_out, cu_seqlens, N);
+}
+
+seqk_status seqk_titans_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                          int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                          int64_t minibatch, int64_t N, size_t *bytes)
+{
+    static const char fn[] = "seqk_titans_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_titans_workspace_size(ctx, mode, B, T, H, K, V, minibatch, N, bytes);
+    if (st) return st;
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    const int64_t n[] = {nk, nk, nv, nv};
+    return seqk__dt_workspace_size(fn, dtype, n, 4, bytes);
 }

@@ -66,6 +66,7 @@
  * order inside an item: the same bits for any thread count.
  */
 #include "../core/gemm.h"
+#include "../core/dtype.h"
 #include "../gpu/gpu.h"
 #include "../core/vmath.h"
 #include "../scan/chunk.h"
@@ -572,14 +573,15 @@ static seqk_status backward_cpu(seqk_context *ctx, const ttb_problem *D)
 
 static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
 
-seqk_status seqk_titans_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K,
-                                 int64_t V, float scale, unsigned flags, int64_t minibatch,
-                                 const float *q, const float *k, const float *v,
-                                 const float *eta, const float *theta, const float *alpha,
-                                 const float *state_in, const float *dout,
-                                 const float *dstate_out, float *dq, float *dk, float *dv,
-                                 float *deta, float *dtheta, float *dalpha, float *dstate_in,
-                                 const int32_t *cu_seqlens, int64_t N)
+static seqk_status titans_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
+                                       int64_t K, int64_t V, float scale, unsigned flags,
+                                       int64_t minibatch, const float *q, const float *k,
+                                       const float *v, const float *eta, const float *theta,
+                                       const float *alpha, const float *state_in,
+                                       const float *dout, const float *dstate_out, float *dq,
+                                       float *dk, float *dv, float *deta, float *dtheta,
+                                       float *dalpha, float *dstate_in, const int32_t *cu_seqlens,
+                                       int64_t N)
 {
     const bool varlen = cu_seqlens != NULL;
     seqk_status st = seqk__titans_check_sizes(FN, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V,
@@ -677,4 +679,68 @@ seqk_status seqk_titans_backward_workspace_size(seqk_context *ctx, int64_t B, in
                  w2 = workspace_floats(&P, minibatch, cap_len, threads);
     *bytes = (w > w2 ? w : w2) * sizeof(float) + 256;
     return SEQK_SUCCESS;
+}
+
+/* ---- dtypes (seqk.h, "Dtypes"): the _ex entry points ---------------------- */
+
+seqk_status seqk_titans_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t T,
+                                    int64_t H, int64_t K, int64_t V, float scale, unsigned flags,
+                                    int64_t minibatch, const void *q, const void *k, const void *v,
+                                    const float *eta, const float *theta, const float *alpha,
+                                    const float *state_in, const void *dout,
+                                    const float *dstate_out, void *dq, void *dk, void *dv,
+                                    float *deta, float *dtheta, float *dalpha, float *dstate_in,
+                                    const int32_t *cu_seqlens, int64_t N)
+{
+    if (dtype == SEQK_DTYPE_F32)
+        return titans_backward_f32(ctx, B, T, H, K, V, scale, flags, minibatch, q, k, v, eta,
+                                   theta, alpha, state_in, dout, dstate_out, dq, dk, dv, deta,
+                                   dtheta, dalpha, dstate_in, cu_seqlens, N);
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    seqk__dt_tensor t[] = {
+        {"q", q, nk, SEQK__DT_IN, 0, NULL},
+        {"k", k, nk, SEQK__DT_IN, 0, NULL},
+        {"v", v, nv, SEQK__DT_IN, 0, NULL},
+        {"dout", dout, nv, SEQK__DT_IN, 0, NULL},
+        {"dq", dq, nk, SEQK__DT_OUT, 0, NULL},
+        {"dk", dk, nk, SEQK__DT_OUT, 0, NULL},
+        {"dv", dv, nv, SEQK__DT_OUT, 0, NULL}};
+    size_t ws = 0;
+    const seqk_status qs =
+        seqk_titans_backward_workspace_size(ctx, B, T, H, K, V, minibatch, cu_seqlens ? N : 0,
+                                            &ws);
+    seqk__dt_call c;
+    seqk_status st = seqk__dt_begin(&c, "seqk_titans_backward_ex", ctx, dtype, t, 7,
+                                    seqk__dt_ws(qs, ws));
+    if (st) return st;
+    st = titans_backward_f32(ctx, B, T, H, K, V, scale, flags, minibatch, t[0].f, t[1].f, t[2].f,
+                             eta, theta, alpha, state_in, t[3].f, dstate_out, t[4].f, t[5].f,
+                             t[6].f, deta, dtheta, dalpha, dstate_in, cu_seqlens, N);
+    return seqk__dt_end(&c, st);
+}
+
+seqk_status seqk_titans_backward(seqk_context *ctx, int64_t B, int64_t T, int64_t H, int64_t K,
+                                 int64_t V, float scale, unsigned flags, int64_t minibatch,
+                                 const float *q, const float *k, const float *v, const float *eta,
+                                 const float *theta, const float *alpha, const float *state_in,
+                                 const float *dout, const float *dstate_out, float *dq, float *dk,
+                                 float *dv, float *deta, float *dtheta, float *dalpha,
+                                 float *dstate_in, const int32_t *cu_seqlens, int64_t N)
+{
+    return seqk_titans_backward_ex(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, flags, minibatch,
+                                   q, k, v, eta, theta, alpha, state_in, dout, dstate_out, dq,
+                                   dk, dv, deta, dtheta, dalpha, dstate_in, cu_seqlens, N);
+}
+
+seqk_status seqk_titans_backward_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                                   int64_t T, int64_t H, int64_t K, int64_t V,
+                                                   int64_t minibatch, int64_t N, size_t *bytes)
+{
+    static const char fn[] = "seqk_titans_backward_workspace_size_ex";
+    seqk_status st = seqk__dt_check(fn, dtype);
+    if (!st) st = seqk_titans_backward_workspace_size(ctx, B, T, H, K, V, minibatch, N, bytes);
+    if (st) return st;
+    const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
+    const int64_t n[] = {nk, nk, nk, nk, nv, nv, nv};
+    return seqk__dt_workspace_size(fn, dtype, n, 7, bytes);
 }
