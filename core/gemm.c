@@ -194,12 +194,13 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
     const int64_t rs = trans_a ? 1 : lda, cs = trans_a ? lda : 1;
     const bool wide = wide_tile(N);
     const int64_t mrt = wide ? MR_WIDE : MR, nrt = wide ? NR_WIDE : NR;
-    /* op(B) already in the shape of packed panels (not transposed, rows
-     * 32-byte aligned, whole panels) with rows close together (a matrix of
-     * the caller's scratch, in cache) is read in place: no packing. A
-     * strided op(B) (token rows of an input) is packed once instead. */
-    const bool direct = !trans_b && N % nrt == 0 && ldb % 8 == 0 && ldb <= DIRECT_LDB &&
-                        ((uintptr_t)B & 31) == 0;
+    /* op(B) already in the shape of packed panels (not transposed, whole
+     * panels; for the AVX2 tile, whose loads are aligned, rows 32-byte
+     * aligned) with rows close together (a matrix of the caller's scratch,
+     * or token rows of an input up to DIRECT_LDB floats apart) is read in
+     * place: no packing. A farther strided op(B) is packed once instead. */
+    const bool direct = !trans_b && N % nrt == 0 && ldb <= DIRECT_LDB &&
+                        (wide || (ldb % 8 == 0 && ((uintptr_t)B & 31) == 0));
     for (int64_t p0 = 0; p0 < Kd; p0 += KC) {
         const int64_t kc = Kd - p0 < KC ? Kd - p0 : KC;
         const float beta_k = p0 == 0 ? beta : 1.0f;

@@ -146,6 +146,18 @@ static inline float seqk__dot(const float *x, const float *y, int64_t n)
     return s;
 }
 
+/* X[i, 0..n) *= f[i] * c for i < m (rows ld apart): a row scaling (the
+ * product f[i] * c rounded once per row, then one multiply per element). */
+static inline void seqk__scale_rows(int64_t m, int64_t n, const float *f, float c, float *X,
+                                    int64_t ld)
+{
+    for (int64_t i = 0; i < m; i++) {
+        const float s = f[i] * c;
+        float *x = X + i * ld;
+        for (int64_t j = 0; j < n; j++) x[j] *= s;
+    }
+}
+
 /* dst[0..n) = s * src[0..n) (s = 1: a copy, the same bits), for the rows
  * of an output that a call writes once and never reads back (a backward's
  * dq, dk, dv): the whole 64-byte lines of dst are stored past the cache

@@ -24,6 +24,19 @@
  *
  * With the normaliser, the state element is [S (K*V) | z (K)] and z follows
  * the same recurrence with a row of ones as its value: z_next = a z + Kd^T 1.
+ *
+ * Folded decay. D_ij = exp(G_i - G_j) = exp(G_i) exp(G_L - G_j) / exp(G_L),
+ * so (Q K^T) .* D = (Qg Kd^T) / a with Qg = diag(exp(G)) Q and
+ * Kd = diag(exp(G_L - G)) K, the rows the inter terms need anyway: the
+ * scores are one product scaled by 1/a, with no exponential per score and no
+ * pass of a mask over them (the exponentials per chunk drop from L^2/2 to
+ * 3L). Every factor is one rounding of a value in [e^-30, e^30] while every
+ * G_i of the chunk lies in [-SEQK__CHUNK_FOLD_MAX, 0] (seqk__chunk_load sets
+ * cv->fold); a chunk of stronger decay takes the mask exp(G_i - G_j) from
+ * the two-float G as before, so the precision under strong decay is kept
+ * (tests/test_decay_precision.c covers both: per-token gates in [-1, 0] fold
+ * chunks of 16 and mask chunks of 64 and 256). The backward folds dP the
+ * same way (scan/chunk_backward.c).
  */
 #include "chunk.h"
 
@@ -137,10 +150,21 @@ static void load_rows(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, bool
         cv->Qg = with_q ? w->Qg : NULL;
         cv->Kd = w->Kd;
         cv->a = expf(gl + gll);
+        /* folded when every G_i lies in [-SEQK__CHUNK_FOLD_MAX, 0] (a rule of
+         * the chunk's gates alone: the same bits for any thread count) */
+        float gmin = 0.0f, gmax = -SEQK__CHUNK_FOLD_MAX;
+        for (int64_t i = 0; i < L; i++) {
+            gmin = w->G[i] < gmin ? w->G[i] : gmin;
+            gmax = w->G[i] > gmax ? w->G[i] : gmax;
+        }
+        cv->fold = with_q && gmin >= -SEQK__CHUNK_FOLD_MAX && gmax <= 0.0f;
+        cv->ainv = cv->fold ? expf(-(gl + gll)) : 0.0f;
     } else {
         cv->Qg = cv->Qs;
         cv->Kd = w->Kc;
         cv->a = 1.0f;
+        cv->fold = false;
+        cv->ainv = 1.0f;
     }
     /* V: in place (row stride H*V) unless scaled per token */
     if (P->v_scale) {
@@ -229,21 +253,35 @@ void seqk__chunk_decay_mask(const seqk__chunk_view *cv, float *D)
     apply_mask(D, cv->L, cv->G, cv->Gl, NULL, true);
 }
 
+/* Pm = alpha (A Bm^T) .* (Mix, or exp(G_i - G_j) from G when not NULL, or
+ * 1), zeros above the diagonal. Causal: only the lower triangle of the
+ * product is formed; the mask writes every element of Pm from it. */
+static void masked(int64_t L, const float *A, int64_t lda, const float *Bm, int64_t ldb,
+                   int64_t inner, float alpha, const float *G, const float *Gl, const float *Mix,
+                   float *Pm, float *pack)
+{
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, inner, alpha, A, lda, Bm, ldb, 0.0f,
+                       Pm, L, pack);
+    apply_mask(Pm, L, G, Gl, Mix, false);
+}
+
 void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda, const float *Bm,
                         int64_t ldb, int64_t inner, const float *Mix, float *Pm, float *pack)
 {
-    /* causal: only the lower triangle of A Bm^T is formed; the mask writes
-     * every element of Pm, zeros above the diagonal, from the lower triangle */
-    const int64_t L = cv->L;
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, inner, 1.0f, A, lda, Bm, ldb, 0.0f,
-                       Pm, L, pack);
-    apply_mask(Pm, L, cv->G, cv->Gl, Mix, false);
+    const bool fold = cv->fold && !Mix;
+    masked(cv->L, A, lda, Bm, ldb, inner, 1.0f, fold ? NULL : cv->G, cv->Gl, Mix, Pm, pack);
 }
 
+/* Folded (cv->fold): (Q K^T) .* D with D_ij = exp(G_i - G_j)
+ * = exp(G_i) exp(G_{L-1} - G_j) / a is (Qg Kd^T) / a, the rows the chunk
+ * has anyway: no exponential per score and no pass of the mask. */
 void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,
                         float *pack)
 {
-    seqk__chunk_masked(cv, cv->Qs, K, cv->Kc, K, K, Mix, Pm, pack);
+    if (cv->fold && !Mix)
+        masked(cv->L, cv->Qg, K, cv->Kd, K, K, cv->ainv, NULL, NULL, NULL, Pm, pack);
+    else
+        masked(cv->L, cv->Qs, K, cv->Kc, K, K, 1.0f, cv->G, cv->Gl, Mix, Pm, pack);
 }
 
 /* The intra term: w->P = (Qs Kc^T) .* D, then O[L,V] = P Vv (each row

@@ -45,7 +45,20 @@ typedef struct seqk__chunk_view {
     const float *Vv;   /* [L,V] rows ldv apart */
     int64_t ldv;
     float a;           /* exp(G_{L-1}): the chunk's decay of the state */
+    bool fold;         /* the decay is folded into the rows (seqk__chunk_load with the
+                          queries, when every G_i lies in [-SEQK__CHUNK_FOLD_MAX, 0]):
+                          D_ij = exp(G_i) exp(G_{L-1} - G_j) / a, so the scores are
+                          (Qg Kd^T) / a and no decay mask is formed (see chunk.c) */
+    float ainv;        /* exp(-G_{L-1}) when fold */
 } seqk__chunk_view;
+
+/* The largest |G_i| inside a chunk whose decay is folded into its rows: the
+ * factors exp(G_i), exp(G_{L-1} - G_j) and 1/a then lie in [e^-30, e^30],
+ * far from float's underflow and overflow, so every score keeps its
+ * relative accuracy (each factor is one rounding). Stronger decays take the
+ * mask exp(G_i - G_j) from the two-float G (never an exp of a large
+ * argument). */
+#define SEQK__CHUNK_FOLD_MAX 30.0f
 
 /* Loads tokens [r0, r0+L) of head h of P: G, Qs, Qg, Kc, Kd, V. */
 void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
@@ -63,18 +76,22 @@ void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, b
 /* The intra-chunk scores of stage 3: Pm[L,L] = (Qs Kc^T) .* D on and below
  * the diagonal, zeros above; D is cv's decay mask exp(G_i - G_j) (1 without
  * decay), or Mix[L,L] when given (Titans' mixing matrix, rows L apart).
- * pack: sgemm packing (w->pack). */
+ * A folded chunk (cv->fold, no Mix) forms the same scores as (Qg Kd^T) / a:
+ * one product, no mask. pack: sgemm packing (w->pack). */
 void seqk__chunk_scores(const seqk__chunk_view *cv, int64_t K, const float *Mix, float *Pm,
                         float *pack);
 
 /* D[L,L] = cv's decay mask: exp(G_i - G_j) for j <= i (1 without decay),
  * zeros above: for a caller that masks several products of one chunk (the
- * backward's P and dP) with one set of exponentials, as their Mix. */
+ * backward's P and dP) with one set of exponentials, as their Mix (a folded
+ * chunk needs none). */
 void seqk__chunk_decay_mask(const seqk__chunk_view *cv, float *D);
 
 /* Pm[L,L] = (A Bm^T) .* D, the same masked product for any rows: A [L,inner]
  * and Bm [L,inner] with rows lda and ldb apart (the scores are A = Qs,
- * Bm = Kc; the backward's dP is A = dO, Bm = V). */
+ * Bm = Kc; the backward's dP is A = dO, Bm = V). With no Mix and a folded
+ * chunk, D is not applied (Pm = A Bm^T, zeros above the diagonal): the
+ * caller folds the decay into the rows it multiplies Pm with. */
 void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda, const float *Bm,
                         int64_t ldb, int64_t inner, const float *Mix, float *Pm, float *pack);
 

@@ -21,6 +21,16 @@
  *   dK~ = dP^T Q~ + diag(exp(G_L - G)) V' dS^T
  *   dS0 = (diag(exp(G)) Q~)^T dO + exp(G_L) dS
  *
+ * Folded (a chunk of moderate decay, cv->fold; scan/chunk.c): with
+ * D_ij = exp(G_i) exp(-G_j), dP is kept without D and its factors move onto
+ * the rows the chunk has: Kd / a = diag(exp(-G)) K~, Qg = diag(exp(G)) Q~,
+ *
+ *   dQ~ = diag(exp(G)) (dP Kd / a + dO S0^T)
+ *   dK~ = diag(exp(-G)) (dP^T Qg + a V' dS^T)
+ *
+ * two row scalings instead of the mask's L^2/2 exponentials, its two passes
+ * over P and dP and the decayed copies of dO and V'.
+ *
  * The log-decays: d(log a_t) = <dS_t, a_t S_{t-1}>. DESIGN 3.7 writes it as
  * sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T> (exp(G_i)
  * multiplies every q~_i, exp(-G_j) every k~_j): exact, but each token's
@@ -304,8 +314,12 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
     const int64_t L = cv->L;
     float *pack = b->pack, *tmp = b->tmp;
     /* dP = (dO V'^T) .* D; its diagonal (dO_i . V'_i) is kept aside: the
-     * gate gradient is formed from the strictly lower part (below) */
-    seqk__chunk_masked(cv, dO, ldo, va, ldva, W, b->D, b->dP, pack);
+     * gate gradient is formed from the strictly lower part (below). A folded
+     * chunk keeps dP without D (D_ij = exp(G_i) exp(-G_j)): the products
+     * below take its factors from the rows, Kd / a = diag(exp(-G)) Kc and
+     * Qg = diag(exp(G)) Qs, and diag(exp(G)) / diag(exp(-G)) on dQ / dK */
+    const bool fold = cv->fold;
+    seqk__chunk_masked(cv, dO, ldo, va, ldva, W, fold ? NULL : b->D, b->dP, pack);
     float *diag = b->diag; /* [L] */
     for (int64_t i = 0; i < L; i++) diag[i] = b->dP[i * L + i], b->dP[i * L + i] = 0.0f;
     /* exp(G_i), exp(G_{L-1} - G_i) */
@@ -337,27 +351,35 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
         for (int64_t i = 0; i < L; i++) bt[i] = seqk__dot(va + i * ldva, b->dVa + i * W, W);
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, Pm, L, dO, ldo, 1.0f,
                        b->dVa, W, pack);
-    /* dQ~ = dP K~ (strictly lower dP) + diag(exp(G)) dO S0^T */
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->dP, L, cv->Kc, K, 0.0f,
-                       b->dQ, K, pack);
+    /* dQ~ = dP K~ (strictly lower dP) + diag(exp(G)) dO S0^T; folded:
+     * diag(exp(G)) (dP Kd / a + dO S0^T) */
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, fold ? cv->ainv : 1.0f, b->dP,
+                       L, fold ? cv->Kd : cv->Kc, K, 0.0f, b->dQ, K, pack);
     float Dterm = 0.0f;
     if (S0) {
         int64_t lde = ldo;
-        const float *dOe = decayed_rows(cv, b->eq, dO, &lde, W, tmp); /* diag(exp(G)) dO */
+        const float *dOe = fold ? dO : decayed_rows(cv, b->eq, dO, &lde, W, tmp); /* diag(exp(G)) dO */
         if (b->S0t)
             seqk__sgemm(false, false, L, K, W, 1.0f, dOe, lde, b->S0t, K, 1.0f, b->dQ, K, pack);
         else
             seqk__sgemm(false, true, L, K, W, 1.0f, dOe, lde, S0, W, 1.0f, b->dQ, K, pack);
         if (gates) Dterm = cv->a * seqk__dot(S0, dS, K * W);
     }
-    /* dK~ = dP^T Q~ (strict) here; g_i + A_i from dQ~ (both parts) and this */
-    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L, cv->Qs, K, 0.0f,
-                       b->dK, K, pack);
+    if (fold) seqk__scale_rows(L, K, b->eq, 1.0f, b->dQ, K);
+    /* dK~ = dP^T Q~ (strict) here (folded: diag(exp(-G)) dP^T Qg); g_i + A_i
+     * from dQ~ (both parts) and this */
+    seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L,
+                       fold ? cv->Qg : cv->Qs, K, 0.0f, b->dK, K, pack);
+    if (fold && gates) seqk__scale_rows(L, K, b->ek, cv->ainv, b->dK, K);
     for (int64_t i = 0; gates && i < L; i++)
         gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
                 seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
-    /* dK~ += diag(exp(G_L - G)) V' dS^T */
-    {
+    /* dK~ += diag(exp(G_L - G)) V' dS^T; folded without gates, the whole
+     * diag(exp(-G)) (dP^T Qg + a V' dS^T) scaled once */
+    if (fold && !gates) {
+        seqk__sgemm(false, true, L, K, W, cv->a, va, ldva, dS, W, 1.0f, b->dK, K, pack);
+        seqk__scale_rows(L, K, b->ek, cv->ainv, b->dK, K);
+    } else {
         int64_t lde = ldva;
         const float *ve = decayed_rows(cv, b->ek, va, &lde, W, tmp);
         seqk__sgemm(false, true, L, K, W, 1.0f, ve, lde, dS, W, 1.0f, b->dK, K, pack);
@@ -416,7 +438,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
     float *pack = b->pack, *dS = b->dS;
     /* P = (Q~ K~^T) .* D, with D formed once for P and dP */
     const float *Dm = NULL;
-    if (cv->G) seqk__chunk_decay_mask(cv, b->Dm), Dm = b->Dm;
+    if (cv->G && !cv->fold) seqk__chunk_decay_mask(cv, b->Dm), Dm = b->Dm;
     seqk__chunk_scores(cv, K, Dm, b->cs.P, pack);
     const float *dO = Gr->dout + (row * H + h) * V;
     int64_t ldo = H * V;

@@ -978,6 +978,18 @@ static void scan_rows_impl(int64_t rows, int64_t C, int64_t block, unsigned flag
     if (rows <= 0 || C <= 0) return;
     const int rev = (flags & SEQK__SCAN_REVERSE) != 0;
     const int write_h = h != NULL && prod == NULL;
+    if (rows == 1 && !prod) {
+        /* one step (a chunk walk's state update): carry = a carry + b with
+         * one FMA per channel, the arithmetic of every kernel's single row
+         * (a tile's odd last row, the wide tile's every row), without a
+         * tile plan or the carry's round trip through the tile buffer */
+        for (int64_t c0 = 0; c0 < C; c0 += block) {
+            const float av = a[c0 / block];
+            for (int64_t c = c0; c < c0 + block; c++) carry[c] = FMAF(av, carry[c], b[c]);
+            if (write_h) memcpy(h + c0, carry + c0, (size_t)block * sizeof(float));
+        }
+        return;
+    }
     _Alignas(32) float cb[TILE + 8];
     _Alignas(32) float pb[TILE + 8];
     scan_job J;
