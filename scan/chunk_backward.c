@@ -64,8 +64,12 @@
  * every chunk's backward at once; the per-pair walk takes the same steps
  * (the scan primitive's one-row step on U and Y), so the two give the same
  * bits and the choice by thread count changes none. With fewer q/k heads than
- * heads (Mamba2's groups), dq and dk go to per-head rows in the workspace,
- * summed over a group's heads in head order afterwards.
+ * heads (Mamba2's groups), a q/k head's dq and dk sum its heads' rows in
+ * head order: when there are enough (sequence, q/k head) items for the
+ * threads, one item walks its heads in turn and adds their rows into the
+ * output as it goes (a group's rows stay in cache); else the heads' rows go
+ * to per-head rows in the workspace, summed afterwards. Same order, same
+ * bits.
  */
 #include "chunk.h"
 
@@ -100,6 +104,9 @@ typedef struct {
     int64_t R;       /* chunks per segment (checkpoint spacing) */
     int64_t nckpt;   /* checkpoints of the longest sequence */
     bool head_buf;   /* dq, dk per head in the workspace (Hqk < H) */
+    bool group_items; /* Hqk < H, per-pair walk: one item per (sequence, q/k head) walks
+                       * its heads in order, adding their dq, dk rows into the output
+                       * (no per-head rows, no head-sum pass) */
     bool staged;     /* chunk-parallel (walk_staged), else a walk per (sequence, head) */
     int64_t nchb;    /* chunks of all sequences, at most (B T / L + N: the same bound in a
                       * workspace query, before cu_seqlens is known) */
@@ -155,6 +162,14 @@ static bplan make_plan(const seqk__lin *P, int threads)
         if (!P->cu && P->N != P->B && whole > pl.nckpt) pl.nckpt = whole;
     }
     pl.head_buf = P->Hqk != P->H;
+    /* Group items when they keep every thread busy: as many as threads, or
+     * enough for the dynamic schedule to even out. Both ways add a q/k head's
+     * rows in head order, so they give the same bits. */
+    {
+        const int64_t items = P->N * P->Hqk;
+        pl.group_items = pl.head_buf && !pl.staged &&
+                         (items % threads == 0 || items >= 4 * (int64_t)threads);
+    }
     int64_t nmax = L > pl.W ? L : pl.W, kmax = nmax;
     if (K > nmax) nmax = K, kmax = K;
     pl.pack_fl = seqk__sgemm_pack_floats(nmax, nmax, kmax);
@@ -420,6 +435,8 @@ void seqk__chunk_gate_grad(int64_t L, float *gt, const float *bt, float Dterm, f
 typedef struct {
     float *dq, *dk; /* row 0 of dq~/dk~ destinations (raw gradients written) */
     int64_t ldqk;
+    int acc;        /* 0: NT-store the rows; 1: store them (a group's first head);
+                     * 2: add them to what is there (its later heads) */
     float *dv;      /* dv rows (H V apart) */
     float *dvs;     /* dv_scale (H apart) or NULL */
     float *dskip;   /* dskip_tok (H apart) or NULL */
@@ -469,14 +486,21 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         const int64_t r = row + i;
         const float *dq = b->dQ + i * K, *dk = b->dK + i * K;
         float *oq = out->dq + i * out->ldqk, *ok = out->dk + i * out->ldqk;
-        if (!elu) {
+        if (!elu && out->acc == 0) {
             seqk__store_row_nt(oq, dq, P->scale, K);
             seqk__store_row_nt(ok, dk, 1.0f, K);
         } else {
+            /* the row's value x, then stored or added (x rounded on its own,
+             * then the sum: the head-sum pass's arithmetic) */
             const float *q = P->q + (r * P->Hqk + hq) * K, *k = P->k + (r * P->Hqk + hq) * K;
             for (int64_t j = 0; j < K; j++) {
-                oq[j] = P->scale * dq[j] * (q[j] > 0.0f ? 1.0f : expf(q[j]));
-                ok[j] = dk[j] * (k[j] > 0.0f ? 1.0f : expf(k[j]));
+                float xq = P->scale * dq[j], xk = dk[j];
+                if (elu) {
+                    xq *= q[j] > 0.0f ? 1.0f : expf(q[j]);
+                    xk *= k[j] > 0.0f ? 1.0f : expf(k[j]);
+                }
+                oq[j] = out->acc == 2 ? oq[j] + xq : xq;
+                ok[j] = out->acc == 2 ? ok[j] + xk : xk;
             }
         }
         float *dv = b->dVa + i * W;
@@ -501,9 +525,18 @@ static brows rows_of(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
 {
     const int64_t H = P->H, K = P->K, V = P->V;
     brows out;
-    out.dq = (pl->head_buf ? hbuf_q : Gr->dq) + (row * H + h) * K;
-    out.dk = (pl->head_buf ? hbuf_k : Gr->dk) + (row * H + h) * K;
-    out.ldqk = H * K;
+    if (pl->group_items) { /* the q/k head's rows themselves */
+        const int64_t per = H / P->Hqk, hq = h / per;
+        out.dq = Gr->dq + (row * P->Hqk + hq) * K;
+        out.dk = Gr->dk + (row * P->Hqk + hq) * K;
+        out.ldqk = P->Hqk * K;
+        out.acc = h % per == 0 ? 1 : 2;
+    } else {
+        out.dq = (pl->head_buf ? hbuf_q : Gr->dq) + (row * H + h) * K;
+        out.dk = (pl->head_buf ? hbuf_k : Gr->dk) + (row * H + h) * K;
+        out.ldqk = H * K;
+        out.acc = 0;
+    }
     out.dv = Gr->dv + (row * H + h) * V;
     out.dvs = Gr->dv_scale ? Gr->dv_scale + row * H + h : NULL;
     out.dskip = Gr->dskip_tok ? Gr->dskip_tok + row * H + h : NULL;
@@ -674,6 +707,12 @@ seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk
         scratch_init(&b, ws + pl.scratch * (size_t)seqk__omp_thread(), P, &pl);
         if (pl.staged) {
             walk_staged(P, Gr, &pl, &b, states, ys, acoef, first, hbuf_q, hbuf_k);
+        } else if (pl.group_items) { /* a q/k head's heads in order, one thread */
+            const int64_t Hqk = P->Hqk, per = H / Hqk;
+#pragma omp for schedule(dynamic, 1) nowait
+            for (int64_t item = 0; item < P->N * Hqk; item++)
+                for (int64_t h = item % Hqk * per; h < (item % Hqk + 1) * per; h++)
+                    run_item(P, Gr, &pl, item / Hqk, h, &b, hbuf_q, hbuf_k);
         } else {
 #pragma omp for schedule(dynamic, 1) nowait
             for (int64_t item = 0; item < P->N * H; item++)
@@ -683,7 +722,8 @@ seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk
          * before any reads them (the head sums below) */
         seqk__stream_fence();
 #pragma omp barrier
-        if (pl.head_buf) { /* dq, dk of a q/k head: its heads' rows summed in head order */
+        if (pl.head_buf && !pl.group_items) { /* dq, dk of a q/k head: its heads' rows summed
+                                                  in head order */
             const int64_t Hqk = P->Hqk, per = H / Hqk;
 #pragma omp for schedule(static)
             for (int64_t rq = 0; rq < rows * Hqk; rq++) {
