@@ -29,6 +29,7 @@ from ._core import (
     Backend,
     Context,
     CopyKind,
+    Dtype,
     Mode,
     SeqkError,
     Status,

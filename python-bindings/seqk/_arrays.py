@@ -26,6 +26,17 @@ _EMPTY_HOST = np.zeros(64, dtype=np.float32)
 
 _NP_DTYPES = {"float32": np.dtype(np.float32), "int32": np.dtype(np.int32)}
 
+# The activation arguments (seqk.h, "Dtypes"): per-token tensors with a feature
+# axis and their gradients. With torch.bfloat16 / torch.float16 ones the op
+# calls its _ex entry point with that dtype; every other array stays float32
+# (int32). The dtype of a call is its primary (first) tensor's.
+ACT_NAMES = frozenset(
+    ["q", "k", "v", "o", "x", "B", "C", "z", "u", "dout", "dy", "k_new", "v_new", "k_cache", "v_cache",
+     "out", "dq_out", "dk_out", "dv_out", "dx_out", "dB_out", "dC_out", "dz_out", "du_out"]
+)
+# seqk_dtype's values
+DTYPE_CODES = {"float32": 0, "bfloat16": 1, "float16": 2}
+
 
 def _torch():
     return sys.modules.get("torch")
@@ -100,6 +111,13 @@ class Call:
         self.origin = {}  # letter -> the argument that fixed it
         self.torch_like = primary if is_tensor(primary) else None
         self.uses_torch_cuda = False
+        # the activations' dtype: bfloat16 / float16 from a torch primary when
+        # the library has the op's _ex entry point, else float32
+        self.act = "float32"
+        if self.torch_like is not None and getattr(lib, cname + "_ex", None):
+            name = str(primary.dtype).replace("torch.", "")
+            if name in ("bfloat16", "float16"):
+                self.act = name
         if ctx is None:
             if is_tensor(primary) and primary.device.type == "cuda":
                 idx = primary.device.index
@@ -136,9 +154,16 @@ class Call:
             return "numpy"
         if is_tensor(x):
             if x.dtype != _torch_dtype(dtype):
+                why = ""
+                if self.act != "float32":
+                    why = (
+                        " (every activation tensor of one call has the first one's dtype, here %s)" % self.act
+                        if name in ACT_NAMES
+                        else " (gates, parameters and states stay float32 with %s activations)" % self.act
+                    )
                 raise TypeError(
-                    "%s: %s must be a torch.%s tensor, got %s (convert with %s.to(torch.%s))"
-                    % (self.fn, name, dtype, x.dtype, name, dtype)
+                    "%s: %s must be a torch.%s tensor, got %s%s (convert with %s.to(torch.%s))"
+                    % (self.fn, name, dtype, x.dtype, why, name, dtype)
                 )
             return "torch"
         raise TypeError(
@@ -240,6 +265,8 @@ class Call:
             if optional:
                 return None
             raise TypeError("%s: %s is required, got None" % (self.fn, name))
+        if dtype == "float32" and name in ACT_NAMES:
+            dtype = self.act
         kind = self._check_type(name, x, dtype)
         self._check_shape(name, x, spec)
         return self._check_memory(name, x, kind, writable)
@@ -251,7 +278,8 @@ class Call:
             shape = tuple(s[1] if isinstance(s, tuple) else self.dims[s] for s in spec)
             if self.torch_like is not None:
                 t = _torch()
-                x = t.empty(shape, dtype=t.float32, device=self.torch_like.device)
+                dt = _torch_dtype(self.act if name in ACT_NAMES else "float32")
+                x = t.empty(shape, dtype=dt, device=self.torch_like.device)
             else:
                 x = np.empty(shape, dtype=np.float32)
         return x, self.arr(name, x, spec, writable=True)
@@ -259,6 +287,9 @@ class Call:
     # -- the call --------------------------------------------------------------
     def run(self, *args):
         f = getattr(lib, self.cname)
+        if self.act != "float32":  # the _ex entry point: the dtype right after ctx
+            f = getattr(lib, self.cname + "_ex")
+            args = (DTYPE_CODES[self.act],) + args
         ctx = self.ctx
         with ctx._lock:
             h = ctx.handle

@@ -39,6 +39,16 @@ class Mode(enum.IntEnum):
     PARALLEL = 1
 
 
+class Dtype(enum.IntEnum):
+    """seqk_dtype: the activations' element type of an op's _ex entry point
+    (seqk.h "Dtypes"); the ops take it from the tensors (torch.bfloat16 /
+    torch.float16 activations call the _ex functions)."""
+
+    F32 = 0
+    BF16 = 1
+    F16 = 2
+
+
 class CopyKind(enum.IntEnum):
     """seqk_copy_kind."""
 

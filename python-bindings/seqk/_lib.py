@@ -248,6 +248,10 @@ SIGNATURES = {
     "seqk_version_number": (_int, []),
     "seqk_status_string": (ctypes.c_char_p, [_int]),
     "seqk_last_error": (ctypes.c_char_p, []),
+    "seqk_dtype_string": (ctypes.c_char_p, [_int]),
+    "seqk_dtype_size": (_size, [_int]),
+    # ctx, mode, B, T, D, Nst, G, N, bytes
+    "seqk_selective_scan_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
     # backends and contexts
     "seqk_backend_compiled": (_int, [_int]),
     "seqk_cuda_device_count": (_int, [_p_int]),
@@ -408,6 +412,25 @@ SIGNATURES = {
     # ctx, B, Hq, Hkv, K, V, max_len, bytes
     "seqk_attention_decode_workspace_size": (_int, [_ctx, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
 }
+
+# The _ex entry points (seqk.h, "Dtypes"): the fp32 function's arguments with
+# the dtype (an int) right after ctx.
+for _name in (
+    "seqk_linear_attention", "seqk_retention", "seqk_gated_retention", "seqk_mamba2",
+    "seqk_selective_scan", "seqk_deltanet", "seqk_titans", "seqk_attention_parallel",
+    "seqk_attention_decode", "seqk_linear_attention_backward", "seqk_retention_backward",
+    "seqk_gated_retention_backward", "seqk_mamba2_backward", "seqk_selective_scan_backward",
+    "seqk_deltanet_backward", "seqk_titans_backward", "seqk_attention_parallel_backward",
+    "seqk_linear_state_workspace_size", "seqk_linear_state_backward_workspace_size",
+    "seqk_selective_scan_workspace_size", "seqk_selective_scan_backward_workspace_size",
+    "seqk_deltanet_workspace_size",
+    "seqk_deltanet_backward_workspace_size", "seqk_titans_workspace_size",
+    "seqk_titans_backward_workspace_size", "seqk_attention_parallel_workspace_size",
+    "seqk_attention_parallel_backward_workspace_size", "seqk_attention_decode_workspace_size",
+):
+    _res, _args = SIGNATURES[_name]
+    SIGNATURES[_name + "_ex"] = (_res, [_args[0], _int] + list(_args[1:]))
+del _name, _res, _args
 
 REQUIRED = (
     "seqk_version",

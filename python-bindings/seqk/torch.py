@@ -36,8 +36,13 @@ The forward runs the op's parallel mode (softmax attention keeps o and the
 log-sum-exp) and saves its inputs; the backward calls the C library's
 backward (seqk.ops.*_backward) on the same tensors. No double backward.
 
-Tensors: contiguous torch.float32 tensors, all on one device (CPU; CUDA on a
-libseqk built with CUDA), used in place. The wrong dtype, a numpy array or a
+Tensors: contiguous tensors, all on one device (CPU; CUDA on a libseqk built
+with CUDA), used in place. The activations (q, k, v, x, B, C, z, u) are
+torch.float32, torch.bfloat16 or torch.float16, all of one dtype: bfloat16 /
+float16 ones run the C library's _ex entry points (seqk.h "Dtypes": fp32
+accumulation and states, outputs rounded once), and their outputs and
+gradients come back in that dtype; gates, parameters and states are always
+torch.float32 (their gradients too). The wrong dtype, a numpy array or a
 non-tensor raises TypeError; a non-contiguous tensor, tensors on different
 devices or a device the context does not serve raise ValueError; nothing is
 ever copied or converted silently (that would cut the graph or hide a cost).
@@ -70,6 +75,9 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import ops as _ops
+from ._arrays import ACT_NAMES as _ACT_NAMES
+
+_ACT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 __all__ = [
     "attention_parallel",
@@ -98,17 +106,31 @@ __all__ = [
 
 def _check(fn, *named):
     """named: (name, tensor or None) pairs. Every given one must be a contiguous
-    torch.float32 tensor, all on the first one's device."""
-    dev, first = None, None
+    tensor, all on the first one's device: the activations (q, k, v, x, B, C,
+    z, u: seqk.h "Dtypes") float32, bfloat16 or float16, all of one dtype;
+    everything else (gates, parameters, states) float32."""
+    dev, first, act = None, None, None
     for name, x in named:
         if x is None:
             continue
         if not isinstance(x, torch.Tensor):
             raise TypeError("%s: %s must be a torch.Tensor, got %s (seqk.torch works on torch tensors; "
                             "the numpy ops are seqk.%s)" % (fn, name, type(x).__name__, fn.rsplit(".", 1)[-1]))
-        if x.dtype != torch.float32:
-            raise TypeError("%s: %s must be a torch.float32 tensor, got %s (convert it yourself with "
-                            "%s.float(); seqk.torch never copies an input)" % (fn, name, x.dtype, name))
+        if name in _ACT_NAMES and x.dtype in _ACT_DTYPES:
+            if act is None:
+                act = (x.dtype, name)
+            elif x.dtype != act[0]:
+                raise TypeError("%s: %s is %s but %s is %s: every activation tensor of one call (q, k, v, x, B, "
+                                "C, z, u) has one dtype (float32, bfloat16 or float16)"
+                                % (fn, name, x.dtype, act[1], act[0]))
+        elif x.dtype != torch.float32:
+            why = ""
+            if act is not None and act[0] != torch.float32:
+                why = "gates, parameters and states stay float32 with %s activations; " % act[0]
+            elif name in _ACT_NAMES:
+                why = "activations may also be torch.bfloat16 / torch.float16; "
+            raise TypeError("%s: %s must be a torch.float32 tensor, got %s (%sconvert it yourself with "
+                            "%s.float(); seqk.torch never copies an input)" % (fn, name, x.dtype, why, name))
         if dev is None:
             dev, first = x.device, name
         elif x.device != dev:

@@ -99,7 +99,7 @@ def _ctype_for(param):
     base = t.replace("*", "").strip()
     scalars = {"int64_t": ctypes.c_int64, "float": ctypes.c_float, "unsigned": ctypes.c_uint, "int": ctypes.c_int,
                "size_t": ctypes.c_size_t, "seqk_status": ctypes.c_int, "seqk_backend": ctypes.c_int,
-               "seqk_mode": ctypes.c_int, "seqk_copy_kind": ctypes.c_int}
+               "seqk_mode": ctypes.c_int, "seqk_copy_kind": ctypes.c_int, "seqk_dtype": ctypes.c_int}
     if stars == 0:
         return scalars[base]
     if stars == 2:
@@ -122,7 +122,7 @@ def test_every_header_function_is_declared():
     for name, (ret, params) in funcs.items():
         restype, argtypes = _lib.SIGNATURES[name]
         assert len(argtypes) == len(params), (name, params)
-        want_ret = ctypes.c_char_p if ret == "const char *" else ctypes.c_int
+        want_ret = {"const char *": ctypes.c_char_p, "size_t": ctypes.c_size_t}.get(ret, ctypes.c_int)
         assert restype is want_ret, name
         for p, got in zip(params, argtypes):
             want = _ctype_for(p)

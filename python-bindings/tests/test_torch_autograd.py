@@ -318,9 +318,12 @@ def test_error_wrong_dtype():
     with pytest.raises(TypeError, match=r"seqk.torch.gated_retention: k must be a torch.float32 tensor, got "
                                         r"torch.float64 .*never copies"):
         st.gated_retention(q, k.double(), v, g)
-    with pytest.raises(TypeError, match=r"seqk.torch.attention_parallel: q must be a torch.float32 tensor, got "
-                                        r"torch.float16"):
-        st.attention_parallel(q.half(), k, v)
+    with pytest.raises(TypeError, match=r"seqk.torch.attention_parallel: k is torch.float32 but q is "
+                                        r"torch.float16: every activation tensor of one call .* has one dtype"):
+        st.attention_parallel(q.half(), k, v)  # float16 activations are taken, but all of one dtype
+    with pytest.raises(TypeError, match=r"seqk.torch.gated_retention: g must be a torch.float32 tensor, got "
+                                        r"torch.float16 \(gates, parameters and states stay float32"):
+        st.gated_retention(q.half(), k.half(), v.half(), g.half())
 
 
 def test_error_wrong_device():
