@@ -21,13 +21,14 @@
  *   pass 0: D and lse2 per (batch entry, query head, token) into the
  *           workspace, parallel over tokens;
  *   pass 1: dK, dV. One task per (sequence, key/value head, tile of BK1
- *           keys); for the query heads of the group in order, and their query
- *           tiles of BQ1 in order (causal: from the tile of the first key on),
- *             S^T  = K_j Q_i^T             [BK1 x BQ1], key-major
- *             P^T  = 2^(scale2 S^T - lse2)  (masked: 0 above the diagonal)
+ *           keys); K_j^T and V_j^T formed once per task; for the query heads
+ *           of the group in order, and their query tiles of BQ1 in order
+ *           (causal: from the tile of the first key on),
+ *             S    = Q_i K_j^T             [BQ1 x BK1], query-major
+ *             P    = 2^(scale2 S - lse2)   (masked: 0 above the diagonal)
  *             dV  += P^T dO_i
- *             dP^T = V_j dO_i^T
- *             dS^T = P^T .* (dP^T - D)
+ *             dP   = dO_i V_j^T
+ *             dS   = P .* (dP - D)
  *             dK  += dS^T Q_i
  *           then dk = scale dK, dv = dV;
  *   pass 2: dQ. One task per (sequence, query head, tile of BQ2 queries);
@@ -43,15 +44,20 @@
  * dQ_i += dS_ij K_j straight into dq (the item owns those rows), 5 products
  * per tile. Both forms use one tile grid (BK keys x BQ queries) and sum every
  * dq element over the same key tiles in the same order, with the same
- * products (S and S^T, dP and dP^T agree element by element: each is one FMA
- * chain over K or V): the choice, which depends on the thread count, changes
- * no bit of the result (the tests check 1 against 2 threads on a shape that
- * runs fused on one and in two passes on the other).
+ * products (each element of S and dP is one FMA chain over K or V, and
+ * pass 1's transposed products read the same elements in the same order):
+ * the choice, which depends on the thread count, changes no bit of the
+ * result (the tests check 1 against 2 threads on a shape that runs fused on
+ * one and in two passes on the other).
  *
- * The products are core/gemm.h's seqk__sgemm (its 6 x 16 register tile),
- * reading q, k, v, dout in place (token rows Hq*K or Hkv*K floats apart; op(B)
- * is packed by the sgemm). Causal: tiles wholly above the diagonal are never
- * visited; on the diagonal tile p is masked to 0.
+ * The products are core/gemm.h's seqk__sgemm, reading q, k, v, dout in place
+ * (token rows Hq*K or Hkv*K floats apart). Pass 1 forms its key tile's K_j^T,
+ * V_j^T and K_j rows once, so that the right operands of S, dP and dQ are in
+ * the sgemm's panel shape and read in place; only dO_i and Q_i as right
+ * operands (of dV and dK) are packed, and only when their rows lie more than
+ * the sgemm's in-place limit apart (K or V = 128 with 8 heads). Causal: tiles
+ * wholly above the diagonal are never visited; on the diagonal tile p is
+ * masked to 0.
  */
 #include "../core/gemm.h"
 #include "../core/dtype.h"
@@ -119,10 +125,10 @@ typedef struct bwd_args {
 /* Floats of the sgemm packing buffer for every product of both passes. */
 static size_t pack_floats(int64_t K, int64_t V)
 {
-    size_t m = seqk__sgemm_pack_floats(BK1, BQ1, K);     /* S^T = K Q^T */
+    size_t m = seqk__sgemm_pack_floats(BQ1, BK1, K);     /* S = Q K^T */
     size_t x = seqk__sgemm_pack_floats(BK1, V, BQ1);     /* dV += P^T dO */
     m = x > m ? x : m;
-    x = seqk__sgemm_pack_floats(BK1, BQ1, V);            /* dP^T = V dO^T */
+    x = seqk__sgemm_pack_floats(BQ1, BK1, V);            /* dP = dO V^T */
     m = x > m ? x : m;
     x = seqk__sgemm_pack_floats(BK1, K, BQ1);            /* dK += dS^T Q */
     m = x > m ? x : m;
@@ -134,11 +140,13 @@ static size_t pack_floats(int64_t K, int64_t V)
     return x > m ? x : m;
 }
 
-/* One thread's scratch, pass 1: S, dP [BK1][BQ1], dK [BK1][K], dV [BK1][V];
+/* One thread's scratch, pass 1: S, dP [BQ1][BK1], dK [BK1][K], dV [BK1][V],
+ * the key tile's K_j^T [K][BK1], V_j^T [V][BK1] and K_j [BK1][K];
  * pass 2: S, dP [BQ2][BK2], dQ [BQ2][K]; then the packing buffer. */
 static size_t scratch_floats(int64_t K, int64_t V)
 {
-    const size_t p1 = 2 * al16(BK1 * BQ1) + al16(BK1 * K) + al16(BK1 * V);
+    const size_t p1 = 2 * al16(BK1 * BQ1) + al16(BK1 * K) + al16(BK1 * V) +
+                      2 * al16(K * BK1) + al16(V * BK1);
     const size_t p2 = 2 * al16(BQ2 * BK2) + al16(BQ2 * K);
     return (p1 > p2 ? p1 : p2) + al16((int64_t)pack_floats(K, V));
 }
@@ -189,30 +197,6 @@ static void prepare(const bwd_args *a)
 /* Probabilities and dS of one tile                                          */
 /* ------------------------------------------------------------------------ */
 
-/* Key-major tile (pass 1): rows r < kn are keys ks + r, columns c < qn
- * (rounded up to 8; columns past qn are computed and never used) are
- * queries qs + c. In place, s <- p = 2^(scale2 s - lse2[c]), and 0 where the
- * key follows the query (when masked; rel = ks - qs). */
-static void probs_keymajor(float *restrict s, int64_t ld, int64_t kn, int64_t qn,
-                           const float *restrict lse2, float scale2, bool masked, int64_t rel)
-{
-    const __m256 sc = _mm256_set1_ps(scale2);
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int64_t r = 0; r < kn; r++) {
-        float *row = s + r * ld;
-        const __m256i key = _mm256_set1_epi32((int)(rel + r));
-        for (int64_t c = 0; c < qn; c += 8) {
-            __m256 p = seqk__exp2_8(
-                _mm256_fmsub_ps(_mm256_load_ps(row + c), sc, _mm256_loadu_ps(lse2 + c)));
-            if (masked) {
-                const __m256i qv = _mm256_add_epi32(_mm256_set1_epi32((int)c), lanes);
-                p = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(key, qv)), p);
-            }
-            _mm256_store_ps(row + c, p);
-        }
-    }
-}
-
 /* p .* x, and in a masked tile 0 where p = 0 (a masked entry: 0 times a
  * NaN or inf dp - D, from a value row or an output the query does not see,
  * must not reach its gradients). */
@@ -222,18 +206,7 @@ static inline __m256 ds_of(__m256 p, __m256 x, bool masked)
     return masked ? _mm256_and_ps(ds, _mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_NEQ_UQ)) : ds;
 }
 
-/* Key-major: dp <- p .* (dp - D[c]). */
-static void ds_keymajor(const float *restrict p, float *restrict dp, int64_t ld, int64_t kn,
-                        int64_t qn, const float *restrict D, bool masked)
-{
-    for (int64_t r = 0; r < kn; r++)
-        for (int64_t c = 0; c < qn; c += 8) {
-            const __m256 x = _mm256_sub_ps(_mm256_load_ps(dp + r * ld + c), _mm256_loadu_ps(D + c));
-            _mm256_store_ps(dp + r * ld + c, ds_of(_mm256_load_ps(p + r * ld + c), x, masked));
-        }
-}
-
-/* Query-major tile (pass 2): rows r < qn are queries qs + r with lse2[r],
+/* Query-major tile (both passes): rows r < qn are queries qs + r with lse2[r],
  * columns c < kn (rounded up to 8) keys ks + c; masked: 0 where
  * c > rel + r (rel = qs - ks). */
 static void probs_querymajor(float *restrict s, int64_t ld, int64_t qn, int64_t kn,
@@ -320,11 +293,20 @@ static void dkdv_tile(const bwd_args *a, float *w, int64_t b, int64_t hk, int64_
     const int64_t T = a->T, Hq = a->Hq, Hkv = a->Hkv, K = a->K, V = a->V;
     const int64_t s0 = a->seq[n], s1 = a->seq[n + 1];
     float *S = w, *dP = S + al16(BK1 * BQ1), *dK = dP + al16(BK1 * BQ1);
-    float *dV = dK + al16(BK1 * K), *pack = dV + al16(BK1 * V);
+    float *dV = dK + al16(BK1 * K), *KT = dV + al16(BK1 * V), *VT = KT + al16(K * BK1);
+    float *Kj = VT + al16(V * BK1), *pack = Kj + al16(K * BK1);
     const float *kj = a->k + ((b * T + ks) * Hkv + hk) * K;
     const float *vj = a->v + ((b * T + ks) * Hkv + hk) * V;
     memset(dK, 0, (size_t)(kn * K) * sizeof(float));
     memset(dV, 0, (size_t)(kn * V) * sizeof(float));
+    /* the key tile's operands, once for all its query tiles: K_j^T and V_j^T
+     * (the right operands of S and dP, read in place by the sgemm: no
+     * transposed packing per query tile) and K_j's rows together (dQ's) */
+    seqk__transpose(kn, K, kj, Hkv * K, KT, BK1);
+    seqk__transpose(kn, V, vj, Hkv * V, VT, BK1);
+    if (fused)
+        for (int64_t r = 0; r < kn; r++)
+            memcpy(Kj + r * K, kj + r * Hkv * K, (size_t)K * sizeof(float));
     const int64_t group = Hq / Hkv;
     /* causal: the first query tile that sees key ks */
     const int64_t i0 = a->causal ? (ks - s0) / BQ1 : 0;
@@ -342,28 +324,28 @@ static void dkdv_tile(const bwd_args *a, float *w, int64_t b, int64_t hk, int64_
              * queries c >= r + ks - qs) */
             const bool slow_do = masked && !rows_finite(doi, qn, Hq * V, V);
             const bool slow_q = masked && !rows_finite(qi, qn, Hq * K, K);
-            seqk__sgemm(false, true, kn, qn, K, 1.0f, kj, Hkv * K, qi, Hq * K, 0.0f, S, BQ1, pack);
-            probs_keymajor(S, BQ1, kn, qn, lse2 + qs, a->scale2, masked, ks - qs);
+            /* query-major, as pass 2: S = Q_i K_j^T, P; dV += P^T dO_i */
+            seqk__sgemm(false, false, qn, kn, K, 1.0f, qi, Hq * K, KT, BK1, 0.0f, S, BK1, pack);
+            probs_querymajor(S, BK1, qn, kn, lse2 + qs, a->scale2, masked, qs - ks);
             if (slow_do)
-                masked_product(kn, qn, V, S, BQ1, 1, doi, Hq * V, 1.0f, dV, V, false, ks - qs);
+                masked_product(kn, qn, V, S, 1, BK1, doi, Hq * V, 1.0f, dV, V, false, ks - qs);
             else
-                seqk__sgemm(false, false, kn, V, qn, 1.0f, S, BQ1, doi, Hq * V, 1.0f, dV, V, pack);
-            seqk__sgemm(false, true, kn, qn, V, 1.0f, vj, Hkv * V, doi, Hq * V, 0.0f, dP, BQ1, pack);
-            ds_keymajor(S, dP, BQ1, kn, qn, D + qs, masked);
+                seqk__sgemm(true, false, kn, V, qn, 1.0f, S, BK1, doi, Hq * V, 1.0f, dV, V, pack);
+            /* dP = dO_i V_j^T, dS = P .* (dP - D); dK += dS^T Q_i */
+            seqk__sgemm(false, false, qn, kn, V, 1.0f, doi, Hq * V, VT, BK1, 0.0f, dP, BK1, pack);
+            ds_querymajor(S, dP, BK1, qn, kn, D + qs, masked);
             if (slow_q)
-                masked_product(kn, qn, K, dP, BQ1, 1, qi, Hq * K, 1.0f, dK, K, false, ks - qs);
+                masked_product(kn, qn, K, dP, 1, BK1, qi, Hq * K, 1.0f, dK, K, false, ks - qs);
             else
-                seqk__sgemm(false, false, kn, K, qn, 1.0f, dP, BQ1, qi, Hq * K, 1.0f, dK, K, pack);
+                seqk__sgemm(true, false, kn, K, qn, 1.0f, dP, BK1, qi, Hq * K, 1.0f, dK, K, pack);
             /* fused: dQ_i += dS K_j, summed in the output in pass 2's order
              * (key tiles from the sequence's first; unscaled until the end) */
             float *dqi = a->dq + ((b * T + qs) * Hq + h) * K;
             const float beta = ks == s0 ? 0.0f : 1.0f;
             if (fused && masked && !rows_finite(kj, kn, Hkv * K, K))
-                masked_product(qn, kn, K, dP, 1, BQ1, kj, Hkv * K, beta, dqi, Hq * K, true,
-                               qs - ks);
+                masked_product(qn, kn, K, dP, BK1, 1, Kj, K, beta, dqi, Hq * K, true, qs - ks);
             else if (fused)
-                seqk__sgemm(true, false, qn, K, kn, 1.0f, dP, BQ1, kj, Hkv * K, beta, dqi, Hq * K,
-                            pack);
+                seqk__sgemm(false, false, qn, K, kn, 1.0f, dP, BK1, Kj, K, beta, dqi, Hq * K, pack);
         }
     }
     for (int64_t r = 0; r < kn; r++) {
