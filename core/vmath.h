@@ -176,9 +176,16 @@ static inline void seqk__store_row_nt(float *dst, const float *src, float s, int
     const int64_t j1 = j0 + (n - j0) / 16 * 16;
     if (((uintptr_t)dst & 3) == 0 && j0 < n && j1 > j0) {
         for (; j < j0; j++) dst[j] = s * src[j];
+#ifdef __AVX512F__
+        /* a whole line per store: the write-combining buffer leaves full */
+        const __m512 vw = _mm512_set1_ps(s);
+        for (; j < j1; j += 16)
+            _mm512_stream_ps(dst + j, _mm512_mul_ps(vw, _mm512_loadu_ps(src + j)));
+#else
         const __m256 vs = _mm256_set1_ps(s);
         for (; j < j1; j += 8)
             _mm256_stream_ps(dst + j, _mm256_mul_ps(vs, _mm256_loadu_ps(src + j)));
+#endif
     }
 #endif
     for (; j < n; j++) dst[j] = s * src[j];
