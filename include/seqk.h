@@ -246,7 +246,9 @@ SEQK_API seqk_status seqk_memcpy(seqk_context *ctx, void *dst, const void *src, 
  * point beside the fp32 one (the cublasSgemm / cublasGemmEx pattern): the
  * same arguments with `seqk_dtype dtype` right after ctx (before mode), and
  * const void * / void * for the tensors that take the dtype. The fp32
- * functions are the _ex ones with SEQK_DTYPE_F32 (one implementation).
+ * functions are the _ex ones with SEQK_DTYPE_F32 (one implementation). The
+ * scan primitive (seqk_scan), a building block rather than a layer, has no
+ * _ex: it stays fp32.
  *
  * Which tensors take the dtype: every per-token activation tensor with a
  * feature axis (K, V, head dim, channels) -- q, k, v, o, x, y, Bm, Cm, u, z
@@ -275,9 +277,9 @@ SEQK_API seqk_status seqk_memcpy(seqk_context *ctx, void *dst, const void *src, 
  * 0.40 u in f16 (softmax attention's backward, which takes the forward's o
  * rounded to the dtype; every other op <= 0.12 u), on the CPU and the
  * emulated CUDA backend. fp32 outputs of an _ex call (states, gate
- * gradients, lse) are exactly the fp32 op's. Not yet tensor cores: the CUDA backend computes in fp32
- * (issue #21 phase 2 replaces the conversion of an op by native kernels
- * behind the same signatures).
+ * gradients, lse) are exactly the fp32 op's. Not yet tensor cores: the CUDA
+ * backend computes in fp32 (issue #21 phase 2 replaces the conversion of an
+ * op by native kernels behind the same signatures).
  *
  * Workspace: besides the fp32 op's own, a reduced dtype takes one fp32 copy
  * of every dtype tensor of the call (each rounded up to 256 bytes), from the
