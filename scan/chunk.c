@@ -149,7 +149,7 @@ static void load_rows(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, bool
         }
         cv->Qg = with_q ? w->Qg : NULL;
         cv->Kd = w->Kd;
-        cv->a = expf(gl + gll);
+        cv->a = seqk__expf_2(gl, gll);
         /* folded when every G_i lies in [-SEQK__CHUNK_FOLD_MAX, 0] (a rule of
          * the chunk's gates alone: the same bits for any thread count) */
         float gmin = 0.0f, gmax = -SEQK__CHUNK_FOLD_MAX;
@@ -158,7 +158,7 @@ static void load_rows(const seqk__lin *P, int64_t r0, int64_t L, int64_t h, bool
             gmax = w->G[i] > gmax ? w->G[i] : gmax;
         }
         cv->fold = with_q && gmin >= -SEQK__CHUNK_FOLD_MAX && gmax <= 0.0f;
-        cv->ainv = cv->fold ? expf(-(gl + gll)) : 0.0f;
+        cv->ainv = cv->fold ? seqk__expf_2(-gl, -gll) : 0.0f;
     } else {
         cv->Qg = cv->Qs;
         cv->Kd = w->Kc;
@@ -230,9 +230,8 @@ static void apply_mask(float *Pm, int64_t L, const float *G, const float *Gl, co
 #ifdef __AVX2__
             const __m256 vgi = _mm256_set1_ps(gi), vgil = _mm256_set1_ps(gil);
             for (; j + 8 <= i + 1; j += 8) { /* seqk__exp_gates, multiplied in */
-                const __m256 x = _mm256_add_ps(_mm256_sub_ps(vgi, _mm256_loadu_ps(G + j)),
-                                               _mm256_sub_ps(vgil, _mm256_loadu_ps(Gl + j)));
-                const __m256 e = seqk__exp8(x);
+                const __m256 e = seqk__exp8_2(_mm256_sub_ps(vgi, _mm256_loadu_ps(G + j)),
+                                              _mm256_sub_ps(vgil, _mm256_loadu_ps(Gl + j)));
                 _mm256_storeu_ps(row + j, assign ? e : _mm256_mul_ps(_mm256_loadu_ps(row + j), e));
             }
 #endif

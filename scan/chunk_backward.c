@@ -29,7 +29,13 @@
  *   dK~ = diag(exp(-G)) (dP^T Qg + a V' dS^T)
  *
  * two row scalings instead of the mask's L^2/2 exponentials, its two passes
- * over P and dP and the decayed copies of dO and V'.
+ * over P and dP and the decayed copies of dO and V'. Only without a gate
+ * gradient (retention): the gate gradient's pairs q~_i . dq~_i and
+ * k~_j . dk~_j must see the same rounded dP_ij D_ij to cancel exactly (see
+ * below); folded, each side carries its own factors' roundings, and the
+ * gate gradient of mild gates (a small sum of O(1) pairs) was measured ~5x
+ * less accurate (a two-layer model's gate-projection gradient: 1.7e-6
+ * against 4.9e-7 relative).
  *
  * The log-decays: d(log a_t) = <dS_t, a_t S_{t-1}>. DESIGN 3.7 writes it as
  * sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T> (exp(G_i)
@@ -339,8 +345,15 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
      * chunk keeps dP without D (D_ij = exp(G_i) exp(-G_j)): the products
      * below take its factors from the rows, Kd / a = diag(exp(-G)) Kc and
      * Qg = diag(exp(G)) Qs, and diag(exp(G)) / diag(exp(-G)) on dQ / dK */
-    const bool fold = cv->fold;
-    seqk__chunk_masked(cv, dO, ldo, va, ldva, W, fold ? NULL : b->D, b->dP, pack);
+    /* (with a gate gradient, the mask: its terms pair q~_i . dq~_i with
+     * k~_j . dk~_j over the same masked dP_ij D_ij, whose roundings then
+     * cancel exactly in the reverse sum; folded, the two sides would carry
+     * different roundings, and the gate gradient of mild gates, a small sum
+     * of O(1) pairs, lost a factor of ~5 in accuracy) */
+    const bool fold = cv->fold && b->no_gates;
+    seqk__chunk_view cvm = *cv; /* dP masked unless folded here */
+    cvm.fold = fold;
+    seqk__chunk_masked(&cvm, dO, ldo, va, ldva, W, fold ? NULL : b->D, b->dP, pack);
     float *diag = b->diag; /* [L] */
     for (int64_t i = 0; i < L; i++) diag[i] = b->dP[i * L + i], b->dP[i * L + i] = 0.0f;
     /* exp(G_i), exp(G_{L-1} - G_i) */
@@ -387,19 +400,20 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
         if (gates) Dterm = cv->a * seqk__dot(S0, dS, K * W);
     }
     if (fold) seqk__scale_rows(L, K, b->eq, 1.0f, b->dQ, K);
-    /* dK~ = dP^T Q~ (strict) here (folded: diag(exp(-G)) dP^T Qg); g_i + A_i
+    /* dK~ = dP^T Q~ (strict) here (folded: dP^T Qg, scaled below); g_i + A_i
      * from dQ~ (both parts) and this */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L,
                        fold ? cv->Qg : cv->Qs, K, 0.0f, b->dK, K, pack);
-    if (fold && gates) seqk__scale_rows(L, K, b->ek, cv->ainv, b->dK, K);
     for (int64_t i = 0; gates && i < L; i++)
         gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
                 seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
-    /* dK~ += diag(exp(G_L - G)) V' dS^T; folded without gates, the whole
+    /* dK~ += diag(exp(G_L - G)) V' dS^T; folded (no gates), the whole
      * diag(exp(-G)) (dP^T Qg + a V' dS^T) scaled once */
-    if (fold && !gates) {
+    if (fold) {
+        float *einv = tmp; /* exp(-G_i) */
+        seqk__exp_gates(cv->G, cv->Gl, L, 0.0f, 0.0f, -1.0f, einv);
         seqk__sgemm(false, true, L, K, W, cv->a, va, ldva, dS, W, 1.0f, b->dK, K, pack);
-        seqk__scale_rows(L, K, b->ek, cv->ainv, b->dK, K);
+        seqk__scale_rows(L, K, einv, 1.0f, b->dK, K);
     } else {
         int64_t lde = ldva;
         const float *ve = decayed_rows(cv, b->ek, va, &lde, W, tmp);
@@ -461,7 +475,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
     float *pack = b->pack, *dS = b->dS;
     /* P = (Q~ K~^T) .* D, with D formed once for P and dP */
     const float *Dm = NULL;
-    if (cv->G && !cv->fold) seqk__chunk_decay_mask(cv, b->Dm), Dm = b->Dm;
+    if (cv->G && !(cv->fold && !out->dld)) seqk__chunk_decay_mask(cv, b->Dm), Dm = b->Dm;
     seqk__chunk_scores(cv, K, Dm, b->cs.P, pack);
     const float *dO = Gr->dout + (row * H + h) * V;
     int64_t ldo = H * V;
@@ -483,7 +497,13 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
                           b->gt, b->gsum + L, 0.0f, pack, Dm, b->Y, no_ds, out->dld == NULL,
                           NULL};
     seqk__chunk_backward_stage(cv, K, W, b->cs.P, dO, ldo, va, ldva, S0, dS, &sb);
-    if (out->dld) seqk__chunk_gate_grad(L, b->gt, b->gsum + L, sb.Dterm, out->dld, H);
+    if (out->dld) {
+        seqk__chunk_gate_grad(L, b->gt, b->gsum + L, sb.Dterm, out->dld, H);
+        /* a sequence's first decay multiplies a zero state: its gradient is 0
+         * exactly (the sum above is 0 only up to the cancellation of its
+         * pairs' rounding) */
+        if (!S0) out->dld[0] = 0.0f;
+    }
 
     /* the raw gradients: dq = scale phi'(q) dQ~, dk = phi'(k) dK~, dv = v_scale dV' */
     const int64_t hq = h / (P->H / P->Hqk);

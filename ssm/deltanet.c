@@ -389,8 +389,8 @@ void seqk__dn_forward_substitution(float *Tm, int64_t L, const float *beta, cons
             const __m256 vg = _mm256_set1_ps(G[i]), vgl = _mm256_set1_ps(Gl[i]);
             const __m256 vb = _mm256_set1_ps(bi);
             for (; j + 8 <= i; j += 8) { /* seqk__exp_gates, multiplied in */
-                const __m256 d = seqk__exp8(_mm256_add_ps(_mm256_sub_ps(vg, _mm256_loadu_ps(G + j)),
-                                                          _mm256_sub_ps(vgl, _mm256_loadu_ps(Gl + j))));
+                const __m256 d = seqk__exp8_2(_mm256_sub_ps(vg, _mm256_loadu_ps(G + j)),
+                                              _mm256_sub_ps(vgl, _mm256_loadu_ps(Gl + j)));
                 _mm256_storeu_ps(arow + j, _mm256_mul_ps(_mm256_mul_ps(vb, _mm256_loadu_ps(ti + j)), d));
             }
 #endif

@@ -338,7 +338,10 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
                        b->dK, K, pack);
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dA, L, cv->Kc, K, 1.0f,
                        b->dK, K, pack);
-    if (D->dg) seqk__chunk_gate_grad(L, b->gt, b->bt, sb.Dterm, D->dg + row * H + h, H);
+    if (D->dg) {
+        seqk__chunk_gate_grad(L, b->gt, b->bt, sb.Dterm, D->dg + row * H + h, H);
+        if (!S0) D->dg[row * H + h] = 0.0f; /* a zero state's decay: 0 exactly (as the engine) */
+    }
     /* the raw gradients: dq = scale n'(q) dQ~, dk = n'(k) dK~; dbeta */
     const bool l2 = (P->flags & SEQK__LIN_L2NORM) != 0;
     for (int64_t i = 0; i < L; i++) {

@@ -32,6 +32,11 @@ attention's k projection (gradient 7e-8) moves by 1.3e-4 of the update's
 norm, through seqk and through the float32 reference alike (7e-5 with
 1e-6). Measured, seqk vs float64 over the 36 cases: loss <= 1.3e-7 relative,
 updates <= 7.0e-5 (that Adam case; SGD <= 3.6e-5); vs float32 <= 5.4e-5.
+Against the float32 reference the bound adds that reference's own distance
+from float64: Adam's first step on gated retention's layer-0 gate projection
+(gradients down to 9e-8 beside eps) moves PyTorch's float32 update 5.8e-5
+from float64's and seqk's 7.3e-5, so the two float32 updates differ by 1.3e-4
+while each is within 1e-4 of float64.
 """
 import pytest
 
@@ -167,14 +172,20 @@ def test_train_step_matches_reference(op, layout, optim):
     tokens = torch.randint(0, VOCAB, (B_, T + 1))
     inp, tgt = tokens[:, :-1], tokens[:, 1:]
     l32, d32 = _step(op, st, torch.float32, state, inp, tgt, cu, optim)
+    d64 = None
     for ref_dtype in (torch.float64, torch.float32):
         lref, dref = _step(op, R, ref_dtype, state, inp, tgt, cu, optim)
         if ref_dtype == torch.float64:  # the step as float32 parameters receive it
             dref = {n: (state[n].double() + d).float().double() - state[n].double() for n, d in dref.items()}
+            d64 = dref
         assert abs(l32 - lref) <= LOSS_TOL * abs(lref), (op, ref_dtype, l32, lref)
         assert set(d32) == set(dref)
         for n in dref:
             assert float(dref[n].norm()) > 0, "%s: %s not updated by the reference (%s)" % (op, n, ref_dtype)
             e = _norm_err(d32[n], dref[n])
-            assert e <= UPDATE_TOL, "%s/%s/%s: update of %s rel err %.2e vs the %s reference" % (
-                op, layout, optim, n, e, ref_dtype)
+            # against the float32 reference: its own distance from float64 is
+            # allowed on top (two float32 computations, each within its
+            # rounding of float64, differ by up to the sum)
+            tol = UPDATE_TOL + (_norm_err(dref[n], d64[n]) if ref_dtype == torch.float32 else 0.0)
+            assert e <= tol, "%s/%s/%s: update of %s rel err %.2e vs the %s reference (bound %.2e)" % (
+                op, layout, optim, n, e, ref_dtype, tol)
