@@ -229,6 +229,7 @@ static seqk_status convert(const char *fn, seqk_context *ctx, seqk_dtype dtype, 
     (void)fn;
     const int64_t blocks = (n + BLOCK - 1) / BLOCK;
     const int threads = seqk__threads(ctx);
+    (void)threads; /* without OpenMP */
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && blocks > 1)
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t i0 = b * BLOCK, m = n - i0 < BLOCK ? n - i0 : BLOCK;
