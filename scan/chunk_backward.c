@@ -110,10 +110,9 @@ typedef struct {
     int64_t R;       /* chunks per segment (checkpoint spacing) */
     int64_t nckpt;   /* checkpoints of the longest sequence */
     bool head_buf;   /* dq, dk per head in the workspace (Hqk < H) */
-    bool group_items; /* Hqk < H: one item per (sequence, q/k head), or per (chunk, q/k
-                       * head) in the chunk-parallel walk, walks its heads in order,
-                       * adding their dq, dk rows into the output (no per-head rows,
-                       * no head-sum pass) */
+    bool group_items; /* Hqk < H, per-pair walk: one item per (sequence, q/k head) walks
+                       * its heads in order, adding their dq, dk rows into the output
+                       * (no per-head rows, no head-sum pass) */
     bool staged;     /* chunk-parallel (walk_staged), else a walk per (sequence, head) */
     int64_t nchb;    /* chunks of all sequences, at most (B T / L + N: the same bound in a
                       * workspace query, before cu_seqlens is known) */
@@ -156,12 +155,7 @@ static bplan make_plan(const seqk__lin *P, int threads)
      * chunks, there is no normaliser (its dO' needs the states first) and the
      * states and state gradients of every chunk fit the byte limit. */
     pl.nchb = P->B * P->T / L + P->N;
-    /* With q/k groups (Mamba2's G < H) fewer (sequence, q/k head) pairs than
-     * threads count too: a group's heads add into the same dq, dk rows, so
-     * their walks either share a thread or a workspace of per-head rows and
-     * a head-sum pass; the chunk-parallel walk adds them per chunk instead. */
-    const int64_t pairs = P->Hqk != P->H ? P->N * P->Hqk : P->N * P->H;
-    pl.staged = threads > 1 && pairs < threads && !with_z(P) && pl.nchb > 2 * P->N &&
+    pl.staged = threads > 1 && P->N * P->H < threads && !with_z(P) && pl.nchb > 2 * P->N &&
                 (size_t)(2 * pl.nchb * P->H) * (size_t)pl.E * sizeof(float) <=
                     SEQK__LIN_BWD_STAGED_BYTES;
     const int64_t nch = (seqk__lin_longest(P) + L - 1) / L;
@@ -179,8 +173,8 @@ static bplan make_plan(const seqk__lin *P, int threads)
      * rows in head order, so they give the same bits. */
     {
         const int64_t items = P->N * P->Hqk;
-        pl.group_items = pl.head_buf && (pl.staged || items % threads == 0 ||
-                                         items >= 4 * (int64_t)threads);
+        pl.group_items = pl.head_buf && !pl.staged &&
+                         (items % threads == 0 || items >= 4 * (int64_t)threads);
     }
     int64_t nmax = L > pl.W ? L : pl.W, kmax = nmax;
     if (K > nmax) nmax = K, kmax = K;
@@ -681,10 +675,8 @@ static void walk_staged(const seqk__lin *P, const seqk__lin_grad *Gr, const bpla
     /* (3) per chunk: its backward from the state before it and the gradient
      * after it (no dS step: (2) did them); no barrier after (the caller
      * fences its streamed rows first) */
-    const int64_t per = pl->group_items ? H / P->Hqk : 1; /* heads per task, in order */
 #pragma omp for schedule(static) nowait
-    for (int64_t task = 0; task < nchunks * H / per; task++)
-        for (int64_t ch = task * per; ch < (task + 1) * per; ch++) {
+    for (int64_t ch = 0; ch < nchunks * H; ch++) {
         const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
         int64_t r0, len;
         seqk__lin_seq(P, n, &r0, &len);
