@@ -57,6 +57,12 @@ if [ "${EMU_BENCH:-0}" = 1 ]; then
 fi
 printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -I{} sh -c '{}'
 
+# The emulator's cuBLAS (include/cublas_v2.h) against plain loops, first.
+g++ -std=c++17 -O1 -g "${SAN[@]}" -I"$EMU/include" -o "$OUT/test_cublas" "$EMU/test_cublas.cpp"
+"$OUT/test_cublas" >"$OUT/test_cublas.log" 2>&1 ||
+    { tail -20 "$OUT/test_cublas.log"; echo "cuda_emu: test_cublas FAILED" >&2; exit 1; }
+echo "cublas (emulator) $(tail -1 "$OUT/test_cublas.log")"
+
 LIBOBJ=("$OUT"/obj/emu_*.o "$OUT"/obj/gpu_*.o "$OUT"/obj/lib_*.o)
 TESTLIB=("$OUT"/obj/t_harness.o "$OUT"/obj/t_fixtures.o "$OUT"/obj/t_ref_*.o)
 for t in $TESTS; do
