@@ -45,6 +45,13 @@ extern "C" seqk_status seqk__cuda_context_init(seqk_context *ctx)
     if (bs != CUBLAS_STATUS_SUCCESS)
         return seqk__fail(SEQK_ERROR_NO_DEVICE, "%s: backend=CUDA: cublasCreate failed (status %d)",
                           fn, (int)bs);
+    /* plain fp32 math: no TF32 for fp32 products (gpu/gemm.cu) */
+    bs = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        cublasDestroy(h);
+        return seqk__fail(SEQK_ERROR_BACKEND,
+                          "%s: backend=CUDA: cublasSetMathMode failed (status %d)", fn, (int)bs);
+    }
     ctx->cublas = h;
     ctx->stream = NULL;
     return SEQK_SUCCESS;

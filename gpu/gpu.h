@@ -23,6 +23,20 @@ extern "C" {
 seqk_status seqk__cuda_convert(const char *fn, seqk_context *ctx, seqk_dtype dtype, int to_f32,
                                const void *src, void *dst, int64_t n);
 
+/* gpu/gemm.cu: row-major batched products on ctx's cuBLAS handle and stream,
+ *   C_b = alpha op(A_b) op(B_b) + beta C_b,  b < batch,
+ * C_b M x N fp32 at C + b sC (row i at i ldc); op(A_b) M x K, A_b stored
+ * M x K (ta = 0) or K x M (ta = 1) at A + b sA; op(B_b) K x N, B_b stored
+ * K x N (tb = 0) or N x K (tb = 1) at B + b sB; A and B in dtype (strides in
+ * elements). fp32: CUBLAS_COMPUTE_32F, no TF32; bf16 / f16: CUBLAS_COMPUTE_32F
+ * with CUBLAS_GEMM_DEFAULT_TENSOR_OP (tensor cores, fp32 accumulation).
+ * M, N or batch <= 0: nothing. A cuBLAS failure: SEQK_ERROR_BACKEND with a
+ * message naming fn and the call; sizes past int: SEQK_ERROR_UNSUPPORTED. */
+seqk_status seqk__cuda_gemm(const char *fn, seqk_context *ctx, seqk_dtype dtype, int ta, int tb,
+                            int64_t M, int64_t N, int64_t K, float alpha, const void *A,
+                            int64_t lda, int64_t sA, const void *B, int64_t ldb, int64_t sB,
+                            float beta, float *C, int64_t ldc, int64_t sC, int64_t batch);
+
 /* gpu/context.cu */
 seqk_status seqk__cuda_device_count(int *count);
 seqk_status seqk__cuda_context_init(seqk_context *ctx);
