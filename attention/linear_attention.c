@@ -4,10 +4,12 @@
 
 #include "../core/dtype.h"
 
-static seqk_status linear_attention_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
-                                        int64_t H, int64_t K, int64_t V, float scale,
-                                        unsigned flags, const float *q, const float *k,
-                                        const float *v, float *o, const float *state_in,
+/* The forward in fp32, or natively in a reduced dtype (seqk__lin_native):
+ * q, k, v, o hold elements of dtype. */
+static seqk_status linear_attention_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                        int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                        float scale, unsigned flags, const void *q, const void *k,
+                                        const void *v, void *o, const float *state_in,
                                         float *state_out, const float *z_in, float *z_out,
                                         const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
@@ -24,7 +26,8 @@ static seqk_status linear_attention_f32(seqk_context *ctx, seqk_mode mode, int64
     P.scale = scale;
     P.flags = ((flags & SEQK_LINATTN_NORMALIZE) ? SEQK__LIN_NORMALIZE : 0u) |
               ((flags & SEQK_LINATTN_ELU1) ? SEQK__LIN_ELU1 : 0u);
-    P.q = q, P.k = k, P.v = v, P.o = o;
+    P.dtype = dtype;
+    P.q = (const float *)q, P.k = (const float *)k, P.v = (const float *)v, P.o = (float *)o;
     P.s_in = state_in, P.s_out = state_out, P.z_in = z_in, P.z_out = z_out;
     return seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
 }
@@ -68,9 +71,10 @@ seqk_status seqk_linear_attention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_m
                                      float *state_out, const float *z_in, float *z_out,
                                      const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return linear_attention_f32(ctx, mode, B, T, H, K, V, scale, flags, q, k, v, o, state_in,
-                                    state_out, z_in, z_out, cu_seqlens, N, chunk);
+    const unsigned eflags = (flags & SEQK_LINATTN_NORMALIZE) ? SEQK__LIN_NORMALIZE : 0u;
+    if (dtype == SEQK_DTYPE_F32 || seqk__lin_native(ctx, dtype, (int)mode, eflags))
+        return linear_attention_run(ctx, dtype, mode, B, T, H, K, V, scale, flags, q, k, v, o,
+                                    state_in, state_out, z_in, z_out, cu_seqlens, N, chunk);
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     seqk__dt_tensor t[] = {{"q", q, nk, SEQK__DT_IN, 0, NULL},
                            {"k", k, nk, SEQK__DT_IN, 0, NULL},
@@ -83,8 +87,9 @@ seqk_status seqk_linear_attention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_m
     seqk_status st = seqk__dt_begin(&c, "seqk_linear_attention_ex", ctx, dtype, t, 4,
                                     seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = linear_attention_f32(ctx, mode, B, T, H, K, V, scale, flags, t[0].f, t[1].f, t[2].f,
-                              t[3].f, state_in, state_out, z_in, z_out, cu_seqlens, N, chunk);
+    st = linear_attention_run(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, flags, t[0].f,
+                              t[1].f, t[2].f, t[3].f, state_in, state_out, z_in, z_out,
+                              cu_seqlens, N, chunk);
     return seqk__dt_end(&c, st);
 }
 

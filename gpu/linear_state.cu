@@ -85,6 +85,38 @@
  * cudaMemcpyAsync + stream synchronize). The recurrent mode needs no
  * workspace otherwise (a decoding step allocates nothing).
  *
+ * Reduced precision (seqk.h, "Dtypes"; issue #21 phase 2): the parallel mode
+ * with P->dtype BF16 / F16 (q, k, v, o in that dtype; no normaliser; routed
+ * here by seqk__lin_native from the _ex entry points) runs natively, the way
+ * flash-linear-attention's chunk kernels do: operands formed in fp32 by
+ * seqk's kernels and rounded to the dtype just before each product, the
+ * products on tensor cores through cuBLAS (gpu/gemm.cu, fp32 accumulation),
+ * fp32 states, masks, decays and the state walk in fp32 between them.
+ * Chunk c, head h form one batch entry b = c H + h of every product; rows of
+ * a short last chunk are zero-padded to L.
+ *   (0) lin_chunk_gates_kernel (as above): Gc, acoef.
+ *   (1) lin_lp_pack_kernel, one warp per packed row (b, i < L): rounded
+ *       Qa = q~, Ka = k~, Qg = exp(G_i) q~, Kd = exp(G_last - G_i) k~
+ *       ([nb, L, K]) and Va = v~ ([nb, L, V]); zeros past the chunk.
+ *   (2) gemm: Sc = Qa Ka^T ([nb, L, L], fp32).
+ *   (3) lin_lp_mask_kernel, one block per packed row: Pm = round(Sc .* D)
+ *       (exp(G_i - G_j) only for j <= i, else 0).
+ *   (4) gemm: states = Kd^T Va ([nb, K, V], fp32): the local terms U_c.
+ *   (5) lin_chunk_scan_kernel (as above): U_c -> S0_c in place, s_out.
+ *   (6) lin_lp_round_kernel: S0b = round(S0) ([nb, K, V]).
+ *   (7) gemm: O = Pm Va; gemm: O += Qg S0b ([nb, L, V], fp32, in Sc's
+ *       block: the scores are consumed by then).
+ *   (8) lin_lp_write_kernel, one warp per packed row: o = round(O + skip[h]
+ *       v) (the skip: Mamba2's D x, P->skip, else none).
+ * Workspace (make_lp_plan): the parallel mode's regions, then Qa, Ka, Qg,
+ * Kd, Va, Pm, S0b in the dtype and [nb, L, max(L, V)] floats for Sc / O.
+ * Error: each term of o has its operands rounded at most about three times
+ * (q~ or exp(G) q~; the mask product P or the state S0, itself built from
+ * rounded exp(G_last - G) k~), each within u, then o once: the bound and the
+ * measurements are in seqk.h. A first version: the packing writes the
+ * operands once more than a fused kernel would, and Q~ K~^T is computed for
+ * the whole L x L block (the upper triangle is discarded by the mask).
+ *
  * Mamba2 helpers: lin_mamba2_dt_kernel (dt' = softplus(dt + bias) or
  * dt + bias, [rows, H]) and lin_mamba2_skip_kernel (y += D x), grid-stride,
  * 256 threads.
@@ -111,6 +143,7 @@ extern "C" {
 
 #include "chunks.cuh"
 #include "common.cuh"
+#include "dtype.cuh"
 
 #include <limits.h>
 #include <stdint.h>
@@ -129,7 +162,8 @@ enum {
     MAX_CHUNK_L = 1024,
     SCAN_THREADS = 256,
     GATE_THREADS = 256,
-    ELEM_THREADS = 256
+    ELEM_THREADS = 256,
+    LP_THREADS = 256   /* the native bf16 / f16 path's kernels: 8 warps */
 };
 
 /* Everything a kernel needs, by value. Sizes that index memory are used as
@@ -573,6 +607,130 @@ static __global__ void __launch_bounds__(ELEM_THREADS)
         y[i] += D[(i / Pd) % H] * x[i];
 }
 
+/* ---- parallel mode in bf16 / f16 (native; see "Reduced precision" above) ---------- */
+
+/* The native path's arrays besides the engine's (a.q, a.k, a.v, a.o unused). */
+typedef struct lin_lp_args {
+    lin_args a;
+    int bf16;                        /* 1: bf16, 0: f16 */
+    const uint16_t *q, *k, *v;       /* the caller's q, k [B*T, Hqk, K], v [B*T, H, V] */
+    uint16_t *o;                     /* [B*T, H, V] */
+    const float *skip;               /* [H] or NULL: o += skip[h] v (Mamba2's D x) */
+    uint16_t *Qa, *Ka, *Qg, *Kd;     /* [nchunks*H, L, K] q~, k~, exp(G) q~, exp(G_last - G) k~ */
+    uint16_t *Va;                    /* [nchunks*H, L, V] v~ */
+    uint16_t *Pm;                    /* [nchunks*H, L, L] (Q~ K~^T) .* D */
+    uint16_t *S0b;                   /* [nchunks*H, K, V] the chunk states, rounded */
+    float *Sc;                       /* [nchunks*H, L, L] Q~ K~^T; then O [nchunks*H, L, V] */
+} lin_lp_args;
+
+/* The packed row (b = c H + h, i) of warp w of the block; false past the end. */
+static __device__ __forceinline__ bool lin_lp_row(const lin_lp_args &p, int64_t nrows, int64_t *b,
+                                                  int *i, int64_t *c, int *h, int64_t *r0,
+                                                  int *Lc)
+{
+    const int64_t row = (int64_t)blockIdx.x * (LP_THREADS / 32) + (threadIdx.x >> 5);
+    if (row >= nrows) return false;
+    const int L = p.a.map.L;
+    *b = row / L;
+    *i = (int)(row - *b * L);
+    *c = *b / p.a.H;
+    *h = (int)(*b - *c * p.a.H);
+    seqk__chunk_rows(p.a.map, *c, r0, Lc);
+    return true;
+}
+
+/* One warp per packed row (chunk c, head h, row i < L): the rounded operands
+ * of the four products, from fp32 values formed here (feature map, scale,
+ * gates, v_scale); zeros for rows past the chunk's end. */
+static __global__ void __launch_bounds__(LP_THREADS) lin_lp_pack_kernel(lin_lp_args p, int64_t nrows)
+{
+    int64_t b, c, r0;
+    int i, h, Lc;
+    if (!lin_lp_row(p, nrows, &b, &i, &c, &h, &r0, &Lc)) return;
+    const lin_args &a = p.a;
+    const int lane = threadIdx.x & 31, K = a.K, V = a.V, L = a.map.L;
+    const int64_t qrow = (b * L + i) * (int64_t)K, vrow = (b * L + i) * (int64_t)V;
+    const bool ok = i < Lc;
+    const int64_t r = r0 + i;
+    float fq = 0.0f, fk = 0.0f, fv = 0.0f;
+    if (ok) {
+        double gi = 0.0, gl = 0.0;
+        if (a.decay) gi = a.Gc[r * a.H + h], gl = a.Gc[(r0 + Lc - 1) * a.H + h];
+        fq = a.decay ? expf((float)gi) : 1.0f;
+        fk = a.decay ? expf((float)(gl - gi)) : 1.0f;
+        fv = a.v_scale ? a.v_scale[r * a.H + h] : 1.0f;
+    }
+    const int hq = h / a.hgrp;
+    for (int kk = lane; kk < K; kk += 32) {
+        float qx = 0.0f, kx = 0.0f;
+        if (ok) {
+            const int64_t off = (r * a.Hqk + hq) * K + kk;
+            qx = a.scale * seqk__lin_phi(seqk__dt_load(p.q, off, p.bf16), a.elu);
+            kx = seqk__lin_phi(seqk__dt_load(p.k, off, p.bf16), a.elu);
+        }
+        p.Qa[qrow + kk] = seqk__dt_round(qx, p.bf16);
+        p.Ka[qrow + kk] = seqk__dt_round(kx, p.bf16);
+        p.Qg[qrow + kk] = seqk__dt_round(fq * qx, p.bf16);
+        p.Kd[qrow + kk] = seqk__dt_round(fk * kx, p.bf16);
+    }
+    for (int vv = lane; vv < V; vv += 32) {
+        const float x = ok ? fv * seqk__dt_load(p.v, (r * a.H + h) * V + vv, p.bf16) : 0.0f;
+        p.Va[vrow + vv] = seqk__dt_round(x, p.bf16);
+    }
+}
+
+/* One block per packed row (b, i): Pm[b, i, j] = (Q~ K~^T)_ij exp(G_i - G_j)
+ * for j <= i < Lc (exp only there), else 0, rounded to the dtype. */
+static __global__ void __launch_bounds__(LP_THREADS) lin_lp_mask_kernel(lin_lp_args p)
+{
+    const lin_args &a = p.a;
+    const int L = a.map.L;
+    const int64_t b = (int64_t)blockIdx.x / L;
+    const int i = (int)((int64_t)blockIdx.x - b * L);
+    const int64_t c = b / a.H;
+    const int h = (int)(b - c * a.H);
+    int64_t r0;
+    int Lc;
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    const double gi = (a.decay && i < Lc) ? a.Gc[(r0 + i) * a.H + h] : 0.0;
+    const int64_t row = (b * L + i) * (int64_t)L;
+    for (int j = threadIdx.x; j < L; j += LP_THREADS) {
+        float x = 0.0f;
+        if (j <= i && i < Lc) {
+            x = p.Sc[row + j];
+            if (a.decay) x *= expf((float)(gi - a.Gc[(r0 + j) * a.H + h]));
+        }
+        p.Pm[row + j] = seqk__dt_round(x, p.bf16);
+    }
+}
+
+/* S0b = the chunk states (fp32, [nchunks*H, K, V]) rounded to the dtype. */
+static __global__ void __launch_bounds__(LP_THREADS)
+    lin_lp_round_kernel(const float *src, uint16_t *dst, int64_t n, int bf16)
+{
+    for (int64_t e = (int64_t)blockIdx.x * LP_THREADS + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * LP_THREADS)
+        dst[e] = seqk__dt_round(src[e], bf16);
+}
+
+/* One warp per packed row: o = O (+ skip[h] v), rounded, for rows < Lc. */
+static __global__ void __launch_bounds__(LP_THREADS) lin_lp_write_kernel(lin_lp_args p, int64_t nrows)
+{
+    int64_t b, c, r0;
+    int i, h, Lc;
+    if (!lin_lp_row(p, nrows, &b, &i, &c, &h, &r0, &Lc) || i >= Lc) return;
+    const lin_args &a = p.a;
+    const int lane = threadIdx.x & 31, V = a.V;
+    const float *O = p.Sc + (b * a.map.L + i) * (int64_t)V;
+    const int64_t orow = ((r0 + i) * a.H + h) * V;
+    const float d = p.skip ? p.skip[h] : 0.0f;
+    for (int vv = lane; vv < V; vv += 32) {
+        float x = O[vv];
+        if (p.skip) x = fmaf(d, seqk__dt_load(p.v, orow + vv, p.bf16), x);
+        p.o[orow + vv] = seqk__dt_round(x, p.bf16);
+    }
+}
+
 /* ---- host: plan and workspace ---------------------------------------------------------- */
 
 typedef struct lin_plan {
@@ -607,8 +765,33 @@ static lin_plan make_plan(const seqk__lin *P, int mode)
     return pl;
 }
 
+/* The native bf16 / f16 path's plan: the parallel mode's regions, then the
+ * packed operands (dtype), the rounded states and the score / output block. */
+typedef struct lin_lp_plan {
+    lin_plan base;
+    size_t off_Qa, off_Ka, off_Qg, off_Kd, off_Va, off_Pm, off_S0b, off_Sc, bytes;
+} lin_lp_plan;
+
+static lin_lp_plan make_lp_plan(const seqk__lin *P)
+{
+    lin_lp_plan pl;
+    pl.base = make_plan(P, SEQK_MODE_PARALLEL);
+    const size_t rows = (size_t)(pl.base.nchunks * P->H) * (size_t)pl.base.L; /* packed rows */
+    const size_t L = (size_t)pl.base.L, K = (size_t)P->K, V = (size_t)P->V, es = 2;
+    size_t off = pl.base.bytes;
+    size_t *qk[4] = {&pl.off_Qa, &pl.off_Ka, &pl.off_Qg, &pl.off_Kd};
+    for (int j = 0; j < 4; j++) *qk[j] = off, off += align_ws(rows * K * es);
+    pl.off_Va = off, off += align_ws(rows * V * es);
+    pl.off_Pm = off, off += align_ws(rows * L * es);
+    pl.off_S0b = off, off += align_ws((size_t)(pl.base.nchunks * P->H) * K * V * es);
+    pl.off_Sc = off, off += align_ws(rows * (L > V ? L : V) * sizeof(float));
+    pl.bytes = off;
+    return pl;
+}
+
 extern "C" size_t seqk__cuda_lin_workspace(const seqk__lin *P, int mode)
 {
+    if (P->dtype != SEQK_DTYPE_F32 && mode == SEQK_MODE_PARALLEL) return make_lp_plan(P).bytes;
     return make_plan(P, mode).bytes;
 }
 
@@ -675,17 +858,92 @@ static seqk_status launch_chunked(const char *fn, lin_args &a, const lin_plan &p
     return SEQK_SUCCESS;
 }
 
+/* The native bf16 / f16 parallel mode: stage 0 and the chunk-state scan are
+ * the fp32 path's kernels; the products go through gpu/gemm.cu. */
+static seqk_status launch_lowp(const char *fn, seqk_context *ctx, const seqk__lin *P,
+                               lin_args &a, const lin_lp_plan &pl, char *ws, cudaStream_t stream)
+{
+    const int64_t nchunks = pl.base.nchunks, H = a.H, L = a.map.L, K = a.K, V = a.V;
+    const int64_t nb = nchunks * H, nrows = nb * L;
+    a.Gc = (double *)(ws + pl.base.off_G);
+    a.acoef = (float *)(ws + pl.base.off_a);
+    a.states = (float *)(ws + pl.base.off_states);
+    lin_lp_args p;
+    p.a = a;
+    p.bf16 = P->dtype == SEQK_DTYPE_BF16;
+    p.q = (const uint16_t *)P->q, p.k = (const uint16_t *)P->k, p.v = (const uint16_t *)P->v;
+    p.o = (uint16_t *)P->o;
+    p.skip = P->skip;
+    p.Qa = (uint16_t *)(ws + pl.off_Qa), p.Ka = (uint16_t *)(ws + pl.off_Ka);
+    p.Qg = (uint16_t *)(ws + pl.off_Qg), p.Kd = (uint16_t *)(ws + pl.off_Kd);
+    p.Va = (uint16_t *)(ws + pl.off_Va), p.Pm = (uint16_t *)(ws + pl.off_Pm);
+    p.S0b = (uint16_t *)(ws + pl.off_S0b), p.Sc = (float *)(ws + pl.off_Sc);
+    if (a.map.cu) {
+        const seqk_status st =
+            seqk__chunks_build_first(fn, &a.map, (int32_t *)(ws + pl.base.off_first), stream);
+        if (st) return st;
+        p.a.map = a.map;
+    }
+    const seqk_dtype dt = P->dtype;
+    seqk_status st;
+    if (nchunks > 0) {
+        if (a.decay) {
+            SEQK__GRID_OR_FAIL(g0, (nb + GATE_THREADS / 32 - 1) / (GATE_THREADS / 32));
+            lin_chunk_gates_kernel<<<g0, GATE_THREADS, 0, stream>>>(a, nb);
+            SEQK_CUDA_CHECK_LAUNCH(fn);
+        }
+        SEQK__GRID_OR_FAIL(gp, (nrows + LP_THREADS / 32 - 1) / (LP_THREADS / 32));
+        lin_lp_pack_kernel<<<gp, LP_THREADS, 0, stream>>>(p, nrows);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        /* scores Q~ K~^T [L, L] and the local states U = Kd^T V~ [K, V] */
+        if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, K, 1.0f, p.Qa, K, L * K, p.Ka, K,
+                                  L * K, 0.0f, p.Sc, L, L * L, nb)))
+            return st;
+        SEQK__GRID_OR_FAIL(gm, nrows);
+        lin_lp_mask_kernel<<<gm, LP_THREADS, 0, stream>>>(p);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        if ((st = seqk__cuda_gemm(fn, ctx, dt, 1, 0, K, V, L, 1.0f, p.Kd, K, L * K, p.Va, V,
+                                  L * V, 0.0f, a.states, V, a.E, nb)))
+            return st;
+    }
+    /* always: it also carries s_in to s_out for sequences without tokens */
+    const int eblocks = (int)((a.E + SCAN_THREADS - 1) / SCAN_THREADS);
+    SEQK__GRID_OR_FAIL(g2, a.map.N * H * eblocks);
+    lin_chunk_scan_kernel<<<g2, SCAN_THREADS, 0, stream>>>(a, eblocks);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (nchunks == 0) return SEQK_SUCCESS;
+    lin_lp_round_kernel<<<seqk__elem_grid(nb * a.E, LP_THREADS), LP_THREADS, 0, stream>>>(
+        a.states, p.S0b, nb * a.E, p.bf16);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    /* O = P V~ + Qg S0 (into the scores' block: they are consumed) */
+    if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, V, L, 1.0f, p.Pm, L, L * L, p.Va, V, L * V,
+                              0.0f, p.Sc, V, L * V, nb)))
+        return st;
+    if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, V, K, 1.0f, p.Qg, K, L * K, p.S0b, V, a.E,
+                              1.0f, p.Sc, V, L * V, nb)))
+        return st;
+    SEQK__GRID_OR_FAIL(gw, (nrows + LP_THREADS / 32 - 1) / (LP_THREADS / 32));
+    lin_lp_write_kernel<<<gw, LP_THREADS, 0, stream>>>(p, nrows);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}
+
 extern "C" seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const seqk__lin *P,
                                      const int32_t *cu_device)
 {
     static const char fn[] = "seqk (CUDA linear-state engine)";
+    const bool lowp = P->dtype != SEQK_DTYPE_F32;
+    if (lowp && (mode != SEQK_MODE_PARALLEL || (P->flags & SEQK__LIN_NORMALIZE)))
+        return seqk__fail(SEQK_ERROR_INTERNAL, "%s: %s in the native path without its mode", fn,
+                          seqk_dtype_string(P->dtype));
     SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
     cudaStream_t stream = seqk__stream(ctx);
     const lin_plan pl = make_plan(P, mode);
+    const size_t bytes = seqk__cuda_lin_workspace(P, mode);
     char *ws = NULL;
-    if (pl.bytes > 0) {
+    if (bytes > 0) {
         void *base = NULL;
-        seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + pl.bytes, &base);
+        seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + bytes, &base);
         if (st) return st;
         ws = (char *)base + P->ws_offset;
     }
@@ -704,13 +962,14 @@ extern "C" seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const seqk__l
     a.norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
     a.elu = (P->flags & SEQK__LIN_ELU1) != 0;
     a.decay = P->g != NULL || P->log_gamma != NULL;
-    a.q = P->q, a.k = P->k, a.v = P->v, a.v_scale = P->v_scale;
-    a.o = P->o;
+    a.v_scale = P->v_scale;
+    if (!lowp) a.q = P->q, a.k = P->k, a.v = P->v, a.o = P->o;
     a.s_in = P->s_in, a.s_out = P->s_out;
     a.z_in = a.norm ? P->z_in : NULL;
     a.z_out = a.norm ? P->z_out : NULL;
     const seqk_status st = seqk__lin_gates_of(fn, P, (float *)(ws + pl.off_lg), stream, &a.gates);
     if (st) return st;
+    if (lowp) return launch_lowp(fn, ctx, P, a, make_lp_plan(P), ws, stream);
     if (mode == SEQK_MODE_RECURRENT) return launch_recurrent(fn, a, stream);
     return launch_chunked(fn, a, pl, ws, stream);
 }

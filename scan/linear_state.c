@@ -45,6 +45,24 @@ seqk_status seqk__lin_check_sizes(const char *fn, seqk_context *ctx, int mode, i
 /* bytes of a [rows, width] float array */
 static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
 
+/* bytes of a [rows, width] array of P's activation dtype (q, k, v, o) */
+static size_t abytes(const seqk__lin *P, int64_t rows, int64_t width)
+{
+    return (size_t)(rows * width) * seqk_dtype_size(P->dtype);
+}
+
+bool seqk__lin_native(const seqk_context *ctx, seqk_dtype dtype, int mode, unsigned flags)
+{
+#if SEQK__HAVE_CUDA
+    return ctx && ctx->backend == SEQK_BACKEND_CUDA &&
+           (dtype == SEQK_DTYPE_BF16 || dtype == SEQK_DTYPE_F16) && mode == SEQK_MODE_PARALLEL &&
+           !(flags & SEQK__LIN_NORMALIZE);
+#else
+    (void)ctx, (void)dtype, (void)mode, (void)flags;
+    return false;
+#endif
+}
+
 /* The checks every linear-state call shares: sizes, scale, q/k heads (N
  * and chunk get their defaults). */
 static seqk_status lin_common(const char *fn, seqk_context *ctx, int mode, seqk__lin *P,
@@ -105,10 +123,10 @@ seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin
         if ((st = seqk__check_ptr(fn, P->Hqk == P->H ? "k" : "Bm", P->k))) return st;
         if ((st = seqk__check_ptr(fn, P->v_scale ? "x" : "v", P->v))) return st;
         if ((st = seqk__check_ptr(fn, P->v_scale ? "y" : "o", P->o))) return st;
-        const size_t ob = fbytes(rows * P->H, P->V);
+        const size_t ob = abytes(P, rows * P->H, P->V);
         const void *ins[4] = {P->q, P->k, P->v, P->g};
-        const size_t inb[4] = {fbytes(rows * P->Hqk, P->K), fbytes(rows * P->Hqk, P->K), ob,
-                               fbytes(rows, P->H)};
+        const size_t inb[4] = {abytes(P, rows * P->Hqk, P->K), abytes(P, rows * P->Hqk, P->K),
+                               ob, fbytes(rows, P->H)};
         const char *names[4] = {"q", "k", "v", "g"};
         for (int i = 0; i < 4; i++)
             if (ins[i] && seqk__overlap(P->o, ob, ins[i], inb[i]))
@@ -116,7 +134,7 @@ seqk_status seqk__lin_run(const char *fn, seqk_context *ctx, int mode, seqk__lin
                                   (void *)P->o, names[i], ins[i]);
     }
     const size_t sb = fbytes(P->N * P->H, P->K * P->V);
-    if ((st = seqk__check_state_io(fn, P->s_in, P->s_out, sb, "o", P->o, fbytes(rows * P->H, P->V))))
+    if ((st = seqk__check_state_io(fn, P->s_in, P->s_out, sb, "o", P->o, abytes(P, rows * P->H, P->V))))
         return st;
     return lin_launch(fn, ctx, mode, P, NULL, cu_seqlens);
 }
@@ -248,7 +266,22 @@ seqk_status seqk_linear_state_workspace_size_ex(seqk_context *ctx, seqk_dtype dt
     if (st) return st;
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     const int64_t n[] = {nk, nk, nv, nv};
-    return seqk__dt_workspace_size(fn, dtype, n, 4, bytes);
+    if ((st = seqk__dt_workspace_size(fn, dtype, n, 4, bytes))) return st;
+#if SEQK__HAVE_CUDA
+    if (seqk__lin_native(ctx, dtype, (int)mode, 0u)) {
+        /* the native path (gpu/linear_state.cu) instead of the copies: the
+         * larger of the two, as the normaliser keeps the converting path */
+        seqk__lin P = {0};
+        P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+        P.chunk = seqk__lin_chunk(chunk);
+        P.dtype = dtype;
+        /* plus Mamba2's dt and the same slack as the fp32 query */
+        const size_t native = seqk__cuda_lin_workspace(&P, (int)mode) +
+                              seqk__align_up(fbytes(B * T, H), 256) + 256;
+        if (native > *bytes) *bytes = native;
+    }
+#endif
+    return SEQK_SUCCESS;
 }
 
 seqk_status seqk_linear_state_backward_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,

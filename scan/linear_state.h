@@ -54,7 +54,21 @@ typedef struct seqk__lin {
     const float *z_in;      /* [N,H,K] or NULL, with SEQK__LIN_NORMALIZE */
     float *z_out;           /* [N,H,K] or NULL; may equal z_in */
     size_t ws_offset;       /* bytes at the start of the workspace the module keeps */
+    /* SEQK_DTYPE_F32 (0), or BF16 / F16 for the native reduced-precision
+     * path (CUDA, parallel mode, no normaliser: seqk__lin_native): then q, k,
+     * v and o point at elements of that dtype (cast to float *), everything
+     * else stays fp32 */
+    seqk_dtype dtype;
+    const float *skip;      /* [H] or NULL, native path only: o_t += skip[h] v_t
+                             * before o is rounded (Mamba2's D x) */
 } seqk__lin;
+
+/* Whether an _ex call of a linear-state module with this dtype, mode and
+ * engine flags (SEQK__LIN_*) takes the native reduced-precision path (a
+ * CUDA context, dtype BF16 or F16, the parallel mode, no normaliser) rather
+ * than the converting one (core/dtype.h). False for anything invalid: the
+ * converting path then reports it. */
+bool seqk__lin_native(const seqk_context *ctx, seqk_dtype dtype, int mode, unsigned flags);
 
 /* Token range [row0, row0 + len) of sequence n in the [B*T] row index. */
 static inline void seqk__lin_seq(const seqk__lin *P, int64_t n, int64_t *row0, int64_t *len)

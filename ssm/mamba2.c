@@ -61,12 +61,16 @@ static seqk_status mamba2_dt(seqk_context *ctx, int threads, int64_t rows, int64
     return SEQK_SUCCESS;
 }
 
-static seqk_status mamba2_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
-                              int64_t Pd, int64_t G, int64_t Nst, unsigned flags, const float *x,
-                              const float *dt, const float *A, const float *Bm, const float *Cm,
-                              const float *D, const float *dt_bias, float *y,
-                              const float *state_in, float *state_out, const int32_t *cu_seqlens,
-                              int64_t N, int64_t chunk)
+/* The forward in fp32, or natively in a reduced dtype (seqk__lin_native: the
+ * engine adds the skip before rounding y): x, Bm, Cm, y hold elements of
+ * dtype. */
+static seqk_status mamba2_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                              int64_t T, int64_t H, int64_t Pd, int64_t G, int64_t Nst,
+                              unsigned flags, const void *x, const float *dt, const float *A,
+                              const void *Bm, const void *Cm, const float *D,
+                              const float *dt_bias, void *y, const float *state_in,
+                              float *state_out, const int32_t *cu_seqlens, int64_t N,
+                              int64_t chunk)
 {
     static const char fn[] = "seqk_mamba2";
     seqk_status st = mamba2_check(fn, ctx, (int)mode, B, T, H, Pd, G, Nst, flags, N,
@@ -78,7 +82,7 @@ static seqk_status mamba2_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int6
         if ((st = seqk__check_ptr(fn, "A", A))) return st;
         if ((st = seqk__check_ptr(fn, "y", y))) return st;
         if ((st = seqk__check_ptr(fn, "x", x))) return st;
-        const size_t yb = (size_t)(rows * H * Pd) * sizeof(float);
+        const size_t yb = (size_t)(rows * H * Pd) * seqk_dtype_size(dtype);
         if (seqk__overlap(y, yb, dt, (size_t)(rows * H) * sizeof(float)) ||
             (D && seqk__overlap(y, yb, D, (size_t)H * sizeof(float))) ||
             seqk__overlap(y, yb, A, (size_t)H * sizeof(float)))
@@ -92,8 +96,12 @@ static seqk_status mamba2_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int6
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;
     P.chunk = seqk__lin_chunk(chunk);
     P.scale = 1.0f;
-    P.q = Cm, P.k = Bm, P.v = x, P.o = y, P.s_in = state_in, P.s_out = state_out;
+    P.dtype = dtype;
+    P.q = (const float *)Cm, P.k = (const float *)Bm, P.v = (const float *)x, P.o = (float *)y;
+    P.s_in = state_in, P.s_out = state_out;
     P.g_head = A;
+    const bool native = dtype != SEQK_DTYPE_F32;
+    if (native) P.skip = D;
     /* dt after bias and softplus lives at the start of the workspace: reserve
      * it together with the engine's share so that nothing moves it. */
     const int threads = seqk__threads(ctx);
@@ -115,15 +123,18 @@ static seqk_status mamba2_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int6
     P.g = dtp;
     P.chunk = chunk; /* seqk__lin_run applies the default */
     if ((st = seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens))) return st;
+    if (native) return SEQK_SUCCESS; /* the engine added the skip */
 #if SEQK__HAVE_CUDA
-    if (cuda && D && rows > 0) return seqk__cuda_mamba2_skip(ctx, rows, H, Pd, D, x, y);
+    if (cuda && D && rows > 0) return seqk__cuda_mamba2_skip(ctx, rows, H, Pd, D, P.v, P.o);
 #endif
     if (!cuda && D && rows > 0) {
+        const float *xf = P.v;
+        float *yf = P.o;
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t h = 0; h < H; h++)
                 for (int64_t p = 0; p < Pd; p++)
-                    y[(r * H + h) * Pd + p] += D[h] * x[(r * H + h) * Pd + p];
+                    yf[(r * H + h) * Pd + p] += D[h] * xf[(r * H + h) * Pd + p];
     }
     return SEQK_SUCCESS;
 }
@@ -280,9 +291,9 @@ seqk_status seqk_mamba2_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, 
                            const float *state_in, float *state_out, const int32_t *cu_seqlens,
                            int64_t N, int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return mamba2_f32(ctx, mode, B, T, H, P, G, Nst, flags, x, dt, A, Bm, Cm, D, dt_bias, y,
-                          state_in, state_out, cu_seqlens, N, chunk);
+    if (dtype == SEQK_DTYPE_F32 || seqk__lin_native(ctx, dtype, (int)mode, 0u))
+        return mamba2_run(ctx, dtype, mode, B, T, H, P, G, Nst, flags, x, dt, A, Bm, Cm, D,
+                          dt_bias, y, state_in, state_out, cu_seqlens, N, chunk);
     const int64_t nx = seqk__dt_numel(B, T, H, P), nb = seqk__dt_numel(B, T, G, Nst);
     seqk__dt_tensor t[] = {
         {"x", x, nx, SEQK__DT_IN, 0, NULL},
@@ -296,8 +307,8 @@ seqk_status seqk_mamba2_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, 
     seqk__dt_call c;
     seqk_status st = seqk__dt_begin(&c, "seqk_mamba2_ex", ctx, dtype, t, 4, seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = mamba2_f32(ctx, mode, B, T, H, P, G, Nst, flags, t[0].f, dt, A, t[1].f, t[2].f, D,
-                    dt_bias, t[3].f, state_in, state_out, cu_seqlens, N, chunk);
+    st = mamba2_run(ctx, SEQK_DTYPE_F32, mode, B, T, H, P, G, Nst, flags, t[0].f, dt, A, t[1].f,
+                    t[2].f, D, dt_bias, t[3].f, state_in, state_out, cu_seqlens, N, chunk);
     return seqk__dt_end(&c, st);
 }
 

@@ -62,23 +62,28 @@ static seqk_status run_with_gammas(const char *fn, seqk_context *ctx, int mode, 
     return st;
 }
 
-static seqk_status retention_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
-                                 int64_t H, int64_t K, int64_t V, float scale, const float *gamma,
-                                 const float *q, const float *k, const float *v, float *o,
-                                 const float *state_in, float *state_out,
+/* The forward in fp32, or natively in a reduced dtype (seqk__lin_native):
+ * q, k, v, o hold elements of dtype. */
+static seqk_status retention_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                                 int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+                                 const float *gamma, const void *q, const void *k, const void *v,
+                                 void *o, const float *state_in, float *state_out,
                                  const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
     P.scale = scale;
-    P.q = q, P.k = k, P.v = v, P.o = o, P.s_in = state_in, P.s_out = state_out;
+    P.dtype = dtype;
+    P.q = (const float *)q, P.k = (const float *)k, P.v = (const float *)v, P.o = (float *)o;
+    P.s_in = state_in, P.s_out = state_out;
     return run_with_gammas("seqk_retention", ctx, (int)mode, &P, NULL, gamma, cu_seqlens);
 }
 
-static seqk_status gated_retention_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T,
-                                       int64_t H, int64_t K, int64_t V, float scale,
-                                       const float *q, const float *k, const float *v,
-                                       const float *g, float *o, const float *state_in,
+/* As retention_run. */
+static seqk_status gated_retention_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
+                                       int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+                                       float scale, const void *q, const void *k, const void *v,
+                                       const float *g, void *o, const float *state_in,
                                        float *state_out, const int32_t *cu_seqlens, int64_t N,
                                        int64_t chunk)
 {
@@ -92,7 +97,9 @@ static seqk_status gated_retention_f32(seqk_context *ctx, seqk_mode mode, int64_
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
     P.scale = scale;
-    P.q = q, P.k = k, P.v = v, P.g = g, P.o = o, P.s_in = state_in, P.s_out = state_out;
+    P.dtype = dtype;
+    P.q = (const float *)q, P.k = (const float *)k, P.v = (const float *)v, P.o = (float *)o;
+    P.g = g, P.s_in = state_in, P.s_out = state_out;
     return seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
 }
 
@@ -150,8 +157,8 @@ seqk_status seqk_retention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mod
                               void *o, const float *state_in, float *state_out,
                               const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return retention_f32(ctx, mode, B, T, H, K, V, scale, gamma, q, k, v, o, state_in,
+    if (dtype == SEQK_DTYPE_F32 || seqk__lin_native(ctx, dtype, (int)mode, 0u))
+        return retention_run(ctx, dtype, mode, B, T, H, K, V, scale, gamma, q, k, v, o, state_in,
                              state_out, cu_seqlens, N, chunk);
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     seqk__dt_tensor t[] = {
@@ -166,8 +173,8 @@ seqk_status seqk_retention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mod
     seqk_status st =
         seqk__dt_begin(&c, "seqk_retention_ex", ctx, dtype, t, 4, seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = retention_f32(ctx, mode, B, T, H, K, V, scale, gamma, t[0].f, t[1].f, t[2].f, t[3].f,
-                       state_in, state_out, cu_seqlens, N, chunk);
+    st = retention_run(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, gamma, t[0].f, t[1].f,
+                       t[2].f, t[3].f, state_in, state_out, cu_seqlens, N, chunk);
     return seqk__dt_end(&c, st);
 }
 
@@ -186,9 +193,9 @@ seqk_status seqk_gated_retention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mo
                                     void *o, const float *state_in, float *state_out,
                                     const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return gated_retention_f32(ctx, mode, B, T, H, K, V, scale, q, k, v, g, o, state_in,
-                                   state_out, cu_seqlens, N, chunk);
+    if (dtype == SEQK_DTYPE_F32 || seqk__lin_native(ctx, dtype, (int)mode, 0u))
+        return gated_retention_run(ctx, dtype, mode, B, T, H, K, V, scale, q, k, v, g, o,
+                                   state_in, state_out, cu_seqlens, N, chunk);
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     seqk__dt_tensor t[] = {
         {"q", q, nk, SEQK__DT_IN, 0, NULL},
@@ -202,8 +209,8 @@ seqk_status seqk_gated_retention_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mo
     seqk_status st = seqk__dt_begin(&c, "seqk_gated_retention_ex", ctx, dtype, t, 4,
                                     seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = gated_retention_f32(ctx, mode, B, T, H, K, V, scale, t[0].f, t[1].f, t[2].f, g, t[3].f,
-                             state_in, state_out, cu_seqlens, N, chunk);
+    st = gated_retention_run(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, t[0].f, t[1].f,
+                             t[2].f, g, t[3].f, state_in, state_out, cu_seqlens, N, chunk);
     return seqk__dt_end(&c, st);
 }
 

@@ -169,3 +169,59 @@ void tf_unit_rows(float *x, int64_t rows, int64_t K)
 
 const int32_t tf_cu_133[6] = {0, 0, 1, 70, 70, 133};
 const int32_t tf_cu_91[4] = {0, 90, 90, 91};
+
+/* ---- dtypes: the tests' own arithmetic (from double, ldexp / nearbyint) ------ */
+
+double tf_dt_unit(seqk_dtype dt) { return dt == SEQK_DTYPE_BF16 ? 0x1p-8 : 0x1p-11; }
+
+/* x rounded to the dtype (nearest, ties to even), as a double. */
+double tf_dt_round(seqk_dtype dt, double x)
+{
+    if (isnan(x) || isinf(x) || x == 0) return x;
+    const int p = dt == SEQK_DTYPE_BF16 ? 8 : 11, emin = dt == SEQK_DTYPE_BF16 ? -126 : -14;
+    const double maxv = dt == SEQK_DTYPE_BF16 ? ldexp(2.0 - ldexp(1.0, -7), 127) : 65504.0;
+    int e;
+    (void)frexp(fabs(x), &e); /* |x| = m 2^e, m in [0.5, 1) */
+    e -= 1;
+    if (e < emin) e = emin;
+    const double q = ldexp(1.0, e - (p - 1));
+    const double r = nearbyint(fabs(x) / q) * q;
+    if (r > maxv) return copysign(INFINITY, x);
+    return copysign(r, x);
+}
+
+/* The encoding of a value the dtype holds exactly (NaN: the canonical one). */
+uint16_t tf_dt_encode(seqk_dtype dt, double x)
+{
+    const uint16_t sign = signbit(x) ? 0x8000u : 0u;
+    const double a = fabs(x);
+    if (dt == SEQK_DTYPE_BF16) {
+        if (isnan(x)) return 0x7fc0u;
+        const float f = (float)x;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        return (uint16_t)(u >> 16);
+    }
+    if (isnan(x)) return 0x7e00u;
+    if (isinf(x)) return sign | 0x7c00u;
+    if (a == 0) return sign;
+    if (a < ldexp(1.0, -14)) return sign | (uint16_t)(a / ldexp(1.0, -24));
+    int e;
+    const double m = frexp(a, &e); /* a = m 2^e */
+    return sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)(m * 2048.0 - 1024.0);
+}
+
+double tf_dt_decode(seqk_dtype dt, uint16_t h)
+{
+    if (dt == SEQK_DTYPE_BF16) {
+        const uint32_t u = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    const double s = (h & 0x8000u) ? -1.0 : 1.0;
+    if (e == 31) return m ? NAN : s * INFINITY;
+    if (e == 0) return s * ldexp((double)m, -24);
+    return s * ldexp(1024.0 + m, e - 25);
+}

@@ -118,4 +118,14 @@ void tf_delta_beta(float *beta, size_t n, int neg);
 extern const int32_t tf_cu_133[6];
 extern const int32_t tf_cu_91[4];
 
+/* ---- dtypes (seqk.h, "Dtypes"): the tests' own arithmetic, from double -------------- */
+
+/* The unit roundoff u: 2^-8 (bf16), 2^-11 (f16). */
+double tf_dt_unit(seqk_dtype dt);
+/* x rounded to the dtype (nearest, ties to even; overflow to inf), as a double. */
+double tf_dt_round(seqk_dtype dt, double x);
+/* The encoding of a value the dtype holds exactly (NaN: the canonical one). */
+uint16_t tf_dt_encode(seqk_dtype dt, double x);
+double tf_dt_decode(seqk_dtype dt, uint16_t h);
+
 #endif

@@ -19,7 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 EMU="$ROOT/tools/cuda_emu"
 OUT=$(mkdir -p "${1:-$ROOT/build/cuda-emu}" && cd "${1:-$ROOT/build/cuda-emu}" && pwd)
-TESTS=${EMU_TESTS:-"core dtype scan selective_scan softmax_attention linear_state deltanet titans linear_state_backward softmax_attention_backward selective_scan_backward deltanet_backward titans_backward regressions decay_precision"}
+TESTS=${EMU_TESTS:-"core dtype dtype_native scan selective_scan softmax_attention linear_state deltanet titans linear_state_backward softmax_attention_backward selective_scan_backward deltanet_backward titans_backward regressions decay_precision"}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 SAN=()
