@@ -9,7 +9,10 @@
 #   3. the Python package's pytest suite against the CUDA build
 #   4. seqk-bench on the CUDA backend (and the device copy ceiling)
 #   5. bench/peers_gpu.py: seqk's CUDA ops beside PyTorch SDPA and
-#      flash-linear-attention (fla-core, from wheels in .whl/: before the call,
+#      flash-linear-attention, first the bf16 rows (phase peers_bf16: issue
+#      #21's targets, seqk's _ex entry points on the same bf16 tensors as
+#      fla's chunk kernels and SDPA; peers-gpu-bf16.jsonl), then the fp32 ones
+#      (phase peers) (fla-core, from wheels in .whl/: before the call,
 #      here, `mkdir -p .git/info; echo /.whl/ >> .git/info/exclude` and
 #      `python3 -m pip download --no-deps --only-binary=:all: --python-version
 #      3.12 -d .whl fla-core==0.6.0`, then name .whl in the call's carry;
@@ -50,9 +53,10 @@ pack() {
   cp "$summary" "$LOGS/" 2>/dev/null
   tar czf "$OUT/gpu-logs.tar.gz" -C "$LOGS" .
   cp "$LOGS"/bench/seqk-bench.jsonl "$LOGS"/bench/peers-gpu.jsonl "$OUT/" 2>/dev/null || true
+  cp "$LOGS"/bench-bf16/peers-gpu.jsonl "$OUT/peers-gpu-bf16.jsonl" 2>/dev/null || true
 }
 trap pack EXIT
-PHASES=${PHASES:-build,ctest,pytest,bench,peers,memcheck,racecheck,synccheck}
+PHASES=${PHASES:-build,ctest,pytest,bench,peers_bf16,peers,memcheck,racecheck,synccheck}
 want() { [[ ",$PHASES," == *",$1,"* ]]; }
 nvidia-smi >"$LOGS/nvidia-smi.txt" 2>&1 || true
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw \
@@ -68,17 +72,20 @@ want bench && step bench 90 ./build/gpu/bench/seqk-bench --backend cuda --thread
 # the Python package against the CUDA build (no network there, so no venv)
 want pytest && step pytest 45 env SEQK_LIBRARY="$PWD/build/gpu/libseqk.so" \
   PYTHONPATH="$PWD/python-bindings" python3 -m pytest -q -x -p no:cacheprovider python-bindings/tests
-if want peers; then
+if want peers || want peers_bf16; then
   if ls .whl/*.whl >/dev/null 2>&1; then
     step fla-install 60 python3 -m pip install -q --no-index --no-deps --no-compile \
       --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
-  step peers "${PEERS_CAP:-200}" env SEQK_LIBRARY="$PWD/build/gpu/libseqk.so" PYTHONUNBUFFERED=1 \
-    python3 bench/peers_gpu.py --out "$LOGS/bench"
+  want peers_bf16 && step peers-bf16 "${PEERS_BF16_CAP:-150}" env \
+    SEQK_LIBRARY="$PWD/build/gpu/libseqk.so" PYTHONUNBUFFERED=1 \
+    python3 bench/peers_gpu.py --dtype bf16 --out "$LOGS/bench-bf16"
+  want peers && step peers "${PEERS_CAP:-200}" env SEQK_LIBRARY="$PWD/build/gpu/libseqk.so" \
+    PYTHONUNBUFFERED=1 python3 bench/peers_gpu.py --dtype f32 --out "$LOGS/bench"
 fi
 # sanitizers: the CUDA backend only (the CPU cases are covered by ASan in CI)
-SAN_TESTS=${SAN_TESTS:-test_scan test_linear_state test_linear_state_backward test_softmax_attention test_softmax_attention_backward test_selective_scan_backward test_deltanet test_deltanet_backward test_titans test_titans_backward}
+SAN_TESTS=${SAN_TESTS:-test_scan test_dtype_native test_linear_state test_linear_state_backward test_softmax_attention test_softmax_attention_backward test_selective_scan_backward test_deltanet test_deltanet_backward test_titans test_titans_backward}
 for tool in memcheck racecheck synccheck; do
   want "$tool" || continue
   if [ "$tool" = memcheck ]; then list=${MEMCHECK_TESTS:-$(cd build/gpu/tests && ls test_*)}; else list=$SAN_TESTS; fi
