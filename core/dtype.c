@@ -1,6 +1,7 @@
 /* core/dtype.c -- dtypes (seqk.h, "Dtypes") and the converting path of every
  * op's _ex entry point (core/dtype.h). */
 #include "dtype.h"
+#include "dtype_bits.h"
 
 #include "../gpu/gpu.h"
 
@@ -54,74 +55,20 @@ int64_t seqk__dt_numel(int64_t a, int64_t b, int64_t c, int64_t d)
 
 /* ---- scalar conversions (the definition of the results) ---------------------- */
 
-static uint32_t f32_bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    return u;
-}
-
-static float bits_f32(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
-/* Round to nearest even; NaN -> quiet NaN with the top payload bits. */
-static uint16_t bf16_from_bits(uint32_t u)
-{
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-/* Round to nearest even (subnormal results included); >= 65520 in magnitude
- * -> inf; NaN -> quiet NaN with the top payload bits. */
-static uint16_t f16_from_bits(uint32_t u)
-{
-    const uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
-    if (a >= 0x38800000u) { /* a normal f16: rebias the exponent, round at bit 13 */
-        const uint32_t r = a - 0x38000000u;
-        return (uint16_t)(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13));
-    }
-    if (a < 0x33000000u) return (uint16_t)sign; /* below half the smallest subnormal */
-    const uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
-    const unsigned shift = 126u - e; /* 14 .. 24: m 2^(e-150) in units of 2^-24 */
-    uint32_t q = m >> shift;
-    const uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-    if (rem > half || (rem == half && (q & 1u))) q++;
-    return (uint16_t)(sign | q);
-}
-
-/* Exact; a NaN is quieted (as F16C's vcvtph2ps does). */
-static uint32_t f16_to_bits(uint16_t h)
-{
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu;
-    uint32_t m = h & 0x3ffu;
-    if (e == 0x1f) return sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u);
-    if (e) return sign | ((e + 112u) << 23) | (m << 13);
-    if (!m) return sign;
-    uint32_t ex = 113;
-    while (!(m & 0x400u)) m <<= 1, ex--;
-    return sign | (ex << 23) | ((m & 0x3ffu) << 13);
-}
-
 static void to_f32_scalar(seqk_dtype dt, const uint16_t *s, float *d, int64_t n)
 {
     if (dt == SEQK_DTYPE_BF16)
-        for (int64_t i = 0; i < n; i++) d[i] = bits_f32((uint32_t)s[i] << 16);
+        for (int64_t i = 0; i < n; i++) d[i] = seqk__dt_bits_f32((uint32_t)s[i] << 16);
     else
-        for (int64_t i = 0; i < n; i++) d[i] = bits_f32(f16_to_bits(s[i]));
+        for (int64_t i = 0; i < n; i++) d[i] = seqk__dt_bits_f32(seqk__dt_f16_to_bits(s[i]));
 }
 
 static void from_f32_scalar(seqk_dtype dt, const float *s, uint16_t *d, int64_t n)
 {
     if (dt == SEQK_DTYPE_BF16)
-        for (int64_t i = 0; i < n; i++) d[i] = bf16_from_bits(f32_bits(s[i]));
+        for (int64_t i = 0; i < n; i++) d[i] = seqk__dt_bf16_from_bits(seqk__dt_f32_bits(s[i]));
     else
-        for (int64_t i = 0; i < n; i++) d[i] = f16_from_bits(f32_bits(s[i]));
+        for (int64_t i = 0; i < n; i++) d[i] = seqk__dt_f16_from_bits(seqk__dt_f32_bits(s[i]));
 }
 
 /* ---- SIMD conversions (same bits as the scalar code) -------------------------- */

@@ -96,10 +96,12 @@
  * a short last chunk are zero-padded to L.
  *   (0) lin_chunk_gates_kernel (as above): Gc, acoef.
  *   (1) lin_lp_pack_kernel, one warp per packed row (b, i < L): rounded
- *       Qa = q~, Ka = k~, Qg = exp(G_i) q~, Kd = exp(G_last - G_i) k~
- *       ([nb, L, K]) and Va = v~ ([nb, L, V]); zeros past the chunk.
- *   (2) gemm: Sc = Qa Ka^T ([nb, L, L], fp32).
- *   (3) lin_lp_mask_kernel, one block per packed row: Pm = round(Sc .* D)
+ *       Qa = phi(q) (q~ without the scale), Ka = k~, Qg = exp(G_i) q~,
+ *       Kd = exp(G_last - G_i) k~ ([nb, L, K]) and Va = v~ ([nb, L, V]);
+ *       zeros past the chunk. (Without the feature map Qa, Ka are the
+ *       inputs, exact; Va too without Mamba2's dt.)
+ *   (2) gemm: Sc = scale Qa Ka^T ([nb, L, L], fp32; scale as alpha).
+ *   (3) lin_lp_mask_kernel, one warp per packed row: Pm = round(Sc .* D)
  *       (exp(G_i - G_j) only for j <= i, else 0).
  *   (4) gemm: states = Kd^T Va ([nb, K, V], fp32): the local terms U_c.
  *   (5) lin_chunk_scan_kernel (as above): U_c -> S0_c in place, s_out.
@@ -111,9 +113,11 @@
  * Workspace (make_lp_plan): the parallel mode's regions, then Qa, Ka, Qg,
  * Kd, Va, Pm, S0b in the dtype and [nb, L, max(L, V)] floats for Sc / O.
  * Error: each term of o has its operands rounded at most about three times
- * (q~ or exp(G) q~; the mask product P or the state S0, itself built from
- * rounded exp(G_last - G) k~), each within u, then o once: the bound and the
- * measurements are in seqk.h. A first version: the packing writes the
+ * (exp(G) q~ or the masked score P; the state S0, itself built from rounded
+ * exp(G_last - G) k~; v~ with Mamba2's dt), each within u, then o once: the
+ * bound and the measurements are in seqk.h. f16's range: the masked scores
+ * and the states are rounded to f16 too, so scores or state entries past
+ * 65504 overflow to inf there (bf16 has fp32's range). A first version: the packing writes the
  * operands once more than a fused kernel would, and Q~ K~^T is computed for
  * the whole L x L block (the upper triangle is discarded by the mask).
  *
@@ -616,7 +620,7 @@ typedef struct lin_lp_args {
     const uint16_t *q, *k, *v;       /* the caller's q, k [B*T, Hqk, K], v [B*T, H, V] */
     uint16_t *o;                     /* [B*T, H, V] */
     const float *skip;               /* [H] or NULL: o += skip[h] v (Mamba2's D x) */
-    uint16_t *Qa, *Ka, *Qg, *Kd;     /* [nchunks*H, L, K] q~, k~, exp(G) q~, exp(G_last - G) k~ */
+    uint16_t *Qa, *Ka, *Qg, *Kd;     /* [nchunks*H, L, K] phi(q), k~, exp(G) q~, exp(G_last - G) k~ */
     uint16_t *Va;                    /* [nchunks*H, L, V] v~ */
     uint16_t *Pm;                    /* [nchunks*H, L, L] (Q~ K~^T) .* D */
     uint16_t *S0b;                   /* [nchunks*H, K, V] the chunk states, rounded */
@@ -665,12 +669,14 @@ static __global__ void __launch_bounds__(LP_THREADS) lin_lp_pack_kernel(lin_lp_a
         float qx = 0.0f, kx = 0.0f;
         if (ok) {
             const int64_t off = (r * a.Hqk + hq) * K + kk;
-            qx = a.scale * seqk__lin_phi(seqk__dt_load(p.q, off, p.bf16), a.elu);
+            qx = seqk__lin_phi(seqk__dt_load(p.q, off, p.bf16), a.elu);
             kx = seqk__lin_phi(seqk__dt_load(p.k, off, p.bf16), a.elu);
         }
+        /* Qa unscaled (exact without the feature map): the scores' product
+         * takes scale as its alpha */
         p.Qa[qrow + kk] = seqk__dt_round(qx, p.bf16);
         p.Ka[qrow + kk] = seqk__dt_round(kx, p.bf16);
-        p.Qg[qrow + kk] = seqk__dt_round(fq * qx, p.bf16);
+        p.Qg[qrow + kk] = seqk__dt_round(fq * a.scale * qx, p.bf16);
         p.Kd[qrow + kk] = seqk__dt_round(fk * kx, p.bf16);
     }
     for (int vv = lane; vv < V; vv += 32) {
@@ -679,22 +685,18 @@ static __global__ void __launch_bounds__(LP_THREADS) lin_lp_pack_kernel(lin_lp_a
     }
 }
 
-/* One block per packed row (b, i): Pm[b, i, j] = (Q~ K~^T)_ij exp(G_i - G_j)
+/* One warp per packed row (b, i): Pm[b, i, j] = (Q~ K~^T)_ij exp(G_i - G_j)
  * for j <= i < Lc (exp only there), else 0, rounded to the dtype. */
-static __global__ void __launch_bounds__(LP_THREADS) lin_lp_mask_kernel(lin_lp_args p)
+static __global__ void __launch_bounds__(LP_THREADS) lin_lp_mask_kernel(lin_lp_args p, int64_t nrows)
 {
+    int64_t b, c, r0;
+    int i, h, Lc;
+    if (!lin_lp_row(p, nrows, &b, &i, &c, &h, &r0, &Lc)) return;
     const lin_args &a = p.a;
     const int L = a.map.L;
-    const int64_t b = (int64_t)blockIdx.x / L;
-    const int i = (int)((int64_t)blockIdx.x - b * L);
-    const int64_t c = b / a.H;
-    const int h = (int)(b - c * a.H);
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
     const double gi = (a.decay && i < Lc) ? a.Gc[(r0 + i) * a.H + h] : 0.0;
     const int64_t row = (b * L + i) * (int64_t)L;
-    for (int j = threadIdx.x; j < L; j += LP_THREADS) {
+    for (int j = threadIdx.x & 31; j < L; j += 32) {
         float x = 0.0f;
         if (j <= i && i < Lc) {
             x = p.Sc[row + j];
@@ -896,11 +898,10 @@ static seqk_status launch_lowp(const char *fn, seqk_context *ctx, const seqk__li
         lin_lp_pack_kernel<<<gp, LP_THREADS, 0, stream>>>(p, nrows);
         SEQK_CUDA_CHECK_LAUNCH(fn);
         /* scores Q~ K~^T [L, L] and the local states U = Kd^T V~ [K, V] */
-        if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, K, 1.0f, p.Qa, K, L * K, p.Ka, K,
+        if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, K, a.scale, p.Qa, K, L * K, p.Ka, K,
                                   L * K, 0.0f, p.Sc, L, L * L, nb)))
             return st;
-        SEQK__GRID_OR_FAIL(gm, nrows);
-        lin_lp_mask_kernel<<<gm, LP_THREADS, 0, stream>>>(p);
+        lin_lp_mask_kernel<<<gp, LP_THREADS, 0, stream>>>(p, nrows);
         SEQK_CUDA_CHECK_LAUNCH(fn);
         if ((st = seqk__cuda_gemm(fn, ctx, dt, 1, 0, K, V, L, 1.0f, p.Kd, K, L * K, p.Va, V,
                                   L * V, 0.0f, a.states, V, a.E, nb)))

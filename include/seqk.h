@@ -288,19 +288,25 @@ SEQK_API seqk_status seqk_memcpy(seqk_context *ctx, void *dst, const void *src, 
  * exp(G) Q~ S0, the chunk states K~^T V~) run on tensor cores through
  * cuBLAS with fp32 accumulation, and the masks, decays, states (fp32) and
  * the state walk stay in seqk's kernels (gpu/linear_state.cu). Its outputs
- * are therefore not the fp32 op's rounded. Bound: each term of o_t has its
- * operands rounded at most three times within u (q~ or exp(G) q~; the
- * masked score or the state S0, itself built from rounded exp(G_last - G) k~;
- * v~ when it carries Mamba2's dt), then o_t once, so to first order
- * |o - ref| <= 3u sum |terms| + u |ref| elementwise; relative in norm that
- * is (3 kappa + 1) u with kappa = || sum |terms| || / ||o||, the
- * cancellation of the inputs. Measured on the emulated CUDA backend against
+ * are therefore not the fp32 op's rounded. Bound: each term of o_t carries
+ * at most three roundings within u (an intra-chunk term: the masked score,
+ * whose product of the exact inputs is fp32, and v~; an inter-chunk term:
+ * exp(G) q~, the state S0 rounded for its product, and S0's own rounded
+ * exp(G_last - G) k~), four with Mamba2 (v~ = dt x is rounded too), then o_t
+ * once, so to first order |o - ref| <= 3u sum |terms| + u |ref| (4u for
+ * Mamba2) elementwise; relative in norm that is (3 kappa + 1) u with
+ * kappa = || sum |terms| || / ||o||, the cancellation of the inputs. f16's
+ * range: the masked scores and the chunk states are rounded to f16 as well,
+ * so a score scale q~.k~ exp(G_i - G_j) or a state entry past 65504
+ * overflows to inf (bf16 has fp32's range; the converting path has neither
+ * limit). Measured on the emulated CUDA backend against
  * the float64 function of the rounded inputs (tests/test_dtype_native.c:
  * T = 1, 11, 37, 64, 100, 130, K x V from 5 x 7 to 64 x 64, chunks 8 to 64,
  * several B and H, Mamba2 groups, varlen with empty and length-1 sequences,
  * initial states, gates in [-0.01, 0], [-1, 0], [-20, -19], elu+1): o within
- * 1.02 u (bf16 and f16; tested against 3 u), the fp32 final state within
- * 0.61 u (tested against 2 u); the random inputs of those tests have
+ * 1.04 u (bf16 and f16; tested against 3 u; most of it is o's own rounding
+ * against the reference's, which can land on neighbouring dtype values),
+ * the fp32 final state within 0.61 u (tested against 2 u); the random inputs of those tests have
  * kappa of a few. Not run on a GPU yet (cuBLAS' own summation order may
  * differ from the emulator's; the bound does not depend on it). The
  * recurrent mode, the normaliser, every backward and every other op keep
