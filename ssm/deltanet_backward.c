@@ -41,6 +41,14 @@
  *     (strictly lower part only), and with M_ij = dA_ij beta_i Gamma_ij (j < i):
  *     dk~ += M K~ + M^T K~,   dbeta_i += sum_j dA_ij Gamma_ij (k~_i . k~_j)
  *
+ * Two products fold away: Y = T^T dW = -T^T dVn S0^T = -X S0^T, and then
+ * dA = -(X U^T - X S0^T W^T) = -X (U - W S0)^T = -X Vn^T. So the backward
+ * forms neither dW nor U (U is built in Vn's buffer and W S0 subtracted in
+ * place) and needs one L x L x V product for dA and one L x K x V for Y,
+ * against L x L x (V + K) + L x K x V + L x L x K for the four products
+ * written above (the same function; Vn is the forward's own rounding of
+ * U - W S0, so no new cancellation).
+ *
  * The gate gradient. d(g_t) = <dS'_t, S'_t> is ~exp(g_t) under strong decay,
  * so it is formed, as in the engine, from pairs on the two sides of t, each
  * carrying its decay (never as q~.dq~ - k~.dk~ of whole gradients, whose O(1)
@@ -56,13 +64,13 @@
  *
  * The chunk states S0 are recomputed (as scan/chunk_backward.c does): per
  * (sequence, head) a first pass runs the forward's chunk recurrence
- * (K~ K~^T, T, U, W, Vn, S_next; no outputs) keeping the state before every
+ * (K~ K~^T, T, W, Vn, S_next; no outputs) keeping the state before every
  * R-th chunk; the reverse walk recomputes, segment by segment from the last,
  * the states of the segment's chunks and walks them backwards, recomputing
- * each chunk's T, U, W, Vn once more. R = 1 (every state kept, nothing
+ * each chunk's T, W, Vn once more. R = 1 (every state kept, nothing
  * recomputed) while a sequence's states fit SEQK__DN_BWD_FULL_BYTES per
  * thread, else R ~ sqrt(chunks). With R = 1, while the states and each
- * chunk's products (T, K~ K~^T, U, W, Vn: 2 L^2 + L K + 2 L V floats) fit
+ * chunk's products (T, K~ K~^T, W, Vn: 2 L^2 + L K + L V floats) fit
  * SEQK__DN_BWD_KEEP_BYTES per thread, the first pass keeps the products too
  * and the reverse walk reads them instead of recomputing them (the forward
  * substitution and four products per chunk: about a tenth of the backward).
@@ -110,7 +118,7 @@ typedef struct {
     int64_t L, E;        /* chunk size, floats of a state (K V) */
     int64_t R, nckpt;    /* checkpoint spacing, checkpoints of the longest sequence */
     bool keep;           /* the first pass keeps every chunk's products (R = 1) */
-    size_t prod_fl;      /* floats of one chunk's products: Tm, KK [L,L], W [L,K], U, Vn [L,V] */
+    size_t prod_fl;      /* floats of one chunk's products: Tm, KK [L,L], W [L,K], Vn [L,V] */
     size_t ll, lk, lv;   /* their parts (rounded up to 8 floats) */
     size_t chunk_fl;     /* the forward's chunk scratch */
     size_t pack_fl;      /* sgemm packing */
@@ -126,7 +134,7 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     const int64_t nch = (longest_len + L - 1) / L;
     seqk__chunk_ckpt_plan(nch, pl.E, SEQK__DN_BWD_FULL_BYTES, &pl.R, &pl.nckpt);
     pl.ll = rnd8((size_t)(L * L)), pl.lk = rnd8((size_t)(L * K)), pl.lv = rnd8((size_t)(L * V));
-    pl.prod_fl = pl.ll * 2 + pl.lk + pl.lv * 2;
+    pl.prod_fl = pl.ll * 2 + pl.lk + pl.lv;
     pl.keep = pl.R == 1 && (size_t)nch * ((size_t)pl.E + pl.prod_fl) * sizeof(float) <=
                                (size_t)SEQK__DN_BWD_KEEP_BYTES;
     int64_t m = L > K ? L : K;
@@ -135,9 +143,9 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     pl.chunk_fl = seqk__chunk_scratch_floats(L, K, V);
     const size_t l = (size_t)L, k = (size_t)K, v = (size_t)V, e = (size_t)pl.E;
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l) * 8 /* beta row eq ek diag gt bt */ +
-                 rnd8(l * l) * 5 /* Tm KK Gm dA dP */ + rnd8(l * k) * 6 /* Kb W dQ dK dW Y */ +
+                 rnd8(l * l) * 5 /* Tm KK Gm dA dP */ + rnd8(l * k) * 5 /* Kb W dQ dK Y */ +
                  rnd8(l * (k > v ? k : v)) /* tmp */ +
-                 rnd8(l * v) * 4 /* U Vn dVn X */ +
+                 rnd8(l * v) * 3 /* Vn dVn X */ +
                  rnd8(e) * (size_t)(2 + pl.nckpt + pl.R) /* dS S0t ckpt seg */ +
                  (pl.keep ? pl.prod_fl * (size_t)pl.nckpt : 0) /* the kept products */;
     return pl;
@@ -154,14 +162,14 @@ typedef struct {
     float *pack;
     float *beta, *row, *eq, *ek, *diag, *gt, *bt; /* [L] */
     float *Tm, *KK, *Gm, *dA, *dP;                /* [L,L] */
-    float *Kb, *W, *dQ, *dK, *tmp, *dW, *Y;       /* [L,K] (tmp [L, max(K, V)]) */
-    float *U, *Vn, *dVn, *X;                      /* [L,V] */
+    float *Kb, *W, *dQ, *dK, *tmp, *Y;            /* [L,K] (tmp [L, max(K, V)]) */
+    float *Vn, *dVn, *X;                          /* [L,V] */
     float *dS;                                    /* [E] */
     float *S0t;                                   /* [V,K] the state before the chunk, transposed */
     float *ckpt;                                  /* [nckpt, E] */
     float *seg;                                   /* [R, E] */
     float *prod;                                  /* [nckpt, prod_fl] when keep */
-    float *Tm0, *KK0, *W0, *U0, *Vn0;             /* the scratch's own product buffers */
+    float *Tm0, *KK0, *W0, *Vn0;                  /* the scratch's own product buffers */
 } dnb_scratch;
 
 static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const dnb_plan *pl)
@@ -177,8 +185,8 @@ static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const 
     TAKE(Tm, l * l), TAKE(KK, l * l), TAKE(Gm, l * l), TAKE(dA, l * l), TAKE(dP, l * l);
     TAKE(Kb, l * k), TAKE(W, l * k), TAKE(dQ, l * k), TAKE(dK, l * k);
     TAKE(tmp, l * (k > v ? k : v)); /* [L, max(K, V)]: the engine's stage's scratch */
-    TAKE(dW, l * k), TAKE(Y, l * k);
-    TAKE(U, l * v), TAKE(Vn, l * v), TAKE(dVn, l * v), TAKE(X, l * v);
+    TAKE(Y, l * k);
+    TAKE(Vn, l * v), TAKE(dVn, l * v), TAKE(X, l * v);
     TAKE(dS, e);
     TAKE(S0t, e);
     TAKE(ckpt, e * (size_t)pl->nckpt);
@@ -186,22 +194,21 @@ static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const 
     b->prod = pl->keep ? p : NULL;
 #undef TAKE
     b->cs.pack = b->pack;
-    b->Tm0 = b->Tm, b->KK0 = b->KK, b->W0 = b->W, b->U0 = b->U, b->Vn0 = b->Vn;
+    b->Tm0 = b->Tm, b->KK0 = b->KK, b->W0 = b->W, b->Vn0 = b->Vn;
 }
 
-/* Points the product buffers (Tm, KK, W, U, Vn) at the kept products of
+/* Points the product buffers (Tm, KK, W, Vn) at the kept products of
  * chunk c, or (c < 0) back at the scratch's own. */
 static void use_products(dnb_scratch *b, const dnb_plan *pl, int64_t c)
 {
     if (c < 0) {
-        b->Tm = b->Tm0, b->KK = b->KK0, b->W = b->W0, b->U = b->U0, b->Vn = b->Vn0;
+        b->Tm = b->Tm0, b->KK = b->KK0, b->W = b->W0, b->Vn = b->Vn0;
         return;
     }
     float *p = b->prod + (size_t)c * pl->prod_fl;
     b->Tm = p, p += pl->ll;
     b->KK = p, p += pl->ll;
     b->W = p, p += pl->lk;
-    b->U = p, p += pl->lv;
     b->Vn = p;
 }
 
@@ -218,7 +225,8 @@ static void chunk_beta_gamma(const dnb_problem *D, const seqk__chunk_view *cv, i
 }
 
 /* The forward of the loaded chunk cv (tokens [row, row + L) of head h) up to
- * Vn: beta, T (Tm), Kb, U, W and Vn = U - W S0 (S0 NULL: zero). With kk,
+ * Vn: beta, T (Tm), Kb, W and Vn = U - W S0 (S0 NULL: zero; U = T Vb formed
+ * in Vn's buffer). With kk,
  * also K~ K~^T (KK) on the strictly lower part; with gamma, Gm: for the
  * backward of A. X serves as Vb's buffer. */
 static void chunk_forward(const dnb_problem *D, const seqk__chunk_view *cv, int64_t row,
@@ -243,10 +251,9 @@ static void chunk_forward(const dnb_problem *D, const seqk__chunk_view *cv, int6
         for (int64_t j = 0; j < K; j++) kb[j] = fk * ki[j];
     }
     seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, V, L, 1.0f, b->Tm, L, b->X, V, 0.0f,
-                       b->U, V, b->pack);
+                       b->Vn, V, b->pack);
     seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, 1.0f, b->Tm, L, b->Kb, K, 0.0f,
                        b->W, K, b->pack);
-    memcpy(b->Vn, b->U, (size_t)(L * V) * sizeof(float));
     if (S0) seqk__sgemm(false, false, L, V, K, -1.0f, b->W, K, S0, V, 1.0f, b->Vn, V, b->pack);
 }
 
@@ -283,22 +290,15 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
                           b->gt, b->bt, 0.0f, pack, NULL, NULL, false, false,
                           S0 ? b->S0t : NULL};
     seqk__chunk_backward_stage(cv, K, V, b->cs.P, dO, H * V, b->Vn, V, S0, dS, &sb);
-    /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in),
-     * dW = -dVn S0^T (zero at a zero S0) */
+    /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in) */
     seqk__sgemm(true, false, K, V, L, -1.0f, b->W, K, b->dVn, V, 1.0f, dS, V, pack);
-    if (S0) seqk__sgemm(false, false, L, K, V, -1.0f, b->dVn, V, b->S0t, K, 0.0f, b->dW, K, pack);
-    /* X = T^T dU, Y = T^T dW (T lower: T^T upper) */
+    /* X = T^T dVn (T lower: T^T upper); Y = T^T dW = -X S0^T (zero at a zero S0) */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, V, L, 1.0f, b->Tm, L, b->dVn, V, 0.0f,
                        b->X, V, pack);
-    if (S0)
-        seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->Tm, L, b->dW, K,
-                           0.0f, b->Y, K, pack);
-    /* dA = -(X U^T + Y W^T), strictly lower part */
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, V, -1.0f, b->X, V, b->U, V, 0.0f,
+    if (S0) seqk__sgemm(false, false, L, K, V, -1.0f, b->X, V, b->S0t, K, 0.0f, b->Y, K, pack);
+    /* dA = -(X U^T + Y W^T) = -X Vn^T, strictly lower part */
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, V, -1.0f, b->X, V, b->Vn, V, 0.0f,
                        b->dA, L, pack);
-    if (S0)
-        seqk__sgemm_causal(SEQK__GEMM_LOWER_C, false, true, L, L, K, -1.0f, b->Y, K, b->W, K,
-                           1.0f, b->dA, L, pack);
     /* per token: dv, dbeta (U and W parts), dk~ and the gate term of W;
      * then M (in dA's place), A's part of dbeta and of the gate terms */
     float *dbeta = b->row;
