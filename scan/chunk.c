@@ -271,6 +271,11 @@ void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda,
     masked(cv->L, A, lda, Bm, ldb, inner, 1.0f, fold ? NULL : cv->G, cv->Gl, Mix, Pm, pack);
 }
 
+void seqk__chunk_apply_mask(const seqk__chunk_view *cv, const float *Mix, float *Pm)
+{
+    if (Mix || cv->G) apply_mask(Pm, cv->L, cv->G, cv->Gl, Mix, false);
+}
+
 /* Folded (cv->fold): (Q K^T) .* D with D_ij = exp(G_i - G_j)
  * = exp(G_i) exp(G_{L-1} - G_j) / a is (Qg Kd^T) / a, the rows the chunk
  * has anyway: no exponential per score and no pass of the mask. */

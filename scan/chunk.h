@@ -95,6 +95,12 @@ void seqk__chunk_decay_mask(const seqk__chunk_view *cv, float *D);
 void seqk__chunk_masked(const seqk__chunk_view *cv, const float *A, int64_t lda, const float *Bm,
                         int64_t ldb, int64_t inner, const float *Mix, float *Pm, float *pack);
 
+/* Pm[L,L] .*= D in place (Mix when given, else cv's decay mask exp(G_i - G_j);
+ * nothing without decay), zeros above the diagonal: for a product formed
+ * unmasked first (the backward's dP, whose raw values the gate gradient
+ * pairs with the scores before the mask). */
+void seqk__chunk_apply_mask(const seqk__chunk_view *cv, const float *Mix, float *Pm);
+
 /* Stage 3: O[L,V] (rows ldo apart) = Qg S0 + ((Qs Kc^T) .* D) Vv, S0 [K,V]
  * (+ z0 [K] after it with SEQK__LIN_NORMALIZE, then O_i /= den_i + eps).
  * S0 = NULL means a zero state. Uses w->P and w->pack. */

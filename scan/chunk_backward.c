@@ -29,13 +29,13 @@
  *   dK~ = diag(exp(-G)) (dP^T Qg + a V' dS^T)
  *
  * two row scalings instead of the mask's L^2/2 exponentials, its two passes
- * over P and dP and the decayed copies of dO and V'. Only without a gate
- * gradient (retention): the gate gradient's pairs q~_i . dq~_i and
- * k~_j . dk~_j must see the same rounded dP_ij D_ij to cancel exactly (see
- * below); folded, each side carries its own factors' roundings, and the
- * gate gradient of mild gates (a small sum of O(1) pairs) was measured ~5x
- * less accurate (a two-layer model's gate-projection gradient: 1.7e-6
- * against 4.9e-7 relative).
+ * over P and dP and the decayed copies of dO and V'. With a gate gradient
+ * too: its intra-chunk pairs are taken from E = dP_raw .* P (the scores as
+ * the forward formed them), one rounded number per pair counted once on
+ * each side, so they cancel exactly whether or not the products fold (when
+ * the pairs were q~_i . dq~_i against k~_j . dk~_j, folding gave each side
+ * its own factors' roundings and mild gates' gradients lost a factor ~5:
+ * 1.7e-6 against 4.9e-7 on a two-layer model's gate projection).
  *
  * The log-decays: d(log a_t) = <dS_t, a_t S_{t-1}>. DESIGN 3.7 writes it as
  * sum_{i >= t} (q~_i . dq~_i - k~_i . dk~_i) + <S_T, dS_T> (exp(G_i)
@@ -334,20 +334,17 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
 {
     const int64_t L = cv->L;
     float *pack = b->pack, *tmp = b->tmp;
-    /* dP = (dO V'^T) .* D; its diagonal (dO_i . V'_i) is kept aside: the
-     * gate gradient is formed from the strictly lower part (below). A folded
-     * chunk keeps dP without D (D_ij = exp(G_i) exp(-G_j)): the products
-     * below take its factors from the rows, Kd / a = diag(exp(-G)) Kc and
-     * Qg = diag(exp(G)) Qs, and diag(exp(G)) / diag(exp(-G)) on dQ / dK */
-    /* (with a gate gradient, the mask: its terms pair q~_i . dq~_i with
-     * k~_j . dk~_j over the same masked dP_ij D_ij, whose roundings then
-     * cancel exactly in the reverse sum; folded, the two sides would carry
-     * different roundings, and the gate gradient of mild gates, a small sum
-     * of O(1) pairs, lost a factor of ~5 in accuracy) */
-    const bool fold = cv->fold && b->no_gates;
-    seqk__chunk_view cvm = *cv; /* dP masked unless folded here */
-    cvm.fold = fold;
-    seqk__chunk_masked(&cvm, dO, ldo, va, ldva, W, fold ? NULL : b->D, b->dP, pack);
+    const bool gates = !b->no_gates, fold = cv->fold;
+    /* dP = dO V'^T, unmasked first (zeros above the diagonal); its diagonal
+     * (dO_i . V'_i, D_ii = 1) is kept aside: the gate gradient and the
+     * products below take the strictly lower part. A folded chunk keeps dP
+     * without D (D_ij = exp(G_i) exp(-G_j)): the products take its factors
+     * from the rows, Kd / a = diag(exp(-G)) Kc and Qg = diag(exp(G)) Qs, and
+     * diag(exp(G)) / diag(exp(-G)) on dQ / dK; else D is applied after the
+     * gate gradient's pairs are taken */
+    seqk__chunk_view cvr = *cv; /* the raw product: no mask */
+    cvr.fold = true;
+    seqk__chunk_masked(&cvr, dO, ldo, va, ldva, W, NULL, b->dP, pack);
     float *diag = b->diag; /* [L] */
     for (int64_t i = 0; i < L; i++) diag[i] = b->dP[i * L + i], b->dP[i * L + i] = 0.0f;
     /* exp(G_i), exp(G_{L-1} - G_i) */
@@ -359,9 +356,10 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
     }
     /* The gate gradient, d(log a_t) = <dS_t, a_t S_{t-1}>, summed over the
      * pairs (token or state) on the two sides of t, each with its decay:
-     *   g_i  = q~_i . dq~_i - k~_i . dk~_i of the strict parts: the reverse
-     *          sum over i >= t keeps the pairs (i >= t > j) (q_i k_j), the
-     *          others cancel pairwise
+     *   E_ij = dP_ij P_ij (j < i): the pair (q_i k_j) of the strict parts,
+     *          q~_i . dq~_i = sum_j E_ij and k~_j . dk~_j = sum_i E_ij; with
+     *          g_i = (row sum - column sum)_i of E, the reverse sum over
+     *          i >= t keeps exactly the pairs (i >= t > j)
      *   A_i  = exp(G_i) q~_i . (S0 dO_i)         (q_i with the state before)
      *   B_j  = exp(G_L - G_j) k~_j . (dS V'_j)   (k_j with the gradient after; j < t)
      *   D    = exp(G_L) <S0, dS>                 (the state through the chunk)
@@ -370,38 +368,58 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
      * k~_i . dk~_i of the whole gradients would cancel the diagonal pairs,
      * whose true sum is 0, to rounding: a relative error ~1e-7 / exp(g)
      * under strong decay; so would sum_j B_j - sum_{j >= t} B_j, as B_{L-1}
-     * is O(1) against a given d(final state)). */
+     * is O(1) against a given d(final state)). Each E_ij is one rounded
+     * number counted once with + and once with -, so the pairs outside
+     * (i >= t > j) cancel exactly, folded or not (E takes the scores P as
+     * the forward formed them, with the decay, and the raw dP). */
     float *gt = b->gt, *bt = b->bt; /* [L]: g_i + A_i; B_j */
+    if (gates) {
+        float *col = tmp; /* [L] column sums of E */
+        for (int64_t j = 0; j < L; j++) col[j] = 0.0f;
+        for (int64_t i = 0; i < L; i++) {
+            const float *dp = b->dP + i * L, *pm = Pm + i * L;
+            float rs = 0.0f;
+            for (int64_t j = 0; j < i; j++) {
+                const float e = dp[j] * pm[j];
+                rs += e;
+                col[j] += e;
+            }
+            gt[i] = rs;
+        }
+        for (int64_t i = 0; i < L; i++) gt[i] -= col[i];
+    }
+    if (!fold) seqk__chunk_apply_mask(cv, b->D, b->dP); /* dP .* D */
     /* dV' = Kd dS + P^T dO; between the two, B_j = V'_j . (Kd dS)_j */
     seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 0.0f, b->dVa, W, pack);
-    const bool gates = !b->no_gates;
     if (gates)
         for (int64_t i = 0; i < L; i++) bt[i] = seqk__dot(va + i * ldva, b->dVa + i * W, W);
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, Pm, L, dO, ldo, 1.0f,
                        b->dVa, W, pack);
-    /* dQ~ = dP K~ (strictly lower dP) + diag(exp(G)) dO S0^T; folded:
-     * diag(exp(G)) (dP Kd / a + dO S0^T) */
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, fold ? cv->ainv : 1.0f, b->dP,
-                       L, fold ? cv->Kd : cv->Kc, K, 0.0f, b->dQ, K, pack);
+    /* dQ~ = diag(exp(G)) dO S0^T + dP K~ (strictly lower dP); folded:
+     * diag(exp(G)) (dO S0^T + dP Kd / a). The state term first: A_i from it */
     float Dterm = 0.0f;
     if (S0) {
         int64_t lde = ldo;
         const float *dOe = fold ? dO : decayed_rows(cv, b->eq, dO, &lde, W, tmp); /* diag(exp(G)) dO */
         if (b->S0t)
-            seqk__sgemm(false, false, L, K, W, 1.0f, dOe, lde, b->S0t, K, 1.0f, b->dQ, K, pack);
+            seqk__sgemm(false, false, L, K, W, 1.0f, dOe, lde, b->S0t, K, 0.0f, b->dQ, K, pack);
         else
-            seqk__sgemm(false, true, L, K, W, 1.0f, dOe, lde, S0, W, 1.0f, b->dQ, K, pack);
-        if (gates) Dterm = cv->a * seqk__dot(S0, dS, K * W);
+            seqk__sgemm(false, true, L, K, W, 1.0f, dOe, lde, S0, W, 0.0f, b->dQ, K, pack);
+        if (gates) {
+            for (int64_t i = 0; i < L; i++) {
+                const float a = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K);
+                gt[i] += fold ? b->eq[i] * a : a;
+            }
+            Dterm = cv->a * seqk__dot(S0, dS, K * W);
+        }
     }
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, fold ? cv->ainv : 1.0f, b->dP,
+                       L, fold ? cv->Kd : cv->Kc, K, S0 ? 1.0f : 0.0f, b->dQ, K, pack);
     if (fold) seqk__scale_rows(L, K, b->eq, 1.0f, b->dQ, K);
-    /* dK~ = dP^T Q~ (strict) here (folded: dP^T Qg, scaled below); g_i + A_i
-     * from dQ~ (both parts) and this */
+    /* dK~ = dP^T Q~ (strict; folded: dP^T Qg, scaled below) */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L,
                        fold ? cv->Qg : cv->Qs, K, 0.0f, b->dK, K, pack);
-    for (int64_t i = 0; gates && i < L; i++)
-        gt[i] = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K) -
-                seqk__dot(cv->Kc + i * K, b->dK + i * K, K);
-    /* dK~ += diag(exp(G_L - G)) V' dS^T; folded (no gates), the whole
+    /* dK~ += diag(exp(G_L - G)) V' dS^T; folded, the whole
      * diag(exp(-G)) (dP^T Qg + a V' dS^T) scaled once */
     if (fold) {
         float *einv = tmp; /* exp(-G_i) */
@@ -469,7 +487,7 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
     float *pack = b->pack, *dS = b->dS;
     /* P = (Q~ K~^T) .* D, with D formed once for P and dP */
     const float *Dm = NULL;
-    if (cv->G && !(cv->fold && !out->dld)) seqk__chunk_decay_mask(cv, b->Dm), Dm = b->Dm;
+    if (cv->G && !cv->fold) seqk__chunk_decay_mask(cv, b->Dm), Dm = b->Dm;
     seqk__chunk_scores(cv, K, Dm, b->cs.P, pack);
     const float *dO = Gr->dout + (row * H + h) * V;
     int64_t ldo = H * V;
