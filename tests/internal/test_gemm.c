@@ -124,8 +124,40 @@ static void check_tiles_agree(int ta, int tb, int64_t M, int64_t Kd)
     free(A), free(Bm), free(C1), free(C2), free(pack);
 }
 
+/* seqk__transpose (the 16 x 16 AVX-512 blocks, the 8 x 8 AVX2 ones and the
+ * scalar edges): an exact copy, padded leading dimensions, nothing written
+ * outside dst's n x m block. */
+static void check_transpose(int64_t m, int64_t n, int64_t pad)
+{
+    const int64_t lds = n + pad, ldd = m + pad;
+    float *src = alloc_f((size_t)(m * lds), 0), *dst = alloc_f((size_t)(n * ldd), 1);
+    for (int64_t i = 0; i < m * lds; i++) src[i] = urand();
+    for (int64_t i = 0; i < n * ldd; i++) dst[i] = -7.0f;
+    seqk__transpose(m, n, src, lds, dst, ldd);
+    int bad = 0;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < ldd; i++) {
+            const float want = i < m ? src[i * lds + j] : -7.0f;
+            if (memcmp(&dst[j * ldd + i], &want, sizeof want) != 0) bad++;
+        }
+    checks++;
+    if (bad) {
+        failures++;
+        printf("FAIL transpose m=%lld n=%lld pad=%lld: %d elements wrong\n", (long long)m,
+               (long long)n, (long long)pad, bad);
+    }
+    free(src);
+    free(dst - 1);
+}
+
 int main(void)
 {
+    static const int64_t Ts[] = {1, 7, 8, 15, 16, 17, 24, 31, 32, 33, 64, 100, 128};
+    for (size_t a = 0; a < sizeof Ts / sizeof *Ts; a++)
+        for (size_t b = 0; b < sizeof Ts / sizeof *Ts; b++) {
+            check_transpose(Ts[a], Ts[b], 0);
+            if ((a + b) % 2) check_transpose(Ts[a], Ts[b], 5);
+        }
     static const int64_t Ns[] = {1, 5, 16, 17, 31, 32, 33, 48, 56, 63, 64, 65, 80, 96, 100, 128, 130};
     static const int64_t Ms[] = {1, 6, 7, 8, 13, 64, 67};
     static const int64_t Ks[] = {1, 3, 64, 300};
