@@ -18,8 +18,8 @@
  *            Vn = U - W S0, S_next = exp(G_L) S0 + (diag(ek) K~)^T Vn
  *   reverse  dVn = P^T dO + diag(ek) K~ dS,
  *            dS0 = exp(G_L) dS + (diag(eq) Q~)^T dO - W^T dVn
- *   local    dW = -dVn S0^T;  X = T^T dVn, Y = T^T dW (back substitution)
- *            dA_ij = -(X_i . U_j + Y_i . W_j), j < i
+ *   local    X = T^T dVn (back substitution), Y = T^T dW = -X S0^T
+ *            dA_ij = -(X_i . Vn_j), j < i
  *            M_ij = beta_i dA_ij Gamma_ij,  DA_ij = dA_ij Gamma_ij (k~_i . k~_j)
  *            dP_ij = (dO_i . Vn_j) Gamma_ij, j <= i
  *            dv_i = beta_i X_i
@@ -37,29 +37,40 @@
  * relative accuracy under strong decay, as on the CPU), then dq, dk through
  * scale and the optional L2 norm.
  *
+ * Two products fold away (as on the CPU): with dW = -dVn S0^T, Y = T^T dW =
+ * -T^T dVn S0^T = -X S0^T, so only the V columns of dVn are back-substituted
+ * and Y is one L x K x V product after it; and dA = -(X U^T + Y W^T) =
+ * -(X U^T - X S0^T W^T) = -X (U - W S0)^T = -X Vn^T, so dA reads Vn (kept
+ * for dP anyway) and the backward keeps no U: stage 3 writes U into Vn's
+ * region and stage 4 turns it into Vn = U - W S0 in place (the forward's
+ * own in-place mode, dn_args.Vn NULL). Vn is the forward's own rounding of
+ * U - W S0, so no new cancellation.
+ *
  * Kernels, in launch order (nch = chunks x heads over all sequences):
  *   stages 0-3 of the forward (gpu/deltanet.cuh): chunk table (varlen), Qn,
- *     Kn, Gc (double), A, P, U, W
- *   dn_state_kernel (stage 4) without outputs: Vn and Sc, the state before
- *     every chunk; block per (sequence, head, 32 state columns)
+ *     Kn, Gc (double), A, P, W, and U into Vn's region
+ *   dn_state_kernel (stage 4) without outputs: Vn = U - W S0 in place and
+ *     Sc, the state before every chunk; block per (sequence, head, 32
+ *     state columns)
  *   dnb_dstate_kernel: the reverse pass, sequential over a sequence's
  *     chunks, block per (sequence, head, 32 columns) with its K x 32 slice
  *     of dS in shared memory (the columns of dS are independent): dSc, the
  *     gradient after every chunk, dVn (into X), dstate_in
  *   then every chunk in parallel, block per (chunk, head):
- *   dnb_dw_kernel       dW = -dVn S0^T (into Y)
- *   dnb_backsolve_kernel X = T^T dVn, Y = T^T dW in place: thread per column,
- *                       (I + A)^T Z = R from the last row up
- *   dnb_pairs_kernel    dP, M, DA (thread per pair)
+ *   dnb_backsolve_kernel X = T^T dVn in place: thread per column,
+ *                       (I + A)^T X = dVn from the last row up
+ *   dnb_y_kernel        Y = -X S0^T (thread per element; zero at a zero S0)
+ *   dnb_pairs_kernel    dP, M, DA with dA = -X Vn^T (thread per pair)
  *   dnb_rows_kernel     warp per token: dq, dk, dv, dbeta, gt (into dg), bt
  *   dnb_gate_rev_kernel, dnb_gate_fwd_kernel (gated) warp per (chunk,
  *                       head): the two sums of dg and Dterm (gpu/chunks.cuh)
  *
  * Workspace (256-byte aligned regions; BT = B*T, nch = chunks x heads):
  * first [N+1] int32 (varlen), Gc [BT*H] doubles, Qn, Kn [BT*H*K], A, P, dP,
- * M, DA [nch*L*L], U, Vn, X [nch*L*V], W, Y [nch*L*K], Sc, dSc [nch*K*V],
- * btb [BT*H]: about BT*H*(4K + 3V + 5L + 3) + 2 nch*K*V floats. Every chunk
- * state is kept (the GPU has the memory; every stage stays one launch).
+ * M, DA [nch*L*L], Vn (U before stage 4), X [nch*L*V], W, Y [nch*L*K], Sc,
+ * dSc [nch*K*V], btb [BT*H]: about BT*H*(4K + 2V + 5L + 3) + 2 nch*K*V
+ * floats (no U region: see above). Every chunk state is kept (the GPU has
+ * the memory; every stage stays one launch).
  *
  * To tune (measure first): shared-memory tiles (64 x 64, as
  * gpu/linear_state_backward.cu) for the pair and row products, which read
@@ -79,7 +90,7 @@ typedef struct dnb_args {
     float *dq, *dk, *dv, *dbeta;  /* outputs */
     float *dg, *ds_in;            /* [B*T, H] (gated) or NULL; [N, H, K, V] or NULL */
     float *dSc;                   /* [nch, K, V] the gradient of the state after each chunk */
-    float *X, *Y;                 /* [nch, L, V] dVn -> X; [nch, L, K] dW -> Y */
+    float *X, *Y;                 /* [nch, L, V] dVn -> X; [nch, L, K] Y = -X S0^T */
     float *dP, *M, *DA;           /* [nch, L, L] */
     float *btb;                   /* [B*T, H] */
 } dnb_args;
@@ -159,8 +170,29 @@ static __global__ void __launch_bounds__(DNB_THREADS) dnb_dstate_kernel(dnb_args
 
 /* ---- per chunk ---------------------------------------------------------------------------- */
 
-/* dW = -dVn S0^T, into Y (thread per element). */
-static __global__ void __launch_bounds__(DNB_THREADS) dnb_dw_kernel(dnb_args b)
+/* X = T^T dVn in place: per column of X, (I + A)^T X = dVn, X_i = dVn_i -
+ * sum_{j > i} A_ji X_j from the last row up. (Y = T^T dW needs no solve of
+ * its own: it is -X S0^T, dnb_y_kernel.) */
+static __global__ void __launch_bounds__(DNB_THREADS) dnb_backsolve_kernel(dnb_args b)
+{
+    const dn_args &a = b.a;
+    const dnb_chunk q = dnb_chunk_of(a);
+    const int V = a.V, L = a.map.L;
+    const float *Am = a.A + q.ch * L * L;
+    for (int col = threadIdx.x; col < V; col += DNB_THREADS) {
+        float *Z = b.X + q.ch * L * V + col;
+        for (int i = q.Lc - 1; i >= 0; i--) {
+            float z = Z[(int64_t)i * V];
+            for (int j = i + 1; j < q.Lc; j++)
+                z = fmaf(-Am[(int64_t)j * L + i], Z[(int64_t)j * V], z);
+            Z[(int64_t)i * V] = z;
+        }
+    }
+}
+
+/* Y = T^T dW = -T^T dVn S0^T = -X S0^T (thread per element; at a zero
+ * initial state Sc holds zeros and Y is zero, as dW was). */
+static __global__ void __launch_bounds__(DNB_THREADS) dnb_y_kernel(dnb_args b)
 {
     const dn_args &a = b.a;
     const dnb_chunk q = dnb_chunk_of(a);
@@ -176,26 +208,6 @@ static __global__ void __launch_bounds__(DNB_THREADS) dnb_dw_kernel(dnb_args b)
     }
 }
 
-/* X = T^T dVn, Y = T^T dW in place: per column of [X | Y], (I + A)^T Z = R,
- * Z_i = R_i - sum_{j > i} A_ji Z_j from the last row up. */
-static __global__ void __launch_bounds__(DNB_THREADS) dnb_backsolve_kernel(dnb_args b)
-{
-    const dn_args &a = b.a;
-    const dnb_chunk q = dnb_chunk_of(a);
-    const int K = a.K, V = a.V, L = a.map.L;
-    const float *Am = a.A + q.ch * L * L;
-    for (int col = threadIdx.x; col < V + K; col += DNB_THREADS) {
-        const bool isx = col < V;
-        float *Z = isx ? b.X + q.ch * L * V + col : b.Y + q.ch * L * K + (col - V);
-        const int ld = isx ? V : K;
-        for (int i = q.Lc - 1; i >= 0; i--) {
-            float z = Z[(int64_t)i * ld];
-            for (int j = i + 1; j < q.Lc; j++) z = fmaf(-Am[(int64_t)j * L + i], Z[(int64_t)j * ld], z);
-            Z[(int64_t)i * ld] = z;
-        }
-    }
-}
-
 /* dot of n floats, one FMA per term in order */
 static __device__ __forceinline__ float dnb_dot(const float *x, const float *y, int n)
 {
@@ -206,15 +218,15 @@ static __device__ __forceinline__ float dnb_dot(const float *x, const float *y, 
 
 /* Thread per pair (i, j) of the chunk: dP_ij = (dO_i . Vn_j) Gamma_ij (j <=
  * i; zero above), and for j < i M_ij = beta_i dA_ij Gamma_ij, DA_ij = dA_ij
- * Gamma_ij (k~_i . k~_j), dA_ij = -(X_i . U_j + Y_i . W_j) (zero elsewhere). */
+ * Gamma_ij (k~_i . k~_j), dA_ij = -(X_i . U_j + Y_i . W_j) = -(X_i . Vn_j)
+ * (zero elsewhere; see the top comment). */
 static __global__ void __launch_bounds__(DNB_THREADS) dnb_pairs_kernel(dnb_args b)
 {
     const dn_args &a = b.a;
     const dnb_chunk q = dnb_chunk_of(a);
     const int K = a.K, V = a.V, L = a.map.L, H = a.H;
     const int64_t LL = (int64_t)L * L;
-    const float *Uc = a.U + q.ch * L * V, *Wc = a.W + q.ch * L * K;
-    const float *Vc = a.Vn + q.ch * L * V, *Xc = b.X + q.ch * L * V, *Yc = b.Y + q.ch * L * K;
+    const float *Vc = a.Vn + q.ch * L * V, *Xc = b.X + q.ch * L * V;
     float *dPc = b.dP + q.ch * LL, *Mc = b.M + q.ch * LL, *DAc = b.DA + q.ch * LL;
     for (int64_t e = threadIdx.x; e < (int64_t)q.Lc * q.Lc; e += DNB_THREADS) {
         const int i = (int)(e / q.Lc), j = (int)(e - (int64_t)i * q.Lc);
@@ -224,8 +236,7 @@ static __global__ void __launch_bounds__(DNB_THREADS) dnb_pairs_kernel(dnb_args 
             const float gam = (a.gated && j < i) ? dn_decay(a.Gc, ri, rj) : 1.0f;
             dp = gam * dnb_dot(b.dout + ri * V, Vc + (int64_t)j * V, V);
             if (j < i) {
-                const float dA = -(dnb_dot(Xc + (int64_t)i * V, Uc + (int64_t)j * V, V) +
-                                   dnb_dot(Yc + (int64_t)i * K, Wc + (int64_t)j * K, K));
+                const float dA = -dnb_dot(Xc + (int64_t)i * V, Vc + (int64_t)j * V, V);
                 m = a.beta[ri] * (dA * gam);
                 da = (dA * gam) * dnb_dot(a.Kn + ri * K, a.Kn + rj * K, K);
             }
@@ -365,7 +376,7 @@ static __global__ void __launch_bounds__(DNB_THREADS) dnb_gate_fwd_kernel(dnb_ar
 
 typedef struct dnb_plan {
     int64_t nchunks;
-    size_t off_first, off_gc, off_qn, off_kn, off_a, off_p, off_dp, off_m, off_da, off_u, off_vn,
+    size_t off_first, off_gc, off_qn, off_kn, off_a, off_p, off_dp, off_m, off_da, off_vn,
         off_x, off_w, off_y, off_s, off_ds, off_bt, bytes;
 } dnb_plan;
 
@@ -390,7 +401,6 @@ static dnb_plan dnb_make_plan(const seqk__lin *P)
     DNB_REGION(off_dp, nch * L * L * f);
     DNB_REGION(off_m, nch * L * L * f);
     DNB_REGION(off_da, nch * L * L * f);
-    DNB_REGION(off_u, nch * L * V * f);
     DNB_REGION(off_vn, nch * L * V * f);
     DNB_REGION(off_x, nch * L * V * f);
     DNB_REGION(off_w, nch * L * K * f);
@@ -444,8 +454,11 @@ extern "C" seqk_status seqk__cuda_deltanet_backward(seqk_context *ctx, const seq
     a.Gc = (double *)(ws + pl.off_gc);
     a.Qn = (float *)(ws + pl.off_qn), a.Kn = (float *)(ws + pl.off_kn);
     a.A = (float *)(ws + pl.off_a), a.P = (float *)(ws + pl.off_p);
-    a.U = (float *)(ws + pl.off_u), a.W = (float *)(ws + pl.off_w);
-    a.Vn = (float *)(ws + pl.off_vn), a.Sc = (float *)(ws + pl.off_s);
+    /* U into Vn's region, Vn = U - W S0 in place by stage 4 (a.Vn NULL:
+     * the forward's in-place mode); after it a.Vn names the region and
+     * nothing reads U (dA = -X Vn^T, see the top comment) */
+    a.U = (float *)(ws + pl.off_vn), a.W = (float *)(ws + pl.off_w);
+    a.Vn = NULL, a.Sc = (float *)(ws + pl.off_s);
     b.dSc = (float *)(ws + pl.off_ds);
     b.X = (float *)(ws + pl.off_x), b.Y = (float *)(ws + pl.off_y);
     b.dP = (float *)(ws + pl.off_dp), b.M = (float *)(ws + pl.off_m);
@@ -456,15 +469,16 @@ extern "C" seqk_status seqk__cuda_deltanet_backward(seqk_context *ctx, const seq
                                     stream);
     if (st) return st;
     if (nch > 0 && (st = dn_launch_state(fn, a, blocks, nvb, stream))) return st;
+    a.Vn = a.U, a.U = NULL;
     /* the reverse pass (with no chunks: dstate_in = dstate_out) */
     const size_t smem = dn_state_smem(a.K, a.map.L);
     if ((st = seqk__smem_optin(fn, dnb_dstate_kernel, smem))) return st;
     dnb_dstate_kernel<<<(unsigned)blocks, DNB_THREADS, smem, stream>>>(b, nvb);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (nch == 0) return SEQK_SUCCESS;
-    dnb_dw_kernel<<<(unsigned)nch, DNB_THREADS, 0, stream>>>(b);
-    SEQK_CUDA_CHECK_LAUNCH(fn);
     dnb_backsolve_kernel<<<(unsigned)nch, DNB_THREADS, 0, stream>>>(b);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    dnb_y_kernel<<<(unsigned)nch, DNB_THREADS, 0, stream>>>(b);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     dnb_pairs_kernel<<<(unsigned)nch, DNB_THREADS, 0, stream>>>(b);
     SEQK_CUDA_CHECK_LAUNCH(fn);
