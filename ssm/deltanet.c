@@ -711,10 +711,32 @@ seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, un
                               "in [0, 1] (SEQK_DELTANET_ALLOW_NEG_EIGVAL allows [0, 2])");
 }
 
-static seqk_status deltanet_f32(seqk_context *ctx, seqk_mode mode, int64_t B, int64_t T, int64_t H,
-                                int64_t K, int64_t V, float scale, unsigned flags, const float *q,
-                                const float *k, const float *v, const float *beta, const float *g,
-                                float *o, const float *state_in, float *state_out,
+/* SEQK__DN_NATIVE 1 routes seqk_deltanet_ex's bf16 / f16 parallel mode on a
+ * CUDA context to gpu/deltanet.cu's native path (issue #21 phase 3). It is
+ * built and tested (tests/test_dtype_native.c, emulated CUDA) but stays off
+ * until tests/test_dtype.c counts DeltaNet's parallel forward as native (its
+ * deltanet case sets c->native, as the linear-state ones do): that test
+ * checks the converting path's bit identity with the fp32 op. */
+#ifndef SEQK__DN_NATIVE
+#define SEQK__DN_NATIVE 0
+#endif
+
+/* Whether seqk_deltanet_ex runs natively in dtype (gpu/deltanet.cu's native
+ * path: a CUDA context, bf16 / f16, the parallel mode; seqk.h, "Dtypes")
+ * rather than through the converting path. */
+static bool deltanet_native(const seqk_context *ctx, seqk_dtype dtype, seqk_mode mode)
+{
+    return SEQK__DN_NATIVE && seqk__lin_native(ctx, dtype, (int)mode, 0u);
+}
+
+/* The forward in fp32, or natively in a reduced dtype (deltanet_native): q,
+ * k, v, o hold elements of dtype (their sizes and overlaps are measured in
+ * its bytes). */
+static seqk_status deltanet_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode, int64_t B,
+                                int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+                                unsigned flags, const void *q, const void *k, const void *v,
+                                const float *beta, const float *g, void *o,
+                                const float *state_in, float *state_out,
                                 const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     const bool varlen = cu_seqlens != NULL;
@@ -724,14 +746,15 @@ static seqk_status deltanet_f32(seqk_context *ctx, seqk_mode mode, int64_t B, in
     if ((st = seqk__check_scale(FN, scale))) return st;
     if (!varlen) N = B;
     const int64_t rows = B * T;
-    const size_t ob = fbytes(rows * H, V);
+    const size_t es = seqk_dtype_size(dtype); /* q, k, v, o */
+    const size_t ob = (size_t)(rows * H * V) * es, qb = (size_t)(rows * H * K) * es;
     if (rows > 0) {
         const struct { const void *p; const char *name; } req[] = {
             {q, "q"}, {k, "k"}, {v, "v"}, {beta, "beta"}, {o, "o"}};
         for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
             if ((st = seqk__check_ptr(FN, req[i].name, req[i].p))) return st;
         const struct { const void *p; size_t bytes; const char *name; } in[] = {
-            {q, fbytes(rows * H, K), "q"}, {k, fbytes(rows * H, K), "k"}, {v, ob, "v"},
+            {q, qb, "q"}, {k, qb, "k"}, {v, ob, "v"},
             {beta, fbytes(rows, H), "beta"}, {g, fbytes(rows, H), "g"}};
         for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
             if (in[i].p && seqk__overlap(o, ob, in[i].p, in[i].bytes))
@@ -756,10 +779,15 @@ static seqk_status deltanet_f32(seqk_context *ctx, seqk_mode mode, int64_t B, in
     dn_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    seqk__dn_lin(P, B, T, H, K, V, N, chunk, cu_host, scale, flags, q, k, v, g, state_in);
-    P->o = o, P->s_out = state_out;
+    seqk__dn_lin(P, B, T, H, K, V, N, chunk, cu_host, scale, flags, (const float *)q,
+                 (const float *)k, (const float *)v, g, state_in);
+    P->o = (float *)o, P->s_out = state_out;
+    P->dtype = dtype;
     D.beta = beta;
-    if (ctx->backend == SEQK_BACKEND_CPU) {
+    if (dtype != SEQK_DTYPE_F32 && !deltanet_native(ctx, dtype, mode)) {
+        st = seqk__fail(SEQK_ERROR_INTERNAL, "%s: %s outside the native path", FN,
+                        seqk_dtype_string(dtype));
+    } else if (ctx->backend == SEQK_BACKEND_CPU) {
         st = mode == SEQK_MODE_RECURRENT ? deltanet_recurrent(ctx, &D) : deltanet_chunked(ctx, &D);
     } else {
 #if SEQK__HAVE_CUDA
@@ -819,8 +847,8 @@ seqk_status seqk_deltanet_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode
                              const float *beta, const float *g, void *o, const float *state_in,
                              float *state_out, const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return deltanet_f32(ctx, mode, B, T, H, K, V, scale, flags, q, k, v, beta, g, o,
+    if (dtype == SEQK_DTYPE_F32 || deltanet_native(ctx, dtype, mode))
+        return deltanet_run(ctx, dtype, mode, B, T, H, K, V, scale, flags, q, k, v, beta, g, o,
                             state_in, state_out, cu_seqlens, N, chunk);
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     seqk__dt_tensor t[] = {
@@ -835,8 +863,8 @@ seqk_status seqk_deltanet_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode
     seqk_status st = seqk__dt_begin(&c, "seqk_deltanet_ex", ctx, dtype, t, 4,
                                     seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = deltanet_f32(ctx, mode, B, T, H, K, V, scale, flags, t[0].f, t[1].f, t[2].f, beta, g,
-                      t[3].f, state_in, state_out, cu_seqlens, N, chunk);
+    st = deltanet_run(ctx, SEQK_DTYPE_F32, mode, B, T, H, K, V, scale, flags, t[0].f, t[1].f,
+                      t[2].f, beta, g, t[3].f, state_in, state_out, cu_seqlens, N, chunk);
     return seqk__dt_end(&c, st);
 }
 
@@ -860,5 +888,19 @@ seqk_status seqk_deltanet_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
     if (st) return st;
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     const int64_t n[] = {nk, nk, nv, nv};
-    return seqk__dt_workspace_size(fn, dtype, n, 4, bytes);
+    if ((st = seqk__dt_workspace_size(fn, dtype, n, 4, bytes))) return st;
+#if SEQK__HAVE_CUDA
+    if (deltanet_native(ctx, dtype, mode)) {
+        /* the native path (gpu/deltanet.cu) takes no copies: its own bytes,
+         * or the converting path's answer if larger (an upper bound) */
+        seqk__lin P;
+        memset(&P, 0, sizeof P);
+        P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+        P.chunk = seqk__lin_chunk(chunk);
+        P.dtype = dtype;
+        const size_t native = seqk__cuda_deltanet_workspace(&P, (int)mode) + 256;
+        if (native > *bytes) *bytes = native;
+    }
+#endif
+    return SEQK_SUCCESS;
 }

@@ -1,9 +1,10 @@
 /* tests/test_dtype_native.c -- the native bf16 / f16 path of the linear-state
  * forwards (seqk.h, "Dtypes": linear attention, retention, gated retention
  * and Mamba2 in the parallel mode on a CUDA context: operands rounded to the
- * dtype inside the op, products with fp32 accumulation, fp32 states), in
- * all three dtypes on every backend (the CPU runs the converting path: the
- * same bound must hold there).
+ * dtype inside the op, products with fp32 accumulation, fp32 states) and of
+ * DeltaNet / gated DeltaNet (seqk_deltanet_ex, parallel mode, L2 norm on and
+ * off), in all three dtypes on every backend (the CPU runs the converting
+ * path: the same bound must hold there).
  *
  * Per case and dtype: the inputs that take the dtype are rounded to it first
  * (tests/fixtures.c, from double), so that the float64 reference (tests/ref)
@@ -12,23 +13,32 @@
  *     ||o - ref|| / ||ref|| <= NATIVE_TOL_ULPS u (u = 2^-8 bf16, 2^-11 f16;
  *     fp32: F32_TOL);
  *   - the final state (fp32) against the reference's: STATE_TOL_ULPS u
- *     (fp32: F32_TOL);
+ *     (fp32: F32_TOL; DeltaNet, whose native state recurrence is fp32 on
+ *     exact inputs: F32_TOL in every dtype);
  *   - outputs poisoned before the call, nothing written past their ends.
  * Shapes (DESIGN 5): T = 1, T prime (37), T a multiple of the chunk, T not a
  * multiple (100 in chunks of 32), T shorter than a chunk, K != V, odd head
  * dims (5 x 7, 33 x 17), the default chunk with K = V = 64, several batches
  * and heads, Mamba2 groups, varlen with empty and length-1 sequences,
  * initial state present and absent, gates near 0 ([-0.01, 0]), moderate
- * ([-1, 0]) and near -20 ([-20, -19]); the elu+1 feature map.
+ * ([-1, 0]) and near -20 ([-20, -19]); the elu+1 feature map. DeltaNet:
+ * plain and gated (the three gate ranges), L2 norm on (raw keys in [-3, 3])
+ * and off (keys of norm 0.6 .. 1, rounded), beta in [0, 1] with its edges
+ * (tests/fixtures.c), on the same shapes (and a 288-token chunk, wider than
+ * the native kernels' 256-thread blocks). DeltaNet's native path is routed
+ * by SEQK__DN_NATIVE (ssm/deltanet.c); while that is off its CUDA cases run
+ * the converting path, within the same bounds.
  * Validation where the native path brings rules of its own: overlaps are
  * measured in the dtype's bytes (a bf16 o right after q in one buffer is
  * accepted; one element of overlap is rejected, o untouched); the
  * normaliser and the recurrent mode stay on the converting path (their
  * outputs are the fp32 op's rounded, bit for bit); a caller workspace of
  * exactly the _ex query's size works.
- * Prints the worst error per backend and dtype.
+ * Prints the worst error per backend and dtype, linear state and DeltaNet
+ * apart.
  */
 #include "fixtures.h"
+#include "ref/ref_deltanet.h"
 #include "ref/ref_linear.h"
 
 #include <math.h>
@@ -41,9 +51,15 @@
 #define STATE_TOL_ULPS 2.0
 #define F32_TOL 1e-5
 
-enum { OP_LINATTN, OP_LINATTN_ELU, OP_RETNET, OP_GATED, OP_MAMBA2, NOPS };
+enum { OP_LINATTN, OP_LINATTN_ELU, OP_RETNET, OP_GATED, OP_MAMBA2,
+       OP_DN, OP_DN_L2, OP_GDN, OP_GDN_L2, NOPS };
 static const char *OPNAME[NOPS] = {"linear_attention", "linear_attention elu1", "retention",
-                                   "gated_retention", "mamba2"};
+                                   "gated_retention", "mamba2", "deltanet", "deltanet l2norm",
+                                   "gated_deltanet", "gated_deltanet l2norm"};
+
+static int is_dn(int op) { return op >= OP_DN; }
+static int dn_gated(int op) { return op == OP_GDN || op == OP_GDN_L2; }
+static int dn_l2(int op) { return op == OP_DN_L2 || op == OP_GDN_L2; }
 
 typedef struct ncase {
     int op;
@@ -55,6 +71,7 @@ typedef struct ncase {
 
 static const seqk_dtype DTYPES[3] = {SEQK_DTYPE_F32, SEQK_DTYPE_BF16, SEQK_DTYPE_F16};
 static double worst[2][3], worst_state[2][3]; /* [cpu, cuda][dtype], in u (fp32: absolute) */
+static double worst_dn[2][3], worst_dn_state[2][3]; /* the same over the DeltaNet cases */
 
 /* T = 37: 4 sequences of 0, 1, 19 and 17 tokens */
 static const int32_t CU37[5] = {0, 0, 1, 20, 37};
@@ -122,6 +139,7 @@ static void round_all(seqk_dtype dt, float *x, size_t n)
 typedef struct inputs {
     size_t rows, nq, nv, nt, ns;
     float *q, *k, *v, *g, *gamma, *s0;              /* linear state (q = Cm, k = Bm, v = x) */
+    float *beta;                                    /* DeltaNet */
     float *dt, *A, *D, *dt_bias;                    /* Mamba2 */
     double *ro, *rs;
 } inputs;
@@ -136,6 +154,8 @@ static void make_inputs(const ncase *c, seqk_dtype dt, inputs *in)
     th_seed(7000 + (uint64_t)(c->op * 131 + c->T * 7 + c->K * 3 + c->V + c->state));
     in->q = th_floats(in->nq + 1), in->k = th_floats(in->nq + 1), in->v = th_floats(in->nv + 1);
     th_fill(in->q, in->nq, -1, 1), th_fill(in->k, in->nq, -1, 1), th_fill(in->v, in->nv, -1, 1);
+    if (is_dn(c->op)) /* keys of norm 0.6 .. 1 (x 3 unnormalised with the L2 norm) */
+        tf_delta_keys(in->k, (int64_t)in->rows * c->H, c->K, dn_l2(c->op));
     round_all(dt, in->q, in->nq), round_all(dt, in->k, in->nq), round_all(dt, in->v, in->nv);
     in->g = th_floats(in->nt + 1);
     th_fill(in->g, in->nt, c->glo, c->ghi);
@@ -153,6 +173,14 @@ static void make_inputs(const ncase *c, seqk_dtype dt, inputs *in)
         th_fill(in->dt_bias, (size_t)c->H, -0.5, 0.5);
     }
     in->ro = th_doubles(in->nv + 1), in->rs = th_doubles(in->ns + 1);
+    if (is_dn(c->op)) {
+        in->beta = th_floats(in->nt + 1);
+        tf_delta_beta(in->beta, in->nt + 1, 0);
+        ref_deltanet(c->B, c->T, c->H, c->K, c->V, 1.0 / sqrt((double)c->K), dn_l2(c->op), in->q,
+                     in->k, in->v, in->beta, dn_gated(c->op) ? in->g : NULL, in->s0, in->ro,
+                     in->rs, c->cu, c->N);
+        return;
+    }
     const double scale = c->op == OP_MAMBA2 ? 1.0 : 1.0 / sqrt((double)c->K);
     if (c->op == OP_MAMBA2) {
         ref_mamba2(c->B, c->T, c->H, c->V, c->G, c->K, 1, in->v, in->dt, in->A, in->k, in->q,
@@ -169,13 +197,13 @@ static void make_inputs(const ncase *c, seqk_dtype dt, inputs *in)
 static void free_inputs(inputs *in)
 {
     free(in->q), free(in->k), free(in->v), free(in->g), free(in->gamma), free(in->s0);
-    free(in->A), free(in->D), free(in->dt_bias), free(in->ro), free(in->rs);
+    free(in->A), free(in->D), free(in->dt_bias), free(in->ro), free(in->rs), free(in->beta);
 }
 
 /* Device arrays of one call. */
 typedef struct dev {
     void *q, *k, *v, *o;
-    float *g, *gamma, *s0, *s1, *A, *D, *dt_bias;
+    float *g, *gamma, *s0, *s1, *A, *D, *dt_bias, *beta;
     int32_t *cu;
 } dev;
 
@@ -198,6 +226,14 @@ static seqk_status call(th_backend *be, seqk_dtype dt, const ncase *c, seqk_mode
     case OP_GATED:
         return seqk_gated_retention_ex(ctx, dt, mode, c->B, c->T, c->H, c->K, c->V, scale, d->q,
                                        d->k, d->v, d->g, d->o, d->s0, d->s1, d->cu, N, c->chunk);
+    case OP_DN:
+    case OP_DN_L2:
+    case OP_GDN:
+    case OP_GDN_L2:
+        return seqk_deltanet_ex(ctx, dt, mode, c->B, c->T, c->H, c->K, c->V, scale,
+                                flags | (dn_l2(c->op) ? SEQK_DELTANET_L2NORM_QK : 0u), d->q, d->k,
+                                d->v, d->beta, dn_gated(c->op) ? d->g : NULL, d->o, d->s0, d->s1,
+                                d->cu, N, c->chunk);
     default:
         return seqk_mamba2_ex(ctx, dt, mode, c->B, c->T, c->H, c->V, c->G, c->K,
                               SEQK_MAMBA2_DT_SOFTPLUS, d->v, d->g, d->A, d->k, d->q, d->D,
@@ -218,22 +254,28 @@ static void upload(th_backend *be, seqk_dtype dt, const ncase *c, const inputs *
         d->A = th_upload(be, in->A, (size_t)c->H * 4), d->D = th_upload(be, in->D, (size_t)c->H * 4);
         d->dt_bias = th_upload(be, in->dt_bias, (size_t)c->H * 4);
     }
+    if (in->beta) d->beta = th_upload(be, in->beta, (in->nt + 1) * 4);
     if (c->cu) d->cu = th_upload(be, c->cu, (size_t)(c->N + 1) * 4);
 }
 
 static void release(th_backend *be, dev *d)
 {
-    void *all[12] = {d->q, d->k, d->v, d->o, d->g, d->gamma, d->s0, d->s1, d->A, d->D, d->dt_bias, d->cu};
-    for (int i = 0; i < 12; i++)
+    void *all[13] = {d->q, d->k,  d->v, d->o,       d->g,  d->gamma, d->s0,
+                     d->s1, d->A, d->D, d->dt_bias, d->cu, d->beta};
+    for (int i = 0; i < 13; i++)
         if (all[i]) th_free(be, all[i]);
 }
 
 static size_t query(th_backend *be, seqk_dtype dt, const ncase *c)
 {
     size_t bytes = 0;
-    const seqk_status st = seqk_linear_state_workspace_size_ex(
-        be->ctx, dt, SEQK_MODE_PARALLEL, c->B, c->T, c->H, c->K, c->V, c->cu ? c->N : 0,
-        c->chunk, &bytes);
+    const seqk_status st =
+        is_dn(c->op)
+            ? seqk_deltanet_workspace_size_ex(be->ctx, dt, SEQK_MODE_PARALLEL, c->B, c->T, c->H,
+                                              c->K, c->V, c->cu ? c->N : 0, c->chunk, &bytes)
+            : seqk_linear_state_workspace_size_ex(be->ctx, dt, SEQK_MODE_PARALLEL, c->B, c->T,
+                                                  c->H, c->K, c->V, c->cu ? c->N : 0, c->chunk,
+                                                  &bytes);
     th_check_status(st, SEQK_SUCCESS, "workspace query");
     return bytes;
 }
@@ -263,8 +305,10 @@ static void run_case(th_backend *be, const ncase *c, seqk_dtype dt, int with_ws)
         const int bi = be->backend == SEQK_BACKEND_CUDA;
         if (dt == SEQK_DTYPE_F32) {
             const double e = th_rel_err(o, in.ro, in.nv), es = th_rel_err(s, in.rs, in.ns);
-            if (e > worst[bi][dt]) worst[bi][dt] = e;
-            if (es > worst_state[bi][dt]) worst_state[bi][dt] = es;
+            double *w = is_dn(c->op) ? worst_dn[bi] : worst[bi];
+            double *ws_ = is_dn(c->op) ? worst_dn_state[bi] : worst_state[bi];
+            if (e > w[dt]) w[dt] = e;
+            if (es > ws_[dt]) ws_[dt] = es;
             th_check(e <= F32_TOL, "%s: o against float64: %.3g (tol %.3g)", what, e, F32_TOL);
             th_check(es <= F32_TOL, "%s: final state against float64: %.3g (tol %.3g)", what, es,
                      F32_TOL);
@@ -272,12 +316,19 @@ static void run_case(th_backend *be, const ncase *c, seqk_dtype dt, int with_ws)
             for (size_t i = 0; i < in.nv; i++) in.ro[i] = tf_dt_round(dt, in.ro[i]);
             const double u = tf_dt_unit(dt);
             const double e = th_rel_err(o, in.ro, in.nv) / u, es = th_rel_err(s, in.rs, in.ns) / u;
-            if (e > worst[bi][dt]) worst[bi][dt] = e;
-            if (es > worst_state[bi][dt]) worst_state[bi][dt] = es;
+            double *w = is_dn(c->op) ? worst_dn[bi] : worst[bi];
+            double *ws_ = is_dn(c->op) ? worst_dn_state[bi] : worst_state[bi];
+            if (e > w[dt]) w[dt] = e;
+            if (es > ws_[dt]) ws_[dt] = es;
             th_check(e <= NATIVE_TOL_ULPS, "%s: o against float64: %.3g u (tol %.3g u)", what, e,
                      NATIVE_TOL_ULPS);
-            th_check(es <= STATE_TOL_ULPS, "%s: final state against float64: %.3g u (tol %.3g u)",
-                     what, es, STATE_TOL_ULPS);
+            if (is_dn(c->op)) /* fp32 throughout: the fp32 op's bound */
+                th_check(es * u <= F32_TOL, "%s: final state against float64: %.3g (tol %.3g)",
+                         what, es * u, F32_TOL);
+            else
+                th_check(es <= STATE_TOL_ULPS,
+                         "%s: final state against float64: %.3g u (tol %.3g u)", what, es,
+                         STATE_TOL_ULPS);
         }
         free(o), free(s);
     }
@@ -300,58 +351,62 @@ static void *ones16(th_backend *be, size_t n)
 static void check_rules(th_backend *be)
 {
     if (th_skipped(be, "native path: validation")) return;
-    const ncase c = {OP_GATED, 2, 37, 3, 3, 5, 7, 2, 16, NULL, 1, -1, 0};
     const seqk_dtype dt = SEQK_DTYPE_BF16;
-    inputs in;
-    make_inputs(&c, dt, &in);
     char what[160];
-    /* overlaps in the dtype's bytes: o right after q (one buffer) is fine,
-     * o one element into q is rejected with o untouched */
-    {
-        const size_t n = 2 * in.nq + in.nv + 1;
-        for (int shift = 0; shift < 2; shift++) {
-            uint16_t *buf = ones16(be, n);
+    for (int op = 0; op < 2; op++) {
+        const ncase c = {op ? OP_GDN_L2 : OP_GATED, 2, 37, 3, 3, 5, 7, 2, 16, NULL, 1, -1, 0};
+        inputs in;
+        make_inputs(&c, dt, &in);
+        /* overlaps in the dtype's bytes: o right after q (one buffer) is fine,
+         * o one element into q is rejected with o untouched */
+        {
+            const size_t n = 2 * in.nq + in.nv + 1;
+            for (int shift = 0; shift < 2; shift++) {
+                uint16_t *buf = ones16(be, n);
+                dev d;
+                upload(be, dt, &c, &in, &d);
+                th_free(be, d.q), th_free(be, d.o);
+                d.q = buf;
+                d.o = buf + in.nq - shift; /* 0: adjacent; 1: the last element of q */
+                snprintf(what, sizeof what, "%s: %s bf16 o %s q", be->name, OPNAME[c.op],
+                         shift ? "overlapping the last element of" : "right after");
+                const seqk_status st = call(be, dt, &c, SEQK_MODE_PARALLEL, 0u, &d);
+                if (!shift) {
+                    th_check_status(st, SEQK_SUCCESS, what);
+                } else {
+                    uint16_t *x = th_malloc(n * 2);
+                    th_download(be, x, buf, n * 2);
+                    bool same = true;
+                    for (size_t i = 0; i < n; i++) same = same && x[i] == 0x3c00u;
+                    th_check(st == SEQK_ERROR_INVALID_ARGUMENT &&
+                                 strstr(seqk_last_error(), "overlaps") && same,
+                             "%s: rejected (%s), untouched", what, seqk_last_error());
+                    free(x);
+                }
+                d.o = NULL;
+                release(be, &d);
+            }
+        }
+        /* NULL o with tokens */
+        {
             dev d;
             upload(be, dt, &c, &in, &d);
-            th_free(be, d.q), th_free(be, d.o);
-            d.q = buf;
-            d.o = buf + in.nq - shift; /* 0: adjacent; 1: the last element of q */
-            snprintf(what, sizeof what, "%s: bf16 o %s q", be->name,
-                     shift ? "overlapping the last element of" : "right after");
-            const seqk_status st = call(be, dt, &c, SEQK_MODE_PARALLEL, 0u, &d);
-            if (!shift) {
-                th_check_status(st, SEQK_SUCCESS, what);
-            } else {
-                uint16_t *x = th_malloc(n * 2);
-                th_download(be, x, buf, n * 2);
-                bool same = true;
-                for (size_t i = 0; i < n; i++) same = same && x[i] == 0x3c00u;
-                th_check(st == SEQK_ERROR_INVALID_ARGUMENT && strstr(seqk_last_error(), "overlaps") &&
-                             same,
-                         "%s: rejected (%s), untouched", what, seqk_last_error());
-                free(x);
-            }
+            void *o = d.o;
             d.o = NULL;
+            const seqk_status st = call(be, dt, &c, SEQK_MODE_PARALLEL, 0u, &d);
+            th_check(st == SEQK_ERROR_INVALID_ARGUMENT && strstr(seqk_last_error(), "o is NULL"),
+                     "%s: %s bf16 o = NULL rejected (%s)", be->name, OPNAME[c.op],
+                     seqk_last_error());
+            d.o = o;
             release(be, &d);
         }
+        free_inputs(&in);
     }
-    /* NULL o with tokens */
-    {
-        dev d;
-        upload(be, dt, &c, &in, &d);
-        void *o = d.o;
-        d.o = NULL;
-        const seqk_status st = call(be, dt, &c, SEQK_MODE_PARALLEL, 0u, &d);
-        th_check(st == SEQK_ERROR_INVALID_ARGUMENT && strstr(seqk_last_error(), "o is NULL"),
-                 "%s: bf16 o = NULL rejected (%s)", be->name, seqk_last_error());
-        d.o = o;
-        release(be, &d);
-    }
-    free_inputs(&in);
     /* the converting path keeps the normaliser and the recurrent mode: their
      * outputs are the fp32 op's rounded, bit for bit */
-    for (int k = 0; k < 2; k++) {
-        const ncase cl = {k ? OP_GATED : OP_LINATTN, 2, 37, 3, 3, 5, 7, 2, 16, NULL, 1, -1, 0};
+    for (int k = 0; k < 3; k++) {
+        const ncase cl = {k == 2 ? OP_GDN_L2 : k ? OP_GATED : OP_LINATTN, 2, 37, 3, 3, 5, 7, 2, 16,
+                          NULL, 1, -1, 0};
         const unsigned flags = k ? 0u : SEQK_LINATTN_NORMALIZE;
         const seqk_mode mode = k ? SEQK_MODE_RECURRENT : SEQK_MODE_PARALLEL;
         inputs i2;
@@ -359,8 +414,9 @@ static void check_rules(th_backend *be)
         dev d32, d16;
         upload(be, SEQK_DTYPE_F32, &cl, &i2, &d32);
         upload(be, dt, &cl, &i2, &d16);
-        snprintf(what, sizeof what, "%s: bf16 %s: the converting path (fp32 op's output rounded)",
-                 be->name, k ? "recurrent mode" : "normaliser");
+        snprintf(what, sizeof what,
+                 "%s: bf16 %s %s: the converting path (fp32 op's output rounded)", be->name,
+                 OPNAME[cl.op], k ? "recurrent mode" : "normaliser");
         seqk_status st = call(be, SEQK_DTYPE_F32, &cl, mode, flags, &d32);
         if (!st) st = call(be, dt, &cl, mode, flags, &d16);
         if (th_check_status(st, SEQK_SUCCESS, what)) {
@@ -389,21 +445,22 @@ int main(int argc, char **argv)
         {0, 1, 64, 2, 1, 16, 8, 1, 32, NULL, 1, 0, 0},   /* T a multiple of the chunk */
         {0, 3, 100, 2, 2, 33, 17, 3, 32, NULL, 1, 0, 0}, /* not a multiple; odd dims */
         {0, 1, 130, 1, 1, 64, 64, 1, 0, NULL, 1, 0, 0},  /* the default chunk, 64 x 64 */
+        {0, 1, 300, 1, 1, 16, 8, 1, 288, NULL, 1, 0, 0}, /* a chunk wider than a block */
         {0, 1, 37, 3, 3, 5, 7, 4, 16, CU37, 1, 0, 0},    /* varlen: empty, length 1 */
         {0, 1, 37, 2, 2, 6, 9, 4, 8, CU37, 0, 0, 0},     /* varlen, no state */
     };
     const double gates[3][2] = {{-0.01, 0.0}, {-1.0, 0.0}, {-20.0, -19.0}};
-    enum { MAXC = 256 };
+    enum { MAXC = 512 };
     ncase *cases = th_malloc(MAXC * sizeof *cases);
     int nc = 0;
     const int ns = (int)(sizeof shapes / sizeof shapes[0]);
     for (int s = 0; s < ns; s++)
         for (int op = 0; op < NOPS; op++) {
-            const int ng = op == OP_GATED ? 3 : 1;
+            const int ng = op == OP_GATED || dn_gated(op) ? 3 : 1;
             for (int gi = 0; gi < ng; gi++) {
                 ncase c = shapes[s];
                 c.op = op;
-                if (op == OP_GATED) c.glo = gates[gi][0], c.ghi = gates[gi][1];
+                if (op == OP_GATED || dn_gated(op)) c.glo = gates[gi][0], c.ghi = gates[gi][1];
                 if (op == OP_MAMBA2) {
                     c.glo = -1.0, c.ghi = 1.0;         /* raw dt */
                     c.H = 2 * c.H, c.G = c.H / 2 > 1 ? 2 : 1; /* groups */
@@ -416,15 +473,19 @@ int main(int argc, char **argv)
         for (int i = 0; i < nc; i++)
             for (int d = 0; d < 3; d++) run_case(&bes[b], &cases[i], DTYPES[d], 0);
         /* a caller workspace of exactly the queried size, once per op */
-        for (int i = 0; i < NOPS + 2; i++)
+        for (int i = 0; i < nc / ns; i++) /* the last shape's cases: every op */
             for (int d = 1; d < 3; d++) run_case(&bes[b], &cases[nc - 1 - i], DTYPES[d], 1);
         check_rules(&bes[b]);
     }
     for (int bi = 0; bi < 2; bi++)
-        printf("%s: worst o against float64: f32 %.3g, bf16 %.3g u, f16 %.3g u (tol %.3g u); "
-               "final state: f32 %.3g, bf16 %.3g u, f16 %.3g u (tol %.3g u)\n",
-               bi ? "cuda" : "cpu", worst[bi][0], worst[bi][1], worst[bi][2], NATIVE_TOL_ULPS,
-               worst_state[bi][0], worst_state[bi][1], worst_state[bi][2], STATE_TOL_ULPS);
+        for (int dn = 0; dn < 2; dn++) {
+            const double *w = dn ? worst_dn[bi] : worst[bi];
+            const double *s = dn ? worst_dn_state[bi] : worst_state[bi];
+            printf("%s, %s: worst o against float64: f32 %.3g, bf16 %.3g u, f16 %.3g u "
+                   "(tol %.3g u); final state: f32 %.3g, bf16 %.3g u, f16 %.3g u (tol %.3g u)\n",
+                   bi ? "cuda" : "cpu", dn ? "deltanet" : "linear state", w[0], w[1], w[2],
+                   NATIVE_TOL_ULPS, s[0], s[1], s[2], STATE_TOL_ULPS);
+        }
     free(cases);
     return th_finish();
 }
