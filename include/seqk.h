@@ -309,13 +309,51 @@ SEQK_API seqk_status seqk_memcpy(seqk_context *ctx, void *dst, const void *src, 
  * the fp32 final state within 0.61 u (tested against 2 u); the random inputs of those tests have
  * kappa of a few. Not run on a GPU yet (cuBLAS' own summation order may
  * differ from the emulator's; the bound does not depend on it). The
- * recurrent mode, the normaliser, every backward and every other op keep
- * the converting path. The native path's workspace (queried by
+ * recurrent mode, the normaliser, every backward and every other op (but
+ * DeltaNet's parallel forward, below) keep the converting path. The
+ * native path's workspace (queried by
  * seqk_linear_state_workspace_size_ex, which answers the larger of the two
  * paths) holds the rounded operands of every chunk at once: with L the
  * chunk size and C the number of chunks (T / L per sequence, rounded up),
  * C H (L (2 (4 K + V + L) + 4 max(L, V)) + 2 K V) bytes beyond the fp32
  * op's parallel-mode workspace, instead of the fp32 copies.
+ *
+ * Native DeltaNet (issue #21 phase 3): on a CUDA context, seqk_deltanet_ex
+ * (plain and gated, with and without SEQK_DELTANET_L2NORM_QK) in
+ * SEQK_MODE_PARALLEL with a bf16 or f16 dtype runs natively too
+ * (gpu/deltanet.cu; beta, g and the states stay fp32). Per chunk the
+ * products K K^T and Q K^T take the inputs themselves in the dtype (exact;
+ * the L2 norm's factors, scale and the decays are applied to their fp32
+ * results), the masked scores P = (Q~ K~^T) .* Gamma and Vnew are rounded to
+ * the dtype for P Vnew, all on cuBLAS with fp32 accumulation; A, the forward
+ * substitution T = (I + A)^-1, U = T diag(beta) V and W = T diag(beta
+ * exp(G)) K~ (cuBLAS on fp32 operands, never TF32), the chunk-sequential
+ * state pass (Vnew = U - W S0, S' = exp(G_C) S0 + (diag(exp(G_C - G))
+ * K~)^T Vnew) and the inter-chunk term exp(G) Q~ S0 (fp32 operands) stay
+ * fp32. Bound: the substitution amplifies whatever rounding enters A or
+ * the right-hand sides by up to the conditioning kappa_T = ||I + A|| ||T||
+ * of (I + A); here only fp32's (2^-24) enters there, so Vnew and the state
+ * carry kappa_T times fp32 rounding (no dtype rounding at all) and each term
+ * P_ij Vnew_j of o_t carries two roundings within u (P and Vnew), o_t one:
+ * to first order |o - ref| <= 2u sum_j |P_ij| |Vnew_j| + u |ref| +
+ * O(kappa_T 2^-24), relative in norm (2 kappa + 1) u with kappa = || sum_j
+ * |P_ij| |Vnew_j| || / ||o||. (Rounding the normalised keys k~ to the dtype
+ * before the substitution, as a first version did, lets kappa_T amplify u
+ * itself: 3.4 u measured in f16.) f16's range: P and Vnew past 65504
+ * overflow to inf. Measured on the emulated CUDA backend against the
+ * float64 function of the rounded inputs (tests/test_dtype_native.c, the
+ * shapes above, plain and gated with gates in [-0.01, 0], [-1, 0],
+ * [-20, -19], L2 norm on and off, keys of norm <= 1 without it, beta in
+ * [0, 1] with its edges, varlen with empty and length-1 sequences, initial
+ * states, and a 288-token chunk): o within 1.01 u in bf16 and 0.99 u in f16
+ * with chunks up to 64, 1.96 u and 2.11 u with the 288-token chunk and no
+ * decay (more terms cancel: kappa grows with the chunk), tested against
+ * 3 u; the final state within 7.3e-7 relative (1.7e-4 u bf16, 1.5e-3 u
+ * f16; tested against the fp32 op's 1e-5). Not run on a GPU yet. The recurrent
+ * mode and the backward keep the converting path. Workspace (queried by
+ * seqk_deltanet_workspace_size_ex, the larger of the two paths):
+ * C H (L (16 K + 8 V + 6 L + 4 max(L, V) + 8) + 4 K V) + B T H (4 K + 8)
+ * bytes (each region rounded up to 256 bytes), no fp32 copies.
  *
  * Workspace: besides the fp32 op's own, a reduced dtype on the converting
  * path takes one fp32 copy of every dtype tensor of the call (each rounded up
@@ -947,7 +985,8 @@ SEQK_API seqk_status seqk_deltanet(seqk_context *ctx, seqk_mode mode, int64_t B,
                                    const float *beta, const float *g, float *o,
                                    const float *state_in, float *state_out,
                                    const int32_t *cu_seqlens, int64_t N, int64_t chunk);
-/* seqk_deltanet with a dtype ("Dtypes"): q, k, v, o take it. */
+/* seqk_deltanet with a dtype ("Dtypes"): q, k, v, o take it (bf16 / f16 on a
+ * CUDA context in the parallel mode: the native path, "Native DeltaNet"). */
 SEQK_API seqk_status seqk_deltanet_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mode mode,
                                       int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
                                       float scale, unsigned flags, const void *q, const void *k,
@@ -962,7 +1001,8 @@ SEQK_API seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode m
                                                   int64_t T, int64_t H, int64_t K, int64_t V,
                                                   int64_t N, int64_t chunk, size_t *bytes);
 /* seqk_deltanet_workspace_size with a dtype: the fp32 bytes plus the fp32
- * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"). */
+ * copies of the dtype tensors (none for SEQK_DTYPE_F32; see "Dtypes"), or
+ * the native path's bytes where larger (bf16 / f16, CUDA, parallel). */
 SEQK_API seqk_status seqk_deltanet_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
                                                      seqk_mode mode, int64_t B, int64_t T,
                                                      int64_t H, int64_t K, int64_t V, int64_t N,

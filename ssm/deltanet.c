@@ -712,13 +712,12 @@ seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, un
 }
 
 /* SEQK__DN_NATIVE 1 routes seqk_deltanet_ex's bf16 / f16 parallel mode on a
- * CUDA context to gpu/deltanet.cu's native path (issue #21 phase 3). It is
- * built and tested (tests/test_dtype_native.c, emulated CUDA) but stays off
- * until tests/test_dtype.c counts DeltaNet's parallel forward as native (its
- * deltanet case sets c->native, as the linear-state ones do): that test
- * checks the converting path's bit identity with the fp32 op. */
+ * CUDA context to gpu/deltanet.cu's native path (issue #21 phase 3; seqk.h,
+ * "Native DeltaNet"); 0 keeps the converting path there (a build switch for
+ * comparisons; tests/test_dtype.c counts DeltaNet's parallel forward on
+ * CUDA as native). */
 #ifndef SEQK__DN_NATIVE
-#define SEQK__DN_NATIVE 0
+#define SEQK__DN_NATIVE 1
 #endif
 
 /* Whether seqk_deltanet_ex runs natively in dtype (gpu/deltanet.cu's native

@@ -54,10 +54,10 @@ seqk_status seqk__dt_convert(seqk_context *ctx, seqk_dtype dtype, int to_f32, co
 
 #define TOL_ULPS 2.0
 /* The native reduced-precision path (seqk.h, "Dtypes": the linear-state
- * forwards' parallel mode on CUDA) rounds its operands inside the op, so its
- * outputs are not the fp32 op's rounded: they are checked against float64
- * only, within this bound (tests/test_dtype_native.c covers that path's
- * shapes, gates and states). */
+ * forwards' and DeltaNet's parallel mode on CUDA) rounds its operands inside
+ * the op, so its outputs are not the fp32 op's rounded: they are checked
+ * against float64 only, within this bound (tests/test_dtype_native.c covers
+ * that path's shapes, gates and states). */
 #define NATIVE_TOL_ULPS 3.0
 
 static const seqk_dtype DTYPES[2] = {SEQK_DTYPE_BF16, SEQK_DTYPE_F16};
@@ -798,6 +798,7 @@ static void make_dn(tcase *c, int varlen, seqk_mode mode)
     add(c, "state_out", FOUT, ns, 0, 0);
     add_cu(c);
     c->call = call_dn, c->query = query_dn, c->ref = ref_dn;
+    c->native = 1;
 }
 
 static seqk_status call_dnb(seqk_context *ctx, seqk_dtype dt, const tcase *c, void **p)
@@ -1205,8 +1206,8 @@ int main(int argc, char **argv)
     printf("worst error against float64 (rounded to the dtype): bf16 %.3g u (u = 2^-8), "
            "f16 %.3g u (u = 2^-11); tolerance %.3g u\n",
            worst[SEQK_DTYPE_BF16], worst[SEQK_DTYPE_F16], TOL_ULPS);
-    printf("native path (CUDA linear-state forwards, parallel): bf16 %.3g u, f16 %.3g u; "
-           "tolerance %.3g u\n",
+    printf("native path (CUDA linear-state and DeltaNet forwards, parallel): bf16 %.3g u, "
+           "f16 %.3g u; tolerance %.3g u\n",
            worst_native[SEQK_DTYPE_BF16], worst_native[SEQK_DTYPE_F16], NATIVE_TOL_ULPS);
     free(cases);
     seqk_context_destroy(cpu_ctx);
