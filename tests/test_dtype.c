@@ -207,7 +207,7 @@ struct tcase {
     void (*prepare)(const tcase *c, float **h); /* after the random fill and rounding */
     int ws_exact;
     double tol_ulps; /* TOL_ULPS unless a case needs a stated other one */
-    int native;      /* a linear-state forward: native on CUDA in the parallel mode */
+    int native;      /* a linear-state or DeltaNet forward: native on CUDA in the parallel mode */
 };
 
 static int add(tcase *c, const char *name, int role, size_t n, double lo, double hi)
