@@ -101,7 +101,9 @@ void bench_record_derive(bench_record *rec, const bench_backend *be)
     rec->gb_per_s = t > 0.0 ? rec->bytes / t / 1e9 : 0.0;
     rec->gflop_per_s = t > 0.0 ? rec->flops / t / 1e9 : 0.0;
     rec->tokens_per_s = t > 0.0 ? rec->tokens / t : 0.0;
-    rec->bwd_over_fwd = t > 0.0 && rec->forward_s > 0.0 ? t / rec->forward_s : 0.0;
+    rec->bwd_over_fwd = rec->paired_ratio > 0.0                   ? rec->paired_ratio
+                        : t > 0.0 && rec->forward_s > 0.0 ? t / rec->forward_s
+                                                          : 0.0;
     rec->bound_unit = "";
     rec->bound_value = 0.0;
     rec->fraction = -1.0;
@@ -598,7 +600,8 @@ void report_print_tables(FILE *f)
                 "\nBackward vs parallel forward (each row's targets: issue #15, linear-state and "
                 "softmax: bwd/fwd <= %.1f, frac of sgemm_large >= %.2f; issue #16, DeltaNet: "
                 "<= %.1f, >= %.2f; the selective scan: none here, frac of copy; its target, "
-                ">= %.0fx PyTorch autograd, is bench/peers.py's)\n",
+                ">= %.0fx PyTorch autograd, is bench/peers.py's; bwd/fwd is the median over "
+                "repeats timing both in turns, the ms columns each one's median)\n",
                 BENCH_BACKWARD_MAX_RATIO, BENCH_BACKWARD_MIN_FRACTION,
                 BENCH_DELTANET_BACKWARD_MAX_RATIO, BENCH_DELTANET_BACKWARD_MIN_FRACTION,
                 BENCH_SSCAN_BACKWARD_MIN_PEER_RATIO);

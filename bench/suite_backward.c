@@ -55,16 +55,20 @@
  * backward needs); the backward takes q, k, v, o, lse and dout in [-1, 1) and
  * writes dq, dk, dv. Every gradient output is checked for NaN/inf (check).
  *
- * Timing: the backward first (bench_time; softmax attention after one
- * untimed forward that makes o and lse), then the forward, back to back. A
+ * Timing: the backward and its parallel forward in turns (bench_time_paired;
+ * softmax attention after one untimed forward that makes o and lse): each
+ * repeat times both back to back, and bwd/fwd is the median over the
+ * repeats of their ratio, so that a slowdown of a shared machine lasting
+ * seconds (measured up to 2x on this project's VM) scales both terms of a
+ * repeat alike instead of one of two medians timed a minute apart. A
  * backend that does not take a call (SEQK_ERROR_UNSUPPORTED, e.g. a CUDA
  * backward not written yet, or SEQK_ERROR_NOT_COMPILED) makes the case a
  * "skipped" record with the library's message, not a failure (DeltaNet's
  * backward on CUDA). Softmax attention's calls take a fraction of a second
  * each at T = 4096 on two CPU threads: their samples are cut to about
- * BWD_SOFTMAX_BUDGET_S seconds each (at least BWD_SOFTMAX_MIN_REPEATS;
- * bench_time_budget), DeltaNet's backward and forward and the selective
- * scan's backward to about 1.5 s (BWD_DN_BUDGET_S, BWD_SSCAN_BUDGET_S), which
+ * 2 BWD_SOFTMAX_BUDGET_S seconds per pair (at least BWD_SOFTMAX_MIN_REPEATS),
+ * DeltaNet's and Titans' to about 2 BWD_DN_BUDGET_S and the selective
+ * scan's backward to about 1.5 s (BWD_SSCAN_BUDGET_S), which
  * keeps the suite under a minute there (about 45 s on an idle machine; a
  * loaded shared one takes longer).
  *
@@ -374,7 +378,8 @@ static double softmax_backward_flops(int64_t B, int64_t T, int64_t H, int64_t K,
 static void write_note(const bench_backend *be, bench_record *rec, bwd_target tg, double fwd_s,
                        double fwd_flops, size_t bad, size_t n_grad, const char *what)
 {
-    const double bwd_s = rec->stats.median_s, ratio = bwd_s / fwd_s;
+    const double bwd_s = rec->stats.median_s;
+    const double ratio = rec->paired_ratio > 0.0 ? rec->paired_ratio : bwd_s / fwd_s;
     const double gflops = rec->flops / bwd_s / 1e9, gbs = rec->bytes / bwd_s / 1e9;
     rec->target_bwd_over_fwd = tg.max_ratio;
     rec->target_fraction = tg.min_fraction;
@@ -520,15 +525,15 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
         bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
                     "seqk_context_reserve_workspace(%zu bytes)", workspace);
 
-    if (deltanet)
-        st = bench_time_budget(be->ctx, linear_backward_call, &a, opt->warmup, opt->repeats,
-                               BWD_DN_MIN_REPEATS, BWD_DN_BUDGET_S, &rec->stats);
-    else
-        st = bench_time(be->ctx, linear_backward_call, &a, opt->warmup, opt->repeats,
-                        &rec->stats);
+    /* the backward and the forward in turns (bench_time_paired) */
+    bench_stats fwd;
+    st = bench_time_paired(be->ctx, linear_backward_call, &a, bench_module_run, &f, opt->warmup,
+                           opt->repeats, deltanet ? BWD_DN_MIN_REPEATS : opt->repeats,
+                           deltanet ? 2.0 * BWD_DN_BUDGET_S : 0.0, &rec->stats, &fwd,
+                           &rec->paired_ratio);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
-    bench_check(st, "%s backward (on %s)", bc->name, be->name);
-    /* nonfinite gradients: checked before the forward's calls, which do not touch them */
+    bench_check(st, "%s backward and parallel forward (on %s)", bc->name, be->name);
+    /* nonfinite gradients (the forward's calls do not touch them) */
     size_t bad = bench_count_nonfinite(be, a.dq, f.n_qk) +
                  bench_count_nonfinite(be, a.dk, f.n_qk) + bench_count_nonfinite(be, a.dv, f.n_v);
     size_t n_grad = 2 * f.n_qk + f.n_v;
@@ -540,14 +545,6 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
         n_grad += 3 * n_h;
     }
 
-    bench_stats fwd;
-    if (deltanet)
-        st = bench_time_budget(be->ctx, bench_module_run, &f, opt->warmup, opt->repeats,
-                               BWD_DN_MIN_REPEATS, BWD_DN_BUDGET_S, &fwd);
-    else
-        st = bench_time(be->ctx, bench_module_run, &f, opt->warmup, opt->repeats, &fwd);
-    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
-    bench_check(st, "%s parallel forward (on %s)", bc->name, be->name);
 
     rec->flops = deltanet ? deltanet_backward_flops(sh->B, sh->T, sh->H, sh->K, sh->V,
                                                     BENCH_MODULE_CHUNK, true)
@@ -651,19 +648,16 @@ static void titans_case(const bench_case *bc, bench_backend *be, const bench_opt
         bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
                     "seqk_context_reserve_workspace(%zu bytes)", workspace);
 
-    st = bench_time_budget(be->ctx, titans_backward_call, &a, opt->warmup, opt->repeats,
-                           BWD_DN_MIN_REPEATS, BWD_DN_BUDGET_S, &rec->stats);
+    bench_stats fwd;
+    st = bench_time_paired(be->ctx, titans_backward_call, &a, titans_forward_call, &a,
+                           opt->warmup, opt->repeats, BWD_DN_MIN_REPEATS, 2.0 * BWD_DN_BUDGET_S,
+                           &rec->stats, &fwd, &rec->paired_ratio);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
-    bench_check(st, "%s backward (on %s)", bc->name, be->name);
+    bench_check(st, "%s backward and parallel forward (on %s)", bc->name, be->name);
     size_t bad = 0, n_grad = 0;
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++)
         bad += bench_count_nonfinite(be, outs[i], sizes[i]), n_grad += sizes[i];
 
-    bench_stats fwd;
-    st = bench_time_budget(be->ctx, titans_forward_call, &a, opt->warmup, opt->repeats,
-                           BWD_DN_MIN_REPEATS, BWD_DN_BUDGET_S, &fwd);
-    if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
-    bench_check(st, "%s parallel forward (on %s)", bc->name, be->name);
 
     rec->flops = titans_backward_flops(sh->B, sh->T, sh->H, sh->K, sh->V, a.b);
     /* read q, k, v, three gates, dout, dstate_out; write dq, dk, dv, three gate gradients */
@@ -764,17 +758,16 @@ static void softmax_case(const bench_case *bc, bench_backend *be, const bench_op
     st = softmax_forward_call(&a);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
     bench_check(st, "seqk_attention_parallel (T=%lld on %s)", (long long)T, be->name);
-    st = bench_time_budget(be->ctx, softmax_backward_call, &a, opt->warmup, opt->repeats,
-                           BWD_SOFTMAX_MIN_REPEATS, BWD_SOFTMAX_BUDGET_S, &rec->stats);
+    bench_stats fwd;
+    st = bench_time_paired(be->ctx, softmax_backward_call, &a, softmax_forward_call, &a,
+                           opt->warmup, opt->repeats, BWD_SOFTMAX_MIN_REPEATS,
+                           2.0 * BWD_SOFTMAX_BUDGET_S, &rec->stats, &fwd, &rec->paired_ratio);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
-    bench_check(st, "seqk_attention_parallel_backward (T=%lld on %s)", (long long)T, be->name);
+    bench_check(st, "seqk_attention_parallel_backward and forward (T=%lld on %s)", (long long)T,
+                be->name);
     const size_t bad = bench_count_nonfinite(be, a.dq, n_qk) +
                        bench_count_nonfinite(be, a.dk, n_qk) + bench_count_nonfinite(be, a.dv, n_v);
 
-    bench_stats fwd;
-    st = bench_time_budget(be->ctx, softmax_forward_call, &a, opt->warmup, opt->repeats,
-                           BWD_SOFTMAX_MIN_REPEATS, BWD_SOFTMAX_BUDGET_S, &fwd);
-    bench_check(st, "seqk_attention_parallel (T=%lld on %s)", (long long)T, be->name);
 
     rec->flops = softmax_backward_flops(B, T, H, K, V);
     /* read q, k, v, o, dout, lse; write dq, dk, dv */
