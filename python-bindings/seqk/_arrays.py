@@ -24,6 +24,24 @@ from ._lib import lib
 # library rejects NULL for required arrays even when nothing is read).
 _EMPTY_HOST = np.zeros(64, dtype=np.float32)
 
+# Outputs seqk allocates are 64-byte aligned (a cache line; numpy's own
+# allocations of large arrays start 16 bytes past one). Kernels that read a
+# token's slice of a row, as the selective scan's backward does (16
+# channels, one cache line when aligned), touch two lines per row otherwise:
+# that backward measured 231 ms with 64-byte aligned outputs against 265 ms
+# with numpy's (B = 1, T = 4096, D = 1536, N = 16, 2 threads, interleaved).
+OUT_ALIGN = 64
+
+
+def empty_aligned(shape, dtype=np.float32):
+    """An uninitialised C-contiguous array whose data starts on an OUT_ALIGN-byte
+    boundary (it keeps its buffer alive through .base)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(n + OUT_ALIGN, dtype=np.uint8)
+    off = (-buf.__array_interface__["data"][0]) % OUT_ALIGN
+    return buf[off:off + n].view(dtype).reshape(shape)
+
 _NP_DTYPES = {"float32": np.dtype(np.float32), "int32": np.dtype(np.int32)}
 
 # The activation arguments (seqk.h, "Dtypes"): per-token tensors with a feature
@@ -281,7 +299,7 @@ class Call:
                 dt = _torch_dtype(self.act if name in ACT_NAMES else "float32")
                 x = t.empty(shape, dtype=dt, device=self.torch_like.device)
             else:
-                x = np.empty(shape, dtype=np.float32)
+                x = empty_aligned(shape)
         return x, self.arr(name, x, spec, writable=True)
 
     # -- the call --------------------------------------------------------------

@@ -72,3 +72,24 @@ def test_selective_scan_bad_groups(rng):
     inp = inputs(rng, G=3, Dc=20)
     with pytest.raises(ValueError, match="multiple of the number of groups G=3"):
         seqk.selective_scan(**inp)
+
+
+def test_allocated_outputs_are_cache_line_aligned(rng):
+    """Outputs seqk allocates start on a 64-byte boundary (numpy's own large
+    arrays start 16 bytes past one; see seqk/_arrays.py), are ordinary
+    writable C-contiguous float32 arrays, and equal, bit for bit, the same call
+    into caller-given arrays at numpy's alignment."""
+    inp = inputs(rng, T=300, Dc=40)
+    inp["dt"] = np.abs(inp["dt"])
+    y, s = seqk.selective_scan(**inp, return_final_state=True)
+    dy = f32(rng, 2, 300, 40)
+    grads = seqk.selective_scan_backward(inp["u"], inp["dt"], inp["A"], inp["B"], inp["C"], dy)
+    for x in (y, s) + tuple(grads):
+        assert x.__array_interface__["data"][0] % 64 == 0
+        assert x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable
+    y2 = np.empty(y.size + 4, dtype=np.float32)[4:].reshape(y.shape)  # numpy-allocated, 16 bytes further
+    assert y2.__array_interface__["data"][0] % 64 != 0
+    seqk.selective_scan(**inp, out=y2)
+    assert np.all(np.isfinite(y)) and np.array_equal(y, y2)
+    y[...] = 0.0  # writable, and its own memory
+    assert not np.array_equal(y, y2)
