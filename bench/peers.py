@@ -65,6 +65,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-bindings"))
 import seqk  # noqa: E402
 from seqk import torch as ST  # noqa: E402  (the autograd Functions)
+from seqk._arrays import empty_aligned  # noqa: E402  (outputs as seqk allocates them)
 
 
 # ---- peers: plain PyTorch ----------------------------------------------------------------------
@@ -383,10 +384,12 @@ def case_selective_backward(ctx, rng, B, T, D, N):
     bias = rng.uniform(-1, 0, D).astype(f32)
     dlast = rng.uniform(-0.1, 0.1, (B, D, N)).astype(f32)
     kw = dict(D=Dk, z=z, dt_bias=bias, dt_softplus=True)
-    y = np.empty_like(u)
-    grads = dict(du_out=np.empty_like(u), ddt_out=np.empty_like(u), dA_out=np.empty_like(A),
-                 dB_out=np.empty_like(Bm), dC_out=np.empty_like(Cm), dD_out=np.empty_like(Dk),
-                 dz_out=np.empty_like(z), ddt_bias_out=np.empty_like(bias))
+    # outputs allocated once, outside the timing, as seqk allocates its own (64-byte
+    # aligned: seqk/_arrays.py); the inputs stay numpy's, as the peer's
+    out = lambda x: empty_aligned(x.shape)            # noqa: E731
+    y = out(u)
+    grads = dict(du_out=out(u), ddt_out=out(u), dA_out=out(A), dB_out=out(Bm), dC_out=out(Cm),
+                 dD_out=out(Dk), dz_out=out(z), ddt_bias_out=out(bias))
 
     def ours_bwd():
         return seqk.selective_scan_backward(u, dt, A, Bm, Cm, dy, dfinal_state=dlast,
