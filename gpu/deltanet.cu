@@ -108,7 +108,7 @@
  *       varlen batch has no constant stride); W S0 has S as an operand
  *       (fp32 either way), and K~d^T Vnew in fp32 only removes a rounding.
  *   (6) gemm (fp32: S0): Sx = Qg Sc ([nb, L, V]: the scores are consumed);
- *       dnl_round_kernel: Vb = round(Vnew) (in Rv's block); gemm (dtype):
+ *       seqk__cuda_convert (gpu/convert.cu): Vb = round(Vnew) (in Rv's block); gemm (dtype):
  *       Sx += Pb Vb.
  *   (7) dnl_write_kernel, one warp per packed row: o = round(Sx).
  * So the dtype roundings are the masked score P, Vnew and o: A, T, U, W,
@@ -382,14 +382,6 @@ static __global__ void __launch_bounds__(DN_THREADS) dnl_tri_kernel(dnl_args p)
     }
 }
 
-/* Vb = round(Vnew) ([nb, L, V]; Vnew is in U). */
-static __global__ void __launch_bounds__(DN_THREADS)
-    dnl_round_kernel(const float *src, uint16_t *dst, int64_t n, int bf16)
-{
-    for (int64_t e = (int64_t)blockIdx.x * DN_THREADS + threadIdx.x; e < n;
-         e += (int64_t)gridDim.x * DN_THREADS)
-        dst[e] = seqk__dt_round(src[e], bf16);
-}
 
 /* One warp per packed row: o = round(O) for rows < Lc. */
 static __global__ void __launch_bounds__(DN_THREADS) dnl_write_kernel(dnl_args p, int64_t nrows)
@@ -539,9 +531,7 @@ static seqk_status dnl_run(const char *fn, seqk_context *ctx, const seqk__lin *P
     if ((st = seqk__cuda_gemm(fn, ctx, SEQK_DTYPE_F32, 0, 0, L, V, K, 1.0f, p.Qg, K, L * K, a.Sc,
                               V, K * V, 0.0f, p.Sx, V, L * V, nb)))
         return st;
-    dnl_round_kernel<<<seqk__elem_grid(nrows * V, DN_THREADS), DN_THREADS, 0, stream>>>(
-        a.U, p.Vb, nrows * V, p.bf16);
-    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if ((st = seqk__cuda_convert(fn, ctx, dt, 0, a.U, p.Vb, nrows * V))) return st;
     if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, V, L, 1.0f, p.Pb, L, L * L, p.Vb, V, L * V,
                               1.0f, p.Sx, V, L * V, nb)))
         return st;

@@ -105,7 +105,7 @@
  *       (exp(G_i - G_j) only for j <= i, else 0).
  *   (4) gemm: states = Kd^T Va ([nb, K, V], fp32): the local terms U_c.
  *   (5) lin_chunk_scan_kernel (as above): U_c -> S0_c in place, s_out.
- *   (6) lin_lp_round_kernel: S0b = round(S0) ([nb, K, V]).
+ *   (6) seqk__cuda_convert (gpu/convert.cu): S0b = round(S0) ([nb, K, V]).
  *   (7) gemm: O = Pm Va; gemm: O += Qg S0b ([nb, L, V], fp32, in Sc's
  *       block: the scores are consumed by then).
  *   (8) lin_lp_write_kernel, one warp per packed row: o = round(O + skip[h]
@@ -706,14 +706,6 @@ static __global__ void __launch_bounds__(LP_THREADS) lin_lp_mask_kernel(lin_lp_a
     }
 }
 
-/* S0b = the chunk states (fp32, [nchunks*H, K, V]) rounded to the dtype. */
-static __global__ void __launch_bounds__(LP_THREADS)
-    lin_lp_round_kernel(const float *src, uint16_t *dst, int64_t n, int bf16)
-{
-    for (int64_t e = (int64_t)blockIdx.x * LP_THREADS + threadIdx.x; e < n;
-         e += (int64_t)gridDim.x * LP_THREADS)
-        dst[e] = seqk__dt_round(src[e], bf16);
-}
 
 /* One warp per packed row: o = O (+ skip[h] v), rounded, for rows < Lc. */
 static __global__ void __launch_bounds__(LP_THREADS) lin_lp_write_kernel(lin_lp_args p, int64_t nrows)
@@ -913,9 +905,7 @@ static seqk_status launch_lowp(const char *fn, seqk_context *ctx, const seqk__li
     lin_chunk_scan_kernel<<<g2, SCAN_THREADS, 0, stream>>>(a, eblocks);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (nchunks == 0) return SEQK_SUCCESS;
-    lin_lp_round_kernel<<<seqk__elem_grid(nb * a.E, LP_THREADS), LP_THREADS, 0, stream>>>(
-        a.states, p.S0b, nb * a.E, p.bf16);
-    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if ((st = seqk__cuda_convert(fn, ctx, dt, 0, a.states, p.S0b, nb * a.E))) return st;
     /* O = P V~ + Qg S0 (into the scores' block: they are consumed) */
     if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, V, L, 1.0f, p.Pm, L, L * L, p.Va, V, L * V,
                               0.0f, p.Sc, V, L * V, nb)))
