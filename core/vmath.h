@@ -39,6 +39,31 @@ static inline __m256 seqk__exp8(__m256 x)
         _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
     return _mm256_andnot_ps(under, _mm256_mul_ps(p, scale));
 }
+#ifdef __AVX512F__
+/* seqk__exp16: seqk__exp8's algorithm on 16 lanes (the same operations,
+ * constants and order; every lane's bits equal seqk__exp8's). */
+static inline __m512 seqk__exp16(__m512 x)
+{
+    const __m512 hi = _mm512_set1_ps(88.02f), lo = _mm512_set1_ps(-87.3f);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+    /* zero (+0.0f, as the 8-lane andnot) where x < -87.3 */
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, scale);
+}
+#endif
 #endif
 
 static inline float seqk__expf(float x) { return expf(x); }
@@ -272,6 +297,32 @@ static inline __m256 seqk__exp2_8(__m256 x)
     return seqk__exp2_8_inrange(x);
 }
 
+#ifdef __AVX512F__
+/* seqk__exp2_16_inrange, seqk__exp2_16: the same algorithm as the 8-lane
+ * pair above on 16 lanes (same operations, constants, order and clamps;
+ * each lane's bits equal the 8-lane function's, NaN included). */
+static inline __m512 seqk__exp2_16_inrange(__m512 x)
+{
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.5353358e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398876e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6184369e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503324e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022648e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    const __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+}
+
+static inline __m512 seqk__exp2_16(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_set1_ps(127.0f), _mm512_max_ps(_mm512_set1_ps(-125.5f), x));
+    return seqk__exp2_16_inrange(x);
+}
+#endif
+
 /*
  * seqk__softplus8(x) = log(1 + e^x) for 8 floats, as max(x, 0) +
  * log1p(e^-|x|) (no overflow; accurate to a few ulp also where the result
@@ -295,6 +346,26 @@ static inline __m256 seqk__softplus8(__m256 x)
     return _mm256_fmadd_ps(_mm256_add_ps(s, s), p, _mm256_max_ps(_mm256_setzero_ps(), x));
 }
 
+#ifdef __AVX512F__
+/* seqk__softplus16: seqk__softplus8 on 16 lanes (same algorithm, same bits per lane). */
+static inline __m512 seqk__softplus16(__m512 x)
+{
+    const __m512 ax = _mm512_castsi512_ps(
+        _mm512_andnot_si512(_mm512_castps_si512(_mm512_set1_ps(-0.0f)), _mm512_castps_si512(x)));
+    const __m512 t = seqk__exp16(_mm512_sub_ps(_mm512_setzero_ps(), ax));
+    const __m512 s = _mm512_div_ps(t, _mm512_add_ps(t, _mm512_set1_ps(2.0f)));
+    const __m512 s2 = _mm512_mul_ps(s, s);
+    __m512 p = _mm512_set1_ps(1.0f / 13.0f);
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 11.0f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 9.0f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 7.0f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 5.0f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 3.0f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f));
+    return _mm512_fmadd_ps(_mm512_add_ps(s, s), p, _mm512_max_ps(_mm512_setzero_ps(), x));
+}
+#endif
+
 /* seqk__silu8(x) = x / (1 + e^-x) for 8 floats (x << 0: a tiny value of the
  * right sign instead of x e^x; NaN stays NaN). */
 static inline __m256 seqk__silu8(__m256 x)
@@ -302,6 +373,15 @@ static inline __m256 seqk__silu8(__m256 x)
     const __m256 e = seqk__exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
     return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
+
+#ifdef __AVX512F__
+/* seqk__silu16: seqk__silu8 on 16 lanes (same algorithm, same bits per lane). */
+static inline __m512 seqk__silu16(__m512 x)
+{
+    const __m512 e = seqk__exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+#endif
 #endif
 
 #endif

@@ -9,12 +9,13 @@
  * Work items are (sequence, tile of CW = 16 channels of one group; 8 when
  * that leaves fewer than 32 items, whatever the thread count); items run in parallel
  * (OpenMP, dynamic). An item keeps its state transposed, [Nst][16]: state
- * index n major, channels across the 8 lanes of a vector (the last vector
+ * index n major, channels across the SS_VL lanes of a vector (one 16-lane
+ * vector per tile with AVX-512, two 8-lane ones otherwise; the last vector
  * of a tile may be partial: masked loads and stores, zero padding that
  * stays zero). So everything per token and channel -- softplus, dt u, the
  * D skip, the silu gate -- is vectorised across channels, B_t[n] and
  * C_t[n] are broadcasts, the reduction over n is a sum of vectors (no
- * horizontal sums), and the decay exp(dt A) is seqk__exp2_8(dt * A log2 e)
+ * horizontal sums), and the decay exp(dt A) is seqk__exp2_8 / _16(dt * A log2 e)
  * with A log2 e formed once per item (the main cost: one exp per state
  * element and token; a check per token, against the least and greatest
  * A log2 e of each channel, lets the usual token skip the exp's range
@@ -39,9 +40,12 @@
  * whose exps are independent of the state and overlap out of order, is
  * the faster form once there are enough channels for the threads.
  *
- * The kernels are written once over an 8-lane vector type: AVX2 + FMA
- * intrinsics when the build has them, plain loops otherwise (the same
- * algorithm, lane by lane).
+ * The kernels are written once over a vector type of SS_VL lanes
+ * (ssm/sscan_vec.h): AVX-512 (16 lanes) or AVX2 + FMA (8 lanes) intrinsics
+ * when the build has them, plain loops otherwise (the same algorithm, lane
+ * by lane). Every lane does the same operations in the same order at either
+ * width, so y and the states are bit-identical between an AVX-512 and an
+ * AVX2 build.
  */
 #include "selective_scan.h"
 #include "../core/dtype.h"
@@ -62,7 +66,8 @@
 #endif
 
 enum {
-    CW = 16,       /* channels per work item (two vectors) */
+    CW = 16,       /* channels per work item (one 16-lane or two 8-lane vectors) */
+    MAX_NV = CW / SS_VL, /* vectors per item at most: 1 (AVX-512) or 2 */
     MAX_NST = SEQK__SSCAN_MAX_NST, /* ssm/selective_scan.h */
     PF = SEQK_SSCAN_PF,
     CHUNK_FLOATS = SEQK_SSCAN_CHUNK_FLOATS,
@@ -86,19 +91,19 @@ typedef struct {
 /* Sequence n's channels [d0, d0 + w) (one group, g), rows [r0, r0 + len). */
 typedef struct {
     int64_t n, d0, w, g, r0, len;
-    int nv;       /* vectors: 1 or 2 */
-    int lanes[2]; /* channels in each vector (the last may be partial) */
+    int nv;            /* vectors: 1 .. MAX_NV */
+    int lanes[MAX_NV]; /* channels in each vector (the last may be partial) */
 } item;
 
 /* Per item constants, zero-padded to whole vectors: A log2(e) transposed,
- * [Nst][8 nv]; its least and greatest value per channel; dt_bias and
- * Dskip, [8 nv]. */
+ * [Nst][SS_VL nv]; its least and greatest value per channel; dt_bias and
+ * Dskip, [SS_VL nv]. */
 typedef struct {
-    _Alignas(32) float At[MAX_NST * CW];
-    _Alignas(32) float amin[CW];
-    _Alignas(32) float amax[CW];
-    _Alignas(32) float bias[CW];
-    _Alignas(32) float skip[CW];
+    _Alignas(64) float At[MAX_NST * CW];
+    _Alignas(64) float amin[CW];
+    _Alignas(64) float amax[CW];
+    _Alignas(64) float bias[CW];
+    _Alignas(64) float skip[CW];
 } item_consts;
 
 static item make_item(const sscan *P, int64_t n, int64_t d0, int64_t w)
@@ -107,15 +112,17 @@ static item make_item(const sscan *P, int64_t n, int64_t d0, int64_t w)
     I.n = n, I.d0 = d0, I.w = w, I.g = d0 / (P->D / P->G);
     I.r0 = P->cu ? P->cu[n] : n * P->T;
     I.len = P->cu ? (int64_t)P->cu[n + 1] - P->cu[n] : P->T;
-    I.nv = (int)((w + 7) / 8);
-    I.lanes[0] = (int)(w < 8 ? w : 8);
-    I.lanes[1] = (int)(w > 8 ? w - 8 : 0);
+    I.nv = (int)((w + SS_VL - 1) / SS_VL);
+    for (int v = 0; v < MAX_NV; v++) {
+        const int64_t l = w - (int64_t)SS_VL * v;
+        I.lanes[v] = (int)(l < 0 ? 0 : l > SS_VL ? SS_VL : l);
+    }
     return I;
 }
 
 static void load_consts(const sscan *P, const item *I, item_consts *K)
 {
-    const int64_t Ns = P->Nst, W = 8 * I->nv;
+    const int64_t Ns = P->Nst, W = (int64_t)SS_VL * I->nv;
     const float log2e = 1.44269504088896341f;
     for (int64_t s = 0; s < Ns; s++)
         for (int64_t j = 0; j < W; j++)
@@ -133,11 +140,11 @@ static void load_consts(const sscan *P, const item *I, item_consts *K)
     }
 }
 
-/* The item's state, transposed into h [Nst][8 nv] (zeros without state_in
+/* The item's state, transposed into h [Nst][SS_VL nv] (zeros without state_in
  * and in the padding lanes), and back. */
 static void load_state(const sscan *P, const item *I, float *h)
 {
-    const int64_t Ns = P->Nst, W = 8 * I->nv;
+    const int64_t Ns = P->Nst, W = (int64_t)SS_VL * I->nv;
     const float *src = P->s_in ? P->s_in + (I->n * P->D + I->d0) * Ns : NULL;
     for (int64_t s = 0; s < Ns; s++)
         for (int64_t j = 0; j < W; j++) h[s * W + j] = src && j < I->w ? src[j * Ns + s] : 0.0f;
@@ -146,7 +153,7 @@ static void load_state(const sscan *P, const item *I, float *h)
 static void store_state(const sscan *P, const item *I, const float *h)
 {
     if (!P->s_out) return;
-    const int64_t Ns = P->Nst, W = 8 * I->nv;
+    const int64_t Ns = P->Nst, W = (int64_t)SS_VL * I->nv;
     float *dst = P->s_out + (I->n * P->D + I->d0) * Ns;
     for (int64_t j = 0; j < I->w; j++)
         for (int64_t s = 0; s < Ns; s++) dst[j * Ns + s] = h[s * W + j];
@@ -179,15 +186,15 @@ typedef struct {
 SS_INLINE token_in load_token(const sscan *P, const item *I, const item_consts *K, int64_t r,
                               int v)
 {
-    const int64_t o = r * P->D + I->d0 + 8 * v;
+    const int64_t o = r * P->D + I->d0 + SS_VL * v;
     const int lanes = I->lanes[v];
     token_in t;
-    vf x = v_add(v_load_n(P->dt + o, lanes), v_load(K->bias + 8 * v));
+    vf x = v_add(v_load_n(P->dt + o, lanes), v_load(K->bias + SS_VL * v));
     if (P->flags & SEQK_SSCAN_DT_SOFTPLUS) x = v_softplus(x);
     const vf u = v_load_n(P->u + o, lanes);
     t.dt = x;
     t.du = v_mul(x, u);
-    t.skip = v_mul(v_load(K->skip + 8 * v), u);
+    t.skip = v_mul(v_load(K->skip + SS_VL * v), u);
     t.gate = P->z ? v_silu(v_load_n(P->z + o, lanes)) : v_set1(1.0f);
     return t;
 }
@@ -195,27 +202,27 @@ SS_INLINE token_in load_token(const sscan *P, const item *I, const item_consts *
 SS_INLINE void store_y(const sscan *P, const item *I, int64_t r, int v, vf acc, const vf skip,
                        const vf gate)
 {
-    v_store_n(P->y + r * P->D + I->d0 + 8 * v, v_mul(v_add(acc, skip), gate), I->lanes[v]);
+    v_store_n(P->y + r * P->D + I->d0 + SS_VL * v, v_mul(v_add(acc, skip), gate), I->lanes[v]);
 }
 
 /* ---- recurrent mode ----------------------------------------------------------- */
 
-/* One token of the recurrent walk: h [Nst][8 NV] updated in place, y
+/* One token of the recurrent walk: h [Nst][SS_VL NV] updated in place, y
  * written. CLAMP 0 when every dt A of the token is known to be in the range
  * of seqk__exp2_8_inrange (the usual case: the check costs a few
  * instructions per token, the clamp two per state element). */
 SS_INLINE void token_recurrent(const sscan *P, const item *I, const item_consts *K, float *h,
                                const token_in *t, int64_t r, const int NV, const int CLAMP)
 {
-    const int64_t Ns = P->Nst, W = 8 * NV;
+    const int64_t Ns = P->Nst, W = SS_VL * NV;
     const float *Bt = P->Bm + (r * P->G + I->g) * Ns, *Ct = P->Cm + (r * P->G + I->g) * Ns;
-    vf acc[2];
+    vf acc[MAX_NV];
     for (int v = 0; v < NV; v++) acc[v] = v_zero();
     for (int64_t s = 0; s < Ns; s++) {
         const vf bs = v_bcast(Bt + s), cs = v_bcast(Ct + s);
         for (int v = 0; v < NV; v++) {
-            float *hp = h + s * W + 8 * v;
-            const vf x = v_mul(t[v].dt, v_load(K->At + s * W + 8 * v));
+            float *hp = h + s * W + SS_VL * v;
+            const vf x = v_mul(t[v].dt, v_load(K->At + s * W + SS_VL * v));
             const vf a = CLAMP ? v_exp2(x) : v_exp2_inrange(x);
             const vf hv = v_fma(a, v_load(hp), v_mul(t[v].du, bs));
             v_store(hp, hv);
@@ -232,12 +239,12 @@ SS_INLINE int load_tokens(const sscan *P, const item *I, const item_consts *K, i
     int safe = 1;
     for (int v = 0; v < NV; v++) {
         t[v] = load_token(P, I, K, r, v);
-        safe &= v_exp2_safe(t[v].dt, v_load(K->amin + 8 * v), v_load(K->amax + 8 * v));
+        safe &= v_exp2_safe(t[v].dt, v_load(K->amin + SS_VL * v), v_load(K->amax + SS_VL * v));
     }
     return safe;
 }
 
-/* The item's tokens, state h [Nst][8 NV] in place; NV is 1 or 2 (a constant
+/* The item's tokens, state h [Nst][SS_VL NV] in place; NV is 1 or 2 (a constant
  * after inlining, so that the per-vector values live in registers). */
 SS_INLINE void walk_recurrent(const sscan *P, const item *I, const item_consts *K, float *h,
                               const int NV)
@@ -245,7 +252,7 @@ SS_INLINE void walk_recurrent(const sscan *P, const item *I, const item_consts *
     const int64_t end = I->r0 + I->len;
     for (int64_t r = I->r0; r < end; r++) {
         if (r + PF < end) prefetch_row(P, I, r + PF);
-        token_in t[2];
+        token_in t[MAX_NV];
         if (load_tokens(P, I, K, r, t, NV)) token_recurrent(P, I, K, h, t, r, NV, 0);
         else token_recurrent(P, I, K, h, t, r, NV, 1);
     }
@@ -254,18 +261,18 @@ SS_INLINE void walk_recurrent(const sscan *P, const item *I, const item_consts *
 static void item_recurrent(const sscan *P, const item *I)
 {
     item_consts K;
-    _Alignas(32) float h[MAX_NST * CW];
+    _Alignas(64) float h[MAX_NST * CW];
     load_consts(P, I, &K);
     load_state(P, I, h);
     if (I->len > 0) prefetch_row(P, I, I->r0);
-    if (I->nv == 2) walk_recurrent(P, I, &K, h, 2);
+    if (I->nv == 2) walk_recurrent(P, I, &K, h, MAX_NV); /* 8 lanes only */
     else walk_recurrent(P, I, &K, h, 1);
     store_state(P, I, h);
 }
 
 /* ---- parallel mode -------------------------------------------------------------- */
 
-/* Tokens per chunk for E = Nst * 8 nv state floats per token. */
+/* Tokens per chunk for E = Nst * SS_VL nv state floats per token. */
 static int64_t chunk_tokens(int64_t E)
 {
     const int64_t tc = CHUNK_FLOATS / E;
@@ -282,15 +289,15 @@ static size_t scratch_floats(int64_t Nst)
     return (size_t)(2 * ab + 2 * MAX_TC * CW + E + 16);
 }
 
-/* Row i of a chunk: a = exp(dt A), b = dt B u, [Nst][8 NV] each. */
+/* Row i of a chunk: a = exp(dt A), b = dt B u, [Nst][SS_VL NV] each. */
 SS_INLINE void chunk_row(int64_t Ns, const item_consts *K, const token_in *t, const float *Bt,
                          float *ai, float *bi, const int NV, const int CLAMP)
 {
-    const int64_t W = 8 * NV;
+    const int64_t W = SS_VL * NV;
     for (int64_t s = 0; s < Ns; s++) {
         const vf bs = v_bcast(Bt + s);
         for (int v = 0; v < NV; v++) {
-            const int64_t e = s * W + 8 * v;
+            const int64_t e = s * W + SS_VL * v;
             const vf x = v_mul(t[v].dt, v_load(K->At + e));
             v_store(ai + e, CLAMP ? v_exp2(x) : v_exp2_inrange(x));
             v_store(bi + e, v_mul(t[v].du, bs));
@@ -301,7 +308,7 @@ SS_INLINE void chunk_row(int64_t Ns, const item_consts *K, const token_in *t, co
 SS_INLINE void walk_parallel(const sscan *P, const item *I, const item_consts *K, float *carry,
                              float *scratch, const int NV)
 {
-    const int64_t Ns = P->Nst, GN = P->G * Ns, W = 8 * NV, E = Ns * W;
+    const int64_t Ns = P->Nst, GN = P->G * Ns, W = SS_VL * NV, E = Ns * W;
     const int64_t tc = chunk_tokens(E), end = I->r0 + I->len;
     float *a = scratch, *b = a + tc * E, *sk = b + tc * E, *gt = sk + tc * W;
     for (int64_t c0 = I->r0; c0 < end; c0 += tc) {
@@ -310,11 +317,11 @@ SS_INLINE void walk_parallel(const sscan *P, const item *I, const item_consts *K
         for (int64_t i = 0; i < L; i++) {
             const int64_t r = c0 + i;
             if (r + PF < end) prefetch_row(P, I, r + PF);
-            token_in t[2];
+            token_in t[MAX_NV];
             const int safe = load_tokens(P, I, K, r, t, NV);
             for (int v = 0; v < NV; v++) {
-                v_store(sk + i * W + 8 * v, t[v].skip);
-                v_store(gt + i * W + 8 * v, t[v].gate);
+                v_store(sk + i * W + SS_VL * v, t[v].skip);
+                v_store(gt + i * W + SS_VL * v, t[v].gate);
             }
             const float *Bt = P->Bm + r * GN + I->g * Ns;
             if (safe) chunk_row(Ns, K, t, Bt, a + i * E, b + i * E, NV, 0);
@@ -326,14 +333,16 @@ SS_INLINE void walk_parallel(const sscan *P, const item *I, const item_consts *K
         for (int64_t i = 0; i < L; i++) {
             const int64_t r = c0 + i;
             const float *Ct = P->Cm + r * GN + I->g * Ns, *hi = b + i * E;
-            vf acc[2];
+            vf acc[MAX_NV];
             for (int v = 0; v < NV; v++) acc[v] = v_zero();
             for (int64_t s = 0; s < Ns; s++) {
                 const vf cs = v_bcast(Ct + s);
-                for (int v = 0; v < NV; v++) acc[v] = v_fma(cs, v_load(hi + s * W + 8 * v), acc[v]);
+                for (int v = 0; v < NV; v++)
+                    acc[v] = v_fma(cs, v_load(hi + s * W + SS_VL * v), acc[v]);
             }
             for (int v = 0; v < NV; v++)
-                store_y(P, I, r, v, acc[v], v_load(sk + i * W + 8 * v), v_load(gt + i * W + 8 * v));
+                store_y(P, I, r, v, acc[v], v_load(sk + i * W + SS_VL * v),
+                        v_load(gt + i * W + SS_VL * v));
         }
     }
 }
@@ -347,7 +356,7 @@ static void item_parallel(const sscan *P, const item *I, float *scratch)
     load_consts(P, I, &K);
     load_state(P, I, carry);
     if (I->len > 0) prefetch_row(P, I, I->r0);
-    if (I->nv == 2) walk_parallel(P, I, &K, carry, chunk, 2);
+    if (I->nv == 2) walk_parallel(P, I, &K, carry, chunk, MAX_NV); /* 8 lanes only */
     else walk_parallel(P, I, &K, carry, chunk, 1);
     store_state(P, I, carry);
 }

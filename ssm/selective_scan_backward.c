@@ -36,7 +36,8 @@
  *
  * Memory (DESIGN 3.2: h is never stored for every token): a work item is
  * (sequence, block of channels of one group); it walks its channels in
- * tiles of CW = 16 (two 8-lane vectors, state transposed [Nst][16] as in the
+ * tiles of CW = 16 (one 16-lane vector with AVX-512, two 8-lane ones
+ * otherwise: ssm/sscan_vec.h's SS_VL; state transposed [Nst][16] as in the
  * forward). Per tile: (1) a forward pass over the sequence keeps the state
  * at the start of every segment of S tokens (S = 16..64, S Nst 16 floats
  * about 32 KiB), in a per-thread buffer of ceil(len / S) states; (2) the
@@ -46,7 +47,17 @@
  * then one pass over the segment's tokens reduces every gradient.
  *
  * Determinism: everything a tile sums runs in token order, the 16 channels'
- * contributions to dB_t, dC_t are summed by one fixed tree (hsum_rows), the
+ * contributions to dB_t, dC_t are summed by one fixed tree (hsum_rows).
+ * With p_j = lam[j] (dt[j] u[j]) (dB) or gy[j] h[j] (dC) for channel d0 + j
+ * of the tile (0 past its width): AVX-512 (one 16-lane vector) rounds each
+ * p_j to a float c_j and sums
+ *   (((c0 + c8) + (c4 + c12)) + ((c1 + c9) + (c5 + c13)))
+ *     + (((c2 + c10) + (c6 + c14)) + ((c3 + c11) + (c7 + c15)));
+ * 8 lanes (AVX2 or plain C: two vectors) form e_j = round(round(p_j) +
+ * p_{j+8}) by the chain of two FMAs (p_{j+8} unrounded), then sum
+ *   ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)).
+ * The two builds' dB, dC thus differ in their last bits, each fixed; every
+ * other output is bit-identical between them. Then the
  * tiles of a block add into the block's rows in channel order, and the
  * blocks' rows (partials, when a group has more than one block) and the
  * sequences' dA, dDskip, ddt_bias (partials, when N > 1) are summed in
@@ -64,7 +75,8 @@
 #include <string.h>
 
 enum {
-    CW = 16,            /* channels per tile (two vectors) */
+    CW = 16,            /* channels per tile (one 16-lane or two 8-lane vectors) */
+    MAX_NV = CW / SS_VL, /* vectors per tile at most: 1 (AVX-512) or 2 */
     MAX_NST = SEQK__SSCAN_MAX_NST, /* as the forward */
     SEG_FLOATS = 8192,  /* about S * Nst * CW floats per segment buffer */
     MIN_SEG = 16,
@@ -113,11 +125,11 @@ static int64_t seg_tokens(int64_t Nst)
 static size_t scratch_floats(int64_t Nst, int64_t Lmax)
 {
     const int64_t E = Nst * CW, S = seg_tokens(Nst), nseg = (Lmax + S - 1) / S;
-    const int64_t n8 = (Nst + 7) / 8 * 8;
+    const int64_t nr = (Nst + SS_VL - 1) / SS_VL * SS_VL; /* rows of xb, xc */
     return (size_t)((nseg > 0 ? nseg : 1) * E /* segment start states */
                     + S * E + (S + 1) * E + S * E /* a, h, lam */
                     + 2 * E                       /* carry, dA */
-                    + 2 * n8 * 8                  /* the lanes of dB_t, dC_t */
+                    + 2 * nr * SS_VL              /* the lanes of dB_t, dC_t */
                     + 3 * S * CW                  /* dt, u, gy per token */
                     + 6 * CW + 2 * E              /* constants */
                     + 32 * 16);                   /* alignment of the pieces */
@@ -134,7 +146,7 @@ static float *take(float **p, int64_t n)
 
 typedef struct {
     int64_t n, d0, w, g, r0, len;
-    int nv, lanes[2];
+    int nv, lanes[MAX_NV];
 } tile;
 
 typedef struct {
@@ -147,24 +159,25 @@ typedef struct {
 SS_INLINE void fill_ab(const ssb *P, const tile *I, const tbufs *S, int64_t r, int64_t L,
                        float *a, float *b, const int NV)
 {
-    const int64_t Ns = P->Nst, W = 8 * NV, E = Ns * W;
+    const int64_t Ns = P->Nst, W = SS_VL * NV, E = Ns * W;
     for (int64_t i = 0; i < L; i++) {
         const int64_t o = (r + i) * P->D + I->d0;
         const float *Bt = P->Bm + ((r + i) * P->G + I->g) * Ns;
-        vf dl[2], du[2];
+        vf dl[MAX_NV], du[MAX_NV];
         for (int v = 0; v < NV; v++) {
-            vf x = v_add(v_load_n(P->dt + o + 8 * v, I->lanes[v]), v_load(S->bias + 8 * v));
+            vf x = v_add(v_load_n(P->dt + o + SS_VL * v, I->lanes[v]),
+                         v_load(S->bias + SS_VL * v));
             if (P->softplus) x = v_softplus(x);
-            const vf uv = v_load_n(P->u + o + 8 * v, I->lanes[v]);
+            const vf uv = v_load_n(P->u + o + SS_VL * v, I->lanes[v]);
             dl[v] = x, du[v] = v_mul(x, uv);
-            v_store(S->tdt + i * W + 8 * v, x);
-            v_store(S->tu + i * W + 8 * v, uv);
+            v_store(S->tdt + i * W + SS_VL * v, x);
+            v_store(S->tu + i * W + SS_VL * v, uv);
         }
         float *ai = a + i * E, *bi = b + i * E;
         for (int64_t s = 0; s < Ns; s++) {
             const vf bs = v_bcast(Bt + s);
             for (int v = 0; v < NV; v++) {
-                const int64_t e = s * W + 8 * v;
+                const int64_t e = s * W + SS_VL * v;
                 v_store(ai + e, v_exp2(v_mul(dl[v], v_load(S->At + e))));
                 v_store(bi + e, v_mul(du[v], bs));
             }
@@ -172,8 +185,45 @@ SS_INLINE void fill_ab(const ssb *P, const tile *I, const tbufs *S, int64_t r, i
     }
 }
 
-/* out[s] = the sum of the 8 lanes of x[s] (x: [n][8]), for s < n; one fixed
- * tree per group of 8 rows (the order does not depend on anything else). */
+/* out[s] = the sum of the SS_VL lanes of x[s] (x: [n][SS_VL], 64-byte
+ * aligned, zero rows after row n up to a multiple of SS_VL rows), for
+ * s < n; one fixed tree per row (the order does not depend on anything
+ * else), written out in the scalar loops:
+ *   16 lanes: (((x0 + x8) + (x4 + x12)) + ((x1 + x9) + (x5 + x13)))
+ *             + (((x2 + x10) + (x6 + x14)) + ((x3 + x11) + (x7 + x15)))
+ *   8 lanes:  ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)) */
+#if SS_VL == 16
+static inline void hsum_rows(const float *x, int64_t n, float *out)
+{
+    /* 16 rows at a time: (1) each row's halves added, two rows per vector;
+     * (2) the quarters of that, four rows per vector (row k of four in
+     * 128-bit block k); (3) two pairwise steps inside the blocks leave row
+     * 4m + k in lane 4k + m; (4) a permutation puts row s in lane s */
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (int64_t s = 0; s < n; s += 16) {
+        const float *p = x + s * 16;
+        __m512 t[8], q[4];
+        for (int k = 0; k < 8; k++) {
+            const __m512 a = _mm512_load_ps(p + 32 * k), b = _mm512_load_ps(p + 32 * k + 16);
+            t[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+        }
+        for (int k = 0; k < 4; k++)
+            q[k] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * k], t[2 * k + 1], 0x88),
+                                 _mm512_shuffle_f32x4(t[2 * k], t[2 * k + 1], 0xdd));
+        /* in each 128-bit block: [a0 + a1, a2 + a3, b0 + b1, b2 + b3] */
+        const __m512 h0 = _mm512_add_ps(_mm512_shuffle_ps(q[0], q[1], 0x88),
+                                        _mm512_shuffle_ps(q[0], q[1], 0xdd));
+        const __m512 h1 = _mm512_add_ps(_mm512_shuffle_ps(q[2], q[3], 0x88),
+                                        _mm512_shuffle_ps(q[2], q[3], 0xdd));
+        const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(h0, h1, 0x88),
+                                       _mm512_shuffle_ps(h0, h1, 0xdd));
+        const __m512 y = _mm512_permutexvar_ps(idx, r);
+        const int64_t m = n - s;
+        if (m >= 16) _mm512_storeu_ps(out + s, y);
+        else _mm512_mask_storeu_ps(out + s, (__mmask16)((1u << m) - 1u), y);
+    }
+}
+#else
 static inline void hsum_rows(const float *x, int64_t n, float *out)
 {
     int64_t s = 0;
@@ -194,6 +244,7 @@ static inline void hsum_rows(const float *x, int64_t n, float *out)
         out[s] = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
     }
 }
+#endif
 
 /* The gradients of one segment, tokens [r, r + L), from a, h (L+1 rows:
  * h_{t-1} then h_t), lam; dB, dC rows written (first tile of the block) or
@@ -201,23 +252,23 @@ static inline void hsum_rows(const float *x, int64_t n, float *out)
 SS_INLINE void segment_grads(const ssb *P, const tile *I, const tbufs *S, int64_t r, int64_t L,
                              int first, float *pB, float *pC, vf *accD, vf *accb, const int NV)
 {
-    const int64_t Ns = P->Nst, W = 8 * NV, E = Ns * W, GN = P->G * Ns;
+    const int64_t Ns = P->Nst, W = SS_VL * NV, E = Ns * W, GN = P->G * Ns;
     for (int64_t i = 0; i < L; i++) {
         const int64_t row = r + i, o = row * P->D + I->d0;
         const float *Bt = P->Bm + row * GN + I->g * Ns, *Ct = P->Cm + row * GN + I->g * Ns;
         const float *ai = S->a + i * E, *hp = S->h + i * E, *hc = hp + E, *li = S->lam + i * E;
-        vf dl[2], gy[2], dlu[2], sA[2], sB[2], yp[2];
+        vf dl[MAX_NV], gy[MAX_NV], dlu[MAX_NV], sA[MAX_NV], sB[MAX_NV], yp[MAX_NV];
         for (int v = 0; v < NV; v++) {
-            dl[v] = v_load(S->tdt + i * W + 8 * v);
-            gy[v] = v_load(S->tg + i * W + 8 * v);
-            dlu[v] = v_mul(dl[v], v_load(S->tu + i * W + 8 * v));
+            dl[v] = v_load(S->tdt + i * W + SS_VL * v);
+            gy[v] = v_load(S->tg + i * W + SS_VL * v);
+            dlu[v] = v_mul(dl[v], v_load(S->tu + i * W + SS_VL * v));
             sA[v] = sB[v] = yp[v] = v_zero();
         }
         for (int64_t s = 0; s < Ns; s++) {
             const vf bs = v_bcast(Bt + s), cs = v_bcast(Ct + s);
             vf xb = v_zero(), xc = v_zero();
             for (int v = 0; v < NV; v++) {
-                const int64_t e = s * W + 8 * v;
+                const int64_t e = s * W + SS_VL * v;
                 const vf lam = v_load(li + e), hcur = v_load(hc + e);
                 const vf q = v_mul(lam, v_mul(v_load(ai + e), v_load(hp + e)));
                 sA[v] = v_fma(v_load(S->Ap + e), q, sA[v]);
@@ -227,8 +278,8 @@ SS_INLINE void segment_grads(const ssb *P, const tile *I, const tbufs *S, int64_
                 xb = v_fma(lam, dlu[v], xb);
                 xc = v_fma(gy[v], hcur, xc);
             }
-            v_store(S->xb + s * 8, xb);
-            v_store(S->xc + s * 8, xc);
+            v_store(S->xb + s * SS_VL, xb);
+            v_store(S->xc + s * SS_VL, xc);
         }
         float *rb = pB + row * GN + I->g * Ns, *rc = pC + row * GN + I->g * Ns;
         if (first) {
@@ -242,21 +293,21 @@ SS_INLINE void segment_grads(const ssb *P, const tile *I, const tbufs *S, int64_
         }
         for (int v = 0; v < NV; v++) {
             const int lanes = I->lanes[v];
-            const vf uv = v_load(S->tu + i * W + 8 * v), sk = v_load(S->skip + 8 * v);
+            const vf uv = v_load(S->tu + i * W + SS_VL * v), sk = v_load(S->skip + SS_VL * v);
             vf d = v_fma(uv, sB[v], sA[v]);
             if (P->softplus) {
                 const vf x =
-                    v_add(v_load_n(P->dt + o + 8 * v, lanes), v_load(S->bias + 8 * v));
+                    v_add(v_load_n(P->dt + o + SS_VL * v, lanes), v_load(S->bias + SS_VL * v));
                 d = v_mul(d, v_sigmoid(x));
             }
-            v_store_n(P->ddt + o + 8 * v, d, lanes);
-            v_store_n(P->du + o + 8 * v, v_fma(sk, gy[v], v_mul(dl[v], sB[v])), lanes);
+            v_store_n(P->ddt + o + SS_VL * v, d, lanes);
+            v_store_n(P->du + o + SS_VL * v, v_fma(sk, gy[v], v_mul(dl[v], sB[v])), lanes);
             if (P->z) {
-                const vf zv = v_load_n(P->z + o + 8 * v, lanes), sg = v_sigmoid(zv);
+                const vf zv = v_load_n(P->z + o + SS_VL * v, lanes), sg = v_sigmoid(zv);
                 const vf one = v_set1(1.0f);
                 const vf dsilu = v_mul(sg, v_fma(zv, v_sub(one, sg), one));
-                const vf dyv = v_load_n(P->dy + o + 8 * v, lanes);
-                v_store_n(P->dz + o + 8 * v, v_mul(v_mul(dyv, v_fma(sk, uv, yp[v])), dsilu),
+                const vf dyv = v_load_n(P->dy + o + SS_VL * v, lanes);
+                v_store_n(P->dz + o + SS_VL * v, v_mul(v_mul(dyv, v_fma(sk, uv, yp[v])), dsilu),
                           lanes);
             }
             accD[v] = v_fma(gy[v], uv, accD[v]);
@@ -268,7 +319,7 @@ SS_INLINE void segment_grads(const ssb *P, const tile *I, const tbufs *S, int64_
 SS_INLINE void walk_tile(const ssb *P, const tile *I, const tbufs *S, int first, float *pB,
                          float *pC, const int NV)
 {
-    const int64_t Ns = P->Nst, W = 8 * NV, E = Ns * W, seg = P->seg;
+    const int64_t Ns = P->Nst, W = SS_VL * NV, E = Ns * W, seg = P->seg;
     const int64_t nseg = (I->len + seg - 1) / seg, GN = P->G * Ns;
     /* (1) the segment start states: ck[k] = h before segment k */
     for (int64_t k = 0; k + 1 < nseg; k++) {
@@ -278,7 +329,7 @@ SS_INLINE void walk_tile(const ssb *P, const tile *I, const tbufs *S, int first,
         seqk__scan_rows(seg, E, 1, 0, S->a, E, S->h, E, NULL, 0, carry);
     }
     /* (2) the segments in reverse; mu = dL/dh before the segment walked last */
-    vf accD[2], accb[2];
+    vf accD[MAX_NV], accb[MAX_NV];
     for (int v = 0; v < NV; v++) accD[v] = accb[v] = v_zero();
     for (int64_t k = nseg - 1; k >= 0; k--) {
         const int64_t r = I->r0 + k * seg, L = I->len - k * seg < seg ? I->len - k * seg : seg;
@@ -290,21 +341,22 @@ SS_INLINE void walk_tile(const ssb *P, const tile *I, const tbufs *S, int first,
         for (int64_t i = 0; i < L; i++) {
             const int64_t o = (r + i) * P->D + I->d0;
             const float *Ct = P->Cm + (r + i) * GN + I->g * Ns;
-            vf gy[2];
+            vf gy[MAX_NV];
             for (int v = 0; v < NV; v++) {
-                gy[v] = v_load_n(P->dy + o + 8 * v, I->lanes[v]);
-                if (P->z) gy[v] = v_mul(gy[v], v_silu(v_load_n(P->z + o + 8 * v, I->lanes[v])));
-                v_store(S->tg + i * W + 8 * v, gy[v]);
+                gy[v] = v_load_n(P->dy + o + SS_VL * v, I->lanes[v]);
+                if (P->z)
+                    gy[v] = v_mul(gy[v], v_silu(v_load_n(P->z + o + SS_VL * v, I->lanes[v])));
+                v_store(S->tg + i * W + SS_VL * v, gy[v]);
             }
             float *li = S->lam + i * E;
             for (int64_t s = 0; s < Ns; s++) {
                 const vf cs = v_bcast(Ct + s);
-                for (int v = 0; v < NV; v++) v_store(li + s * W + 8 * v, v_mul(cs, gy[v]));
+                for (int v = 0; v < NV; v++) v_store(li + s * W + SS_VL * v, v_mul(cs, gy[v]));
             }
         }
         /* lam: the last row takes the carry, then the reverse scan with a shifted */
         float *last = S->lam + (L - 1) * E;
-        for (int64_t e = 0; e < E; e += 8) {
+        for (int64_t e = 0; e < E; e += SS_VL) {
             const vf x = v_add(v_load(last + e), v_load(S->mu + e));
             v_store(last + e, x);
             v_store(S->mu + e, x);
@@ -313,7 +365,7 @@ SS_INLINE void walk_tile(const ssb *P, const tile *I, const tbufs *S, int first,
             seqk__scan_rows(L - 1, E, 1, SEQK__SCAN_REVERSE, S->a + E, E, S->lam, E, S->lam, E,
                             S->mu);
         segment_grads(P, I, S, r, L, first, pB, pC, accD, accb, NV);
-        for (int64_t e = 0; e < E; e += 8) /* mu = a_0 lam_0: dL/dh before the segment */
+        for (int64_t e = 0; e < E; e += SS_VL) /* mu = a_0 lam_0: dL/dh before the segment */
             v_store(S->mu + e, v_mul(v_load(S->a + e), v_load(S->mu + e)));
     }
     /* the tile's sums */
@@ -321,13 +373,13 @@ SS_INLINE void walk_tile(const ssb *P, const tile *I, const tbufs *S, int first,
     float *pA = P->pA + n * P->D * Ns;
     for (int64_t j = 0; j < I->w; j++)
         for (int64_t s = 0; s < Ns; s++) pA[(d0 + j) * Ns + s] = S->dA[s * W + j];
-    _Alignas(32) float tmp[CW];
+    _Alignas(64) float tmp[CW];
     if (P->pD) {
-        for (int v = 0; v < NV; v++) v_store(tmp + 8 * v, accD[v]);
+        for (int v = 0; v < NV; v++) v_store(tmp + SS_VL * v, accD[v]);
         for (int64_t j = 0; j < I->w; j++) P->pD[n * P->D + d0 + j] = tmp[j];
     }
     if (P->pbias) {
-        for (int v = 0; v < NV; v++) v_store(tmp + 8 * v, accb[v]);
+        for (int v = 0; v < NV; v++) v_store(tmp + SS_VL * v, accb[v]);
         for (int64_t j = 0; j < I->w; j++) P->pbias[n * P->D + d0 + j] = tmp[j];
     }
     if (P->ds_in) {
@@ -345,17 +397,20 @@ static void run_tile(const ssb *P, int64_t n, int64_t d0, int64_t w, int first, 
     I.n = n, I.d0 = d0, I.w = w, I.g = d0 / P->pg;
     I.r0 = P->cu ? P->cu[n] : n * P->T;
     I.len = P->cu ? (int64_t)P->cu[n + 1] - P->cu[n] : P->T;
-    I.nv = (int)((w + 7) / 8);
-    I.lanes[0] = (int)(w < 8 ? w : 8);
-    I.lanes[1] = (int)(w > 8 ? w - 8 : 0);
-    const int64_t Ns = P->Nst, W = 8 * I.nv, E = Ns * W, S = P->seg;
+    I.nv = (int)((w + SS_VL - 1) / SS_VL);
+    for (int v = 0; v < MAX_NV; v++) {
+        const int64_t l = w - (int64_t)SS_VL * v;
+        I.lanes[v] = (int)(l < 0 ? 0 : l > SS_VL ? SS_VL : l);
+    }
+    const int64_t Ns = P->Nst, W = (int64_t)SS_VL * I.nv, E = Ns * W, S = P->seg;
+    const int64_t nx = (Ns + SS_VL - 1) / SS_VL * SS_VL * SS_VL; /* floats of xb, xc */
     const int64_t nseg = (I.len + S - 1) / S;
     float *p = scratch;
     tbufs B;
     B.ck = take(&p, (nseg > 0 ? nseg : 1) * E);
     B.a = take(&p, S * E), B.h = take(&p, (S + 1) * E), B.lam = take(&p, S * E);
     B.mu = take(&p, E), B.dA = take(&p, E);
-    B.xb = take(&p, (Ns + 7) / 8 * 64), B.xc = take(&p, (Ns + 7) / 8 * 64);
+    B.xb = take(&p, nx), B.xc = take(&p, nx);
     B.tdt = take(&p, S * W), B.tu = take(&p, S * W), B.tg = take(&p, S * W);
     B.At = take(&p, E), B.Ap = take(&p, E), B.bias = take(&p, W), B.skip = take(&p, W);
     const float log2e = 1.44269504088896341f;
@@ -371,10 +426,10 @@ static void run_tile(const ssb *P, int64_t n, int64_t d0, int64_t w, int first, 
         B.bias[j] = j < w && P->dt_bias ? P->dt_bias[d0 + j] : 0.0f;
         B.skip[j] = j < w && P->Dskip ? P->Dskip[d0 + j] : 0.0f;
     }
-    /* sums over 8 lanes read rows of 8 whole floats: the pad rows stay zero */
-    memset(B.xb, 0, (size_t)((Ns + 7) / 8 * 64) * sizeof(float));
-    memset(B.xc, 0, (size_t)((Ns + 7) / 8 * 64) * sizeof(float));
-    if (I.nv == 2) walk_tile(P, &I, &B, first, pB, pC, 2);
+    /* hsum_rows reads whole groups of SS_VL rows: the pad rows stay zero */
+    memset(B.xb, 0, (size_t)nx * sizeof(float));
+    memset(B.xc, 0, (size_t)nx * sizeof(float));
+    if (I.nv == 2) walk_tile(P, &I, &B, first, pB, pC, MAX_NV); /* 8 lanes only */
     else walk_tile(P, &I, &B, first, pB, pC, 1);
 }
 

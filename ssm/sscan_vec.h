@@ -1,8 +1,12 @@
 /*
- * ssm/sscan_vec.h -- the 8-lane vector layer of the selective scan's CPU
- * kernels (ssm/selective_scan.c, ssm/selective_scan_backward.c): AVX2 + FMA
- * intrinsics when the build has them, plain loops otherwise (the same
- * algorithm, lane by lane). Not installed.
+ * ssm/sscan_vec.h -- the vector layer of the selective scan's CPU kernels
+ * (ssm/selective_scan.c, ssm/selective_scan_backward.c): vf holds SS_VL
+ * floats, 16 with AVX-512 (__m512, partial vectors by __mmask16 masks), 8
+ * with AVX2 + FMA (__m256) or without either (plain loops). Every v_*
+ * operation does the same arithmetic lane by lane at both widths (the math
+ * of core/vmath.h's 16-lane twins is bit-identical per lane to the 8-lane
+ * one), so a kernel written over vf and SS_VL gives each lane the same
+ * bits whichever width the build has. Not installed.
  */
 #ifndef SEQK_SSM_SSCAN_VEC_H
 #define SEQK_SSM_SSCAN_VEC_H
@@ -19,9 +23,55 @@
 #define SS_INLINE static inline
 #endif
 
-/* ---- 8-lane vectors: AVX2 or plain C ---------------------------------------------- */
+/* ---- vectors: AVX-512 (16 lanes), AVX2 or plain C (8 lanes) ----------------------- */
 
-#ifdef __AVX2__
+#if defined(__AVX512F__)
+#define SS_VL 16
+typedef __m512 vf;
+SS_INLINE __mmask16 ss_mask(int lanes) { return (__mmask16)((1u << lanes) - 1u); }
+SS_INLINE vf v_zero(void) { return _mm512_setzero_ps(); }
+SS_INLINE vf v_set1(float x) { return _mm512_set1_ps(x); }
+SS_INLINE vf v_bcast(const float *p) { return _mm512_set1_ps(*p); }
+SS_INLINE vf v_load(const float *p) { return _mm512_loadu_ps(p); }
+SS_INLINE void v_store(float *p, vf x) { _mm512_storeu_ps(p, x); }
+/* the first `lanes` (1..16) floats at p, zeros after (nothing read past them) */
+SS_INLINE vf v_load_n(const float *p, int lanes)
+{
+    if (lanes == 16) return _mm512_loadu_ps(p);
+    return _mm512_maskz_loadu_ps(ss_mask(lanes), p);
+}
+SS_INLINE void v_store_n(float *p, vf x, int lanes)
+{
+    if (lanes == 16) _mm512_storeu_ps(p, x);
+    else _mm512_mask_storeu_ps(p, ss_mask(lanes), x);
+}
+SS_INLINE vf v_add(vf x, vf y) { return _mm512_add_ps(x, y); }
+SS_INLINE vf v_sub(vf x, vf y) { return _mm512_sub_ps(x, y); }
+SS_INLINE vf v_mul(vf x, vf y) { return _mm512_mul_ps(x, y); }
+SS_INLINE vf v_fma(vf x, vf y, vf z) { return _mm512_fmadd_ps(x, y, z); } /* x y + z */
+SS_INLINE vf v_exp2(vf x) { return seqk__exp2_16(x); }
+SS_INLINE vf v_exp2_inrange(vf x) { return seqk__exp2_16_inrange(x); }
+/* every lane of dt * amin and dt * amax in [-125.5, 127] (false for NaN) */
+SS_INLINE int v_exp2_safe(vf dt, vf amin, vf amax)
+{
+    const vf p = _mm512_mul_ps(dt, amin), q = _mm512_mul_ps(dt, amax);
+    const __mmask16 lo =
+        _mm512_cmp_ps_mask(_mm512_min_ps(p, q), _mm512_set1_ps(-125.5f), _CMP_GE_OQ);
+    const __mmask16 hi =
+        _mm512_cmp_ps_mask(_mm512_max_ps(p, q), _mm512_set1_ps(127.0f), _CMP_LE_OQ);
+    return (lo & hi) == 0xffff;
+}
+SS_INLINE vf v_softplus(vf x) { return seqk__softplus16(x); }
+SS_INLINE vf v_silu(vf x) { return seqk__silu16(x); }
+/* 1 / (1 + e^-x) lane by lane */
+SS_INLINE vf v_sigmoid(vf x)
+{
+    const vf e = seqk__exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+SS_INLINE void prefetch_line(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
+#elif defined(__AVX2__)
+#define SS_VL 8
 typedef __m256 vf;
 /* masks for the first `lanes` lanes: mask_table + 8 - lanes */
 static const int32_t mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -58,6 +108,7 @@ SS_INLINE vf v_softplus(vf x) { return seqk__softplus8(x); }
 SS_INLINE vf v_silu(vf x) { return seqk__silu8(x); }
 SS_INLINE void prefetch_line(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
 #else
+#define SS_VL 8
 typedef struct { float l[8]; } vf;
 SS_INLINE vf v_zero(void) { vf r; for (int i = 0; i < 8; i++) r.l[i] = 0.0f; return r; }
 SS_INLINE vf v_set1(float x) { vf r; for (int i = 0; i < 8; i++) r.l[i] = x; return r; }
@@ -108,8 +159,9 @@ SS_INLINE void prefetch_line(const void *p)
 }
 #endif
 
-/* 1 / (1 + e^-x) lane by lane */
-#ifdef __AVX2__
+/* 1 / (1 + e^-x) lane by lane (AVX-512: above) */
+#if defined(__AVX512F__)
+#elif defined(__AVX2__)
 SS_INLINE vf v_sigmoid(vf x)
 {
     const vf e = seqk__exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
