@@ -32,13 +32,15 @@ static seqk_status linear_attention_run(seqk_context *ctx, seqk_dtype dtype, seq
     return seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
 }
 
-static seqk_status linear_attention_backward_f32(seqk_context *ctx, int64_t B, int64_t T,
-                                                 int64_t H, int64_t K, int64_t V, float scale,
-                                                 unsigned flags, const float *q, const float *k,
-                                                 const float *v, const float *dout,
+/* The backward in fp32, or natively in a reduced dtype (seqk__lin_native):
+ * q, k, v, dout, dq, dk, dv hold elements of dtype. */
+static seqk_status linear_attention_backward_run(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                                 int64_t T, int64_t H, int64_t K, int64_t V,
+                                                 float scale, unsigned flags, const void *q,
+                                                 const void *k, const void *v, const void *dout,
                                                  const float *state_in, const float *z_in,
                                                  const float *dstate_out, const float *dz_out,
-                                                 float *dq, float *dk, float *dv, float *dstate_in,
+                                                 void *dq, void *dk, void *dv, float *dstate_in,
                                                  float *dz_in, const int32_t *cu_seqlens,
                                                  int64_t N, int64_t chunk)
 {
@@ -55,10 +57,13 @@ static seqk_status linear_attention_backward_f32(seqk_context *ctx, int64_t B, i
     P.scale = scale;
     P.flags = ((flags & SEQK_LINATTN_NORMALIZE) ? SEQK__LIN_NORMALIZE : 0u) |
               ((flags & SEQK_LINATTN_ELU1) ? SEQK__LIN_ELU1 : 0u);
-    P.q = q, P.k = k, P.v = v, P.s_in = state_in, P.z_in = z_in;
+    P.dtype = dtype;
+    P.q = (const float *)q, P.k = (const float *)k, P.v = (const float *)v;
+    P.s_in = state_in, P.z_in = z_in;
     seqk__lin_grad Gr = {0};
-    Gr.dout = dout, Gr.ds_out = dstate_out, Gr.dz_out = dz_out;
-    Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.ds_in = dstate_in, Gr.dz_in = dz_in;
+    Gr.dout = (const float *)dout, Gr.ds_out = dstate_out, Gr.dz_out = dz_out;
+    Gr.dq = (float *)dq, Gr.dk = (float *)dk, Gr.dv = (float *)dv;
+    Gr.ds_in = dstate_in, Gr.dz_in = dz_in;
     return seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens);
 }
 
@@ -111,9 +116,10 @@ seqk_status seqk_linear_attention_backward_ex(
     void *dq, void *dk, void *dv, float *dstate_in, float *dz_in, const int32_t *cu_seqlens,
     int64_t N, int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return linear_attention_backward_f32(ctx, B, T, H, K, V, scale, flags, q, k, v, dout,
-                                             state_in, z_in, dstate_out, dz_out, dq, dk, dv,
+    const unsigned eflags = (flags & SEQK_LINATTN_NORMALIZE) ? SEQK__LIN_NORMALIZE : 0u;
+    if (dtype == SEQK_DTYPE_F32 || seqk__lin_native(ctx, dtype, SEQK_MODE_PARALLEL, eflags))
+        return linear_attention_backward_run(ctx, dtype, B, T, H, K, V, scale, flags, q, k, v,
+                                             dout, state_in, z_in, dstate_out, dz_out, dq, dk, dv,
                                              dstate_in, dz_in, cu_seqlens, N, chunk);
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     seqk__dt_tensor t[] = {{"q", q, nk, SEQK__DT_IN, 0, NULL},
@@ -130,9 +136,10 @@ seqk_status seqk_linear_attention_backward_ex(
     seqk_status st = seqk__dt_begin(&c, "seqk_linear_attention_backward_ex", ctx, dtype, t, 7,
                                     seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = linear_attention_backward_f32(ctx, B, T, H, K, V, scale, flags, t[0].f, t[1].f, t[2].f,
-                                       t[3].f, state_in, z_in, dstate_out, dz_out, t[4].f,
-                                       t[5].f, t[6].f, dstate_in, dz_in, cu_seqlens, N, chunk);
+    st = linear_attention_backward_run(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, flags, t[0].f,
+                                       t[1].f, t[2].f, t[3].f, state_in, z_in, dstate_out, dz_out,
+                                       t[4].f, t[5].f, t[6].f, dstate_in, dz_in, cu_seqlens, N,
+                                       chunk);
     return seqk__dt_end(&c, st);
 }
 

@@ -184,6 +184,26 @@ static __device__ __forceinline__ bool seqk__chunk_head_warp(const seqk__chunks 
     return true;
 }
 
+/* The packed row (b = c H + h, i < L) of warp w of a warp-per-row kernel
+ * (`warps` per block) over nrows = chunks * H * L rows, as the native
+ * bf16 / f16 paths pack a chunk's rows (gpu/linear_state*.cu): chunk c,
+ * head h, row i, the chunk's first token row r0 and length Lc. False for the
+ * warps past the end. */
+static __device__ __forceinline__ bool seqk__chunk_row_warp(const seqk__chunks &m, int H,
+                                                           int warps, int64_t nrows, int64_t *b,
+                                                           int *i, int64_t *c, int *h,
+                                                           int64_t *r0, int *Lc)
+{
+    const int64_t row = (int64_t)blockIdx.x * warps + (threadIdx.x >> 5);
+    if (row >= nrows) return false;
+    *b = row / m.L;
+    *i = (int)(row - *b * m.L);
+    *c = *b / H;
+    *h = (int)(*b - *c * H);
+    seqk__chunk_rows(m, *c, r0, Lc);
+    return true;
+}
+
 /* The gate gradient's sums inside one chunk (rows [r0, r0 + Lc) of head h of
  * H), each by one warp (every lane calling), from per-token terms (see
  * scan/chunk_backward.c): d(log a_t) = sum_{i >= t} gt_i + Dterm +
@@ -260,6 +280,34 @@ static inline seqk_status seqk__lin_gates_of(const char *fn, const seqk__lin *P,
     }
     return SEQK_SUCCESS;
 }
+
+/* The native bf16 / f16 path's chunk operands (gpu/linear_state.cu, its
+ * stages (0) to (6)), which the native backward (gpu/linear_state_backward.cu)
+ * recomputes with the forward's own code rather than a copy of it. Chunk c,
+ * head h is batch entry b = c H + h (nb = nchunks H); rows past a short last
+ * chunk are zeros. Device pointers into the workspace. */
+typedef struct seqk__lin_lp {
+    seqk__chunks map;          /* the call's chunks (first set with varlen) */
+    int64_t nchunks;
+    double *Gc;                /* [B*T, H] in-chunk cumulative log-decay (decay only) */
+    float *acoef;              /* [nchunks, H] exp(G_last) (decay only) */
+    float *states;             /* [nb, K, V] the state before each chunk, fp32 */
+    const uint16_t *Qa, *Ka;   /* [nb, L, K] phi(q), phi(k), rounded (the inputs without elu) */
+    const uint16_t *Qg, *Kd;   /* [nb, L, K] exp(G) scale phi(q), exp(G_last - G) phi(k), rounded */
+    const uint16_t *Va;        /* [nb, L, V] v_scale v, rounded (v itself without v_scale) */
+    const uint16_t *Pm;        /* [nb, L, L] (scale Qa Ka^T) .* D, rounded */
+    const uint16_t *S0b;       /* [nb, K, V] states, rounded */
+    float *Sc;                 /* [nb, L, L] scale Qa Ka^T (fp32, before the mask) */
+} seqk__lin_lp;
+
+/* Workspace bytes of seqk__cuda_lin_lp_states for P (P->dtype BF16 / F16). */
+size_t seqk__cuda_lin_lp_workspace(const seqk__lin *P);
+/* The native forward's stages (0) to (6) for P (dtype BF16 / F16, no
+ * normaliser; P->s_out written when set) into ws (device, at least
+ * seqk__cuda_lin_lp_workspace(P) bytes), on ctx's stream; *out points into
+ * ws. */
+seqk_status seqk__cuda_lin_lp_states(const char *fn, seqk_context *ctx, const seqk__lin *P,
+                                     const int32_t *cu_device, char *ws, seqk__lin_lp *out);
 
 /* The feature map: elu(x) + 1 with elu, else x (scan/linear_state.h). */
 static __device__ __forceinline__ float seqk__lin_phi(float x, int elu)

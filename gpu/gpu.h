@@ -106,7 +106,10 @@ size_t seqk__cuda_lin_workspace(const struct seqk__lin *P, int mode);
 /* gpu/linear_state_backward.cu: seqk__lin_backward (scan/linear_state.h,
  * DESIGN 3.7) on a CUDA context: P and Gr validated, device arrays except
  * P->cu and P->log_gamma (host), cu_device the device cu_seqlens (NULL
- * without varlen). Deterministic (no float atomics). */
+ * without varlen). Deterministic (no float atomics). P->dtype BF16 / F16:
+ * the native path (seqk__lin_native; q, k, v, dout, dq, dk, dv in the
+ * dtype; Gr->skip and Gr->dskip_tok honoured as on the CPU), whose
+ * workspace seqk__cuda_lin_backward_workspace answers for that dtype. */
 struct seqk__lin_grad;
 seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const struct seqk__lin *P,
                                     const struct seqk__lin_grad *Gr, const int32_t *cu_device);
@@ -118,12 +121,16 @@ size_t seqk__cuda_lin_backward_workspace(const struct seqk__lin *P);
  *   ddt    = d * sigmoid(dt + dt_bias) with softplus, else d   [rows,H]
  *   dA[h]  = sum_r dld[r,h] dtp[r,h];  ddt_bias[h] = sum_r ddt[r,h] (if not NULL)
  *   dD[h]  = sum_{r,p} dy[r,h,p] x[r,h,p] (if not NULL); dx[r,h,:] += D[h] dy[r,h,:] (if D)
- * sums in a fixed order (deterministic). dt_bias may be NULL (zero). */
+ * sums in a fixed order (deterministic). dt_bias may be NULL (zero). With
+ * dskip ([rows,H], the native path's per-token dy . x, the engine having
+ * added D dy to dx): dD[h] = sum_r dskip[r,h], dx untouched, x and dy not
+ * read. */
 seqk_status seqk__cuda_mamba2_backward_epilogue(seqk_context *ctx, int64_t rows, int64_t H,
                                                 int64_t Pd, int softplus, const float *dt,
                                                 const float *dt_bias, const float *A,
                                                 const float *D, const float *x, const float *dy,
-                                                const float *dtp, const float *dld,
+                                                const float *dskip, const float *dtp,
+                                                const float *dld,
                                                 const float *dvs, float *ddt, float *dA,
                                                 float *dD, float *ddt_bias, float *dx);
 /* Mamba2: dt_out[r,h] = softplus(dt[r,h] + dt_bias[h]) (or without softplus),

@@ -110,6 +110,9 @@
  *       block: the scores are consumed by then).
  *   (8) lin_lp_write_kernel, one warp per packed row: o = round(O + skip[h]
  *       v) (the skip: Mamba2's D x, P->skip, else none).
+ * Stages (0) to (6) are lp_states, which the native backward
+ * (gpu/linear_state_backward.cu) runs too, through seqk__cuda_lin_lp_states
+ * (gpu/chunks.cuh: seqk__lin_lp), to recompute the operands and states.
  * Workspace (make_lp_plan): the parallel mode's regions, then Qa, Ka, Qg,
  * Kd, Va, Pm, S0b in the dtype and [nb, L, max(L, V)] floats for Sc / O.
  * Error: each term of o has its operands rounded at most about three times
@@ -632,15 +635,7 @@ static __device__ __forceinline__ bool lin_lp_row(const lin_lp_args &p, int64_t 
                                                   int *i, int64_t *c, int *h, int64_t *r0,
                                                   int *Lc)
 {
-    const int64_t row = (int64_t)blockIdx.x * (LP_THREADS / 32) + (threadIdx.x >> 5);
-    if (row >= nrows) return false;
-    const int L = p.a.map.L;
-    *b = row / L;
-    *i = (int)(row - *b * L);
-    *c = *b / p.a.H;
-    *h = (int)(*b - *c * p.a.H);
-    seqk__chunk_rows(p.a.map, *c, r0, Lc);
-    return true;
+    return seqk__chunk_row_warp(p.a.map, p.a.H, LP_THREADS / 32, nrows, b, i, c, h, r0, Lc);
 }
 
 /* One warp per packed row (chunk c, head h, row i < L): the rounded operands
@@ -789,6 +784,8 @@ extern "C" size_t seqk__cuda_lin_workspace(const seqk__lin *P, int mode)
     return make_plan(P, mode).bytes;
 }
 
+size_t seqk__cuda_lin_lp_workspace(const seqk__lin *P) { return make_lp_plan(P).bytes; }
+
 static seqk_status launch_recurrent(const char *fn, const lin_args &a, cudaStream_t stream)
 {
     const int K = a.K;
@@ -852,17 +849,19 @@ static seqk_status launch_chunked(const char *fn, lin_args &a, const lin_plan &p
     return SEQK_SUCCESS;
 }
 
-/* The native bf16 / f16 parallel mode: stage 0 and the chunk-state scan are
- * the fp32 path's kernels; the products go through gpu/gemm.cu. */
-static seqk_status launch_lowp(const char *fn, seqk_context *ctx, const seqk__lin *P,
-                               lin_args &a, const lin_lp_plan &pl, char *ws, cudaStream_t stream)
+/* The native bf16 / f16 parallel mode's stages (0) to (6), shared with the
+ * native backward (seqk__cuda_lin_lp_states): stage 0 and the chunk-state
+ * scan are the fp32 path's kernels; the products go through gpu/gemm.cu.
+ * Fills p (a, the dtype arrays of P and the workspace's). */
+static seqk_status lp_states(const char *fn, seqk_context *ctx, const seqk__lin *P, lin_args &a,
+                             const lin_lp_plan &pl, char *ws, cudaStream_t stream,
+                             lin_lp_args &p)
 {
     const int64_t nchunks = pl.base.nchunks, H = a.H, L = a.map.L, K = a.K, V = a.V;
     const int64_t nb = nchunks * H, nrows = nb * L;
     a.Gc = (double *)(ws + pl.base.off_G);
     a.acoef = (float *)(ws + pl.base.off_a);
     a.states = (float *)(ws + pl.base.off_states);
-    lin_lp_args p;
     p.a = a;
     p.bf16 = P->dtype == SEQK_DTYPE_BF16;
     p.q = (const uint16_t *)P->q, p.k = (const uint16_t *)P->k, p.v = (const uint16_t *)P->v;
@@ -905,7 +904,19 @@ static seqk_status launch_lowp(const char *fn, seqk_context *ctx, const seqk__li
     lin_chunk_scan_kernel<<<g2, SCAN_THREADS, 0, stream>>>(a, eblocks);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (nchunks == 0) return SEQK_SUCCESS;
-    if ((st = seqk__cuda_convert(fn, ctx, dt, 0, a.states, p.S0b, nb * a.E))) return st;
+    return seqk__cuda_convert(fn, ctx, dt, 0, a.states, p.S0b, nb * a.E);
+}
+
+/* The native bf16 / f16 parallel mode: lp_states, then the outputs. */
+static seqk_status launch_lowp(const char *fn, seqk_context *ctx, const seqk__lin *P,
+                               lin_args &a, const lin_lp_plan &pl, char *ws, cudaStream_t stream)
+{
+    const int64_t nchunks = pl.base.nchunks, H = a.H, L = a.map.L, K = a.K, V = a.V;
+    const int64_t nb = nchunks * H, nrows = nb * L;
+    const seqk_dtype dt = P->dtype;
+    lin_lp_args p;
+    seqk_status st = lp_states(fn, ctx, P, a, pl, ws, stream, p);
+    if (st || nchunks == 0) return st;
     /* O = P V~ + Qg S0 (into the scores' block: they are consumed) */
     if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, V, L, 1.0f, p.Pm, L, L * L, p.Va, V, L * V,
                               0.0f, p.Sc, V, L * V, nb)))
@@ -916,6 +927,52 @@ static seqk_status launch_lowp(const char *fn, seqk_context *ctx, const seqk__li
     SEQK__GRID_OR_FAIL(gw, (nrows + LP_THREADS / 32 - 1) / (LP_THREADS / 32));
     lin_lp_write_kernel<<<gw, LP_THREADS, 0, stream>>>(p, nrows);
     SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}
+
+/* lin_args of P (the gates, the workspace's arrays and the chunk table are
+ * filled by the launch). */
+static void lin_args_of(const seqk__lin *P, const lin_plan &pl, const int32_t *cu_device,
+                        lin_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->map = seqk__chunks_of(P->T, P->N, pl.L, cu_device);
+    a->KV = P->K * P->V;
+    a->E = pl.E;
+    a->H = (int)P->H;
+    a->Hqk = (int)P->Hqk;
+    a->hgrp = (int)(P->H / P->Hqk);
+    a->K = (int)P->K;
+    a->V = (int)P->V;
+    a->scale = P->scale;
+    a->norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
+    a->elu = (P->flags & SEQK__LIN_ELU1) != 0;
+    a->decay = P->g != NULL || P->log_gamma != NULL;
+    a->v_scale = P->v_scale;
+    if (P->dtype == SEQK_DTYPE_F32) a->q = P->q, a->k = P->k, a->v = P->v, a->o = P->o;
+    a->s_in = P->s_in, a->s_out = P->s_out;
+    a->z_in = a->norm ? P->z_in : NULL;
+    a->z_out = a->norm ? P->z_out : NULL;
+}
+
+seqk_status seqk__cuda_lin_lp_states(const char *fn, seqk_context *ctx, const seqk__lin *P,
+                                     const int32_t *cu_device, char *ws, seqk__lin_lp *out)
+{
+    if (P->dtype == SEQK_DTYPE_F32 || (P->flags & SEQK__LIN_NORMALIZE))
+        return seqk__fail(SEQK_ERROR_INTERNAL, "%s: native chunk states without their dtype", fn);
+    cudaStream_t stream = seqk__stream(ctx);
+    const lin_lp_plan pl = make_lp_plan(P);
+    lin_args a;
+    lin_args_of(P, pl.base, cu_device, &a);
+    seqk_status st = seqk__lin_gates_of(fn, P, (float *)(ws + pl.base.off_lg), stream, &a.gates);
+    if (st) return st;
+    lin_lp_args p;
+    if ((st = lp_states(fn, ctx, P, a, pl, ws, stream, p))) return st;
+    out->map = p.a.map;
+    out->nchunks = pl.base.nchunks;
+    out->Gc = a.Gc, out->acoef = a.acoef, out->states = a.states;
+    out->Qa = p.Qa, out->Ka = p.Ka, out->Qg = p.Qg, out->Kd = p.Kd, out->Va = p.Va;
+    out->Pm = p.Pm, out->S0b = p.S0b, out->Sc = p.Sc;
     return SEQK_SUCCESS;
 }
 
@@ -940,24 +997,7 @@ extern "C" seqk_status seqk__cuda_lin(seqk_context *ctx, int mode, const seqk__l
     }
 
     lin_args a;
-    memset(&a, 0, sizeof a);
-    a.map = seqk__chunks_of(P->T, P->N, pl.L, cu_device);
-    a.KV = P->K * P->V;
-    a.E = pl.E;
-    a.H = (int)P->H;
-    a.Hqk = (int)P->Hqk;
-    a.hgrp = (int)(P->H / P->Hqk);
-    a.K = (int)P->K;
-    a.V = (int)P->V;
-    a.scale = P->scale;
-    a.norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
-    a.elu = (P->flags & SEQK__LIN_ELU1) != 0;
-    a.decay = P->g != NULL || P->log_gamma != NULL;
-    a.v_scale = P->v_scale;
-    if (!lowp) a.q = P->q, a.k = P->k, a.v = P->v, a.o = P->o;
-    a.s_in = P->s_in, a.s_out = P->s_out;
-    a.z_in = a.norm ? P->z_in : NULL;
-    a.z_out = a.norm ? P->z_out : NULL;
+    lin_args_of(P, pl, cu_device, &a);
     const seqk_status st = seqk__lin_gates_of(fn, P, (float *)(ws + pl.off_lg), stream, &a.gates);
     if (st) return st;
     if (lowp) return launch_lowp(fn, ctx, P, a, make_lp_plan(P), ws, stream);

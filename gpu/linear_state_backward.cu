@@ -92,6 +92,47 @@
  * All chunk states are kept (T / chunk per head): the GPU has the memory and
  * that keeps every stage one parallel launch.
  *
+ * Reduced precision (seqk.h, "Dtypes"; issue #21): with P->dtype BF16 / F16
+ * (q, k, v, dout, dq, dk, dv in that dtype; no normaliser; routed here by
+ * seqk__lin_native from the _ex entry points) the backward runs natively,
+ * as the native forward (gpu/linear_state.cu) does: operands rounded to the
+ * dtype just before each product, the products on tensor cores through
+ * cuBLAS (gpu/gemm.cu: cublasGemmStridedBatchedEx, CUBLAS_COMPUTE_32F, fp32
+ * results), batched over chunks and heads (b = c H + h, rows of a short
+ * last chunk zero-padded to L), everything else fp32 in seqk's kernels.
+ *   (0)-(6) the native forward's own stages (seqk__cuda_lin_lp_states, not a
+ *       copy): Gc, acoef; packed rounded Qa, Ka, Qg, Kd, Va; Sc = scale Qa
+ *       Ka^T (fp32, kept); Pm = round(Sc .* D); U = Kd^T Va; the state scan
+ *       (S0 of every chunk, fp32); S0b = round(S0).
+ *   (7) bw_lp_pack_kernel: dOa = dout (exact), Qw = round(exp(G_i - G_0)
+ *       q~_i) and wcoef = exp(G_0) per chunk (G_0 the chunk's first token:
+ *       exp(G_i) itself underflows f16 under strong decay).
+ *   (8) gemm W = Qw^T dOa [K, V]; bw_state_scan_kernel (reverse, W times
+ *       wcoef): dSn, ds_in; bw_dterm_kernel (Dc, fp32 S0 and dSn);
+ *       seqk__cuda_convert: dSb = round(dSn).
+ *   (9) gemm dPr = dOa Va^T [L, L] (fp32); bw_lp_mask_kernel: dPm =
+ *       round(dPr .* D) strictly lower, E = dPr .* P (P = Sc .* D as the
+ *       forward formed it, fp32; in Sc's place), diag = dPr_ii;
+ *       bw_lp_gsum_kernel (gate gradient): E's row sum - column sum.
+ *   (10) gemms dVf = Kd dSb + Pm^T dOa [L, V]; dQs = dOa S0b^T, dQp = dPm Ka,
+ *       dKs = Va dSb^T, dKp = scale dPm^T Qa [L, K] (fp32 each).
+ *   (11) bw_lp_finish_qk_kernel, warp per (chunk, row, q/k head): dQ~ = dQp
+ *       + exp(G_i) dQs + diag k~, dK~ = dKp + exp(G_L - G_i) dKs + diag q~
+ *       (the row decays applied to the fp32 products: no decayed copies of
+ *       dO or V~), summed over a group's heads in head order, times scale
+ *       phi'(q) / phi'(k), rounded once; the gate terms gt = gsum +
+ *       exp(G_i) q~ . dQs, bt = exp(G_L - G_j) k~ . dKs (fp32).
+ *       bw_lp_finish_v_kernel: dv = round(v_scale dV' + skip dout), dv_scale
+ *       = v . dV', dskip = dout . v (Mamba2's D).
+ *   (12) bw_ld_rev_kernel, bw_ld_fwd_kernel as above.
+ * Workspace (bw_make_lp_plan): the native forward's (seqk__cuda_lin_lp_workspace),
+ * then dOa, Qw, wcoef, dPm, dPr, dS, dSb, diag, gsum, dQp, dQs, dKp, dKs,
+ * dVf, btb, Dc; with nb = C H chunk-heads of L rows: nb (L (18 K + 6 V +
+ * 6 L + 8) + 6 K V + 8) + 4 B T H bytes (each region rounded up to 256
+ * bytes) beyond the forward's. Error: seqk.h ("Dtypes", native
+ * backward). To tune: the L x L products are formed whole (the upper
+ * triangle discarded); dPr and E could stay in registers of a fused kernel.
+ *
  * To tune (measure first): tensor cores for the tile products; fusing the
  * three token products of a chunk (they share the score tiles); coalesced
  * loads of the transposed state tiles; the one-thread-per-element state scans
@@ -105,6 +146,7 @@ extern "C" {
 
 #include "chunks.cuh"
 #include "common.cuh"
+#include "dtype.cuh"
 
 #include <limits.h>
 #include <stdint.h>
@@ -141,6 +183,8 @@ typedef struct bw_args {
     /* workspace */
     double *Gc;           /* [B*T, H]: in double, see bw_gates_kernel */
     float *acoef, *Qt, *Kt, *Vt, *dOp, *S, *dS, *dQh, *dKh, *dKi, *dVt, *btb, *Dc;
+    const float *wcoef;   /* [nch, H] or NULL (fp32 path): the reverse scan takes
+                           * W_c wcoef[c, h] (the native path's exp(G_0)) */
     bw_tmat Qm, Km, Vm, dOm; /* q~, k~, v', dO' rows */
 } bw_args;
 
@@ -353,7 +397,7 @@ static __global__ void __launch_bounds__(BW_THREADS)
         (void)seqk__lin_carry(st, HE, a.acoef, a.decay, a.H, h, cb, ce, carry);
     } else {
         for (int64_t c = ce - 1; c >= cb; c--) {
-            const float w = st[c * HE];
+            const float w = a.wcoef ? st[c * HE] * a.wcoef[c * a.H + h] : st[c * HE];
             const float cf = a.decay ? a.acoef[c * a.H + h] : 1.0f;
             st[c * HE] = carry;
             carry = fmaf(cf, carry, w);
@@ -635,6 +679,211 @@ static __global__ void __launch_bounds__(BW_THREADS) bw_ld_fwd_kernel(bw_args a,
     seqk__chunk_gate_fwd(a.dld, a.btb, a.Dc[c * a.H + h], r0, Lc, a.H, h);
 }
 
+/* ---- the native bf16 / f16 path (see "Reduced precision" above) ------------------ */
+
+/* The native backward's arrays besides bw_args' (whose q, k, v, dout, dq,
+ * dk, dv are unused: those are in the dtype here). Packed as the native
+ * forward packs (seqk__lin_lp): batch entry b = c H + h, rows i < L. */
+typedef struct bw_lp_args {
+    bw_args a;
+    int bf16;                          /* 1: bf16, 0: f16 */
+    const uint16_t *q, *k;             /* [B*T, Hqk, K] */
+    const uint16_t *v, *dout;          /* [B*T, H, V] */
+    uint16_t *dq, *dk, *dv;
+    const float *skip;                 /* [H] or NULL: dv += skip[h] dout (Mamba2's D) */
+    float *dskip;                      /* [B*T, H] or NULL: dout . v per token and head */
+    uint16_t *dOa;                     /* [nb, L, V] dout, packed (exact) */
+    uint16_t *Qw;                      /* [nb, L, K] exp(G_i - G_0) q~_i, rounded */
+    float *wcoef;                      /* [nb] exp(G_0) */
+    uint16_t *dPm;                     /* [nb, L, L] (dO V~^T) .* D strictly lower, rounded */
+    float *dPr;                        /* [nb, L, L] dO V~^T (fp32) */
+    float *E;                          /* [nb, L, L] the scores Sc on entry; then
+                                        * E_ij = dPr_ij P_ij (j < i), else 0 */
+    float *diag, *gsum;                /* [nb, L] dPr_ii; E's row sum - column sum */
+    float *dQp, *dQs, *dKp, *dKs;      /* [nb, L, K] dPm K~, dO S0^T, scale dPm^T Qa, V~ dSn^T */
+    float *dVf;                        /* [nb, L, V] Kd dSn + Pm^T dO */
+} bw_lp_args;
+
+static __device__ __forceinline__ bool bw_lp_row(const bw_lp_args &p, int64_t nrows, int64_t *b,
+                                                 int *i, int64_t *c, int *h, int64_t *r0, int *Lc)
+{
+    return seqk__chunk_row_warp(p.a.map, p.a.H, BW_WARPS, nrows, b, i, c, h, r0, Lc);
+}
+
+/* One warp per packed row: dOa = the row of dout; Qw = round(exp(G_i - G_0)
+ * q~_i), the queries decayed relative to the chunk's first token (zeros past
+ * the chunk); wcoef[c, h] = exp(G_0). (Qg's exp(G_i) itself would leave f16's
+ * range under strong decay, exp(-20) < 2^-24, and take the whole gradient of
+ * the state before a chunk with it.) */
+static __global__ void __launch_bounds__(BW_THREADS) bw_lp_pack_kernel(bw_lp_args p, int64_t nrows)
+{
+    int64_t b, c, r0;
+    int i, h, Lc;
+    if (!bw_lp_row(p, nrows, &b, &i, &c, &h, &r0, &Lc)) return;
+    const bw_args &a = p.a;
+    const int V = a.V, K = a.K, lane = threadIdx.x & 31;
+    const bool ok = i < Lc;
+    const int64_t r = r0 + i;
+    const int64_t src = (r * a.H + h) * V, dst = (b * a.map.L + i) * (int64_t)V;
+    for (int vv = lane; vv < V; vv += 32) p.dOa[dst + vv] = ok ? p.dout[src + vv] : (uint16_t)0;
+    double g0 = 0.0, gi = 0.0;
+    if (a.decay && ok) g0 = a.Gc[r0 * a.H + h], gi = a.Gc[r * a.H + h];
+    const float f = a.decay ? expf((float)(gi - g0)) : 1.0f;
+    const int64_t qo = (r * a.Hqk + h / a.hgrp) * K, qd = (b * a.map.L + i) * (int64_t)K;
+    for (int kk = lane; kk < K; kk += 32) {
+        float x = 0.0f;
+        if (ok) x = f * a.scale * seqk__lin_phi(seqk__dt_load(p.q, qo + kk, p.bf16), a.elu);
+        p.Qw[qd + kk] = seqk__dt_round(x, p.bf16);
+    }
+    if (i == 0 && lane == 0) p.wcoef[b] = a.decay ? expf((float)g0) : 1.0f;
+}
+
+/* One warp per packed row (b, i): with f = exp(G_i - G_j) (1 without decay)
+ * and P_ij = Sc_ij f as the forward formed it before rounding, for j < i < Lc
+ *   dPm_ij = round(dPr_ij f),   E_ij = dPr_ij P_ij   (else 0),
+ * E in place of Sc; diag_i = dPr_ii. */
+static __global__ void __launch_bounds__(BW_THREADS) bw_lp_mask_kernel(bw_lp_args p, int64_t nrows)
+{
+    int64_t b, c, r0;
+    int i, h, Lc;
+    if (!bw_lp_row(p, nrows, &b, &i, &c, &h, &r0, &Lc)) return;
+    const bw_args &a = p.a;
+    const int L = a.map.L, lane = threadIdx.x & 31;
+    const double gi = (a.decay && i < Lc) ? a.Gc[(r0 + i) * a.H + h] : 0.0;
+    const int64_t row = (b * L + i) * (int64_t)L;
+    for (int j = lane; j < L; j += 32) {
+        float e = 0.0f, x = 0.0f;
+        if (j < i && i < Lc) {
+            const float f = a.decay ? expf((float)(gi - a.Gc[(r0 + j) * a.H + h])) : 1.0f;
+            const float dp = p.dPr[row + j];
+            e = dp * (p.E[row + j] * f);
+            x = dp * f;
+        }
+        p.E[row + j] = e;
+        p.dPm[row + j] = seqk__dt_round(x, p.bf16);
+    }
+    if (lane == 0) p.diag[b * L + i] = i < Lc ? p.dPr[row + i] : 0.0f;
+}
+
+/* One warp per packed row t (the gate gradient only): gsum_t = sum_j E_tj -
+ * sum_i E_it, each stored E counted once on each side (fixed order). */
+static __global__ void __launch_bounds__(BW_THREADS) bw_lp_gsum_kernel(bw_lp_args p, int64_t nrows)
+{
+    int64_t b, c, r0;
+    int t, h, Lc;
+    if (!bw_lp_row(p, nrows, &b, &t, &c, &h, &r0, &Lc)) return;
+    const int L = p.a.map.L;
+    const float *Eb = p.E + b * (int64_t)L * L;
+    float rs = 0.0f, cs = 0.0f;
+    for (int j = threadIdx.x & 31; j < L; j += 32) {
+        rs += Eb[(int64_t)t * L + j];
+        cs += Eb[(int64_t)j * L + t];
+    }
+    rs = seqk__warp_sum(rs);
+    cs = seqk__warp_sum(cs);
+    if ((threadIdx.x & 31) == 0) p.gsum[b * L + t] = rs - cs;
+}
+
+/* One warp per (chunk c, row i < Lc, q/k head hq): for the heads h of the
+ * group in order, with eq = exp(G_i), ek = exp(G_L - G_i), q~ = scale phi(q),
+ * k~ = phi(k) (fp32, from the inputs),
+ *   dQ~ = dQp + eq dQs + diag k~,   dK~ = dKp + ek dKs + diag q~
+ * summed over the heads, then dq = round(scale phi'(q) sum dQ~), dk =
+ * round(phi'(k) sum dK~). With dld: gt = gsum + eq q~ . dQs into dld, bt =
+ * ek k~ . dKs into btb (per head). */
+static __global__ void __launch_bounds__(BW_THREADS)
+    bw_lp_finish_qk_kernel(bw_lp_args p, int64_t items)
+{
+    const bw_args &a = p.a;
+    const int lane = threadIdx.x & 31;
+    const int64_t w = (int64_t)blockIdx.x * BW_WARPS + (threadIdx.x >> 5);
+    if (w >= items) return;
+    const int L = a.map.L, K = a.K, grp = a.hgrp, H = a.H;
+    const int64_t ci = w / a.Hqk, c = ci / L;
+    const int hq = (int)(w - ci * a.Hqk), i = (int)(ci - c * L);
+    int64_t r0;
+    int Lc;
+    seqk__chunk_rows(a.map, c, &r0, &Lc);
+    if (i >= Lc) return;
+    const int64_t r = r0 + i, qo = (r * a.Hqk + hq) * K;
+    if (a.dld) {
+        for (int hi = 0; hi < grp; hi++) {
+            const int h = hq * grp + hi;
+            const int64_t row = (c * H + h) * L + i;
+            const float *dqs = p.dQs + row * K, *dks = p.dKs + row * K;
+            float ga = 0.0f, gb = 0.0f;
+            for (int kk = lane; kk < K; kk += 32) {
+                const float qt = a.scale * seqk__lin_phi(seqk__dt_load(p.q, qo + kk, p.bf16), a.elu);
+                const float kt = seqk__lin_phi(seqk__dt_load(p.k, qo + kk, p.bf16), a.elu);
+                ga = fmaf(qt, dqs[kk], ga);
+                gb = fmaf(kt, dks[kk], gb);
+            }
+            ga = seqk__warp_sum(ga);
+            gb = seqk__warp_sum(gb);
+            if (lane == 0) {
+                float eq = 1.0f, ek = 1.0f;
+                if (a.decay) {
+                    const double gi = a.Gc[r * H + h], gl = a.Gc[(r0 + Lc - 1) * H + h];
+                    eq = expf((float)gi), ek = expf((float)(gl - gi));
+                }
+                a.dld[r * H + h] = fmaf(eq, ga, p.gsum[row]);
+                a.btb[r * H + h] = ek * gb;
+            }
+        }
+    }
+    for (int kk = lane; kk < K; kk += 32) {
+        const float qx = seqk__dt_load(p.q, qo + kk, p.bf16), kx = seqk__dt_load(p.k, qo + kk, p.bf16);
+        const float qt = a.scale * seqk__lin_phi(qx, a.elu), kt = seqk__lin_phi(kx, a.elu);
+        float sq = 0.0f, sk = 0.0f;
+        for (int hi = 0; hi < grp; hi++) {
+            const int h = hq * grp + hi;
+            const int64_t row = (c * H + h) * L + i, e = row * K + kk;
+            float eq = 1.0f, ek = 1.0f;
+            if (a.decay) {
+                const double gi = a.Gc[r * H + h], gl = a.Gc[(r0 + Lc - 1) * H + h];
+                eq = expf((float)gi), ek = expf((float)(gl - gi));
+            }
+            const float dg = p.diag[row];
+            sq += fmaf(dg, kt, fmaf(eq, p.dQs[e], p.dQp[e]));
+            sk += fmaf(dg, qt, fmaf(ek, p.dKs[e], p.dKp[e]));
+        }
+        p.dq[qo + kk] = seqk__dt_round(sq * (a.scale * bw_dphi(qx, a.elu)), p.bf16);
+        p.dk[qo + kk] = seqk__dt_round(sk * bw_dphi(kx, a.elu), p.bf16);
+    }
+}
+
+/* One warp per packed row (b, i < Lc): dV' = dVf; dv = round(v_scale dV' +
+ * skip[h] dout); dv_scale = v . dV' and dskip = dout . v when asked. */
+static __global__ void __launch_bounds__(BW_THREADS) bw_lp_finish_v_kernel(bw_lp_args p, int64_t nrows)
+{
+    int64_t b, c, r0;
+    int i, h, Lc;
+    if (!bw_lp_row(p, nrows, &b, &i, &c, &h, &r0, &Lc) || i >= Lc) return;
+    const bw_args &a = p.a;
+    const int lane = threadIdx.x & 31, V = a.V;
+    const int64_t rh = (r0 + i) * a.H + h;
+    const float *d = p.dVf + (b * a.map.L + i) * (int64_t)V;
+    const float vs = a.v_scale ? a.v_scale[rh] : 1.0f, sk = p.skip ? p.skip[h] : 0.0f;
+    float s = 0.0f, s2 = 0.0f;
+    for (int vv = lane; vv < V; vv += 32) {
+        const float x = seqk__dt_load(p.v, rh * V + vv, p.bf16);
+        const float y = seqk__dt_load(p.dout, rh * V + vv, p.bf16);
+        s = fmaf(x, d[vv], s);
+        s2 = fmaf(y, x, s2);
+        float g = vs * d[vv];
+        if (p.skip) g = fmaf(sk, y, g);
+        p.dv[rh * V + vv] = seqk__dt_round(g, p.bf16);
+    }
+    if (a.dv_scale) {
+        s = seqk__warp_sum(s);
+        if (lane == 0) a.dv_scale[rh] = s;
+    }
+    if (p.dskip) {
+        s2 = seqk__warp_sum(s2);
+        if (lane == 0) p.dskip[rh] = s2;
+    }
+}
+
 /* ---- Mamba2 epilogue ---------------------------------------------------------------- */
 
 static __device__ __forceinline__ float bw_m2_d(int64_t i, int64_t H, int softplus,
@@ -649,7 +898,8 @@ static __device__ __forceinline__ float bw_m2_d(int64_t i, int64_t H, int softpl
     return d / (1.0f + expf(-x));
 }
 
-/* ddt (grid-stride over rows * H) and dx += D dy (over rows * H * Pd). */
+/* ddt (grid-stride over rows * H) and dx += D dy (over rows * H * Pd; D
+ * NULL: none, the engine added it). */
 static __global__ void __launch_bounds__(BW_THREADS)
     bw_m2_elem_kernel(int64_t rows, int64_t H, int64_t Pd, int softplus, const float *dt,
                       const float *dt_bias, const float *A, const float *D, const float *dy,
@@ -665,12 +915,13 @@ static __global__ void __launch_bounds__(BW_THREADS)
 
 /* Block per head h: dA[h], ddt_bias[h], dD[h] (each a sum over rows in a
  * fixed order, in double: thread t takes rows t, t + 256, .., then the block
- * sum). */
+ * sum). dD's terms are dy . x, or dskip[r, h] when given (the native path's
+ * per-token dots). */
 static __global__ void __launch_bounds__(BW_THREADS)
     bw_m2_reduce_kernel(int64_t rows, int64_t H, int64_t Pd, int softplus, const float *dt,
                         const float *dt_bias, const float *A, const float *x, const float *dy,
-                        const float *dtp, const float *dld, const float *dvs, float *dA,
-                        float *dD, float *ddt_bias)
+                        const float *dskip, const float *dtp, const float *dld,
+                        const float *dvs, float *dA, float *dD, float *ddt_bias)
 {
     const int64_t h = blockIdx.x;
     double sa = 0.0, sb = 0.0, sd = 0.0;
@@ -678,7 +929,8 @@ static __global__ void __launch_bounds__(BW_THREADS)
         const int64_t i = r * H + h;
         sa += (double)dld[i] * dtp[i];
         if (ddt_bias) sb += bw_m2_d(i, H, softplus, dt, dt_bias, A, dld, dvs);
-        if (dD)
+        if (dD && dskip) sd += dskip[i];
+        else if (dD)
             for (int64_t p = 0; p < Pd; p++) sd += (double)dy[i * Pd + p] * x[i * Pd + p];
     }
     sa = bw_block_sum_d(sa);
@@ -746,8 +998,49 @@ static bw_plan bw_make_plan(const seqk__lin *P)
     return pl;
 }
 
+/* The native bf16 / f16 path's plan: the native forward's regions
+ * (seqk__cuda_lin_lp_workspace), then the backward's. Sizes and flags only. */
+typedef struct bw_lp_plan {
+    int64_t L, nch, nb;
+    size_t off_dOa, off_Qw, off_wc, off_dPm, off_dPr, off_dS, off_dSb, off_diag, off_gsum, off_dQp, off_dQs,
+        off_dKp, off_dKs, off_dVf, off_bt, off_Dc, bytes;
+} bw_lp_plan;
+
+static bw_lp_plan bw_make_lp_plan(const seqk__lin *P)
+{
+    bw_lp_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.L = seqk__lin_chunk(P->chunk);
+    pl.nch = seqk__count_chunks(P->cu, P->N, P->B, P->T, pl.L);
+    pl.nb = pl.nch * P->H;
+    const size_t f = sizeof(float), es = 2, rows = (size_t)(pl.nb * pl.L), L = (size_t)pl.L;
+    const size_t K = (size_t)P->K, V = (size_t)P->V, nb = (size_t)pl.nb;
+    size_t off = seqk__cuda_lin_lp_workspace(P);
+#define BW_REGION(name, bytes) (pl.name = off, off += bw_align(bytes))
+    BW_REGION(off_dOa, rows * V * es);
+    BW_REGION(off_Qw, rows * K * es);
+    BW_REGION(off_wc, nb * f);
+    BW_REGION(off_dPm, rows * L * es);
+    BW_REGION(off_dPr, rows * L * f);
+    BW_REGION(off_dS, nb * K * V * f);
+    BW_REGION(off_dSb, nb * K * V * es);
+    BW_REGION(off_diag, rows * f);
+    BW_REGION(off_gsum, rows * f);
+    BW_REGION(off_dQp, rows * K * f);
+    BW_REGION(off_dQs, rows * K * f);
+    BW_REGION(off_dKp, rows * K * f);
+    BW_REGION(off_dKs, rows * K * f);
+    BW_REGION(off_dVf, rows * V * f);
+    BW_REGION(off_bt, (size_t)(P->B * P->T * P->H) * f);
+    BW_REGION(off_Dc, nb * f);
+#undef BW_REGION
+    pl.bytes = off;
+    return pl;
+}
+
 extern "C" size_t seqk__cuda_lin_backward_workspace(const seqk__lin *P)
 {
+    if (P->dtype != SEQK_DTYPE_F32) return bw_make_lp_plan(P).bytes;
     return bw_make_plan(P).bytes;
 }
 
@@ -784,12 +1077,134 @@ static seqk_status bw_launch_xty(const char *fn, const bw_args &a, bw_tmat A, bw
         if (st_ != SEQK_SUCCESS) return st_; \
     } while (0)
 
+/* The native bf16 / f16 backward (see "Reduced precision" above); ws holds
+ * bw_make_lp_plan(P).bytes. */
+static seqk_status bw_launch_lowp(const char *fn, seqk_context *ctx, const seqk__lin *P,
+                                  const seqk__lin_grad *Gr, const int32_t *cu_device, char *ws,
+                                  cudaStream_t stream)
+{
+    const bw_lp_plan pl = bw_make_lp_plan(P);
+    /* the forward's stages (0) to (6): no outputs */
+    seqk__lin Pf = *P;
+    Pf.o = NULL, Pf.s_out = NULL, Pf.z_out = NULL;
+    seqk__lin_lp lp;
+    BW_TRY(seqk__cuda_lin_lp_states(fn, ctx, &Pf, cu_device, ws, &lp));
+    const int64_t nch = pl.nch, H = P->H, L = pl.L, K = P->K, V = P->V, nb = pl.nb;
+    const int64_t nrows = nb * L;
+    const seqk_dtype dt = P->dtype;
+
+    bw_lp_args p;
+    memset(&p, 0, sizeof p);
+    bw_args &a = p.a;
+    a.map = lp.map;
+    a.KV = a.KVp = K * V;
+    a.H = (int)H, a.Hqk = (int)P->Hqk, a.hgrp = (int)(P->H / P->Hqk);
+    a.K = (int)K, a.V = a.Vp = (int)V;
+    a.scale = P->scale;
+    a.elu = (P->flags & SEQK__LIN_ELU1) != 0;
+    a.decay = P->g != NULL || P->log_gamma != NULL;
+    a.v_scale = P->v_scale;
+    a.ds_out = Gr->ds_out;
+    a.dv_scale = P->v_scale ? Gr->dv_scale : NULL;
+    a.dld = Gr->dlogdecay;
+    a.ds_in = Gr->ds_in;
+    a.Gc = lp.Gc, a.acoef = lp.acoef, a.S = lp.states;
+    a.dS = (float *)(ws + pl.off_dS);
+    a.btb = (float *)(ws + pl.off_bt);
+    a.Dc = (float *)(ws + pl.off_Dc);
+    p.bf16 = dt == SEQK_DTYPE_BF16;
+    p.q = (const uint16_t *)P->q, p.k = (const uint16_t *)P->k;
+    p.v = (const uint16_t *)P->v, p.dout = (const uint16_t *)Gr->dout;
+    p.dq = (uint16_t *)Gr->dq, p.dk = (uint16_t *)Gr->dk, p.dv = (uint16_t *)Gr->dv;
+    p.skip = Gr->skip, p.dskip = Gr->dskip_tok;
+    p.dOa = (uint16_t *)(ws + pl.off_dOa), p.dPm = (uint16_t *)(ws + pl.off_dPm);
+    p.Qw = (uint16_t *)(ws + pl.off_Qw), p.wcoef = (float *)(ws + pl.off_wc);
+    p.dPr = (float *)(ws + pl.off_dPr), p.E = lp.Sc;
+    p.diag = (float *)(ws + pl.off_diag), p.gsum = (float *)(ws + pl.off_gsum);
+    p.dQp = (float *)(ws + pl.off_dQp), p.dQs = (float *)(ws + pl.off_dQs);
+    p.dKp = (float *)(ws + pl.off_dKp), p.dKs = (float *)(ws + pl.off_dKs);
+    p.dVf = (float *)(ws + pl.off_dVf);
+    uint16_t *dSb = (uint16_t *)(ws + pl.off_dSb);
+
+    const int eblocks = (int)((a.KVp + BW_THREADS - 1) / BW_THREADS);
+    SEQK__GRID_OR_FAIL(gscan, P->N * H * eblocks);
+    if (nch == 0) { /* no tokens: ds_in = ds_out */
+        bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        return SEQK_SUCCESS;
+    }
+    SEQK__GRID_OR_FAIL(gr, (nrows + BW_WARPS - 1) / BW_WARPS);
+    bw_lp_pack_kernel<<<gr, BW_THREADS, 0, stream>>>(p, nrows);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    /* W = Qg^T dO = exp(G_0) Qw^T dO [K, V], then dSn, the gradient of the
+     * state after each chunk (reverse scan, which applies exp(G_0); ds_in) */
+    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, K, V, L, 1.0f, p.Qw, K, L * K, p.dOa, V, L * V,
+                           0.0f, a.dS, V, K * V, nb));
+    a.wcoef = p.wcoef;
+    bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (a.dld) {
+        SEQK__GRID_OR_FAIL(gd, nb);
+        bw_dterm_kernel<<<gd, BW_THREADS, 0, stream>>>(a);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    BW_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.dS, dSb, nb * K * V));
+    /* dP = dO V~^T [L, L]; the mask, E and the diagonal */
+    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, 1.0f, p.dOa, V, L * V, lp.Va, V, L * V,
+                           0.0f, p.dPr, L, L * L, nb));
+    bw_lp_mask_kernel<<<gr, BW_THREADS, 0, stream>>>(p, nrows);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (a.dld) {
+        bw_lp_gsum_kernel<<<gr, BW_THREADS, 0, stream>>>(p, nrows);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    /* dV' = Kd dSn + Pm^T dO [L, V] */
+    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, V, K, 1.0f, lp.Kd, K, L * K, dSb, V, K * V,
+                           0.0f, p.dVf, V, L * V, nb));
+    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, V, L, 1.0f, lp.Pm, L, L * L, p.dOa, V, L * V,
+                           1.0f, p.dVf, V, L * V, nb));
+    /* dQ~'s parts dO S0^T and dPm K~, dK~'s V~ dSn^T and scale dPm^T Qa [L, K] */
+    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, p.dOa, V, L * V, lp.S0b, V, K * V,
+                           0.0f, p.dQs, K, L * K, nb));
+    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, p.dPm, L, L * L, lp.Ka, K, L * K,
+                           0.0f, p.dQp, K, L * K, nb));
+    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, lp.Va, V, L * V, dSb, V, K * V,
+                           0.0f, p.dKs, K, L * K, nb));
+    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, a.scale, p.dPm, L, L * L, lp.Qa, K,
+                           L * K, 0.0f, p.dKp, K, L * K, nb));
+    const int64_t qk_items = nch * L * P->Hqk;
+    SEQK__GRID_OR_FAIL(gq, (qk_items + BW_WARPS - 1) / BW_WARPS);
+    bw_lp_finish_qk_kernel<<<gq, BW_THREADS, 0, stream>>>(p, qk_items);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    bw_lp_finish_v_kernel<<<gr, BW_THREADS, 0, stream>>>(p, nrows);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (a.dld) {
+        SEQK__GRID_OR_FAIL(gl, (nb + BW_WARPS - 1) / BW_WARPS);
+        bw_ld_rev_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nb);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        bw_ld_fwd_kernel<<<gl, BW_THREADS, 0, stream>>>(a, nb);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    return SEQK_SUCCESS;
+}
+
 extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__lin *P,
                                               const seqk__lin_grad *Gr, const int32_t *cu_device)
 {
     static const char fn[] = "seqk (CUDA linear-state backward)";
     SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
     cudaStream_t stream = seqk__stream(ctx);
+    if (P->dtype != SEQK_DTYPE_F32) {
+        if (P->flags & SEQK__LIN_NORMALIZE)
+            return seqk__fail(SEQK_ERROR_INTERNAL, "%s: %s with the normaliser in the native path",
+                              fn, seqk_dtype_string(P->dtype));
+        /* (this form, st then &base with pl.bytes, is the one tools/cuda_emu poisons) */
+        const bw_lp_plan pl = bw_make_lp_plan(P);
+        void *base = NULL;
+        const seqk_status st = seqk__workspace(fn, ctx, P->ws_offset + pl.bytes, &base);
+        if (st) return st;
+        return bw_launch_lowp(fn, ctx, P, Gr, cu_device, (char *)base + P->ws_offset, stream);
+    }
     const bw_plan pl = bw_make_plan(P);
     char *ws = NULL;
     {
@@ -939,23 +1354,24 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
 extern "C" seqk_status seqk__cuda_mamba2_backward_epilogue(
     seqk_context *ctx, int64_t rows, int64_t H, int64_t Pd, int softplus, const float *dt,
     const float *dt_bias, const float *A, const float *D, const float *x, const float *dy,
-    const float *dtp, const float *dld, const float *dvs, float *ddt, float *dA, float *dD,
-    float *ddt_bias, float *dx)
+    const float *dskip, const float *dtp, const float *dld, const float *dvs, float *ddt,
+    float *dA, float *dD, float *ddt_bias, float *dx)
 {
     static const char fn[] = "seqk_mamba2_backward";
     if (H <= 0) return SEQK_SUCCESS;
     SEQK_CUDA_TRY(fn, cudaSetDevice(ctx->device));
     cudaStream_t stream = seqk__stream(ctx);
     if (rows > 0) {
-        bw_m2_elem_kernel<<<seqk__elem_grid(rows * H * (D ? Pd : 1), BW_THREADS), BW_THREADS, 0,
-                            stream>>>(rows, H, Pd, softplus, dt, dt_bias, A, D, dy, dld, dvs,
+        const float *Dx = dskip ? NULL : D; /* native: the engine added D dy to dx */
+        bw_m2_elem_kernel<<<seqk__elem_grid(rows * H * (Dx ? Pd : 1), BW_THREADS), BW_THREADS, 0,
+                            stream>>>(rows, H, Pd, softplus, dt, dt_bias, A, Dx, dy, dld, dvs,
                                       ddt, dx);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
     /* with rows == 0 the sums are zeros (written by the reduction) */
     SEQK__GRID_OR_FAIL(g, H);
     bw_m2_reduce_kernel<<<g, BW_THREADS, 0, stream>>>(rows, H, Pd, softplus, dt, dt_bias, A, x,
-                                                     dy, dtp, dld, dvs, dA, dD, ddt_bias);
+                                                     dy, dskip, dtp, dld, dvs, dA, dD, ddt_bias);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     return SEQK_SUCCESS;
 }

@@ -309,14 +309,70 @@ SEQK_API seqk_status seqk_memcpy(seqk_context *ctx, void *dst, const void *src, 
  * the fp32 final state within 0.61 u (tested against 2 u); the random inputs of those tests have
  * kappa of a few. Not run on a GPU yet (cuBLAS' own summation order may
  * differ from the emulator's; the bound does not depend on it). The
- * recurrent mode, the normaliser, every backward and every other op (but
- * DeltaNet's parallel forward, below) keep the converting path. The
- * native path's workspace (queried by
+ * recurrent mode, the normaliser and every other op (but these four ops'
+ * backwards and DeltaNet's parallel forward, below) keep the converting
+ * path. The native path's workspace (queried by
  * seqk_linear_state_workspace_size_ex, which answers the larger of the two
  * paths) holds the rounded operands of every chunk at once: with L the
  * chunk size and C the number of chunks (T / L per sequence, rounded up),
  * C H (L (2 (4 K + V + L) + 4 max(L, V)) + 2 K V) bytes beyond the fp32
  * op's parallel-mode workspace, instead of the fp32 copies.
+ *
+ * Native backward (issue #21): on a CUDA context the backwards of the same
+ * four ops (seqk_linear_attention_backward_ex without the normaliser,
+ * seqk_retention_backward_ex, seqk_gated_retention_backward_ex,
+ * seqk_mamba2_backward_ex) with a bf16 or f16 dtype run natively too
+ * (gpu/linear_state_backward.cu). They recompute the forward's rounded
+ * operands and fp32 chunk states with the native forward's own stages, then
+ * per chunk run on tensor cores through cuBLAS (fp32 accumulation): W =
+ * Q~w^T dO for the state gradients, dP = dO V~^T, dV = Kd dSn + P^T dO,
+ * dO S0^T, dP K~, V~ dSn^T and scale dP^T phi(q), with dO the input itself
+ * (exact), the masked scores P, the decay-masked dP .* D (strictly lower),
+ * Kd = exp(G_last - G) k~, Q~w = exp(G_i - G_first) q~ (normalised to the
+ * chunk's first token, so that f16 does not flush it under strong decay),
+ * the states S0 and the state gradients dSn rounded to the dtype just
+ * before the products. The row decays exp(G) and exp(G_last - G) of dQ~'s
+ * and dK~'s state terms are applied to the fp32 products; the masks, the
+ * chunk-state walks (forward and reverse, fp32), the gate gradient (its
+ * pairs E = dP .* P from the fp32 dP and the fp32 scores, each counted once
+ * on each side, its query, key and state terms, the reverse sum), the
+ * heads of a q/k group (summed in head order), Mamba2's dt, A, D and
+ * dt_bias gradients and every reduction stay in seqk's fp32 kernels, in a
+ * fixed order (deterministic). dq, dk, dv are rounded once at the end (dv
+ * after Mamba2's D dy is added). Bound: every term of every gradient
+ * carries at most three roundings within u (a pair term of dv: P, and
+ * phi(q), phi(k) with elu+1; of dq, dk: dP .* D, v~ with Mamba2, phi(k) or
+ * phi(q) with elu+1; a state term of dv, dk: dSn, itself a sum of Q~w
+ * terms, and Kd, or v~ with Mamba2; of dq: S0 rounded, itself a sum of Kd
+ * and v~ terms; dstate_in: Q~w, one; the gate gradient's terms: at most
+ * three the same way, its pairs at most one), so to first order
+ * |g - ref| <= 3u sum |terms| + u |ref| for dq, dk, dv (relative in norm
+ * (3 kappa + 1) u) and 3u sum |terms| for the fp32 gradients (dstate_in,
+ * dg, Mamba2's ddt, dA, ddt_bias; dD = sum dy . x carries fp32 rounding
+ * only), kappa the cancellation as above (a per-head sum over tokens, dA,
+ * ddt_bias, has its own: measure it against its summands). f16's range:
+ * scores, dP .* D, states and state gradients past 65504 overflow to inf;
+ * state and state-gradient entries below 2^-24 flush to zero (under strong
+ * decay, where their terms are negligible but for dstate_in, which Q~w's
+ * normalisation keeps). Measured on the emulated CUDA backend against the
+ * float64 gradients of the rounded inputs (tests/test_dtype_native.c, the
+ * forward's shapes, gates and states, with dstate_out): dq, dk, dv within
+ * 1.03 u in bf16 and 1.12 u in f16 (tested against 3 u), the fp32
+ * gradients within 0.61 u and 0.75 u (dA and ddt_bias against the norm of
+ * their summands; tested against 2 u). Not run on a GPU yet. Workspace
+ * (seqk_linear_state_backward_workspace_size_ex answers the larger of the
+ * two paths): the native forward's (above) plus, with nb = C H,
+ * nb (L (18 K + 6 V + 6 L + 8) + 6 K V + 8) + 4 B T H bytes, plus
+ * Mamba2's four [B, T, H] fp32 arrays.
+ *
+ * The CPU keeps the converting path for bf16 and f16 in every op, also on
+ * CPUs with AVX-512 BF16: a native bf16 forward of these four ops on
+ * VDPBF16PS (the rounding points above) was built and measured on the
+ * development machine (2026-12-06, 2 threads, T = 4096, H = 8, K = V = 64
+ * and 128) at 1.3 - 1.45x the converting path's time and 1.7 - 1.8x the
+ * fp32 op's (VDPBF16PS there runs at about half the fp32 FMA's flop rate),
+ * and about 1 u from float64 against the converting path's 0.01 u; the
+ * conversions themselves use AVX-512 BF16 / F16C where present.
  *
  * Native DeltaNet (issue #21 phase 3): on a CUDA context, seqk_deltanet_ex
  * (plain and gated, with and without SEQK_DELTANET_L2NORM_QK) in

@@ -200,7 +200,8 @@ seqk_status seqk__lin_run_backward(const char *fn, seqk_context *ctx, seqk__lin 
         for (int i = 0; i < 7; i++)
             if ((st = seqk__check_ptr(fn, names[i], ptrs[i]))) return st;
     }
-    const size_t qkb = fbytes(rows * P->Hqk, P->K), vb = fbytes(rows * P->H, P->V),
+    /* q, k, v, dout, dq, dk, dv in P's dtype (the native path), the rest fp32 */
+    const size_t qkb = abytes(P, rows * P->Hqk, P->K), vb = abytes(P, rows * P->H, P->V),
                  tb = fbytes(rows, P->H), sb = fbytes(P->N * P->H, P->K * P->V),
                  zb = fbytes(P->N * P->H, P->K);
     const seqk__arg ins[9] = {{m2 ? "Cm" : "q", P->q, qkb},
@@ -296,5 +297,21 @@ seqk_status seqk_linear_state_backward_workspace_size_ex(seqk_context *ctx, seqk
     if (st) return st;
     const int64_t nk = seqk__dt_numel(B, T, G, K), nv = seqk__dt_numel(B, T, H, V);
     const int64_t n[] = {nk, nk, nk, nk, nv, nv, nv};
-    return seqk__dt_workspace_size(fn, dtype, n, 7, bytes);
+    if ((st = seqk__dt_workspace_size(fn, dtype, n, 7, bytes))) return st;
+#if SEQK__HAVE_CUDA
+    if (seqk__lin_native(ctx, dtype, SEQK_MODE_PARALLEL, 0u)) {
+        /* the native backward (gpu/linear_state_backward.cu) instead of the
+         * copies: the larger of the two, as the normaliser keeps the
+         * converting path */
+        seqk__lin P = {0};
+        P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+        P.chunk = seqk__lin_chunk(chunk);
+        P.dtype = dtype;
+        /* plus Mamba2's four [B, T, H] arrays and the same slack as the fp32 query */
+        const size_t native = seqk__cuda_lin_backward_workspace(&P) +
+                              4 * seqk__align_up(fbytes(B * T, H), 256) + 256;
+        if (native > *bytes) *bytes = native;
+    }
+#endif
+    return SEQK_SUCCESS;
 }

@@ -227,7 +227,8 @@ typedef struct seqk__lin_grad {
     float *ds_in;        /* [N,H,K,V] or NULL: dL/d s_in */
     float *dz_in;        /* [N,H,K] or NULL: dL/d z_in, with SEQK__LIN_NORMALIZE */
     /* A skip connection o += skip_h v_t beside the state (Mamba2's D x), CPU
-     * backward only (NULL elsewhere): dv += skip[h] dout_t, and per token
+     * backward and the native bf16 / f16 CUDA one only (NULL for the fp32
+     * CUDA backward): dv += skip[h] dout_t (before dv is rounded), and per token
      * dskip_tok[t, h] = dout_t . v_t (the terms of dL/d skip_h, which the
      * module sums) -- in the pass that writes dv, where dout's rows are in
      * cache, instead of two more passes over dout and v. */

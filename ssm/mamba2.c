@@ -179,15 +179,19 @@ static void mamba2_epilogue_cpu(int threads, int64_t rows, int64_t H, bool softp
     }
 }
 
-static seqk_status mamba2_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
-                                       int64_t Pd, int64_t G, int64_t Nst, unsigned flags,
-                                       const float *x, const float *dt, const float *A,
-                                       const float *Bm, const float *Cm, const float *D,
-                                       const float *dt_bias, const float *state_in,
-                                       const float *dy, const float *dstate_out, float *dx,
-                                       float *ddt, float *dA, float *dBm, float *dCm, float *dD,
-                                       float *ddt_bias, float *dstate_in,
-                                       const int32_t *cu_seqlens, int64_t N, int64_t chunk)
+/* The backward in fp32, or natively in a reduced dtype (seqk__lin_native:
+ * the engine adds D dy to dx before rounding it and hands back dy . x per
+ * token for dD): x, Bm, Cm, dy, dx, dBm, dCm hold elements of dtype. */
+static seqk_status mamba2_backward_run(seqk_context *ctx, seqk_dtype dtype, int64_t B, int64_t T,
+                                       int64_t H, int64_t Pd, int64_t G, int64_t Nst,
+                                       unsigned flags, const void *x, const float *dt,
+                                       const float *A, const void *Bm, const void *Cm,
+                                       const float *D, const float *dt_bias,
+                                       const float *state_in, const void *dy,
+                                       const float *dstate_out, void *dx, float *ddt, float *dA,
+                                       void *dBm, void *dCm, float *dD, float *ddt_bias,
+                                       float *dstate_in, const int32_t *cu_seqlens, int64_t N,
+                                       int64_t chunk)
 {
     static const char fn[] = "seqk_mamba2_backward";
     seqk_status st = mamba2_check(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, Pd, G, Nst, flags, N,
@@ -203,9 +207,9 @@ static seqk_status mamba2_backward_f32(seqk_context *ctx, int64_t B, int64_t T, 
         for (int i = 0; i < 5; i++)
             if ((st = seqk__check_ptr(fn, names[i], ptrs[i]))) return st;
     }
+    const size_t es = seqk_dtype_size(dtype); /* x, Bm, Cm, dy and their gradients */
     const size_t tb = (size_t)(rows * H) * sizeof(float), hb = (size_t)H * sizeof(float),
-                 xb = (size_t)(rows * H * Pd) * sizeof(float),
-                 bcb = (size_t)(rows * G * Nst) * sizeof(float),
+                 xb = (size_t)(rows * H * Pd) * es, bcb = (size_t)(rows * G * Nst) * es,
                  sb = (size_t)((cu_seqlens ? N : B) * H * Nst * Pd) * sizeof(float);
     const seqk__arg ins[10] = {{"x", x, xb},         {"dt", dt, tb},
                                {"A", A, hb},         {"Bm", Bm, bcb},
@@ -222,12 +226,15 @@ static seqk_status mamba2_backward_f32(seqk_context *ctx, int64_t B, int64_t T, 
 #if SEQK__HAVE_CUDA
     const bool cuda = ctx->backend != SEQK_BACKEND_CPU;
 #endif
+    const bool native = dtype != SEQK_DTYPE_F32;
     const bool softplus = (flags & SEQK_MAMBA2_DT_SOFTPLUS) != 0;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;
     P.chunk = seqk__lin_chunk(chunk);
     P.scale = 1.0f;
-    P.q = Cm, P.k = Bm, P.v = x, P.s_in = state_in;
+    P.dtype = dtype;
+    P.q = (const float *)Cm, P.k = (const float *)Bm, P.v = (const float *)x;
+    P.s_in = state_in;
     P.g_head = A;
     /* dt after bias and softplus, d(log a) and d(v_scale) at the start of the
      * workspace, reserved with the engine's share so that nothing moves them */
@@ -243,21 +250,24 @@ static seqk_status mamba2_backward_f32(seqk_context *ctx, int64_t B, int64_t T, 
     char *ws = NULL;
     if ((st = seqk__workspace(fn, ctx, P.ws_offset + engine, (void **)&ws))) return st;
     float *dtp = (float *)ws, *dld = (float *)(ws + part), *dvs = (float *)(ws + 2 * part);
-    float *dskip = (float *)(ws + 3 * part); /* [B,T,H] dy_t . x_t per head (CPU) */
+    float *dskip = (float *)(ws + 3 * part); /* [B,T,H] dy_t . x_t per head (CPU, native) */
     if ((st = mamba2_dt(ctx, threads, rows, H, dt, dt_bias, softplus, dtp))) return st;
     P.v_scale = dtp;
     P.g = dtp;
     P.chunk = chunk; /* seqk__lin_run_backward applies the default */
     seqk__lin_grad Gr = {0};
-    Gr.dout = dy, Gr.ds_out = dstate_out;
-    Gr.dq = dCm, Gr.dk = dBm, Gr.dv = dx, Gr.dv_scale = dvs, Gr.dlogdecay = dld;
+    Gr.dout = (const float *)dy, Gr.ds_out = dstate_out;
+    Gr.dq = (float *)dCm, Gr.dk = (float *)dBm, Gr.dv = (float *)dx;
+    Gr.dv_scale = dvs, Gr.dlogdecay = dld;
     Gr.ds_in = dstate_in;
 #if SEQK__HAVE_CUDA
-    if (!cuda)
+    if (!cuda || native)
 #endif
     {
-        Gr.skip = D; /* the CPU engine writes dx = dt dv' + D dy and dy . x */
-        Gr.dskip_tok = dD ? dskip : NULL;
+        /* the CPU engine and the native one write dx = dt dv' + D dy and dy . x
+         * (the native one always: the epilogue then leaves dx alone) */
+        Gr.skip = D;
+        Gr.dskip_tok = dD || native ? dskip : NULL;
     }
     if ((st = seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens))) return st;
     if (rows == 0) { /* no token: the per-head sums are empty */
@@ -273,9 +283,9 @@ static seqk_status mamba2_backward_f32(seqk_context *ctx, int64_t B, int64_t T, 
     }
 #if SEQK__HAVE_CUDA
     if (cuda)
-        return seqk__cuda_mamba2_backward_epilogue(ctx, rows, H, Pd, softplus, dt, dt_bias, A, D,
-                                                   x, dy, dtp, dld, dvs, ddt, dA, dD, ddt_bias,
-                                                   dx);
+        return seqk__cuda_mamba2_backward_epilogue(
+            ctx, rows, H, Pd, softplus, dt, dt_bias, A, D, (const float *)x, (const float *)dy,
+            native ? dskip : NULL, dtp, dld, dvs, ddt, dA, dD, ddt_bias, (float *)dx);
 #endif
     mamba2_epilogue_cpu(threads, rows, H, softplus, dt, dt_bias, A, dtp, dld, dvs, dskip, ddt, dA,
                         dD, ddt_bias);
@@ -331,10 +341,10 @@ seqk_status seqk_mamba2_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t
                                     float *dD, float *ddt_bias, float *dstate_in,
                                     const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return mamba2_backward_f32(ctx, B, T, H, P, G, Nst, flags, x, dt, A, Bm, Cm, D, dt_bias,
-                                   state_in, dy, dstate_out, dx, ddt, dA, dBm, dCm, dD, ddt_bias,
-                                   dstate_in, cu_seqlens, N, chunk);
+    if (dtype == SEQK_DTYPE_F32 || seqk__lin_native(ctx, dtype, SEQK_MODE_PARALLEL, 0u))
+        return mamba2_backward_run(ctx, dtype, B, T, H, P, G, Nst, flags, x, dt, A, Bm, Cm, D,
+                                   dt_bias, state_in, dy, dstate_out, dx, ddt, dA, dBm, dCm, dD,
+                                   ddt_bias, dstate_in, cu_seqlens, N, chunk);
     const int64_t nx = seqk__dt_numel(B, T, H, P), nb = seqk__dt_numel(B, T, G, Nst);
     seqk__dt_tensor t[] = {
         {"x", x, nx, SEQK__DT_IN, 0, NULL},
@@ -352,9 +362,10 @@ seqk_status seqk_mamba2_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64_t
     seqk_status st = seqk__dt_begin(&c, "seqk_mamba2_backward_ex", ctx, dtype, t, 7,
                                     seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = mamba2_backward_f32(ctx, B, T, H, P, G, Nst, flags, t[0].f, dt, A, t[1].f, t[2].f, D,
-                             dt_bias, state_in, t[3].f, dstate_out, t[4].f, ddt, dA, t[5].f,
-                             t[6].f, dD, ddt_bias, dstate_in, cu_seqlens, N, chunk);
+    st = mamba2_backward_run(ctx, SEQK_DTYPE_F32, B, T, H, P, G, Nst, flags, t[0].f, dt, A,
+                             t[1].f, t[2].f, D, dt_bias, state_in, t[3].f, dstate_out, t[4].f,
+                             ddt, dA, t[5].f, t[6].f, dD, ddt_bias, dstate_in, cu_seqlens, N,
+                             chunk);
     return seqk__dt_end(&c, st);
 }
 

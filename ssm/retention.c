@@ -103,33 +103,37 @@ static seqk_status gated_retention_run(seqk_context *ctx, seqk_dtype dtype, seqk
     return seqk__lin_run(fn, ctx, (int)mode, &P, cu_seqlens);
 }
 
-static seqk_status retention_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
-                                          int64_t K, int64_t V, float scale, const float *gamma,
-                                          const float *q, const float *k, const float *v,
-                                          const float *dout, const float *state_in,
-                                          const float *dstate_out, float *dq, float *dk, float *dv,
+/* The backwards in fp32, or natively in a reduced dtype (seqk__lin_native):
+ * q, k, v, dout, dq, dk, dv hold elements of dtype. */
+static seqk_status retention_backward_run(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                          int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+                                          const float *gamma, const void *q, const void *k,
+                                          const void *v, const void *dout, const float *state_in,
+                                          const float *dstate_out, void *dq, void *dk, void *dv,
                                           float *dstate_in, const int32_t *cu_seqlens, int64_t N,
                                           int64_t chunk)
 {
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
     P.scale = scale;
-    P.q = q, P.k = k, P.v = v, P.s_in = state_in;
+    P.dtype = dtype;
+    P.q = (const float *)q, P.k = (const float *)k, P.v = (const float *)v;
+    P.s_in = state_in;
     seqk__lin_grad Gr = {0};
-    Gr.dout = dout, Gr.ds_out = dstate_out;
-    Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.ds_in = dstate_in;
+    Gr.dout = (const float *)dout, Gr.ds_out = dstate_out;
+    Gr.dq = (float *)dq, Gr.dk = (float *)dk, Gr.dv = (float *)dv, Gr.ds_in = dstate_in;
     return run_with_gammas("seqk_retention_backward", ctx, SEQK_MODE_PARALLEL, &P, &Gr, gamma,
                            cu_seqlens);
 }
 
-static seqk_status gated_retention_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
-                                                int64_t K, int64_t V, float scale, const float *q,
-                                                const float *k, const float *v, const float *g,
-                                                const float *dout, const float *state_in,
-                                                const float *dstate_out, float *dq, float *dk,
-                                                float *dv, float *dg, float *dstate_in,
-                                                const int32_t *cu_seqlens, int64_t N,
-                                                int64_t chunk)
+static seqk_status gated_retention_backward_run(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                                int64_t T, int64_t H, int64_t K, int64_t V,
+                                                float scale, const void *q, const void *k,
+                                                const void *v, const float *g, const void *dout,
+                                                const float *state_in, const float *dstate_out,
+                                                void *dq, void *dk, void *dv, float *dg,
+                                                float *dstate_in, const int32_t *cu_seqlens,
+                                                int64_t N, int64_t chunk)
 {
     static const char fn[] = "seqk_gated_retention_backward";
     seqk_status st = seqk__lin_check_sizes(fn, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N,
@@ -142,10 +146,13 @@ static seqk_status gated_retention_backward_f32(seqk_context *ctx, int64_t B, in
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N, P.chunk = chunk;
     P.scale = scale;
-    P.q = q, P.k = k, P.v = v, P.g = g, P.s_in = state_in;
+    P.dtype = dtype;
+    P.q = (const float *)q, P.k = (const float *)k, P.v = (const float *)v;
+    P.g = g, P.s_in = state_in;
     seqk__lin_grad Gr = {0};
-    Gr.dout = dout, Gr.ds_out = dstate_out;
-    Gr.dq = dq, Gr.dk = dk, Gr.dv = dv, Gr.dlogdecay = dg, Gr.ds_in = dstate_in;
+    Gr.dout = (const float *)dout, Gr.ds_out = dstate_out;
+    Gr.dq = (float *)dq, Gr.dk = (float *)dk, Gr.dv = (float *)dv;
+    Gr.dlogdecay = dg, Gr.ds_in = dstate_in;
     return seqk__lin_run_backward(fn, ctx, &P, &Gr, cu_seqlens);
 }
 
@@ -232,9 +239,10 @@ seqk_status seqk_retention_backward_ex(seqk_context *ctx, seqk_dtype dtype, int6
                                        float *dstate_in, const int32_t *cu_seqlens, int64_t N,
                                        int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return retention_backward_f32(ctx, B, T, H, K, V, scale, gamma, q, k, v, dout, state_in,
-                                      dstate_out, dq, dk, dv, dstate_in, cu_seqlens, N, chunk);
+    if (dtype == SEQK_DTYPE_F32 || seqk__lin_native(ctx, dtype, SEQK_MODE_PARALLEL, 0u))
+        return retention_backward_run(ctx, dtype, B, T, H, K, V, scale, gamma, q, k, v, dout,
+                                      state_in, dstate_out, dq, dk, dv, dstate_in, cu_seqlens, N,
+                                      chunk);
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     seqk__dt_tensor t[] = {
         {"q", q, nk, SEQK__DT_IN, 0, NULL},
@@ -252,9 +260,9 @@ seqk_status seqk_retention_backward_ex(seqk_context *ctx, seqk_dtype dtype, int6
     seqk_status st = seqk__dt_begin(&c, "seqk_retention_backward_ex", ctx, dtype, t, 7,
                                     seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = retention_backward_f32(ctx, B, T, H, K, V, scale, gamma, t[0].f, t[1].f, t[2].f, t[3].f,
-                                state_in, dstate_out, t[4].f, t[5].f, t[6].f, dstate_in,
-                                cu_seqlens, N, chunk);
+    st = retention_backward_run(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, gamma, t[0].f, t[1].f,
+                                t[2].f, t[3].f, state_in, dstate_out, t[4].f, t[5].f, t[6].f,
+                                dstate_in, cu_seqlens, N, chunk);
     return seqk__dt_end(&c, st);
 }
 
@@ -279,10 +287,10 @@ seqk_status seqk_gated_retention_backward_ex(seqk_context *ctx, seqk_dtype dtype
                                              float *dstate_in, const int32_t *cu_seqlens,
                                              int64_t N, int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return gated_retention_backward_f32(ctx, B, T, H, K, V, scale, q, k, v, g, dout, state_in,
-                                            dstate_out, dq, dk, dv, dg, dstate_in, cu_seqlens, N,
-                                            chunk);
+    if (dtype == SEQK_DTYPE_F32 || seqk__lin_native(ctx, dtype, SEQK_MODE_PARALLEL, 0u))
+        return gated_retention_backward_run(ctx, dtype, B, T, H, K, V, scale, q, k, v, g, dout,
+                                            state_in, dstate_out, dq, dk, dv, dg, dstate_in,
+                                            cu_seqlens, N, chunk);
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     seqk__dt_tensor t[] = {
         {"q", q, nk, SEQK__DT_IN, 0, NULL},
@@ -300,9 +308,9 @@ seqk_status seqk_gated_retention_backward_ex(seqk_context *ctx, seqk_dtype dtype
     seqk_status st = seqk__dt_begin(&c, "seqk_gated_retention_backward_ex", ctx, dtype, t, 7,
                                     seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = gated_retention_backward_f32(ctx, B, T, H, K, V, scale, t[0].f, t[1].f, t[2].f, g, t[3].f,
-                                      state_in, dstate_out, t[4].f, t[5].f, t[6].f, dg, dstate_in,
-                                      cu_seqlens, N, chunk);
+    st = gated_retention_backward_run(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, t[0].f, t[1].f,
+                                      t[2].f, g, t[3].f, state_in, dstate_out, t[4].f, t[5].f,
+                                      t[6].f, dg, dstate_in, cu_seqlens, N, chunk);
     return seqk__dt_end(&c, st);
 }
 

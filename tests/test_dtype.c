@@ -54,7 +54,8 @@ seqk_status seqk__dt_convert(seqk_context *ctx, seqk_dtype dtype, int to_f32, co
 
 #define TOL_ULPS 2.0
 /* The native reduced-precision path (seqk.h, "Dtypes": the linear-state
- * forwards' and DeltaNet's parallel mode on CUDA) rounds its operands inside
+ * forwards' and DeltaNet's parallel mode on CUDA, the linear-state backwards
+ * there too) rounds its operands inside
  * the op, so its outputs are not the fp32 op's rounded: they are checked
  * against float64 only, within this bound (tests/test_dtype_native.c covers
  * that path's shapes, gates and states). */
@@ -207,7 +208,8 @@ struct tcase {
     void (*prepare)(const tcase *c, float **h); /* after the random fill and rounding */
     int ws_exact;
     double tol_ulps; /* TOL_ULPS unless a case needs a stated other one */
-    int native;      /* a linear-state or DeltaNet forward: native on CUDA in the parallel mode */
+    int native;      /* a linear-state (1) or DeltaNet (2) forward, a linear-state backward
+                      * (3): native on CUDA in the parallel mode */
 };
 
 static int add(tcase *c, const char *name, int role, size_t n, double lo, double hi)
@@ -562,6 +564,7 @@ static void make_linb(tcase *c, int kind, int varlen)
     add(c, "dg", kind == LIN_GATED ? FOUT : FIN, nt, 0, 0);
     add_cu(c);
     c->call = call_linb, c->query = query_linb, c->ref = ref_linb;
+    c->native = 3;
 }
 
 /* ---- Mamba2 ------------------------------------------------------------------------------ */
@@ -654,6 +657,7 @@ static void make_m2b(tcase *c, int varlen)
     add(c, "dstate_in", FOUT, ns, 0, 0);
     add_cu(c);
     c->call = call_m2b, c->query = query_m2b, c->ref = ref_m2b;
+    c->native = 3;
 }
 
 /* ---- the selective scan --------------------------------------------------------------- */
@@ -798,7 +802,7 @@ static void make_dn(tcase *c, int varlen, seqk_mode mode)
     add(c, "state_out", FOUT, ns, 0, 0);
     add_cu(c);
     c->call = call_dn, c->query = query_dn, c->ref = ref_dn;
-    c->native = 1;
+    c->native = 2;
 }
 
 static seqk_status call_dnb(seqk_context *ctx, seqk_dtype dt, const tcase *c, void **p)
@@ -1206,7 +1210,8 @@ int main(int argc, char **argv)
     printf("worst error against float64 (rounded to the dtype): bf16 %.3g u (u = 2^-8), "
            "f16 %.3g u (u = 2^-11); tolerance %.3g u\n",
            worst[SEQK_DTYPE_BF16], worst[SEQK_DTYPE_F16], TOL_ULPS);
-    printf("native path (CUDA linear-state and DeltaNet forwards, parallel): bf16 %.3g u, "
+    printf("native path (CUDA linear-state and DeltaNet forwards and linear-state backwards, "
+           "parallel): bf16 %.3g u, "
            "f16 %.3g u; tolerance %.3g u\n",
            worst_native[SEQK_DTYPE_BF16], worst_native[SEQK_DTYPE_F16], NATIVE_TOL_ULPS);
     free(cases);

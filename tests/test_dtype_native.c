@@ -34,12 +34,22 @@
  * normaliser and the recurrent mode stay on the converting path (their
  * outputs are the fp32 op's rounded, bit for bit); a caller workspace of
  * exactly the _ex query's size works.
+ * Backward (the native backward of the four linear-state ops on CUDA, the
+ * converting one on the CPU): the same cases with dout (rounded) and, with
+ * an initial state, dstate_out; dq, dk, dv (dCm, dBm, dx) against the
+ * float64 gradients of the rounded inputs (tests/ref/ref_linear_backward.c)
+ * rounded to the dtype, BWD_TOL_ULPS u; the fp32 gradients (dstate_in, dg;
+ * Mamba2's ddt, dA, dD, ddt_bias; dA and ddt_bias against the norm of their
+ * summands) BWD_F32OUT_TOL_ULPS u; fp32 calls F32_BWD_TOL; nothing written
+ * past any output; a caller workspace of exactly the backward _ex query's
+ * size once per op.
  * Prints the worst error per backend and dtype, linear state and DeltaNet
- * apart.
+ * apart, and per backward op.
  */
 #include "fixtures.h"
 #include "ref/ref_deltanet.h"
 #include "ref/ref_linear.h"
+#include "ref/ref_linear_backward.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -336,6 +346,195 @@ static void run_case(th_backend *be, const ncase *c, seqk_dtype dt, int with_ws)
     free_inputs(&in);
 }
 
+/* ---- backward (linear-state ops) ------------------------------------------------------ */
+
+/* The bounds stated in seqk.h ("Dtypes", native backward) for the dtype
+ * gradients (dq, dk, dv; dCm, dBm, dx) and the fp32 ones (dstate_in, dg;
+ * Mamba2's ddt, dA, dD, ddt_bias), in u, relative in norm; fp32 runs:
+ * F32_BWD_TOL. */
+#define BWD_TOL_ULPS 3.0
+#define BWD_F32OUT_TOL_ULPS 2.0
+#define F32_BWD_TOL 1e-4
+
+enum { BOP_LINATTN, BOP_RETNET, BOP_GATED, BOP_MAMBA2, NBOPS };
+static const char *BOPNAME[NBOPS] = {"linear_attention", "retention", "gated_retention",
+                                     "mamba2"};
+static int bop_of(int op)
+{
+    return op == OP_RETNET ? BOP_RETNET : op == OP_GATED ? BOP_GATED
+                                        : op == OP_MAMBA2 ? BOP_MAMBA2 : BOP_LINATTN;
+}
+/* [cpu, cuda][op][dtype]: dtype gradients in u, fp32 gradients in u (fp32: absolute) */
+static double worst_b[2][NBOPS][3], worst_bf[2][NBOPS][3];
+
+/* A backward output: its device array, count, dtype (or fp32), reference
+ * and, for Mamba2's per-head sums over tokens dA and ddt_bias, the size of
+ * their summands (sum_t |term_t| per head: the error is measured against its
+ * norm, as the bound holds for each summand; they cancel to a sum a few
+ * times smaller). */
+typedef struct bout {
+    const char *name;
+    void *d;
+    size_t n;
+    int in_dtype;
+    double *ref;
+    double *scale; /* [n] or NULL: the reference's own norm */
+} bout;
+
+/* ||x - ref|| / ||scale|| */
+static double err_against(const float *x, const double *ref, const double *scale, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        num += (x[i] - ref[i]) * (x[i] - ref[i]);
+        den += scale[i] * scale[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void run_bwd_case(th_backend *be, const ncase *c, seqk_dtype dt, int with_ws)
+{
+    char what[256];
+    snprintf(what, sizeof what,
+             "%s: %s backward %s B=%lld T=%lld H=%lld G=%lld K=%lld V=%lld chunk=%lld%s%s g=[%g,%g]%s",
+             be->name, OPNAME[c->op], seqk_dtype_string(dt), (long long)c->B, (long long)c->T,
+             (long long)c->H, (long long)c->G, (long long)c->K, (long long)c->V,
+             (long long)c->chunk, c->cu ? " varlen" : "", c->state ? " state" : "", c->glo,
+             c->ghi, with_ws ? " (caller workspace of the queried size)" : "");
+    if (th_skipped(be, what)) return;
+    inputs in;
+    make_inputs(c, dt, &in);
+    const int m2 = c->op == OP_MAMBA2, bop = bop_of(c->op);
+    const int64_t G = m2 ? c->G : c->H;
+    float *dout = th_floats(in.nv + 1), *dsT = NULL;
+    th_fill(dout, in.nv, -1, 1);
+    round_all(dt, dout, in.nv);
+    if (c->state) {
+        dsT = th_floats(in.ns + 1);
+        th_fill(dsT, in.ns, -0.5, 0.5);
+    }
+    /* references (float64 of the rounded inputs) */
+    double *rq = th_doubles(in.nq + 1), *rk = th_doubles(in.nq + 1), *rv = th_doubles(in.nv + 1);
+    double *rs0 = th_doubles(in.ns + 1), *rg = th_doubles(in.nt + 1);
+    double *rA = th_doubles((size_t)c->H), *rD = th_doubles((size_t)c->H);
+    double *rb = th_doubles((size_t)c->H), *sA = th_doubles((size_t)c->H);
+    double *sb = th_doubles((size_t)c->H);
+    const double scale = m2 ? 1.0 : 1.0 / sqrt((double)c->K);
+    if (m2) {
+        const ref_mamba2_scales sc = {NULL, NULL, NULL, sA};
+        ref_mamba2_backward(c->B, c->T, c->H, c->V, c->G, c->K, 1, in.v, in.dt, in.A, in.k, in.q,
+                            in.D, in.dt_bias, in.s0, dout, dsT, rv, rg, rA, rk, rq, rD, rb, rs0,
+                            &sc, c->cu, c->N);
+        for (int64_t h = 0; h < c->H; h++) {
+            sb[h] = 0.0;
+            for (size_t r = 0; r < in.rows; r++) sb[h] += fabs(rg[r * (size_t)c->H + (size_t)h]);
+        }
+    }
+    else if (c->op == OP_RETNET)
+        ref_retention_backward(c->B, c->T, c->H, c->K, c->V, scale, in.gamma, in.q, in.k, in.v,
+                               dout, in.s0, dsT, rq, rk, rv, rs0, c->cu, c->N);
+    else if (c->op == OP_GATED)
+        ref_gated_retention_backward(c->B, c->T, c->H, c->K, c->V, scale, in.q, in.k, in.v, in.g,
+                                     dout, in.s0, dsT, rq, rk, rv, rg, NULL, rs0, c->cu, c->N);
+    else
+        ref_linear_attention_backward(c->B, c->T, c->H, c->K, c->V, scale, 0,
+                                      c->op == OP_LINATTN_ELU, in.q, in.k, in.v, dout, in.s0, NULL,
+                                      dsT, NULL, rq, rk, rv, rs0, NULL, NULL, NULL, c->cu, c->N);
+    /* device arrays */
+    dev d;
+    upload(be, dt, c, &in, &d);
+    void *ddout = up_dt(be, dt, dout, in.nv);
+    float *ddsT = dsT ? th_upload(be, dsT, in.ns * 4) : NULL;
+    bout o[8];
+    int no = 0;
+    o[no++] = (bout){m2 ? "dCm" : "dq", poisoned_dt(be, dt, in.nq), in.nq, 1, rq, NULL};
+    o[no++] = (bout){m2 ? "dBm" : "dk", poisoned_dt(be, dt, in.nq), in.nq, 1, rk, NULL};
+    o[no++] = (bout){m2 ? "dx" : "dv", poisoned_dt(be, dt, in.nv), in.nv, 1, rv, NULL};
+    o[no++] = (bout){"dstate_in", th_poisoned(be, in.ns + 1), in.ns, 0, rs0, NULL};
+    if (c->op == OP_GATED || m2)
+        o[no++] = (bout){m2 ? "ddt" : "dg", th_poisoned(be, in.nt + 1), in.nt, 0, rg, NULL};
+    if (m2) {
+        const size_t nh = (size_t)c->H;
+        o[no++] = (bout){"dA", th_poisoned(be, nh + 1), nh, 0, rA, sA};
+        o[no++] = (bout){"dD", th_poisoned(be, nh + 1), nh, 0, rD, NULL};
+        o[no++] = (bout){"ddt_bias", th_poisoned(be, nh + 1), nh, 0, rb, sb};
+    }
+    void *ws = NULL;
+    if (with_ws) {
+        size_t bytes = 0;
+        th_check_status(seqk_linear_state_backward_workspace_size_ex(
+                            be->ctx, dt, c->B, c->T, c->H, G, c->K, c->V, c->cu ? c->N : 0,
+                            c->chunk, &bytes),
+                        SEQK_SUCCESS, "backward workspace query");
+        ws = tf_workspace_begin(be, bytes);
+    }
+    seqk_context *ctx = be->ctx;
+    const float fscale = (float)scale;
+    seqk_status st;
+    if (m2)
+        st = seqk_mamba2_backward_ex(ctx, dt, c->B, c->T, c->H, c->V, c->G, c->K,
+                                     SEQK_MAMBA2_DT_SOFTPLUS, d.v, d.g, d.A, d.k, d.q, d.D,
+                                     d.dt_bias, d.s0, ddout, ddsT, o[2].d, o[4].d, o[5].d, o[1].d,
+                                     o[0].d, o[6].d, o[7].d, o[3].d, d.cu, c->N, c->chunk);
+    else if (c->op == OP_RETNET)
+        st = seqk_retention_backward_ex(ctx, dt, c->B, c->T, c->H, c->K, c->V, fscale, d.gamma,
+                                        d.q, d.k, d.v, ddout, d.s0, ddsT, o[0].d, o[1].d, o[2].d,
+                                        o[3].d, d.cu, c->N, c->chunk);
+    else if (c->op == OP_GATED)
+        st = seqk_gated_retention_backward_ex(ctx, dt, c->B, c->T, c->H, c->K, c->V, fscale, d.q,
+                                              d.k, d.v, d.g, ddout, d.s0, ddsT, o[0].d, o[1].d,
+                                              o[2].d, o[4].d, o[3].d, d.cu, c->N, c->chunk);
+    else
+        st = seqk_linear_attention_backward_ex(
+            ctx, dt, c->B, c->T, c->H, c->K, c->V, fscale,
+            c->op == OP_LINATTN_ELU ? SEQK_LINATTN_ELU1 : 0u, d.q, d.k, d.v, ddout, d.s0, NULL,
+            ddsT, NULL, o[0].d, o[1].d, o[2].d, o[3].d, NULL, d.cu, c->N, c->chunk);
+    if (with_ws) tf_workspace_end(be, ws);
+    if (th_check_status(st, SEQK_SUCCESS, what)) {
+        const int bi = be->backend == SEQK_BACKEND_CUDA;
+        const double u = tf_dt_unit(dt);
+        for (int j = 0; j < no; j++) {
+            float *x = th_floats(o[j].n + 1);
+            bool end_ok;
+            if (o[j].in_dtype) {
+                end_ok = down_dt(be, dt, o[j].d, o[j].n, x);
+                if (dt != SEQK_DTYPE_F32)
+                    for (size_t i = 0; i < o[j].n; i++) o[j].ref[i] = tf_dt_round(dt, o[j].ref[i]);
+            } else {
+                th_download(be, x, o[j].d, (o[j].n + 1) * 4);
+                end_ok = isnan(x[o[j].n]);
+            }
+            th_check(end_ok, "%s: nothing written past %s", what, o[j].name);
+            const double e = o[j].scale ? err_against(x, o[j].ref, o[j].scale, o[j].n)
+                                        : th_rel_err(x, o[j].ref, o[j].n);
+            if (dt == SEQK_DTYPE_F32) {
+                double *w = o[j].in_dtype ? &worst_b[bi][bop][0] : &worst_bf[bi][bop][0];
+                if (e > *w) *w = e;
+                th_check(e <= F32_BWD_TOL, "%s: %s against float64: %.3g (tol %.3g)", what,
+                         o[j].name, e, F32_BWD_TOL);
+            } else {
+                const double eu = e / u;
+                const double tol = o[j].in_dtype ? BWD_TOL_ULPS : BWD_F32OUT_TOL_ULPS;
+                double *w = o[j].in_dtype ? &worst_b[bi][bop][dt] : &worst_bf[bi][bop][dt];
+                if (eu > *w) *w = eu;
+                th_check(eu <= tol, "%s: %s against float64: %.3g u (tol %.3g u)", what,
+                         o[j].name, eu, tol);
+            }
+            free(x);
+            th_free(be, o[j].d);
+        }
+    } else {
+        for (int j = 0; j < no; j++) th_free(be, o[j].d);
+    }
+    th_free(be, ddout);
+    if (ddsT) th_free(be, ddsT);
+    release(be, &d);
+    free(rq), free(rk), free(rv), free(rs0), free(rg), free(rA), free(rD), free(rb), free(sA);
+    free(sb);
+    free(dout), free(dsT);
+    free_inputs(&in);
+}
+
 /* ---- validation and routing ----------------------------------------------------------- */
 
 /* An upload of n uint16 values 0x3c00 (1.0 in f16; 1.875 in bf16). */
@@ -475,6 +674,13 @@ int main(int argc, char **argv)
         /* a caller workspace of exactly the queried size, once per op */
         for (int i = 0; i < nc / ns; i++) /* the last shape's cases: every op */
             for (int d = 1; d < 3; d++) run_case(&bes[b], &cases[nc - 1 - i], DTYPES[d], 1);
+        /* the backwards of the linear-state ops (DeltaNet's: test_dtype.c) */
+        for (int i = 0; i < nc; i++)
+            if (!is_dn(cases[i].op))
+                for (int d = 0; d < 3; d++) run_bwd_case(&bes[b], &cases[i], DTYPES[d], 0);
+        for (int i = 0; i < nc / ns; i++)
+            if (!is_dn(cases[nc - 1 - i].op))
+                for (int d = 1; d < 3; d++) run_bwd_case(&bes[b], &cases[nc - 1 - i], DTYPES[d], 1);
         check_rules(&bes[b]);
     }
     for (int bi = 0; bi < 2; bi++)
@@ -486,6 +692,14 @@ int main(int argc, char **argv)
                    bi ? "cuda" : "cpu", dn ? "deltanet" : "linear state", w[0], w[1], w[2],
                    NATIVE_TOL_ULPS, s[0], s[1], s[2], STATE_TOL_ULPS);
         }
+    for (int bi = 0; bi < 2; bi++)
+        for (int op = 0; op < NBOPS; op++)
+            printf("%s, %s backward: worst dtype gradients against float64: f32 %.3g, bf16 %.3g u, "
+                   "f16 %.3g u (tol %.3g u); fp32 gradients: f32 %.3g, bf16 %.3g u, f16 %.3g u "
+                   "(tol %.3g u)\n",
+                   bi ? "cuda" : "cpu", BOPNAME[op], worst_b[bi][op][0], worst_b[bi][op][1],
+                   worst_b[bi][op][2], BWD_TOL_ULPS, worst_bf[bi][op][0], worst_bf[bi][op][1],
+                   worst_bf[bi][op][2], BWD_F32OUT_TOL_ULPS);
     free(cases);
     return th_finish();
 }
