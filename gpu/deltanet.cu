@@ -116,6 +116,8 @@
  * inputs, and the forward substitution (whose conditioning would amplify a
  * rounded k~: 3.4 u in f16 in a first version that rounded the normalised
  * keys) sees no dtype rounding. Bound and measurements: seqk.h.
+ * Stages (0)-(5) are dnl_launch_states (gpu/deltanet.cuh), which the native
+ * backward (gpu/deltanet_backward.cu) reruns.
  * Workspace (dnl_make_plan): first, Gc, Kn (as above), U, W, the chunk
  * states Sc [nb, K, V], Qa, Kb, fq, fk, Qg, Rv, Rk, Tm, Sx [nb, L, max(L, V)]
  * and Pb. A first version: Q K^T and K K^T are computed for the whole
@@ -248,142 +250,9 @@ static __global__ void __launch_bounds__(DN_THREADS) dn_recurrent_kernel(dn_args
     dn_slice_store(a, sl, sl.nh, S, a.s_out);
 }
 
-/* ---- parallel mode in bf16 / f16 (native; issue #21 phase 3) ---------------------- */
+/* ---- parallel mode in bf16 / f16 (native; issue #21 phase 3): the outputs ------- */
 
-/* The native path's arrays besides the fp32 stages' (dn_args: Gc, Kn, U, W,
- * Sc for the state pass). Packed row (b = c H + h, i < L); rows of a short
- * last chunk are zero-padded to L. */
-typedef struct dnl_args {
-    dn_args a;
-    int bf16;                 /* 1: bf16, 0: f16 */
-    const uint16_t *q, *k, *v; /* the caller's [B*T, H, K] / [B*T, H, V] */
-    uint16_t *o;              /* [B*T, H, V] */
-    uint16_t *Qa, *Kb;        /* [nb, L, K] the inputs q, k (exact: no rounding) */
-    float *fq, *fk;           /* [nb, L] the L2 norm's factors (ones without it; 0 past Lc) */
-    float *Qg;                /* [nb, L, K] exp(G_i) q~ (fp32: its product is with S0) */
-    float *Rv, *Rk;           /* [nb, L, V] beta v, [nb, L, K] beta exp(G) k~ (fp32: with T) */
-    float *Tm;                /* [nb, L, L] K~ K~^T, then T = (I + A)^-1 in place */
-    float *Sx;                /* [nb, L, max(L, V)] scale Q~ K~^T, then O */
-    uint16_t *Pb;             /* [nb, L, L] (Q~ K~^T) .* Gamma .* M_causal, rounded */
-    uint16_t *Vb;             /* [nb, L, V] Vnew rounded (in Rv's block: consumed by then) */
-} dnl_args;
-
-/* The packed row of warp w of the block (LP: 8 warps of 32); false past the end. */
-static __device__ __forceinline__ bool dnl_row(const dnl_args &p, int64_t nrows, int64_t *b,
-                                               int *i, int *h, int64_t *r0, int *Lc)
-{
-    const int64_t row = (int64_t)blockIdx.x * DN_WARPS + (threadIdx.x >> 5);
-    if (row >= nrows) return false;
-    const int L = p.a.map.L;
-    *b = row / L;
-    *i = (int)(row - *b * L);
-    const int64_t c = *b / p.a.H;
-    *h = (int)(*b - c * p.a.H);
-    seqk__chunk_rows(p.a.map, c, r0, Lc);
-    return true;
-}
-
-/* One warp per packed row (b, i): the dtype operands Qa = q, Kb = k (the
- * inputs, exact; the L2 norm's factors fq, fk go to the fp32 side), the fp32
- * ones Qg = exp(G_i) q~, Rv = beta v, Rk = beta exp(G_i) k~, and Kn = k~
- * (fp32, token layout: the state pass's); zeros past the chunk. */
-static __global__ void __launch_bounds__(DN_THREADS) dnl_pack_kernel(dnl_args p, int64_t nrows)
-{
-    int64_t b, r0;
-    int i, h, Lc;
-    if (!dnl_row(p, nrows, &b, &i, &h, &r0, &Lc)) return;
-    const dn_args &a = p.a;
-    const int lane = threadIdx.x & 31, K = a.K, V = a.V, L = a.map.L;
-    const int64_t prow = b * L + i;
-    const bool ok = i < Lc;
-    const int64_t rh = (r0 + i) * a.H + h;
-    float fq = 1.0f, fk = 1.0f, eg = 1.0f, bt = 0.0f;
-    if (ok) {
-        if (a.l2) {
-            float sq = 0.0f, sk = 0.0f;
-            for (int kk = lane; kk < K; kk += 32) {
-                const float x = seqk__dt_load(p.q, rh * K + kk, p.bf16);
-                const float y = seqk__dt_load(p.k, rh * K + kk, p.bf16);
-                sq = fmaf(x, x, sq);
-                sk = fmaf(y, y, sk);
-            }
-            sq = seqk__warp_sum(sq);
-            sk = seqk__warp_sum(sk);
-            fq = 1.0f / sqrtf(sq + SEQK__LIN_L2NORM_EPS);
-            fk = 1.0f / sqrtf(sk + SEQK__LIN_L2NORM_EPS);
-        }
-        if (a.gated) eg = expf((float)a.Gc[rh]);
-        bt = a.beta[rh];
-    }
-    if (lane == 0) p.fq[prow] = ok ? fq : 0.0f, p.fk[prow] = ok ? fk : 0.0f;
-    for (int kk = lane; kk < K; kk += 32) {
-        float qx = 0.0f, kx = 0.0f; /* the inputs */
-        if (ok) {
-            qx = seqk__dt_load(p.q, rh * K + kk, p.bf16);
-            kx = seqk__dt_load(p.k, rh * K + kk, p.bf16);
-            a.Kn[rh * K + kk] = fk * kx;
-        }
-        p.Qa[prow * K + kk] = seqk__dt_round(qx, p.bf16); /* exact */
-        p.Kb[prow * K + kk] = seqk__dt_round(kx, p.bf16);
-        p.Qg[prow * K + kk] = eg * a.scale * (fq * qx);
-        p.Rk[prow * K + kk] = bt * eg * (fk * kx);
-    }
-    for (int vv = lane; vv < V; vv += 32)
-        p.Rv[prow * V + vv] = ok ? bt * seqk__dt_load(p.v, rh * V + vv, p.bf16) : 0.0f;
-}
-
-/* Block per packed chunk b: Pb = round((scale Q~ K~^T) .* Gamma .* M_causal)
- * from Sx = scale Q K^T (Q~ K~^T = diag(fq) Q K^T diag(fk)), then Tm = K K^T
- * (K~ K~^T = diag(fk) K K^T diag(fk)) -> T = (I + A)^-1 in place by forward
- * substitution, row by row (T_i = e_i - sum_{j<i} A_ij T_j, one thread per
- * column; A's row i formed in shared memory from K~ K~^T's row i before it is
- * overwritten; rows past Lc: A = 0, so T_i = e_i). fp32. */
-static __global__ void __launch_bounds__(DN_THREADS) dnl_tri_kernel(dnl_args p)
-{
-    extern __shared__ float arow[]; /* [L] */
-    const dn_args &a = p.a;
-    const int64_t b = blockIdx.x;
-    const int64_t c = b / a.H;
-    const int h = (int)(b - c * a.H);
-    const int L = a.map.L, H = a.H;
-    int64_t r0;
-    int Lc;
-    seqk__chunk_rows(a.map, c, &r0, &Lc);
-    float *Tb = p.Tm + b * L * L;
-    const float *Sb = p.Sx + b * L * L;
-    const float *fq = p.fq + b * L, *fk = p.fk + b * L;
-    uint16_t *Pbb = p.Pb + b * L * L;
-    for (int64_t e = threadIdx.x; e < (int64_t)L * L; e += blockDim.x) {
-        const int i = (int)(e / L), j = (int)(e - (int64_t)i * L);
-        float x = 0.0f;
-        if (j <= i && i < Lc) { /* never exponentiate above the diagonal */
-            x = Sb[e] * (fq[i] * fk[j]);
-            if (a.gated) x *= dn_decay(a.Gc, (r0 + i) * H + h, (r0 + j) * H + h);
-        }
-        Pbb[e] = seqk__dt_round(x, p.bf16);
-    }
-    for (int i = 0; i < L; i++) {
-        const float bi = i < Lc ? a.beta[(r0 + i) * H + h] * fk[i] : 0.0f;
-        for (int j = threadIdx.x; j < i; j += blockDim.x) {
-            float x = 0.0f;
-            if (i < Lc) {
-                x = bi * (Tb[(int64_t)i * L + j] * fk[j]);
-                if (a.gated) x *= dn_decay(a.Gc, (r0 + i) * H + h, (r0 + j) * H + h);
-            }
-            arow[j] = x;
-        }
-        __syncthreads(); /* arow visible; every read of row i's K~ K~^T done */
-        for (int col = threadIdx.x; col < L; col += blockDim.x) {
-            float x = col == i ? 1.0f : 0.0f;
-            for (int j = col; j < i; j++) x = fmaf(-arow[j], Tb[(int64_t)j * L + col], x);
-            Tb[(int64_t)i * L + col] = x;
-        }
-        __syncthreads(); /* arow is rewritten next */
-    }
-}
-
-
-/* One warp per packed row: o = round(O) for rows < Lc. */
+/* One warp per packed row: o = round(O) for rows < Lc (stages (0)-(5): gpu/deltanet.cuh). */
 static __global__ void __launch_bounds__(DN_THREADS) dnl_write_kernel(dnl_args p, int64_t nrows)
 {
     int64_t b, r0;
@@ -428,40 +297,9 @@ static dn_plan dn_make_plan(const seqk__lin *P, int mode)
 
 /* ---- native path: host ------------------------------------------------------------- */
 
-typedef struct dnl_plan {
-    int64_t nchunks;
-    size_t off_first, off_gc, off_kn, off_u, off_w, off_sc, off_qa, off_kb, off_f, off_qg,
-        off_rv, off_rk, off_tm, off_sx, off_pb, bytes;
-} dnl_plan;
-
-static dnl_plan dnl_make_plan(const seqk__lin *P)
-{
-    dnl_plan pl = {};
-    const size_t f = sizeof(float), es = 2, rows = (size_t)(P->B * P->T), H = (size_t)P->H;
-    const size_t L = (size_t)P->chunk, K = (size_t)P->K, V = (size_t)P->V;
-    pl.nchunks = seqk__count_chunks(P->cu, P->N, P->B, P->T, P->chunk);
-    const size_t nb = (size_t)pl.nchunks * H, pr = nb * L; /* packed rows */
-    size_t o = 0;
-    pl.off_first = o, o += dn_align((size_t)(P->N + 1) * sizeof(int32_t));
-    pl.off_gc = o, o += dn_align(rows * H * sizeof(double));
-    pl.off_kn = o, o += dn_align(rows * H * K * f);
-    pl.off_u = o, o += dn_align(pr * V * f);
-    pl.off_w = o, o += dn_align(pr * K * f);
-    pl.off_sc = o, o += dn_align(nb * K * V * f);
-    pl.off_qa = o, o += dn_align(pr * K * es);
-    pl.off_kb = o, o += dn_align(pr * K * es);
-    pl.off_f = o, o += dn_align(2 * pr * f);
-    pl.off_qg = o, o += dn_align(pr * K * f);
-    pl.off_rv = o, o += dn_align(pr * V * f);
-    pl.off_rk = o, o += dn_align(pr * K * f);
-    pl.off_tm = o, o += dn_align(pr * L * f);
-    pl.off_sx = o, o += dn_align(pr * (L > V ? L : V) * f);
-    pl.off_pb = o, o += dn_align(pr * L * es);
-    pl.bytes = o;
-    return pl;
-}
-
-/* The native bf16 / f16 parallel mode (see the top comment). */
+/* The native bf16 / f16 parallel mode (see the top comment): stages (0)-(5)
+ * (dnl_launch_states, gpu/deltanet.cuh, which the backward reruns), then the
+ * outputs. */
 static seqk_status dnl_run(const char *fn, seqk_context *ctx, const seqk__lin *P, dn_args a,
                            int64_t blocks, int nvb, cudaStream_t stream)
 {
@@ -469,63 +307,12 @@ static seqk_status dnl_run(const char *fn, seqk_context *ctx, const seqk__lin *P
     void *base = NULL;
     seqk_status st = seqk__workspace(fn, ctx, pl.bytes, &base);
     if (st) return st;
-    char *ws = (char *)base;
     const int64_t H = a.H, L = a.map.L, K = a.K, V = a.V;
     const int64_t nb = pl.nchunks * H, nrows = nb * L;
     const seqk_dtype dt = P->dtype;
-    a.q = a.k = a.v = NULL, a.o = NULL; /* the fp32 stages see no activations */
-    a.Gc = (double *)(ws + pl.off_gc);
-    a.Kn = (float *)(ws + pl.off_kn);
-    a.U = (float *)(ws + pl.off_u), a.W = (float *)(ws + pl.off_w);
-    a.Sc = (float *)(ws + pl.off_sc);
-    a.Vn = NULL; /* Vnew in place in U */
     dnl_args p;
-    p.bf16 = dt == SEQK_DTYPE_BF16;
-    p.q = (const uint16_t *)P->q, p.k = (const uint16_t *)P->k, p.v = (const uint16_t *)P->v;
-    p.o = (uint16_t *)P->o;
-    p.Qa = (uint16_t *)(ws + pl.off_qa), p.Kb = (uint16_t *)(ws + pl.off_kb);
-    p.fq = (float *)(ws + pl.off_f), p.fk = p.fq + nrows;
-    p.Qg = (float *)(ws + pl.off_qg);
-    p.Rv = (float *)(ws + pl.off_rv), p.Rk = (float *)(ws + pl.off_rk);
-    p.Tm = (float *)(ws + pl.off_tm), p.Sx = (float *)(ws + pl.off_sx);
-    p.Pb = (uint16_t *)(ws + pl.off_pb);
-    p.Vb = (uint16_t *)p.Rv;
-    if (nb > INT_MAX)
-        return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: %lld chunks x heads, too many for one grid",
-                          fn, (long long)nb);
-    if (a.map.cu && (st = seqk__chunks_build_first(fn, &a.map, (int32_t *)(ws + pl.off_first),
-                                                   stream)))
+    if ((st = dnl_launch_states(fn, ctx, P, &a, &p, pl, (char *)base, blocks, nvb, stream)))
         return st;
-    if (nb > 0) {
-        if (a.gated) {
-            dn_gates_kernel<<<seqk__ceil_div(nb, DN_THREADS), DN_THREADS, 0, stream>>>(a, nb);
-            SEQK_CUDA_CHECK_LAUNCH(fn);
-        }
-        p.a = a;
-        SEQK__GRID_OR_FAIL(gp, (nrows + DN_WARPS - 1) / DN_WARPS);
-        dnl_pack_kernel<<<gp, DN_THREADS, 0, stream>>>(p, nrows);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-        /* K K^T and scale Q K^T ([nb, L, L] fp32) from the inputs */
-        if ((st = seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, K, 1.0f, p.Kb, K, L * K, p.Kb, K,
-                                  L * K, 0.0f, p.Tm, L, L * L, nb)) ||
-            (st = seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, K, a.scale, p.Qa, K, L * K, p.Kb, K,
-                                  L * K, 0.0f, p.Sx, L, L * L, nb)))
-            return st;
-        const size_t smem = (size_t)L * sizeof(float);
-        if ((st = seqk__smem_optin(fn, dnl_tri_kernel, smem))) return st;
-        dnl_tri_kernel<<<(unsigned)nb, DN_THREADS, smem, stream>>>(p);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-        /* U = T diag(beta) V, W = T diag(beta exp(G)) K~ (fp32 operands: T) */
-        if ((st = seqk__cuda_gemm(fn, ctx, SEQK_DTYPE_F32, 0, 0, L, V, L, 1.0f, p.Tm, L, L * L,
-                                  p.Rv, V, L * V, 0.0f, a.U, V, L * V, nb)) ||
-            (st = seqk__cuda_gemm(fn, ctx, SEQK_DTYPE_F32, 0, 0, L, K, L, 1.0f, p.Tm, L, L * L,
-                                  p.Rk, K, L * K, 0.0f, a.W, K, L * K, nb)))
-            return st;
-    }
-    /* the chunk-sequential state pass in fp32 (always: it also carries s_in
-     * to s_out for sequences without tokens): Vnew = U - W S0 in place in U,
-     * the state before every chunk into Sc, S = exp(G_Lc) S0 + Kd^T Vnew */
-    if ((st = dn_launch_state(fn, a, blocks, nvb, stream))) return st;
     if (nb == 0) return SEQK_SUCCESS;
     /* O = Qg S0 (fp32 operands: S0), then O += Pb round(Vnew) */
     if ((st = seqk__cuda_gemm(fn, ctx, SEQK_DTYPE_F32, 0, 0, L, V, K, 1.0f, p.Qg, K, L * K, a.Sc,

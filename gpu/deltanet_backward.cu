@@ -4,7 +4,8 @@
  * the CPU backward's (ssm/deltanet_backward.c, whose top comment derives
  * it); this file computes the same per-chunk formulas with every chunk in
  * parallel. First, plain version: fp32 FFMA on CUDA cores, no tensor cores,
- * no cuBLAS. Deterministic: no atomics, every sum in a fixed order.
+ * no cuBLAS (bf16 / f16: the native path at the end of this comment, on
+ * cuBLAS). Deterministic: no atomics, every sum in a fixed order.
  * Written without a GPU at hand: compiled warning-free for sm_80/sm_90 and
  * run on the CPU emulator (tools/cuda_emu) against the float64 reference of
  * tests/test_deltanet_backward.c; not yet run on a GPU.
@@ -76,6 +77,68 @@
  * gpu/linear_state_backward.cu) for the pair and row products, which read
  * their operands from global memory (cached) here; tensor cores; a blocked
  * back substitution; fusing the per-chunk kernels for small K, V.
+ *
+ * Reduced precision (seqk.h, "Dtypes", native DeltaNet backward; issue #21
+ * phase 5): with P->dtype BF16 / F16 (q, k, v, dout, dq, dk, dv in that
+ * dtype; beta, g, the states and dbeta, dg, dstate_in fp32; routed here by
+ * seqk_deltanet_backward_ex on a CUDA context) the backward runs natively,
+ * as the native forward (gpu/deltanet.cu) and the linear-state family's
+ * native backward (gpu/linear_state_backward.cu) do: the chunk products on
+ * cuBLAS (gpu/gemm.cu: cublasGemmStridedBatchedEx, CUBLAS_COMPUTE_32F, fp32
+ * results), dtype operands the inputs themselves (exact) or derived ones
+ * rounded just before the product; the products with T as an operand in
+ * fp32 (never TF32); every elementwise step, mask, decay, state walk and
+ * reduction fp32 in seqk's kernels, in a fixed order (no atomics). Batch
+ * entry b = c H + h, rows of a short last chunk zero-padded to L; fq, fk
+ * the L2 norm's factors (ones without it), q~ = scale fq q, k~ = fk k:
+ *   (0)-(5) the native forward's own stages (dnl_launch_states,
+ *       gpu/deltanet.cuh; not a copy): Gc, the packed inputs Qa = q, Kb = k
+ *       (dtype, exact), fq, fk, Kn = k~ (fp32), Tm = T = (I + A)^-1 and
+ *       Sx = scale Q K^T (fp32, both kept), Pb = round(P), W, and the fp32
+ *       state pass: Vn = U - W S0 (in U's region) and Sc, the state before
+ *       every chunk.
+ *   (6) dnbl_pack_kernel: dOa = dout (exact), Qw = round(exp(G_i - G_0)
+ *       q~_i) and wcoef = exp(G_0) (G_0 the chunk's first token: exp(G_i)
+ *       itself flushes in f16 under strong decay, as in the linear-state
+ *       backward). gemm (dtype): dVn = Pb^T dOa [L, V]; Z = Qw^T dOa [K, V].
+ *   (7) dnb_dstate_kernel (the fp32 path's reverse pass, native branch;
+ *       sequential over a sequence's chunks, fp32): dSc, dVn += ek K~ dS in
+ *       place, dS0 = exp(G_L) dS + wcoef Z - W^T dVn, dstate_in. (ek K~ dS
+ *       and W^T dVn depend on the chunk after: as in the forward's state
+ *       pass they stay in this one kernel.)
+ *   (8) gemm (fp32: T): X = T^T dVn (the back substitution as a product:
+ *       T is explicit here). seqk__cuda_convert: Xb = round(X), Vb =
+ *       round(Vn), S0b = round(Sc), dSb = round(dSc).
+ *   (9) gemm (dtype): KK = Kb Kb^T (fp32 of exact inputs), dAr = -Xb Vb^T,
+ *       dPr = dOa Vb^T [L, L], Y = -Xb S0b^T [L, K].
+ *   (10) dnbl_pairs_kernel, warp per packed row i (j < i, zeros elsewhere;
+ *       gam = Gamma_ij): dP = dPr gam, P = Sx fq_i fk_j gam (the forward's
+ *       fp32 score), M = beta_i dAr gam, DA = dAr gam fk_i fk_j KK; the
+ *       rounded dPq = round(dP fk_j), dPk = round(dP scale fq_i), Mq =
+ *       round(M fk_j), Mk = round(M fk_i) (the norm's factors folded in, so
+ *       the products take the exact inputs); Eg = dPr P + beta_i DA (in KK's
+ *       place), diag = dPr_ii, dba = sum_j DA (fp32). dnbl_gsum_kernel
+ *       (gated): Eg's row sum - column sum, each pair once on each side.
+ *   (11) gemm (dtype) [L, K]: dQp = dPq Kb, dQs = dOa S0b^T, dKp = dPk^T Qa,
+ *       dKm = Mq Kb + Mk^T Kb, dKs = Vb dSb^T.
+ *   (12) dnbl_rows_kernel, warp per token: dv = round(beta X), dbeta = v . X
+ *       + eq k~ . Y + dba, dQ~ = dQp + eq dQs + diag k~, dK~ = dKp + diag q~
+ *       + ek dKs + beta eq Y + dKm (the row decays applied to the fp32
+ *       products), the gate terms gt = gsum + eq q~ . dQs + beta eq k~ . Y,
+ *       bt = ek k~ . dKs, then dq, dk through scale and the L2 norm, rounded
+ *       once.
+ *   (13) dnb_gate_rev_kernel, dnb_gate_fwd_kernel (gated) as above (fp32
+ *       S0, dS for Dterm).
+ * So the dtype roundings are P, Qw, X, Vn, S0, dS, the masked dP and M (and
+ * dq, dk, dv): T, W, the state walks, the substitution and every gate term
+ * stay fp32; dVn carries P's (or Qw's) rounding into X = T^T dVn. Bound and
+ * measurements: seqk.h. Workspace (dnbl_make_plan): the native forward's
+ * (dnl_make_plan), then dOa, Qw, wcoef, Z, dSc, dVn, X, Xb, S0b, dSb, Y,
+ * KK, dAr, dPr, dPq, dPk, Mq, Mk, diag, dba, gsum, dQp, dQs, dKp, dKm, dKs,
+ * btb: nb (L (26 K + 12 V + 20 L + 12) + 12 K V + 4) + 4 B T H bytes
+ * beyond the forward's (nb = C H; each region rounded up to 256 bytes).
+ * A first version: the L x L products are formed whole (the upper triangle
+ * discarded); Vb reuses the forward's Rv block.
  */
 #include "deltanet.cuh"
 
@@ -93,6 +156,11 @@ typedef struct dnb_args {
     float *X, *Y;                 /* [nch, L, V] dVn -> X; [nch, L, K] Y = -X S0^T */
     float *dP, *M, *DA;           /* [nch, L, L] */
     float *btb;                   /* [B*T, H] */
+    /* native bf16 / f16 path only (NULL in fp32): the reverse pass takes X
+     * holding P^T dO (a batched product) and adds ek K~ dS to it in place,
+     * and takes sum_i exp(G_i) q~_i dO_i^T as wcoef[ch] Z[ch] */
+    const float *Z;               /* [nch, K, V] Qw^T dO */
+    const float *wcoef;           /* [nch] exp(G_0) */
 } dnb_args;
 
 /* The chunk and head of a block of a per-(chunk, head) kernel. */
@@ -132,7 +200,7 @@ static __global__ void __launch_bounds__(DNB_THREADS) dnb_dstate_kernel(dnb_args
         const int64_t r0 = row0 + (c - cb) * L;
         const int Lc = (int)(len - (c - cb) * L < L ? len - (c - cb) * L : L);
         const int64_t ch = c * H + sl.h;
-        const float *Pc = a.P + ch * L * L, *Wc = a.W + ch * L * K;
+        const float *Pc = b.Z ? NULL : a.P + ch * L * L, *Wc = a.W + ch * L * K;
         float *Xc = b.X + ch * L * V;
         __syncthreads(); /* the previous chunk is done with eg, ek and S */
         dn_slice_store(a, sl, ch, S, b.dSc); /* the gradient after the chunk */
@@ -144,9 +212,12 @@ static __global__ void __launch_bounds__(DNB_THREADS) dnb_dstate_kernel(dnb_args
             float kd = 0.0f, acc = 0.0f;
             for (int kk = 0; kk < K; kk++) kd = fmaf(ki[kk], S[kk * DN_COLS + lane], kd);
             if (sl.colok) {
-                for (int l = i; l < Lc; l++)
-                    acc = fmaf(Pc[(int64_t)l * L + i], b.dout[((r0 + l) * H + sl.h) * V + sl.col],
-                               acc);
+                if (b.Z) /* native: P^T dO from the batched product */
+                    acc = Xc[(int64_t)i * V + sl.col];
+                else
+                    for (int l = i; l < Lc; l++)
+                        acc = fmaf(Pc[(int64_t)l * L + i],
+                                   b.dout[((r0 + l) * H + sl.h) * V + sl.col], acc);
                 Xc[(int64_t)i * V + sl.col] = fmaf(ek[i], kd, acc);
             }
         }
@@ -155,12 +226,17 @@ static __global__ void __launch_bounds__(DNB_THREADS) dnb_dstate_kernel(dnb_args
         const float ac = a.gated ? expf((float)a.Gc[(r0 + Lc - 1) * H + sl.h]) : 1.0f;
         for (int kk = w; kk < K; kk += DNB_WARPS) {
             float acc = 0.0f;
-            if (sl.colok)
+            if (sl.colok && b.Z) { /* native: exp(G_0) Qw^T dO, then - W^T dVn */
+                acc = b.wcoef[ch] * b.Z[(ch * K + kk) * V + sl.col];
+                for (int i = 0; i < Lc; i++)
+                    acc = fmaf(-Wc[(int64_t)i * K + kk], Xc[(int64_t)i * V + sl.col], acc);
+            } else if (sl.colok) {
                 for (int i = 0; i < Lc; i++) {
                     const int64_t rh = (r0 + i) * H + sl.h;
                     acc = fmaf(eg[i] * a.Qn[rh * K + kk], b.dout[rh * V + sl.col], acc);
                     acc = fmaf(-Wc[(int64_t)i * K + kk], Xc[(int64_t)i * V + sl.col], acc);
                 }
+            }
             S[kk * DN_COLS + lane] = fmaf(ac, S[kk * DN_COLS + lane], acc);
         }
     }
@@ -372,6 +448,195 @@ static __global__ void __launch_bounds__(DNB_THREADS) dnb_gate_fwd_kernel(dnb_ar
     seqk__chunk_gate_fwd(b.dg, b.btb, Dterm, r0, Lc, a.H, h);
 }
 
+/* ---- the native bf16 / f16 path (see "Reduced precision" above) ------------------ */
+
+/* The native backward's arrays besides dnb_args' (whose dq, dk, dv, dout are
+ * unused: those are in the dtype here) and the forward's stages' (p: Qa, Kb,
+ * fq, fk, Tm = T, Sx = scale Q K^T, Pb). Packed as the native forward packs:
+ * batch entry b = c H + h, rows i < L, zeros past a short last chunk. */
+typedef struct dnbl_args {
+    dnb_args b;
+    dnl_args p;
+    const uint16_t *dout;        /* [B*T, H, V] */
+    uint16_t *dq, *dk, *dv;      /* [B*T, H, K], [B*T, H, V] */
+    uint16_t *dOa;               /* [nb, L, V] dout packed (exact) */
+    uint16_t *Qw;                /* [nb, L, K] round(exp(G_i - G_0) q~_i) */
+    float *wcoef;                /* [nb] exp(G_0) */
+    float *KK;                   /* [nb, L, L] K K^T (fp32), then Eg = E + D (gate pairs) */
+    const float *dAr, *dPr;      /* [nb, L, L] -X Vn^T, dO Vn^T (fp32 results) */
+    uint16_t *dPq, *dPk;         /* [nb, L, L] round(dP_ij fk_j), round(dP_ij scale fq_i) */
+    uint16_t *Mq, *Mk;           /* [nb, L, L] round(M_ij fk_j), round(M_ij fk_i) */
+    float *diag, *dba, *gsum;    /* [nb, L] dP_ii; sum_j DA_ij; Eg's row sum - column sum */
+    const float *Xf;             /* [nb, L, V] X = T^T dVn (fp32) */
+    const float *Yp;             /* [nb, L, K] Y = -X S0^T */
+    float *dQp, *dKp;            /* [nb, L, K] dPq K, dPk^T Q (then dQ~, dK~ in place) */
+    const float *dQs, *dKm, *dKs; /* [nb, L, K] dO S0^T, Mq K + Mk^T K, Vn dS^T */
+} dnbl_args;
+
+/* One warp per packed row (b, i): dOa = the row of dout (zeros past the
+ * chunk); Qw = round(exp(G_i - G_0) q~_i), the queries decayed relative to
+ * the chunk's first token (exp(G_i) itself leaves f16's range under strong
+ * decay); wcoef[b] = exp(G_0). */
+static __global__ void __launch_bounds__(DNB_THREADS) dnbl_pack_kernel(dnbl_args x, int64_t nrows)
+{
+    int64_t b, r0;
+    int i, h, Lc;
+    if (!dnl_row(x.p, nrows, &b, &i, &h, &r0, &Lc)) return;
+    const dn_args &a = x.b.a;
+    const int lane = threadIdx.x & 31, K = a.K, V = a.V, L = a.map.L, bf = x.p.bf16;
+    const bool ok = i < Lc;
+    const int64_t rh = (r0 + i) * a.H + h, prow = b * L + i;
+    for (int vv = lane; vv < V; vv += 32)
+        x.dOa[prow * V + vv] = ok ? x.dout[rh * V + vv] : (uint16_t)0;
+    double g0 = 0.0, gi = 0.0;
+    if (a.gated && ok) g0 = a.Gc[r0 * a.H + h], gi = a.Gc[rh];
+    const float f = a.gated ? expf((float)(gi - g0)) : 1.0f;
+    const float fq = x.p.fq[prow] * a.scale; /* 0 past the chunk */
+    for (int kk = lane; kk < K; kk += 32) {
+        const float q = ok ? seqk__dt_load(x.p.q, rh * K + kk, bf) : 0.0f;
+        x.Qw[prow * K + kk] = seqk__dt_round(f * (fq * q), bf);
+    }
+    if (i == 0 && lane == 0) x.wcoef[b] = a.gated ? expf((float)g0) : 1.0f;
+}
+
+/* One warp per packed row (b, i), lanes over j: with gam = Gamma_ij, for
+ * j < i < Lc (zeros elsewhere)
+ *   dP = dPr_ij gam,  P = Sx_ij fq_i fk_j gam (the forward's fp32 score),
+ *   dA = dAr_ij,  M = beta_i dA gam,  DA = dA gam fk_i fk_j KK_ij,
+ *   dPq = round(dP fk_j), dPk = round(dP scale fq_i), Mq = round(M fk_j),
+ *   Mk = round(M fk_i), Eg = dPr_ij P + beta_i DA (in KK's place);
+ * diag_i = dPr_ii, dba_i = sum_{j<i} DA (fixed order). */
+static __global__ void __launch_bounds__(DNB_THREADS) dnbl_pairs_kernel(dnbl_args x, int64_t nrows)
+{
+    int64_t b, r0;
+    int i, h, Lc;
+    if (!dnl_row(x.p, nrows, &b, &i, &h, &r0, &Lc)) return;
+    const dn_args &a = x.b.a;
+    const int lane = threadIdx.x & 31, L = a.map.L, H = a.H, bf = x.p.bf16;
+    const bool ok = i < Lc;
+    const int64_t prow = b * L + i, row = prow * (int64_t)L;
+    const float *fk = x.p.fk + b * L;
+    const float fqi = x.p.fq[prow], fki = fk[i];
+    const float bi = ok ? a.beta[(r0 + i) * H + h] : 0.0f;
+    const double gi = (a.gated && ok) ? a.Gc[(r0 + i) * H + h] : 0.0;
+    float dba = 0.0f;
+    for (int j = lane; j < L; j += 32) {
+        float e = 0.0f, dq = 0.0f, dk = 0.0f, mq = 0.0f, mk = 0.0f;
+        if (ok && j < i) {
+            const float gam = a.gated ? expf((float)(gi - a.Gc[(r0 + j) * H + h])) : 1.0f;
+            const float dpr = x.dPr[row + j], dp = dpr * gam;
+            const float pm = x.p.Sx[row + j] * (fqi * fk[j]) * gam;
+            const float dag = x.dAr[row + j] * gam;
+            const float m = bi * dag, da = dag * (fki * fk[j] * x.KK[row + j]);
+            e = fmaf(bi, da, dpr * pm);
+            dq = dp * fk[j], dk = dp * (a.scale * fqi);
+            mq = m * fk[j], mk = m * fki;
+            dba += da;
+        }
+        x.KK[row + j] = e;
+        x.dPq[row + j] = seqk__dt_round(dq, bf), x.dPk[row + j] = seqk__dt_round(dk, bf);
+        x.Mq[row + j] = seqk__dt_round(mq, bf), x.Mk[row + j] = seqk__dt_round(mk, bf);
+    }
+    dba = seqk__warp_sum(dba);
+    if (lane == 0) {
+        x.dba[prow] = dba;
+        x.diag[prow] = ok ? x.dPr[row + i] : 0.0f;
+    }
+}
+
+/* One warp per packed row t (gated only): gsum_t = sum_j Eg_tj - sum_i Eg_it,
+ * each stored pair counted once on each side (fixed order). */
+static __global__ void __launch_bounds__(DNB_THREADS) dnbl_gsum_kernel(dnbl_args x, int64_t nrows)
+{
+    int64_t b, r0;
+    int t, h, Lc;
+    if (!dnl_row(x.p, nrows, &b, &t, &h, &r0, &Lc)) return;
+    const int L = x.b.a.map.L;
+    const float *Eb = x.KK + b * (int64_t)L * L;
+    float rs = 0.0f, cs = 0.0f;
+    for (int j = threadIdx.x & 31; j < L; j += 32) {
+        rs += Eb[(int64_t)t * L + j];
+        cs += Eb[(int64_t)j * L + t];
+    }
+    rs = seqk__warp_sum(rs);
+    cs = seqk__warp_sum(cs);
+    if ((threadIdx.x & 31) == 0) x.gsum[b * L + t] = rs - cs;
+}
+
+/* One warp per packed row (b, i < Lc), token r0 + i: with eq = exp(G_i), ek =
+ * exp(G_L - G_i), q~ = scale fq q, k~ = fk k (fp32, from the inputs),
+ *   dv = round(beta X),  dbeta = v . X + eq k~ . Y + dba,
+ *   dQ~ = dQp + eq dQs + diag k~,
+ *   dK~ = dKp + diag q~ + ek dKs + beta eq Y + dKm,
+ *   gt = gsum + eq q~ . dQs + beta eq k~ . Y (into dg), bt = ek k~ . dKs,
+ * then dq = round(scale n'(q) dQ~), dk = round(n'(k) dK~) (dQ~, dK~ kept in
+ * dQp, dKp in place: each lane rereads only the elements it wrote). */
+static __global__ void __launch_bounds__(DNB_THREADS) dnbl_rows_kernel(dnbl_args x, int64_t nrows)
+{
+    int64_t b, r0;
+    int i, h, Lc;
+    if (!dnl_row(x.p, nrows, &b, &i, &h, &r0, &Lc) || i >= Lc) return;
+    const dnb_args &B = x.b;
+    const dn_args &a = B.a;
+    const int lane = threadIdx.x & 31, K = a.K, V = a.V, L = a.map.L, H = a.H, bf = x.p.bf16;
+    const int64_t rh = (r0 + i) * H + h, prow = b * L + i;
+    float eq = 1.0f, ek = 1.0f;
+    if (a.gated) {
+        const double gi = a.Gc[rh], gl = a.Gc[(r0 + Lc - 1) * H + h];
+        eq = expf((float)gi), ek = expf((float)(gl - gi));
+    }
+    const float bi = a.beta[rh], fq = x.p.fq[prow], fk = x.p.fk[prow], diag = x.diag[prow];
+    const float *xi = x.Xf + prow * V;
+    float dbv = 0.0f;
+    for (int c = lane; c < V; c += 32) {
+        dbv = fmaf(seqk__dt_load(x.p.v, rh * V + c, bf), xi[c], dbv);
+        x.dv[rh * V + c] = seqk__dt_round(bi * xi[c], bf);
+    }
+    const float *yi = x.Yp + prow * K, *dqs = x.dQs + prow * K, *dkm = x.dKm + prow * K;
+    const float *dks = x.dKs + prow * K;
+    float *oq = x.dQp + prow * K, *ok = x.dKp + prow * K;
+    float ga = 0.0f, bt = 0.0f, ky = 0.0f;
+    for (int kk = lane; kk < K; kk += 32) {
+        const float qt = a.scale * (fq * seqk__dt_load(x.p.q, rh * K + kk, bf));
+        const float kt = fk * seqk__dt_load(x.p.k, rh * K + kk, bf);
+        oq[kk] = fmaf(diag, kt, fmaf(eq, dqs[kk], oq[kk]));
+        ok[kk] = ok[kk] + diag * qt + ek * dks[kk] + bi * eq * yi[kk] + dkm[kk];
+        ga = fmaf(qt, dqs[kk], ga);
+        bt = fmaf(kt, dks[kk], bt);
+        ky = fmaf(kt, yi[kk], ky);
+    }
+    dbv = seqk__warp_sum(dbv);
+    ga = seqk__warp_sum(ga);
+    bt = seqk__warp_sum(bt);
+    ky = seqk__warp_sum(ky);
+    if (lane == 0) {
+        B.dbeta[rh] = dbv + eq * ky + x.dba[prow];
+        if (B.dg) {
+            B.dg[rh] = x.gsum[prow] + eq * ga + bi * eq * ky;
+            B.btb[rh] = ek * bt;
+        }
+    }
+    /* x~ = x / r: dx = (dx~ - x^ (x^ . dx~)) / r, x^ = x / r (fq = fk = 1
+     * without the norm) */
+    float pq = 0.0f, pk = 0.0f;
+    if (a.l2) {
+        for (int kk = lane; kk < K; kk += 32) {
+            pq = fmaf(fq * seqk__dt_load(x.p.q, rh * K + kk, bf), oq[kk], pq);
+            pk = fmaf(fk * seqk__dt_load(x.p.k, rh * K + kk, bf), ok[kk], pk);
+        }
+        pq = seqk__warp_sum(pq);
+        pk = seqk__warp_sum(pk);
+    }
+    for (int kk = lane; kk < K; kk += 32) {
+        const float qh = fq * seqk__dt_load(x.p.q, rh * K + kk, bf);
+        const float kh = fk * seqk__dt_load(x.p.k, rh * K + kk, bf);
+        const float gq = a.l2 ? a.scale * (oq[kk] - qh * pq) * fq : a.scale * oq[kk];
+        const float gk = a.l2 ? (ok[kk] - kh * pk) * fk : ok[kk];
+        x.dq[rh * K + kk] = seqk__dt_round(gq, bf);
+        x.dk[rh * K + kk] = seqk__dt_round(gk, bf);
+    }
+}
+
 /* ---- host ---------------------------------------------------------------------------------- */
 
 typedef struct dnb_plan {
@@ -413,8 +678,190 @@ static dnb_plan dnb_make_plan(const seqk__lin *P)
     return pl;
 }
 
+/* The native path's plan: the native forward's regions (dnl_make_plan), then
+ * the backward's. Sizes and flags only. */
+typedef struct dnbl_plan {
+    dnl_plan f;
+    size_t off_doa, off_qw, off_wc, off_z, off_ds, off_dv, off_x, off_xb, off_s0b, off_dsb,
+        off_y, off_kk, off_da, off_dp, off_dpq, off_dpk, off_mq, off_mk, off_diag, off_dba,
+        off_gsum, off_dqp, off_dqs, off_dkp, off_dkm, off_dks, off_bt, bytes;
+} dnbl_plan;
+
+static dnbl_plan dnbl_make_plan(const seqk__lin *P)
+{
+    dnbl_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.f = dnl_make_plan(P);
+    const size_t f = sizeof(float), es = 2, H = (size_t)P->H, L = (size_t)P->chunk;
+    const size_t K = (size_t)P->K, V = (size_t)P->V;
+    const size_t nb = (size_t)pl.f.nchunks * H, pr = nb * L; /* packed rows */
+    size_t o = pl.f.bytes;
+#define DNBL_REGION(name, bytes) (pl.name = o, o += dnb_align(bytes))
+    DNBL_REGION(off_doa, pr * V * es);
+    DNBL_REGION(off_qw, pr * K * es);
+    DNBL_REGION(off_wc, nb * f);
+    DNBL_REGION(off_z, nb * K * V * f);
+    DNBL_REGION(off_ds, nb * K * V * f);
+    DNBL_REGION(off_dv, pr * V * f);
+    DNBL_REGION(off_x, pr * V * f);
+    DNBL_REGION(off_xb, pr * V * es);
+    DNBL_REGION(off_s0b, nb * K * V * es);
+    DNBL_REGION(off_dsb, nb * K * V * es);
+    DNBL_REGION(off_y, pr * K * f);
+    DNBL_REGION(off_kk, pr * L * f);
+    DNBL_REGION(off_da, pr * L * f);
+    DNBL_REGION(off_dp, pr * L * f);
+    DNBL_REGION(off_dpq, pr * L * es);
+    DNBL_REGION(off_dpk, pr * L * es);
+    DNBL_REGION(off_mq, pr * L * es);
+    DNBL_REGION(off_mk, pr * L * es);
+    DNBL_REGION(off_diag, pr * f);
+    DNBL_REGION(off_dba, pr * f);
+    DNBL_REGION(off_gsum, pr * f);
+    DNBL_REGION(off_dqp, pr * K * f);
+    DNBL_REGION(off_dqs, pr * K * f);
+    DNBL_REGION(off_dkp, pr * K * f);
+    DNBL_REGION(off_dkm, pr * K * f);
+    DNBL_REGION(off_dks, pr * K * f);
+    DNBL_REGION(off_bt, (size_t)(P->B * P->T) * H * f);
+#undef DNBL_REGION
+    pl.bytes = o;
+    return pl;
+}
+
+#define DNB_TRY(call)                        \
+    do {                                     \
+        const seqk_status st_ = (call);      \
+        if (st_ != SEQK_SUCCESS) return st_; \
+    } while (0)
+
+/* The native bf16 / f16 backward (see "Reduced precision" above). */
+static seqk_status dnbl_run(const char *fn, seqk_context *ctx, const seqk__lin *P,
+                            const float *beta, const void *dout, const float *dstate_out,
+                            void *dq, void *dk, void *dv, float *dbeta, float *dg,
+                            float *dstate_in, const int32_t *cu_device, int64_t blocks, int nvb,
+                            cudaStream_t stream)
+{
+    const dnbl_plan pl = dnbl_make_plan(P);
+    void *base = NULL;
+    seqk_status st = seqk__workspace(fn, ctx, pl.bytes, &base);
+    if (st) return st;
+    char *ws = (char *)base;
+    const int64_t H = P->H, L = P->chunk, K = P->K, V = P->V;
+    const int64_t nb = pl.f.nchunks * H, nrows = nb * L;
+    const seqk_dtype dt = P->dtype;
+    dnbl_args x;
+    memset(&x, 0, sizeof x);
+    dnb_args &b = x.b;
+    dn_args a = dn_args_of(P, beta, cu_device);
+    a.o = NULL, a.s_out = NULL; /* the rerun of the forward writes no outputs */
+    /* the native forward's stages (0)-(5): Gc, Kn, Qa, Kb, fq, fk, T, Sx,
+     * Pb, W, Vn (in U's region), Sc */
+    DNB_TRY(dnl_launch_states(fn, ctx, P, &a, &x.p, pl.f, ws, blocks, nvb, stream));
+    a.Vn = a.U, a.U = NULL;
+    b.a = a;
+    b.ds_out = dstate_out, b.ds_in = dstate_in;
+    b.dbeta = dbeta, b.dg = P->g ? dg : NULL;
+    b.dSc = (float *)(ws + pl.off_ds);
+    b.X = (float *)(ws + pl.off_dv); /* P^T dO, then dVn (the reverse pass) */
+    b.btb = (float *)(ws + pl.off_bt);
+    b.Z = (const float *)(ws + pl.off_z);
+    b.wcoef = (const float *)(ws + pl.off_wc);
+    x.p.a = a;
+    x.dout = (const uint16_t *)dout;
+    x.dq = (uint16_t *)dq, x.dk = (uint16_t *)dk, x.dv = (uint16_t *)dv;
+    x.dOa = (uint16_t *)(ws + pl.off_doa), x.Qw = (uint16_t *)(ws + pl.off_qw);
+    x.wcoef = (float *)(ws + pl.off_wc);
+    x.KK = (float *)(ws + pl.off_kk);
+    x.dAr = (const float *)(ws + pl.off_da), x.dPr = (const float *)(ws + pl.off_dp);
+    x.dPq = (uint16_t *)(ws + pl.off_dpq), x.dPk = (uint16_t *)(ws + pl.off_dpk);
+    x.Mq = (uint16_t *)(ws + pl.off_mq), x.Mk = (uint16_t *)(ws + pl.off_mk);
+    x.diag = (float *)(ws + pl.off_diag), x.dba = (float *)(ws + pl.off_dba);
+    x.gsum = (float *)(ws + pl.off_gsum);
+    x.Yp = (const float *)(ws + pl.off_y);
+    x.dQp = (float *)(ws + pl.off_dqp), x.dKp = (float *)(ws + pl.off_dkp);
+    x.dQs = (const float *)(ws + pl.off_dqs), x.dKm = (const float *)(ws + pl.off_dkm);
+    x.dKs = (const float *)(ws + pl.off_dks);
+    float *Xf = (float *)(ws + pl.off_x), *Z = (float *)(ws + pl.off_z);
+    x.Xf = Xf;
+    float *Y = (float *)(ws + pl.off_y), *dAr = (float *)(ws + pl.off_da);
+    float *dPr = (float *)(ws + pl.off_dp), *dQs = (float *)(ws + pl.off_dqs);
+    float *dKm = (float *)(ws + pl.off_dkm), *dKs = (float *)(ws + pl.off_dks);
+    uint16_t *Xb = (uint16_t *)(ws + pl.off_xb), *S0b = (uint16_t *)(ws + pl.off_s0b);
+    uint16_t *dSb = (uint16_t *)(ws + pl.off_dsb), *Vb = x.p.Vb;
+    const dnl_args &p = x.p;
+
+    if (nb > 0) {
+        SEQK__GRID_OR_FAIL(gr, (nrows + DN_WARPS - 1) / DN_WARPS);
+        dnbl_pack_kernel<<<gr, DNB_THREADS, 0, stream>>>(x, nrows);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        /* the reverse pass' chunk-local parts: P^T dO [L, V] into b.X and
+         * Qw^T dO [K, V] (exp(G_0) applied in the pass) */
+        DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, V, L, 1.0f, p.Pb, L, L * L, x.dOa, V,
+                                L * V, 0.0f, b.X, V, L * V, nb));
+        DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, K, V, L, 1.0f, x.Qw, K, L * K, x.dOa, V,
+                                L * V, 0.0f, Z, V, K * V, nb));
+    }
+    /* the reverse pass (fp32; with no chunks dstate_in = dstate_out): dSc,
+     * dVn = P^T dO + ek K~ dS in place in b.X, dstate_in */
+    const size_t smem = dn_state_smem(a.K, a.map.L);
+    DNB_TRY(seqk__smem_optin(fn, dnb_dstate_kernel, smem));
+    dnb_dstate_kernel<<<(unsigned)blocks, DNB_THREADS, smem, stream>>>(b, nvb);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (nb == 0) return SEQK_SUCCESS;
+    /* X = T^T dVn (fp32 operands: T), then the rounded operands */
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, SEQK_DTYPE_F32, 1, 0, L, V, L, 1.0f, p.Tm, L, L * L, b.X, V,
+                            L * V, 0.0f, Xf, V, L * V, nb));
+    DNB_TRY(seqk__cuda_convert(fn, ctx, dt, 0, Xf, Xb, nrows * V));
+    DNB_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.Vn, Vb, nrows * V));
+    DNB_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.Sc, S0b, nb * K * V));
+    DNB_TRY(seqk__cuda_convert(fn, ctx, dt, 0, b.dSc, dSb, nb * K * V));
+    /* K K^T (fp32, exact inputs), dA = -X Vn^T, dP = dO Vn^T [L, L]; Y = -X S0^T [L, K] */
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, K, 1.0f, p.Kb, K, L * K, p.Kb, K, L * K,
+                            0.0f, x.KK, L, L * L, nb));
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, -1.0f, Xb, V, L * V, Vb, V, L * V, 0.0f,
+                            dAr, L, L * L, nb));
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, 1.0f, x.dOa, V, L * V, Vb, V, L * V,
+                            0.0f, dPr, L, L * L, nb));
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, -1.0f, Xb, V, L * V, S0b, V, K * V, 0.0f,
+                            Y, K, L * K, nb));
+    /* the pairs: masks, decays, the rounded dP and M, E + D, diag, dba */
+    SEQK__GRID_OR_FAIL(gr, (nrows + DN_WARPS - 1) / DN_WARPS);
+    dnbl_pairs_kernel<<<gr, DNB_THREADS, 0, stream>>>(x, nrows);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (b.dg) {
+        dnbl_gsum_kernel<<<gr, DNB_THREADS, 0, stream>>>(x, nrows);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    /* dQ~'s dP K~ and dO S0^T; dK~'s dP^T Q~, (M + M^T) K~ and Vn dS^T [L, K] */
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, x.dPq, L, L * L, p.Kb, K, L * K,
+                            0.0f, x.dQp, K, L * K, nb));
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, x.dOa, V, L * V, S0b, V, K * V,
+                            0.0f, dQs, K, L * K, nb));
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, 1.0f, x.dPk, L, L * L, p.Qa, K, L * K,
+                            0.0f, x.dKp, K, L * K, nb));
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, x.Mq, L, L * L, p.Kb, K, L * K,
+                            0.0f, dKm, K, L * K, nb));
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, 1.0f, x.Mk, L, L * L, p.Kb, K, L * K,
+                            1.0f, dKm, K, L * K, nb));
+    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, Vb, V, L * V, dSb, V, K * V, 0.0f,
+                            dKs, K, L * K, nb));
+    /* per token: dq, dk, dv, dbeta and the gate terms */
+    dnbl_rows_kernel<<<gr, DNB_THREADS, 0, stream>>>(x, nrows);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    if (b.dg) {
+        const unsigned gw = seqk__ceil_div(nb, DNB_WARPS);
+        dnb_gate_rev_kernel<<<gw, DNB_THREADS, 0, stream>>>(b, nb);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+        dnb_gate_fwd_kernel<<<gw, DNB_THREADS, 0, stream>>>(b, nb);
+        SEQK_CUDA_CHECK_LAUNCH(fn);
+    }
+    return SEQK_SUCCESS;
+}
+
 extern "C" size_t seqk__cuda_deltanet_backward_workspace(const seqk__lin *P)
 {
+    if (P->dtype != SEQK_DTYPE_F32) return dnbl_make_plan(P).bytes;
     return dnb_make_plan(P).bytes;
 }
 
@@ -441,6 +888,9 @@ extern "C" seqk_status seqk__cuda_deltanet_backward(seqk_context *ctx, const seq
         return seqk__fail(SEQK_ERROR_UNSUPPORTED, "%s: N*H*ceil(V/32)=%lld blocks, at most %d", fn,
                           (long long)blocks, INT_MAX);
 
+    if (P->dtype != SEQK_DTYPE_F32)
+        return dnbl_run(fn, ctx, P, beta, dout, dstate_out, dq, dk, dv, dbeta, dg, dstate_in,
+                        cu_device, blocks, nvb, stream);
     const dnb_plan pl = dnb_make_plan(P);
     char *ws = NULL;
     {

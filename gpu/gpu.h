@@ -162,6 +162,9 @@ size_t seqk__cuda_deltanet_workspace(const struct seqk__lin *P, int mode);
  * s_out unused); beta, dout, dstate_out (or NULL) and the outputs dq, dk,
  * dv, dbeta, dg (NULL without g), dstate_in (or NULL) device arrays as the
  * public call's; cu_device the device cu_seqlens (NULL without varlen).
+ * With P->dtype BF16 / F16 (the native path) q, k, v (in P), dout, dq, dk,
+ * dv hold elements of that dtype (cast to float pointers) and the
+ * workspace query answers the native path's size.
  * Everything is validated. Deterministic (no atomics). The workspace size is
  * an upper bound when P->cu is NULL and P->N != P->B (a varlen query). */
 struct seqk__lin;

@@ -310,8 +310,8 @@ SEQK_API seqk_status seqk_memcpy(seqk_context *ctx, void *dst, const void *src, 
  * kappa of a few. Not run on a GPU yet (cuBLAS' own summation order may
  * differ from the emulator's; the bound does not depend on it). The
  * recurrent mode, the normaliser and every other op (but these four ops'
- * backwards and DeltaNet's parallel forward, below) keep the converting
- * path. The native path's workspace (queried by
+ * backwards and DeltaNet's parallel forward and backward, below) keep the
+ * converting path. The native path's workspace (queried by
  * seqk_linear_state_workspace_size_ex, which answers the larger of the two
  * paths) holds the rounded operands of every chunk at once: with L the
  * chunk size and C the number of chunks (T / L per sequence, rounded up),
@@ -406,10 +406,61 @@ SEQK_API seqk_status seqk_memcpy(seqk_context *ctx, void *dst, const void *src, 
  * decay (more terms cancel: kappa grows with the chunk), tested against
  * 3 u; the final state within 7.3e-7 relative (1.7e-4 u bf16, 1.5e-3 u
  * f16; tested against the fp32 op's 1e-5). Not run on a GPU yet. The recurrent
- * mode and the backward keep the converting path. Workspace (queried by
+ * mode keeps the converting path (the backward: below). Workspace (queried by
  * seqk_deltanet_workspace_size_ex, the larger of the two paths):
  * C H (L (16 K + 8 V + 6 L + 4 max(L, V) + 8) + 4 K V) + B T H (4 K + 8)
  * bytes (each region rounded up to 256 bytes), no fp32 copies.
+ *
+ * Native DeltaNet backward (issue #21 phase 5): on a CUDA context,
+ * seqk_deltanet_backward_ex (plain and gated, with and without
+ * SEQK_DELTANET_L2NORM_QK) with a bf16 or f16 dtype runs natively too
+ * (gpu/deltanet_backward.cu; beta, g, the states, dbeta, dg and dstate_in
+ * stay fp32). It reruns the native forward's stages (above: T, W, Vnew and
+ * the chunk states fp32 on exact inputs; the masked scores P rounded), then
+ * per chunk on tensor cores through cuBLAS (fp32 accumulation): P^T dO and
+ * Q~w^T dO (the chunk-local parts of the reverse state walk), dA = -X Vnew^T,
+ * dP = dO Vnew^T, Y = -X S0^T, dQ~'s dP K~ and dO S0^T, dK~'s dP^T Q~,
+ * (M + M^T) K~ and Vnew dS^T, with dO, q and k the inputs themselves
+ * (exact; scale and the L2 norm's factors folded into the rounded L x L
+ * operands) and P, Q~w = exp(G_i - G_first) q~ (normalised to the chunk's
+ * first token, as in the linear-state backward), X, Vnew, S0, dS, the
+ * decay-masked dP and M = diag(beta) dA .* Gamma rounded to the dtype just
+ * before the products. X = T^T dVn is a product on fp32 operands (T
+ * explicit, never TF32); the reverse state walk (dVn += (diag(exp(G_C - G))
+ * K~) dS, dS0 = exp(G_C) dS + exp(G_first) Q~w^T dO - W^T dVn), the masks,
+ * decays, dbeta, the gate gradient (its pairs dP .* P from the fp32 dP and
+ * the fp32 scores and beta_i dA_ij Gamma_ij (k~_i . k~_j), each counted once
+ * on each side; its query, key, W and state terms; the reverse sum), the L2
+ * norm's backward and every reduction stay in seqk's fp32 kernels, in a
+ * fixed order (deterministic). dq, dk, dv are rounded once at the end.
+ * Bound: expand every gradient into terms through T = (I + A)^-1 (so that
+ * the substitution's growth, kappa_T above, is in the terms, not in a
+ * factor). To first order each term carries at most four roundings within
+ * u: dVn's terms one (P, or Q~w through dS), which X = T^T dVn carries;
+ * dv = beta X: one; dq: two (Vnew and the rounded dP; or S0); dk: four for
+ * its M terms (X rounded on top of the one it carries, Vnew, M), three for
+ * its Y and state terms (X twice and S0; dS rounded on top of the one it
+ * carries, and Vnew), two for its dP terms; dstate_in: one; dbeta and dg:
+ * at most three (their Y and dA terms, dg's state term), dg's score pairs
+ * one. So |g - ref| <= 4u sum |terms| + u |ref| for dq, dk, dv (relative in
+ * norm (4 kappa + 1) u; (2 kappa + 1) u for dq, (kappa + 1) u for dv) and
+ * 3u sum |terms| for dbeta, dg, dstate_in (3 kappa u), kappa =
+ * || sum |terms| || / ||g|| as above. f16's range: P, dP, M, X, Vnew, S0
+ * and dS past 65504 overflow to inf; state-gradient entries below 2^-24
+ * flush to zero in their
+ * products (under strong decay, where those terms are negligible; dstate_in
+ * itself is fp32). Measured on the emulated CUDA backend against the float64
+ * gradients of the rounded inputs (tests/test_dtype_native.c, the forward's
+ * shapes, gates and states above, with dstate_out): with chunks up to 64,
+ * dq, dk, dv within 1.33 u in bf16 and 1.37 u in f16, dbeta, dg, dstate_in
+ * within 0.98 u and 1.41 u; with the 288-token chunk (no or weak decay:
+ * kappa grows with the chunk, as in the forward) dq 1.91 / 1.99 u, dk 2.16
+ * / 2.13 u, dv 1.31 / 1.33 u (bf16 / f16), dbeta 1.50 / 1.57 u, dg 1.79 /
+ * 1.60 u, dstate_in 2.12 / 1.82 u; tested against 3 u for both kinds.
+ * Not run on a GPU yet. Workspace (queried by
+ * seqk_deltanet_backward_workspace_size_ex, the larger of the two paths):
+ * the native forward's plus C H (L (26 K + 12 V + 20 L + 12) + 12 K V + 4)
+ * + 4 B T H bytes (each region rounded up to 256 bytes), no fp32 copies.
  *
  * Workspace: besides the fp32 op's own, a reduced dtype on the converting
  * path takes one fp32 copy of every dtype tensor of the call (each rounded up

@@ -459,14 +459,25 @@ static const unsigned KNOWN_FLAGS = SEQK_DELTANET_L2NORM_QK | SEQK_DELTANET_ALLO
 
 static size_t fbytes(int64_t rows, int64_t width) { return (size_t)(rows * width) * sizeof(float); }
 
-static seqk_status deltanet_backward_f32(seqk_context *ctx, int64_t B, int64_t T, int64_t H,
-                                         int64_t K, int64_t V, float scale, unsigned flags,
-                                         const float *q, const float *k, const float *v,
-                                         const float *beta, const float *g, const float *state_in,
-                                         const float *dout, const float *dstate_out, float *dq,
-                                         float *dk, float *dv, float *dbeta, float *dg,
-                                         float *dstate_in, const int32_t *cu_seqlens, int64_t N,
-                                         int64_t chunk)
+/* Whether seqk_deltanet_backward_ex runs natively in dtype
+ * (gpu/deltanet_backward.cu's native path: a CUDA context, bf16 / f16; the
+ * backward is the parallel mode) rather than through the converting path. */
+static bool deltanet_backward_native(const seqk_context *ctx, seqk_dtype dtype)
+{
+    return seqk__lin_native(ctx, dtype, SEQK_MODE_PARALLEL, 0u);
+}
+
+/* The backward in fp32, or natively in a reduced dtype
+ * (deltanet_backward_native): q, k, v, dout, dq, dk, dv hold elements of
+ * dtype (their sizes and overlaps are measured in its bytes). */
+static seqk_status deltanet_backward_run(seqk_context *ctx, seqk_dtype dtype, int64_t B,
+                                         int64_t T, int64_t H, int64_t K, int64_t V, float scale,
+                                         unsigned flags, const void *q, const void *k,
+                                         const void *v, const float *beta, const float *g,
+                                         const float *state_in, const void *dout,
+                                         const float *dstate_out, void *dq, void *dk, void *dv,
+                                         float *dbeta, float *dg, float *dstate_in,
+                                         const int32_t *cu_seqlens, int64_t N, int64_t chunk)
 {
     const bool varlen = cu_seqlens != NULL;
     seqk_status st = seqk__lin_check_sizes(FN, ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, N, varlen,
@@ -490,8 +501,9 @@ static seqk_status deltanet_backward_f32(seqk_context *ctx, int64_t B, int64_t T
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
                           "%s: dg=%p must be NULL when g is NULL (plain DeltaNet has no gate)",
                           FN, (void *)dg);
-    const size_t kb = fbytes(rows * H, K), vb = fbytes(rows * H, V), tb = fbytes(rows, H),
-                 sb = fbytes(N * H, K * V);
+    const size_t es = seqk_dtype_size(dtype); /* q, k, v, dout, dq, dk, dv */
+    const size_t kb = (size_t)(rows * H * K) * es, vb = (size_t)(rows * H * V) * es,
+                 tb = fbytes(rows, H), sb = fbytes(N * H, K * V);
     const seqk__arg ins[8] = {{"q", q, kb},       {"k", k, kb},
                               {"v", v, vb},       {"beta", beta, tb},
                               {"g", g, tb},       {"state_in", state_in, sb},
@@ -512,15 +524,21 @@ static seqk_status deltanet_backward_f32(seqk_context *ctx, int64_t B, int64_t T
     dnb_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    seqk__dn_lin(P, B, T, H, K, V, N, chunk, cu_host, scale, flags, q, k, v, g, state_in);
-    D.beta = beta, D.dout = dout, D.ds_out = dstate_out;
-    D.dq = dq, D.dk = dk, D.dv = dv, D.dbeta = dbeta, D.dg = dg, D.ds_in = dstate_in;
-    if (ctx->backend == SEQK_BACKEND_CPU) {
+    seqk__dn_lin(P, B, T, H, K, V, N, chunk, cu_host, scale, flags, (const float *)q,
+                 (const float *)k, (const float *)v, g, state_in);
+    P->dtype = dtype;
+    D.beta = beta, D.dout = (const float *)dout, D.ds_out = dstate_out;
+    D.dq = (float *)dq, D.dk = (float *)dk, D.dv = (float *)dv;
+    D.dbeta = dbeta, D.dg = dg, D.ds_in = dstate_in;
+    if (dtype != SEQK_DTYPE_F32 && !deltanet_backward_native(ctx, dtype)) {
+        st = seqk__fail(SEQK_ERROR_INTERNAL, "%s: %s outside the native path", FN,
+                        seqk_dtype_string(dtype));
+    } else if (ctx->backend == SEQK_BACKEND_CPU) {
         st = backward_cpu(ctx, &D);
     } else {
 #if SEQK__HAVE_CUDA
-        st = seqk__cuda_deltanet_backward(ctx, P, beta, dout, dstate_out, dq, dk, dv, dbeta, dg,
-                                          dstate_in, cu_seqlens);
+        st = seqk__cuda_deltanet_backward(ctx, P, beta, D.dout, dstate_out, D.dq, D.dk, D.dv,
+                                          dbeta, dg, dstate_in, cu_seqlens);
 #else
         st = SEQK_ERROR_INTERNAL;
 #endif
@@ -579,8 +597,8 @@ seqk_status seqk_deltanet_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64
                                       float *dstate_in, const int32_t *cu_seqlens, int64_t N,
                                       int64_t chunk)
 {
-    if (dtype == SEQK_DTYPE_F32)
-        return deltanet_backward_f32(ctx, B, T, H, K, V, scale, flags, q, k, v, beta, g,
+    if (dtype == SEQK_DTYPE_F32 || deltanet_backward_native(ctx, dtype))
+        return deltanet_backward_run(ctx, dtype, B, T, H, K, V, scale, flags, q, k, v, beta, g,
                                      state_in, dout, dstate_out, dq, dk, dv, dbeta, dg,
                                      dstate_in, cu_seqlens, N, chunk);
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
@@ -599,9 +617,9 @@ seqk_status seqk_deltanet_backward_ex(seqk_context *ctx, seqk_dtype dtype, int64
     seqk_status st = seqk__dt_begin(&c, "seqk_deltanet_backward_ex", ctx, dtype, t, 7,
                                     seqk__dt_ws(qs, ws));
     if (st) return st;
-    st = deltanet_backward_f32(ctx, B, T, H, K, V, scale, flags, t[0].f, t[1].f, t[2].f, beta, g,
-                               state_in, t[3].f, dstate_out, t[4].f, t[5].f, t[6].f, dbeta, dg,
-                               dstate_in, cu_seqlens, N, chunk);
+    st = deltanet_backward_run(ctx, SEQK_DTYPE_F32, B, T, H, K, V, scale, flags, t[0].f, t[1].f,
+                               t[2].f, beta, g, state_in, t[3].f, dstate_out, t[4].f, t[5].f,
+                               t[6].f, dbeta, dg, dstate_in, cu_seqlens, N, chunk);
     return seqk__dt_end(&c, st);
 }
 
@@ -629,5 +647,19 @@ seqk_status seqk_deltanet_backward_workspace_size_ex(seqk_context *ctx, seqk_dty
     if (st) return st;
     const int64_t nk = seqk__dt_numel(B, T, H, K), nv = seqk__dt_numel(B, T, H, V);
     const int64_t n[] = {nk, nk, nk, nk, nv, nv, nv};
-    return seqk__dt_workspace_size(fn, dtype, n, 7, bytes);
+    if ((st = seqk__dt_workspace_size(fn, dtype, n, 7, bytes))) return st;
+#if SEQK__HAVE_CUDA
+    if (deltanet_backward_native(ctx, dtype)) {
+        /* the native backward (gpu/deltanet_backward.cu) takes no copies: its
+         * own bytes, or the converting path's answer if larger (an upper bound) */
+        seqk__lin P;
+        memset(&P, 0, sizeof P);
+        P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
+        P.chunk = seqk__lin_chunk(chunk);
+        P.dtype = dtype;
+        const size_t native = seqk__cuda_deltanet_backward_workspace(&P) + 256;
+        if (native > *bytes) *bytes = native;
+    }
+#endif
+    return SEQK_SUCCESS;
 }

@@ -54,8 +54,8 @@ seqk_status seqk__dt_convert(seqk_context *ctx, seqk_dtype dtype, int to_f32, co
 
 #define TOL_ULPS 2.0
 /* The native reduced-precision path (seqk.h, "Dtypes": the linear-state
- * forwards' and DeltaNet's parallel mode on CUDA, the linear-state backwards
- * there too) rounds its operands inside
+ * forwards' and DeltaNet's parallel mode on CUDA, the linear-state and
+ * DeltaNet backwards there too) rounds its operands inside
  * the op, so its outputs are not the fp32 op's rounded: they are checked
  * against float64 only, within this bound (tests/test_dtype_native.c covers
  * that path's shapes, gates and states). */
@@ -208,8 +208,8 @@ struct tcase {
     void (*prepare)(const tcase *c, float **h); /* after the random fill and rounding */
     int ws_exact;
     double tol_ulps; /* TOL_ULPS unless a case needs a stated other one */
-    int native;      /* a linear-state (1) or DeltaNet (2) forward, a linear-state backward
-                      * (3): native on CUDA in the parallel mode */
+    int native;      /* a linear-state (1) or DeltaNet (2) forward, a linear-state (3) or
+                      * DeltaNet (4) backward: native on CUDA in the parallel mode */
 };
 
 static int add(tcase *c, const char *name, int role, size_t n, double lo, double hi)
@@ -846,6 +846,7 @@ static void make_dnb(tcase *c, int varlen)
     add(c, "dstate_in", FOUT, ns, 0, 0);
     add_cu(c);
     c->call = call_dnb, c->query = query_dnb, c->ref = ref_dnb;
+    c->native = 4;
 }
 
 /* ---- Titans (L2-normed q, k; mini-batches of 4) -------------------------------------- */
@@ -1210,7 +1211,7 @@ int main(int argc, char **argv)
     printf("worst error against float64 (rounded to the dtype): bf16 %.3g u (u = 2^-8), "
            "f16 %.3g u (u = 2^-11); tolerance %.3g u\n",
            worst[SEQK_DTYPE_BF16], worst[SEQK_DTYPE_F16], TOL_ULPS);
-    printf("native path (CUDA linear-state and DeltaNet forwards and linear-state backwards, "
+    printf("native path (CUDA linear-state and DeltaNet forwards and backwards, "
            "parallel): bf16 %.3g u, "
            "f16 %.3g u; tolerance %.3g u\n",
            worst_native[SEQK_DTYPE_BF16], worst_native[SEQK_DTYPE_F16], NATIVE_TOL_ULPS);

@@ -34,20 +34,25 @@
  * normaliser and the recurrent mode stay on the converting path (their
  * outputs are the fp32 op's rounded, bit for bit); a caller workspace of
  * exactly the _ex query's size works.
- * Backward (the native backward of the four linear-state ops on CUDA, the
- * converting one on the CPU): the same cases with dout (rounded) and, with
- * an initial state, dstate_out; dq, dk, dv (dCm, dBm, dx) against the
- * float64 gradients of the rounded inputs (tests/ref/ref_linear_backward.c)
+ * Backward (the native backward of the four linear-state ops and of DeltaNet
+ * on CUDA, the converting one on the CPU): the same cases with dout
+ * (rounded) and, with an initial state, dstate_out; dq, dk, dv (dCm, dBm,
+ * dx) against the float64 gradients of the rounded inputs
+ * (tests/ref/ref_linear_backward.c, tests/ref/ref_deltanet_backward.c)
  * rounded to the dtype, BWD_TOL_ULPS u; the fp32 gradients (dstate_in, dg;
  * Mamba2's ddt, dA, dD, ddt_bias; dA and ddt_bias against the norm of their
- * summands) BWD_F32OUT_TOL_ULPS u; fp32 calls F32_BWD_TOL; nothing written
- * past any output; a caller workspace of exactly the backward _ex query's
- * size once per op.
+ * summands) BWD_F32OUT_TOL_ULPS u, DeltaNet's (dstate_in, dg, dbeta)
+ * DN_BWD_F32OUT_TOL_ULPS u; fp32 calls F32_BWD_TOL; nothing written past any
+ * output; a caller workspace of exactly the backward _ex query's size once
+ * per op. DeltaNet's backward is routed to the native path by
+ * ssm/deltanet_backward.c; without that routing its CUDA cases run the
+ * converting path, within the same bounds.
  * Prints the worst error per backend and dtype, linear state and DeltaNet
  * apart, and per backward op.
  */
 #include "fixtures.h"
 #include "ref/ref_deltanet.h"
+#include "ref/ref_deltanet_backward.h"
 #include "ref/ref_linear.h"
 #include "ref/ref_linear_backward.h"
 
@@ -354,16 +359,24 @@ static void run_case(th_backend *be, const ncase *c, seqk_dtype dt, int with_ws)
  * F32_BWD_TOL. */
 #define BWD_TOL_ULPS 3.0
 #define BWD_F32OUT_TOL_ULPS 2.0
+/* DeltaNet's fp32 gradients (dstate_in, dg, dbeta): three roundings per term
+ * (seqk.h, "Native DeltaNet backward") */
+#define DN_BWD_F32OUT_TOL_ULPS 3.0
 #define F32_BWD_TOL 1e-4
 
-enum { BOP_LINATTN, BOP_RETNET, BOP_GATED, BOP_MAMBA2, NBOPS };
+enum { BOP_LINATTN, BOP_RETNET, BOP_GATED, BOP_MAMBA2, BOP_DN, BOP_DN_L2, BOP_GDN,
+       BOP_GDN_L2, NBOPS };
 static const char *BOPNAME[NBOPS] = {"linear_attention", "retention", "gated_retention",
-                                     "mamba2"};
+                                     "mamba2", "deltanet", "deltanet l2norm", "gated_deltanet",
+                                     "gated_deltanet l2norm"};
 static int bop_of(int op)
 {
+    if (is_dn(op)) return BOP_DN + (op - OP_DN);
     return op == OP_RETNET ? BOP_RETNET : op == OP_GATED ? BOP_GATED
                                         : op == OP_MAMBA2 ? BOP_MAMBA2 : BOP_LINATTN;
 }
+/* DeltaNet's dbeta (fp32) apart: [cpu, cuda][dtype] */
+static double worst_dbeta[2][3];
 /* [cpu, cuda][op][dtype]: dtype gradients in u, fp32 gradients in u (fp32: absolute) */
 static double worst_b[2][NBOPS][3], worst_bf[2][NBOPS][3];
 
@@ -419,6 +432,7 @@ static void run_bwd_case(th_backend *be, const ncase *c, seqk_dtype dt, int with
     double *rA = th_doubles((size_t)c->H), *rD = th_doubles((size_t)c->H);
     double *rb = th_doubles((size_t)c->H), *sA = th_doubles((size_t)c->H);
     double *sb = th_doubles((size_t)c->H);
+    double *rA_dbeta = th_doubles(in.nt + 1); /* DeltaNet's dbeta */
     const double scale = m2 ? 1.0 : 1.0 / sqrt((double)c->K);
     if (m2) {
         const ref_mamba2_scales sc = {NULL, NULL, NULL, sA};
@@ -429,6 +443,22 @@ static void run_bwd_case(th_backend *be, const ncase *c, seqk_dtype dt, int with
             sb[h] = 0.0;
             for (size_t r = 0; r < in.rows; r++) sb[h] += fabs(rg[r * (size_t)c->H + (size_t)h]);
         }
+    }
+    else if (is_dn(c->op)) {
+        /* the float64 reference takes double inputs (the rounded values) */
+        double *q = th_doubles(in.nq + 1), *k = th_doubles(in.nq + 1), *v = th_doubles(in.nv + 1);
+        double *bt = th_doubles(in.nt + 1), *g = th_doubles(in.nt + 1);
+        double *s0 = in.s0 ? th_doubles(in.ns + 1) : NULL, *ds = dsT ? th_doubles(in.ns + 1) : NULL;
+        double *dO = th_doubles(in.nv + 1);
+        for (size_t i = 0; i < in.nq; i++) q[i] = in.q[i], k[i] = in.k[i];
+        for (size_t i = 0; i < in.nv; i++) v[i] = in.v[i], dO[i] = dout[i];
+        for (size_t i = 0; i < in.nt; i++) bt[i] = in.beta[i], g[i] = in.g[i];
+        for (size_t i = 0; s0 && i < in.ns; i++) s0[i] = in.s0[i];
+        for (size_t i = 0; ds && i < in.ns; i++) ds[i] = dsT[i];
+        ref_deltanet_backward64(c->B, c->T, c->H, c->K, c->V, scale, dn_l2(c->op), q, k, v, bt,
+                                dn_gated(c->op) ? g : NULL, s0, dO, ds, rq, rk, rv, rA_dbeta,
+                                rg, rs0, c->cu, c->N);
+        free(q), free(k), free(v), free(bt), free(g), free(s0), free(ds), free(dO);
     }
     else if (c->op == OP_RETNET)
         ref_retention_backward(c->B, c->T, c->H, c->K, c->V, scale, in.gamma, in.q, in.k, in.v,
@@ -451,8 +481,10 @@ static void run_bwd_case(th_backend *be, const ncase *c, seqk_dtype dt, int with
     o[no++] = (bout){m2 ? "dBm" : "dk", poisoned_dt(be, dt, in.nq), in.nq, 1, rk, NULL};
     o[no++] = (bout){m2 ? "dx" : "dv", poisoned_dt(be, dt, in.nv), in.nv, 1, rv, NULL};
     o[no++] = (bout){"dstate_in", th_poisoned(be, in.ns + 1), in.ns, 0, rs0, NULL};
-    if (c->op == OP_GATED || m2)
+    if (c->op == OP_GATED || m2 || dn_gated(c->op))
         o[no++] = (bout){m2 ? "ddt" : "dg", th_poisoned(be, in.nt + 1), in.nt, 0, rg, NULL};
+    if (is_dn(c->op))
+        o[no++] = (bout){"dbeta", th_poisoned(be, in.nt + 1), in.nt, 0, rA_dbeta, NULL};
     if (m2) {
         const size_t nh = (size_t)c->H;
         o[no++] = (bout){"dA", th_poisoned(be, nh + 1), nh, 0, rA, sA};
@@ -462,16 +494,26 @@ static void run_bwd_case(th_backend *be, const ncase *c, seqk_dtype dt, int with
     void *ws = NULL;
     if (with_ws) {
         size_t bytes = 0;
-        th_check_status(seqk_linear_state_backward_workspace_size_ex(
-                            be->ctx, dt, c->B, c->T, c->H, G, c->K, c->V, c->cu ? c->N : 0,
-                            c->chunk, &bytes),
+        th_check_status(is_dn(c->op) ? seqk_deltanet_backward_workspace_size_ex(
+                                           be->ctx, dt, c->B, c->T, c->H, c->K, c->V,
+                                           c->cu ? c->N : 0, c->chunk, &bytes)
+                                     : seqk_linear_state_backward_workspace_size_ex(
+                                           be->ctx, dt, c->B, c->T, c->H, G, c->K, c->V,
+                                           c->cu ? c->N : 0, c->chunk, &bytes),
                         SEQK_SUCCESS, "backward workspace query");
         ws = tf_workspace_begin(be, bytes);
     }
     seqk_context *ctx = be->ctx;
     const float fscale = (float)scale;
     seqk_status st;
-    if (m2)
+    if (is_dn(c->op)) {
+        const int gated = dn_gated(c->op);
+        st = seqk_deltanet_backward_ex(ctx, dt, c->B, c->T, c->H, c->K, c->V, fscale,
+                                       dn_l2(c->op) ? SEQK_DELTANET_L2NORM_QK : 0u, d.q, d.k, d.v,
+                                       d.beta, gated ? d.g : NULL, d.s0, ddout, ddsT, o[0].d,
+                                       o[1].d, o[2].d, o[gated ? 5 : 4].d, gated ? o[4].d : NULL,
+                                       o[3].d, d.cu, c->N, c->chunk);
+    } else if (m2)
         st = seqk_mamba2_backward_ex(ctx, dt, c->B, c->T, c->H, c->V, c->G, c->K,
                                      SEQK_MAMBA2_DT_SOFTPLUS, d.v, d.g, d.A, d.k, d.q, d.D,
                                      d.dt_bias, d.s0, ddout, ddsT, o[2].d, o[4].d, o[5].d, o[1].d,
@@ -509,13 +551,17 @@ static void run_bwd_case(th_backend *be, const ncase *c, seqk_dtype dt, int with
                                         : th_rel_err(x, o[j].ref, o[j].n);
             if (dt == SEQK_DTYPE_F32) {
                 double *w = o[j].in_dtype ? &worst_b[bi][bop][0] : &worst_bf[bi][bop][0];
+                if (!strcmp(o[j].name, "dbeta")) w = &worst_dbeta[bi][0];
                 if (e > *w) *w = e;
                 th_check(e <= F32_BWD_TOL, "%s: %s against float64: %.3g (tol %.3g)", what,
                          o[j].name, e, F32_BWD_TOL);
             } else {
                 const double eu = e / u;
-                const double tol = o[j].in_dtype ? BWD_TOL_ULPS : BWD_F32OUT_TOL_ULPS;
+                const double tol = o[j].in_dtype      ? BWD_TOL_ULPS
+                                   : is_dn(c->op) ? DN_BWD_F32OUT_TOL_ULPS
+                                                  : BWD_F32OUT_TOL_ULPS;
                 double *w = o[j].in_dtype ? &worst_b[bi][bop][dt] : &worst_bf[bi][bop][dt];
+                if (!strcmp(o[j].name, "dbeta")) w = &worst_dbeta[bi][dt];
                 if (eu > *w) *w = eu;
                 th_check(eu <= tol, "%s: %s against float64: %.3g u (tol %.3g u)", what,
                          o[j].name, eu, tol);
@@ -530,7 +576,7 @@ static void run_bwd_case(th_backend *be, const ncase *c, seqk_dtype dt, int with
     if (ddsT) th_free(be, ddsT);
     release(be, &d);
     free(rq), free(rk), free(rv), free(rs0), free(rg), free(rA), free(rD), free(rb), free(sA);
-    free(sb);
+    free(sb), free(rA_dbeta);
     free(dout), free(dsT);
     free_inputs(&in);
 }
@@ -674,13 +720,11 @@ int main(int argc, char **argv)
         /* a caller workspace of exactly the queried size, once per op */
         for (int i = 0; i < nc / ns; i++) /* the last shape's cases: every op */
             for (int d = 1; d < 3; d++) run_case(&bes[b], &cases[nc - 1 - i], DTYPES[d], 1);
-        /* the backwards of the linear-state ops (DeltaNet's: test_dtype.c) */
+        /* the backwards */
         for (int i = 0; i < nc; i++)
-            if (!is_dn(cases[i].op))
-                for (int d = 0; d < 3; d++) run_bwd_case(&bes[b], &cases[i], DTYPES[d], 0);
+            for (int d = 0; d < 3; d++) run_bwd_case(&bes[b], &cases[i], DTYPES[d], 0);
         for (int i = 0; i < nc / ns; i++)
-            if (!is_dn(cases[nc - 1 - i].op))
-                for (int d = 1; d < 3; d++) run_bwd_case(&bes[b], &cases[nc - 1 - i], DTYPES[d], 1);
+            for (int d = 1; d < 3; d++) run_bwd_case(&bes[b], &cases[nc - 1 - i], DTYPES[d], 1);
         check_rules(&bes[b]);
     }
     for (int bi = 0; bi < 2; bi++)
@@ -699,7 +743,13 @@ int main(int argc, char **argv)
                    "(tol %.3g u)\n",
                    bi ? "cuda" : "cpu", BOPNAME[op], worst_b[bi][op][0], worst_b[bi][op][1],
                    worst_b[bi][op][2], BWD_TOL_ULPS, worst_bf[bi][op][0], worst_bf[bi][op][1],
-                   worst_bf[bi][op][2], BWD_F32OUT_TOL_ULPS);
+                   worst_bf[bi][op][2],
+                   op >= BOP_DN ? DN_BWD_F32OUT_TOL_ULPS : BWD_F32OUT_TOL_ULPS);
+    for (int bi = 0; bi < 2; bi++)
+        printf("%s, deltanet backward dbeta (all four DeltaNet ops): f32 %.3g, bf16 %.3g u, "
+               "f16 %.3g u (tol %.3g u)\n",
+               bi ? "cuda" : "cpu", worst_dbeta[bi][0], worst_dbeta[bi][1], worst_dbeta[bi][2],
+               DN_BWD_F32OUT_TOL_ULPS);
     free(cases);
     return th_finish();
 }
