@@ -951,9 +951,9 @@ SEQK_API seqk_status seqk_selective_scan_workspace_size_ex(seqk_context *ctx, se
  *
  * h is never stored for every token: a forward pass keeps the state at the
  * start of every time segment (a few tens of tokens), the segments are then
- * walked in reverse, h recomputed inside a segment (cache-sized), lam run
- * backwards by the scan primitive's reverse mode, the gradients reduced on
- * the fly. Sums over channels (dB, dC) and over sequences (dA, dDskip,
+ * walked in reverse, h recomputed inside a segment (cache-sized) and lam
+ * run backwards through it, both in registers (the scan primitive's step:
+ * one FMA per state element and token), the gradients reduced on the fly. Sums over channels (dB, dC) and over sequences (dA, dDskip,
  * ddt_bias) go through per-block partials added in a fixed order:
  * deterministic (the same bits for any thread count; no atomics on CUDA).
  *

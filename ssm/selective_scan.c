@@ -16,6 +16,8 @@
  * D skip, the silu gate -- is vectorised across channels, B_t[n] and
  * C_t[n] are broadcasts, the reduction over n is a sum of vectors (no
  * horizontal sums), and the decay exp(dt A) is seqk__exp2_8 / _16(dt * A log2 e)
+ * (ss_decay; the update h = a h + b is ss_step: both in ssm/sscan_vec.h,
+ * shared with the backward's recomputation of h)
  * with A log2 e formed once per item (the main cost: one exp per state
  * element and token; a check per token, against the least and greatest
  * A log2 e of each channel, lets the usual token skip the exp's range
@@ -222,9 +224,8 @@ SS_INLINE void token_recurrent(const sscan *P, const item *I, const item_consts 
         const vf bs = v_bcast(Bt + s), cs = v_bcast(Ct + s);
         for (int v = 0; v < NV; v++) {
             float *hp = h + s * W + SS_VL * v;
-            const vf x = v_mul(t[v].dt, v_load(K->At + s * W + SS_VL * v));
-            const vf a = CLAMP ? v_exp2(x) : v_exp2_inrange(x);
-            const vf hv = v_fma(a, v_load(hp), v_mul(t[v].du, bs));
+            const vf a = ss_decay(t[v].dt, v_load(K->At + s * W + SS_VL * v), CLAMP);
+            const vf hv = ss_step(a, v_load(hp), v_mul(t[v].du, bs));
             v_store(hp, hv);
             acc[v] = v_fma(cs, hv, acc[v]);
         }
@@ -298,8 +299,7 @@ SS_INLINE void chunk_row(int64_t Ns, const item_consts *K, const token_in *t, co
         const vf bs = v_bcast(Bt + s);
         for (int v = 0; v < NV; v++) {
             const int64_t e = s * W + SS_VL * v;
-            const vf x = v_mul(t[v].dt, v_load(K->At + e));
-            v_store(ai + e, CLAMP ? v_exp2(x) : v_exp2_inrange(x));
+            v_store(ai + e, ss_decay(t[v].dt, v_load(K->At + e), CLAMP));
             v_store(bi + e, v_mul(t[v].du, bs));
         }
     }

@@ -70,6 +70,8 @@ SS_INLINE vf v_sigmoid(vf x)
     return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 SS_INLINE void prefetch_line(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
+/* a store past the cache (p 64-byte aligned; fenced by seqk__stream_fence) */
+SS_INLINE void v_stream(float *p, vf x) { _mm512_stream_ps(p, x); }
 #elif defined(__AVX2__)
 #define SS_VL 8
 typedef __m256 vf;
@@ -107,6 +109,8 @@ SS_INLINE int v_exp2_safe(vf dt, vf amin, vf amax)
 SS_INLINE vf v_softplus(vf x) { return seqk__softplus8(x); }
 SS_INLINE vf v_silu(vf x) { return seqk__silu8(x); }
 SS_INLINE void prefetch_line(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
+/* a store past the cache (p 32-byte aligned; fenced by seqk__stream_fence) */
+SS_INLINE void v_stream(float *p, vf x) { _mm256_stream_ps(p, x); }
 #else
 #define SS_VL 8
 typedef struct { float l[8]; } vf;
@@ -125,6 +129,7 @@ SS_INLINE void v_store_n(float *p, vf x, int lanes)
 {
     memcpy(p, x.l, (size_t)lanes * sizeof(float));
 }
+SS_INLINE void v_stream(float *p, vf x) { v_store(p, x); }
 #define SS_LANEWISE(name, expr)                                                               \
     SS_INLINE vf name(vf x, vf y)                                                             \
     {                                                                                         \
@@ -180,5 +185,54 @@ SS_INLINE vf v_sub(vf x, vf y)
     return x;
 }
 #endif
+
+/* silu(z) = z / (1 + e^-z), and s(z) = 1 / (1 + e^-z) into *sig, from one
+ * exponential: the bits of v_silu(z) and v_sigmoid(z), whose e^-z is the
+ * same (the backward needs both per token). */
+#if defined(__AVX512F__)
+SS_INLINE vf v_silu_sigmoid(vf z, vf *sig)
+{
+    const vf e = seqk__exp16(_mm512_sub_ps(_mm512_setzero_ps(), z));
+    const vf d = _mm512_add_ps(_mm512_set1_ps(1.0f), e);
+    *sig = _mm512_div_ps(_mm512_set1_ps(1.0f), d);
+    return _mm512_div_ps(z, d);
+}
+#elif defined(__AVX2__)
+SS_INLINE vf v_silu_sigmoid(vf z, vf *sig)
+{
+    const vf e = seqk__exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
+    const vf d = _mm256_add_ps(_mm256_set1_ps(1.0f), e);
+    *sig = _mm256_div_ps(_mm256_set1_ps(1.0f), d);
+    return _mm256_div_ps(z, d);
+}
+#else
+SS_INLINE vf v_silu_sigmoid(vf z, vf *sig)
+{
+    for (int i = 0; i < 8; i++) {
+        const float d = 1.0f + expf(-z.l[i]);
+        sig->l[i] = 1.0f / d;
+        z.l[i] = z.l[i] / d;
+    }
+    return z;
+}
+#endif
+
+/* ---- the selective scan's recurrence, shared by its kernels ----------------------- */
+
+/* The decay of one state row: a = exp(dt A) = 2^(dt At), At = A log2 e
+ * (formed once per work item); CLAMP 0 where every lane's dt At is known to lie
+ * in exp2's range (v_exp2_safe), which gives the same bits without the
+ * clamp's two instructions. */
+SS_INLINE vf ss_decay(vf dt, vf At, const int CLAMP)
+{
+    const vf x = v_mul(dt, At);
+    return CLAMP ? v_exp2(x) : v_exp2_inrange(x);
+}
+
+/* One step of the first-order recurrence h = a h + b in registers: the
+ * scan primitive's arithmetic (scan/scan.h: one FMA per channel), so a
+ * walk that keeps its state in registers (the forward's recurrent mode,
+ * the backward's h and lam) gives the bits of seqk__scan_rows. */
+SS_INLINE vf ss_step(vf a, vf h, vf b) { return v_fma(a, h, b); }
 
 #endif
