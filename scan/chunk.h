@@ -143,7 +143,13 @@ typedef struct seqk__chunk_bwd {
     bool no_gates;       /* no gate gradient wanted: gt, bt, Dterm not formed */
     const float *S0t;    /* [W,K] S0 transposed, or NULL: read in place by dQ's state
                             term instead of S0 packed transposed (a caller that needs
-                            S0^T for more products forms it once) */
+                            S0^T for more products forms it once, or keeps its states
+                            transposed) */
+    bool tr;             /* the states transposed: S0t [W,K] given (S0 may be NULL: not
+                            read) and dS is dS^T [W,K] on entry and on return. The
+                            products take the same values (the packing transposes
+                            instead: the same bits), the gate gradient's <S0, dS>
+                            sums in the order of this layout */
 } seqk__chunk_bwd;
 
 void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,

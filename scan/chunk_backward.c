@@ -54,7 +54,12 @@
  * [S | z] (K x W), with the output gradient [do / (den + eps),
  * -(do . num) / (den + eps)^2], num and den recomputed per chunk.
  *
- * The chunk states S0 are recomputed by the forward's stages. Per (sequence,
+ * The chunk states S0 are recomputed by the forward's stages. Without the
+ * normaliser both walks keep the states and the state gradient transposed,
+ * [V,K] (S^T = a S^T + V'^T Kd, dS^T = a dS^T + dO^T Qg: each element the
+ * same FMAs in the same order as untransposed, so the same bits): dO S0^T
+ * and V' dS^T read them in place and only Kd dS packs one transposed, one
+ * 64 x 64 / 128 x 128 transpose per chunk instead of two. Per (sequence,
  * head) a first pass keeps the state before every R-th chunk (a checkpoint);
  * the reverse walk then recomputes, segment by segment from the last, the
  * states before each chunk of the segment and walks those chunks backwards.
@@ -76,6 +81,13 @@
  * output as it goes (a group's rows stay in cache); else the heads' rows go
  * to per-head rows in the workspace, summed afterwards. Same order, same
  * bits.
+ *
+ * Summation orders of the gate gradient's terms (fixed, the same for any
+ * thread count and either walk): a row sum of E = dP .* P in 16 lanes
+ * (lane l takes j = l, l + 16, .. in order) and the tree (l, l + 8),
+ * (l, l + 4), (l, l + 2), (l, l + 1) (pair_sums); <S0, dS> as seqk__dot over
+ * the transposed arrays (without the normaliser; the element order w K + k),
+ * as seqk__dot over [K,W] with it.
  */
 #include "chunk.h"
 
@@ -303,11 +315,19 @@ static void local_state(const seqk__lin *P, const bplan *pl, const seqk__chunk_v
 }
 
 /* Snext = a S + Kd^T Va: stage 1, then stage 2's step on the scan primitive
- * (the chunk-parallel backward scans the same U over chunks: the same bits). */
+ * (the chunk-parallel backward scans the same U over chunks: the same bits).
+ * tr: the states kept transposed, [W,K] (see run_item): U^T = Va^T Kd, each
+ * element the same FMAs in the same order p = 0, 1, .. (the micro kernel's
+ * a b + c with the factors swapped), so the same bits transposed. */
 static void advance(const seqk__lin *P, const bplan *pl, const seqk__chunk_view *cv,
-                    const float *va, int64_t ldva, bscratch *b, const float *S, float *Snext)
+                    const float *va, int64_t ldva, bscratch *b, const float *S, float *Snext,
+                    bool tr)
 {
-    local_state(P, pl, cv, va, ldva, b->Y, b->pack);
+    if (tr)
+        seqk__sgemm(true, false, pl->W, P->K, cv->L, 1.0f, va, ldva, cv->Kd, P->K, 0.0f, b->Y,
+                    P->K, b->pack);
+    else
+        local_state(P, pl, cv, va, ldva, b->Y, b->pack);
     if (Snext != S) memcpy(Snext, S, (size_t)pl->E * sizeof(float));
     seqk__scan_rows(1, pl->E, pl->E, 0, &cv->a, 1, b->Y, pl->E, NULL, 0, Snext);
 }
@@ -326,6 +346,51 @@ static const float *decayed_rows(const seqk__chunk_view *cv, const float *f, con
         for (int64_t j = 0; j < W; j++) buf[i * W + j] = f[i] * X[i * *ld + j];
     *ld = W;
     return buf;
+}
+
+/* The gate gradient's intra-chunk pairs: E_ij = dP_ij Pm_ij (j < i, L x L
+ * rows L apart), g_i = (row sum - column sum)_i of E into g [L]; col [L]
+ * scratch. Each E_ij is one product (rounded once), added to its column's
+ * sum in row order i = 0, 1, .. and to its row's sum. The row sum runs in
+ * 16 lanes, lane l taking j = l, l + 16, .. in order, then the fixed tree
+ * (l, l + 8), (l, l + 4), (l, l + 2), (l, l + 1): the same order in every
+ * build (the AVX-512 registers or the plain loop), so 16 pairs a step
+ * instead of one scalar chain of i. */
+static void pair_sums(int64_t L, const float *dP, const float *Pm, float *col, float *g)
+{
+    for (int64_t j = 0; j < L; j++) col[j] = 0.0f;
+    for (int64_t i = 0; i < L; i++) {
+        const float *dp = dP + i * L, *pm = Pm + i * L;
+#ifdef __AVX512F__
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t j = 0; j < i; j += 16) {
+            /* the last block's lanes past i - 1 masked off: untouched */
+            const __mmask16 m = i - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (i - j)) - 1);
+            const __m512 e =
+                _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dp + j), _mm512_maskz_loadu_ps(m, pm + j));
+            acc = _mm512_mask_add_ps(acc, m, acc, e);
+            _mm512_mask_storeu_ps(col + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, col + j), e));
+        }
+        /* the tree: halves of 8, 4, 2, 1 lanes */
+        const __m256 s8 = _mm256_add_ps(
+            _mm512_castps512_ps256(acc),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+        const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+        const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        g[i] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+#else
+        float lane[16] = {0.0f};
+        for (int64_t j = 0; j < i; j++) {
+            const float e = dp[j] * pm[j];
+            lane[j % 16] += e;
+            col[j] += e;
+        }
+        for (int w = 8; w >= 1; w /= 2)
+            for (int l = 0; l < w; l++) lane[l] += lane[l + w];
+        g[i] = lane[0];
+#endif
+    }
+    for (int64_t i = 0; i < L; i++) g[i] -= col[i];
 }
 
 void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W, const float *Pm,
@@ -373,24 +438,12 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
      * (i >= t > j) cancel exactly, folded or not (E takes the scores P as
      * the forward formed them, with the decay, and the raw dP). */
     float *gt = b->gt, *bt = b->bt; /* [L]: g_i + A_i; B_j */
-    if (gates) {
-        float *col = tmp; /* [L] column sums of E */
-        for (int64_t j = 0; j < L; j++) col[j] = 0.0f;
-        for (int64_t i = 0; i < L; i++) {
-            const float *dp = b->dP + i * L, *pm = Pm + i * L;
-            float rs = 0.0f;
-            for (int64_t j = 0; j < i; j++) {
-                const float e = dp[j] * pm[j];
-                rs += e;
-                col[j] += e;
-            }
-            gt[i] = rs;
-        }
-        for (int64_t i = 0; i < L; i++) gt[i] -= col[i];
-    }
+    if (gates) pair_sums(L, b->dP, Pm, tmp, gt);
     if (!fold) seqk__chunk_apply_mask(cv, b->D, b->dP); /* dP .* D */
     /* dV' = Kd dS + P^T dO; between the two, B_j = V'_j . (Kd dS)_j */
-    seqk__sgemm(false, false, L, W, K, 1.0f, cv->Kd, K, dS, W, 0.0f, b->dVa, W, pack);
+    const bool tr = b->tr; /* S0, dS given as S0t, dS^T [W,K] */
+    const int64_t lds = tr ? K : W;
+    seqk__sgemm(false, tr, L, W, K, 1.0f, cv->Kd, K, dS, lds, 0.0f, b->dVa, W, pack);
     if (gates)
         for (int64_t i = 0; i < L; i++) bt[i] = seqk__dot(va + i * ldva, b->dVa + i * W, W);
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, W, L, 1.0f, Pm, L, dO, ldo, 1.0f,
@@ -398,7 +451,7 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
     /* dQ~ = diag(exp(G)) dO S0^T + dP K~ (strictly lower dP); folded:
      * diag(exp(G)) (dO S0^T + dP Kd / a). The state term first: A_i from it */
     float Dterm = 0.0f;
-    if (S0) {
+    if (S0 || b->S0t) {
         int64_t lde = ldo;
         const float *dOe = fold ? dO : decayed_rows(cv, b->eq, dO, &lde, W, tmp); /* diag(exp(G)) dO */
         if (b->S0t)
@@ -410,44 +463,56 @@ void seqk__chunk_backward_stage(const seqk__chunk_view *cv, int64_t K, int64_t W
                 const float a = seqk__dot(cv->Qs + i * K, b->dQ + i * K, K);
                 gt[i] += fold ? b->eq[i] * a : a;
             }
-            Dterm = cv->a * seqk__dot(S0, dS, K * W);
+            /* S0 and dS in one layout, [K,W] or (tr) [W,K]: the dot's order is that layout's */
+            Dterm = cv->a * seqk__dot(tr ? b->S0t : S0, dS, K * W);
         }
     }
     seqk__sgemm_causal(SEQK__GEMM_LOWER_A, false, false, L, K, L, fold ? cv->ainv : 1.0f, b->dP,
-                       L, fold ? cv->Kd : cv->Kc, K, S0 ? 1.0f : 0.0f, b->dQ, K, pack);
-    if (fold) seqk__scale_rows(L, K, b->eq, 1.0f, b->dQ, K);
+                       L, fold ? cv->Kd : cv->Kc, K, S0 || b->S0t ? 1.0f : 0.0f, b->dQ, K, pack);
     /* dK~ = dP^T Q~ (strict; folded: dP^T Qg, scaled below) */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, K, L, 1.0f, b->dP, L,
                        fold ? cv->Qg : cv->Qs, K, 0.0f, b->dK, K, pack);
     /* dK~ += diag(exp(G_L - G)) V' dS^T; folded, the whole
-     * diag(exp(-G)) (dP^T Qg + a V' dS^T) scaled once */
+     * diag(exp(-G)) (dP^T Qg + a V' dS^T) scaled once (below) */
+    float *einv = NULL; /* folded: exp(-G_i) */
     if (fold) {
-        float *einv = tmp; /* exp(-G_i) */
+        einv = tmp;
         seqk__exp_gates(cv->G, cv->Gl, L, 0.0f, 0.0f, -1.0f, einv);
-        seqk__sgemm(false, true, L, K, W, cv->a, va, ldva, dS, W, 1.0f, b->dK, K, pack);
-        seqk__scale_rows(L, K, einv, 1.0f, b->dK, K);
+        seqk__sgemm(false, !tr, L, K, W, cv->a, va, ldva, dS, lds, 1.0f, b->dK, K, pack);
     } else {
         int64_t lde = ldva;
         const float *ve = decayed_rows(cv, b->ek, va, &lde, W, tmp);
-        seqk__sgemm(false, true, L, K, W, 1.0f, ve, lde, dS, W, 1.0f, b->dK, K, pack);
+        seqk__sgemm(false, !tr, L, K, W, 1.0f, ve, lde, dS, lds, 1.0f, b->dK, K, pack);
     }
-    /* the diagonal of dP (D_ii = 1) */
-    for (int64_t i = 0; i < L; i++)
+    /* the diagonal of dP (D_ii = 1), in one pass with the folded row
+     * scalings: dQ~_i = exp(G_i) dQ~_i + dP_ii K~_i, dK~_i = exp(-G_i) dK~_i
+     * + dP_ii Q~_i, each product rounded, then the sum (unfolded, the factor
+     * 1 is exact: the same bits as separate passes either way) */
+    for (int64_t i = 0; i < L; i++) {
+        const float d = diag[i], fq = fold ? b->eq[i] : 1.0f, fk = fold ? einv[i] : 1.0f;
+        float *restrict dq = b->dQ + i * K, *restrict dk = b->dK + i * K;
+        const float *restrict kc = cv->Kc + i * K, *restrict qs = cv->Qs + i * K;
         for (int64_t j = 0; j < K; j++) {
-            b->dQ[i * K + j] += diag[i] * cv->Kc[i * K + j];
-            b->dK[i * K + j] += diag[i] * cv->Qs[i * K + j];
+            const float xq = dq[j] * fq, xk = dk[j] * fk;
+            dq[j] = xq + d * kc[j];
+            dk[j] = xk + d * qs[j];
         }
+    }
     b->Dterm = Dterm;
     /* dS0 = Qg^T dO + exp(G_L) dS */
     if (b->no_ds) return;
-    if (b->Y) {
-        seqk__sgemm(true, false, K, W, L, 1.0f, cv->Qg, K, dO, ldo, 0.0f, b->Y, W, pack);
-        seqk__scan_rows(1, K * W, K * W, 0, &cv->a, 1, b->Y, K * W, NULL, 0, dS);
-        return;
-    }
-    if (cv->a != 1.0f)
+    /* transposed: dS^T <- a dS^T + dO^T Qg, the same FMAs per element in the
+     * same order (the micro kernel's a b + c with the factors swapped) */
+    float *Yd = b->Y ? b->Y : dS;
+    if (!b->Y && cv->a != 1.0f)
         for (int64_t e = 0; e < K * W; e++) dS[e] *= cv->a;
-    seqk__sgemm(true, false, K, W, L, 1.0f, cv->Qg, K, dO, ldo, 1.0f, dS, W, pack);
+    if (tr)
+        seqk__sgemm(true, false, W, K, L, 1.0f, dO, ldo, cv->Qg, K, b->Y ? 0.0f : 1.0f, Yd, K,
+                    pack);
+    else
+        seqk__sgemm(true, false, K, W, L, 1.0f, cv->Qg, K, dO, ldo, b->Y ? 0.0f : 1.0f, Yd, W,
+                    pack);
+    if (b->Y) seqk__scan_rows(1, K * W, K * W, 0, &cv->a, 1, b->Y, K * W, NULL, 0, dS);
 }
 
 /* d(log a_t) from the stage's terms: (sum_{i >= t} gt_i) + (sum_{j < t} bt_j)
@@ -476,12 +541,13 @@ typedef struct {
 } brows;
 
 /* The backward of one chunk: from dS (the gradient of the state after it)
- * and S0 (the state before it; NULL = zero), writes the chunk's gradients
+ * and S0 (the state before it; NULL = zero), both [W,K] transposed when tr
+ * (no normaliser: see run_item), writes the chunk's gradients
  * and leaves in dS the gradient of the state before it. */
 static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *pl,
                            int64_t row, int64_t h, const seqk__chunk_view *cv, const float *va,
-                           int64_t ldva, const float *S0, bscratch *b, const brows *out,
-                           bool no_ds)
+                           int64_t ldva, const float *S0, bool tr, bscratch *b,
+                           const brows *out, bool no_ds)
 {
     const int64_t L = cv->L, K = P->K, V = P->V, W = pl->W, H = P->H;
     float *pack = b->pack, *dS = b->dS;
@@ -507,8 +573,8 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
     }
     seqk__chunk_bwd sb = {b->dVa, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->gsum,
                           b->gt, b->gsum + L, 0.0f, pack, Dm, b->Y, no_ds, out->dld == NULL,
-                          NULL};
-    seqk__chunk_backward_stage(cv, K, W, b->cs.P, dO, ldo, va, ldva, S0, dS, &sb);
+                          tr ? S0 : NULL, tr};
+    seqk__chunk_backward_stage(cv, K, W, b->cs.P, dO, ldo, va, ldva, tr ? NULL : S0, dS, &sb);
     if (out->dld) {
         seqk__chunk_gate_grad(L, b->gt, b->gsum + L, sb.Dterm, out->dld, H);
         /* a sequence's first decay multiplies a zero state: its gradient is 0
@@ -527,6 +593,14 @@ static void chunk_backward(const seqk__lin *P, const seqk__lin_grad *Gr, const b
         if (!elu && out->acc == 0) {
             seqk__store_row_nt(oq, dq, P->scale, K);
             seqk__store_row_nt(ok, dk, 1.0f, K);
+        } else if (!elu) { /* a group's head: the loop below without phi', in vectors */
+            float *restrict vq = oq, *restrict vk = ok;
+            const float *restrict sq = dq, *restrict sk = dk;
+            const float sc = P->scale;
+            if (out->acc == 1)
+                for (int64_t j = 0; j < K; j++) vq[j] = sc * sq[j], vk[j] = sk[j];
+            else
+                for (int64_t j = 0; j < K; j++) vq[j] = vq[j] + sc * sq[j], vk[j] = vk[j] + sk[j];
         } else {
             /* the row's value x, then stored or added (x rounded on its own,
              * then the sum: the head-sum pass's arithmetic) */
@@ -594,8 +668,19 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
     /* the running state of the first pass: with R = 1 the states follow one
      * another in ckpt (the state before chunk c at c E), else in seg[0] */
     float *S = R == 1 ? b->ckpt : b->seg;
-    state_join(P, pl, P->s_in ? P->s_in + nh * K * V : NULL,
-               P->z_in ? P->z_in + nh * K : NULL, S);
+    /* Without the normaliser, the states and the state gradient are kept
+     * transposed ([V,K]: S^T = a S^T + Va^T Kd, dS^T = a dS^T + dO^T Qg, the
+     * same bits): of the three products that read them, dQ's dO S0^T and
+     * dK's V dS^T then read them in place, only dV's Kd dS packs dS^T
+     * transposed (against two packed transposes per chunk). */
+    const bool tr = !with_z(P);
+    if (tr) {
+        if (P->s_in) seqk__transpose(K, V, P->s_in + nh * K * V, V, S, K);
+        else memset(S, 0, (size_t)E * sizeof(float));
+    } else {
+        state_join(P, pl, P->s_in ? P->s_in + nh * K * V : NULL,
+                   P->z_in ? P->z_in + nh * K : NULL, S);
+    }
     const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
     seqk__chunk_view cv;
     const float *va;
@@ -606,15 +691,20 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
         if (c == nch - 1) break; /* the final state is not needed */
         load(P, pl, r0 + c * Lc, Lc, h, false, b, &cv, &va, &ldva);
         if (R == 1) {
-            advance(P, pl, &cv, va, ldva, b, S, S + E);
+            advance(P, pl, &cv, va, ldva, b, S, S + E, tr);
             S += E;
         } else {
-            advance(P, pl, &cv, va, ldva, b, S, S);
+            advance(P, pl, &cv, va, ldva, b, S, S, tr);
         }
     }
     /* dS_T */
-    state_join(P, pl, Gr->ds_out ? Gr->ds_out + nh * K * V : NULL,
-               Gr->dz_out ? Gr->dz_out + nh * K : NULL, b->dS);
+    if (tr) {
+        if (Gr->ds_out) seqk__transpose(K, V, Gr->ds_out + nh * K * V, V, b->dS, K);
+        else memset(b->dS, 0, (size_t)E * sizeof(float));
+    } else {
+        state_join(P, pl, Gr->ds_out ? Gr->ds_out + nh * K * V : NULL,
+                   Gr->dz_out ? Gr->dz_out + nh * K : NULL, b->dS);
+    }
     /* the reverse walk, segment by segment (with R = 1 the states are all
      * there already) */
     for (int64_t s = (nch + R - 1) / R - 1; s >= 0; s--) {
@@ -624,7 +714,7 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
             memcpy(seg, b->ckpt + s * E, (size_t)E * sizeof(float));
             for (int64_t j = 0; j + 1 < cs; j++) {
                 load(P, pl, r0 + (c0 + j) * Lc, Lc, h, false, b, &cv, &va, &ldva);
-                advance(P, pl, &cv, va, ldva, b, seg + j * E, seg + (j + 1) * E);
+                advance(P, pl, &cv, va, ldva, b, seg + j * E, seg + (j + 1) * E, tr);
             }
         }
         for (int64_t j = cs - 1; j >= 0; j--) {
@@ -632,12 +722,16 @@ static void run_item(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
             const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
             load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
             const brows out = rows_of(P, Gr, pl, row, h, hbuf_q, hbuf_k);
-            chunk_backward(P, Gr, pl, row, h, &cv, va, ldva,
-                           (c == 0 && zero_start) ? NULL : seg + j * E, b, &out, false);
+            const float *S0 = (c == 0 && zero_start) ? NULL : seg + j * E;
+            chunk_backward(P, Gr, pl, row, h, &cv, va, ldva, S0, tr, b, &out, false);
         }
     }
-    state_split(P, pl, b->dS, Gr->ds_in ? Gr->ds_in + nh * K * V : NULL,
-                Gr->dz_in ? Gr->dz_in + nh * K : NULL);
+    if (tr) {
+        if (Gr->ds_in) seqk__transpose(V, K, b->dS, K, Gr->ds_in + nh * K * V, V);
+    } else {
+        state_split(P, pl, b->dS, Gr->ds_in ? Gr->ds_in + nh * K * V : NULL,
+                    Gr->dz_in ? Gr->dz_in + nh * K : NULL);
+    }
 }
 
 /* The chunk-parallel backward (pl->staged; no normaliser, so W = V and a
@@ -704,13 +798,15 @@ static void walk_staged(const seqk__lin *P, const seqk__lin_grad *Gr, const bpla
         const float *va;
         int64_t ldva;
         load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
-        const size_t bytes = (size_t)E * sizeof(float);
-        if (c + 1 < first[n + 1]) memcpy(b->dS, ys + (ch + H) * E, bytes);
-        else if (Gr->ds_out) memcpy(b->dS, Gr->ds_out + nh * E, bytes);
-        else memset(b->dS, 0, bytes);
+        /* S0 and dS transposed, as the per-pair walk keeps them (the gate
+         * gradient's <S0, dS> then sums in the same order) */
+        if (c + 1 < first[n + 1]) seqk__transpose(K, V, ys + (ch + H) * E, V, b->dS, K);
+        else if (Gr->ds_out) seqk__transpose(K, V, Gr->ds_out + nh * E, V, b->dS, K);
+        else memset(b->dS, 0, (size_t)E * sizeof(float));
         const float *S0 = c > first[n] ? states + (ch - H) * E : P->s_in ? P->s_in + nh * E : NULL;
+        if (S0) seqk__transpose(K, V, S0, V, b->seg, K), S0 = b->seg;
         const brows out = rows_of(P, Gr, pl, row, h, hbuf_q, hbuf_k);
-        chunk_backward(P, Gr, pl, row, h, &cv, va, ldva, S0, b, &out, true);
+        chunk_backward(P, Gr, pl, row, h, &cv, va, ldva, S0, true, b, &out, true);
     }
 }
 
@@ -766,17 +862,22 @@ seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk
 #pragma omp for schedule(static)
             for (int64_t rq = 0; rq < rows * Hqk; rq++) {
                 const int64_t r = rq / Hqk, hq = rq % Hqk;
-                float *oq = Gr->dq + rq * K, *ok = Gr->dk + rq * K;
-                const float *sq = hbuf_q + (r * H + hq * per) * K;
-                const float *sk = hbuf_k + (r * H + hq * per) * K;
-                memcpy(oq, sq, (size_t)K * sizeof(float));
-                memcpy(ok, sk, (size_t)K * sizeof(float));
+                const float *restrict sq = hbuf_q + (r * H + hq * per) * K;
+                const float *restrict sk = hbuf_k + (r * H + hq * per) * K;
+                /* summed in this thread's scratch rows (in L1), then streamed
+                 * out: the outputs are never read back */
+                float *restrict xq = b.dQ, *restrict xk = b.dK;
+                memcpy(xq, sq, (size_t)K * sizeof(float));
+                memcpy(xk, sk, (size_t)K * sizeof(float));
                 for (int64_t u = 1; u < per; u++)
                     for (int64_t j = 0; j < K; j++) {
-                        oq[j] += sq[u * K + j];
-                        ok[j] += sk[u * K + j];
+                        xq[j] += sq[u * K + j];
+                        xk[j] += sk[u * K + j];
                     }
+                seqk__store_row_nt(Gr->dq + rq * K, xq, 1.0f, K);
+                seqk__store_row_nt(Gr->dk + rq * K, xk, 1.0f, K);
             }
+            seqk__stream_fence();
         }
     }
     return SEQK_SUCCESS;

@@ -288,7 +288,7 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
     if (S0) seqk__transpose(K, V, S0, V, b->S0t, K);
     seqk__chunk_bwd sb = {b->dVn, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->diag,
                           b->gt, b->bt, 0.0f, pack, NULL, NULL, false, false,
-                          S0 ? b->S0t : NULL};
+                          S0 ? b->S0t : NULL, false};
     seqk__chunk_backward_stage(cv, K, V, b->cs.P, dO, H * V, b->Vn, V, S0, dS, &sb);
     /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in) */
     seqk__sgemm(true, false, K, V, L, -1.0f, b->W, K, b->dVn, V, 1.0f, dS, V, pack);
