@@ -24,6 +24,14 @@
         }                                                                               \
     } while (0)
 
+/* Returns from the enclosing function with the status of a seqk call that
+ * failed (its message already set). */
+#define SEQK__STATUS_TRY(call)                 \
+    do {                                       \
+        const seqk_status st_ = (call);        \
+        if (st_ != SEQK_SUCCESS) return st_;   \
+    } while (0)
+
 /* After a kernel launch: the launch error, if any. */
 #define SEQK_CUDA_CHECK_LAUNCH(fn) SEQK_CUDA_TRY(fn, cudaGetLastError())
 

@@ -729,11 +729,20 @@ static dnbl_plan dnbl_make_plan(const seqk__lin *P)
     return pl;
 }
 
-#define DNB_TRY(call)                        \
-    do {                                     \
-        const seqk_status st_ = (call);      \
-        if (st_ != SEQK_SUCCESS) return st_; \
-    } while (0)
+/* The gate gradient from the chunks' terms (gated DeltaNet; nothing
+ * without g): the reverse sums within every chunk, then the forward sums
+ * over a sequence's chunks; nch chunks x heads. Both paths end with it. */
+static seqk_status dnb_launch_gate(const char *fn, const dnb_args &b, int64_t nch,
+                                   cudaStream_t stream)
+{
+    if (!b.dg) return SEQK_SUCCESS;
+    const unsigned gw = seqk__ceil_div(nch, DNB_WARPS);
+    dnb_gate_rev_kernel<<<gw, DNB_THREADS, 0, stream>>>(b, nch);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    dnb_gate_fwd_kernel<<<gw, DNB_THREADS, 0, stream>>>(b, nch);
+    SEQK_CUDA_CHECK_LAUNCH(fn);
+    return SEQK_SUCCESS;
+}
 
 /* The native bf16 / f16 backward (see "Reduced precision" above). */
 static seqk_status dnbl_run(const char *fn, seqk_context *ctx, const seqk__lin *P,
@@ -757,7 +766,7 @@ static seqk_status dnbl_run(const char *fn, seqk_context *ctx, const seqk__lin *
     a.o = NULL, a.s_out = NULL; /* the rerun of the forward writes no outputs */
     /* the native forward's stages (0)-(5): Gc, Kn, Qa, Kb, fq, fk, T, Sx,
      * Pb, W, Vn (in U's region), Sc */
-    DNB_TRY(dnl_launch_states(fn, ctx, P, &a, &x.p, pl.f, ws, blocks, nvb, stream));
+    SEQK__STATUS_TRY(dnl_launch_states(fn, ctx, P, &a, &x.p, pl.f, ws, blocks, nvb, stream));
     a.Vn = a.U, a.U = NULL;
     b.a = a;
     b.ds_out = dstate_out, b.ds_in = dstate_in;
@@ -797,34 +806,34 @@ static seqk_status dnbl_run(const char *fn, seqk_context *ctx, const seqk__lin *
         SEQK_CUDA_CHECK_LAUNCH(fn);
         /* the reverse pass' chunk-local parts: P^T dO [L, V] into b.X and
          * Qw^T dO [K, V] (exp(G_0) applied in the pass) */
-        DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, V, L, 1.0f, p.Pb, L, L * L, x.dOa, V,
-                                L * V, 0.0f, b.X, V, L * V, nb));
-        DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, K, V, L, 1.0f, x.Qw, K, L * K, x.dOa, V,
-                                L * V, 0.0f, Z, V, K * V, nb));
+        SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, V, L, 1.0f, p.Pb, L, L * L, x.dOa, V,
+                                         L * V, 0.0f, b.X, V, L * V, nb));
+        SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, K, V, L, 1.0f, x.Qw, K, L * K, x.dOa, V,
+                                         L * V, 0.0f, Z, V, K * V, nb));
     }
     /* the reverse pass (fp32; with no chunks dstate_in = dstate_out): dSc,
      * dVn = P^T dO + ek K~ dS in place in b.X, dstate_in */
     const size_t smem = dn_state_smem(a.K, a.map.L);
-    DNB_TRY(seqk__smem_optin(fn, dnb_dstate_kernel, smem));
+    SEQK__STATUS_TRY(seqk__smem_optin(fn, dnb_dstate_kernel, smem));
     dnb_dstate_kernel<<<(unsigned)blocks, DNB_THREADS, smem, stream>>>(b, nvb);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (nb == 0) return SEQK_SUCCESS;
     /* X = T^T dVn (fp32 operands: T), then the rounded operands */
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, SEQK_DTYPE_F32, 1, 0, L, V, L, 1.0f, p.Tm, L, L * L, b.X, V,
-                            L * V, 0.0f, Xf, V, L * V, nb));
-    DNB_TRY(seqk__cuda_convert(fn, ctx, dt, 0, Xf, Xb, nrows * V));
-    DNB_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.Vn, Vb, nrows * V));
-    DNB_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.Sc, S0b, nb * K * V));
-    DNB_TRY(seqk__cuda_convert(fn, ctx, dt, 0, b.dSc, dSb, nb * K * V));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, SEQK_DTYPE_F32, 1, 0, L, V, L, 1.0f, p.Tm, L, L * L,
+                                     b.X, V, L * V, 0.0f, Xf, V, L * V, nb));
+    SEQK__STATUS_TRY(seqk__cuda_convert(fn, ctx, dt, 0, Xf, Xb, nrows * V));
+    SEQK__STATUS_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.Vn, Vb, nrows * V));
+    SEQK__STATUS_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.Sc, S0b, nb * K * V));
+    SEQK__STATUS_TRY(seqk__cuda_convert(fn, ctx, dt, 0, b.dSc, dSb, nb * K * V));
     /* K K^T (fp32, exact inputs), dA = -X Vn^T, dP = dO Vn^T [L, L]; Y = -X S0^T [L, K] */
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, K, 1.0f, p.Kb, K, L * K, p.Kb, K, L * K,
-                            0.0f, x.KK, L, L * L, nb));
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, -1.0f, Xb, V, L * V, Vb, V, L * V, 0.0f,
-                            dAr, L, L * L, nb));
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, 1.0f, x.dOa, V, L * V, Vb, V, L * V,
-                            0.0f, dPr, L, L * L, nb));
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, -1.0f, Xb, V, L * V, S0b, V, K * V, 0.0f,
-                            Y, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, K, 1.0f, p.Kb, K, L * K, p.Kb, K,
+                                     L * K, 0.0f, x.KK, L, L * L, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, -1.0f, Xb, V, L * V, Vb, V, L * V,
+                                     0.0f, dAr, L, L * L, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, 1.0f, x.dOa, V, L * V, Vb, V,
+                                     L * V, 0.0f, dPr, L, L * L, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, -1.0f, Xb, V, L * V, S0b, V, K * V,
+                                     0.0f, Y, K, L * K, nb));
     /* the pairs: masks, decays, the rounded dP and M, E + D, diag, dba */
     SEQK__GRID_OR_FAIL(gr, (nrows + DN_WARPS - 1) / DN_WARPS);
     dnbl_pairs_kernel<<<gr, DNB_THREADS, 0, stream>>>(x, nrows);
@@ -834,29 +843,22 @@ static seqk_status dnbl_run(const char *fn, seqk_context *ctx, const seqk__lin *
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
     /* dQ~'s dP K~ and dO S0^T; dK~'s dP^T Q~, (M + M^T) K~ and Vn dS^T [L, K] */
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, x.dPq, L, L * L, p.Kb, K, L * K,
-                            0.0f, x.dQp, K, L * K, nb));
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, x.dOa, V, L * V, S0b, V, K * V,
-                            0.0f, dQs, K, L * K, nb));
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, 1.0f, x.dPk, L, L * L, p.Qa, K, L * K,
-                            0.0f, x.dKp, K, L * K, nb));
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, x.Mq, L, L * L, p.Kb, K, L * K,
-                            0.0f, dKm, K, L * K, nb));
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, 1.0f, x.Mk, L, L * L, p.Kb, K, L * K,
-                            1.0f, dKm, K, L * K, nb));
-    DNB_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, Vb, V, L * V, dSb, V, K * V, 0.0f,
-                            dKs, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, x.dPq, L, L * L, p.Kb, K,
+                                     L * K, 0.0f, x.dQp, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, x.dOa, V, L * V, S0b, V,
+                                     K * V, 0.0f, dQs, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, 1.0f, x.dPk, L, L * L, p.Qa, K,
+                                     L * K, 0.0f, x.dKp, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, x.Mq, L, L * L, p.Kb, K,
+                                     L * K, 0.0f, dKm, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, 1.0f, x.Mk, L, L * L, p.Kb, K,
+                                     L * K, 1.0f, dKm, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, Vb, V, L * V, dSb, V, K * V,
+                                     0.0f, dKs, K, L * K, nb));
     /* per token: dq, dk, dv, dbeta and the gate terms */
     dnbl_rows_kernel<<<gr, DNB_THREADS, 0, stream>>>(x, nrows);
     SEQK_CUDA_CHECK_LAUNCH(fn);
-    if (b.dg) {
-        const unsigned gw = seqk__ceil_div(nb, DNB_WARPS);
-        dnb_gate_rev_kernel<<<gw, DNB_THREADS, 0, stream>>>(b, nb);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-        dnb_gate_fwd_kernel<<<gw, DNB_THREADS, 0, stream>>>(b, nb);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-    }
-    return SEQK_SUCCESS;
+    return dnb_launch_gate(fn, b, nb, stream);
 }
 
 extern "C" size_t seqk__cuda_deltanet_backward_workspace(const seqk__lin *P)
@@ -934,12 +936,5 @@ extern "C" seqk_status seqk__cuda_deltanet_backward(seqk_context *ctx, const seq
     SEQK_CUDA_CHECK_LAUNCH(fn);
     dnb_rows_kernel<<<(unsigned)nch, DNB_THREADS, 0, stream>>>(b);
     SEQK_CUDA_CHECK_LAUNCH(fn);
-    if (b.dg) {
-        const unsigned gw = seqk__ceil_div(nch, DNB_WARPS);
-        dnb_gate_rev_kernel<<<gw, DNB_THREADS, 0, stream>>>(b, nch);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-        dnb_gate_fwd_kernel<<<gw, DNB_THREADS, 0, stream>>>(b, nch);
-        SEQK_CUDA_CHECK_LAUNCH(fn);
-    }
-    return SEQK_SUCCESS;
+    return dnb_launch_gate(fn, b, nch, stream);
 }

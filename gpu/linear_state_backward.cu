@@ -1071,12 +1071,6 @@ static seqk_status bw_launch_xty(const char *fn, const bw_args &a, bw_tmat A, bw
     return SEQK_SUCCESS;
 }
 
-#define BW_TRY(call)                     \
-    do {                                 \
-        const seqk_status st_ = (call);  \
-        if (st_ != SEQK_SUCCESS) return st_; \
-    } while (0)
-
 /* The native bf16 / f16 backward (see "Reduced precision" above); ws holds
  * bw_make_lp_plan(P).bytes. */
 static seqk_status bw_launch_lowp(const char *fn, seqk_context *ctx, const seqk__lin *P,
@@ -1088,7 +1082,7 @@ static seqk_status bw_launch_lowp(const char *fn, seqk_context *ctx, const seqk_
     seqk__lin Pf = *P;
     Pf.o = NULL, Pf.s_out = NULL, Pf.z_out = NULL;
     seqk__lin_lp lp;
-    BW_TRY(seqk__cuda_lin_lp_states(fn, ctx, &Pf, cu_device, ws, &lp));
+    SEQK__STATUS_TRY(seqk__cuda_lin_lp_states(fn, ctx, &Pf, cu_device, ws, &lp));
     const int64_t nch = pl.nch, H = P->H, L = pl.L, K = P->K, V = P->V, nb = pl.nb;
     const int64_t nrows = nb * L;
     const seqk_dtype dt = P->dtype;
@@ -1138,8 +1132,8 @@ static seqk_status bw_launch_lowp(const char *fn, seqk_context *ctx, const seqk_
     SEQK_CUDA_CHECK_LAUNCH(fn);
     /* W = Qg^T dO = exp(G_0) Qw^T dO [K, V], then dSn, the gradient of the
      * state after each chunk (reverse scan, which applies exp(G_0); ds_in) */
-    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, K, V, L, 1.0f, p.Qw, K, L * K, p.dOa, V, L * V,
-                           0.0f, a.dS, V, K * V, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, K, V, L, 1.0f, p.Qw, K, L * K, p.dOa, V,
+                                     L * V, 0.0f, a.dS, V, K * V, nb));
     a.wcoef = p.wcoef;
     bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
     SEQK_CUDA_CHECK_LAUNCH(fn);
@@ -1148,10 +1142,10 @@ static seqk_status bw_launch_lowp(const char *fn, seqk_context *ctx, const seqk_
         bw_dterm_kernel<<<gd, BW_THREADS, 0, stream>>>(a);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
-    BW_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.dS, dSb, nb * K * V));
+    SEQK__STATUS_TRY(seqk__cuda_convert(fn, ctx, dt, 0, a.dS, dSb, nb * K * V));
     /* dP = dO V~^T [L, L]; the mask, E and the diagonal */
-    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, 1.0f, p.dOa, V, L * V, lp.Va, V, L * V,
-                           0.0f, p.dPr, L, L * L, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, L, V, 1.0f, p.dOa, V, L * V, lp.Va, V,
+                                     L * V, 0.0f, p.dPr, L, L * L, nb));
     bw_lp_mask_kernel<<<gr, BW_THREADS, 0, stream>>>(p, nrows);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (a.dld) {
@@ -1159,19 +1153,19 @@ static seqk_status bw_launch_lowp(const char *fn, seqk_context *ctx, const seqk_
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
     /* dV' = Kd dSn + Pm^T dO [L, V] */
-    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, V, K, 1.0f, lp.Kd, K, L * K, dSb, V, K * V,
-                           0.0f, p.dVf, V, L * V, nb));
-    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, V, L, 1.0f, lp.Pm, L, L * L, p.dOa, V, L * V,
-                           1.0f, p.dVf, V, L * V, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, V, K, 1.0f, lp.Kd, K, L * K, dSb, V,
+                                     K * V, 0.0f, p.dVf, V, L * V, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, V, L, 1.0f, lp.Pm, L, L * L, p.dOa, V,
+                                     L * V, 1.0f, p.dVf, V, L * V, nb));
     /* dQ~'s parts dO S0^T and dPm K~, dK~'s V~ dSn^T and scale dPm^T Qa [L, K] */
-    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, p.dOa, V, L * V, lp.S0b, V, K * V,
-                           0.0f, p.dQs, K, L * K, nb));
-    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, p.dPm, L, L * L, lp.Ka, K, L * K,
-                           0.0f, p.dQp, K, L * K, nb));
-    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, lp.Va, V, L * V, dSb, V, K * V,
-                           0.0f, p.dKs, K, L * K, nb));
-    BW_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, a.scale, p.dPm, L, L * L, lp.Qa, K,
-                           L * K, 0.0f, p.dKp, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, p.dOa, V, L * V, lp.S0b, V,
+                                     K * V, 0.0f, p.dQs, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 0, L, K, L, 1.0f, p.dPm, L, L * L, lp.Ka, K,
+                                     L * K, 0.0f, p.dQp, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 0, 1, L, K, V, 1.0f, lp.Va, V, L * V, dSb, V,
+                                     K * V, 0.0f, p.dKs, K, L * K, nb));
+    SEQK__STATUS_TRY(seqk__cuda_gemm(fn, ctx, dt, 1, 0, L, K, L, a.scale, p.dPm, L, L * L, lp.Qa, K,
+                                     L * K, 0.0f, p.dKp, K, L * K, nb));
     const int64_t qk_items = nch * L * P->Hqk;
     SEQK__GRID_OR_FAIL(gq, (qk_items + BW_WARPS - 1) / BW_WARPS);
     bw_lp_finish_qk_kernel<<<gq, BW_THREADS, 0, stream>>>(p, qk_items);
@@ -1255,8 +1249,9 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     a.dVt = pl.vsc ? (float *)(ws + pl.off_dV) : NULL;
     a.btb = (float *)(ws + pl.off_bt);
     a.Dc = (float *)(ws + pl.off_Dc);
-    BW_TRY(seqk__lin_gates_of(fn, P, (float *)(ws + pl.off_lg), stream, &a.gates));
-    if (a.map.cu) BW_TRY(seqk__chunks_build_first(fn, &a.map, (int32_t *)(ws + pl.off_first), stream));
+    SEQK__STATUS_TRY(seqk__lin_gates_of(fn, P, (float *)(ws + pl.off_lg), stream, &a.gates));
+    if (a.map.cu) SEQK__STATUS_TRY(seqk__chunks_build_first(fn, &a.map,
+                     (int32_t *)(ws + pl.off_first), stream));
 
     const int eblocks = (int)((a.KVp + BW_THREADS - 1) / BW_THREADS);
     SEQK__GRID_OR_FAIL(gscan, P->N * H * eblocks);
@@ -1283,7 +1278,7 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     SEQK_CUDA_CHECK_LAUNCH(fn);
 
     /* forward: local states, then the state before each chunk */
-    BW_TRY(bw_launch_xty(fn, a, Km, Vm, 1, a.S, stream, nch));
+    SEQK__STATUS_TRY(bw_launch_xty(fn, a, Km, Vm, 1, a.S, stream, nch));
     bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 0);
     SEQK_CUDA_CHECK_LAUNCH(fn);
 
@@ -1293,14 +1288,14 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
         mx.A = Qm, mx.B = Km, mx.Z = Vm, mx.DA = a.K, mx.DZ = a.Vp;
         mx.st = a.S, mx.st_t = 0, mx.upper = 0, mx.parts = 3;
         mx.out = a.dOp, mx.out_ld = H * pl.Vp, mx.out_hs = pl.Vp, mx.out_cols = a.Vp;
-        BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+        SEQK__STATUS_TRY(bw_launch_mix(fn, a, mx, stream, nch));
         SEQK__GRID_OR_FAIL(gn, (BT * H + BW_WARPS - 1) / BW_WARPS);
         bw_norm_kernel<<<gn, BW_THREADS, 0, stream>>>(a, BT * H);
         SEQK_CUDA_CHECK_LAUNCH(fn);
     }
 
     /* W = (diag(exp(G)) Q~)^T dO', then dS after each chunk (reverse scan) */
-    BW_TRY(bw_launch_xty(fn, a, Qm, dOm, 0, a.dS, stream, nch));
+    SEQK__STATUS_TRY(bw_launch_xty(fn, a, Qm, dOm, 0, a.dS, stream, nch));
     bw_state_scan_kernel<<<gscan, BW_THREADS, 0, stream>>>(a, eblocks, 1);
     SEQK_CUDA_CHECK_LAUNCH(fn);
     if (a.dld) {
@@ -1314,22 +1309,22 @@ extern "C" seqk_status seqk__cuda_lin_backward(seqk_context *ctx, const seqk__li
     mx.A = Km, mx.B = Qm, mx.Z = dOm, mx.DA = a.K, mx.DZ = a.Vp;
     mx.st = a.dS, mx.st_t = 0, mx.upper = 1, mx.parts = 3;
     mx.out = pl.vsc ? a.dVt : a.dv, mx.out_ld = H * a.V, mx.out_hs = a.V, mx.out_cols = a.V;
-    BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+    SEQK__STATUS_TRY(bw_launch_mix(fn, a, mx, stream, nch));
     /* dQ~ per head without the diagonal pairs (the finish adds them) */
     memset(&mx, 0, sizeof mx);
     mx.A = dOm, mx.B = Vm, mx.Z = Km, mx.DA = a.Vp, mx.DZ = a.K;
     mx.st = a.S, mx.st_t = 1, mx.upper = 0, mx.strict = 1, mx.parts = 3;
     mx.out = a.dQh, mx.out_ld = H * a.K, mx.out_hs = a.K, mx.out_cols = a.K;
-    BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+    SEQK__STATUS_TRY(bw_launch_mix(fn, a, mx, stream, nch));
     /* dK~ per head: the strict pairs into dKh, the state term into dKi (the
      * gate gradient needs them apart) */
     memset(&mx, 0, sizeof mx);
     mx.A = Vm, mx.B = dOm, mx.Z = Qm, mx.DA = a.Vp, mx.DZ = a.K;
     mx.st = a.dS, mx.st_t = 1, mx.upper = 1, mx.strict = 1, mx.parts = 1;
     mx.out = a.dKh, mx.out_ld = H * a.K, mx.out_hs = a.K, mx.out_cols = a.K;
-    BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+    SEQK__STATUS_TRY(bw_launch_mix(fn, a, mx, stream, nch));
     mx.parts = 2, mx.out = a.dKi;
-    BW_TRY(bw_launch_mix(fn, a, mx, stream, nch));
+    SEQK__STATUS_TRY(bw_launch_mix(fn, a, mx, stream, nch));
 
     SEQK__GRID_OR_FAIL(gq, (BT * P->Hqk + BW_WARPS - 1) / BW_WARPS);
     bw_finish_qk_kernel<<<gq, BW_THREADS, 0, stream>>>(a, BT * P->Hqk);

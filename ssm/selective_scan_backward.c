@@ -358,15 +358,18 @@ SS_INLINE int segment_inputs(const ssb *P, const tile *I, const tbufs *S, int64_
     return safe;
 }
 
-/* Pass 1 for state rows [s0, s0 + nr) (nr <= NB): h through tokens
- * [r, r + L) from hin to hout ([Nst][W] each), in registers. */
-SS_INLINE void block_forward(const ssb *P, const tile *I, const tbufs *S, int64_t r, int64_t L,
-                             const float *hin, float *hout, int64_t s0, const int nr,
-                             const int CLAMP, const int NV)
+/* h through the tokens [r, r + L) for state rows [s0, s0 + nr) (nr <= NB),
+ * from hin ([Nst][W]), in registers: h[j] holds the state after the
+ * segment on return. With KEEP (pass 2) a_t = exp(dt A) and h_{t-1} of
+ * every token also go to S->a, S->h (row i at i * NB W); pass 1 keeps
+ * nothing. */
+SS_INLINE void walk_h(const ssb *P, const tile *I, const tbufs *S, int64_t r, int64_t L,
+                      const float *hin, int64_t s0, const int nr, const int CLAMP,
+                      const int NV, const int KEEP, vf h[NB][MAX_NV])
 {
-    const int64_t W = SS_VL * NV, GN = P->G * P->Nst;
+    const int64_t W = SS_VL * NV, GN = P->G * P->Nst, BW = NB * W;
     const float *Bt = P->Bm + r * GN + I->g * P->Nst + s0;
-    vf At[NB][MAX_NV], h[NB][MAX_NV];
+    vf At[NB][MAX_NV];
     for (int j = 0; j < nr; j++)
         for (int v = 0; v < NV; v++) {
             At[j][v] = v_load(S->At + (s0 + j) * W + SS_VL * v);
@@ -380,10 +383,27 @@ SS_INLINE void block_forward(const ssb *P, const tile *I, const tbufs *S, int64_
         }
         for (int j = 0; j < nr; j++) {
             const vf bs = v_bcast(Bt + i * GN + j);
-            for (int v = 0; v < NV; v++)
-                h[j][v] = ss_step(ss_decay(dl[v], At[j][v], CLAMP), h[j][v], v_mul(du[v], bs));
+            for (int v = 0; v < NV; v++) {
+                const vf a = ss_decay(dl[v], At[j][v], CLAMP);
+                if (KEEP) {
+                    v_store(S->a + i * BW + j * W + SS_VL * v, a);
+                    v_store(S->h + i * BW + j * W + SS_VL * v, h[j][v]);
+                }
+                h[j][v] = ss_step(a, h[j][v], v_mul(du[v], bs));
+            }
         }
     }
+}
+
+/* Pass 1 for state rows [s0, s0 + nr): h through tokens [r, r + L) from
+ * hin to hout ([Nst][W] each). */
+SS_INLINE void block_forward(const ssb *P, const tile *I, const tbufs *S, int64_t r, int64_t L,
+                             const float *hin, float *hout, int64_t s0, const int nr,
+                             const int CLAMP, const int NV)
+{
+    const int64_t W = SS_VL * NV;
+    vf h[NB][MAX_NV];
+    walk_h(P, I, S, r, L, hin, s0, nr, CLAMP, NV, 0, h);
     for (int j = 0; j < nr; j++)
         for (int v = 0; v < NV; v++) v_store(hout + (s0 + j) * W + SS_VL * v, h[j][v]);
 }
@@ -403,29 +423,8 @@ SS_INLINE void block_segment(const ssb *P, const tile *I, const tbufs *S, int64_
     const float *Bt = P->Bm + r * GN + I->g * P->Nst + s0;
     const float *Ct = P->Cm + r * GN + I->g * P->Nst + s0;
     vf x0[NB][MAX_NV], x1[NB][MAX_NV], x2[NB][MAX_NV];
-    /* (1) x0 = A log2 e, x1 = h */
-    for (int j = 0; j < nr; j++)
-        for (int v = 0; v < NV; v++) {
-            x0[j][v] = v_load(S->At + (s0 + j) * W + SS_VL * v);
-            x1[j][v] = v_load(hin + (s0 + j) * W + SS_VL * v);
-        }
-    for (int64_t i = 0; i < L; i++) {
-        float *ai = S->a + i * BW, *hi = S->h + i * BW;
-        vf dl[MAX_NV], du[MAX_NV];
-        for (int v = 0; v < NV; v++) {
-            dl[v] = v_load(S->tdt + i * W + SS_VL * v);
-            du[v] = v_load(S->tdu + i * W + SS_VL * v);
-        }
-        for (int j = 0; j < nr; j++) {
-            const vf bs = v_bcast(Bt + i * GN + j);
-            for (int v = 0; v < NV; v++) {
-                const vf a = ss_decay(dl[v], x0[j][v], CLAMP);
-                v_store(ai + j * W + SS_VL * v, a);
-                v_store(hi + j * W + SS_VL * v, x1[j][v]);
-                x1[j][v] = ss_step(a, x1[j][v], v_mul(du[v], bs));
-            }
-        }
-    }
+    /* (1) x1 = h, a_t and h_{t-1} kept */
+    walk_h(P, I, S, r, L, hin, s0, nr, CLAMP, NV, 1, x1);
     for (int j = 0; j < nr; j++)
         for (int v = 0; v < NV; v++) v_store(S->h + L * BW + j * W + SS_VL * v, x1[j][v]);
     /* (2) x0 = lam (the last token's: C gy + mu, as 1 * mu + C gy), x1 = A,
