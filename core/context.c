@@ -1,15 +1,31 @@
 /* core/context.c -- contexts, backends, memory on the backend, workspace. */
+#define _DEFAULT_SOURCE /* madvise (Linux) under -std=c11 */
 #include "internal.h"
 
 #include "../gpu/gpu.h"
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define WORKSPACE_ALIGN 256
+
+/* Host buffers of at least this many bytes are aligned to it and, on Linux,
+ * advised for transparent huge pages. A head's token rows are H K floats
+ * apart, so the ops' per-head walks touch a new 4 KiB page every token or
+ * two and miss the TLB on nearly every row (a VM's nested page walks make
+ * each miss dearer). Measured on the AMD EPYC VM (2026-12-06, q, k, v, dout
+ * and the gradients in 2 MiB pages against 4 KiB ones): the linear-state
+ * forward and backward 0-10 % less time, softmax attention's backward
+ * 5-6 % less (before the linear-state backward walked head groups, its
+ * backward took 15-25 % less). Advice only: where the kernel has no huge
+ * page to give, the buffer is plain memory. */
+#define HUGE_ALIGN ((size_t)2 << 20)
 
 int seqk_backend_compiled(seqk_backend backend)
 {
@@ -172,7 +188,12 @@ static seqk_status alloc_backend(const char *fn, seqk_context *ctx, size_t bytes
 #if SEQK__HAVE_CUDA
     if (ctx->backend == SEQK_BACKEND_CUDA) return seqk__cuda_malloc(fn, ctx, bytes, ptr);
 #endif
-    void *p = aligned_alloc(WORKSPACE_ALIGN, seqk__align_up(bytes, WORKSPACE_ALIGN));
+    const size_t align = bytes >= HUGE_ALIGN ? HUGE_ALIGN : WORKSPACE_ALIGN;
+    const size_t size = seqk__align_up(bytes, align);
+    void *p = aligned_alloc(align, size);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p && align == HUGE_ALIGN) (void)madvise(p, size, MADV_HUGEPAGE);
+#endif
     if (!p)
         return seqk__fail(SEQK_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", fn, bytes);
     *ptr = p;

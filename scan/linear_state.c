@@ -250,7 +250,13 @@ seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx, int64_t
         return SEQK_SUCCESS;
     }
 #endif
-    *bytes = seqk__lin_backward_workspace(&P, seqk__threads(ctx)) + m2 + 256;
+    /* the plain state's plan too: it may take the chunk-parallel walk
+     * (staged arrays), which the normaliser never does */
+    size_t need = seqk__lin_backward_workspace(&P, seqk__threads(ctx));
+    P.flags = 0;
+    const size_t plain = seqk__lin_backward_workspace(&P, seqk__threads(ctx));
+    if (plain > need) need = plain;
+    *bytes = need + m2 + 256;
     return SEQK_SUCCESS;
 }
 
