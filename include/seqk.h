@@ -229,7 +229,9 @@ typedef enum seqk_copy_kind {
     SEQK_COPY_BACKEND_TO_BACKEND = 2
 } seqk_copy_kind;
 
-/* Allocates bytes (> 0) on the context's backend, 256-byte aligned. */
+/* Allocates bytes (> 0) on the context's backend, 256-byte aligned; on the
+ * CPU, 2 MiB blocks (2 MiB-aligned) from 2 MiB up, advised on Linux for
+ * transparent huge pages (fewer TLB misses in the ops' per-head walks). */
 SEQK_API seqk_status seqk_malloc(seqk_context *ctx, size_t bytes, void **ptr);
 /* Frees memory from seqk_malloc on the same context. NULL is accepted. */
 SEQK_API seqk_status seqk_free(seqk_context *ctx, void *ptr);
