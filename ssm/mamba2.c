@@ -111,8 +111,19 @@ static seqk_status mamba2_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode mod
     if (cuda) engine = seqk__cuda_lin_workspace(&P, (int)mode); /* >= what the run asks */
     else
 #endif
-        engine = mode == SEQK_MODE_RECURRENT ? seqk__lin_recurrent_workspace(&P, threads)
-                                             : seqk__lin_chunked_workspace(&P, threads);
+    {
+        /* the public query's bound: P has no cu_seqlens yet (the engine reads
+         * them later), and the engine's plan without them counts N whole
+         * sequences of T tokens, more than the query promised (a fuzz
+         * finding: B=1 T=17 N=2 chunk=2, 3 threads: 4024 bytes asked against
+         * the query's 3900). The query covers what the engine asks once it
+         * has them. */
+        size_t bound = 0;
+        if ((st = seqk_linear_state_workspace_size(ctx, mode, B, T, H, Nst, Pd,
+                                                   cu_seqlens ? N : 0, chunk, &bound)))
+            return st;
+        engine = bound - P.ws_offset;
+    }
     float *dtp = NULL;
     if ((st = seqk__workspace(fn, ctx, P.ws_offset + engine, (void **)&dtp))) return st;
     /* dtp [B,T,H] */

@@ -99,6 +99,36 @@ static void regression_linear_state_workspace_query_bound(th_backend *be)
                                varlen, op, seqk_last_error());
                     }
                 }
+    /* fuzz finding 5 (session 12): seqk_mamba2's parallel mode reserved its
+     * workspace from the engine's plan before reading cu_seqlens, which
+     * counts N whole sequences of T tokens; with fewer (sequence, head) pairs
+     * than threads the chunk-parallel engine's arrays grow with the chunks:
+     * B = 1, T = 17, N = 2, H = 1, chunk = 2, 3 threads asked 4024 bytes
+     * against the query's 3900 */
+    {
+        static const int32_t cu2[3] = {0, 8, 17};
+        float x2[17 * 4], dt2[17], A2[1] = {-0.5f}, B2[17 * 3], C2[17 * 3], y2[17 * 4];
+        th_fill(x2, 68, -1, 1), th_fill(dt2, 17, -1, 1), th_fill(B2, 51, -1, 1);
+        th_fill(C2, 51, -1, 1);
+        for (int threads = 1; threads <= 3; threads++)
+            for (int mode = 0; mode < 2; mode++) {
+                th_set_threads(be, threads);
+                size_t bytes = 0;
+                seqk_status st = seqk_linear_state_workspace_size(be->ctx, (seqk_mode)mode, 1, 17,
+                                                                  1, 3, 4, 2, 2, &bytes);
+                void *ws = tf_workspace_begin(be, bytes);
+                if (st == SEQK_SUCCESS)
+                    st = seqk_mamba2(be->ctx, (seqk_mode)mode, 1, 17, 1, 4, 1, 3, 0, x2, dt2, A2,
+                                     B2, C2, NULL, NULL, y2, NULL, NULL, cu2, 2, 2);
+                tf_workspace_end(be, ws);
+                runs++;
+                if (st != SEQK_SUCCESS) {
+                    bad++;
+                    printf("  mamba2 T=17 N=2 chunk=2 threads %d mode %d: %s\n", threads, mode,
+                           seqk_last_error());
+                }
+            }
+    }
     th_set_threads(be, 0);
     th_check(bad == 0,
              "regression_linear_state_workspace_query_bound: %d of %d calls failed with a "
