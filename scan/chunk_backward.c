@@ -685,23 +685,6 @@ static brows rows_of(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *
     return out;
 }
 
-/* The rows a chunk's backward reads from the caller's arrays (q, k, v, and
- * dO with the queries), asked into L2 while the chunk before them computes:
- * a head's rows are H K floats apart, past the hardware prefetcher. */
-static void prefetch_chunk(const seqk__lin *P, const seqk__lin_grad *Gr, int64_t row, int64_t L,
-                           int64_t h, bool with_q)
-{
-    const int64_t K = P->K, V = P->V, H = P->H, hq = h / (H / P->Hqk);
-    for (int64_t i = 0; i < L; i++) {
-        const float *rows[4] = {P->k + ((row + i) * P->Hqk + hq) * K, P->v + ((row + i) * H + h) * V,
-                                P->q + ((row + i) * P->Hqk + hq) * K,
-                                Gr->dout + ((row + i) * H + h) * V};
-        const int64_t n[4] = {K, V, K, V};
-        for (int r = 0; r < (with_q ? 4 : 2); r++)
-            for (int64_t j = 0; j < n[r]; j += 16) __builtin_prefetch(rows[r] + j, 0, 2);
-    }
-}
-
 /* The whole backward of one sequence n's heads h0 .. h0 + nh - 1, walked
  * together: chunk by chunk, and inside a chunk the heads in order (their
  * rows share pages; see make_plan). Head u = h - h0 keeps its own states
@@ -747,8 +730,6 @@ static void run_group(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan 
             float *S = R == 1 ? CKPT(u) + c * E : SEG(u);
             if (R > 1 && c % R == 0) memcpy(CKPT(u) + c / R * E, S, (size_t)E * sizeof(float));
             if (c == nch - 1) continue; /* the final state is not needed */
-            if (u + 1 < nh) prefetch_chunk(P, Gr, r0 + c * Lc, Lc, h0 + u + 1, false);
-            else if (c + 2 < nch) prefetch_chunk(P, Gr, r0 + (c + 1) * Lc, Lc, h0, false);
             load(P, pl, r0 + c * Lc, Lc, h0 + u, false, b, &cv, &va, &ldva);
             advance(P, pl, &cv, va, ldva, b, S, R == 1 ? S + E : S, tr);
         }
@@ -781,8 +762,6 @@ static void run_group(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan 
             const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
             for (int64_t u = 0; u < nh; u++) {
                 const int64_t h = h0 + u;
-                if (u + 1 < nh) prefetch_chunk(P, Gr, row, L, h + 1, true);
-                else if (c > c0) prefetch_chunk(P, Gr, row - Lc, Lc, h0, true);
                 load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
                 const brows out = rows_of(P, Gr, pl, row, h, hbuf_q, hbuf_k);
                 const float *S0 =
