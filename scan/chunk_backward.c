@@ -191,29 +191,20 @@ static bplan make_plan(const seqk__lin *P, int threads)
      * TLB misses on nearly every row; hg heads walked chunk by chunk share
      * each page (as the forward's fused driver does). As many as still leave
      * about two items per thread (a group item: at most its q/k head's
-     * heads), and no more than keep every state of their sequences
-     * (R = 1) within the byte limit, when one head's do. */
+     * heads), and no more than keep every state of their sequences (R = 1)
+     * within the byte limit. So hg > 1 only with R = 1, and R > 1 only with
+     * hg = 1. */
     const int64_t nch = (seqk__lin_longest(P) + L - 1) / L;
     const size_t head_bytes = (size_t)(nch > 0 ? nch : 1) * (size_t)pl.E * sizeof(float);
-    pl.hg = 1;
+    int64_t hgw = 1; /* before the byte limit */
     if (!pl.staged) {
-        int64_t hg = seqk__lin_head_group(P, threads, 1);
-        if (pl.group_items) {
-            const int64_t per = P->H / P->Hqk, want = P->N * P->H / (2 * (int64_t)threads);
-            hg = want < 1 ? 1 : want > per ? per : want;
-        }
-        while (hg > 1 && (size_t)hg * head_bytes > SEQK__LIN_BWD_FULL_BYTES) hg--;
-        pl.hg = hg;
+        hgw = seqk__lin_head_group(P, threads, 1);
+        if (pl.group_items && hgw > P->H / P->Hqk) hgw = P->H / P->Hqk;
     }
-    seqk__chunk_ckpt_plan(nch, pl.E, SEQK__LIN_BWD_FULL_BYTES / (size_t)pl.hg, &pl.R, &pl.nckpt);
+    pl.hg = hgw;
+    while (pl.hg > 1 && (size_t)pl.hg * head_bytes > SEQK__LIN_BWD_FULL_BYTES) pl.hg--;
+    seqk__chunk_ckpt_plan(nch, pl.E, SEQK__LIN_BWD_FULL_BYTES, &pl.R, &pl.nckpt);
     if (pl.staged) pl.R = 1, pl.nckpt = 0; /* no per-thread states */
-    if (pl.R > 1) {
-        /* a workspace query for varlen (no cu_seqlens yet, N != B): a shorter
-         * sequence may keep all its states (R = 1), up to the byte limit */
-        const int64_t whole =
-            (int64_t)(SEQK__LIN_BWD_FULL_BYTES / (size_t)pl.hg / sizeof(float)) / pl.E;
-        if (!P->cu && P->N != P->B && whole > pl.nckpt) pl.nckpt = whole;
-    }
     int64_t nmax = L > pl.W ? L : pl.W, kmax = nmax;
     if (K > nmax) nmax = K, kmax = K;
     pl.pack_fl = seqk__sgemm_pack_floats(nmax, nmax, kmax);
@@ -222,8 +213,19 @@ static bplan make_plan(const seqk__lin *P, int threads)
     pl.scratch = rnd8(pl.chunk_fl) + rnd8(pl.pack_fl) + rnd8(l * w) * 4 /* Va, dOa, dVa, Oa */ +
                  rnd8(l * l) * 2 /* dP, Dm */ + rnd8(l * k) * 2 /* dQ, dK */ +
                  rnd8(l * (k > w ? k : w)) /* tmp */ + rnd8(l) * 3 + rnd8(2 * l) +
-                 rnd8(e) /* Y */ + rnd8(e * (size_t)pl.hg) * (1 + (size_t)(pl.nckpt + pl.R))
-                 /* per head: dS, ckpt, seg */;
+                 rnd8(e) /* Y */;
+    /* per head: dS, ckpt, seg */
+    size_t heads = rnd8(e * (size_t)pl.hg) * (1 + (size_t)(pl.nckpt + pl.R));
+    if (!P->cu && P->N != P->B) {
+        /* a varlen workspace query (no cu_seqlens yet, N != B): shorter
+         * sequences may walk up to hgw heads at once with every state kept,
+         * hg' nch' E floats within the byte limit, so at most
+         * (hg' E + 7)(nch' + 2) <= limit / 4 + 2 hgw E + 7 nch + 14 */
+        const size_t most = SEQK__LIN_BWD_FULL_BYTES / sizeof(float) + 2 * e * (size_t)hgw +
+                            7 * (size_t)(nch > 0 ? nch : 1) + 14;
+        if (most > heads) heads = most;
+    }
+    pl.scratch += heads;
     return pl;
 }
 

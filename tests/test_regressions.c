@@ -135,6 +135,66 @@ static void regression_linear_state_workspace_query_bound(th_backend *be)
              "workspace of the queried size", bad, runs);
 }
 
+/* session 12: the linear-state backward walks groups of heads, as many as
+ * keep every state within SEQK__LIN_BWD_FULL_BYTES (8 MiB per thread); a
+ * varlen workspace query (no cu_seqlens) plans for the longest possible
+ * sequence (one head, checkpoints), while short sequences may walk several
+ * heads with every state kept, which needs more: here 5 sequences of 128
+ * tokens, K = V = 512 (1 MiB states), 4 heads walked together against the
+ * query's plan of T = 640 tokens (10 chunks, checkpoints every 4); the
+ * first version of the grouping asked more than the query said. Each call
+ * runs with a caller workspace of exactly the queried size and must succeed
+ * and give the bits of the same call on the context's own workspace. */
+static void regression_backward_varlen_query_heads(th_backend *be)
+{
+    if (be->backend != SEQK_BACKEND_CPU) return;
+    enum { NS = 5, LEN = 128, T = NS * LEN, H = 4, K = 512, V = 512, CH = 64 };
+    int32_t cu[NS + 1];
+    for (int i = 0; i <= NS; i++) cu[i] = i * LEN;
+    tf_arrays a = tf_arrays_on(NULL);
+    const size_t nqk = (size_t)T * H * K, nv = (size_t)T * H * V;
+    float *q = tf_random(&a, nqk, -1, 1), *k = tf_random(&a, nqk, -1, 1);
+    float *v = tf_random(&a, nv, -1, 1), *dout = tf_random(&a, nv, -1, 1);
+    float *g[2][3];
+    for (int r = 0; r < 2; r++) {
+        g[r][0] = tf_floats(&a, nqk), g[r][1] = tf_floats(&a, nqk), g[r][2] = tf_floats(&a, nv);
+    }
+    int bad = 0, runs = 0;
+    for (int threads = 1; threads <= 3; threads++) {
+        th_set_threads(be, threads);
+        for (int r = 0; r < 2; r++) { /* r = 0: exact queried workspace; 1: the context's */
+            for (int j = 0; j < 3; j++)
+                for (size_t i = 0; i < (j < 2 ? nqk : nv); i++) g[r][j][i] = NAN;
+            size_t bytes = 0;
+            seqk_status st =
+                seqk_linear_state_backward_workspace_size(be->ctx, 1, T, H, H, K, V, NS, CH, &bytes);
+            void *ws = r == 0 ? tf_workspace_begin(be, bytes) : NULL;
+            if (st == SEQK_SUCCESS)
+                st = seqk_linear_attention_backward(be->ctx, 1, T, H, K, V, 0.5f, 0, q, k, v, dout,
+                                                    NULL, NULL, NULL, NULL, g[r][0], g[r][1],
+                                                    g[r][2], NULL, NULL, cu, NS, CH);
+            if (r == 0) tf_workspace_end(be, ws);
+            runs++;
+            if (st != SEQK_SUCCESS) {
+                bad++;
+                printf("  threads %d %s workspace: %s\n", threads, r ? "own" : "queried",
+                       seqk_last_error());
+            }
+        }
+        if (memcmp(g[0][0], g[1][0], nqk * sizeof(float)) ||
+            memcmp(g[0][1], g[1][1], nqk * sizeof(float)) ||
+            memcmp(g[0][2], g[1][2], nv * sizeof(float))) {
+            bad++;
+            printf("  threads %d: gradients differ between the two workspaces\n", threads);
+        }
+    }
+    th_set_threads(be, 0);
+    tf_arrays_free(&a);
+    th_check(bad == 0,
+             "regression_backward_varlen_query_heads: %d of %d calls failed or differed", bad,
+             runs);
+}
+
 /* fuzz finding 3: seqk_selective_scan and its backward read A while
  * loading per-channel constants even for T = 0, where A may be NULL (it is
  * required only when B*T > 0): a NULL dereference (UBSan: zero offset to a
@@ -315,6 +375,7 @@ int main(int argc, char **argv)
         if (th_skipped(&be[i], "regressions")) continue;
         regression_chunk_index_misaligned(&be[i]);
         regression_linear_state_workspace_query_bound(&be[i]);
+        regression_backward_varlen_query_heads(&be[i]);
         regression_sscan_empty_null_A(&be[i]);
         regression_attention_masked_nonfinite(&be[i]);
     }
