@@ -25,7 +25,7 @@ from ._lib import lib
 _EMPTY_HOST = np.zeros(64, dtype=np.float32)
 
 # Outputs seqk allocates are 64-byte aligned (a cache line; numpy's own
-# allocations of large arrays start 16 bytes past one). Kernels that read a
+# allocations of large arrays usually start 16 bytes past one). Kernels that read a
 # token's slice of a row, as the selective scan's backward does (16
 # channels, one cache line when aligned), touch two lines per row otherwise:
 # that backward measured 231 ms with 64-byte aligned outputs against 265 ms
