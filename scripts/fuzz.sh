@@ -10,10 +10,18 @@
 # decoded call for fuzz_linear, fuzz_deltanet, fuzz_titans, fuzz_attention).
 #
 #   FUZZ_SECONDS=600 bash scripts/fuzz.sh          a longer local run
-#   FUZZ_ONLY=fuzz_linear bash scripts/fuzz.sh     one harness
+#   FUZZ_ONLY=fuzz_linear bash scripts/fuzz.sh     one harness (or a list:
+#                                                  fuzz_linear,fuzz_titans)
 #   FUZZ_MERGE=1 bash scripts/fuzz.sh              then fold the new inputs
 #                                                  that add coverage into
 #                                                  the committed seed corpus
+#   FUZZ_CFLAGS=-DSEQK__LIN_BWD_FULL_BYTES=2048 FUZZ_BUILD_DIR=build/fuzz-small \
+#     bash scripts/fuzz.sh                         the library built with extra
+#                                                  C flags (scripts/test.sh:
+#                                                  the backwards' byte limits
+#                                                  made small, so that tiny
+#                                                  shapes take the checkpointed
+#                                                  and capped paths)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-30}
@@ -26,7 +34,8 @@ if ! command -v "$cc" >/dev/null 2>&1; then
   exit 2
 fi
 cmake -S . -B "$bdir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEQK_CUDA=OFF \
-  -DSEQK_FUZZ=ON -DSEQK_BUILD_TESTS=OFF -DSEQK_BUILD_BENCH=OFF -DSEQK_WERROR=ON >/dev/null
+  -DSEQK_FUZZ=ON -DSEQK_BUILD_TESTS=OFF -DSEQK_BUILD_BENCH=OFF -DSEQK_WERROR=ON \
+  -DCMAKE_C_FLAGS="${FUZZ_CFLAGS:-}" >/dev/null
 cmake --build "$bdir" -j"$jobs"
 
 mkdir -p "$bdir/findings"
@@ -36,7 +45,9 @@ status=0
 for exe in "$bdir"/tests/fuzz/fuzz_*; do
   [ -x "$exe" ] && [ -f "$exe" ] || continue
   name=$(basename "$exe")
-  if [ -n "${FUZZ_ONLY:-}" ] && [ "$name" != "$FUZZ_ONLY" ]; then continue; fi
+  if [ -n "${FUZZ_ONLY:-}" ]; then
+    case " ${FUZZ_ONLY//,/ } " in *" $name "*) ;; *) continue ;; esac
+  fi
   seeds=tests/fuzz/corpus/$name
   work=$bdir/corpus/$name
   mkdir -p "$work" "$seeds"

@@ -29,6 +29,22 @@ echo "== tests under sanitizers =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure -j1
 
+# The backwards keep every chunk state of a sequence (and DeltaNet its chunk
+# products) only up to a byte limit per thread, and walk several heads at
+# once only within it; past it they checkpoint and recompute. Real shapes
+# cross those limits at T in the thousands, the tests' shapes never do, so
+# this build makes the limits tiny (a state of 2 x 2 floats already
+# checkpoints) and runs the suite again: the gradients, determinism and
+# queried workspaces of the checkpointed, capped and staged paths.
+SMALL_LIMITS="-DSEQK__LIN_BWD_FULL_BYTES=64 -DSEQK__LIN_BWD_STAGED_BYTES=512 -DSEQK__DN_BWD_FULL_BYTES=64"
+SMALL_LIMITS="$SMALL_LIMITS -DSEQK__DN_BWD_KEEP_BYTES=512 -DSEQK__TT_BWD_FULL_BYTES=128"
+echo "== build (CPU, the backwards' byte limits made small) =="
+cmake -S . -B build/small-limits -DCMAKE_BUILD_TYPE=Release -DSEQK_CUDA=OFF -DSEQK_BUILD_BENCH=OFF \
+  -DSEQK_WERROR=ON -DCMAKE_C_FLAGS="$SMALL_LIMITS" >/dev/null
+cmake --build build/small-limits -j"$jobs"
+echo "== tests with small byte limits =="
+ctest --test-dir build/small-limits --output-on-failure -j1 -E "install_consumer|mpi"
+
 # ThreadSanitizer: tests/test_threads (several caller threads, each with its
 # own context) built with clang -fsanitize=thread and its libomp (gcc's
 # libgomp gives false reports); tests/tsan.supp drops libomp's own
@@ -55,6 +71,9 @@ elif command -v clang >/dev/null 2>&1 && printf 'int LLVMFuzzerTestOneInput(cons
   rm -f /tmp/seqk_fuzz_probe.$$
   echo "== fuzzers (libFuzzer + ASan + UBSan, ${FUZZ_SECONDS:-30} s each) =="
   bash scripts/fuzz.sh
+  echo "== fuzzers of the backwards with small byte limits (${FUZZ_SECONDS_SMALL:-20} s each) =="
+  FUZZ_SECONDS=${FUZZ_SECONDS_SMALL:-20} FUZZ_BUILD_DIR=build/fuzz-small FUZZ_CFLAGS="$SMALL_LIMITS" \
+    FUZZ_ONLY=fuzz_linear,fuzz_deltanet,fuzz_titans bash scripts/fuzz.sh
 else
   echo "== fuzzers skipped (no clang with libFuzzer: apt-get install clang libclang-rt-dev libomp-dev) =="
 fi
