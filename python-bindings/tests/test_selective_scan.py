@@ -77,9 +77,8 @@ def test_selective_scan_bad_groups(rng):
 def test_allocated_outputs_are_cache_line_aligned(rng):
     """Outputs seqk allocates start on a 64-byte boundary (numpy's own large
     arrays usually start 16 bytes past one, not always; see seqk/_arrays.py),
-    are ordinary
-    writable C-contiguous float32 arrays, and equal, bit for bit, the same call
-    into caller-given arrays 16 bytes off a cache line."""
+    are ordinary writable C-contiguous float32 arrays, and equal, bit for bit,
+    the same call into caller-given arrays 16 bytes off a cache line."""
     inp = inputs(rng, T=300, Dc=40)
     inp["dt"] = np.abs(inp["dt"])
     y, s = seqk.selective_scan(**inp, return_final_state=True)
