@@ -8,7 +8,8 @@
  * call's shape alone:
  *   - AVX-512: 8 x 32 in 16 zmm accumulators (seqk__sgemm_8x32, gemm.h), for N of
  *     at least 32 that pads to a multiple of 32 by at most a quarter (64,
- *     128, 80, ...): twice the floats per FMA of AVX2;
+ *     128, 80, ...): twice the floats per FMA of AVX2; its left half (8 x 16,
+ *     the same sums) where a tile's wanted columns fit in 16;
  *   - AVX2 + FMA: 6 x 16 in 12 ymm accumulators (seqk__sgemm_6x16, gemm.h),
  *     for the other shapes and CPUs without AVX-512.
  * Both accumulate every element in the order p = 0, 1, .. with one FMA per
@@ -143,16 +144,37 @@ static void pack_b(bool trans, int64_t N, int64_t p0, int64_t kc, const float *B
 }
 
 #ifdef __AVX512F__
-/* micro_kernel (below) on the 8 x 32 tile; the corner's columns by masks. */
-static void micro_kernel_wide(int64_t kc, const float *a, int64_t rs, int64_t cs,
-                              const float *pb, int64_t ldp, float alpha, float beta, float *C,
-                              int64_t ldc, int64_t mr, int64_t nr)
+/* The left half of seqk__sgemm_8x32 (gemm.h): 8 rows x 16 columns in 8
+ * accumulators, each summed in the same order (the same bits as the wide
+ * tile's first 16 columns), for a tile whose wanted columns fit in 16: a
+ * causal product's diagonal, a corner. */
+static inline __attribute__((always_inline)) void
+sgemm_8x16(int64_t n, const float *const a[8], int64_t as, const float *b, int64_t ldb,
+           __m512 c[8])
 {
-    const float *ar[MR_WIDE];
-    for (int r = 0; r < MR_WIDE; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
-    __m512 acc[MR_WIDE][2];
-    for (int r = 0; r < MR_WIDE; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    seqk__sgemm_8x32(kc, ar, cs, pb, ldp, acc);
+    __m512 c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], c4 = c[4], c5 = c[5], c6 = c[6], c7 = c[7];
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5],
+                *a6 = a[6], *a7 = a[7];
+    for (int64_t p = 0, i = 0; p < n; p++, i += as) {
+        const __m512 b0 = _mm512_loadu_ps(b + p * ldb);
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(a0[i]), b0, c0);
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(a1[i]), b0, c1);
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(a2[i]), b0, c2);
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(a3[i]), b0, c3);
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(a4[i]), b0, c4);
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(a5[i]), b0, c5);
+        c6 = _mm512_fmadd_ps(_mm512_set1_ps(a6[i]), b0, c6);
+        c7 = _mm512_fmadd_ps(_mm512_set1_ps(a7[i]), b0, c7);
+    }
+    c[0] = c0, c[1] = c1, c[2] = c2, c[3] = c3, c[4] = c4, c[5] = c5, c[6] = c6, c[7] = c7;
+}
+
+/* C = alpha acc + beta C on the mr x nr corner of a wide tile, by masks
+ * (beta = 0: C is not read); acc[r][1] is not read when nr <= 16. */
+static inline __attribute__((always_inline)) void
+store_wide(__m512 acc[MR_WIDE][2], float alpha, float beta, float *C, int64_t ldc, int64_t mr,
+           int64_t nr)
+{
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
     const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff
@@ -160,14 +182,36 @@ static void micro_kernel_wide(int64_t kc, const float *a, int64_t rs, int64_t cs
                                    : (__mmask16)0;
     for (int64_t r = 0; r < mr; r++) {
         float *row = C + r * ldc;
-        __m512 o0 = _mm512_mul_ps(va, acc[r][0]), o1 = _mm512_mul_ps(va, acc[r][1]);
-        if (beta != 0.0f) { /* beta = 0: C is not read */
-            o0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, row), o0);
-            o1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, row + 16), o1);
-        }
+        __m512 o0 = alpha == 1.0f ? acc[r][0] : _mm512_mul_ps(va, acc[r][0]);
+        if (beta != 0.0f) o0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, row), o0);
         _mm512_mask_storeu_ps(row, m0, o0);
+        if (nr <= 16) continue;
+        __m512 o1 = alpha == 1.0f ? acc[r][1] : _mm512_mul_ps(va, acc[r][1]);
+        if (beta != 0.0f) o1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, row + 16), o1);
         _mm512_mask_storeu_ps(row + 16, m1, o1);
     }
+}
+
+/* micro_kernel (below) on the 8 x 32 tile, or its left half when the
+ * corner's nr columns fit in 16; the corner's columns by masks. */
+static void micro_kernel_wide(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                              const float *pb, int64_t ldp, float alpha, float beta, float *C,
+                              int64_t ldc, int64_t mr, int64_t nr)
+{
+    const float *ar[MR_WIDE];
+    for (int r = 0; r < MR_WIDE; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
+    __m512 acc[MR_WIDE][2];
+    if (nr <= 16) {
+        __m512 half[MR_WIDE];
+        for (int r = 0; r < MR_WIDE; r++) half[r] = _mm512_setzero_ps();
+        sgemm_8x16(kc, ar, cs, pb, ldp, half);
+        for (int r = 0; r < MR_WIDE; r++) acc[r][0] = acc[r][1] = half[r];
+        store_wide(acc, alpha, beta, C, ldc, mr, nr);
+        return;
+    }
+    for (int r = 0; r < MR_WIDE; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    seqk__sgemm_8x32(kc, ar, cs, pb, ldp, acc);
+    store_wide(acc, alpha, beta, C, ldc, mr, nr);
 }
 #endif
 
@@ -262,6 +306,11 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
             for (int64_t i0 = 0; i0 < M; i0 += mrt) {
                 const int64_t mr = M - i0 < mrt ? M - i0 : mrt;
                 if ((causal & SEQK__GEMM_LOWER_C) && j0 > i0 + mr - 1) continue;
+                int64_t nr = N - j0 < nrt ? N - j0 : nrt;
+                /* LOWER_C, wide tile: one on the diagonal wants its columns
+                 * j <= i0 + mr - 1 only, the left half when they fit in 16
+                 * (a 64 x 64 product: 10 tiles' work instead of 12) */
+                if (wide && (causal & SEQK__GEMM_LOWER_C) && i0 + mr - j0 < nr) nr = i0 + mr - j0;
                 int64_t kt = kc, ks = 0; /* the inner range [ks, kt) this tile needs */
                 if ((causal & SEQK__GEMM_LOWER_A) && i0 + mr - p0 < kt) kt = i0 + mr - p0;
                 if ((causal & SEQK__GEMM_UPPER_A) && i0 > p0) ks = i0 - p0;
@@ -271,7 +320,6 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
                 }
                 const float *at = A + i0 * rs + (p0 + ks) * cs, *bt = pb + j0 / nrt * jstep + ks * ldp;
                 float *ct = C + i0 * ldc + j0;
-                const int64_t nr = N - j0 < nrt ? N - j0 : nrt;
 #ifdef __AVX512F__
                 if (wide) {
                     micro_kernel_wide(kt - ks, at, rs, cs, bt, ldp, alpha, beta_k, ct, ldc, mr, nr);

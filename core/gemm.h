@@ -26,7 +26,9 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
 
 /* The causal structure of a chunk's products, for seqk__sgemm_causal:
  *   SEQK__GEMM_LOWER_C  only C[i, j] with j <= i is wanted: register tiles
- *                       wholly above the diagonal are skipped (left unwritten);
+ *                       wholly above the diagonal are skipped, and a tile
+ *                       on it may skip its columns past the diagonal (the
+ *                       elements above the diagonal are left unwritten or not);
  *   SEQK__GEMM_LOWER_A  op(A)[i, p] = 0 for p > i (a masked score matrix):
  *                       the rows of a register tile sum over p < its last
  *                       row + 1 only (op(A) must hold those zeros up to there).

@@ -14,7 +14,8 @@
  * misaligned), beta = 0 with NaN in C (never read) and beta != 0, and
  * the columns past C's (within its leading dimension) left untouched. Then the claim of gemm.c that both tiles give the same bits:
  * a product of 64 columns (the wide tile where there is one) equals, bit
- * for bit, the same product computed 16 columns at a time (the AVX2 tile).
+ * for bit, the same product computed 16 columns at a time (the AVX2 tile),
+ * and LOWER_C's wanted elements equal the full product's.
  */
 #include "../../core/gemm.h"
 
@@ -124,6 +125,33 @@ static void check_tiles_agree(int ta, int tb, int64_t M, int64_t Kd)
     free(A), free(Bm), free(C1), free(C2), free(pack);
 }
 
+/* LOWER_C computes a diagonal tile's wanted columns only (on AVX-512, the
+ * wide tile's left half where they fit in 16): the elements j <= i equal the
+ * full product's, bit for bit */
+static void check_lower_agrees(int ta, int tb, int64_t M, int64_t N, int64_t Kd)
+{
+    float *A = alloc_f((size_t)(M * Kd), 0), *Bm = alloc_f((size_t)(N * Kd), 0);
+    float *C1 = alloc_f((size_t)(M * N), 0), *C2 = alloc_f((size_t)(M * N), 0);
+    float *pack = alloc_f(seqk__sgemm_pack_floats(M, N, Kd), 0);
+    for (int64_t i = 0; i < M * Kd; i++) A[i] = urand();
+    for (int64_t i = 0; i < N * Kd; i++) Bm[i] = urand();
+    for (int64_t i = 0; i < M * N; i++) C1[i] = C2[i] = urand();
+    seqk__sgemm(ta, tb, M, N, Kd, 0.75f, A, ta ? M : Kd, Bm, tb ? Kd : N, 0.5f, C1, N, pack);
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, ta, tb, M, N, Kd, 0.75f, A, ta ? M : Kd, Bm,
+                       tb ? Kd : N, 0.5f, C2, N, pack);
+    int bad = 0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j <= i && j < N; j++)
+            if (memcmp(&C1[i * N + j], &C2[i * N + j], sizeof(float)) != 0) bad++;
+    checks++;
+    if (bad) {
+        failures++;
+        fprintf(stderr, "FAIL ta=%d tb=%d M=%lld N=%lld Kd=%lld: LOWER_C differs from the full product in %d elements\n",
+                ta, tb, (long long)M, (long long)N, (long long)Kd, bad);
+    }
+    free(A), free(Bm), free(C1), free(C2), free(pack);
+}
+
 /* seqk__transpose (the 16 x 16 AVX-512 blocks, the 8 x 8 AVX2 ones and the
  * scalar edges): an exact copy, padded leading dimensions, nothing written
  * outside dst's n x m block. */
@@ -182,6 +210,9 @@ int main(void)
         for (int tb = 0; tb < 2; tb++) {
             check_tiles_agree(ta, tb, 64, 64);
             check_tiles_agree(ta, tb, 13, 300);
+            check_lower_agrees(ta, tb, 64, 64, 64);
+            check_lower_agrees(ta, tb, 67, 80, 300);
+            check_lower_agrees(ta, tb, 128, 128, 17);
         }
     printf("test_gemm: %d checks, %d failures, worst error %.3g (relative to the sum of |terms|)\n",
            checks, failures, worst);
