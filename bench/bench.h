@@ -356,8 +356,8 @@ bench_record bench_crossover_record(const bench_backend *be, const char *suite, 
  * [-3, -1), dt_bias in [-1, 0), A in [-2, -0.5), D in [0.5, 1.5); Titans
  * with SEQK_TITANS_L2NORM_QK, mini-batch BENCH_TITANS_MINIBATCH, eta in
  * [0.8, 0.95], theta in [0, 0.1] (decoding steps, BENCH_STATE_IN_PLACE:
- * [0, 1e-3], see modules.c), alpha in [0, 0.05]; chunk
- * BENCH_MODULE_CHUNK. The selective scan (Mamba1) with the sscan suite's
+ * [0, 1e-3], see modules.c), alpha in [0, 0.05]; the library's default
+ * chunk (bench_module_chunk). The selective scan (Mamba1) with the sscan suite's
  * inputs (suite_sscan.c): u, z, Bm, Cm in [-1, 1), raw dt in [-3, -1),
  * dt_bias in [-1, 0), A in [-4, -0.5), Dskip in [0.5, 1.5), G = 1 group,
  * SEQK_SSCAN_DT_SOFTPLUS with the D skip and the z gate. States (when
@@ -374,7 +374,9 @@ typedef enum bench_module {
 } bench_module;
 /* The first six have a [N,H,K,V] state (Titans [N,H,E]) and [B,T,H,K] inputs. */
 #define BENCH_N_MATRIX_MODULES 6
-#define BENCH_MODULE_CHUNK 64
+/* The chunk the chunked modules run with: the library's default for these
+ * head sizes on ctx's backend (seqk_chunk_default; what chunk = 0 means). */
+int64_t bench_module_chunk(seqk_context *ctx, int64_t K, int64_t V);
 #define BENCH_TITANS_MINIBATCH 16
 
 /* "linear_attention", "retention", ..., "selective_scan". */
@@ -395,6 +397,7 @@ typedef struct bench_module_call {
     seqk_mode mode;
     bench_state_use state_use;
     int64_t B, T, H, K, V;
+    int64_t chunk;          /* bench_module_chunk(ctx, K, V) */
     float scale;
     float *q, *k, *v, *o;   /* [B,T,H,K] [B,T,H,K] [B,T,H,V] [B,T,H,V];
                                Mamba2: C [B,T,1,K], B [B,T,1,K], x, y;
@@ -429,9 +432,10 @@ size_t bench_module_nonfinite(bench_backend *be, const bench_module_call *c);
  * (H = D, K = Nst). */
 size_t bench_module_state_floats(bench_module m, int64_t H, int64_t K, int64_t V);
 /* FLOPs counted per token and head (bench/modules.c has the derivations;
- * the linear suite counts with it too); minibatch: Titans' b. */
+ * the linear suite counts with it too); chunk: the chunked modules' C;
+ * minibatch: Titans' b. */
 double bench_module_flops_per_token_head(bench_module m, bool parallel, int64_t T, int64_t K,
-                                         int64_t V, int64_t minibatch);
+                                         int64_t V, int64_t chunk, int64_t minibatch);
 
 /* The suites (one .c each). */
 void suite_scan_plan(bench_plan *plan, bench_backend *be, const bench_options *opt);

@@ -8,7 +8,7 @@
  *
  * FLOPs counted per call = B * T * H * (flops per token and head), the
  * linear suite's counts (suite_linear.c has the derivations), chunk
- * C = min(BENCH_MODULE_CHUNK, T), mini-batch b = min(BENCH_TITANS_MINIBATCH, T):
+ * C = min(chunk, T) (the library's default chunk), mini-batch b = min(BENCH_TITANS_MINIBATCH, T):
  *                      recurrent      parallel
  *   linear attention,  4 K V          (C+1) K + (C+1) V + 4 K V
  *   retention, gated
@@ -52,11 +52,19 @@ size_t bench_module_state_floats(bench_module m, int64_t H, int64_t K, int64_t V
     return (size_t)H * per_head;
 }
 
+int64_t bench_module_chunk(seqk_context *ctx, int64_t K, int64_t V)
+{
+    int64_t chunk = 0;
+    bench_check(seqk_chunk_default(ctx, K, V, &chunk), "seqk_chunk_default(K=%lld, V=%lld)",
+                (long long)K, (long long)V);
+    return chunk;
+}
+
 double bench_module_flops_per_token_head(bench_module m, bool parallel, int64_t T, int64_t K,
-                                         int64_t V, int64_t minibatch)
+                                         int64_t V, int64_t chunk, int64_t minibatch)
 {
     const double k = (double)K, v = (double)V, kv = k * v;
-    const double C = (double)(T < BENCH_MODULE_CHUNK ? T : BENCH_MODULE_CHUNK);
+    const double C = (double)(T < chunk ? T : chunk);
     switch (m) {
     case BENCH_MOD_SELECTIVE_SCAN:
         return 6.0 * k; /* per channel: Nst state elements */
@@ -83,7 +91,7 @@ double bench_module_flops(const bench_module_call *c)
 {
     return (double)c->n_tok *
            bench_module_flops_per_token_head(c->module, c->mode == SEQK_MODE_PARALLEL, c->T, c->K,
-                                             c->V, BENCH_TITANS_MINIBATCH);
+                                             c->V, c->chunk, BENCH_TITANS_MINIBATCH);
 }
 
 double bench_module_bytes(const bench_module_call *c)
@@ -141,6 +149,7 @@ void bench_module_setup(bench_backend *be, bench_module_call *c, bench_module mo
     c->mode = mode;
     c->state_use = state_use;
     c->B = B, c->T = T, c->H = H, c->K = K, c->V = V;
+    c->chunk = module == BENCH_MOD_SELECTIVE_SCAN ? 0 : bench_module_chunk(be->ctx, K, V);
     c->scale = module == BENCH_MOD_MAMBA2 ? 1.0f : 1.0f / sqrtf((float)K);
     const size_t state_floats = bench_module_state_floats(module, H, K, V); /* per sequence */
     c->n_state = (size_t)B * state_floats;
@@ -202,7 +211,7 @@ void bench_module_setup(bench_backend *be, bench_module_call *c, bench_module mo
     size_t workspace = 0;
     if (deltanet)
         bench_check(seqk_deltanet_workspace_size(be->ctx, mode, B, T, H, K, V, 0,
-                                                 BENCH_MODULE_CHUNK, &workspace),
+                                                 c->chunk, &workspace),
                     "seqk_deltanet_workspace_size");
     else if (titans)
         bench_check(seqk_titans_workspace_size(be->ctx, mode, B, T, H, K, V,
@@ -210,7 +219,7 @@ void bench_module_setup(bench_backend *be, bench_module_call *c, bench_module mo
                     "seqk_titans_workspace_size");
     else
         bench_check(seqk_linear_state_workspace_size(be->ctx, mode, B, T, H, K, V, 0,
-                                                     BENCH_MODULE_CHUNK, &workspace),
+                                                     c->chunk, &workspace),
                     "seqk_linear_state_workspace_size (%s)", bench_module_name(module));
     if (workspace > 0)
         bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
@@ -238,23 +247,23 @@ seqk_status bench_module_run(void *arg)
     case BENCH_MOD_LINEAR_ATTENTION:
         return seqk_linear_attention(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale, 0,
                                      a->q, a->k, a->v, a->o, s_in, s_out, NULL, NULL, NULL, 0,
-                                     BENCH_MODULE_CHUNK);
+                                     a->chunk);
     case BENCH_MOD_RETENTION:
         return seqk_retention(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale, NULL,
-                              a->q, a->k, a->v, a->o, s_in, s_out, NULL, 0, BENCH_MODULE_CHUNK);
+                              a->q, a->k, a->v, a->o, s_in, s_out, NULL, 0, a->chunk);
     case BENCH_MOD_GATED_RETENTION:
         return seqk_gated_retention(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
                                     a->q, a->k, a->v, a->g, a->o, s_in, s_out, NULL, 0,
-                                    BENCH_MODULE_CHUNK);
+                                    a->chunk);
     case BENCH_MOD_MAMBA2:
         /* q = C, k = B, x = v, dt = g; P = V, G = 1, Nst = K */
         return seqk_mamba2(a->ctx, a->mode, a->B, a->T, a->H, a->V, 1, a->K,
                            SEQK_MAMBA2_DT_SOFTPLUS, a->v, a->g, a->A, a->k, a->q, a->D,
-                           a->dt_bias, a->o, s_in, s_out, NULL, 0, BENCH_MODULE_CHUNK);
+                           a->dt_bias, a->o, s_in, s_out, NULL, 0, a->chunk);
     case BENCH_MOD_DELTANET:
         return seqk_deltanet(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
                              SEQK_DELTANET_L2NORM_QK, a->q, a->k, a->v, a->beta, a->g, a->o,
-                             s_in, s_out, NULL, 0, BENCH_MODULE_CHUNK);
+                             s_in, s_out, NULL, 0, a->chunk);
     case BENCH_MOD_TITANS:
         return seqk_titans(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
                            SEQK_TITANS_L2NORM_QK, BENCH_TITANS_MINIBATCH, a->q, a->k, a->v, a->g,

@@ -40,7 +40,8 @@
  * The call, the same for the forward and the backward: a training step from
  * scratch. The modules' inputs are those of modules.c (bench_module_setup:
  * q, k, v / C, B, x in [-1, 1), RetNet's gammas, log-gates in [-0.1, 0],
- * Mamba2's dt through softplus, ...), chunk BENCH_MODULE_CHUNK = 64, no
+ * Mamba2's dt through softplus, ...), the library's default chunk
+ * (bench_module_chunk: 32 at K = V = 64 on the CPU, 64 at 128), no
  * initial state, the final state written (the prefill suite's forward,
  * bench_module_run). Their backward takes dout in [-1, 1) and dstate_out in
  * [-0.1, 0.1) (the gradients of both outputs of that forward), state_in NULL
@@ -75,8 +76,9 @@
  * FLOPs counted per backward call, from what the code computes:
  *
  * Linear-state modules (scan/chunk_backward.c, as of this writing):
- * per (sequence, head) and chunk of Lc tokens (Lc = 64, the last chunk of a
- * sequence T mod 64 when that is not 0), the causal L x L products counted on
+ * per (sequence, head) and chunk of Lc tokens (Lc = the call's chunk, the
+ * library's default: 32 at K = V = 64, 64 at K = V = 128; the last chunk of a
+ * sequence T mod Lc when that is not 0), the causal L x L products counted on
  * their lower (or upper) triangle, diagonal included (Lc (Lc + 1) / 2 pairs,
  * 2 flops per pair and inner index: what seqk__sgemm_causal's LOWER_C,
  * LOWER_A and UPPER_A masks compute up to the register tiles that straddle
@@ -98,8 +100,8 @@
  *   chunks * K * V * 4 bytes <= 8 MiB: at T = 4096 both K = 64 and 128 keep
  *   them all; beyond it, R = max(2, ceil(sqrt(chunks))) chunks a segment).
  *   So a full chunk costs (Lc + 1) (3 K + 2 V) + 10 K V per token: at
- *   K = V = Lc = 64 exactly 2.5 times the forward's (Lc + 1) (K + V) + 4 K V
- *   (the same at K = V = 128): time ratio 2.5 is the forward's rate.
+ *   K = V exactly 2.5 times the forward's (Lc + 1) (K + V) + 4 K V, for any
+ *   Lc: time ratio 2.5 is the forward's rate.
  *   Not counted: the decays' exponentials and the vector work, O(L K) a
  *   chunk (the gate gradient's pair terms: dot products of q~, k~ with dQ~,
  *   dK~ and their state parts, <S0, dS>, its scans; dP's diagonal added back;
@@ -136,8 +138,9 @@
  *   backward's: at T = 4096 both K = 64 and 128 keep them all).
  *   So a full chunk with S0 costs, per token,
  *     (Lc + 1) (11 K + 6 V) + 2 Lc^2 / 3 + 18 K V
- *   against the forward's 3 (Lc+1) K + 2 (Lc+1) V + Lc^2/3 + 6 K V: 3.15
- *   times it at K = V = Lc = 64, 3.11 at K = V = 128 (seqk.h: "about three
+ *   against the forward's 3 (Lc+1) K + 2 (Lc+1) V + Lc^2/3 + 6 K V: 3.11
+ *   times it at K = V = 64 with Lc = 32 (3.15 with Lc = 64), 3.11 at
+ *   K = V = 128 with Lc = 64 (seqk.h: "about three
  *   times"); a time ratio of 3.0 is a backward slightly faster per flop than
  *   the forward. Not counted: the exponentials, the gate and beta vector
  *   work (dot products, the pair sums of dA, the reverse scan), the L2
@@ -451,29 +454,29 @@ static seqk_status linear_backward_call(void *arg)
         return seqk_linear_attention_backward(f->ctx, f->B, f->T, f->H, f->K, f->V, f->scale,
                                               0u, f->q, f->k, f->v, a->dout, NULL, NULL,
                                               a->dstate_out, NULL, a->dq, a->dk, a->dv, NULL,
-                                              NULL, NULL, 0, BENCH_MODULE_CHUNK);
+                                              NULL, NULL, 0, f->chunk);
     case BENCH_MOD_RETENTION:
         return seqk_retention_backward(f->ctx, f->B, f->T, f->H, f->K, f->V, f->scale, NULL,
                                        f->q, f->k, f->v, a->dout, NULL, a->dstate_out, a->dq,
-                                       a->dk, a->dv, NULL, NULL, 0, BENCH_MODULE_CHUNK);
+                                       a->dk, a->dv, NULL, NULL, 0, f->chunk);
     case BENCH_MOD_GATED_RETENTION:
         return seqk_gated_retention_backward(f->ctx, f->B, f->T, f->H, f->K, f->V, f->scale,
                                              f->q, f->k, f->v, f->g, a->dout, NULL,
                                              a->dstate_out, a->dq, a->dk, a->dv, a->dg, NULL,
-                                             NULL, 0, BENCH_MODULE_CHUNK);
+                                             NULL, 0, f->chunk);
     case BENCH_MOD_MAMBA2:
         /* q = C, k = B, x = v, dt = g; P = V, G = 1, Nst = K (as the forward) */
         return seqk_mamba2_backward(f->ctx, f->B, f->T, f->H, f->V, 1, f->K,
                                     SEQK_MAMBA2_DT_SOFTPLUS, f->v, f->g, f->A, f->k, f->q, f->D,
                                     f->dt_bias, NULL, a->dout, a->dstate_out, a->dv, a->dg,
                                     a->dA, a->dk, a->dq, a->dD, a->ddt_bias, NULL, NULL, 0,
-                                    BENCH_MODULE_CHUNK);
+                                    f->chunk);
     case BENCH_MOD_DELTANET:
         /* gated, with the L2 norm (bench_module_run's forward) */
         return seqk_deltanet_backward(f->ctx, f->B, f->T, f->H, f->K, f->V, f->scale,
                                       SEQK_DELTANET_L2NORM_QK, f->q, f->k, f->v, f->beta, f->g,
                                       NULL, a->dout, a->dstate_out, a->dq, a->dk, a->dv,
-                                      a->dbeta, a->dg, NULL, NULL, 0, BENCH_MODULE_CHUNK);
+                                      a->dbeta, a->dg, NULL, NULL, 0, f->chunk);
     default:
         break;
     }
@@ -521,11 +524,11 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
     seqk_status st;
     if (deltanet)
         st = seqk_deltanet_backward_workspace_size(be->ctx, sh->B, sh->T, sh->H, sh->K, sh->V, 0,
-                                                   BENCH_MODULE_CHUNK, &workspace);
+                                                   f.chunk, &workspace);
     else
         st = seqk_linear_state_backward_workspace_size(be->ctx, sh->B, sh->T, sh->H,
                                                        mamba2 ? 1 : sh->H, sh->K, sh->V, 0,
-                                                       BENCH_MODULE_CHUNK, &workspace);
+                                                       f.chunk, &workspace);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
     bench_check(st, "the backward's workspace size (%s)", bc->name);
     if (workspace > 0)
@@ -556,9 +559,9 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
 
 
     rec->flops = deltanet ? deltanet_backward_flops(sh->B, sh->T, sh->H, sh->K, sh->V,
-                                                    BENCH_MODULE_CHUNK, true)
+                                                    f.chunk, true)
                           : linear_backward_flops(sh->B, sh->T, sh->H, sh->K, sh->V,
-                                                  BENCH_MODULE_CHUNK, true);
+                                                  f.chunk, true);
     double floats = 2.0 * (double)f.n_qk + 2.0 * (double)f.n_v + (double)f.n_state; /* read */
     floats += (double)f.n_gates * (double)f.n_tok + (double)f.n_const;
     floats += 2.0 * (double)f.n_qk + (double)f.n_v; /* written */
@@ -570,10 +573,11 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
     rec->bound = "sgemm_large";
     rec->forward_s = fwd.median_s;
     rec->check = bad ? "non-finite" : "ok";
+    char what[96];
+    snprintf(what, sizeof what, "%schunk %lld, no initial state, dstate_out given",
+             deltanet ? "gated, L2 norm, " : "", (long long)f.chunk);
     write_note(be, rec, op_target((int)module), fwd.median_s, bench_module_flops(&f), bad,
-               n_grad,
-               deltanet ? "gated, L2 norm, chunk 64, no initial state, dstate_out given"
-                        : "chunk 64, no initial state, dstate_out given");
+               n_grad, what);
 
 done:
     if (mamba2) {
@@ -680,7 +684,7 @@ static void titans_case(const bench_case *bc, bench_backend *be, const bench_opt
     rec->check = bad ? "non-finite" : "ok";
     const double fwd_flops =
         (double)f.n_tok * bench_module_flops_per_token_head(BENCH_MOD_TITANS, true, sh->T, sh->K,
-                                                            sh->V, a.b);
+                                                            sh->V, 0, a.b);
     char what[160];
     snprintf(what, sizeof what,
              "minibatch %lld, L2 norm, no initial state, dstate_out given; fwd: the parallel "

@@ -13,7 +13,8 @@
  * Nst = K, head dim P = V, dt = softplus(dt_raw + dt_bias), dt_raw in [-3, -1),
  * dt_bias in [-1, 0), A in [-2, -0.5), D in [0.5, 1.5). A state_in in
  * [-0.1, 0.1) and a separate state_out are passed, as chunked prefill does.
- * Parallel mode with chunk C = LIN_CHUNK = 64.
+ * Parallel mode with the library's default chunk C (bench_module_chunk:
+ * seqk_chunk_default, 32 at K = V = 64 on the CPU, 64 at 128).
  * Gated DeltaNet: flags SEQK_DELTANET_L2NORM_QK, log-gates g uniform in
  * [-0.1, 0], beta uniform in [0, 1], scale 1/sqrt(K).
  * Titans: flags SEQK_TITANS_L2NORM_QK, each shape at two mini-batch sizes
@@ -81,8 +82,6 @@
 
 #include <math.h>
 #include <string.h>
-
-#define LIN_CHUNK 64
 
 /* Titans' mini-batch sizes: each Titans shape runs at each of them. */
 static const int64_t TITANS_MINIBATCHES[] = {16, 64};
@@ -195,6 +194,7 @@ typedef struct lin_args {
     seqk_mode mode;
     int64_t B, T, H, K, V;
     int64_t minibatch;      /* Titans: b */
+    int64_t chunk;          /* the chunked modules' C (bench_module_chunk) */
     float scale;
     const float *q, *k, *v; /* [B,T,H,K], [B,T,H,K], [B,T,H,V]; Mamba2: C [B,T,1,K], B [B,T,1,K], x */
     const float *g;         /* gated, DeltaNet: [B,T,H]; Mamba2: dt [B,T,H]; Titans: eta */
@@ -213,23 +213,23 @@ static seqk_status lin_call(void *arg)
     case LIN_ATTENTION:
         return seqk_linear_attention(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale, 0u,
                                      a->q, a->k, a->v, a->o, a->s_in, a->s_out, NULL, NULL, NULL,
-                                     0, LIN_CHUNK);
+                                     0, a->chunk);
     case LIN_RETENTION:
         return seqk_retention(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale, NULL,
-                              a->q, a->k, a->v, a->o, a->s_in, a->s_out, NULL, 0, LIN_CHUNK);
+                              a->q, a->k, a->v, a->o, a->s_in, a->s_out, NULL, 0, a->chunk);
     case LIN_GATED:
         return seqk_gated_retention(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
                                     a->q, a->k, a->v, a->g, a->o, a->s_in, a->s_out, NULL, 0,
-                                    LIN_CHUNK);
+                                    a->chunk);
     case LIN_MAMBA2:
         /* q = C, k = B, x = v, dt = g; P = V, G = 1, Nst = K */
         return seqk_mamba2(a->ctx, a->mode, a->B, a->T, a->H, a->V, 1, a->K,
                            SEQK_MAMBA2_DT_SOFTPLUS, a->v, a->g, a->A, a->k, a->q, a->D,
-                           a->dt_bias, a->o, a->s_in, a->s_out, NULL, 0, LIN_CHUNK);
+                           a->dt_bias, a->o, a->s_in, a->s_out, NULL, 0, a->chunk);
     case LIN_DELTANET:
         return seqk_deltanet(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
                              SEQK_DELTANET_L2NORM_QK, a->q, a->k, a->v, a->beta, a->g, a->o,
-                             a->s_in, a->s_out, NULL, 0, LIN_CHUNK);
+                             a->s_in, a->s_out, NULL, 0, a->chunk);
     case LIN_TITANS:
         return seqk_titans(a->ctx, a->mode, a->B, a->T, a->H, a->K, a->V, a->scale,
                            SEQK_TITANS_L2NORM_QK, a->minibatch, a->q, a->k, a->v, a->g,
@@ -302,9 +302,10 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
     }
 
     const seqk_mode mode = parallel ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
+    const int64_t chunk = bench_module_chunk(be->ctx, K, V); /* the chunked modules' C */
     size_t workspace = 0;
     if (deltanet)
-        bench_check(seqk_deltanet_workspace_size(be->ctx, mode, B, T, H, K, V, 0, LIN_CHUNK,
+        bench_check(seqk_deltanet_workspace_size(be->ctx, mode, B, T, H, K, V, 0, chunk,
                                                  &workspace),
                     "seqk_deltanet_workspace_size (%s)", sh->mode);
     else if (titans)
@@ -312,14 +313,14 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
                                                &workspace),
                     "seqk_titans_workspace_size (%s)", sh->mode);
     else
-        bench_check(seqk_linear_state_workspace_size(be->ctx, mode, B, T, H, K, V, 0, LIN_CHUNK,
+        bench_check(seqk_linear_state_workspace_size(be->ctx, mode, B, T, H, K, V, 0, chunk,
                                                      &workspace),
                     "seqk_linear_state_workspace_size (%s %s)", bc->name, sh->mode);
     if (workspace > 0)
         bench_check(seqk_context_reserve_workspace(be->ctx, workspace),
                     "seqk_context_reserve_workspace(%zu bytes)", workspace);
 
-    lin_args args = {be->ctx, module, mode, B, T, H, K, V, minibatch,
+    lin_args args = {be->ctx, module, mode, B, T, H, K, V, minibatch, chunk,
                      mamba2 ? 1.0f : 1.0f / sqrtf((float)K),
                      q, k, v, g, beta, alpha, A, D, dt_bias, o, s_in, s_out};
     const seqk_status st = bench_time(be->ctx, lin_call, &args, opt->warmup, opt->repeats,
@@ -327,7 +328,7 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
     if (!bench_skip_unsupported(st, rec)) {
         bench_check(st, "%s %s (on %s)", bc->name, sh->mode, be->name);
         rec->flops = (double)n_tok * bench_module_flops_per_token_head((bench_module)module, parallel, T, K, V,
-                                                                minibatch);
+                                                                chunk, minibatch);
         double floats = 2.0 * (double)n_qk + 2.0 * (double)n_v + 2.0 * (double)n_state;
         floats += (double)n_gates * (double)n_tok;
         if (mamba2) floats += 3.0 * (double)H;
@@ -352,7 +353,7 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
             snprintf(rec->note, sizeof rec->note, "%s; minibatch %lld%s", s64_text,
                      (long long)minibatch, parallel ? "" : ", token by token");
         else if (parallel)
-            snprintf(rec->note, sizeof rec->note, "%s; chunk %d", s64_text, LIN_CHUNK);
+            snprintf(rec->note, sizeof rec->note, "%s; chunk %lld", s64_text, (long long)chunk);
         else
             snprintf(rec->note, sizeof rec->note, "%s; token by token", s64_text);
         keep_result(be, module, variant, LIN_FAMILY(bc->flags), T, parallel,

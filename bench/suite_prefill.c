@@ -202,8 +202,8 @@ static void prefill_run(const bench_case *bc, bench_backend *be, const bench_opt
             snprintf(rec->note, sizeof rec->note, "%.3f us/token; minibatch %d, final state out",
                      us_per_token, BENCH_TITANS_MINIBATCH);
         else
-            snprintf(rec->note, sizeof rec->note, "%.3f us/token; chunk %d, final state out",
-                     us_per_token, BENCH_MODULE_CHUNK);
+            snprintf(rec->note, sizeof rec->note, "%.3f us/token; chunk %lld, final state out",
+                     us_per_token, (long long)call.chunk);
         keep_result(be, op, sh->T, rec->stats.median_s);
     }
     bench_module_teardown(be, &call);

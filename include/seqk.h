@@ -578,7 +578,9 @@ typedef enum seqk_mode {
  *   state_in    [N,H,K,V] or NULL (zeros)
  *   state_out   [N,H,K,V] or NULL (not written); may be state_in (in place)
  *   cu_seqlens  [N+1] or NULL; N as in seqk_scan
- *   chunk       chunk size of the parallel mode, 0 = 64 (1..1024)
+ *   chunk       chunk size of the parallel mode (1..1024), or 0: the
+ *               library's choice for the backend and head sizes,
+ *               seqk_chunk_default (32 on the CPU for K, V <= 64, else 64)
  *
  * A decoding step is the recurrent mode with T = 1 and
  * state_in == state_out: it writes o and the state, and allocates nothing.
@@ -693,6 +695,15 @@ SEQK_API seqk_status seqk_mamba2_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mo
                                     const float *dt_bias, void *y, const float *state_in,
                                     float *state_out, const int32_t *cu_seqlens, int64_t N,
                                     int64_t chunk);
+
+/* The chunk size that chunk = 0 means for the chunked modules (linear-state
+ * and DeltaNet) on ctx's backend with head sizes K (keys, or Mamba2's Nst)
+ * and V (values, or Mamba2's P): on the CPU 32 when K <= 64 and V <= 64,
+ * else 64; on CUDA 64. A rule of the backend and sizes alone (the same bits
+ * for the same call); any explicit chunk gives the same result up to fp32
+ * rounding. */
+SEQK_API seqk_status seqk_chunk_default(const seqk_context *ctx, int64_t K, int64_t V,
+                                        int64_t *chunk);
 
 /* An upper bound of the workspace bytes any linear-state op above needs for
  * these sizes and mode on this context (N: sequences with varlen, else 0). */
@@ -1079,7 +1090,8 @@ SEQK_API seqk_status seqk_selective_scan_backward_workspace_size_ex(seqk_context
  *   state_in    [N,H,K,V] or NULL (zeros)
  *   state_out   [N,H,K,V] or NULL (not written); may be state_in (in place)
  *   cu_seqlens  [N+1] or NULL; N as in seqk_scan
- *   chunk       chunk size of the parallel mode, 0 = 64 (1..1024)
+ *   chunk       chunk size of the parallel mode (1..1024), or 0:
+ *               seqk_chunk_default (as the linear-state modules)
  *
  * Workspace (seqk_deltanet_workspace_size): the recurrent mode needs none
  * when state_out is given (CPU: one K x 32 slice per thread otherwise; CUDA:

@@ -695,7 +695,7 @@ void seqk__dn_lin(seqk__lin *P, int64_t B, int64_t T, int64_t H, int64_t K, int6
                   const float *s_in)
 {
     P->B = B, P->T = T, P->H = H, P->Hqk = H, P->K = K, P->V = V, P->N = N;
-    P->chunk = seqk__lin_chunk(chunk);
+    P->chunk = chunk;
     P->cu = cu_host;
     P->scale = scale;
     P->flags = (flags & SEQK_DELTANET_L2NORM_QK) ? SEQK__LIN_L2NORM : 0u;
@@ -778,7 +778,8 @@ static seqk_status deltanet_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode m
     dn_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    seqk__dn_lin(P, B, T, H, K, V, N, chunk, cu_host, scale, flags, (const float *)q,
+    seqk__dn_lin(P, B, T, H, K, V, N, seqk__lin_chunk(ctx->backend, chunk, K, V), cu_host, scale,
+                 flags, (const float *)q,
                  (const float *)k, (const float *)v, g, state_in);
     P->o = (float *)o, P->s_out = state_out;
     P->dtype = dtype;
@@ -810,7 +811,7 @@ seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode mode, int6
     seqk__lin P;
     memset(&P, 0, sizeof P);
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-    P.chunk = seqk__lin_chunk(chunk);
+    P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
 #if SEQK__HAVE_CUDA
     if (ctx->backend == SEQK_BACKEND_CUDA) {
         *bytes = seqk__cuda_deltanet_workspace(&P, (int)mode) + 256;
@@ -895,7 +896,7 @@ seqk_status seqk_deltanet_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
         seqk__lin P;
         memset(&P, 0, sizeof P);
         P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-        P.chunk = seqk__lin_chunk(chunk);
+        P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
         P.dtype = dtype;
         const size_t native = seqk__cuda_deltanet_workspace(&P, (int)mode) + 256;
         if (native > *bytes) *bytes = native;

@@ -22,7 +22,7 @@ void seqk__dn_forward_substitution(float *Tm, int64_t L, const float *beta, cons
 seqk_status seqk__dn_check_beta(const char *fn, const float *beta, int64_t n, unsigned flags);
 
 /* The engine's view of a DeltaNet call (P zeroed by the caller): sizes
- * (Hqk = H), the chunk, the host cu_seqlens, scale, SEQK__LIN_L2NORM from
+ * (Hqk = H), the chunk (resolved: seqk__lin_chunk), the host cu_seqlens, scale, SEQK__LIN_L2NORM from
  * SEQK_DELTANET_L2NORM_QK, q, k, v, g and s_in; the caller adds its outputs. */
 void seqk__dn_lin(seqk__lin *P, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
                   int64_t N, int64_t chunk, const int32_t *cu_host, float scale, unsigned flags,

@@ -281,6 +281,53 @@ static void mamba2_case(th_backend *be, int64_t B, int64_t T, int64_t H, int64_t
     tf_arrays_free(&h);
 }
 
+/* ---- the default chunk ----------------------------------------------------------- */
+
+/* seqk_chunk_default: the rule seqk.h states on every backend; on the CPU,
+ * chunk = 0 runs exactly that chunk (the same bits as passing it, which
+ * differ from other chunks' in the last places); its validation. */
+static void default_chunk(th_backend *be)
+{
+    if (th_skipped(be, "seqk_chunk_default")) return;
+    const bool cpu = be->backend == SEQK_BACKEND_CPU;
+    const int64_t KV[][2] = {{64, 64}, {8, 24}, {65, 64}, {64, 128}, {128, 128}};
+    for (size_t i = 0; i < sizeof KV / sizeof KV[0]; i++) {
+        int64_t c = -1;
+        const int64_t K = KV[i][0], V = KV[i][1], want = cpu && K <= 64 && V <= 64 ? 32 : 64;
+        th_check_status(seqk_chunk_default(be->ctx, K, V, &c), SEQK_SUCCESS, "seqk_chunk_default");
+        th_check(c == want, "%s: seqk_chunk_default(K=%lld, V=%lld) = %lld, want %lld", be->name,
+                 (long long)K, (long long)V, (long long)c, (long long)want);
+    }
+    int64_t c = -7;
+    th_check(seqk_chunk_default(be->ctx, 0, 64, &c) == SEQK_ERROR_INVALID_ARGUMENT &&
+                 strstr(seqk_last_error(), "K=0") && c == -7,
+             "seqk_chunk_default K=0: INVALID_ARGUMENT naming K=0, chunk untouched (%s)",
+             seqk_last_error());
+    th_check(seqk_chunk_default(be->ctx, 64, 64, NULL) == SEQK_ERROR_INVALID_ARGUMENT &&
+                 strstr(seqk_last_error(), "chunk"),
+             "seqk_chunk_default chunk=NULL: INVALID_ARGUMENT naming chunk (%s)", seqk_last_error());
+    th_check(seqk_chunk_default(NULL, 64, 64, &c) != SEQK_SUCCESS && c == -7,
+             "seqk_chunk_default ctx=NULL: an error, chunk untouched");
+    if (!cpu) return; /* host buffers below */
+    enum { T = 150, H = 2, D = 64 };
+    const size_t n = (size_t)T * H * D;
+    float *q = malloc(n * 4), *k = malloc(n * 4), *v = malloc(n * 4), *g = malloc(T * H * 4);
+    float *o0 = malloc(n * 4), *oc = malloc(n * 4);
+    th_fill(q, n, -1, 1), th_fill(k, n, -1, 1), th_fill(v, n, -1, 1), th_fill(g, T * H, -0.1, 0);
+    int64_t chunk = 0;
+    seqk_chunk_default(be->ctx, D, D, &chunk);
+    tf_fill_untouched(o0, n), tf_fill_untouched(oc, n);
+    th_check_status(seqk_gated_retention(be->ctx, SEQK_MODE_PARALLEL, 1, T, H, D, D, 0.125f, q, k, v,
+                                         g, o0, NULL, NULL, NULL, 0, 0),
+                    SEQK_SUCCESS, "gated_retention chunk=0");
+    th_check_status(seqk_gated_retention(be->ctx, SEQK_MODE_PARALLEL, 1, T, H, D, D, 0.125f, q, k, v,
+                                         g, oc, NULL, NULL, NULL, 0, chunk),
+                    SEQK_SUCCESS, "gated_retention chunk=default");
+    th_check(memcmp(o0, oc, n * 4) == 0,
+             "cpu: gated retention with chunk = 0 equals chunk = %lld bit for bit", (long long)chunk);
+    free(q), free(k), free(v), free(g), free(o0), free(oc);
+}
+
 /* ---- validation ------------------------------------------------------------------ */
 
 static void validation(seqk_context *ctx)
@@ -366,7 +413,7 @@ int main(int argc, char **argv)
         /* B  T    H  K    V    s0 cu   N chunk glo    ghi */
         {1, 1, 1, 8, 8, 0, NULL, 0, 0, -0.05, 0},        /* T = 1 */
         {2, 1, 3, 16, 12, 1, NULL, 0, 0, -0.05, 0},      /* T = 1 with a state */
-        {1, 37, 2, 16, 16, 1, NULL, 0, 0, -0.05, 0},     /* T < chunk */
+        {1, 37, 2, 16, 16, 1, NULL, 0, 64, -0.05, 0},    /* T < chunk */
         {2, 131, 3, 17, 9, 1, NULL, 0, 0, -0.5, 0},      /* T not a multiple, odd dims, K != V */
         {1, 200, 2, 32, 48, 0, NULL, 0, 16, -0.05, 0},   /* small chunk */
         {1, 300, 2, 64, 64, 1, NULL, 0, 64, -0.02, 0},   /* head dim 64, gates near 0 */
@@ -406,6 +453,7 @@ int main(int argc, char **argv)
         mamba2_case(&be[i], 1, 77, 3, 8, 1, 16, 0, 0, 0);
         mamba2_case(&be[i], 1, 130, 2, 64, 1, 64, 1, 1, 64);
     }
+    for (int i = 0; i < nb; i++) default_chunk(&be[i]);
     for (int i = 0; i < nb; i++)
         if (be[i].backend == SEQK_BACKEND_CPU) validation(be[i].ctx);
     return th_finish();

@@ -64,6 +64,7 @@ from .ops import (
     retention,
     retention_backward,
     retention_default_gammas,
+    chunk_default,
     scan,
     scan_workspace_size,
     selective_scan,

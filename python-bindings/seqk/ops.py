@@ -212,7 +212,7 @@ _LINEAR_DOC = """
       final_state_out [N, H, K, V] where to write it, or None (allocated when
                       asked for); may be initial_state itself
       cu_seqlens      int32 [N+1] or None (varlen; B must be 1)
-      chunk           chunk size of the parallel mode (1..1024), 0 = 64
+      chunk           chunk size of the parallel mode (1..1024), 0 = chunk_default(K, V)
       out             [B, T, H, V] output o, or None (allocated); must not
                       overlap an input
       ctx             seqk.Context or None (default context)
@@ -389,7 +389,7 @@ def mamba2(x, dt, A, B, C, D=None, *, dt_bias=None, dt_softplus=False, mode="par
       return_final_state, final_state_out [N, H, Nst, P]: as for the other
                     linear-state ops (final_state_out may be initial_state)
       cu_seqlens    int32 [N+1] or None (varlen; batch must be 1)
-      chunk         chunk size of the parallel mode, 0 = 64
+      chunk         chunk size of the parallel mode, 0 = chunk_default(K, V)
       out           [Bt, T, H, P] output y, or None (allocated)
       ctx           seqk.Context or None
 
@@ -416,6 +416,22 @@ def mamba2(x, dt, A, B, C, D=None, *, dt_bias=None, dt_softplus=False, mode="par
     flags = MAMBA2_DT_SOFTPLUS if dt_softplus else 0
     c.run(int(m), Bt, T, H, P, G, Nst, flags, px, pdt, pA, pB, pC, pD, pbias, py, ps0, pfin, pcu, n_arg, chunk)
     return (y, fin) if return_final_state else y
+
+
+def chunk_default(K, V, *, ctx=None):
+    """The chunk size that chunk=0 means for the chunked ops (linear_attention,
+    retention, gated_retention, mamba2 with K = Nst and V = P, deltanet) with
+    these head sizes on this context (seqk_chunk_default): on the CPU 32 when
+    K and V are at most 64, else 64; on CUDA 64."""
+    import ctypes
+
+    fn = "seqk.chunk_default"
+    K, V = int_arg(fn, "K", K), int_arg(fn, "V", V)
+    out = ctypes.c_int64(0)
+    ctx = _ctx(fn, ctx)
+    with ctx._lock:
+        check(lib.seqk_chunk_default(ctx.handle, K, V, ctypes.addressof(out)), "seqk_chunk_default")
+    return out.value
 
 
 def linear_state_workspace_size(B, T, H, K, V, *, mode="parallel", N=0, chunk=0, ctx=None):
@@ -454,7 +470,7 @@ _LINEAR_BACKWARD_DOC = """
       dfinal_state    [N, H, K, V] dL/d(final state), or None (zero: the final
                       state was not used)
       cu_seqlens      int32 [N+1] or None (varlen; B must be 1)
-      chunk           chunk size (1..1024), 0 = 64; any chunk gives the same
+      chunk           chunk size (1..1024), 0 = chunk_default(K, V); any chunk gives the same
                       gradient up to fp32 rounding
       return_dinitial_state  also return dinitial_state = dL/d(initial_state)
                       (at a zero state when initial_state is None)
@@ -907,7 +923,7 @@ def deltanet(q, k, v, beta, g=None, *, mode="parallel", scale=None, l2norm_qk=Fa
       final_state_out [N, H, K, V] where to write it, or None (allocated when
                       asked for); may be initial_state itself
       cu_seqlens      int32 [N+1] or None (varlen; B must be 1)
-      chunk           chunk size of the parallel mode (1..1024), 0 = 64
+      chunk           chunk size of the parallel mode (1..1024), 0 = chunk_default(K, V)
       out             [B, T, H, V] output o, or None (allocated); must not
                       overlap an input
       ctx             seqk.Context or None (default context)
@@ -1399,6 +1415,7 @@ __all__ = [
     "linear_attention",
     "retention",
     "retention_default_gammas",
+    "chunk_default",
     "gated_retention",
     "mamba2",
     "linear_state_workspace_size",

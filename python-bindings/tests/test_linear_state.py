@@ -68,6 +68,19 @@ def test_retention_default_gammas():
         seqk.retention_default_gammas(0)
 
 
+def test_chunk_default(rng):
+    # seqk.h's rule on the CPU: 32 when K, V <= 64, else 64
+    assert [seqk.chunk_default(K_, V_) for K_, V_ in ((64, 64), (8, 24), (65, 64), (64, 128))] == [32, 32, 64, 64]
+    with pytest.raises(seqk.SeqkError, match="seqk_chunk_default: K=0"):
+        seqk.chunk_default(0, 64)
+    # chunk=0 runs exactly that chunk: the same bits as passing it
+    q, k, v = qkv(rng, B=1, T=150, H=2, K=64, V=64)
+    g = f32(rng, 1, 150, 2, lo=-0.1, hi=0.0)
+    o0 = seqk.gated_retention(q, k, v, g, scale=0.125)
+    oc = seqk.gated_retention(q, k, v, g, scale=0.125, chunk=seqk.chunk_default(64, 64))
+    assert np.array_equal(o0, oc)
+
+
 # ---------------------------------------------------------------- gated retention
 
 
