@@ -349,18 +349,23 @@ static void local_state(const seqk__lin *P, const bplan *pl, const seqk__chunk_v
  * (the chunk-parallel backward scans the same U over chunks: the same bits).
  * tr: the states kept transposed, [W,K] (see run_group): U^T = Va^T Kd, each
  * element the same FMAs in the same order p = 0, 1, .. (the micro kernel's
- * a b + c with the factors swapped), so the same bits transposed. */
+ * a b + c with the factors swapped), so the same bits transposed. Snext may
+ * be S (one running state); else U goes straight to Snext and the step
+ * reads S in place (SEQK__SCAN_KEEP_CARRY: no copy of S first). */
 static void advance(const seqk__lin *P, const bplan *pl, const seqk__chunk_view *cv,
-                    const float *va, int64_t ldva, bscratch *b, const float *S, float *Snext,
-                    bool tr)
+                    const float *va, int64_t ldva, bscratch *b, float *S, float *Snext, bool tr)
 {
+    float *U = Snext != S ? Snext : b->Y;
     if (tr)
-        seqk__sgemm(true, false, pl->W, P->K, cv->L, 1.0f, va, ldva, cv->Kd, P->K, 0.0f, b->Y,
-                    P->K, b->pack);
+        seqk__sgemm(true, false, pl->W, P->K, cv->L, 1.0f, va, ldva, cv->Kd, P->K, 0.0f, U, P->K,
+                    b->pack);
     else
-        local_state(P, pl, cv, va, ldva, b->Y, b->pack);
-    if (Snext != S) memcpy(Snext, S, (size_t)pl->E * sizeof(float));
-    seqk__scan_rows(1, pl->E, pl->E, 0, &cv->a, 1, b->Y, pl->E, NULL, 0, Snext);
+        local_state(P, pl, cv, va, ldva, U, b->pack);
+    if (Snext != S)
+        seqk__scan_rows(1, pl->E, pl->E, SEQK__SCAN_KEEP_CARRY, &cv->a, 1, U, pl->E, Snext, pl->E,
+                        S);
+    else
+        seqk__scan_rows(1, pl->E, pl->E, 0, &cv->a, 1, U, pl->E, NULL, 0, S);
 }
 
 /* The backward of stage 3 and of the chunk-state step for one chunk, for any

@@ -33,6 +33,9 @@ seqk_status seqk__cpu_scan(seqk_context *ctx, int64_t B, int64_t T, int64_t C, i
 #define SEQK__SCAN_REVERSE 1u /* = SEQK_SCAN_REVERSE: walk rows from the last to the first */
 #define SEQK__SCAN_STREAM 2u  /* h is large and not re-read soon: it may be written with
                                * non-temporal stores (fenced before the call returns) */
+#define SEQK__SCAN_KEEP_CARRY 4u /* carry is only read (the state before the rows); the
+                                  * rows go to h alone (a chunk walk's step from a kept
+                                  * state to the next: no copy of it first) */
 
 /*
  * seqk__scan_rows: the recurrence over `rows` rows of C channels, on the
@@ -44,7 +47,7 @@ seqk_status seqk__cpu_scan(seqk_context *ctx, int64_t B, int64_t T, int64_t C, i
  *   rows          number of rows (<= 0: nothing happens)
  *   C             channels per row (>= 1)
  *   block         coefficient block, C % block == 0
- *   flags         SEQK__SCAN_REVERSE, SEQK__SCAN_STREAM
+ *   flags         SEQK__SCAN_REVERSE, SEQK__SCAN_STREAM, SEQK__SCAN_KEEP_CARRY
  *   a             [rows, C/block] coefficients, row r at a + r * a_row_stride
  *   b             [rows, C] inputs, row r at b + r * b_row_stride
  *   h             [rows, C] outputs, row r at h + r * h_row_stride; may be b
@@ -55,7 +58,9 @@ seqk_status seqk__cpu_scan(seqk_context *ctx, int64_t B, int64_t T, int64_t C, i
  *                 (forward: h_{rows-1}, reverse: h_0). It is read before
  *                 and written after the rows, so it may be the memory of the
  *                 last row walked (e.g. h itself when rows == 1); it must
- *                 not overlap a or b otherwise.
+ *                 not overlap a or b otherwise. With SEQK__SCAN_KEEP_CARRY
+ *                 it is only read (h must not be NULL then, and must not
+ *                 overlap it; h may be b).
  *
  * Chaining calls over consecutive row ranges through carry equals one call
  * over the whole range (up to fp32 rounding): that is how an op walks

@@ -978,15 +978,19 @@ static void scan_rows_impl(int64_t rows, int64_t C, int64_t block, unsigned flag
     if (rows <= 0 || C <= 0) return;
     const int rev = (flags & SEQK__SCAN_REVERSE) != 0;
     const int write_h = h != NULL && prod == NULL;
+    const int keep = (flags & SEQK__SCAN_KEEP_CARRY) != 0 && write_h;
     if (rows == 1 && !prod) {
-        /* one step (a chunk walk's state update): carry = a carry + b with
-         * one FMA per channel, the arithmetic of every kernel's single row
-         * (a tile's odd last row, the wide tile's every row), without a
-         * tile plan or the carry's round trip through the tile buffer */
+        /* one step (a chunk walk's state update): a carry + b with one FMA
+         * per channel, the arithmetic of every kernel's single row (a
+         * tile's odd last row, the wide tile's every row), without a tile
+         * plan or the carry's round trip through the tile buffer; into h
+         * alone (keep), into carry and then h (unless h is carry) */
+        float *dst = keep ? h : carry;
         for (int64_t c0 = 0; c0 < C; c0 += block) {
             const float av = a[c0 / block];
-            for (int64_t c = c0; c < c0 + block; c++) carry[c] = FMAF(av, carry[c], b[c]);
-            if (write_h) memcpy(h + c0, carry + c0, (size_t)block * sizeof(float));
+            for (int64_t c = c0; c < c0 + block; c++) dst[c] = FMAF(av, carry[c], b[c]);
+            if (write_h && !keep && h != carry)
+                memcpy(h + c0, carry + c0, (size_t)block * sizeof(float));
         }
         return;
     }
@@ -1002,7 +1006,7 @@ static void scan_rows_impl(int64_t rows, int64_t C, int64_t block, unsigned flag
             pb[j] = prod ? prod[c0 + j] : 1.0f;
         }
         job_run(&J, 0, rows, cb, pb, write_h);
-        memcpy(carry + c0, cb, (size_t)w * sizeof(float));
+        if (!keep) memcpy(carry + c0, cb, (size_t)w * sizeof(float));
         if (prod) memcpy(prod + c0, pb, (size_t)w * sizeof(float));
     }
 }
