@@ -374,9 +374,10 @@ typedef enum bench_module {
 } bench_module;
 /* The first six have a [N,H,K,V] state (Titans [N,H,E]) and [B,T,H,K] inputs. */
 #define BENCH_N_MATRIX_MODULES 6
-/* The chunk the chunked modules run with: the library's default for these
- * head sizes on ctx's backend (seqk_chunk_default; what chunk = 0 means). */
-int64_t bench_module_chunk(seqk_context *ctx, int64_t K, int64_t V);
+/* The chunk module m runs with: the library's default for its family and
+ * these head sizes on ctx's backend (seqk_chunk_default; what chunk = 0
+ * means). */
+int64_t bench_module_chunk(seqk_context *ctx, bench_module m, int64_t K, int64_t V);
 #define BENCH_TITANS_MINIBATCH 16
 
 /* "linear_attention", "retention", ..., "selective_scan". */

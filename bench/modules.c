@@ -52,10 +52,12 @@ size_t bench_module_state_floats(bench_module m, int64_t H, int64_t K, int64_t V
     return (size_t)H * per_head;
 }
 
-int64_t bench_module_chunk(seqk_context *ctx, int64_t K, int64_t V)
+int64_t bench_module_chunk(seqk_context *ctx, bench_module m, int64_t K, int64_t V)
 {
+    const seqk_chunked_op op =
+        m == BENCH_MOD_DELTANET ? SEQK_CHUNKED_DELTANET : SEQK_CHUNKED_LINEAR_STATE;
     int64_t chunk = 0;
-    bench_check(seqk_chunk_default(ctx, K, V, &chunk), "seqk_chunk_default(K=%lld, V=%lld)",
+    bench_check(seqk_chunk_default(ctx, op, K, V, &chunk), "seqk_chunk_default(K=%lld, V=%lld)",
                 (long long)K, (long long)V);
     return chunk;
 }
@@ -149,7 +151,7 @@ void bench_module_setup(bench_backend *be, bench_module_call *c, bench_module mo
     c->mode = mode;
     c->state_use = state_use;
     c->B = B, c->T = T, c->H = H, c->K = K, c->V = V;
-    c->chunk = module == BENCH_MOD_SELECTIVE_SCAN ? 0 : bench_module_chunk(be->ctx, K, V);
+    c->chunk = module == BENCH_MOD_SELECTIVE_SCAN ? 0 : bench_module_chunk(be->ctx, module, K, V);
     c->scale = module == BENCH_MOD_MAMBA2 ? 1.0f : 1.0f / sqrtf((float)K);
     const size_t state_floats = bench_module_state_floats(module, H, K, V); /* per sequence */
     c->n_state = (size_t)B * state_floats;

@@ -41,7 +41,8 @@
  * scratch. The modules' inputs are those of modules.c (bench_module_setup:
  * q, k, v / C, B, x in [-1, 1), RetNet's gammas, log-gates in [-0.1, 0],
  * Mamba2's dt through softplus, ...), the library's default chunk
- * (bench_module_chunk: 32 at K = V = 64 on the CPU, 64 at 128), no
+ * (bench_module_chunk: 32 at K = V = 64 on the CPU, 64 at 128; DeltaNet
+ * 32 at both), no
  * initial state, the final state written (the prefill suite's forward,
  * bench_module_run). Their backward takes dout in [-1, 1) and dstate_out in
  * [-0.1, 0.1) (the gradients of both outputs of that forward), state_in NULL
@@ -139,8 +140,8 @@
  *   So a full chunk with S0 costs, per token,
  *     (Lc + 1) (11 K + 6 V) + 2 Lc^2 / 3 + 18 K V
  *   against the forward's 3 (Lc+1) K + 2 (Lc+1) V + Lc^2/3 + 6 K V: 3.11
- *   times it at K = V = 64 with Lc = 32 (3.15 with Lc = 64), 3.11 at
- *   K = V = 128 with Lc = 64 (seqk.h: "about three
+ *   times it at K = V = 64 with Lc = 32 (3.15 with Lc = 64), 3.07 at
+ *   K = V = 128 with Lc = 32 (3.11 with Lc = 64) (seqk.h: "about three
  *   times"); a time ratio of 3.0 is a backward slightly faster per flop than
  *   the forward. Not counted: the exponentials, the gate and beta vector
  *   work (dot products, the pair sums of dA, the reverse scan), the L2

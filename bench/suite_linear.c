@@ -14,7 +14,8 @@
  * dt_bias in [-1, 0), A in [-2, -0.5), D in [0.5, 1.5). A state_in in
  * [-0.1, 0.1) and a separate state_out are passed, as chunked prefill does.
  * Parallel mode with the library's default chunk C (bench_module_chunk:
- * seqk_chunk_default, 32 at K = V = 64 on the CPU, 64 at 128).
+ * seqk_chunk_default, 32 at K = V = 64 on the CPU, 64 at 128; DeltaNet 32
+ * at both).
  * Gated DeltaNet: flags SEQK_DELTANET_L2NORM_QK, log-gates g uniform in
  * [-0.1, 0], beta uniform in [0, 1], scale 1/sqrt(K).
  * Titans: flags SEQK_TITANS_L2NORM_QK, each shape at two mini-batch sizes
@@ -302,7 +303,8 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
     }
 
     const seqk_mode mode = parallel ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
-    const int64_t chunk = bench_module_chunk(be->ctx, K, V); /* the chunked modules' C */
+    const int64_t chunk = /* the chunked modules' C */
+        bench_module_chunk(be->ctx, deltanet ? BENCH_MOD_DELTANET : BENCH_MOD_LINEAR_ATTENTION, K, V);
     size_t workspace = 0;
     if (deltanet)
         bench_check(seqk_deltanet_workspace_size(be->ctx, mode, B, T, H, K, V, 0, chunk,

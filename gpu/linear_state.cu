@@ -732,7 +732,7 @@ static size_t align_ws(size_t n) { return seqk__align_up(n, WS_ALIGN); }
 static lin_plan make_plan(const seqk__lin *P, int mode)
 {
     lin_plan pl;
-    pl.L = seqk__lin_chunk(SEQK_BACKEND_CUDA, P->chunk, P->K, P->V);
+    pl.L = seqk__lin_chunk(SEQK_BACKEND_CUDA, SEQK_CHUNKED_LINEAR_STATE, P->chunk, P->K, P->V);
     pl.E = P->K * P->V + ((P->flags & SEQK__LIN_NORMALIZE) ? P->K : 0);
     pl.nchunks = 0;
     size_t off = 0;

@@ -962,7 +962,7 @@ static bw_plan bw_make_plan(const seqk__lin *P)
 {
     bw_plan pl;
     memset(&pl, 0, sizeof pl);
-    pl.L = seqk__lin_chunk(SEQK_BACKEND_CUDA, P->chunk, P->K, P->V);
+    pl.L = seqk__lin_chunk(SEQK_BACKEND_CUDA, SEQK_CHUNKED_LINEAR_STATE, P->chunk, P->K, P->V);
     pl.norm = (P->flags & SEQK__LIN_NORMALIZE) != 0;
     pl.vsc = P->v_scale != NULL;
     pl.vt = pl.norm || pl.vsc;
@@ -1010,7 +1010,7 @@ static bw_lp_plan bw_make_lp_plan(const seqk__lin *P)
 {
     bw_lp_plan pl;
     memset(&pl, 0, sizeof pl);
-    pl.L = seqk__lin_chunk(SEQK_BACKEND_CUDA, P->chunk, P->K, P->V);
+    pl.L = seqk__lin_chunk(SEQK_BACKEND_CUDA, SEQK_CHUNKED_LINEAR_STATE, P->chunk, P->K, P->V);
     pl.nch = seqk__count_chunks(P->cu, P->N, P->B, P->T, pl.L);
     pl.nb = pl.nch * P->H;
     const size_t f = sizeof(float), es = 2, rows = (size_t)(pl.nb * pl.L), L = (size_t)pl.L;

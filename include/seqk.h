@@ -696,14 +696,20 @@ SEQK_API seqk_status seqk_mamba2_ex(seqk_context *ctx, seqk_dtype dtype, seqk_mo
                                     float *state_out, const int32_t *cu_seqlens, int64_t N,
                                     int64_t chunk);
 
-/* The chunk size that chunk = 0 means for the chunked modules (linear-state
- * and DeltaNet) on ctx's backend with head sizes K (keys, or Mamba2's Nst)
- * and V (values, or Mamba2's P): on the CPU 32 when K <= 64 and V <= 64,
- * else 64; on CUDA 64. A rule of the backend and sizes alone (the same bits
- * for the same call); any explicit chunk gives the same result up to fp32
+/* The families of chunked modules, for seqk_chunk_default. Values only grow. */
+typedef enum seqk_chunked_op {
+    SEQK_CHUNKED_LINEAR_STATE = 0, /* linear attention, retention, gated retention, Mamba2 */
+    SEQK_CHUNKED_DELTANET = 1      /* DeltaNet, gated DeltaNet */
+} seqk_chunked_op;
+
+/* The chunk size that chunk = 0 means for op's modules on ctx's backend with
+ * head sizes K (keys, or Mamba2's Nst) and V (values, or Mamba2's P): on
+ * the CPU 32 when K and V are at most 64 (DeltaNet: at most 128), else 64;
+ * on CUDA 64. A rule of the op, backend and sizes alone (the same bits for
+ * the same call); any explicit chunk gives the same result up to fp32
  * rounding. */
-SEQK_API seqk_status seqk_chunk_default(const seqk_context *ctx, int64_t K, int64_t V,
-                                        int64_t *chunk);
+SEQK_API seqk_status seqk_chunk_default(const seqk_context *ctx, seqk_chunked_op op, int64_t K,
+                                        int64_t V, int64_t *chunk);
 
 /* An upper bound of the workspace bytes any linear-state op above needs for
  * these sizes and mode on this context (N: sequences with varlen, else 0). */
@@ -1091,7 +1097,8 @@ SEQK_API seqk_status seqk_selective_scan_backward_workspace_size_ex(seqk_context
  *   state_out   [N,H,K,V] or NULL (not written); may be state_in (in place)
  *   cu_seqlens  [N+1] or NULL; N as in seqk_scan
  *   chunk       chunk size of the parallel mode (1..1024), or 0:
- *               seqk_chunk_default (as the linear-state modules)
+ *               seqk_chunk_default with SEQK_CHUNKED_DELTANET (32 on the CPU
+ *               for K, V <= 128, else 64)
  *
  * Workspace (seqk_deltanet_workspace_size): the recurrent mode needs none
  * when state_out is given (CPU: one K x 32 slice per thread otherwise; CUDA:

@@ -11,30 +11,40 @@
 
 enum { MAX_CHUNK = 1024 };
 
-/* chunk = 0: on the CPU, 32 tokens when K and V are at most 64, else 64; on
- * CUDA 64. At K = V = 64 a chunk of 32 has 17 % fewer flops per token than
- * 64 (the causal C x C products shrink, the state products stay) and its
- * products still run the full register tiles: measured paired, 2 threads,
- * B = 2, T = 4096, H = 8 (2026-12-07): gated retention / linear attention
- * forward 7 / 9 % and backward 3 / 6 % faster, Mamba2's backward 4 %, gated
- * DeltaNet's forward 14 % and backward 20 %. At K = V = 128 the state
- * products dominate and 32 was 4-10 % slower for the linear-state modules;
+/* chunk = 0: on the CPU, 32 tokens when K and V are at most 64 (DeltaNet:
+ * 128), else 64; on CUDA 64. At K = V = 64 a chunk of 32 has 17 % fewer
+ * flops per token than 64 (the causal C x C products shrink, the state
+ * products stay) and its products still run the full register tiles.
+ * Measured paired, 2 threads, T = 4096, H = 8, B = 2 at K = V = 64 and 1 at
+ * 128 (2026-12-07), time ratios chunk 32 / 64, forward and backward:
+ *   K = V = 64:  gated retention 0.93 / 0.97, linear attention 0.91 / 0.94,
+ *                Mamba2's backward 0.96, gated DeltaNet 0.86 / 0.80;
+ *   K = V = 128: the linear-state modules 0.96-1.10 (the state products
+ *                dominate: 64 kept), gated DeltaNet 0.90 / 0.97 (its
+ *                triangular solve grows with the chunk);
+ *   K = V = 256: gated DeltaNet 0.99 / 1.01 (64 kept).
  * 16 was slower everywhere (the 8 x 32 tile no longer fits). */
-int64_t seqk__lin_chunk(seqk_backend backend, int64_t chunk, int64_t K, int64_t V)
+int64_t seqk__lin_chunk(seqk_backend backend, seqk_chunked_op op, int64_t chunk, int64_t K,
+                        int64_t V)
 {
     if (chunk != 0) return chunk;
-    return backend == SEQK_BACKEND_CPU && K <= 64 && V <= 64 ? 32 : 64;
+    const int64_t small = op == SEQK_CHUNKED_DELTANET ? 128 : 64;
+    return backend == SEQK_BACKEND_CPU && K <= small && V <= small ? 32 : 64;
 }
 
-seqk_status seqk_chunk_default(const seqk_context *ctx, int64_t K, int64_t V, int64_t *chunk)
+seqk_status seqk_chunk_default(const seqk_context *ctx, seqk_chunked_op op, int64_t K, int64_t V,
+                               int64_t *chunk)
 {
     static const char fn[] = "seqk_chunk_default";
     seqk_status st;
     if ((st = seqk__check_ctx(fn, ctx))) return st;
+    if (op != SEQK_CHUNKED_LINEAR_STATE && op != SEQK_CHUNKED_DELTANET)
+        return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT, "%s: op=%d is not a seqk_chunked_op", fn,
+                          (int)op);
     if ((st = seqk__check_min(fn, "K", K, 1))) return st;
     if ((st = seqk__check_min(fn, "V", V, 1))) return st;
     if ((st = seqk__check_ptr(fn, "chunk", chunk))) return st;
-    *chunk = seqk__lin_chunk(ctx->backend, 0, K, V);
+    *chunk = seqk__lin_chunk(ctx->backend, op, 0, K, V);
     return SEQK_SUCCESS;
 }
 
@@ -97,7 +107,7 @@ static seqk_status lin_common(const char *fn, seqk_context *ctx, int mode, seqk_
                                            varlen, P->chunk);
     if (st) return st;
     if (!varlen) P->N = P->B;
-    P->chunk = seqk__lin_chunk(ctx->backend, P->chunk, P->K, P->V);
+    P->chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_LINEAR_STATE, P->chunk, P->K, P->V);
     if ((st = seqk__check_scale(fn, P->scale))) return st;
     if (P->Hqk < 1 || P->H % P->Hqk)
         return seqk__fail(SEQK_ERROR_INVALID_ARGUMENT,
@@ -174,7 +184,7 @@ seqk_status seqk_linear_state_workspace_size(seqk_context *ctx, seqk_mode mode, 
     if (st) return st;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-    P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
+    P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_LINEAR_STATE, chunk, K, V);
     P.flags = SEQK__LIN_NORMALIZE; /* the larger state element (CUDA) */
 #if SEQK__HAVE_CUDA
     if (ctx->backend == SEQK_BACKEND_CUDA) {
@@ -264,7 +274,7 @@ seqk_status seqk_linear_state_backward_workspace_size(seqk_context *ctx, int64_t
                           fn, H, G);
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-    P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
+    P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_LINEAR_STATE, chunk, K, V);
     P.flags = SEQK__LIN_NORMALIZE; /* the wider state */
     /* Mamba2's dt, d(log a), d(v_scale) and its skip's dy . x at the start
      * (ssm/mamba2.c) */
@@ -305,7 +315,7 @@ seqk_status seqk_linear_state_workspace_size_ex(seqk_context *ctx, seqk_dtype dt
          * larger of the two, as the normaliser keeps the converting path */
         seqk__lin P = {0};
         P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-        P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
+        P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_LINEAR_STATE, chunk, K, V);
         P.dtype = dtype;
         /* plus Mamba2's dt and the same slack as the fp32 query */
         const size_t native = seqk__cuda_lin_workspace(&P, (int)mode) +
@@ -336,7 +346,7 @@ seqk_status seqk_linear_state_backward_workspace_size_ex(seqk_context *ctx, seqk
          * converting path */
         seqk__lin P = {0};
         P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-        P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
+        P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_LINEAR_STATE, chunk, K, V);
         P.dtype = dtype;
         /* plus Mamba2's four [B, T, H] arrays and the same slack as the fp32 query */
         const size_t native = seqk__cuda_lin_backward_workspace(&P) +

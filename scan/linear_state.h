@@ -246,9 +246,10 @@ seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk
 seqk_status seqk__lin_run_backward(const char *fn, seqk_context *ctx, seqk__lin *P,
                                    const seqk__lin_grad *Gr, const int32_t *cu_seqlens);
 
-/* The chunk size a call on backend uses: chunk, or for 0 the default of
- * the backend and head sizes (seqk_chunk_default, seqk.h). */
-int64_t seqk__lin_chunk(seqk_backend backend, int64_t chunk, int64_t K, int64_t V);
+/* The chunk size a call of op's modules on backend uses: chunk, or for 0
+ * the default of the op, backend and head sizes (seqk_chunk_default, seqk.h). */
+int64_t seqk__lin_chunk(seqk_backend backend, seqk_chunked_op op, int64_t chunk, int64_t K,
+                        int64_t V);
 
 /* Checks the sizes every linear-state op takes (messages name fn). */
 seqk_status seqk__lin_check_sizes(const char *fn, seqk_context *ctx, int mode, int64_t B,

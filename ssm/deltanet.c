@@ -778,8 +778,8 @@ static seqk_status deltanet_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode m
     dn_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    seqk__dn_lin(P, B, T, H, K, V, N, seqk__lin_chunk(ctx->backend, chunk, K, V), cu_host, scale,
-                 flags, (const float *)q,
+    const int64_t L = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_DELTANET, chunk, K, V);
+    seqk__dn_lin(P, B, T, H, K, V, N, L, cu_host, scale, flags, (const float *)q,
                  (const float *)k, (const float *)v, g, state_in);
     P->o = (float *)o, P->s_out = state_out;
     P->dtype = dtype;
@@ -811,7 +811,7 @@ seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode mode, int6
     seqk__lin P;
     memset(&P, 0, sizeof P);
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-    P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
+    P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_DELTANET, chunk, K, V);
 #if SEQK__HAVE_CUDA
     if (ctx->backend == SEQK_BACKEND_CUDA) {
         *bytes = seqk__cuda_deltanet_workspace(&P, (int)mode) + 256;
@@ -896,7 +896,7 @@ seqk_status seqk_deltanet_workspace_size_ex(seqk_context *ctx, seqk_dtype dtype,
         seqk__lin P;
         memset(&P, 0, sizeof P);
         P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-        P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
+        P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_DELTANET, chunk, K, V);
         P.dtype = dtype;
         const size_t native = seqk__cuda_deltanet_workspace(&P, (int)mode) + 256;
         if (native > *bytes) *bytes = native;

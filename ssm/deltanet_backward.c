@@ -524,8 +524,8 @@ static seqk_status deltanet_backward_run(seqk_context *ctx, seqk_dtype dtype, in
     dnb_problem D;
     memset(&D, 0, sizeof D);
     seqk__lin *P = &D.lin;
-    seqk__dn_lin(P, B, T, H, K, V, N, seqk__lin_chunk(ctx->backend, chunk, K, V), cu_host, scale,
-                 flags, (const float *)q,
+    const int64_t L = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_DELTANET, chunk, K, V);
+    seqk__dn_lin(P, B, T, H, K, V, N, L, cu_host, scale, flags, (const float *)q,
                  (const float *)k, (const float *)v, g, state_in);
     P->dtype = dtype;
     D.beta = beta, D.dout = (const float *)dout, D.ds_out = dstate_out;
@@ -560,7 +560,7 @@ seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B, 
     seqk__lin P;
     memset(&P, 0, sizeof P);
     P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-    P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
+    P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_DELTANET, chunk, K, V);
 #if SEQK__HAVE_CUDA
     if (ctx->backend == SEQK_BACKEND_CUDA) {
         *bytes = seqk__cuda_deltanet_backward_workspace(&P) + 256;
@@ -656,7 +656,7 @@ seqk_status seqk_deltanet_backward_workspace_size_ex(seqk_context *ctx, seqk_dty
         seqk__lin P;
         memset(&P, 0, sizeof P);
         P.B = B, P.T = T, P.H = H, P.Hqk = H, P.K = K, P.V = V, P.N = N > 0 ? N : B;
-        P.chunk = seqk__lin_chunk(ctx->backend, chunk, K, V);
+        P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_DELTANET, chunk, K, V);
         P.dtype = dtype;
         const size_t native = seqk__cuda_deltanet_backward_workspace(&P) + 256;
         if (native > *bytes) *bytes = native;

@@ -94,7 +94,7 @@ static seqk_status mamba2_run(seqk_context *ctx, seqk_dtype dtype, seqk_mode mod
     const bool cuda = ctx->backend != SEQK_BACKEND_CPU;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;
-    P.chunk = seqk__lin_chunk(ctx->backend, chunk, Nst, Pd);
+    P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_LINEAR_STATE, chunk, Nst, Pd);
     P.scale = 1.0f;
     P.dtype = dtype;
     P.q = (const float *)Cm, P.k = (const float *)Bm, P.v = (const float *)x, P.o = (float *)y;
@@ -241,7 +241,7 @@ static seqk_status mamba2_backward_run(seqk_context *ctx, seqk_dtype dtype, int6
     const bool softplus = (flags & SEQK_MAMBA2_DT_SOFTPLUS) != 0;
     seqk__lin P = {0};
     P.B = B, P.T = T, P.H = H, P.Hqk = G, P.K = Nst, P.V = Pd, P.N = cu_seqlens ? N : B;
-    P.chunk = seqk__lin_chunk(ctx->backend, chunk, Nst, Pd);
+    P.chunk = seqk__lin_chunk(ctx->backend, SEQK_CHUNKED_LINEAR_STATE, chunk, Nst, Pd);
     P.scale = 1.0f;
     P.dtype = dtype;
     P.q = (const float *)Cm, P.k = (const float *)Bm, P.v = (const float *)x;

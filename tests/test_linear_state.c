@@ -290,23 +290,32 @@ static void default_chunk(th_backend *be)
 {
     if (th_skipped(be, "seqk_chunk_default")) return;
     const bool cpu = be->backend == SEQK_BACKEND_CPU;
-    const int64_t KV[][2] = {{64, 64}, {8, 24}, {65, 64}, {64, 128}, {128, 128}};
-    for (size_t i = 0; i < sizeof KV / sizeof KV[0]; i++) {
-        int64_t c = -1;
-        const int64_t K = KV[i][0], V = KV[i][1], want = cpu && K <= 64 && V <= 64 ? 32 : 64;
-        th_check_status(seqk_chunk_default(be->ctx, K, V, &c), SEQK_SUCCESS, "seqk_chunk_default");
-        th_check(c == want, "%s: seqk_chunk_default(K=%lld, V=%lld) = %lld, want %lld", be->name,
-                 (long long)K, (long long)V, (long long)c, (long long)want);
-    }
+    const int64_t KV[][2] = {{64, 64}, {8, 24}, {65, 64}, {64, 128}, {128, 128}, {129, 16}};
+    for (size_t i = 0; i < sizeof KV / sizeof KV[0]; i++)
+        for (int op = 0; op < 2; op++) {
+            int64_t c = -1;
+            const int64_t K = KV[i][0], V = KV[i][1], small = op == SEQK_CHUNKED_DELTANET ? 128 : 64;
+            const int64_t want = cpu && K <= small && V <= small ? 32 : 64;
+            th_check_status(seqk_chunk_default(be->ctx, (seqk_chunked_op)op, K, V, &c), SEQK_SUCCESS,
+                            "seqk_chunk_default");
+            th_check(c == want, "%s: seqk_chunk_default(op=%d, K=%lld, V=%lld) = %lld, want %lld",
+                     be->name, op, (long long)K, (long long)V, (long long)c, (long long)want);
+        }
+    const seqk_chunked_op LIN = SEQK_CHUNKED_LINEAR_STATE;
     int64_t c = -7;
-    th_check(seqk_chunk_default(be->ctx, 0, 64, &c) == SEQK_ERROR_INVALID_ARGUMENT &&
+    th_check(seqk_chunk_default(be->ctx, LIN, 0, 64, &c) == SEQK_ERROR_INVALID_ARGUMENT &&
                  strstr(seqk_last_error(), "K=0") && c == -7,
              "seqk_chunk_default K=0: INVALID_ARGUMENT naming K=0, chunk untouched (%s)",
              seqk_last_error());
-    th_check(seqk_chunk_default(be->ctx, 64, 64, NULL) == SEQK_ERROR_INVALID_ARGUMENT &&
+    th_check(seqk_chunk_default(be->ctx, (seqk_chunked_op)2, 64, 64, &c) ==
+                     SEQK_ERROR_INVALID_ARGUMENT &&
+                 strstr(seqk_last_error(), "op=2") && c == -7,
+             "seqk_chunk_default op=2: INVALID_ARGUMENT naming op=2, chunk untouched (%s)",
+             seqk_last_error());
+    th_check(seqk_chunk_default(be->ctx, LIN, 64, 64, NULL) == SEQK_ERROR_INVALID_ARGUMENT &&
                  strstr(seqk_last_error(), "chunk"),
              "seqk_chunk_default chunk=NULL: INVALID_ARGUMENT naming chunk (%s)", seqk_last_error());
-    th_check(seqk_chunk_default(NULL, 64, 64, &c) != SEQK_SUCCESS && c == -7,
+    th_check(seqk_chunk_default(NULL, LIN, 64, 64, &c) != SEQK_SUCCESS && c == -7,
              "seqk_chunk_default ctx=NULL: an error, chunk untouched");
     if (!cpu) return; /* host buffers below */
     enum { T = 150, H = 2, D = 64 };
@@ -315,7 +324,7 @@ static void default_chunk(th_backend *be)
     float *o0 = malloc(n * 4), *oc = malloc(n * 4);
     th_fill(q, n, -1, 1), th_fill(k, n, -1, 1), th_fill(v, n, -1, 1), th_fill(g, T * H, -0.1, 0);
     int64_t chunk = 0;
-    seqk_chunk_default(be->ctx, D, D, &chunk);
+    seqk_chunk_default(be->ctx, LIN, D, D, &chunk);
     tf_fill_untouched(o0, n), tf_fill_untouched(oc, n);
     th_check_status(seqk_gated_retention(be->ctx, SEQK_MODE_PARALLEL, 1, T, H, D, D, 0.125f, q, k, v,
                                          g, o0, NULL, NULL, NULL, 0, 0),

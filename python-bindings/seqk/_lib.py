@@ -321,8 +321,8 @@ SIGNATURES = {
     "seqk_titans_state_size": (_int, [_i64, _i64, _p_size]),
     # ctx, mode, B, T, H, K, V, minibatch, N, bytes
     "seqk_titans_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
-    # ctx, K, V, chunk (out)
-    "seqk_chunk_default": (_int, [_ctx, _i64, _i64, _ptr]),
+    # ctx, op, K, V, chunk (out)
+    "seqk_chunk_default": (_int, [_ctx, _int, _i64, _i64, _ptr]),
     # ctx, mode, B, T, H, K, V, N, chunk, bytes
     "seqk_linear_state_workspace_size": (_int, [_ctx, _int, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _p_size]),
     # backward of the linear-state modules (every input's gradient; see seqk.h)

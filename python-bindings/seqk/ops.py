@@ -418,19 +418,25 @@ def mamba2(x, dt, A, B, C, D=None, *, dt_bias=None, dt_softplus=False, mode="par
     return (y, fin) if return_final_state else y
 
 
-def chunk_default(K, V, *, ctx=None):
-    """The chunk size that chunk=0 means for the chunked ops (linear_attention,
-    retention, gated_retention, mamba2 with K = Nst and V = P, deltanet) with
-    these head sizes on this context (seqk_chunk_default): on the CPU 32 when
-    K and V are at most 64, else 64; on CUDA 64."""
+_CHUNKED_OPS = {"linear_state": 0, "deltanet": 1}  # seqk_chunked_op
+
+
+def chunk_default(K, V, *, op="linear_state", ctx=None):
+    """The chunk size that chunk=0 means with these head sizes on this context
+    (seqk_chunk_default), for op "linear_state" (linear_attention, retention,
+    gated_retention, mamba2 with K = Nst and V = P) or "deltanet": on the CPU
+    32 when K and V are at most 64 (deltanet: 128), else 64; on CUDA 64."""
     import ctypes
 
     fn = "seqk.chunk_default"
+    if op not in _CHUNKED_OPS:
+        raise ValueError("%s: op must be one of %s, got %r" % (fn, ", ".join(map(repr, _CHUNKED_OPS)), op))
     K, V = int_arg(fn, "K", K), int_arg(fn, "V", V)
     out = ctypes.c_int64(0)
     ctx = _ctx(fn, ctx)
     with ctx._lock:
-        check(lib.seqk_chunk_default(ctx.handle, K, V, ctypes.addressof(out)), "seqk_chunk_default")
+        check(lib.seqk_chunk_default(ctx.handle, _CHUNKED_OPS[op], K, V, ctypes.addressof(out)),
+              "seqk_chunk_default")
     return out.value
 
 
@@ -923,7 +929,8 @@ def deltanet(q, k, v, beta, g=None, *, mode="parallel", scale=None, l2norm_qk=Fa
       final_state_out [N, H, K, V] where to write it, or None (allocated when
                       asked for); may be initial_state itself
       cu_seqlens      int32 [N+1] or None (varlen; B must be 1)
-      chunk           chunk size of the parallel mode (1..1024), 0 = chunk_default(K, V)
+      chunk           chunk size of the parallel mode (1..1024), 0 =
+                      chunk_default(K, V, op="deltanet")
       out             [B, T, H, V] output o, or None (allocated); must not
                       overlap an input
       ctx             seqk.Context or None (default context)

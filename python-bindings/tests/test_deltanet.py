@@ -70,6 +70,20 @@ def test_deltanet_recurrent_equals_parallel(rng, chunk):
     assert rel_err(s_p, s_r) < TOL
 
 
+def test_deltanet_default_chunk(rng):
+    """chunk=0 runs chunk_default(K, V, op="deltanet"): at K = V = 128 that is
+    32 on the CPU, where the linear-state modules take 64; the same bits as
+    passing it, not those of the other."""
+    Kb = Vb = 128
+    q, k, v = (f32(rng, 1, 70, 2, Kb) for _ in range(3))
+    beta, g = f32(rng, 1, 70, 2, lo=0.0, hi=1.0), f32(rng, 1, 70, 2, lo=-1.0, hi=0.0)
+    c = seqk.chunk_default(Kb, Vb, op="deltanet")
+    assert c == 32 and seqk.chunk_default(Kb, Vb) == 64
+    o0 = seqk.deltanet(q, k, v, beta, g, l2norm_qk=True)
+    assert np.array_equal(o0, seqk.deltanet(q, k, v, beta, g, l2norm_qk=True, chunk=c))
+    assert not np.array_equal(o0, seqk.deltanet(q, k, v, beta, g, l2norm_qk=True, chunk=64))
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_deltanet_varlen(rng, mode):
     cu = np.array([0, 11, 11, 12, 37], np.int32)

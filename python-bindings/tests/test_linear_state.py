@@ -70,9 +70,13 @@ def test_retention_default_gammas():
 
 def test_chunk_default(rng):
     # seqk.h's rule on the CPU: 32 when K, V <= 64, else 64
-    assert [seqk.chunk_default(K_, V_) for K_, V_ in ((64, 64), (8, 24), (65, 64), (64, 128))] == [32, 32, 64, 64]
+    sizes = ((64, 64), (8, 24), (65, 64), (64, 128), (128, 128), (129, 16))
+    assert [seqk.chunk_default(K_, V_) for K_, V_ in sizes] == [32, 32, 64, 64, 64, 64]
+    assert [seqk.chunk_default(K_, V_, op="deltanet") for K_, V_ in sizes] == [32, 32, 32, 32, 32, 64]
     with pytest.raises(seqk.SeqkError, match="seqk_chunk_default: K=0"):
         seqk.chunk_default(0, 64)
+    with pytest.raises(ValueError, match="seqk.chunk_default: op must be one of"):
+        seqk.chunk_default(64, 64, op="mamba")
     # chunk=0 runs exactly that chunk: the same bits as passing it
     q, k, v = qkv(rng, B=1, T=150, H=2, K=64, V=64)
     g = f32(rng, 1, 150, 2, lo=-0.1, hi=0.0)

@@ -99,7 +99,8 @@ def _ctype_for(param):
     base = t.replace("*", "").strip()
     scalars = {"int64_t": ctypes.c_int64, "float": ctypes.c_float, "unsigned": ctypes.c_uint, "int": ctypes.c_int,
                "size_t": ctypes.c_size_t, "seqk_status": ctypes.c_int, "seqk_backend": ctypes.c_int,
-               "seqk_mode": ctypes.c_int, "seqk_copy_kind": ctypes.c_int, "seqk_dtype": ctypes.c_int}
+               "seqk_mode": ctypes.c_int, "seqk_copy_kind": ctypes.c_int, "seqk_dtype": ctypes.c_int,
+               "seqk_chunked_op": ctypes.c_int}
     if stars == 0:
         return scalars[base]
     if stars == 2:
