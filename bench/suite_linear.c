@@ -303,8 +303,8 @@ static void linear_run(const bench_case *bc, bench_backend *be, const bench_opti
     }
 
     const seqk_mode mode = parallel ? SEQK_MODE_PARALLEL : SEQK_MODE_RECURRENT;
-    const int64_t chunk = /* the chunked modules' C */
-        bench_module_chunk(be->ctx, deltanet ? BENCH_MOD_DELTANET : BENCH_MOD_LINEAR_ATTENTION, K, V);
+    const bench_module family = deltanet ? BENCH_MOD_DELTANET : BENCH_MOD_LINEAR_ATTENTION;
+    const int64_t chunk = bench_module_chunk(be->ctx, family, K, V); /* the chunked modules' C */
     size_t workspace = 0;
     if (deltanet)
         bench_check(seqk_deltanet_workspace_size(be->ctx, mode, B, T, H, K, V, 0, chunk,
