@@ -102,27 +102,43 @@ static void check(unsigned causal, int ta, int tb, int64_t M, int64_t N, int64_t
     free(A - 0), free(Bm - misalign_b), free(C), free(C0), free(pack);
 }
 
+/* Two ways of computing one product, compared bit for bit: A [M,Kd] or
+ * [Kd,M], B [Kd,N] or [N,Kd] random, C1 = C2 random; C1 gets the plain
+ * product (alpha 0.75, beta 0.5). */
+typedef struct {
+    float *A, *Bm, *C1, *C2, *pack;
+} pair_case;
+
+static pair_case pair_setup(int ta, int tb, int64_t M, int64_t N, int64_t Kd)
+{
+    pair_case c = {alloc_f((size_t)(M * Kd), 0), alloc_f((size_t)(N * Kd), 0),
+                   alloc_f((size_t)(M * N), 0), alloc_f((size_t)(M * N), 0),
+                   alloc_f(seqk__sgemm_pack_floats(M, N, Kd), 0)};
+    for (int64_t i = 0; i < M * Kd; i++) c.A[i] = urand();
+    for (int64_t i = 0; i < N * Kd; i++) c.Bm[i] = urand();
+    for (int64_t i = 0; i < M * N; i++) c.C1[i] = c.C2[i] = urand();
+    seqk__sgemm(ta, tb, M, N, Kd, 0.75f, c.A, ta ? M : Kd, c.Bm, tb ? Kd : N, 0.5f, c.C1, N,
+                c.pack);
+    return c;
+}
+
+static void pair_free(pair_case *c) { free(c->A), free(c->Bm), free(c->C1), free(c->C2), free(c->pack); }
+
 /* the same product as one call and as calls of 16 columns: the same bits */
 static void check_tiles_agree(int ta, int tb, int64_t M, int64_t Kd)
 {
     const int64_t N = 64;
-    float *A = alloc_f((size_t)(M * Kd), 0), *Bm = alloc_f((size_t)(N * Kd), 0);
-    float *C1 = alloc_f((size_t)(M * N), 0), *C2 = alloc_f((size_t)(M * N), 0);
-    float *pack = alloc_f(seqk__sgemm_pack_floats(M, N, Kd), 0);
-    for (int64_t i = 0; i < M * Kd; i++) A[i] = urand();
-    for (int64_t i = 0; i < N * Kd; i++) Bm[i] = urand();
-    for (int64_t i = 0; i < M * N; i++) C1[i] = C2[i] = urand();
-    seqk__sgemm(ta, tb, M, N, Kd, 0.75f, A, ta ? M : Kd, Bm, tb ? Kd : N, 0.5f, C1, N, pack);
+    pair_case c = pair_setup(ta, tb, M, N, Kd);
     for (int64_t j0 = 0; j0 < N; j0 += 16)
-        seqk__sgemm(ta, tb, M, 16, Kd, 0.75f, A, ta ? M : Kd, tb ? Bm + j0 * Kd : Bm + j0,
-                    tb ? Kd : N, 0.5f, C2 + j0, N, pack);
+        seqk__sgemm(ta, tb, M, 16, Kd, 0.75f, c.A, ta ? M : Kd, tb ? c.Bm + j0 * Kd : c.Bm + j0,
+                    tb ? Kd : N, 0.5f, c.C2 + j0, N, c.pack);
     checks++;
-    if (memcmp(C1, C2, (size_t)(M * N) * sizeof(float)) != 0) {
+    if (memcmp(c.C1, c.C2, (size_t)(M * N) * sizeof(float)) != 0) {
         failures++;
         fprintf(stderr, "FAIL ta=%d tb=%d M=%lld Kd=%lld: 64 columns at once differ from 16 at a time\n",
                 ta, tb, (long long)M, (long long)Kd);
     }
-    free(A), free(Bm), free(C1), free(C2), free(pack);
+    pair_free(&c);
 }
 
 /* LOWER_C computes a diagonal tile's wanted columns only (on AVX-512, the
@@ -130,26 +146,20 @@ static void check_tiles_agree(int ta, int tb, int64_t M, int64_t Kd)
  * full product's, bit for bit */
 static void check_lower_agrees(int ta, int tb, int64_t M, int64_t N, int64_t Kd)
 {
-    float *A = alloc_f((size_t)(M * Kd), 0), *Bm = alloc_f((size_t)(N * Kd), 0);
-    float *C1 = alloc_f((size_t)(M * N), 0), *C2 = alloc_f((size_t)(M * N), 0);
-    float *pack = alloc_f(seqk__sgemm_pack_floats(M, N, Kd), 0);
-    for (int64_t i = 0; i < M * Kd; i++) A[i] = urand();
-    for (int64_t i = 0; i < N * Kd; i++) Bm[i] = urand();
-    for (int64_t i = 0; i < M * N; i++) C1[i] = C2[i] = urand();
-    seqk__sgemm(ta, tb, M, N, Kd, 0.75f, A, ta ? M : Kd, Bm, tb ? Kd : N, 0.5f, C1, N, pack);
-    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, ta, tb, M, N, Kd, 0.75f, A, ta ? M : Kd, Bm,
-                       tb ? Kd : N, 0.5f, C2, N, pack);
+    pair_case c = pair_setup(ta, tb, M, N, Kd);
+    seqk__sgemm_causal(SEQK__GEMM_LOWER_C, ta, tb, M, N, Kd, 0.75f, c.A, ta ? M : Kd, c.Bm,
+                       tb ? Kd : N, 0.5f, c.C2, N, c.pack);
     int bad = 0;
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j <= i && j < N; j++)
-            if (memcmp(&C1[i * N + j], &C2[i * N + j], sizeof(float)) != 0) bad++;
+            if (memcmp(&c.C1[i * N + j], &c.C2[i * N + j], sizeof(float)) != 0) bad++;
     checks++;
     if (bad) {
         failures++;
         fprintf(stderr, "FAIL ta=%d tb=%d M=%lld N=%lld Kd=%lld: LOWER_C differs from the full product in %d elements\n",
                 ta, tb, (long long)M, (long long)N, (long long)Kd, bad);
     }
-    free(A), free(Bm), free(C1), free(C2), free(pack);
+    pair_free(&c);
 }
 
 /* seqk__transpose (the 16 x 16 AVX-512 blocks, the 8 x 8 AVX2 ones and the
