@@ -398,7 +398,7 @@ typedef struct bench_module_call {
     seqk_mode mode;
     bench_state_use state_use;
     int64_t B, T, H, K, V;
-    int64_t chunk;          /* bench_module_chunk(ctx, K, V) */
+    int64_t chunk;          /* bench_module_chunk(ctx, module, K, V) */
     float scale;
     float *q, *k, *v, *o;   /* [B,T,H,K] [B,T,H,K] [B,T,H,V] [B,T,H,V];
                                Mamba2: C [B,T,1,K], B [B,T,1,K], x, y;
