@@ -35,6 +35,16 @@ enum {
 
 static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+/* This thread's tile hook (seqk__sgemm_set_tile_hook). */
+static _Thread_local void (*tile_hook)(void *);
+static _Thread_local void *tile_hook_arg;
+
+void seqk__sgemm_set_tile_hook(void (*fn)(void *), void *arg)
+{
+    tile_hook = fn;
+    tile_hook_arg = arg;
+}
+
 size_t seqk__sgemm_pack_floats(int64_t M, int64_t N, int64_t Kd)
 {
     (void)M;
@@ -295,6 +305,8 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
      * place: no packing. A farther strided op(B) is packed once instead. */
     const bool direct = !trans_b && N % nrt == 0 && ldb <= DIRECT_LDB &&
                         (wide || (ldb % 8 == 0 && ((uintptr_t)B & 31) == 0));
+    void (*const hook)(void *) = tile_hook; /* read once: thread-local */
+    void *const hook_arg = tile_hook_arg;
     for (int64_t p0 = 0; p0 < Kd; p0 += KC) {
         const int64_t kc = Kd - p0 < KC ? Kd - p0 : KC;
         const float beta_k = p0 == 0 ? beta : 1.0f;
@@ -321,12 +333,12 @@ void seqk__sgemm_causal(unsigned causal, bool trans_a, bool trans_b, int64_t M, 
                 const float *at = A + i0 * rs + (p0 + ks) * cs, *bt = pb + j0 / nrt * jstep + ks * ldp;
                 float *ct = C + i0 * ldc + j0;
 #ifdef __AVX512F__
-                if (wide) {
+                if (wide)
                     micro_kernel_wide(kt - ks, at, rs, cs, bt, ldp, alpha, beta_k, ct, ldc, mr, nr);
-                    continue;
-                }
+                else
 #endif
-                micro_kernel(kt - ks, at, rs, cs, bt, ldp, alpha, beta_k, ct, ldc, mr, nr);
+                    micro_kernel(kt - ks, at, rs, cs, bt, ldp, alpha, beta_k, ct, ldc, mr, nr);
+                if (hook) hook(hook_arg);
             }
     }
 }

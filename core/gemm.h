@@ -24,6 +24,13 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                  int64_t ldc, float *pack);
 
+/* Work run after each register tile of this thread's products (seqk__sgemm,
+ * seqk__sgemm_causal) until set again: fn(arg), or nothing with fn = NULL.
+ * The chunked backward spreads the next chunk's row prefetches over its
+ * products this way (memory asked a few lines per tile, while the tiles
+ * compute). Per thread; a product reads it once, when it starts. */
+void seqk__sgemm_set_tile_hook(void (*fn)(void *), void *arg);
+
 /* The causal structure of a chunk's products, for seqk__sgemm_causal:
  *   SEQK__GEMM_LOWER_C  only C[i, j] with j <= i is wanted: register tiles
  *                       wholly above the diagonal are skipped, and a tile

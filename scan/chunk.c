@@ -196,6 +196,47 @@ void seqk__chunk_load_keys(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
     load_rows(P, r0, L, h, false, w, cv);
 }
 
+/* ---- the next step's rows ------------------------------------------------------ */
+
+static void fetch_tile(void *arg)
+{
+    seqk__chunk_fetch *f = arg;
+    f->tiles++;
+    seqk__lin_prefetch_next(&f->pf, f->per);
+}
+
+void seqk__chunk_fetch_begin(seqk__chunk_fetch *f)
+{
+    seqk__lin_prefetch_start(&f->pf, 0);
+    f->per = f->tiles = f->step_tiles[0] = f->step_tiles[1] = 0;
+    seqk__sgemm_set_tile_hook(fetch_tile, f);
+}
+
+void seqk__chunk_fetch_step(seqk__chunk_fetch *f, const seqk__lin *P, const float *dout,
+                            unsigned what, int pass, int64_t row, int64_t L, int64_t h0,
+                            int64_t nh)
+{
+    const int64_t K = P->K, V = P->V, per = P->H / P->Hqk, ldqk = P->Hqk * K, ldv = P->H * V;
+    const int64_t q0 = h0 / per, nq = (h0 + nh - 1) / per - q0 + 1; /* q/k heads read */
+    if (f->tiles > 0) f->step_tiles[pass] = f->tiles;
+    f->tiles = 0;
+    seqk__lin_prefetch_start(&f->pf, L);
+    if (L > 0) {
+        const float *qk0[2] = {P->q, P->k};
+        for (int a = 0; a < 2; a++)
+            if (what & (SEQK__FETCH_Q << a))
+                seqk__lin_prefetch_add(&f->pf, qk0[a] + row * ldqk + q0 * K, ldqk, nq * K, false);
+        const int64_t vrow = (row * P->H + h0) * V;
+        if (what & SEQK__FETCH_V) seqk__lin_prefetch_add(&f->pf, P->v + vrow, ldv, nh * V, false);
+        if (what & SEQK__FETCH_O) seqk__lin_prefetch_add(&f->pf, P->o + vrow, ldv, nh * V, true);
+        if (what & SEQK__FETCH_DOUT) seqk__lin_prefetch_add(&f->pf, dout + vrow, ldv, nh * V, false);
+    }
+    const int64_t lines = seqk__lin_prefetch_lines(&f->pf), t = f->step_tiles[pass] * 3 / 4;
+    f->per = t > 0 ? (lines + t - 1) / t : 16;
+}
+
+void seqk__chunk_fetch_end(void) { seqk__sgemm_set_tile_hook(NULL, NULL); }
+
 /* ---- stage 1: local state ------------------------------------------------------ */
 
 void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, bool with_z,
@@ -397,8 +438,15 @@ static void run_fused(const seqk__lin *P, const plan *pl, int64_t n, int64_t h0,
     seqk__lin_seq(P, n, &r0, &len);
     const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
     for (int64_t h = h0; h < h0 + nh; h++) load_state(P, n, h, states + (h - h0) * pl->E);
+    seqk__chunk_fetch f;
+    seqk__chunk_fetch_begin(&f);
     for (int64_t c0 = 0; c0 < len; c0 += pl->L) {
         const int64_t L = len - c0 < pl->L ? len - c0 : pl->L;
+        /* the next chunk's rows (o's for writing) while this one computes */
+        const int64_t next = len - c0 - L < pl->L ? len - c0 - L : pl->L;
+        seqk__chunk_fetch_step(&f, P, NULL, SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V |
+                                                SEQK__FETCH_O,
+                               0, r0 + c0 + L, next, h0, nh);
         for (int64_t h = h0; h < h0 + nh; h++) {
             float *S = states + (h - h0) * pl->E;
             seqk__chunk_view cv;
@@ -411,6 +459,7 @@ static void run_fused(const seqk__lin *P, const plan *pl, int64_t n, int64_t h0,
             seqk__scan_rows(1, pl->E, pl->E, 0, &cv.a, 1, w->U, pl->E, S, pl->E, S);
         }
     }
+    seqk__chunk_fetch_end();
     for (int64_t h = h0; h < h0 + nh; h++) store_state(P, n, h, states + (h - h0) * pl->E);
 }
 

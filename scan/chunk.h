@@ -69,6 +69,44 @@ void seqk__chunk_load(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
 void seqk__chunk_load_keys(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
                            seqk__chunk_scratch *w, seqk__chunk_view *cv);
 
+/* The rows a chunk step (a head group through one chunk) will read next,
+ * asked a few lines after each product tile of the step before it
+ * (seqk__sgemm_set_tile_hook), while those tiles compute: a head's rows are
+ * H K floats apart, past the hardware prefetcher, and asked at once they
+ * mostly go unserved (seqk__lin_prefetch). One per walk: begin, a step()
+ * at the start of every chunk step, end. */
+typedef struct seqk__chunk_fetch {
+    seqk__lin_prefetch pf;  /* the next step's rows */
+    int64_t per;            /* lines asked per tile */
+    int64_t tiles;          /* tiles since this step began */
+    int64_t step_tiles[2];  /* tiles of the last step of each pass (0: none yet) */
+} seqk__chunk_fetch;
+
+/* The arrays of a step to fetch. */
+enum {
+    SEQK__FETCH_Q = 1u,
+    SEQK__FETCH_K = 2u,
+    SEQK__FETCH_V = 4u,
+    SEQK__FETCH_O = 8u,   /* the output rows, for writing */
+    SEQK__FETCH_DOUT = 16u /* dout (rows H V apart), for reading */
+};
+
+/* Starts fetching for this thread's products (sets the tile hook). */
+void seqk__chunk_fetch_begin(seqk__chunk_fetch *f);
+
+/* At the start of a chunk step of walk `pass` (0 or 1: a walk with two
+ * kinds of step keeps their tile counts apart): asks for tokens
+ * [row, row + L) of heads h0 .. h0 + nh - 1 of the arrays in `what`
+ * (L = 0: nothing), spread so as to be all asked about three quarters
+ * through this step (the lines over the tiles of the pass's last step; 16
+ * a tile before there is one). dout: the gradient rows, or NULL. */
+void seqk__chunk_fetch_step(seqk__chunk_fetch *f, const seqk__lin *P, const float *dout,
+                            unsigned what, int pass, int64_t row, int64_t L, int64_t h0,
+                            int64_t nh);
+
+/* Ends it (clears the tile hook). */
+void seqk__chunk_fetch_end(void);
+
 /* Stage 1: U[K,V] = Kd^T Vv (rows ldv apart); with_z: U[K*V + j] = sum_i Kd[i,j]. */
 void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, bool with_z,
                              const float *Vv, int64_t ldv, float *U, float *pack);

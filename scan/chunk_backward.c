@@ -732,8 +732,16 @@ static void run_group(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan 
     const float *va;
     int64_t ldva;
     /* pass 1: the states before the chunks (checkpoints) */
+    /* each chunk step asks for the next one's rows (seqk__chunk_fetch): in
+     * pass 1 the keys and values of the next chunk (loaded here: not the
+     * last), in the reverse walk q, k, v and dout of the one before */
+    seqk__chunk_fetch f;
+    seqk__chunk_fetch_begin(&f);
     for (int64_t c = 0; c < nch; c++)
         for (int64_t u = 0; u < nh; u++) {
+            if (u == 0)
+                seqk__chunk_fetch_step(&f, P, NULL, SEQK__FETCH_K | SEQK__FETCH_V, 0,
+                                       r0 + (c + 1) * Lc, c + 2 < nch ? Lc : 0, h0, nh);
             float *S = R == 1 ? CKPT(u) + c * E : SEG(u);
             if (R > 1 && c % R == 0) memcpy(CKPT(u) + c / R * E, S, (size_t)E * sizeof(float));
             if (c == nch - 1) continue; /* the final state is not needed */
@@ -767,6 +775,10 @@ static void run_group(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan 
         for (int64_t j = cs - 1; j >= 0; j--) {
             const int64_t c = c0 + j, row = r0 + c * Lc;
             const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
+            seqk__chunk_fetch_step(&f, P, Gr->dout,
+                                   SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V |
+                                       SEQK__FETCH_DOUT,
+                                   1, row - Lc, c > 0 ? Lc : 0, h0, nh);
             for (int64_t u = 0; u < nh; u++) {
                 const int64_t h = h0 + u;
                 load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
@@ -778,6 +790,7 @@ static void run_group(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan 
             }
         }
     }
+    seqk__chunk_fetch_end();
     b->dS = b->dSh;
     for (int64_t u = 0; u < nh; u++) {
         const int64_t nhu = n * H + h0 + u;

@@ -120,33 +120,60 @@ static inline int64_t seqk__lin_head_group(const seqk__lin *P, int threads, int6
     return hg < 1 ? 1 : hg > P->H ? P->H : hg;
 }
 
-/* The rows of the tokens a kernel will read next (q and k: nqk floats from
- * head hq0; v and o: nvo floats from column c0 of head h0), fetched into L2 a
+/* The rows of the tokens a kernel will read next, fetched into the cache a
  * few lines at a time while the current tokens compute. One head's rows are
  * H*K floats apart, two or so to a page, where the hardware prefetcher stops,
- * so without this the first touch of every row is a wait on memory. Lines of
- * 16 floats, token by token: q, k, then v and o (o for writing). */
+ * so without this the first touch of every row is a wait on memory; and
+ * asked all at once (a chunk's rows: hundreds of lines) most of the requests
+ * are dropped (measured on the AMD EPYC VM, 2026-12-07: a chunk load's
+ * 6.6 kcycles stayed 5.7 with its rows asked in one burst 20 kcycles
+ * before, and fell to 3.1 with them asked 8 lines at a time), so a caller
+ * spreads them over its work: up to four arrays (seqk__lin_prefetch_add),
+ * token by token, each token's rows in the order added. */
 typedef struct seqk__lin_prefetch {
-    const float *q, *k, *v, *o;    /* the rows of the first token */
-    int64_t ldqk, ldvo;            /* floats between two tokens' rows */
-    int64_t lqk, lvo, per;         /* lines of a q or k row, of a v or o row; per token */
+    const float *row0[4];          /* each array's row of the first token */
+    int64_t ld[4];                 /* floats between two tokens' rows */
+    int64_t lines[4];              /* 16-float lines of one row */
+    unsigned write;                /* bit r: array r fetched for writing */
+    int narr;                      /* arrays added */
+    int64_t per;                   /* lines per token */
     int64_t tokens, u;             /* tokens to fetch; the token being fetched */
-    int run;                       /* its row being fetched: 0 q, 1 k, 2 v, 3 o (for writing) */
+    int run;                       /* its array being fetched */
     const float *p;                /* the next line of that row */
     int64_t left;                  /* lines left in that row */
 } seqk__lin_prefetch;
 
-/* Tokens [row, row + tokens) of the [B*T] row index. */
+/* An empty cursor over `tokens` tokens (0: nothing to fetch). */
+static inline void seqk__lin_prefetch_start(seqk__lin_prefetch *c, int64_t tokens)
+{
+    c->narr = 0, c->write = 0, c->per = 0;
+    c->tokens = tokens > 0 ? tokens : 0, c->u = 0, c->run = -1, c->p = NULL, c->left = 0;
+}
+
+/* One more array: n floats from row0 per token, rows ld floats apart. */
+static inline void seqk__lin_prefetch_add(seqk__lin_prefetch *c, const float *row0, int64_t ld,
+                                          int64_t n, bool write)
+{
+    if (c->narr == 4 || n <= 0 || c->tokens == 0) return;
+    c->row0[c->narr] = row0, c->ld[c->narr] = ld, c->lines[c->narr] = (n + 15) / 16;
+    if (write) c->write |= 1u << c->narr;
+    c->per += c->lines[c->narr++];
+}
+
+/* The linear-state recurrence's rows: tokens [row, row + tokens) of the
+ * [B*T] row index; q and k (nqk floats from head hq0), v and o (o for
+ * writing; nvo floats from column c0 of head h0). */
 static inline void seqk__lin_prefetch_init(seqk__lin_prefetch *c, const seqk__lin *P, int64_t row,
                                            int64_t tokens, int64_t hq0, int64_t nqk, int64_t h0,
                                            int64_t c0, int64_t nvo)
 {
-    c->ldqk = P->Hqk * P->K, c->ldvo = P->H * P->V;
-    if (tokens <= 0) tokens = 0, row = 0, hq0 = 0, h0 = 0, c0 = 0; /* nothing to fetch */
-    c->q = P->q + row * c->ldqk + hq0 * P->K, c->k = P->k + row * c->ldqk + hq0 * P->K;
-    c->v = P->v + row * c->ldvo + h0 * P->V + c0, c->o = P->o + row * c->ldvo + h0 * P->V + c0;
-    c->lqk = (nqk + 15) / 16, c->lvo = (nvo + 15) / 16, c->per = 2 * c->lqk + 2 * c->lvo;
-    c->tokens = tokens, c->u = 0, c->run = -1, c->p = NULL, c->left = 0;
+    seqk__lin_prefetch_start(c, tokens);
+    if (c->tokens == 0) return;
+    const int64_t ldqk = P->Hqk * P->K, ldvo = P->H * P->V;
+    seqk__lin_prefetch_add(c, P->q + row * ldqk + hq0 * P->K, ldqk, nqk, false);
+    seqk__lin_prefetch_add(c, P->k + row * ldqk + hq0 * P->K, ldqk, nqk, false);
+    seqk__lin_prefetch_add(c, P->v + row * ldvo + h0 * P->V + c0, ldvo, nvo, false);
+    seqk__lin_prefetch_add(c, P->o + row * ldvo + h0 * P->V + c0, ldvo, nvo, true);
 }
 
 /* The lines the cursor has left in all (at the start). */
@@ -158,15 +185,11 @@ static inline int64_t seqk__lin_prefetch_lines(const seqk__lin_prefetch *c)
 /* Moves the cursor to the next row with lines to fetch; false at the end. */
 static inline bool seqk__lin_prefetch_row(seqk__lin_prefetch *c)
 {
+    if (c->narr == 0) return false;
     for (;;) {
-        if (++c->run == 4) c->run = 0, c->u++;
+        if (++c->run == c->narr) c->run = 0, c->u++;
         if (c->u >= c->tokens) return false;
-        switch (c->run) {
-        case 0: c->p = c->q + c->u * c->ldqk, c->left = c->lqk; break;
-        case 1: c->p = c->k + c->u * c->ldqk, c->left = c->lqk; break;
-        case 2: c->p = c->v + c->u * c->ldvo, c->left = c->lvo; break;
-        default: c->p = c->o + c->u * c->ldvo, c->left = c->lvo; break;
-        }
+        c->p = c->row0[c->run] + c->u * c->ld[c->run], c->left = c->lines[c->run];
         if (c->left > 0) return true;
     }
 }
@@ -179,7 +202,7 @@ static inline void seqk__lin_prefetch_next(seqk__lin_prefetch *c, int64_t n)
         if (c->left == 0 && !seqk__lin_prefetch_row(c)) return;
         const int64_t m = n < c->left ? n : c->left;
         const float *p = c->p;
-        if (c->run == 3)
+        if (c->write >> c->run & 1u)
             for (int64_t i = 0; i < m; i++, p += 16) __builtin_prefetch(p, 1, 2);
         else
             for (int64_t i = 0; i < m; i++, p += 16) __builtin_prefetch(p, 0, 2);
