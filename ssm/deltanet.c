@@ -533,8 +533,15 @@ static void run_fused(const dn_problem *D, int64_t n, int64_t h0, int64_t nh, dn
     int64_t r0, len;
     seqk__lin_seq(P, n, &r0, &len);
     for (int64_t h = h0; h < h0 + nh; h++) load_slice(P, n, h, 0, V, states + (h - h0) * KV);
+    seqk__chunk_fetch f;
+    seqk__chunk_fetch_begin(&f);
     for (int64_t c0 = 0; c0 < len; c0 += Lc) {
         const int64_t L = len - c0 < Lc ? len - c0 : Lc;
+        /* the next chunk's rows (o's for writing) while this one computes */
+        const int64_t next = len - c0 - L < Lc ? len - c0 - L : Lc;
+        seqk__chunk_fetch_step(&f, P, NULL, SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V |
+                                                SEQK__FETCH_O,
+                               0, r0 + c0 + L, next, h0, nh);
         for (int64_t h = h0; h < h0 + nh; h++) {
             seqk__chunk_view cv;
             seqk__chunk_load(P, r0 + c0, L, h, &w->cs, &cv);
@@ -543,6 +550,7 @@ static void run_fused(const dn_problem *D, int64_t n, int64_t h0, int64_t nh, dn
                         c0 == 0 && P->s_in == NULL, w);
         }
     }
+    seqk__chunk_fetch_end();
     for (int64_t h = h0; h < h0 + nh; h++) store_slice(P, n, h, 0, V, states + (h - h0) * KV);
 }
 

@@ -387,7 +387,14 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
     if (P->s_in) memcpy(S, P->s_in + nh * E, (size_t)E * sizeof(float));
     else memset(S, 0, (size_t)E * sizeof(float));
     seqk__chunk_view cv;
+    /* each chunk asks for the next one's rows (seqk__chunk_fetch): in pass 1
+     * the keys and values of the next chunk (loaded here: not the last), in
+     * the reverse walk q, k, v and dout of the one before */
+    seqk__chunk_fetch f;
+    seqk__chunk_fetch_begin(&f);
     for (int64_t c = 0; c + 1 < nch; c++) { /* the last chunk's state after it is not needed */
+        seqk__chunk_fetch_step(&f, P, NULL, SEQK__FETCH_K | SEQK__FETCH_V, 0, r0 + (c + 1) * Lc,
+                               c + 2 < nch ? Lc : 0, h, 1);
         if (R > 1 && c % R == 0) memcpy(b->ckpt + c / R * E, S, (size_t)E * sizeof(float));
         seqk__chunk_load_keys(P, r0 + c * Lc, Lc, h, &b->cs, &cv);
         if (pl->keep) use_products(b, pl, c); /* computed into the chunk's kept slot */
@@ -421,12 +428,17 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
         for (int64_t j = cs - 1; j >= 0; j--) {
             const int64_t c = c0 + j, row = r0 + c * Lc;
             const int64_t L = len - c * Lc < Lc ? len - c * Lc : Lc;
+            seqk__chunk_fetch_step(&f, P, D->dout,
+                                   SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V |
+                                       SEQK__FETCH_DOUT,
+                                   1, row - Lc, c > 0 ? Lc : 0, h, 1);
             seqk__chunk_load(P, row, L, h, &b->cs, &cv);
             const bool kept = pl->keep && c + 1 < nch; /* the last chunk was not in pass 1 */
             use_products(b, pl, kept ? c : -1);
             chunk_backward(D, &cv, row, h, (c == 0 && zero_start) ? NULL : seg + j * E, kept, b);
         }
     }
+    seqk__chunk_fetch_end();
     use_products(b, pl, -1);
     if (D->ds_in) memcpy(D->ds_in + nh * E, b->dS, (size_t)E * sizeof(float));
 }
