@@ -202,13 +202,25 @@ static void fetch_tile(void *arg)
 {
     seqk__chunk_fetch *f = arg;
     f->tiles++;
-    seqk__lin_prefetch_next(&f->pf, f->per);
+    if (f->pf.tokens > f->pf.u) seqk__lin_prefetch_next(&f->pf, f->per);
+    else seqk__lin_prefetch_next(&f->blocks, f->per);
+}
+
+/* Lines per tile: the step's lines over three quarters of the tiles of the
+ * pass's last step (16 before there is one). */
+static void fetch_rate(seqk__chunk_fetch *f)
+{
+    const int64_t lines = seqk__lin_prefetch_lines(&f->pf) + seqk__lin_prefetch_lines(&f->blocks);
+    const int64_t t = f->step_tiles[f->pass] * 3 / 4;
+    f->per = t > 0 ? (lines + t - 1) / t : 16;
 }
 
 void seqk__chunk_fetch_begin(seqk__chunk_fetch *f)
 {
     seqk__lin_prefetch_start(&f->pf, 0);
+    seqk__lin_prefetch_start(&f->blocks, 0);
     f->per = f->tiles = f->step_tiles[0] = f->step_tiles[1] = 0;
+    f->pass = 0;
     seqk__sgemm_set_tile_hook(fetch_tile, f);
 }
 
@@ -220,7 +232,9 @@ void seqk__chunk_fetch_step(seqk__chunk_fetch *f, const seqk__lin *P, const floa
     const int64_t q0 = h0 / per, nq = (h0 + nh - 1) / per - q0 + 1; /* q/k heads read */
     if (f->tiles > 0) f->step_tiles[pass] = f->tiles;
     f->tiles = 0;
+    f->pass = pass;
     seqk__lin_prefetch_start(&f->pf, L);
+    seqk__lin_prefetch_start(&f->blocks, 0);
     if (L > 0) {
         const float *qk0[2] = {P->q, P->k};
         for (int a = 0; a < 2; a++)
@@ -231,8 +245,15 @@ void seqk__chunk_fetch_step(seqk__chunk_fetch *f, const seqk__lin *P, const floa
         if (what & SEQK__FETCH_O) seqk__lin_prefetch_add(&f->pf, P->o + vrow, ldv, nh * V, true);
         if (what & SEQK__FETCH_DOUT) seqk__lin_prefetch_add(&f->pf, dout + vrow, ldv, nh * V, false);
     }
-    const int64_t lines = seqk__lin_prefetch_lines(&f->pf), t = f->step_tiles[pass] * 3 / 4;
-    f->per = t > 0 ? (lines + t - 1) / t : 16;
+    fetch_rate(f);
+}
+
+void seqk__chunk_fetch_blocks(seqk__chunk_fetch *f, const float *p, int64_t stride,
+                              int64_t count, int64_t n, bool write)
+{
+    if (f->blocks.narr == 0) seqk__lin_prefetch_start(&f->blocks, count);
+    seqk__lin_prefetch_add(&f->blocks, p, stride, n, write);
+    fetch_rate(f);
 }
 
 void seqk__chunk_fetch_end(void) { seqk__sgemm_set_tile_hook(NULL, NULL); }

@@ -77,6 +77,8 @@ void seqk__chunk_load_keys(const seqk__lin *P, int64_t r0, int64_t L, int64_t h,
  * at the start of every chunk step, end. */
 typedef struct seqk__chunk_fetch {
     seqk__lin_prefetch pf;  /* the next step's rows */
+    seqk__lin_prefetch blocks; /* and blocks of the workspace (seqk__chunk_fetch_blocks) */
+    int pass;               /* the step's pass */
     int64_t per;            /* lines asked per tile */
     int64_t tiles;          /* tiles since this step began */
     int64_t step_tiles[2];  /* tiles of the last step of each pass (0: none yet) */
@@ -103,6 +105,14 @@ void seqk__chunk_fetch_begin(seqk__chunk_fetch *f);
 void seqk__chunk_fetch_step(seqk__chunk_fetch *f, const seqk__lin *P, const float *dout,
                             unsigned what, int pass, int64_t row, int64_t L, int64_t h0,
                             int64_t nh);
+
+/* After seqk__chunk_fetch_step, for the same step: count blocks of n
+ * floats, stride floats apart from p (write: for writing), asked after the
+ * rows: the chunk states (and kept products) a walk reads next. Up to four
+ * calls a step, each with the step's first count (block i of every call
+ * asked together). */
+void seqk__chunk_fetch_blocks(seqk__chunk_fetch *f, const float *p, int64_t stride,
+                              int64_t count, int64_t n, bool write);
 
 /* Ends it (clears the tile hook). */
 void seqk__chunk_fetch_end(void);

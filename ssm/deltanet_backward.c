@@ -432,6 +432,15 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
                                    SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V |
                                        SEQK__FETCH_DOUT,
                                    1, row - Lc, c > 0 ? Lc : 0, h, 1);
+            /* and the state before that chunk (R = 1: kept by pass 1, past
+             * the caches; as the linear-state backward) */
+            if (R == 1 && c > 0) {
+                seqk__chunk_fetch_blocks(&f, b->ckpt + (c - 1) * E, E, 1, E, false);
+                if (pl->keep) /* and its products kept by pass 1 */
+                    seqk__chunk_fetch_blocks(&f, b->prod + (size_t)(c - 1) * pl->prod_fl,
+                                             (int64_t)pl->prod_fl, 1, (int64_t)pl->prod_fl,
+                                             false);
+            }
             seqk__chunk_load(P, row, L, h, &b->cs, &cv);
             const bool kept = pl->keep && c + 1 < nch; /* the last chunk was not in pass 1 */
             use_products(b, pl, kept ? c : -1);
