@@ -395,6 +395,15 @@ static const float *decayed_rows(const seqk__chunk_view *cv, const float *f, con
 static void pair_sums(int64_t L, const float *dP, const float *Pm, float *col, float *g)
 {
     for (int64_t j = 0; j < L; j++) col[j] = 0.0f;
+#ifdef __AVX512F__
+    /* the column sums in registers up to L = 64 (a masked store read back
+     * by the next row's masked load does not forward: it waited for the
+     * store to retire, row after row); the same adds in the same order */
+    enum { COLV = 4 };
+    __m512 colv[COLV];
+    for (int c = 0; c < COLV; c++) colv[c] = _mm512_setzero_ps();
+    const bool in_regs = L <= 16 * COLV;
+#endif
     for (int64_t i = 0; i < L; i++) {
         const float *dp = dP + i * L, *pm = Pm + i * L;
 #ifdef __AVX512F__
@@ -405,7 +414,13 @@ static void pair_sums(int64_t L, const float *dP, const float *Pm, float *col, f
             const __m512 e =
                 _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dp + j), _mm512_maskz_loadu_ps(m, pm + j));
             acc = _mm512_mask_add_ps(acc, m, acc, e);
-            _mm512_mask_storeu_ps(col + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, col + j), e));
+            if (in_regs) {
+                __m512 *cv = &colv[j / 16];
+                *cv = _mm512_mask_add_ps(*cv, m, *cv, e);
+            } else {
+                _mm512_mask_storeu_ps(col + j,
+                                      m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, col + j), e));
+            }
         }
         /* the tree: halves of 8, 4, 2, 1 lanes */
         const __m256 s8 = _mm256_add_ps(
@@ -426,6 +441,13 @@ static void pair_sums(int64_t L, const float *dP, const float *Pm, float *col, f
         g[i] = lane[0];
 #endif
     }
+#ifdef __AVX512F__
+    if (in_regs)
+        for (int64_t j = 0; j < L; j += 16) {
+            const __mmask16 m = L - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (L - j)) - 1);
+            _mm512_mask_storeu_ps(col + j, m, colv[j / 16]);
+        }
+#endif
     for (int64_t i = 0; i < L; i++) g[i] -= col[i];
 }
 
