@@ -20,7 +20,13 @@
  * threads; "staged" runs stage
  * 1 over every chunk in parallel, the scan over chunks parallel over state
  * elements, then stage 3 over every chunk in parallel, for few long
- * sequences.
+ * sequences. The fused driver (and the backward's walks, gated DeltaNet's)
+ * asks for the next chunk's rows while the current one's products run
+ * (seqk__chunk_fetch: a few cache lines after each register tile), so that
+ * a chunk's load finds them in cache: 2.6-3.2 kcycles a load instead of
+ * about 6.6: the forward 4-17 % faster, the backward 6-11 % (1-6 % more
+ * with its kept states asked too) (AMD EPYC VM, 2 threads, T = 4096,
+ * huge-page buffers; 2026-12-07).
  *
  * With the normaliser, the state element is [S (K*V) | z (K)] and z follows
  * the same recurrence with a row of ones as its value: z_next = a z + Kd^T 1.

@@ -67,6 +67,11 @@
  * place) while a sequence's states fit SEQK__LIN_BWD_FULL_BYTES per thread, else
  * R ~ sqrt(chunks): about 2 sqrt(T / L) states per thread instead of T / L.
  *
+ * Both passes ask for what the next chunk step reads while this step's
+ * products run (seqk__chunk_fetch, scan/chunk.c): pass 1 the next chunk's
+ * k and v rows, the reverse walk the previous chunk's q, k, v and dout rows
+ * and its kept states (MiBs behind by then, past the caches).
+ *
  * Work items are (sequence, group of hg consecutive heads), one thread
  * each, in a fixed order inside an item: the group's heads are walked
  * together, chunk by chunk, each head with its own states (one head's rows
