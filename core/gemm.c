@@ -45,6 +45,12 @@ void seqk__sgemm_set_tile_hook(void (*fn)(void *), void *arg)
     tile_hook_arg = arg;
 }
 
+void seqk__sgemm_get_tile_hook(void (**fn)(void *), void **arg)
+{
+    *fn = tile_hook;
+    *arg = tile_hook_arg;
+}
+
 size_t seqk__sgemm_pack_floats(int64_t M, int64_t N, int64_t Kd)
 {
     (void)M;

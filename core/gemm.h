@@ -31,6 +31,9 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
  * compute). Per thread; a product reads it once, when it starts. */
 void seqk__sgemm_set_tile_hook(void (*fn)(void *), void *arg);
 
+/* This thread's tile hook (fn = NULL: none), e.g. to put it back after. */
+void seqk__sgemm_get_tile_hook(void (**fn)(void *), void **arg);
+
 /* The causal structure of a chunk's products, for seqk__sgemm_causal:
  *   SEQK__GEMM_LOWER_C  only C[i, j] with j <= i is wanted: register tiles
  *                       wholly above the diagonal are skipped, and a tile

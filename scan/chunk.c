@@ -227,6 +227,7 @@ void seqk__chunk_fetch_begin(seqk__chunk_fetch *f)
     seqk__lin_prefetch_start(&f->blocks, 0);
     f->per = f->tiles = f->step_tiles[0] = f->step_tiles[1] = 0;
     f->pass = 0;
+    seqk__sgemm_get_tile_hook(&f->prev, &f->prev_arg);
     seqk__sgemm_set_tile_hook(fetch_tile, f);
 }
 
@@ -262,7 +263,7 @@ void seqk__chunk_fetch_blocks(seqk__chunk_fetch *f, const float *p, int64_t stri
     fetch_rate(f);
 }
 
-void seqk__chunk_fetch_end(void) { seqk__sgemm_set_tile_hook(NULL, NULL); }
+void seqk__chunk_fetch_end(seqk__chunk_fetch *f) { seqk__sgemm_set_tile_hook(f->prev, f->prev_arg); }
 
 /* ---- stage 1: local state ------------------------------------------------------ */
 
@@ -486,7 +487,7 @@ static void run_fused(const seqk__lin *P, const plan *pl, int64_t n, int64_t h0,
             seqk__scan_rows(1, pl->E, pl->E, 0, &cv.a, 1, w->U, pl->E, S, pl->E, S);
         }
     }
-    seqk__chunk_fetch_end();
+    seqk__chunk_fetch_end(&f);
     for (int64_t h = h0; h < h0 + nh; h++) store_state(P, n, h, states + (h - h0) * pl->E);
 }
 

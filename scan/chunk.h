@@ -79,6 +79,8 @@ typedef struct seqk__chunk_fetch {
     seqk__lin_prefetch pf;  /* the next step's rows */
     seqk__lin_prefetch blocks; /* and blocks of the workspace (seqk__chunk_fetch_blocks) */
     int pass;               /* the step's pass */
+    void (*prev)(void *);   /* the thread's tile hook before begin, put back by end */
+    void *prev_arg;
     int64_t per;            /* lines asked per tile */
     int64_t tiles;          /* tiles since this step began */
     int64_t step_tiles[2];  /* tiles of the last step of each pass (0: none yet) */
@@ -93,7 +95,8 @@ enum {
     SEQK__FETCH_DOUT = 16u /* dout (rows H V apart), for reading */
 };
 
-/* Starts fetching for this thread's products (sets the tile hook). */
+/* Starts fetching for this thread's products (sets the tile hook; the one
+ * it replaces comes back at seqk__chunk_fetch_end). */
 void seqk__chunk_fetch_begin(seqk__chunk_fetch *f);
 
 /* At the start of a chunk step of walk `pass` (0 or 1: a walk with two
@@ -114,8 +117,8 @@ void seqk__chunk_fetch_step(seqk__chunk_fetch *f, const seqk__lin *P, const floa
 void seqk__chunk_fetch_blocks(seqk__chunk_fetch *f, const float *p, int64_t stride,
                               int64_t count, int64_t n, bool write);
 
-/* Ends it (clears the tile hook). */
-void seqk__chunk_fetch_end(void);
+/* Ends it (puts back the tile hook that begin replaced). */
+void seqk__chunk_fetch_end(seqk__chunk_fetch *f);
 
 /* Stage 1: U[K,V] = Kd^T Vv (rows ldv apart); with_z: U[K*V + j] = sum_i Kd[i,j]. */
 void seqk__chunk_local_state(const seqk__chunk_view *cv, int64_t K, int64_t V, bool with_z,

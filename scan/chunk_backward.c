@@ -823,7 +823,7 @@ static void run_group(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan 
             }
         }
     }
-    seqk__chunk_fetch_end();
+    seqk__chunk_fetch_end(&f);
     b->dS = b->dSh;
     for (int64_t u = 0; u < nh; u++) {
         const int64_t nhu = n * H + h0 + u;

@@ -550,7 +550,7 @@ static void run_fused(const dn_problem *D, int64_t n, int64_t h0, int64_t nh, dn
                         c0 == 0 && P->s_in == NULL, w);
         }
     }
-    seqk__chunk_fetch_end();
+    seqk__chunk_fetch_end(&f);
     for (int64_t h = h0; h < h0 + nh; h++) store_slice(P, n, h, 0, V, states + (h - h0) * KV);
 }
 

@@ -447,7 +447,7 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
             chunk_backward(D, &cv, row, h, (c == 0 && zero_start) ? NULL : seg + j * E, kept, b);
         }
     }
-    seqk__chunk_fetch_end();
+    seqk__chunk_fetch_end(&f);
     use_products(b, pl, -1);
     if (D->ds_in) memcpy(D->ds_in + nh * E, b->dS, (size_t)E * sizeof(float));
 }

@@ -188,8 +188,54 @@ static void check_transpose(int64_t m, int64_t n, int64_t pad)
     free(dst - 1);
 }
 
+/* The tile hook: called once after every register tile (and K-slice) of a
+ * product run in this thread while it is set, never once cleared. The
+ * expected count from the tile rule of core/gemm.c's top comment: 8 x 32
+ * with AVX-512 when N >= 32 pads to a multiple of 32 by at most N / 4, else
+ * 6 x 16; slices of 256 along the inner dimension. */
+static void count_tile(void *arg) { ++*(int64_t *)arg; }
+
+static void check_tile_hook(int64_t M, int64_t N, int64_t Kd)
+{
+    float *A = alloc_f((size_t)(M * Kd), 0), *Bm = alloc_f((size_t)(Kd * N), 0);
+    float *C = alloc_f((size_t)(M * N), 0), *pack = alloc_f(seqk__sgemm_pack_floats(M, N, Kd), 0);
+    memset(A, 0, (size_t)(M * Kd) * sizeof(float));
+    memset(Bm, 0, (size_t)(Kd * N) * sizeof(float));
+    int64_t mr = 6, nr = 16;
+#ifdef __AVX512F__
+    if (N >= 32 && (N + 31) / 32 * 32 - N <= N / 4) mr = 8, nr = 32;
+#endif
+    const int64_t want = (M + mr - 1) / mr * ((N + nr - 1) / nr) * ((Kd + 255) / 256);
+    int64_t calls = 0;
+    void (*fn)(void *) = NULL;
+    void *arg = NULL;
+    seqk__sgemm_set_tile_hook(count_tile, &calls);
+    seqk__sgemm_get_tile_hook(&fn, &arg);
+    checks++;
+    if (fn != count_tile || arg != &calls) {
+        failures++;
+        printf("FAIL tile hook: get does not return what set set\n");
+    }
+    seqk__sgemm(false, false, M, N, Kd, 1.0f, A, Kd, Bm, N, 0.0f, C, N, pack);
+    const int64_t during = calls;
+    seqk__sgemm_set_tile_hook(NULL, NULL);
+    seqk__sgemm(false, false, M, N, Kd, 1.0f, A, Kd, Bm, N, 0.0f, C, N, pack);
+    checks++;
+    if (during != want || calls != during) {
+        failures++;
+        printf("FAIL tile hook M=%lld N=%lld K=%lld: %lld calls while set (want %lld), %lld "
+               "after clearing\n",
+               (long long)M, (long long)N, (long long)Kd, (long long)during, (long long)want,
+               (long long)(calls - during));
+    }
+    free(A), free(Bm), free(C), free(pack);
+}
+
 int main(void)
 {
+    check_tile_hook(64, 64, 32);
+    check_tile_hook(13, 100, 300);
+    check_tile_hook(1, 17, 5);
     static const int64_t Ts[] = {1, 7, 8, 15, 16, 17, 24, 31, 32, 33, 64, 100, 128};
     for (size_t a = 0; a < sizeof Ts / sizeof *Ts; a++)
         for (size_t b = 0; b < sizeof Ts / sizeof *Ts; b++) {
