@@ -26,9 +26,9 @@ void seqk__sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, f
 
 /* Work run after each register tile of this thread's products (seqk__sgemm,
  * seqk__sgemm_causal) until set again: fn(arg), or nothing with fn = NULL.
- * The chunked backward spreads the next chunk's row prefetches over its
- * products this way (memory asked a few lines per tile, while the tiles
- * compute). Per thread; a product reads it once, when it starts. */
+ * The chunked walks spread the next chunk's prefetches over their products
+ * this way (seqk__chunk_fetch: memory asked a few lines per tile, while the
+ * tiles compute). Per thread; a product reads it once, when it starts. */
 void seqk__sgemm_set_tile_hook(void (*fn)(void *), void *arg);
 
 /* This thread's tile hook (fn = NULL: none), e.g. to put it back after. */
