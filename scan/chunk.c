@@ -263,6 +263,24 @@ void seqk__chunk_fetch_blocks(seqk__chunk_fetch *f, const float *p, int64_t stri
     fetch_rate(f);
 }
 
+void seqk__chunk_fetch_item(seqk__chunk_fetch *f, const seqk__lin *P, const float *dout,
+                            unsigned what, const int64_t *first, int64_t chunk, int64_t ch,
+                            int64_t *ch1)
+{
+    const int64_t H = P->H, nxt = ch + 1;
+    int64_t row = 0, L = 0;
+    *ch1 = -1;
+    if (nxt < first[P->N] * H) {
+        const int64_t c = nxt / H, n = seqk__chunk_seq(first, P->N, c);
+        int64_t r0, len;
+        seqk__lin_seq(P, n, &r0, &len);
+        const int64_t c0 = (c - first[n]) * chunk;
+        row = r0 + c0, L = len - c0 < chunk ? len - c0 : chunk;
+        *ch1 = nxt;
+    }
+    seqk__chunk_fetch_step(f, P, dout, what, 0, row, L, *ch1 >= 0 ? nxt % H : 0, 1);
+}
+
 void seqk__chunk_fetch_end(seqk__chunk_fetch *f) { seqk__sgemm_set_tile_hook(f->prev, f->prev_arg); }
 
 /* ---- stage 1: local state ------------------------------------------------------ */
@@ -536,9 +554,16 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
         seqk__chunk_scratch w;
         seqk__chunk_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), pl.L, P->K,
                                  P->V);
+        /* each item asks for the next one's rows (and, in (3), its state
+         * before the chunk) while it computes (seqk__chunk_fetch) */
+        seqk__chunk_fetch f;
+        seqk__chunk_fetch_begin(&f);
+        int64_t ch1;
         /* (1) local terms of every chunk */
 #pragma omp for schedule(static)
         for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
+            seqk__chunk_fetch_item(&f, P, NULL, SEQK__FETCH_K | SEQK__FETCH_V, first, pl.L, ch,
+                                   &ch1);
             const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
             int64_t r0, len;
             seqk__lin_seq(P, n, &r0, &len);
@@ -567,6 +592,11 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
         const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
 #pragma omp for schedule(static)
         for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
+            seqk__chunk_fetch_item(&f, P, NULL,
+                                   SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V | SEQK__FETCH_O,
+                                   first, pl.L, ch, &ch1);
+            if (ch1 >= H) /* the state before the next item's chunk (unused, harmless, when it is a first) */
+                seqk__chunk_fetch_blocks(&f, states + (ch1 - H) * E, E, 1, E, false);
             const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
             int64_t r0, len;
             seqk__lin_seq(P, n, &r0, &len);
@@ -584,6 +614,7 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
             seqk__chunk_output(&cv, P->K, P->V, P->flags, cv.Vv, cv.ldv, S0,
                                P->o + ((r0 + c0) * H + h) * P->V, H * P->V, &w);
         }
+        seqk__chunk_fetch_end(&f);
         /* final states (after every read of the initial states: they may be the same array) */
 #pragma omp for schedule(static)
         for (int64_t nh = 0; nh < P->N * H; nh++) {

@@ -117,6 +117,14 @@ void seqk__chunk_fetch_step(seqk__chunk_fetch *f, const seqk__lin *P, const floa
 void seqk__chunk_fetch_blocks(seqk__chunk_fetch *f, const float *p, int64_t stride,
                               int64_t count, int64_t n, bool write);
 
+/* For the staged drivers' loops over (chunk, head) items ch = c H + h,
+ * walked in order by each thread: at the start of item ch, the rows of item
+ * ch + 1 (none past the last), its chunk's L rows of tokens from row, of
+ * head h (seqk__chunk_fetch_step with nh = 1); *ch1 = ch + 1 or -1. */
+void seqk__chunk_fetch_item(seqk__chunk_fetch *f, const seqk__lin *P, const float *dout,
+                            unsigned what, const int64_t *first, int64_t chunk, int64_t ch,
+                            int64_t *ch1);
+
 /* Ends it (puts back the tile hook that begin replaced). */
 void seqk__chunk_fetch_end(seqk__chunk_fetch *f);
 

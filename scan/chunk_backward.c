@@ -849,10 +849,17 @@ static void walk_staged(const seqk__lin *P, const seqk__lin_grad *Gr, const bpla
                         const int64_t *first, float *hbuf_q, float *hbuf_k)
 {
     const int64_t H = P->H, K = P->K, V = P->V, E = pl->E, Lc = pl->L, nchunks = first[P->N];
+    /* each item asks for the next one's rows (and, in (3), its state and
+     * state gradient) while it computes (seqk__chunk_fetch) */
+    const unsigned rows = SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V | SEQK__FETCH_DOUT;
+    seqk__chunk_fetch f;
+    seqk__chunk_fetch_begin(&f);
+    int64_t ch1;
     /* (1) per chunk: U = Kd^T V' (its share of the state), Y = Qg^T dO (of
      * the state gradient before it), a (its decay) */
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < nchunks * H; ch++) {
+        seqk__chunk_fetch_item(&f, P, Gr->dout, rows, first, Lc, ch, &ch1);
         const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
         int64_t r0, len;
         seqk__lin_seq(P, n, &r0, &len);
@@ -894,6 +901,11 @@ static void walk_staged(const seqk__lin *P, const seqk__lin_grad *Gr, const bpla
      * fences its streamed rows first) */
 #pragma omp for schedule(static) nowait
     for (int64_t ch = 0; ch < nchunks * H; ch++) {
+        seqk__chunk_fetch_item(&f, P, Gr->dout, rows, first, Lc, ch, &ch1);
+        if (ch1 >= H) /* the next item's S0 (unused, harmless, when its chunk is a first) */
+            seqk__chunk_fetch_blocks(&f, states + (ch1 - H) * E, E, 1, E, false);
+        if (ch1 >= 0 && ch1 + H < nchunks * H) /* and its dS (the same when its chunk is a last) */
+            seqk__chunk_fetch_blocks(&f, ys + (ch1 + H) * E, E, 1, E, false);
         const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
         int64_t r0, len;
         seqk__lin_seq(P, n, &r0, &len);
@@ -913,6 +925,7 @@ static void walk_staged(const seqk__lin *P, const seqk__lin_grad *Gr, const bpla
         const brows out = rows_of(P, Gr, pl, row, h, hbuf_q, hbuf_k);
         chunk_backward(P, Gr, pl, row, h, &cv, va, ldva, S0, true, b, &out, true);
     }
+    seqk__chunk_fetch_end(&f);
 }
 
 seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk__lin_grad *Gr)

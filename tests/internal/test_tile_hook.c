@@ -8,6 +8,9 @@
  * walks chunks with a fetch (the linear-state forward and backward, gated
  * DeltaNet's forward and backward) on 1 and 2 threads, and after each one
  * checks that the hook is the counting one again and that a product calls it.
+ * One sequence of one head on 2 threads takes the staged drivers. (A walk
+ * that leaves its hook set makes the next product run a dead frame's
+ * cursor: a fetch_end dropped from the staged backward hung this program.)
  */
 #include "../../core/gemm.h"
 #include "seqk.h"
@@ -22,7 +25,7 @@ static int failures, checks;
 static void count_tile(void *arg) { ++*(int64_t *)arg; }
 
 /* After an op: the counting hook is back, and a 16 x 64 x 8 product calls it. */
-static void check_restored(const char *op, int threads, int64_t *calls)
+static void check_restored(const char *op, int threads, int64_t H, int64_t *calls)
 {
     void (*fn)(void *) = NULL;
     void *arg = NULL;
@@ -34,7 +37,8 @@ static void check_restored(const char *op, int threads, int64_t *calls)
     checks++;
     if (fn != count_tile || arg != calls || *calls == before) {
         failures++;
-        printf("FAIL %s (%d threads): the caller's tile hook was not put back\n", op, threads);
+        printf("FAIL %s (%d threads, H = %lld): the caller's tile hook was not put back\n", op,
+               threads, (long long)H);
     }
 }
 
@@ -51,10 +55,11 @@ static float *filled(size_t n, float lo, float hi)
 
 int main(void)
 {
-    /* two sequences of 200 tokens, 4 heads: several chunks, a (sequence,
-     * head) pair per thread and more, so the fused / per-pair walks run */
-    enum { B = 2, T = 200, H = 4, K = 16, V = 16 };
-    const size_t nqk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V, nt = (size_t)B * T * H;
+    /* 200 tokens (several chunks), K = V = 16; two sequences of 4 heads (a
+     * (sequence, head) pair per thread and more: the fused and per-pair
+     * walks), then one of 1 head (on 2 threads the staged drivers) */
+    enum { T = 200, K = 16, V = 16 };
+    const size_t nqk = (size_t)2 * T * 4 * K, nv = (size_t)2 * T * 4 * V, nt = (size_t)2 * T * 4;
     float *q = filled(nqk, -1.0f, 1.0f), *k = filled(nqk, -1.0f, 1.0f), *v = filled(nv, -1.0f, 1.0f);
     float *g = filled(nt, -0.1f, 0.0f), *beta = filled(nt, 0.1f, 0.9f), *dout = filled(nv, -1.0f, 1.0f);
     float *o = malloc(nv * sizeof(float)), *dq = malloc(nqk * sizeof(float));
@@ -62,7 +67,9 @@ int main(void)
     float *dg = malloc(nt * sizeof(float)), *dbeta = malloc(nt * sizeof(float));
     if (!o || !dq || !dk || !dv || !dg || !dbeta) return 1;
     int64_t calls = 0;
+    for (int shape = 0; shape < 2; shape++)
     for (int threads = 1; threads <= 2; threads++) {
+        const int64_t B = shape ? 1 : 2, H = shape ? 1 : 4;
         seqk_context *ctx = NULL;
         if (seqk_context_create(&ctx, SEQK_BACKEND_CPU, 0) != SEQK_SUCCESS ||
             seqk_context_set_threads(ctx, threads) != SEQK_SUCCESS) {
@@ -73,20 +80,20 @@ int main(void)
         seqk_status st = seqk_gated_retention(ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, 0.25f, q, k,
                                               v, g, o, NULL, NULL, NULL, B, 0);
         checks++, failures += st != SEQK_SUCCESS;
-        check_restored("seqk_gated_retention", threads, &calls);
+        check_restored("seqk_gated_retention", threads, H, &calls);
         st = seqk_gated_retention_backward(ctx, B, T, H, K, V, 0.25f, q, k, v, g, dout, NULL, NULL,
                                            dq, dk, dv, dg, NULL, NULL, B, 0);
         checks++, failures += st != SEQK_SUCCESS;
-        check_restored("seqk_gated_retention_backward", threads, &calls);
+        check_restored("seqk_gated_retention_backward", threads, H, &calls);
         st = seqk_deltanet(ctx, SEQK_MODE_PARALLEL, B, T, H, K, V, 0.25f, SEQK_DELTANET_L2NORM_QK,
                            q, k, v, beta, g, o, NULL, NULL, NULL, B, 0);
         checks++, failures += st != SEQK_SUCCESS;
-        check_restored("seqk_deltanet", threads, &calls);
+        check_restored("seqk_deltanet", threads, H, &calls);
         st = seqk_deltanet_backward(ctx, B, T, H, K, V, 0.25f, SEQK_DELTANET_L2NORM_QK, q, k, v,
                                     beta, g, NULL, dout, NULL, dq, dk, dv, dbeta, dg, NULL, NULL,
                                     B, 0);
         checks++, failures += st != SEQK_SUCCESS;
-        check_restored("seqk_deltanet_backward", threads, &calls);
+        check_restored("seqk_deltanet_backward", threads, H, &calls);
         seqk__sgemm_set_tile_hook(NULL, NULL);
         seqk_context_destroy(ctx);
     }
