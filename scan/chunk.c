@@ -250,7 +250,8 @@ void seqk__chunk_fetch_step(seqk__chunk_fetch *f, const seqk__lin *P, const floa
         const int64_t vrow = (row * P->H + h0) * V;
         if (what & SEQK__FETCH_V) seqk__lin_prefetch_add(&f->pf, P->v + vrow, ldv, nh * V, false);
         if (what & SEQK__FETCH_O) seqk__lin_prefetch_add(&f->pf, P->o + vrow, ldv, nh * V, true);
-        if (what & SEQK__FETCH_DOUT) seqk__lin_prefetch_add(&f->pf, dout + vrow, ldv, nh * V, false);
+        if (what & SEQK__FETCH_DOUT)
+            seqk__lin_prefetch_add(&f->pf, dout + vrow, ldv, nh * V, false);
     }
     fetch_rate(f);
 }
@@ -281,7 +282,10 @@ void seqk__chunk_fetch_item(seqk__chunk_fetch *f, const seqk__lin *P, const floa
     seqk__chunk_fetch_step(f, P, dout, what, 0, row, L, *ch1 >= 0 ? nxt % H : 0, 1);
 }
 
-void seqk__chunk_fetch_end(seqk__chunk_fetch *f) { seqk__sgemm_set_tile_hook(f->prev, f->prev_arg); }
+void seqk__chunk_fetch_end(seqk__chunk_fetch *f)
+{
+    seqk__sgemm_set_tile_hook(f->prev, f->prev_arg);
+}
 
 /* ---- stage 1: local state ------------------------------------------------------ */
 
@@ -595,7 +599,9 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
             seqk__chunk_fetch_item(&f, P, NULL,
                                    SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V | SEQK__FETCH_O,
                                    first, pl.L, ch, &ch1);
-            if (ch1 >= H) /* the state before the next item's chunk (unused, harmless, when it is a first) */
+            /* the state before the next item's chunk (unused, harmless, when it
+             * starts its sequence) */
+            if (ch1 >= H)
                 seqk__chunk_fetch_blocks(&f, states + (ch1 - H) * E, E, 1, E, false);
             const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
             int64_t r0, len;

@@ -49,7 +49,8 @@ static float *filled(size_t n, float lo, float hi)
         fprintf(stderr, "test_tile_hook: out of memory\n");
         exit(1);
     }
-    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)((i * 2654435761u) % 1000) / 1000.0f;
+    for (size_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * (float)((i * 2654435761u) % 1000) / 1000.0f;
     return p;
 }
 
@@ -60,8 +61,9 @@ int main(void)
      * walks), then one of 1 head (on 2 threads the staged drivers) */
     enum { T = 200, K = 16, V = 16 };
     const size_t nqk = (size_t)2 * T * 4 * K, nv = (size_t)2 * T * 4 * V, nt = (size_t)2 * T * 4;
-    float *q = filled(nqk, -1.0f, 1.0f), *k = filled(nqk, -1.0f, 1.0f), *v = filled(nv, -1.0f, 1.0f);
-    float *g = filled(nt, -0.1f, 0.0f), *beta = filled(nt, 0.1f, 0.9f), *dout = filled(nv, -1.0f, 1.0f);
+    float *q = filled(nqk, -1.0f, 1.0f), *k = filled(nqk, -1.0f, 1.0f);
+    float *v = filled(nv, -1.0f, 1.0f), *dout = filled(nv, -1.0f, 1.0f);
+    float *g = filled(nt, -0.1f, 0.0f), *beta = filled(nt, 0.1f, 0.9f);
     float *o = malloc(nv * sizeof(float)), *dq = malloc(nqk * sizeof(float));
     float *dk = malloc(nqk * sizeof(float)), *dv = malloc(nv * sizeof(float));
     float *dg = malloc(nt * sizeof(float)), *dbeta = malloc(nt * sizeof(float));
