@@ -123,13 +123,14 @@ seqk_status bench_time_budget(seqk_context *ctx, bench_timed_fn fn, void *arg, i
 /* Two calls timed in turns (bench_time_budget's warm-up, sizing and budget,
  * the budget shared): each repeat samples a and b back to back, in
  * alternating order, so that both see the same state of a shared machine;
- * *ratio is the median over the repeats of a's time / b's (a backward over
+ * ratio[1] is the median over the repeats of a's time / b's (a backward over
  * its forward: a slowdown of the machine that lasts seconds scales both
  * terms of a repeat and cancels in it, where it would not in a ratio of two
- * medians timed one after the other). */
+ * medians timed one after the other), ratio[0] and ratio[2] its first and
+ * third quartiles (how far the machine moved it within the case). */
 seqk_status bench_time_paired(seqk_context *ctx, bench_timed_fn fa, void *aa, bench_timed_fn fb,
                               void *ab, int warmup, int repeats, int min_repeats, double budget_s,
-                              bench_stats *out_a, bench_stats *out_b, double *ratio);
+                              bench_stats *out_a, bench_stats *out_b, double ratio[3]);
 
 /* ------------------------------------------------------------------------ */
 /* Memory on a backend (buffers.c); every failure exits through bench_check  */
@@ -195,6 +196,7 @@ typedef struct bench_record {
                              0 = none (reported as null) */
     double paired_ratio;  /* a backward's record: the median of bwd / fwd over repeats that
                              time both in turns (bench_time_paired); 0 = not paired */
+    double paired_q1, paired_q3; /* its first and third quartiles over those repeats */
     double bwd_over_fwd;  /* paired_ratio when set, else median / forward_s
                              (bench_record_derive); 0 = none */
     double target_bwd_over_fwd; /* a backward's record: its own targets (the issue that

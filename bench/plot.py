@@ -451,7 +451,8 @@ def plot_backward(backend, recs, out):
     width = 0.8 / n_slots
     hatches = ["", "//", "..", "xx"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    panels = [("bwd_over_fwd", 0, "backward time / forward time (medians)"),
+    panels = [("bwd_over_fwd", 0, "backward time / forward time\n(median of the paired repeats; "
+                                  "whisker: their q1-q3)"),
               ("fraction", 1, "fraction of sgemm_large (counted flops / median / ceiling)")]
     x = np.arange(len(ops))
     for ax, (field, ti, ylabel) in zip(axes, panels):
@@ -468,7 +469,14 @@ def plot_backward(backend, recs, out):
             hatch = hatches[j % len(hatches)] if r["case"] != "selective_scan" else ""
             ax.bar([xi], [v], width, color=COLOURS.get(r["case"], "grey"), hatch=hatch,
                    edgecolor="white")
-            ax.annotate(f"{v:.2f}", (xi, v), ha="center", va="bottom", fontsize=7)
+            q1, q3 = r.get(field + "_q1"), r.get(field + "_q3")
+            above = v  # the label sits above the bar, or above its whisker
+            if q1 is not None and q3 is not None:  # older files have no quartiles
+                ax.errorbar([xi], [v], yerr=[[max(v - q1, 0.0)], [max(q3 - v, 0.0)]],
+                            fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+                above = max(v, q3)
+                top = max(top, q3)
+            ax.annotate(f"{v:.2f}", (xi, above), ha="center", va="bottom", fontsize=7)
             t = backward_targets(r)[ti]
             if t:
                 ax.hlines(t, xi - width / 2, xi + width / 2, color="tab:red", ls="--", lw=1.4)

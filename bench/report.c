@@ -197,6 +197,9 @@ static int record_fields(const bench_record *r, field *f)
     /* a backward's record: its parallel forward's median and the time ratio */
     put_num(f, &n, "forward_s", "%.9g", r->forward_s, timed && r->forward_s > 0.0);
     put_num(f, &n, "bwd_over_fwd", "%.6g", r->bwd_over_fwd, timed && r->bwd_over_fwd > 0.0);
+    /* the paired repeats' first and third quartiles of that ratio (null: not paired) */
+    put_num(f, &n, "bwd_over_fwd_q1", "%.6g", r->paired_q1, timed && r->paired_ratio > 0.0);
+    put_num(f, &n, "bwd_over_fwd_q3", "%.6g", r->paired_q3, timed && r->paired_ratio > 0.0);
     /* and its own targets (null: none) */
     put_num(f, &n, "target_bwd_over_fwd", "%.6g", r->target_bwd_over_fwd,
             r->target_bwd_over_fwd > 0.0);
@@ -552,10 +555,10 @@ void report_print_tables(FILE *f)
 
     /* Backwards (the backward suite): each against its parallel forward and its
      * bound, beside the record's own targets (issue #15's or #16's). */
-    table bwd = {10,
-                 {"backend", "case", "thr", "shape", "fwd ms", "bwd ms", "bwd/fwd", "GFLOP/s",
-                  "frac", "targets"},
-                 {false, false, true, false, true, true, true, true, true, false},
+    table bwd = {11,
+                 {"backend", "case", "thr", "shape", "fwd ms", "bwd ms", "bwd/fwd", "q1-q3",
+                  "GFLOP/s", "frac", "targets"},
+                 {false, false, true, false, true, true, true, true, true, true, false},
                  rows,
                  0};
     memset(rows, 0, n_rows * sizeof *rows);
@@ -570,16 +573,20 @@ void report_print_tables(FILE *f)
         CELL(row, 4, "%.3f", r->forward_s * 1e3);
         CELL(row, 5, "%.3f", r->stats.median_s * 1e3);
         CELL(row, 6, "%.2f", r->bwd_over_fwd);
-        CELL(row, 7, "%.2f", r->gflop_per_s);
+        if (r->paired_ratio > 0.0) /* the middle half of the paired repeats' ratios */
+            CELL(row, 7, "%.2f-%.2f", r->paired_q1, r->paired_q3);
+        else
+            CELL(row, 7, "-");
+        CELL(row, 8, "%.2f", r->gflop_per_s);
         if (strcmp(r->check, "non-finite") == 0) {
-            CELL(row, 8, "NaN!");
-            CELL(row, 9, "gradients hold NaN or inf");
+            CELL(row, 9, "NaN!");
+            CELL(row, 10, "gradients hold NaN or inf");
             continue;
         }
         if (r->fraction >= 0.0)
-            CELL(row, 8, "%.2f", r->fraction);
+            CELL(row, 9, "%.2f", r->fraction);
         else
-            CELL(row, 8, "-");
+            CELL(row, 9, "-");
         char ratio_text[48], frac_text[80];
         if (r->target_bwd_over_fwd > 0.0)
             snprintf(ratio_text, sizeof ratio_text, "ratio <= %.1f %s", r->target_bwd_over_fwd,
@@ -593,7 +600,7 @@ void report_print_tables(FILE *f)
                      r->fraction >= r->target_fraction ? "met" : "MISSED");
         else
             snprintf(frac_text, sizeof frac_text, "frac unknown (%s not measured)", r->bound);
-        CELL(row, 9, "%s, %s", ratio_text, frac_text);
+        CELL(row, 10, "%s, %s", ratio_text, frac_text);
     }
     if (bwd.n_rows) {
         fprintf(f,

@@ -380,6 +380,14 @@ static double softmax_backward_flops(int64_t B, int64_t T, int64_t H, int64_t K,
 
 /* ---- the note ------------------------------------------------------------------------------ */
 
+/* The paired timing's ratio (bench_time_paired: q1, median, q3) into the record. */
+static void set_paired(bench_record *rec, const double rq[3])
+{
+    rec->paired_q1 = rq[0];
+    rec->paired_ratio = rq[1];
+    rec->paired_q3 = rq[2];
+}
+
 /* The record's note: the two figures against the op's targets (tg, also
  * stored in the record) first (the table cuts long notes), then the times and
  * what was run. fwd_flops: the forward's count (modules.c's,
@@ -397,12 +405,14 @@ static void write_note(const bench_backend *be, bench_record *rec, bwd_target tg
     const bench_ceiling *bound = bench_get_ceiling(be, rec->bound);
     const bool sgemm = strcmp(rec->bound, "copy") != 0;
     const bench_ceiling *s64 = sgemm ? bench_get_ceiling(be, "sgemm_64") : NULL;
-    char ratio_text[64], frac[112], s64_text[64] = "";
+    char ratio_text[96], spread[40] = "", frac[112], s64_text[64] = "";
+    if (rec->paired_ratio > 0.0) /* the middle half of the repeats' ratios */
+        snprintf(spread, sizeof spread, " [q1-q3 %.2f-%.2f]", rec->paired_q1, rec->paired_q3);
     if (tg.max_ratio > 0.0)
-        snprintf(ratio_text, sizeof ratio_text, "bwd/fwd %.2f (<= %.1f %s, issue %s)", ratio,
-                 tg.max_ratio, ratio <= tg.max_ratio ? "met" : "MISSED", tg.issue);
+        snprintf(ratio_text, sizeof ratio_text, "bwd/fwd %.2f%s (<= %.1f %s, issue %s)", ratio,
+                 spread, tg.max_ratio, ratio <= tg.max_ratio ? "met" : "MISSED", tg.issue);
     else
-        snprintf(ratio_text, sizeof ratio_text, "bwd/fwd %.2f (no target here)", ratio);
+        snprintf(ratio_text, sizeof ratio_text, "bwd/fwd %.2f%s (no target here)", ratio, spread);
     if (bound && bound->value > 0.0) {
         const double f = (sgemm ? gflops : gbs) / bound->value;
         if (tg.min_fraction > 0.0)
@@ -538,12 +548,14 @@ static void linear_case(const bench_case *bc, bench_backend *be, const bench_opt
 
     /* the backward and the forward in turns (bench_time_paired) */
     bench_stats fwd;
+    double rq[3] = {0.0, 0.0, 0.0}; /* bwd / fwd: first quartile, median, third */
     const int lin_repeats = opt->repeats > BWD_LIN_MIN_REPEATS ? opt->repeats : BWD_LIN_MIN_REPEATS;
     st = bench_time_paired(be->ctx, linear_backward_call, &a, bench_module_run, &f, opt->warmup,
                            deltanet ? opt->repeats : lin_repeats,
                            deltanet ? BWD_DN_MIN_REPEATS : lin_repeats,
                            deltanet ? 2.0 * BWD_DN_BUDGET_S : 0.0, &rec->stats, &fwd,
-                           &rec->paired_ratio);
+                           rq);
+    set_paired(rec, rq);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
     bench_check(st, "%s backward and parallel forward (on %s)", bc->name, be->name);
     /* nonfinite gradients (the forward's calls do not touch them) */
@@ -663,9 +675,11 @@ static void titans_case(const bench_case *bc, bench_backend *be, const bench_opt
                     "seqk_context_reserve_workspace(%zu bytes)", workspace);
 
     bench_stats fwd;
+    double rq[3] = {0.0, 0.0, 0.0}; /* bwd / fwd: first quartile, median, third */
     st = bench_time_paired(be->ctx, titans_backward_call, &a, titans_forward_call, &a,
                            opt->warmup, opt->repeats, BWD_DN_MIN_REPEATS, 2.0 * BWD_DN_BUDGET_S,
-                           &rec->stats, &fwd, &rec->paired_ratio);
+                           &rec->stats, &fwd, rq);
+    set_paired(rec, rq);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
     bench_check(st, "%s backward and parallel forward (on %s)", bc->name, be->name);
     size_t bad = 0, n_grad = 0;
@@ -773,9 +787,11 @@ static void softmax_case(const bench_case *bc, bench_backend *be, const bench_op
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
     bench_check(st, "seqk_attention_parallel (T=%lld on %s)", (long long)T, be->name);
     bench_stats fwd;
+    double rq[3] = {0.0, 0.0, 0.0}; /* bwd / fwd: first quartile, median, third */
     st = bench_time_paired(be->ctx, softmax_backward_call, &a, softmax_forward_call, &a,
                            opt->warmup, opt->repeats, BWD_SOFTMAX_MIN_REPEATS,
-                           2.0 * BWD_SOFTMAX_BUDGET_S, &rec->stats, &fwd, &rec->paired_ratio);
+                           2.0 * BWD_SOFTMAX_BUDGET_S, &rec->stats, &fwd, rq);
+    set_paired(rec, rq);
     if (bench_skip_unsupported(st, rec) || skip_not_compiled(st, rec)) goto done;
     bench_check(st, "seqk_attention_parallel_backward and forward (T=%lld on %s)", (long long)T,
                 be->name);

@@ -82,6 +82,14 @@ static int fit_repeats(int repeats, int min_repeats, double budget_s, double per
     return repeats;
 }
 
+/* The p-quantile of sorted x[0..n), linear between order statistics. */
+static double quantile(const double *x, int n, double p)
+{
+    const double at = p * (double)(n - 1);
+    const int i = (int)at;
+    return i + 1 < n ? x[i] + (at - (double)i) * (x[i + 1] - x[i]) : x[n - 1];
+}
+
 /* Sorts times[0..n) and fills the median, min and max. */
 static void summarise(double *times, int n, bench_stats *out)
 {
@@ -120,7 +128,7 @@ seqk_status bench_time_budget(seqk_context *ctx, bench_timed_fn fn, void *arg, i
 
 seqk_status bench_time_paired(seqk_context *ctx, bench_timed_fn fa, void *aa, bench_timed_fn fb,
                               void *ab, int warmup, int repeats, int min_repeats, double budget_s,
-                              bench_stats *out_a, bench_stats *out_b, double *ratio)
+                              bench_stats *out_a, bench_stats *out_b, double ratio[3])
 {
     if (warmup < 1) warmup = 1;
     if (repeats < 1) repeats = 1;
@@ -152,8 +160,10 @@ seqk_status bench_time_paired(seqk_context *ctx, bench_timed_fn fa, void *aa, be
     summarise(a_s, repeats, out_a);
     summarise(b_s, repeats, out_b);
     bench_stats qs;
-    summarise(q, repeats, &qs);
-    *ratio = qs.median_s;
+    summarise(q, repeats, &qs); /* sorts q */
+    ratio[0] = quantile(q, repeats, 0.25);
+    ratio[1] = qs.median_s;
+    ratio[2] = quantile(q, repeats, 0.75);
     out_a->warmup = warmup + pa, out_b->warmup = warmup + pb;
     out_a->calls_per_repeat = ca, out_b->calls_per_repeat = cb;
     free(times);
