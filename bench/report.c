@@ -608,7 +608,8 @@ void report_print_tables(FILE *f)
                 "softmax: bwd/fwd <= %.1f, frac of sgemm_large >= %.2f; issue #16, DeltaNet: "
                 "<= %.1f, >= %.2f; the selective scan: none here, frac of copy; its target, "
                 ">= %.0fx PyTorch autograd, is bench/peers.py's; bwd/fwd is the median over "
-                "repeats timing both in turns, the ms columns each one's median)\n",
+                "repeats timing both in turns, q1-q3 its quartiles, the ms columns each one's "
+                "median)\n",
                 BENCH_BACKWARD_MAX_RATIO, BENCH_BACKWARD_MIN_FRACTION,
                 BENCH_DELTANET_BACKWARD_MAX_RATIO, BENCH_DELTANET_BACKWARD_MIN_FRACTION,
                 BENCH_SSCAN_BACKWARD_MIN_PEER_RATIO);
