@@ -746,8 +746,13 @@ SEQK_API seqk_status seqk_linear_state_workspace_size_ex(seqk_context *ctx, seqk
  * thread, else checkpoints every ~sqrt(chunks) chunks with the states
  * between them recomputed per segment: about 2 sqrt(T / chunk) K V floats
  * per thread instead of T / chunk; on CUDA all of them), then the chunks
- * are walked in reverse: dS runs backwards through the chunk-state
- * recurrence, and per chunk, with P = (Q~ K~^T) .* L, dP = (dO V^T) .* L,
+ * are walked in reverse. (On the CPU with fewer (sequence, head) pairs than
+ * threads and no normaliser, the chunks run in parallel instead: every
+ * chunk's state and state gradient in the workspace, at most 256 MiB; past
+ * that, in windows of chunks from checkpoints, the local states of all but
+ * the last window computed twice. The same bits either way.) dS runs
+ * backwards through the chunk-state recurrence, and per chunk, with
+ * P = (Q~ K~^T) .* L, dP = (dO V^T) .* L,
  *
  *   dV  = P^T dO + diag(exp(G_C - G)) K~ dS_next
  *   dQ~ = diag(exp(G)) dO S0^T + dP K~

@@ -85,7 +85,8 @@
  * of U and a reverse scan of Y over the chunks (the scan primitive), then
  * every chunk's backward at once; the per-pair walk takes the same steps
  * (the scan primitive's one-row step on U and Y), so the two give the same
- * bits and the choice by thread count changes none. With fewer q/k heads than
+ * bits and the choice by thread count changes none (past a byte limit, in
+ * windows of chunks: see walk_staged). With fewer q/k heads than
  * heads (Mamba2's groups), a q/k head's dq and dk sum its heads' rows in
  * head order: when there are enough (sequence, q/k head) items for the
  * threads, one item walks its heads in turn and adds their rows into the
@@ -116,8 +117,9 @@
 #endif
 
 /* The most bytes of the chunk-parallel backward's states and state
- * gradients (every chunk's, all sequences and heads); beyond, the walk per
- * (sequence, head). */
+ * gradients at once (all heads' of a window of chunks); more chunks than fit
+ * are walked in windows (walk_staged). P->bwd_stage_bytes overrides it (the
+ * tests' small windows). */
 #ifndef SEQK__LIN_BWD_STAGED_BYTES
 #define SEQK__LIN_BWD_STAGED_BYTES ((size_t)256 << 20)
 #endif
@@ -137,6 +139,8 @@ typedef struct {
                        * its heads in order, adding their dq, dk rows into the output
                        * (no per-head rows, no head-sum pass) */
     bool staged;     /* chunk-parallel (walk_staged), else a walk per (sequence, head group) */
+    int64_t wch;     /* staged: chunks per window (of the global chunk index) */
+    int64_t nwin;    /* staged: windows, at most (of nchb chunks) */
     int64_t hg;      /* heads walked together, chunk by chunk (run_group) */
     int64_t nchb;    /* chunks of all sequences, at most (B T / L + N: the same bound in a
                       * workspace query, before cu_seqlens is known) */
@@ -176,12 +180,21 @@ static bplan make_plan(const seqk__lin *P, int threads)
     pl.E = K * pl.W;
     /* Chunk-parallel when there are fewer (sequence, head) pairs than threads
      * (a walk per pair would leave threads idle), the sequences span several
-     * chunks, there is no normaliser (its dO' needs the states first) and the
-     * states and state gradients of every chunk fit the byte limit. */
+     * chunks and there is no normaliser (its dO' needs the states first). In
+     * windows of as many chunks as keep their states and state gradients
+     * within the byte limit, of equal size. */
     pl.nchb = P->B * P->T / L + P->N;
-    pl.staged = threads > 1 && P->N * P->H < threads && !with_z(P) && pl.nchb > 2 * P->N &&
-                (size_t)(2 * pl.nchb * P->H) * (size_t)pl.E * sizeof(float) <=
-                    SEQK__LIN_BWD_STAGED_BYTES;
+    pl.staged = threads > 1 && P->N * P->H < threads && !with_z(P) && pl.nchb > 2 * P->N;
+    pl.wch = pl.nchb, pl.nwin = 1;
+    if (pl.staged) {
+        const size_t limit = P->bwd_stage_bytes ? P->bwd_stage_bytes : SEQK__LIN_BWD_STAGED_BYTES;
+        const size_t per_chunk = 2 * (size_t)P->H * (size_t)pl.E * sizeof(float);
+        const int64_t fit = limit / per_chunk > 1 ? (int64_t)(limit / per_chunk) : 1;
+        if (fit < pl.nchb) {
+            pl.nwin = (pl.nchb + fit - 1) / fit;
+            pl.wch = (pl.nchb + pl.nwin - 1) / pl.nwin;
+        }
+    }
     pl.head_buf = P->Hqk != P->H;
     /* Group items when they keep every thread busy: as many as threads, or
      * enough for the dynamic schedule to even out. Both ways add a q/k head's
@@ -235,12 +248,16 @@ static bplan make_plan(const seqk__lin *P, int threads)
 }
 
 /* The chunk-parallel backward's shared arrays after the head buffers:
- * states, ys [nchb, H, E], acoef [nchb, H], first [N + 1] (int64). */
+ * states, ys [wch, H, E] (a window's), acoef [nchb, H], with windows
+ * (nwin > 1) ckpt [nwin, H, E] and dcarry [2, H, E], then first [N + 1]
+ * (int64). */
 static size_t staged_floats(const seqk__lin *P, const bplan *pl)
 {
     if (!pl->staged) return 0;
-    const size_t ne = (size_t)(pl->nchb * P->H) * (size_t)pl->E;
-    return rnd8(ne) * 2 + rnd8((size_t)(pl->nchb * P->H)) + (size_t)(P->N + 1) * 2;
+    const size_t ne = (size_t)(pl->wch * P->H) * (size_t)pl->E, he = (size_t)P->H * pl->E;
+    return rnd8(ne) * 2 + rnd8((size_t)(pl->nchb * P->H)) +
+           (pl->nwin > 1 ? rnd8((size_t)pl->nwin * he) + 2 * rnd8(he) : 0) +
+           (size_t)(P->N + 1) * 2;
 }
 
 size_t seqk__lin_backward_workspace(const seqk__lin *P, int threads)
@@ -843,87 +860,171 @@ static void run_group(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan 
  * state is K V floats): every chunk's local terms, the scans over chunks,
  * every chunk's backward; the same arithmetic as run_group's walk (the same
  * products, the scan primitive's step over the same terms), so the same
- * bits. Called by every thread of the parallel region. */
+ * bits. Called by every thread of the parallel region.
+ *
+ * In windows of pl->wch consecutive chunks of the global index (states, ys
+ * hold one window's, [wch, H, E]) when all of them would pass the byte
+ * limit: a forward pass over every window but the last keeps, per head, the
+ * state before each window's first chunk where a sequence runs into it
+ * (ckpt [nwin, H, E]; the local states of that sequence's chunks in the
+ * window, scanned from the window's checkpoint); then the windows from the
+ * last, each as the whole walk, its scans starting from the checkpoint
+ * (forward) and from the state gradient that the window after it left
+ * (reverse; dcarry, two buffers: one window's read, the next one's written).
+ * Chained scans equal one scan, the products are the same: the same bits
+ * with any window, for the local states of all windows but the last
+ * computed twice. */
 static void walk_staged(const seqk__lin *P, const seqk__lin_grad *Gr, const bplan *pl,
-                        bscratch *b, float *states, float *ys, float *acoef,
-                        const int64_t *first, float *hbuf_q, float *hbuf_k)
+                        bscratch *b, float *states, float *ys, float *acoef, float *ckpt,
+                        float *dcarry, const int64_t *first, float *hbuf_q, float *hbuf_k)
 {
     const int64_t H = P->H, K = P->K, V = P->V, E = pl->E, Lc = pl->L, nchunks = first[P->N];
+    const int64_t wch = pl->wch, nwin = (nchunks + wch - 1) / wch;
+    const int64_t tile = 512, ntiles = (E + tile - 1) / tile; /* the scans' element tiles */
     /* each item asks for the next one's rows (and, in (3), its state and
      * state gradient) while it computes (seqk__chunk_fetch) */
     const unsigned rows = SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V | SEQK__FETCH_DOUT;
     seqk__chunk_fetch f;
     seqk__chunk_fetch_begin(&f);
     int64_t ch1;
-    /* (1) per chunk: U = Kd^T V' (its share of the state), Y = Qg^T dO (of
-     * the state gradient before it), a (its decay) */
+    /* (0) with windows: the checkpoints, window by window forward; only the
+     * sequence that runs on past the window's end (n, its chunks [a0, c1)) */
+    for (int64_t w = 0; w + 1 < nwin; w++) {
+        const int64_t c0 = w * wch, c1 = c0 + wch, n = seqk__chunk_seq(first, P->N, c1 - 1);
+        if (first[n + 1] <= c1) continue; /* (every thread takes the same branch) */
+        const int64_t a0 = first[n] > c0 ? first[n] : c0;
+        int64_t r0, len;
+        seqk__lin_seq(P, n, &r0, &len);
 #pragma omp for schedule(static)
-    for (int64_t ch = 0; ch < nchunks * H; ch++) {
-        seqk__chunk_fetch_item(&f, P, Gr->dout, rows, first, Lc, ch, &ch1);
-        const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
-        int64_t r0, len;
-        seqk__lin_seq(P, n, &r0, &len);
-        const int64_t row = r0 + (c - first[n]) * Lc, L = r0 + len - row < Lc ? r0 + len - row : Lc;
-        seqk__chunk_view cv;
-        const float *va;
-        int64_t ldva;
-        load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
-        local_state(P, pl, &cv, va, ldva, states + ch * E, b->pack);
-        seqk__sgemm(true, false, K, V, L, 1.0f, cv.Qg, K, Gr->dout + (row * H + h) * V, H * V,
-                    0.0f, ys + ch * E, V, b->pack);
-        acoef[ch] = cv.a;
-    }
-    /* (2) per (sequence, head), split over state elements: states[c] = the
-     * state after chunk c (a forward scan from state_in), ys[c] = the
-     * gradient of the state before chunk c (a reverse scan from dstate_out);
-     * dstate_in = the gradient before the first chunk */
-    const int64_t tile = 512, ntiles = (E + tile - 1) / tile;
-#pragma omp for schedule(static) collapse(2)
-    for (int64_t nh = 0; nh < P->N * H; nh++)
-        for (int64_t t = 0; t < ntiles; t++) {
-            const int64_t n = nh / H, h = nh % H, e0 = t * tile;
-            const int64_t width = E - e0 < tile ? E - e0 : tile, nch = first[n + 1] - first[n];
-            const size_t bytes = (size_t)width * sizeof(float);
-            float *carry = b->dS; /* [E] scratch */
-            const int64_t base = (first[n] * H + h) * E + e0;
-            if (P->s_in) memcpy(carry, P->s_in + nh * E + e0, bytes);
-            else memset(carry, 0, bytes);
-            seqk__scan_rows(nch, width, width, 0, acoef + first[n] * H + h, H, states + base, H * E,
-                            states + base, H * E, carry);
-            if (Gr->ds_out) memcpy(carry, Gr->ds_out + nh * E + e0, bytes);
-            else memset(carry, 0, bytes);
-            seqk__scan_rows(nch, width, width, SEQK__SCAN_REVERSE, acoef + first[n] * H + h, H,
-                            ys + base, H * E, ys + base, H * E, carry);
-            if (Gr->ds_in) memcpy(Gr->ds_in + nh * E + e0, carry, bytes);
+        for (int64_t ch = a0 * H; ch < c1 * H; ch++) {
+            seqk__chunk_fetch_item(&f, P, NULL, SEQK__FETCH_K | SEQK__FETCH_V, first, Lc, ch, &ch1);
+            const int64_t c = ch / H, h = ch % H, row = r0 + (c - first[n]) * Lc;
+            seqk__chunk_view cv;
+            const float *va;
+            int64_t ldva;
+            load(P, pl, row, Lc, h, false, b, &cv, &va, &ldva); /* a full chunk: c < c1 <= last */
+            local_state(P, pl, &cv, va, ldva, states + (ch - a0 * H) * E, b->pack);
+            acoef[ch] = cv.a;
         }
-    /* (3) per chunk: its backward from the state before it and the gradient
-     * after it (no dS step: (2) did them); no barrier after (the caller
-     * fences its streamed rows first) */
+#pragma omp for schedule(static) collapse(2)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t t = 0; t < ntiles; t++) {
+                const int64_t e0 = t * tile, width = E - e0 < tile ? E - e0 : tile;
+                const size_t bytes = (size_t)width * sizeof(float);
+                float *carry = b->dS; /* [E] scratch */
+                if (a0 > first[n]) memcpy(carry, ckpt + (w * H + h) * E + e0, bytes);
+                else if (P->s_in) memcpy(carry, P->s_in + (n * H + h) * E + e0, bytes);
+                else memset(carry, 0, bytes);
+                float *u = states + h * E + e0;
+                seqk__scan_rows(c1 - a0, width, width, 0, acoef + a0 * H + h, H, u, H * E, u, H * E,
+                                carry);
+                memcpy(ckpt + ((w + 1) * H + h) * E + e0, carry, bytes);
+            }
+    }
+    float *dc_in = dcarry, *dc_out = dcarry ? dcarry + H * E : NULL;
+    for (int64_t w = nwin - 1; w >= 0; w--) {
+        const int64_t c0 = w * wch, c1 = c0 + wch < nchunks ? c0 + wch : nchunks, i0 = c0 * H;
+        /* (1) per chunk: U = Kd^T V' (its share of the state), Y = Qg^T dO
+         * (of the state gradient before it), a (its decay) */
+#pragma omp for schedule(static)
+        for (int64_t ch = i0; ch < c1 * H; ch++) {
+            seqk__chunk_fetch_item(&f, P, Gr->dout, rows, first, Lc, ch, &ch1);
+            const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+            int64_t r0, len;
+            seqk__lin_seq(P, n, &r0, &len);
+            const int64_t row = r0 + (c - first[n]) * Lc;
+            const int64_t L = r0 + len - row < Lc ? r0 + len - row : Lc;
+            seqk__chunk_view cv;
+            const float *va;
+            int64_t ldva;
+            load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
+            local_state(P, pl, &cv, va, ldva, states + (ch - i0) * E, b->pack);
+            seqk__sgemm(true, false, K, V, L, 1.0f, cv.Qg, K, Gr->dout + (row * H + h) * V, H * V,
+                        0.0f, ys + (ch - i0) * E, V, b->pack);
+            acoef[ch] = cv.a;
+        }
+        /* (2) per (sequence, head), split over state elements, the
+         * sequence's chunks [s0, s1) in the window: states[c] = the state
+         * after chunk c (a forward scan from the state before s0: the
+         * checkpoint, else state_in), ys[c] = the gradient of the state
+         * before chunk c (a reverse scan from the gradient after s1 - 1: the
+         * next window's, else dstate_out); the gradient before s0 goes to
+         * the window before (dc_out), else it is dstate_in. An empty
+         * sequence's dstate_in is its dstate_out (in the first window). */
+#pragma omp for schedule(static) collapse(3)
+        for (int64_t n = 0; n < P->N; n++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t t = 0; t < ntiles; t++) {
+                    const int64_t s0 = first[n] > c0 ? first[n] : c0;
+                    const int64_t s1 = first[n + 1] < c1 ? first[n + 1] : c1;
+                    const int64_t nh = n * H + h, e0 = t * tile;
+                    const int64_t width = E - e0 < tile ? E - e0 : tile;
+                    const size_t bytes = (size_t)width * sizeof(float);
+                    if (first[n] == first[n + 1]) { /* empty: once, in the first window */
+                        float *din = Gr->ds_in ? Gr->ds_in + nh * E + e0 : NULL;
+                        if (w == 0 && din) {
+                            if (Gr->ds_out) memcpy(din, Gr->ds_out + nh * E + e0, bytes);
+                            else memset(din, 0, bytes);
+                        }
+                        continue;
+                    }
+                    if (s1 <= s0) continue;
+                    float *carry = b->dS; /* [E] scratch */
+                    if (s0 > first[n]) memcpy(carry, ckpt + (w * H + h) * E + e0, bytes);
+                    else if (P->s_in) memcpy(carry, P->s_in + nh * E + e0, bytes);
+                    else memset(carry, 0, bytes);
+                    const int64_t at = ((s0 - c0) * H + h) * E + e0;
+                    seqk__scan_rows(s1 - s0, width, width, 0, acoef + s0 * H + h, H, states + at,
+                                    H * E, states + at, H * E, carry);
+                    if (s1 < first[n + 1]) memcpy(carry, dc_in + h * E + e0, bytes);
+                    else if (Gr->ds_out) memcpy(carry, Gr->ds_out + nh * E + e0, bytes);
+                    else memset(carry, 0, bytes);
+                    seqk__scan_rows(s1 - s0, width, width, SEQK__SCAN_REVERSE, acoef + s0 * H + h,
+                                    H, ys + at, H * E, ys + at, H * E, carry);
+                    if (s0 > first[n]) memcpy(dc_out + h * E + e0, carry, bytes);
+                    else if (Gr->ds_in) memcpy(Gr->ds_in + nh * E + e0, carry, bytes);
+                }
+        /* (3) per chunk: its backward from the state before it and the
+         * gradient after it (no dS step: (2) did them); no barrier after the
+         * last window (the caller fences its streamed rows first) */
 #pragma omp for schedule(static) nowait
-    for (int64_t ch = 0; ch < nchunks * H; ch++) {
-        seqk__chunk_fetch_item(&f, P, Gr->dout, rows, first, Lc, ch, &ch1);
-        if (ch1 >= H) /* the next item's S0 (unused, harmless, when its chunk is a first) */
-            seqk__chunk_fetch_blocks(&f, states + (ch1 - H) * E, E, 1, E, false);
-        if (ch1 >= 0 && ch1 + H < nchunks * H) /* and its dS (the same when its chunk is a last) */
-            seqk__chunk_fetch_blocks(&f, ys + (ch1 + H) * E, E, 1, E, false);
-        const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
-        int64_t r0, len;
-        seqk__lin_seq(P, n, &r0, &len);
-        const int64_t row = r0 + (c - first[n]) * Lc, L = r0 + len - row < Lc ? r0 + len - row : Lc;
-        const int64_t nh = n * H + h;
-        seqk__chunk_view cv;
-        const float *va;
-        int64_t ldva;
-        load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
-        /* S0 and dS transposed, as the per-pair walk keeps them (the gate
-         * gradient's <S0, dS> then sums in the same order) */
-        if (c + 1 < first[n + 1]) seqk__transpose(K, V, ys + (ch + H) * E, V, b->dS, K);
-        else if (Gr->ds_out) seqk__transpose(K, V, Gr->ds_out + nh * E, V, b->dS, K);
-        else memset(b->dS, 0, (size_t)E * sizeof(float));
-        const float *S0 = c > first[n] ? states + (ch - H) * E : P->s_in ? P->s_in + nh * E : NULL;
-        if (S0) seqk__transpose(K, V, S0, V, b->seg, K), S0 = b->seg;
-        const brows out = rows_of(P, Gr, pl, row, h, hbuf_q, hbuf_k);
-        chunk_backward(P, Gr, pl, row, h, &cv, va, ldva, S0, true, b, &out, true);
+        for (int64_t ch = i0; ch < c1 * H; ch++) {
+            seqk__chunk_fetch_item(&f, P, Gr->dout, rows, first, Lc, ch, &ch1);
+            /* the next item's S0 (unused, harmless, when its chunk is a first) */
+            if (ch1 - H >= i0)
+                seqk__chunk_fetch_blocks(&f, states + (ch1 - H - i0) * E, E, 1, E, false);
+            if (ch1 >= i0 && ch1 + H < c1 * H) /* and its dS (the same when its chunk is a last) */
+                seqk__chunk_fetch_blocks(&f, ys + (ch1 + H - i0) * E, E, 1, E, false);
+            const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+            int64_t r0, len;
+            seqk__lin_seq(P, n, &r0, &len);
+            const int64_t row = r0 + (c - first[n]) * Lc;
+            const int64_t L = r0 + len - row < Lc ? r0 + len - row : Lc;
+            const int64_t nh = n * H + h;
+            seqk__chunk_view cv;
+            const float *va;
+            int64_t ldva;
+            load(P, pl, row, L, h, true, b, &cv, &va, &ldva);
+            /* S0 and dS transposed, as the per-pair walk keeps them (the gate
+             * gradient's <S0, dS> then sums in the same order) */
+            const float *dS = c + 1 >= first[n + 1] ? Gr->ds_out ? Gr->ds_out + nh * E : NULL
+                              : c + 1 < c1           ? ys + (ch + H - i0) * E
+                                                     : dc_in + h * E;
+            if (dS) seqk__transpose(K, V, dS, V, b->dS, K);
+            else memset(b->dS, 0, (size_t)E * sizeof(float));
+            const float *S0 = c == first[n] ? P->s_in ? P->s_in + nh * E : NULL
+                              : c > c0      ? states + (ch - H - i0) * E
+                                            : ckpt + (w * H + h) * E;
+            if (S0) seqk__transpose(K, V, S0, V, b->seg, K), S0 = b->seg;
+            const brows out = rows_of(P, Gr, pl, row, h, hbuf_q, hbuf_k);
+            chunk_backward(P, Gr, pl, row, h, &cv, va, ldva, S0, true, b, &out, true);
+        }
+        if (w > 0) {
+            /* the next window overwrites states, ys and reads dc_out */
+#pragma omp barrier
+            float *t = dc_in;
+            dc_in = dc_out, dc_out = t;
+        }
     }
     seqk__chunk_fetch_end(&f);
 }
@@ -942,9 +1043,14 @@ seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk
     float *hbuf_q = ws + pl.scratch * (size_t)threads, *hbuf_k = hbuf_q + rows * H * K;
     /* the chunk-parallel walk's arrays */
     float *states = hbuf_q + (pl.head_buf ? 2 * rows * H * K : 0);
-    const size_t ne = rnd8((size_t)(pl.nchb * H) * (size_t)pl.E);
+    const size_t ne = rnd8((size_t)(pl.wch * H) * (size_t)pl.E), he = rnd8((size_t)H * pl.E);
     float *ys = states + ne, *acoef = ys + ne;
-    int64_t *first = (int64_t *)(acoef + rnd8((size_t)(pl.nchb * H)));
+    float *ckpt = acoef + rnd8((size_t)(pl.nchb * H)), *dcarry = NULL;
+    int64_t *first = (int64_t *)ckpt;
+    if (pl.nwin > 1) {
+        dcarry = ckpt + rnd8((size_t)pl.nwin * (size_t)H * pl.E);
+        first = (int64_t *)(dcarry + 2 * he);
+    }
     if (pl.staged) {
         first[0] = 0;
         for (int64_t n = 0; n < P->N; n++) {
@@ -958,7 +1064,8 @@ seqk_status seqk__lin_backward(seqk_context *ctx, const seqk__lin *P, const seqk
         bscratch b;
         scratch_init(&b, ws + pl.scratch * (size_t)seqk__omp_thread(), P, &pl);
         if (pl.staged) {
-            walk_staged(P, Gr, &pl, &b, states, ys, acoef, first, hbuf_q, hbuf_k);
+            walk_staged(P, Gr, &pl, &b, states, ys, acoef, ckpt, dcarry, first, hbuf_q,
+                        hbuf_k);
         } else if (pl.group_items) { /* a q/k head's heads in order, one thread, hg at a
                                         * time */
             const int64_t Hqk = P->Hqk, per = H / Hqk;

@@ -35,9 +35,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 # cross those limits at T in the thousands, the tests' shapes never do, so
 # this build makes the limits tiny (a state of 2 x 2 floats already
 # checkpoints) and runs the suite again: the gradients, determinism and
-# queried workspaces of the checkpointed and capped paths (the chunk-parallel
-# walk, which the tiny staged limit mostly turns off here, keeps its coverage
-# in the builds above).
+# queried workspaces of the checkpointed and capped paths (the linear-state
+# backward's chunk-parallel walk runs here in windows of a chunk or a few).
 SMALL_LIMITS="-DSEQK__LIN_BWD_FULL_BYTES=64 -DSEQK__LIN_BWD_STAGED_BYTES=512 -DSEQK__DN_BWD_FULL_BYTES=64"
 SMALL_LIMITS="$SMALL_LIMITS -DSEQK__DN_BWD_KEEP_BYTES=512 -DSEQK__TT_BWD_FULL_BYTES=128"
 echo "== build (CPU, the backwards' byte limits made small) =="
