@@ -415,10 +415,26 @@ void seqk__chunk_output(const seqk__chunk_view *cv, int64_t K, int64_t V, unsign
 
 /* ---- drivers -------------------------------------------------------------------- */
 
+/* The staged driver walks windows of chunks whose states take about this
+ * many bytes per thread (at least a chunk per thread), so that the states
+ * stage 1 writes are still in cache for the scan and for stage 3: with
+ * every chunk's states at once (134 MB at T = 65536, K = V = 128) each
+ * stage read them from memory, and windows of 512 KiB a thread took
+ * 0.78-0.86 of the time (B = 1, H = 1, T = 16384-262144, K = V = 64 and
+ * 128, 2 threads, the AMD EPYC VM, 2026-12-07; 1-4 MiB in all about the
+ * same). P->stage_bytes, when set, is the window's bytes instead (the
+ * tests' small windows). */
+#ifndef SEQK__LIN_FWD_WINDOW_BYTES
+#define SEQK__LIN_FWD_WINDOW_BYTES ((size_t)512 << 10)
+#endif
+
 typedef struct {
     int64_t L;       /* chunk size */
     int64_t E;       /* floats per state element: K*V (+K with the normaliser) */
     int64_t nchunks; /* all chunks of all sequences */
+    int64_t fit;     /* staged: the most chunks of a window (>= 1) */
+    int64_t wch;     /* staged: chunks per window: nchunks in nwin equal windows */
+    int64_t nwin;    /* staged: windows */
     int64_t hg;      /* heads per item of the fused driver (seqk__lin_head_group) */
     size_t scratch;  /* floats of per-thread scratch */
 } plan;
@@ -437,6 +453,15 @@ static plan make_plan(const seqk__lin *P, int threads)
         seqk__lin_seq(P, n, &r0, &len);
         pl.nchunks += (len + pl.L - 1) / pl.L;
     }
+    {
+        const size_t limit =
+            P->stage_bytes ? P->stage_bytes : (size_t)threads * SEQK__LIN_FWD_WINDOW_BYTES;
+        const size_t per_chunk = (size_t)P->H * (size_t)pl.E * sizeof(float);
+        pl.fit = limit / per_chunk > 1 ? (int64_t)(limit / per_chunk) : 1;
+        if (!P->stage_bytes && pl.fit * P->H < threads) pl.fit = (threads + P->H - 1) / P->H;
+        pl.nwin = pl.nchunks > pl.fit ? (pl.nchunks + pl.fit - 1) / pl.fit : 1;
+        pl.wch = (pl.nchunks + pl.nwin - 1) / pl.nwin;
+    }
     /* the chunk scratch, then the fused driver's hg states */
     pl.scratch = rnd8(seqk__chunk_scratch_floats(pl.L, P->K, P->V)) + rnd8((size_t)(pl.hg * pl.E));
     return pl;
@@ -453,8 +478,15 @@ size_t seqk__lin_chunked_workspace(const seqk__lin *P, int threads)
 {
     plan pl = make_plan(P, threads);
     size_t floats = pl.scratch * (size_t)threads;
-    if (use_staged(P, &pl, threads))
-        floats += rnd8((size_t)(pl.nchunks * P->H) * (size_t)(pl.E + 1)) + (size_t)(P->N + 1) * 2;
+    if (use_staged(P, &pl, threads)) {
+        /* states [w, H, E], acoef [w, H] with w = min(nchunks, fit) (not
+         * wch: a query's bound on the chunks must bound the call's windows),
+         * the carries [2, H, E] with windows, first [N + 1] */
+        const size_t w = (size_t)(pl.nchunks < pl.fit ? pl.nchunks : pl.fit);
+        floats += rnd8(w * (size_t)P->H * (size_t)pl.E) + rnd8(w * (size_t)P->H) +
+                  (pl.nchunks > pl.fit ? 2 * rnd8((size_t)P->H * (size_t)pl.E) : 0) +
+                  (size_t)(P->N + 1) * 2;
+    }
     return floats * sizeof(float);
 }
 
@@ -542,11 +574,18 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
         return SEQK_SUCCESS;
     }
 
-    /* staged: chunk c of sequence n has global index first[n] + c */
-    float *states = ws + pl.scratch * (size_t)threads; /* [nchunks, H, E]: U, then S after chunk */
-    float *acoef = states + (size_t)(pl.nchunks * H * E); /* [nchunks, H] */
-    /* [N+1], 8-byte aligned after the odd-sized arrays before it */
-    int64_t *first = (int64_t *)(states + rnd8((size_t)(pl.nchunks * H) * (size_t)(E + 1)));
+    /* staged: chunk c of sequence n has global index first[n] + c; windows
+     * of wch chunks [c0, c1) in order, each through stages 1-3 with its
+     * chunks' states in states [wch, H, E] (U, then S after the chunk) and
+     * acoef [wch, H]; the state after a window's last chunk, where its
+     * sequence runs on, carried to the next in carries [2, H, E] (one
+     * window's read, the next one's written). Chained scans equal one scan:
+     * the same bits with any window. */
+    const size_t wmax = (size_t)(pl.nchunks < pl.fit ? pl.nchunks : pl.fit), he = rnd8((size_t)(H * E));
+    float *states = ws + pl.scratch * (size_t)threads;
+    float *acoef = states + rnd8(wmax * (size_t)(H * E));
+    float *carries = acoef + rnd8(wmax * (size_t)H);
+    int64_t *first = (int64_t *)(carries + (pl.nwin > 1 ? 2 * he : 0));
     first[0] = 0;
     for (int64_t n = 0; n < P->N; n++) {
         int64_t r0, len;
@@ -563,75 +602,94 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
         seqk__chunk_fetch f;
         seqk__chunk_fetch_begin(&f);
         int64_t ch1;
-        /* (1) local terms of every chunk */
-#pragma omp for schedule(static)
-        for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
-            seqk__chunk_fetch_item(&f, P, NULL, SEQK__FETCH_K | SEQK__FETCH_V, first, pl.L, ch,
-                                   &ch1);
-            const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
-            int64_t r0, len;
-            seqk__lin_seq(P, n, &r0, &len);
-            const int64_t c0 = (c - first[n]) * pl.L;
-            const int64_t L = len - c0 < pl.L ? len - c0 : pl.L;
-            seqk__chunk_view cv;
-            seqk__chunk_load_keys(P, r0 + c0, L, h, &w, &cv);
-            seqk__chunk_local_state(&cv, P->K, P->V, with_z(P), cv.Vv, cv.ldv,
-                                    states + (c * H + h) * E, w.pack);
-            acoef[c * H + h] = cv.a;
-        }
-        /* (2) chunk states: S_c = a_c S_{c-1} + U_c in place, split over state elements */
-        const int64_t tile = 512, ntiles = (E + tile - 1) / tile;
-#pragma omp for schedule(static) collapse(2)
-        for (int64_t nh = 0; nh < P->N * H; nh++)
-            for (int64_t t = 0; t < ntiles; t++) {
-                const int64_t n = nh / H, h = nh % H, e0 = t * tile;
-                const int64_t width = E - e0 < tile ? E - e0 : tile;
-                float *carry = w.S; /* [E] scratch */
-                load_state(P, n, h, carry);
-                float *base = states + (first[n] * H + h) * E + e0;
-                seqk__scan_rows(first[n + 1] - first[n], width, width, 0, acoef + first[n] * H + h,
-                                H, base, H * E, base, H * E, carry + e0);
-            }
-        /* (3) outputs of every chunk */
         const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
+        const int64_t tile = 512, ntiles = (E + tile - 1) / tile;
+        float *c_in = carries, *c_out = pl.nwin > 1 ? carries + he : carries;
+        for (int64_t win = 0; win < pl.nwin; win++) {
+            const int64_t c0 = win * pl.wch;
+            const int64_t c1 = c0 + pl.wch < pl.nchunks ? c0 + pl.wch : pl.nchunks, i0 = c0 * H;
+            /* (1) local terms of every chunk */
 #pragma omp for schedule(static)
-        for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
-            seqk__chunk_fetch_item(&f, P, NULL,
-                                   SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V | SEQK__FETCH_O,
-                                   first, pl.L, ch, &ch1);
-            /* the state before the next item's chunk (unused, harmless, when it
-             * starts its sequence) */
-            if (ch1 >= H)
-                seqk__chunk_fetch_blocks(&f, states + (ch1 - H) * E, E, 1, E, false);
-            const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
-            int64_t r0, len;
-            seqk__lin_seq(P, n, &r0, &len);
-            const int64_t c0 = (c - first[n]) * pl.L;
-            const int64_t L = len - c0 < pl.L ? len - c0 : pl.L;
-            seqk__chunk_view cv;
-            seqk__chunk_load(P, r0 + c0, L, h, &w, &cv);
-            const float *S0 = NULL;
-            if (c > first[n]) {
-                S0 = states + ((c - 1) * H + h) * E;
-            } else if (!zero_start) {
-                load_state(P, n, h, w.S);
-                S0 = w.S;
+            for (int64_t ch = i0; ch < c1 * H; ch++) {
+                seqk__chunk_fetch_item(&f, P, NULL, SEQK__FETCH_K | SEQK__FETCH_V, first, pl.L,
+                                       ch, &ch1);
+                const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+                int64_t r0, len;
+                seqk__lin_seq(P, n, &r0, &len);
+                const int64_t t0 = (c - first[n]) * pl.L;
+                const int64_t L = len - t0 < pl.L ? len - t0 : pl.L;
+                seqk__chunk_view cv;
+                seqk__chunk_load_keys(P, r0 + t0, L, h, &w, &cv);
+                seqk__chunk_local_state(&cv, P->K, P->V, with_z(P), cv.Vv, cv.ldv,
+                                        states + (ch - i0) * E, w.pack);
+                acoef[ch - i0] = cv.a;
             }
-            seqk__chunk_output(&cv, P->K, P->V, P->flags, cv.Vv, cv.ldv, S0,
-                               P->o + ((r0 + c0) * H + h) * P->V, H * P->V, &w);
+            /* (2) chunk states: S_c = a_c S_{c-1} + U_c in place, per
+             * (sequence, head) its chunks [s0, s1) in the window, split over
+             * state elements, from the carried state or state_in */
+#pragma omp for schedule(static) collapse(3)
+            for (int64_t n = 0; n < P->N; n++)
+                for (int64_t h = 0; h < H; h++)
+                    for (int64_t t = 0; t < ntiles; t++) {
+                        const int64_t s0 = first[n] > c0 ? first[n] : c0;
+                        const int64_t s1 = first[n + 1] < c1 ? first[n + 1] : c1;
+                        if (s1 <= s0) continue;
+                        const int64_t e0 = t * tile, width = E - e0 < tile ? E - e0 : tile;
+                        const size_t bytes = (size_t)width * sizeof(float);
+                        float *carry = w.S; /* [E] scratch */
+                        if (s0 > first[n]) memcpy(carry + e0, c_in + h * E + e0, bytes);
+                        else load_state(P, n, h, carry);
+                        float *base = states + ((s0 - c0) * H + h) * E + e0;
+                        seqk__scan_rows(s1 - s0, width, width, 0, acoef + (s0 - c0) * H + h, H,
+                                        base, H * E, base, H * E, carry + e0);
+                        if (s1 < first[n + 1]) memcpy(c_out + h * E + e0, carry + e0, bytes);
+                    }
+            /* (3) outputs of every chunk */
+#pragma omp for schedule(static)
+            for (int64_t ch = i0; ch < c1 * H; ch++) {
+                seqk__chunk_fetch_item(&f, P, NULL,
+                                       SEQK__FETCH_Q | SEQK__FETCH_K | SEQK__FETCH_V |
+                                           SEQK__FETCH_O,
+                                       first, pl.L, ch, &ch1);
+                /* the state before the next item's chunk (unused, harmless,
+                 * when it starts its sequence) */
+                if (ch1 - H >= i0)
+                    seqk__chunk_fetch_blocks(&f, states + (ch1 - H - i0) * E, E, 1, E, false);
+                const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+                int64_t r0, len;
+                seqk__lin_seq(P, n, &r0, &len);
+                const int64_t t0 = (c - first[n]) * pl.L;
+                const int64_t L = len - t0 < pl.L ? len - t0 : pl.L;
+                seqk__chunk_view cv;
+                seqk__chunk_load(P, r0 + t0, L, h, &w, &cv);
+                const float *S0 = NULL;
+                if (c > first[n]) {
+                    S0 = c > c0 ? states + (ch - H - i0) * E : c_in + h * E;
+                } else if (!zero_start) {
+                    load_state(P, n, h, w.S);
+                    S0 = w.S;
+                }
+                seqk__chunk_output(&cv, P->K, P->V, P->flags, cv.Vv, cv.ldv, S0,
+                                   P->o + ((r0 + t0) * H + h) * P->V, H * P->V, &w);
+            }
+            /* final states of the sequences that end in the window (after
+             * every read of their initial states: they may be the same
+             * array); an empty sequence's in the last */
+#pragma omp for schedule(static)
+            for (int64_t nh = 0; nh < P->N * H; nh++) {
+                const int64_t n = nh / H, h = nh % H, last = first[n + 1] - 1;
+                if (first[n + 1] > first[n]) {
+                    if (last >= c0 && last < c1)
+                        store_state(P, n, h, states + ((last - c0) * H + h) * E);
+                } else if (win == pl.nwin - 1) {
+                    load_state(P, n, h, w.S);
+                    store_state(P, n, h, w.S);
+                }
+            }
+            float *t = c_in; /* (every thread, after the loop's barrier) */
+            c_in = c_out, c_out = t;
         }
         seqk__chunk_fetch_end(&f);
-        /* final states (after every read of the initial states: they may be the same array) */
-#pragma omp for schedule(static)
-        for (int64_t nh = 0; nh < P->N * H; nh++) {
-            const int64_t n = nh / H, h = nh % H;
-            if (first[n + 1] > first[n]) {
-                store_state(P, n, h, states + ((first[n + 1] - 1) * H + h) * E);
-            } else {
-                load_state(P, n, h, w.S);
-                store_state(P, n, h, w.S);
-            }
-        }
     }
     return SEQK_SUCCESS;
 }

@@ -118,7 +118,7 @@
 
 /* The most bytes of the chunk-parallel backward's states and state
  * gradients at once (all heads' of a window of chunks); more chunks than fit
- * are walked in windows (walk_staged). P->bwd_stage_bytes overrides it (the
+ * are walked in windows (walk_staged). P->stage_bytes overrides it (the
  * tests' small windows). */
 #ifndef SEQK__LIN_BWD_STAGED_BYTES
 #define SEQK__LIN_BWD_STAGED_BYTES ((size_t)256 << 20)
@@ -187,7 +187,7 @@ static bplan make_plan(const seqk__lin *P, int threads)
     pl.staged = threads > 1 && P->N * P->H < threads && !with_z(P) && pl.nchb > 2 * P->N;
     pl.wch = pl.nchb, pl.nwin = 1;
     if (pl.staged) {
-        const size_t limit = P->bwd_stage_bytes ? P->bwd_stage_bytes : SEQK__LIN_BWD_STAGED_BYTES;
+        const size_t limit = P->stage_bytes ? P->stage_bytes : SEQK__LIN_BWD_STAGED_BYTES;
         const size_t per_chunk = 2 * (size_t)P->H * (size_t)pl.E * sizeof(float);
         const int64_t fit = limit / per_chunk > 1 ? (int64_t)(limit / per_chunk) : 1;
         if (fit < pl.nchb) {

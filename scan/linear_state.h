@@ -61,9 +61,11 @@ typedef struct seqk__lin {
     seqk_dtype dtype;
     const float *skip;      /* [H] or NULL, native path only: o_t += skip[h] v_t
                              * before o is rounded (Mamba2's D x) */
-    size_t bwd_stage_bytes; /* 0, or the chunk-parallel backward's window limit in
-                             * place of SEQK__LIN_BWD_STAGED_BYTES (scan/chunk_backward.c;
-                             * tests/internal/test_staged_windows.c walks small windows) */
+    size_t stage_bytes;     /* 0, or the staged drivers' bytes of a window of chunk
+                             * states in place of their own (scan/chunk.c: threads x
+                             * SEQK__LIN_FWD_WINDOW_BYTES; scan/chunk_backward.c:
+                             * SEQK__LIN_BWD_STAGED_BYTES): tests/internal/
+                             * test_staged_windows.c walks small windows */
 } seqk__lin;
 
 /* Whether an _ex call of a linear-state module with this dtype, mode and
