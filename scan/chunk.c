@@ -17,10 +17,10 @@
  * heads) in order, a chunk's heads in turn (their rows share pages; see
  * seqk__lin_head_group) with their states in cache (stage 2 one step at a
  * time), for when there are at least as many (sequence, head) pairs as
- * threads; "staged" runs stage
- * 1 over every chunk in parallel, the scan over chunks parallel over state
- * elements, then stage 3 over every chunk in parallel, for few long
- * sequences. The fused driver (and the backward's walks, gated DeltaNet's)
+ * threads; "staged" runs stage 1 over every chunk in parallel, the scan
+ * over chunks parallel over state elements, then stage 3 over every chunk in
+ * parallel, for few long sequences, in cache-sized windows of chunks (the
+ * state carried from one window to the next). The fused driver (and the backward's walks, gated DeltaNet's)
  * asks for the next chunk's rows while the current one's products run
  * (seqk__chunk_fetch: a few cache lines after each register tile), so that
  * a chunk's load finds them in cache: 2.6-3.2 kcycles a load instead of
