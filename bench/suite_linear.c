@@ -115,6 +115,9 @@ typedef struct lin_family {
 static const lin_family FAMILIES[] = {
     {2, 8, 64, 64, 3, {256, 1024, 4096}},
     {1, 8, 128, 128, 1, {4096}},
+    /* one long sequence of one head: fewer (sequence, head) pairs than
+     * threads, the linear-state modules' staged driver (scan/chunk.c) */
+    {1, 1, 128, 128, 1, {65536}},
 };
 /* --quick: a smoke test of the same code paths (T < C, T = C, several chunks). */
 static const lin_family FAMILIES_QUICK[] = {
