@@ -57,7 +57,9 @@
  *          the columns of Vnew, O and S are independent, so each (pair, column
  *          block) walks its chunks on its own K x vw slice of the state
  *          (Vnew_blk = U_blk - W S0_blk, then the output and local-state
- *          stages on vw columns).
+ *          stages on vw columns); both stages in cache-sized windows of
+ *          chunks (the slices kept from one window to the next), so that
+ *          stage 2 finds U and W in cache.
  */
 #include "../core/gemm.h"
 #include "../core/dtype.h"
@@ -554,8 +556,21 @@ static void run_fused(const dn_problem *D, int64_t n, int64_t h0, int64_t nh, dn
     for (int64_t h = h0; h < h0 + nh; h++) store_slice(P, n, h, 0, V, states + (h - h0) * KV);
 }
 
+/* Floats of the split driver's per-chunk U [L,V] and W [L,K]. */
+static size_t uw_floats(const seqk__lin *P) { return rnd8((size_t)(P->chunk * (P->K + P->V))); }
+
+/* The split driver walks windows of chunks whose U and W take about this
+ * many bytes per thread (at least a chunk per thread), so that stage 2
+ * finds what stage 1 wrote still in cache (as the linear-state engine's
+ * staged driver, scan/chunk.c). */
+#ifndef SEQK__DN_FWD_WINDOW_BYTES
+#define SEQK__DN_FWD_WINDOW_BYTES ((size_t)512 << 10)
+#endif
+
 typedef struct {
     int64_t nchunks; /* chunks of all sequences */
+    int64_t fit;     /* split: the most chunks of a window */
+    int64_t wch, nwin; /* split: chunks per window, windows */
     int64_t nvb, vw; /* column blocks of the split driver and their width */
     int64_t hg;      /* heads per item of the fused driver */
     bool split;
@@ -597,18 +612,36 @@ static dn_plan make_plan(const seqk__lin *P, int threads)
         pl.vw = vw;
         pl.nvb = (P->V + vw - 1) / vw;
     }
+    /* windows: as many chunks as keep U and W within the bytes per thread,
+     * at least one per thread; P->stage_bytes, when set, is the window's
+     * bytes instead (the tests') */
+    {
+        const size_t limit =
+            P->stage_bytes ? P->stage_bytes : (size_t)threads * SEQK__DN_FWD_WINDOW_BYTES;
+        const size_t per_chunk = (size_t)P->H * uw_floats(P) * sizeof(float);
+        pl.fit = limit / per_chunk > 1 ? (int64_t)(limit / per_chunk) : 1;
+        if (!P->stage_bytes && pl.fit * P->H < threads) pl.fit = (threads + P->H - 1) / P->H;
+        pl.nwin = pl.nchunks > pl.fit ? (pl.nchunks + pl.fit - 1) / pl.fit : 1;
+        pl.wch = pl.nchunks > 0 ? (pl.nchunks + pl.nwin - 1) / pl.nwin : 0;
+    }
     return pl;
 }
 
-/* Floats of the split driver's per-chunk U [L,V] and W [L,K]. */
-static size_t uw_floats(const seqk__lin *P) { return rnd8((size_t)(P->chunk * (P->K + P->V))); }
+/* The split driver's shared arrays: U and W of a window's chunks
+ * [min(nchunks, fit), H], the state slices [N, H, nvb, K vw], first [N+1]. */
+static size_t split_floats(const seqk__lin *P, const dn_plan *pl)
+{
+    const size_t w = (size_t)(pl->nchunks < pl->fit ? pl->nchunks : pl->fit);
+    return w * (size_t)P->H * uw_floats(P) +
+           rnd8((size_t)(P->N * P->H * pl->nvb) * (size_t)(P->K * pl->vw)) +
+           rnd8((size_t)(P->N + 1) * 2);
+}
 
 static size_t chunked_workspace(const seqk__lin *P, int threads)
 {
     const dn_plan pl = make_plan(P, threads);
     size_t floats = pl.scratch * (size_t)threads;
-    if (pl.split)
-        floats += (size_t)(pl.nchunks * P->H) * uw_floats(P) + rnd8((size_t)(P->N + 1) * 2);
+    if (pl.split) floats += split_floats(P, &pl);
     return floats * sizeof(float);
 }
 
@@ -639,10 +672,15 @@ static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
         return SEQK_SUCCESS;
     }
 
-    /* split: chunk c of sequence n has global index first[n] + c */
-    float *uw = ws + pl.scratch * (size_t)threads; /* [nchunks, H]: U [L,V] then W [L,K] */
-    const size_t per = uw_floats(P);
-    int64_t *first = (int64_t *)(uw + (size_t)(pl.nchunks * H) * per); /* [N+1] */
+    /* split: chunk c of sequence n has global index first[n] + c; windows of
+     * wch chunks [c0, c1) in order, each through both stages, U and W of its
+     * chunks in uw, each (sequence, head, column block)'s state slice kept
+     * in slices from one window to the next */
+    const size_t per = uw_floats(P), wmax = (size_t)(pl.nchunks < pl.fit ? pl.nchunks : pl.fit);
+    const size_t slice = (size_t)(K * pl.vw);
+    float *uw = ws + pl.scratch * (size_t)threads; /* [wch, H]: U [L,V] then W [L,K] */
+    float *slices = uw + wmax * (size_t)H * per;  /* [N, H, nvb]: K x vw */
+    int64_t *first = (int64_t *)(slices + rnd8((size_t)(P->N * H * pl.nvb) * slice)); /* [N+1] */
     first[0] = 0;
     for (int64_t n = 0; n < P->N; n++) {
         int64_t r0, len;
@@ -653,37 +691,51 @@ static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
     {
         dn_scratch w;
         dn_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), Lc, K, V);
-        /* (1) U and W of every chunk */
+        for (int64_t win = 0; win < pl.nwin; win++) {
+            const int64_t c0 = win * pl.wch;
+            const int64_t c1 = c0 + pl.wch < pl.nchunks ? c0 + pl.wch : pl.nchunks, i0 = c0 * H;
+            /* (1) U and W of every chunk */
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t ch = 0; ch < pl.nchunks * H; ch++) {
-            const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
-            int64_t r0, len;
-            seqk__lin_seq(P, n, &r0, &len);
-            const int64_t c0 = (c - first[n]) * Lc, L = len - c0 < Lc ? len - c0 : Lc;
-            seqk__chunk_view cv;
-            seqk__chunk_load(P, r0 + c0, L, h, &w.cs, &cv);
-            float *U = uw + (size_t)ch * per;
-            chunk_uw(D, &cv, r0 + c0, h, &w, U, V, U + L * V);
-        }
-        /* (2) per (sequence, head, column block): the chunks in order */
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < P->N * H * pl.nvb; item++) {
-            const int64_t n = item / (H * pl.nvb), h = (item / pl.nvb) % H, vb = item % pl.nvb;
-            const int64_t v0 = vb * pl.vw, vw = V - v0 < pl.vw ? V - v0 : pl.vw;
-            int64_t r0, len;
-            seqk__lin_seq(P, n, &r0, &len);
-            float *Sb = w.cs.S;
-            load_slice(P, n, h, v0, vw, Sb);
-            bool s_zero = P->s_in == NULL;
-            for (int64_t c = first[n]; c < first[n + 1]; c++) {
-                const int64_t c0 = (c - first[n]) * Lc, L = len - c0 < Lc ? len - c0 : Lc;
+            for (int64_t ch = i0; ch < c1 * H; ch++) {
+                const int64_t c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+                int64_t r0, len;
+                seqk__lin_seq(P, n, &r0, &len);
+                const int64_t t0 = (c - first[n]) * Lc, L = len - t0 < Lc ? len - t0 : Lc;
                 seqk__chunk_view cv;
-                seqk__chunk_load(P, r0 + c0, L, h, &w.cs, &cv);
-                float *U = uw + (size_t)(c * H + h) * per;
-                chunk_apply(D, &cv, r0 + c0, h, v0, vw, U + v0, V, U + L * V, Sb, s_zero, &w);
-                s_zero = false;
+                seqk__chunk_load(P, r0 + t0, L, h, &w.cs, &cv);
+                float *U = uw + (size_t)(ch - i0) * per;
+                chunk_uw(D, &cv, r0 + t0, h, &w, U, V, U + L * V);
             }
-            store_slice(P, n, h, v0, vw, Sb);
+            /* (2) per (sequence, head, column block): its chunks of the
+             * window in order (an empty sequence's state_out in the last) */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t item = 0; item < P->N * H * pl.nvb; item++) {
+                const int64_t n = item / (H * pl.nvb), h = (item / pl.nvb) % H, vb = item % pl.nvb;
+                const int64_t v0 = vb * pl.vw, vw = V - v0 < pl.vw ? V - v0 : pl.vw;
+                const int64_t s0 = first[n] > c0 ? first[n] : c0;
+                const int64_t s1 = first[n + 1] < c1 ? first[n + 1] : c1;
+                float *Sb = slices + (size_t)item * slice;
+                if (first[n] == first[n + 1]) {
+                    if (win == pl.nwin - 1) {
+                        load_slice(P, n, h, v0, vw, Sb);
+                        store_slice(P, n, h, v0, vw, Sb);
+                    }
+                    continue;
+                }
+                if (s1 <= s0) continue;
+                int64_t r0, len;
+                seqk__lin_seq(P, n, &r0, &len);
+                if (s0 == first[n]) load_slice(P, n, h, v0, vw, Sb);
+                for (int64_t c = s0; c < s1; c++) {
+                    const int64_t t0 = (c - first[n]) * Lc, L = len - t0 < Lc ? len - t0 : Lc;
+                    seqk__chunk_view cv;
+                    seqk__chunk_load(P, r0 + t0, L, h, &w.cs, &cv);
+                    float *U = uw + (size_t)(c * H + h - i0) * per;
+                    chunk_apply(D, &cv, r0 + t0, h, v0, vw, U + v0, V, U + L * V, Sb,
+                                c == first[n] && P->s_in == NULL, &w);
+                }
+                if (s1 == first[n + 1]) store_slice(P, n, h, v0, vw, Sb);
+            }
         }
     }
     return SEQK_SUCCESS;
@@ -831,16 +883,14 @@ seqk_status seqk_deltanet_workspace_size(seqk_context *ctx, seqk_mode mode, int6
     if (mode == SEQK_MODE_RECURRENT) {
         w = recurrent_workspace(&P, threads); /* the bound: state_out absent */
     } else {
-        /* per-thread scratch, plus the split driver's U, W of every chunk and
-         * first[] whenever it may run; varlen: at most one partial chunk per
-         * sequence more than T / chunk */
-        const int64_t hg = use_split(&P, threads) ? 1 : seqk__lin_head_group(&P, threads, 1);
-        w = thread_floats(&P, threads, hg) * (size_t)threads;
-        if (use_split(&P, threads)) {
-            const int64_t nchunks = N > 0 ? (T + P.chunk - 1) / P.chunk + N
-                                          : B * ((T + P.chunk - 1) / P.chunk);
-            w += (size_t)(nchunks * H) * uw_floats(&P) + rnd8((size_t)(P.N + 1) * 2);
-        }
+        /* per-thread scratch, plus the split driver's arrays whenever it may
+         * run, for as many chunks as there can be (varlen: at most one
+         * partial chunk per sequence more than T / chunk; the arrays grow
+         * with the chunks up to a window's) */
+        dn_plan pl = make_plan(&P, threads);
+        pl.nchunks = N > 0 ? (T + P.chunk - 1) / P.chunk + N : B * ((T + P.chunk - 1) / P.chunk);
+        w = pl.scratch * (size_t)threads;
+        if (pl.split) w += split_floats(&P, &pl);
         w *= sizeof(float);
     }
     *bytes = w + 256;
