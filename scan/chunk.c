@@ -20,8 +20,9 @@
  * threads; "staged" runs stage 1 over every chunk in parallel, the scan
  * over chunks parallel over state elements, then stage 3 over every chunk in
  * parallel, for few long sequences, in cache-sized windows of chunks (the
- * state carried from one window to the next). The fused driver (and the backward's walks, gated DeltaNet's)
- * asks for the next chunk's rows while the current one's products run
+ * state carried from one window to the next). The fused driver (and the
+ * backward's walks, gated DeltaNet's) asks for the next chunk's rows while
+ * the current one's products run
  * (seqk__chunk_fetch: a few cache lines after each register tile), so that
  * a chunk's load finds them in cache: 2.6-3.2 kcycles a load instead of
  * about 6.6: the forward 4-17 % faster, the backward 6-11 % (1-6 % more
@@ -432,9 +433,7 @@ typedef struct {
     int64_t L;       /* chunk size */
     int64_t E;       /* floats per state element: K*V (+K with the normaliser) */
     int64_t nchunks; /* all chunks of all sequences */
-    int64_t fit;     /* staged: the most chunks of a window (>= 1) */
-    int64_t wch;     /* staged: chunks per window: nchunks in nwin equal windows */
-    int64_t nwin;    /* staged: windows */
+    seqk__chunk_windows win; /* staged: its windows of chunks */
     int64_t hg;      /* heads per item of the fused driver (seqk__lin_head_group) */
     size_t scratch;  /* floats of per-thread scratch */
 } plan;
@@ -453,15 +452,10 @@ static plan make_plan(const seqk__lin *P, int threads)
         seqk__lin_seq(P, n, &r0, &len);
         pl.nchunks += (len + pl.L - 1) / pl.L;
     }
-    {
-        const size_t limit =
-            P->stage_bytes ? P->stage_bytes : (size_t)threads * SEQK__LIN_FWD_WINDOW_BYTES;
-        const size_t per_chunk = (size_t)P->H * (size_t)pl.E * sizeof(float);
-        pl.fit = limit / per_chunk > 1 ? (int64_t)(limit / per_chunk) : 1;
-        if (!P->stage_bytes && pl.fit * P->H < threads) pl.fit = (threads + P->H - 1) / P->H;
-        pl.nwin = pl.nchunks > pl.fit ? (pl.nchunks + pl.fit - 1) / pl.fit : 1;
-        pl.wch = (pl.nchunks + pl.nwin - 1) / pl.nwin;
-    }
+    pl.win = seqk__chunk_windows_plan(
+        pl.nchunks, P->stage_bytes ? P->stage_bytes : (size_t)threads * SEQK__LIN_FWD_WINDOW_BYTES,
+        (size_t)P->H * (size_t)pl.E * sizeof(float),
+        P->stage_bytes ? 1 : (threads + P->H - 1) / P->H);
     /* the chunk scratch, then the fused driver's hg states */
     pl.scratch = rnd8(seqk__chunk_scratch_floats(pl.L, P->K, P->V)) + rnd8((size_t)(pl.hg * pl.E));
     return pl;
@@ -482,9 +476,9 @@ size_t seqk__lin_chunked_workspace(const seqk__lin *P, int threads)
         /* states [w, H, E], acoef [w, H] with w = min(nchunks, fit) (not
          * wch: a query's bound on the chunks must bound the call's windows),
          * the carries [2, H, E] with windows, first [N + 1] */
-        const size_t w = (size_t)(pl.nchunks < pl.fit ? pl.nchunks : pl.fit);
+        const size_t w = (size_t)(pl.nchunks < pl.win.fit ? pl.nchunks : pl.win.fit);
         floats += rnd8(w * (size_t)P->H * (size_t)pl.E) + rnd8(w * (size_t)P->H) +
-                  (pl.nchunks > pl.fit ? 2 * rnd8((size_t)P->H * (size_t)pl.E) : 0) +
+                  (pl.nchunks > pl.win.fit ? 2 * rnd8((size_t)P->H * (size_t)pl.E) : 0) +
                   (size_t)(P->N + 1) * 2;
     }
     return floats * sizeof(float);
@@ -581,11 +575,12 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
      * sequence runs on, carried to the next in carries [2, H, E] (one
      * window's read, the next one's written). Chained scans equal one scan:
      * the same bits with any window. */
-    const size_t wmax = (size_t)(pl.nchunks < pl.fit ? pl.nchunks : pl.fit), he = rnd8((size_t)(H * E));
+    const size_t wmax = (size_t)(pl.nchunks < pl.win.fit ? pl.nchunks : pl.win.fit);
+    const size_t he = rnd8((size_t)(H * E));
     float *states = ws + pl.scratch * (size_t)threads;
     float *acoef = states + rnd8(wmax * (size_t)(H * E));
     float *carries = acoef + rnd8(wmax * (size_t)H);
-    int64_t *first = (int64_t *)(carries + (pl.nwin > 1 ? 2 * he : 0));
+    int64_t *first = (int64_t *)(carries + (pl.win.nwin > 1 ? 2 * he : 0));
     first[0] = 0;
     for (int64_t n = 0; n < P->N; n++) {
         int64_t r0, len;
@@ -604,10 +599,11 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
         int64_t ch1;
         const bool zero_start = !P->s_in && !(with_z(P) && P->z_in);
         const int64_t tile = 512, ntiles = (E + tile - 1) / tile;
-        float *c_in = carries, *c_out = pl.nwin > 1 ? carries + he : carries;
-        for (int64_t win = 0; win < pl.nwin; win++) {
-            const int64_t c0 = win * pl.wch;
-            const int64_t c1 = c0 + pl.wch < pl.nchunks ? c0 + pl.wch : pl.nchunks, i0 = c0 * H;
+        float *c_in = carries, *c_out = pl.win.nwin > 1 ? carries + he : carries;
+        const int64_t wch = pl.win.wch, nwin = pl.win.nwin;
+        for (int64_t iw = 0; iw < nwin; iw++) {
+            const int64_t c0 = iw * wch, c1 = c0 + wch < pl.nchunks ? c0 + wch : pl.nchunks;
+            const int64_t i0 = c0 * H;
             /* (1) local terms of every chunk */
 #pragma omp for schedule(static)
             for (int64_t ch = i0; ch < c1 * H; ch++) {
@@ -681,7 +677,7 @@ seqk_status seqk__lin_chunked(seqk_context *ctx, const seqk__lin *P)
                 if (first[n + 1] > first[n]) {
                     if (last >= c0 && last < c1)
                         store_state(P, n, h, states + ((last - c0) * H + h) * E);
-                } else if (win == pl.nwin - 1) {
+                } else if (iw == nwin - 1) {
                     load_state(P, n, h, w.S);
                     store_state(P, n, h, w.S);
                 }

@@ -230,6 +230,25 @@ int64_t seqk__lin_longest(const seqk__lin *P);
 void seqk__chunk_ckpt_plan(int64_t nch, int64_t E, size_t full_bytes, int64_t *R,
                            int64_t *nckpt);
 
+/* The staged drivers (the linear-state forward and backward, DeltaNet's
+ * split forward) walk the global chunk index in windows: at most fit chunks
+ * (limit / per_chunk bytes, at least 1 and at least min_chunks), the nchunks
+ * in nwin windows of wch (equal but the last). */
+typedef struct {
+    int64_t fit, nwin, wch;
+} seqk__chunk_windows;
+
+static inline seqk__chunk_windows seqk__chunk_windows_plan(int64_t nchunks, size_t limit,
+                                                           size_t per_chunk, int64_t min_chunks)
+{
+    seqk__chunk_windows w;
+    w.fit = limit / per_chunk > 1 ? (int64_t)(limit / per_chunk) : 1;
+    if (w.fit < min_chunks) w.fit = min_chunks;
+    w.nwin = nchunks > w.fit ? (nchunks + w.fit - 1) / w.fit : 1;
+    w.wch = nchunks > 0 ? (nchunks + w.nwin - 1) / w.nwin : 0;
+    return w;
+}
+
 /* The staged drivers number the chunks of all sequences globally, sequence
  * n's from first[n] (first[N] = their count): the sequence of chunk c,
  * first[n] <= c < first[n+1] (a binary search). */

@@ -185,15 +185,11 @@ static bplan make_plan(const seqk__lin *P, int threads)
      * within the byte limit, of equal size. */
     pl.nchb = P->B * P->T / L + P->N;
     pl.staged = threads > 1 && P->N * P->H < threads && !with_z(P) && pl.nchb > 2 * P->N;
-    pl.wch = pl.nchb, pl.nwin = 1;
-    if (pl.staged) {
-        const size_t limit = P->stage_bytes ? P->stage_bytes : SEQK__LIN_BWD_STAGED_BYTES;
-        const size_t per_chunk = 2 * (size_t)P->H * (size_t)pl.E * sizeof(float);
-        const int64_t fit = limit / per_chunk > 1 ? (int64_t)(limit / per_chunk) : 1;
-        if (fit < pl.nchb) {
-            pl.nwin = (pl.nchb + fit - 1) / fit;
-            pl.wch = (pl.nchb + pl.nwin - 1) / pl.nwin;
-        }
+    {
+        const seqk__chunk_windows w = seqk__chunk_windows_plan(
+            pl.nchb, P->stage_bytes ? P->stage_bytes : SEQK__LIN_BWD_STAGED_BYTES,
+            2 * (size_t)P->H * (size_t)pl.E * sizeof(float), 1);
+        pl.wch = w.wch, pl.nwin = w.nwin;
     }
     pl.head_buf = P->Hqk != P->H;
     /* Group items when they keep every thread busy: as many as threads, or

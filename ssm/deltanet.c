@@ -569,8 +569,7 @@ static size_t uw_floats(const seqk__lin *P) { return rnd8((size_t)(P->chunk * (P
 
 typedef struct {
     int64_t nchunks; /* chunks of all sequences */
-    int64_t fit;     /* split: the most chunks of a window */
-    int64_t wch, nwin; /* split: chunks per window, windows */
+    seqk__chunk_windows win; /* split: its windows of chunks */
     int64_t nvb, vw; /* column blocks of the split driver and their width */
     int64_t hg;      /* heads per item of the fused driver */
     bool split;
@@ -615,15 +614,10 @@ static dn_plan make_plan(const seqk__lin *P, int threads)
     /* windows: as many chunks as keep U and W within the bytes per thread,
      * at least one per thread; P->stage_bytes, when set, is the window's
      * bytes instead (the tests') */
-    {
-        const size_t limit =
-            P->stage_bytes ? P->stage_bytes : (size_t)threads * SEQK__DN_FWD_WINDOW_BYTES;
-        const size_t per_chunk = (size_t)P->H * uw_floats(P) * sizeof(float);
-        pl.fit = limit / per_chunk > 1 ? (int64_t)(limit / per_chunk) : 1;
-        if (!P->stage_bytes && pl.fit * P->H < threads) pl.fit = (threads + P->H - 1) / P->H;
-        pl.nwin = pl.nchunks > pl.fit ? (pl.nchunks + pl.fit - 1) / pl.fit : 1;
-        pl.wch = pl.nchunks > 0 ? (pl.nchunks + pl.nwin - 1) / pl.nwin : 0;
-    }
+    pl.win = seqk__chunk_windows_plan(
+        pl.nchunks, P->stage_bytes ? P->stage_bytes : (size_t)threads * SEQK__DN_FWD_WINDOW_BYTES,
+        (size_t)P->H * uw_floats(P) * sizeof(float),
+        P->stage_bytes ? 1 : (threads + P->H - 1) / P->H);
     return pl;
 }
 
@@ -631,7 +625,7 @@ static dn_plan make_plan(const seqk__lin *P, int threads)
  * [min(nchunks, fit), H], the state slices [N, H, nvb, K vw], first [N+1]. */
 static size_t split_floats(const seqk__lin *P, const dn_plan *pl)
 {
-    const size_t w = (size_t)(pl->nchunks < pl->fit ? pl->nchunks : pl->fit);
+    const size_t w = (size_t)(pl->nchunks < pl->win.fit ? pl->nchunks : pl->win.fit);
     return w * (size_t)P->H * uw_floats(P) +
            rnd8((size_t)(P->N * P->H * pl->nvb) * (size_t)(P->K * pl->vw)) +
            rnd8((size_t)(P->N + 1) * 2);
@@ -676,7 +670,8 @@ static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
      * wch chunks [c0, c1) in order, each through both stages, U and W of its
      * chunks in uw, each (sequence, head, column block)'s state slice kept
      * in slices from one window to the next */
-    const size_t per = uw_floats(P), wmax = (size_t)(pl.nchunks < pl.fit ? pl.nchunks : pl.fit);
+    const size_t per = uw_floats(P);
+    const size_t wmax = (size_t)(pl.nchunks < pl.win.fit ? pl.nchunks : pl.win.fit);
     const size_t slice = (size_t)(K * pl.vw);
     float *uw = ws + pl.scratch * (size_t)threads; /* [wch, H]: U [L,V] then W [L,K] */
     float *slices = uw + wmax * (size_t)H * per;  /* [N, H, nvb]: K x vw */
@@ -691,9 +686,10 @@ static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
     {
         dn_scratch w;
         dn_scratch_init(&w, ws + pl.scratch * (size_t)seqk__omp_thread(), Lc, K, V);
-        for (int64_t win = 0; win < pl.nwin; win++) {
-            const int64_t c0 = win * pl.wch;
-            const int64_t c1 = c0 + pl.wch < pl.nchunks ? c0 + pl.wch : pl.nchunks, i0 = c0 * H;
+        const int64_t wch = pl.win.wch, nwin = pl.win.nwin;
+        for (int64_t iw = 0; iw < nwin; iw++) {
+            const int64_t c0 = iw * wch, c1 = c0 + wch < pl.nchunks ? c0 + wch : pl.nchunks;
+            const int64_t i0 = c0 * H;
             /* (1) U and W of every chunk */
 #pragma omp for schedule(dynamic, 1)
             for (int64_t ch = i0; ch < c1 * H; ch++) {
@@ -716,7 +712,7 @@ static seqk_status deltanet_chunked(seqk_context *ctx, const dn_problem *D)
                 const int64_t s1 = first[n + 1] < c1 ? first[n + 1] : c1;
                 float *Sb = slices + (size_t)item * slice;
                 if (first[n] == first[n + 1]) {
-                    if (win == pl.nwin - 1) {
+                    if (iw == nwin - 1) {
                         load_slice(P, n, h, v0, vw, Sb);
                         store_slice(P, n, h, v0, vw, Sb);
                     }
