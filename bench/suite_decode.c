@@ -73,6 +73,10 @@ static const decode_family FAMILIES_QUICK[] = {
     {2, 2, 16, 3, {64, 128, 256}},
 };
 #define N_FAMILIES ((int)(sizeof FAMILIES / sizeof FAMILIES[0]))
+/* The loops index both tables with one bound. */
+_Static_assert(sizeof FAMILIES / sizeof FAMILIES[0] ==
+                   sizeof FAMILIES_QUICK / sizeof FAMILIES_QUICK[0],
+               "FAMILIES and FAMILIES_QUICK must have the same number of families");
 
 static const decode_family *families(const bench_options *opt)
 {

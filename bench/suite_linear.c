@@ -123,8 +123,13 @@ static const lin_family FAMILIES[] = {
 static const lin_family FAMILIES_QUICK[] = {
     {1, 2, 32, 32, 3, {16, 64, 256}},
     {1, 2, 64, 64, 1, {128}},
+    {1, 1, 32, 32, 1, {512}}, /* one pair: the staged driver */
 };
 #define N_FAMILIES ((int)(sizeof FAMILIES / sizeof FAMILIES[0]))
+/* The loops index both tables with one bound. */
+_Static_assert(sizeof FAMILIES / sizeof FAMILIES[0] ==
+                   sizeof FAMILIES_QUICK / sizeof FAMILIES_QUICK[0],
+               "FAMILIES and FAMILIES_QUICK must have the same number of families");
 
 static const lin_family *families(const bench_options *opt)
 {

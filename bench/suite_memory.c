@@ -42,6 +42,10 @@ typedef struct memory_family {
 static const memory_family FAMILIES[] = {{8, 128}, {8, 64}};
 static const memory_family FAMILIES_QUICK[] = {{2, 32}, {2, 16}};
 #define N_FAMILIES ((int)(sizeof FAMILIES / sizeof FAMILIES[0]))
+/* The loops index both tables with one bound. */
+_Static_assert(sizeof FAMILIES / sizeof FAMILIES[0] ==
+                   sizeof FAMILIES_QUICK / sizeof FAMILIES_QUICK[0],
+               "FAMILIES and FAMILIES_QUICK must have the same number of families");
 
 /* Context lengths of the KV-cache records: 16 .. 65536 by powers of 4. */
 #define MEMORY_L_MIN 16
