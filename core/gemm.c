@@ -13,11 +13,14 @@
  *   - AVX2 + FMA: 6 x 16 in 12 ymm accumulators (seqk__sgemm_6x16, gemm.h),
  *     for the other shapes and CPUs without AVX-512.
  * Both accumulate every element in the order p = 0, 1, .. with one FMA per
- * term and apply alpha and beta the same way: the same bits either way.
+ * term and apply alpha and beta the same way (alpha acc, then beta C added
+ * in one FMA, edge tiles included): the same bits either way, and the same
+ * bits for any split of the columns into calls.
  * Edge tiles: rows past the matrix repeat its last row (read, never stored);
  * columns past it are computed on the zero padding and not stored. */
 #include "gemm.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -282,10 +285,14 @@ static void micro_kernel(int64_t kc, const float *a, int64_t rs, int64_t cs, con
         for (int r = 0; r < MR; r++)
             for (int c = 0; c < NR; c++) tile[r * NR + c] += ar[r][p * cs] * pb[p * ldp + c];
 #endif
+    /* beta C + v in one rounding (fmaf), as the full tiles' and the wide
+     * tile's fmadd: an edge tile gives the bits a full one would (a split
+     * of the columns into other tiles changes none; beta C + v rounded twice
+     * did, for beta other than 0 and 1) */
     for (int64_t r = 0; r < mr; r++)
         for (int64_t c = 0; c < nr; c++) {
             float v = alpha * tile[r * NR + c];
-            C[r * ldc + c] = beta != 0.0f ? v + beta * C[r * ldc + c] : v;
+            C[r * ldc + c] = beta != 0.0f ? fmaf(beta, C[r * ldc + c], v) : v;
         }
 }
 

@@ -1195,10 +1195,16 @@ SEQK_API seqk_status seqk_deltanet_workspace_size_ex(seqk_context *ctx, seqk_dty
  * chunks per (sequence, head, 32 state columns), then per-chunk kernels);
  * deterministic as well (fixed orders, no atomics); beta and g are not
  * checked there (as in the forward).
+ * On the CPU, with fewer (sequence, head) pairs than threads (one long
+ * sequence, many cores), the chunks run in parallel as on CUDA (the states
+ * and their gradients per block of state columns, then every chunk's
+ * backward at once); the same bits as one thread.
  * Workspace (seqk_deltanet_backward_workspace_size): CPU, per thread, the
  * chunk scratch (about 5 C^2 + 7 C K + 4 C V floats for chunk size C) plus
  * the kept chunk states (at most 8 MiB, or ~2 sqrt(T / C) K V floats when
- * checkpointed); CUDA about B*T*H*(4K + 3V + 5C + 3) + 2 (chunks*H) K V
+ * checkpointed); with fewer pairs than threads instead, 3 C^2 + C (K + V) +
+ * 2 K V floats per chunk and head, at most 256 MiB (longer sequences in
+ * windows of chunks); CUDA about B*T*H*(4K + 3V + 5C + 3) + 2 (chunks*H) K V
  * floats (every chunk state and its gradient kept).
  */
 SEQK_API seqk_status seqk_deltanet_backward(

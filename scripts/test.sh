@@ -36,11 +36,12 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 # this build makes the limits tiny (a state of 2 x 2 floats already
 # checkpoints) and runs the suite again: the gradients, determinism and
 # queried workspaces of the checkpointed and capped paths (the linear-state
-# engine's staged drivers, forward and backward, and DeltaNet's split forward
-# run here in windows of a chunk or a few).
+# engine's staged drivers, forward and backward, DeltaNet's split forward and
+# its chunk-parallel backward run here in windows of a chunk or a few).
 SMALL_LIMITS="-DSEQK__LIN_BWD_FULL_BYTES=64 -DSEQK__LIN_BWD_STAGED_BYTES=512 -DSEQK__DN_BWD_FULL_BYTES=64"
 SMALL_LIMITS="$SMALL_LIMITS -DSEQK__DN_BWD_KEEP_BYTES=512 -DSEQK__TT_BWD_FULL_BYTES=128"
 SMALL_LIMITS="$SMALL_LIMITS -DSEQK__LIN_FWD_WINDOW_BYTES=256 -DSEQK__DN_FWD_WINDOW_BYTES=256"
+SMALL_LIMITS="$SMALL_LIMITS -DSEQK__DN_BWD_STAGED_BYTES=512"
 echo "== build (CPU, the backwards' byte limits made small) =="
 cmake -S . -B build/small-limits -DCMAKE_BUILD_TYPE=Release -DSEQK_CUDA=OFF -DSEQK_BUILD_BENCH=OFF \
   -DSEQK_WERROR=ON -DCMAKE_C_FLAGS="$SMALL_LIMITS" >/dev/null

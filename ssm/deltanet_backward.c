@@ -77,6 +77,27 @@
  *
  * Work items are (sequence, head), one per thread at a time, in a fixed
  * order inside an item: the same bits for any thread count.
+ *
+ * With fewer (sequence, head) pairs than threads the walk is chunk-parallel
+ * instead (walk_staged), in four stages over a window of chunks: (1) every
+ * (chunk, head)'s state-free products (T, K~ K~^T, W, U) and scores, at once;
+ * (2) the states, per (sequence, head, block of V columns): column j of
+ * Vn = U - W S0 and of S_next = exp(G_L) S0 + Kd^T Vn needs only column j of
+ * S0, so each block walks the chunks in order on its columns; (3) the state
+ * gradients the same way from the last chunk (dVn = Kd dS + P^T dO and
+ * dS0 = exp(G_L) dS + Qg^T dO - W^T dVn are column-wise too); (4) every
+ * (chunk, head)'s backward from its products, S0 and dS, at once. Stage (3)
+ * repeats four of the chunk backward's products on the state columns
+ * (about a third more flops than the per-pair walk) to let (4) run on every
+ * chunk at once. The blocks run the per-pair walk's products on fewer
+ * columns (core/gemm.c: an element's bits do not depend on the columns of
+ * the call), and (4) is the per-pair walk's chunk step: the same bits as the
+ * per-pair walk, so the choice by thread count changes none. The per-chunk
+ * arrays take (2 L^2 + L K + L V + L^2 + 2 K V) floats per (chunk, head);
+ * past SEQK__DN_BWD_STAGED_BYTES of them the walk runs in windows of
+ * chunks: a first pass of (1) and (2) keeps the state where a sequence
+ * crosses each window's end, and the windows then run from the last, the
+ * state gradient carried across their starts.
  */
 #include "../core/gemm.h"
 #include "../core/dtype.h"
@@ -101,6 +122,14 @@ static const char FN[] = "seqk_deltanet_backward";
 #ifndef SEQK__DN_BWD_KEEP_BYTES
 #define SEQK__DN_BWD_KEEP_BYTES (32 << 20)
 #endif
+/* The most bytes of the chunk-parallel walk's per-chunk arrays at once (all
+ * heads' of a window of chunks); more chunks than fit are walked in windows
+ * (walk_staged). P->stage_bytes overrides it. */
+#ifndef SEQK__DN_BWD_STAGED_BYTES
+#define SEQK__DN_BWD_STAGED_BYTES ((size_t)256 << 20)
+#endif
+/* The narrowest column block of the staged walk's state recurrences. */
+#define SEQK__DN_BWD_MIN_VW 16
 
 static size_t rnd8(size_t n) { return (n + 7) / 8 * 8; }
 
@@ -123,9 +152,14 @@ typedef struct {
     size_t chunk_fl;     /* the forward's chunk scratch */
     size_t pack_fl;      /* sgemm packing */
     size_t scratch;      /* floats per thread */
+    bool staged;         /* chunk-parallel (walk_staged), else a walk per (sequence, head) */
+    int64_t nvb, vw;     /* staged: the state's column blocks and their width */
+    int64_t nchb;        /* staged: chunks of all sequences, at most */
+    size_t item_fl;      /* staged: floats per (chunk, head): products, scores, S0, dS */
+    seqk__chunk_windows win; /* staged: windows of chunks (global index) */
 } dnb_plan;
 
-static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
+static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len, int threads)
 {
     dnb_plan pl;
     const int64_t L = P->chunk, K = P->K, V = P->V;
@@ -137,6 +171,27 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     pl.prod_fl = pl.ll * 2 + pl.lk + pl.lv;
     pl.keep = pl.R == 1 && (size_t)nch * ((size_t)pl.E + pl.prod_fl) * sizeof(float) <=
                                (size_t)SEQK__DN_BWD_KEEP_BYTES;
+    /* Chunk-parallel when there are fewer (sequence, head) pairs than
+     * threads (a walk per pair would leave threads idle) and the sequences
+     * span several chunks (B T / L + N: the same bound in a workspace query,
+     * before cu_seqlens is known). Its state recurrences split the V columns
+     * into blocks of whole sgemm panels, as the forward's split driver. */
+    pl.nchb = P->B * P->T / L + P->N;
+    pl.staged = threads > 1 && P->N * P->H < threads && pl.nchb > 2 * P->N;
+    pl.nvb = 1, pl.vw = V;
+    pl.item_fl = pl.prod_fl + pl.ll + 2 * rnd8((size_t)pl.E);
+    pl.win.fit = pl.win.nwin = pl.win.wch = 0;
+    if (pl.staged) {
+        const int64_t nvb = (threads + P->N * P->H - 1) / (P->N * P->H);
+        int64_t vw = (V + nvb - 1) / nvb;
+        vw = (vw + SEQK__DN_BWD_MIN_VW - 1) / SEQK__DN_BWD_MIN_VW * SEQK__DN_BWD_MIN_VW;
+        pl.vw = vw;
+        pl.nvb = (V + vw - 1) / vw;
+        pl.win = seqk__chunk_windows_plan(
+            pl.nchb, P->stage_bytes ? P->stage_bytes : SEQK__DN_BWD_STAGED_BYTES,
+            (size_t)P->H * pl.item_fl * sizeof(float), 1);
+        pl.R = 1, pl.nckpt = 0, pl.keep = false; /* no per-thread states */
+    }
     int64_t m = L > K ? L : K;
     if (V > m) m = V;
     pl.pack_fl = seqk__sgemm_pack_floats(m, m, m);
@@ -151,9 +206,22 @@ static dnb_plan make_plan(const seqk__lin *P, int64_t longest_len)
     return pl;
 }
 
+/* The staged walk's shared arrays after the threads' scratch: items
+ * [wch, H] of item_fl floats (a window's), with windows (nwin > 1) ckpt
+ * [nwin, H, E] and dcarry [2, H, E], then first [N + 1] (int64). */
+static size_t staged_floats(const seqk__lin *P, const dnb_plan *pl)
+{
+    if (!pl->staged) return 0;
+    const size_t he = rnd8((size_t)P->H * (size_t)pl->E);
+    return (size_t)(pl->win.wch * P->H) * pl->item_fl +
+           (pl->win.nwin > 1 ? (size_t)pl->win.nwin * he + 2 * he : 0) +
+           rnd8((size_t)(P->N + 1) * 2);
+}
+
 static size_t workspace_floats(const seqk__lin *P, int64_t longest_len, int threads)
 {
-    return make_plan(P, longest_len).scratch * (size_t)threads;
+    const dnb_plan pl = make_plan(P, longest_len, threads);
+    return pl.scratch * (size_t)threads + staged_floats(P, &pl);
 }
 
 /* One thread's buffers. */
@@ -197,19 +265,25 @@ static void scratch_init(dnb_scratch *b, float *base, const seqk__lin *P, const 
     b->Tm0 = b->Tm, b->KK0 = b->KK, b->W0 = b->W, b->Vn0 = b->Vn;
 }
 
-/* Points the product buffers (Tm, KK, W, Vn) at the kept products of
- * chunk c, or (c < 0) back at the scratch's own. */
-static void use_products(dnb_scratch *b, const dnb_plan *pl, int64_t c)
+/* Points the product buffers (Tm, KK, W, Vn) at the prod_fl floats p (kept
+ * products), or (p NULL) back at the scratch's own. */
+static void point_products(dnb_scratch *b, const dnb_plan *pl, float *p)
 {
-    if (c < 0) {
+    if (!p) {
         b->Tm = b->Tm0, b->KK = b->KK0, b->W = b->W0, b->Vn = b->Vn0;
         return;
     }
-    float *p = b->prod + (size_t)c * pl->prod_fl;
     b->Tm = p, p += pl->ll;
     b->KK = p, p += pl->ll;
     b->W = p, p += pl->lk;
     b->Vn = p;
+}
+
+/* Points the product buffers at the kept products of chunk c, or (c < 0)
+ * back at the scratch's own. */
+static void use_products(dnb_scratch *b, const dnb_plan *pl, int64_t c)
+{
+    point_products(b, pl, c < 0 ? NULL : b->prod + (size_t)c * pl->prod_fl);
 }
 
 /* beta and, with gates, Gamma (Gm: exp(G_i - G_j), j < i) of the loaded
@@ -270,10 +344,13 @@ static void advance(const seqk__lin *P, const seqk__chunk_view *cv, dnb_scratch 
 /* The backward of one loaded chunk (tokens [row, row + L) of head h): from
  * b->dS (the gradient of the state after it) and S0 (the state before it;
  * NULL = zero), writes the chunk's rows of dq, dk, dv, dbeta, dg and leaves in
- * b->dS the gradient of the state before it. kept: b's product buffers
- * already hold the chunk's products (the first pass kept them). */
+ * b->dS the gradient of the state before it (no_ds: leaves b->dS as it is,
+ * the staged walk has every chunk's). kept: b's product buffers already hold
+ * the chunk's products (the first pass kept them). Pm: the chunk's scores
+ * (seqk__chunk_scores), or NULL: formed here. */
 static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int64_t row,
-                           int64_t h, const float *S0, bool kept, dnb_scratch *b)
+                           int64_t h, const float *S0, bool kept, const float *Pm, bool no_ds,
+                           dnb_scratch *b)
 {
     const seqk__lin *P = &D->lin;
     const int64_t L = cv->L, K = P->K, V = P->V, H = P->H;
@@ -283,15 +360,18 @@ static void chunk_backward(const dnb_problem *D, const seqk__chunk_view *cv, int
     if (kept) chunk_beta_gamma(D, cv, row, h, true, b);
     else chunk_forward(D, cv, row, h, S0, true, true, b);
     /* the engine's stage with Vn as the values */
-    seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
+    if (!Pm) {
+        seqk__chunk_scores(cv, K, NULL, b->cs.P, pack);
+        Pm = b->cs.P;
+    }
     /* S0^T once, for dQ's state term (the stage) and dW below */
     if (S0) seqk__transpose(K, V, S0, V, b->S0t, K);
     seqk__chunk_bwd sb = {b->dVn, b->dQ, b->dK, b->dP, b->tmp, b->eq, b->ek, b->diag,
-                          b->gt, b->bt, 0.0f, pack, NULL, NULL, false, false,
+                          b->gt, b->bt, 0.0f, pack, NULL, NULL, no_ds, false,
                           S0 ? b->S0t : NULL, false};
-    seqk__chunk_backward_stage(cv, K, V, b->cs.P, dO, H * V, b->Vn, V, S0, dS, &sb);
+    seqk__chunk_backward_stage(cv, K, V, Pm, dO, H * V, b->Vn, V, S0, dS, &sb);
     /* Vn = U - W S0: dS0 -= W^T dVn (also at a zero S0: dstate_in) */
-    seqk__sgemm(true, false, K, V, L, -1.0f, b->W, K, b->dVn, V, 1.0f, dS, V, pack);
+    if (!no_ds) seqk__sgemm(true, false, K, V, L, -1.0f, b->W, K, b->dVn, V, 1.0f, dS, V, pack);
     /* X = T^T dVn (T lower: T^T upper); Y = T^T dW = -X S0^T (zero at a zero S0) */
     seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, V, L, 1.0f, b->Tm, L, b->dVn, V, 0.0f,
                        b->X, V, pack);
@@ -444,7 +524,8 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
             seqk__chunk_load(P, row, L, h, &b->cs, &cv);
             const bool kept = pl->keep && c + 1 < nch; /* the last chunk was not in pass 1 */
             use_products(b, pl, kept ? c : -1);
-            chunk_backward(D, &cv, row, h, (c == 0 && zero_start) ? NULL : seg + j * E, kept, b);
+            chunk_backward(D, &cv, row, h, (c == 0 && zero_start) ? NULL : seg + j * E, kept,
+                           NULL, false, b);
         }
     }
     seqk__chunk_fetch_end(&f);
@@ -452,23 +533,270 @@ static void run_item(const dnb_problem *D, const dnb_plan *pl, int64_t n, int64_
     if (D->ds_in) memcpy(D->ds_in + nh * E, b->dS, (size_t)E * sizeof(float));
 }
 
+/* ---- the chunk-parallel walk (fewer (sequence, head) pairs than threads) ---------- */
+
+/* Per (chunk, head) of a window: the chunk's products (Tm, KK, W, Vn:
+ * prod_fl floats), its scores P [L,L], S0 [K,V] the state before it and dS
+ * [K,V] the gradient of the state after it. */
+typedef struct {
+    float *prod, *P, *S0, *dS;
+} dnb_item;
+
+static dnb_item item_at(float *items, const dnb_plan *pl, int64_t i)
+{
+    float *p = items + (size_t)i * pl->item_fl;
+    dnb_item it;
+    it.prod = p, p += pl->prod_fl;
+    it.P = p, p += pl->ll;
+    it.S0 = p, p += rnd8((size_t)pl->E);
+    it.dS = p;
+    return it;
+}
+
+/* Chunk c (global index) of sequence n: its first row and length. */
+static void chunk_rows(const seqk__lin *P, const int64_t *first, int64_t n, int64_t c,
+                       int64_t *row, int64_t *L)
+{
+    int64_t r0, len;
+    seqk__lin_seq(P, n, &r0, &len);
+    *row = r0 + (c - first[n]) * P->chunk;
+    *L = r0 + len - *row < P->chunk ? r0 + len - *row : P->chunk;
+}
+
+/* Copies columns [v0, v0 + w) of the K x V state src (NULL: zeros) into dst,
+ * times a (a = 1: a copy; else each element's one product, as dS *= a). */
+static void copy_cols(const float *src, float *dst, int64_t K, int64_t V, int64_t v0, int64_t w,
+                      float a)
+{
+    for (int64_t i = 0; i < K; i++) {
+        float *d = dst + i * V + v0;
+        if (!src) {
+            memset(d, 0, (size_t)w * sizeof(float));
+            continue;
+        }
+        const float *s = src + i * V + v0;
+        if (a == 1.0f) memcpy(d, s, (size_t)w * sizeof(float));
+        else
+            for (int64_t j = 0; j < w; j++) d[j] = s[j] * a;
+    }
+}
+
+/* (1) The state-free products of item ch (chunk ch / H, head ch % H; slot
+ * ch - i0): T, K~ K~^T, W, U (in Vn's place) as the first pass computes
+ * them, and (scores) the chunk's scores. */
+static void stage_products(const dnb_problem *D, const dnb_plan *pl, const int64_t *first,
+                           float *items, int64_t i0, int64_t ch, bool scores, dnb_scratch *b)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t H = P->H, c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+    int64_t row, L;
+    chunk_rows(P, first, n, c, &row, &L);
+    seqk__chunk_view cv;
+    if (scores) seqk__chunk_load(P, row, L, h, &b->cs, &cv);
+    else seqk__chunk_load_keys(P, row, L, h, &b->cs, &cv);
+    const dnb_item it = item_at(items, pl, ch - i0);
+    point_products(b, pl, it.prod);
+    chunk_forward(D, &cv, row, h, NULL, true, false, b);
+    point_products(b, pl, NULL);
+    if (scores) seqk__chunk_scores(&cv, P->K, NULL, it.P, b->pack);
+}
+
+/* (2) The states of (sequence n, head h) on columns [v0, v0 + w) through its
+ * chunks [s0, s1) of the window [c0, c1): Vn = U - W S0 and the state after
+ * each chunk, as the first pass forms them (the same products on fewer
+ * columns: the same bits per element), each chunk's S0 into its item. The
+ * state before s0: ckpt_in's (the sequence began before the window), else
+ * state_in or zeros; the state after the window's last chunk into ckpt_out
+ * when the sequence runs on past it (and ckpt_out is given). */
+static void stage_states(const dnb_problem *D, const dnb_plan *pl, const int64_t *first,
+                         int64_t n, int64_t h, int64_t v0, int64_t w, int64_t c0, int64_t c1,
+                         float *items, const float *ckpt_in, float *ckpt_out, dnb_scratch *b)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t H = P->H, K = P->K, V = P->V, E = pl->E, L0 = pl->L;
+    const int64_t s0 = first[n] > c0 ? first[n] : c0, s1 = first[n + 1] < c1 ? first[n + 1] : c1;
+    if (s1 <= s0) return;
+    const float *init = s0 > first[n] ? ckpt_in + h * E : P->s_in ? P->s_in + (n * H + h) * E : NULL;
+    copy_cols(init, item_at(items, pl, (s0 - c0) * H + h).S0, K, V, v0, w, 1.0f);
+    for (int64_t c = s0; c < s1; c++) {
+        int64_t row, L;
+        chunk_rows(P, first, n, c, &row, &L);
+        const dnb_item it = item_at(items, pl, (c - c0) * H + h);
+        float *Wm = it.prod + 2 * pl->ll, *Vn = Wm + pl->lk;
+        if (c > first[n] || P->s_in)
+            seqk__sgemm(false, false, L, w, K, -1.0f, Wm, K, it.S0 + v0, V, 1.0f, Vn + v0, V,
+                        b->pack);
+        float *next = c + 1 < s1                                  ? item_at(items, pl, (c + 1 - c0) * H + h).S0
+                      : c + 1 < first[n + 1] && ckpt_out ? ckpt_out + h * E
+                                                                  : NULL;
+        if (!next) continue;
+        seqk__chunk_view cv;
+        seqk__chunk_load_keys(P, row, L0, h, &b->cs, &cv); /* a full chunk: not the last */
+        copy_cols(it.S0, next, K, V, v0, w, 1.0f);
+        seqk__sgemm(true, false, K, w, L0, 1.0f, cv.Kd, K, Vn + v0, V, cv.a, next + v0, V, b->pack);
+    }
+}
+
+/* (3) The state gradients of (sequence n, head h) on columns [v0, v0 + w)
+ * through its chunks [s0, s1) of the window, from the last: each chunk's
+ * gradient after it into its item, then the one before it as the reverse
+ * walk forms it (dVn = Kd dS + P^T dO; dS <- a dS + Qg^T dO - W^T dVn: the
+ * same products on fewer columns). The gradient after s1 - 1: dc_in's (the
+ * sequence runs on past the window), else dstate_out or zeros; the one
+ * before s0 to dc_out (the sequence began before the window), else to
+ * dstate_in. */
+static void stage_grads(const dnb_problem *D, const dnb_plan *pl, const int64_t *first, int64_t n,
+                        int64_t h, int64_t v0, int64_t w, int64_t c0, int64_t c1, float *items,
+                        const float *dc_in, float *dc_out, dnb_scratch *b)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t H = P->H, K = P->K, V = P->V, E = pl->E, nh = n * H + h;
+    const int64_t s0 = first[n] > c0 ? first[n] : c0, s1 = first[n + 1] < c1 ? first[n + 1] : c1;
+    if (s1 <= s0) return;
+    const float *after = s1 < first[n + 1] ? dc_in + h * E : D->ds_out ? D->ds_out + nh * E : NULL;
+    copy_cols(after, item_at(items, pl, (s1 - 1 - c0) * H + h).dS, K, V, v0, w, 1.0f);
+    float *dVn = b->dVn; /* [L, w] */
+    for (int64_t c = s1 - 1; c >= s0; c--) {
+        float *before = c > s0           ? item_at(items, pl, (c - 1 - c0) * H + h).dS
+                        : s0 > first[n] ? dc_out + h * E
+                        : D->ds_in      ? D->ds_in + nh * E
+                                        : NULL;
+        if (!before) break;
+        int64_t row, L;
+        chunk_rows(P, first, n, c, &row, &L);
+        seqk__chunk_view cv;
+        seqk__chunk_load(P, row, L, h, &b->cs, &cv);
+        const dnb_item it = item_at(items, pl, (c - c0) * H + h);
+        const float *Wm = it.prod + 2 * pl->ll, *dO = D->dout + (row * H + h) * V + v0;
+        seqk__sgemm(false, false, L, w, K, 1.0f, cv.Kd, K, it.dS + v0, V, 0.0f, dVn, w, b->pack);
+        seqk__sgemm_causal(SEQK__GEMM_UPPER_A, true, false, L, w, L, 1.0f, it.P, L, dO, H * V, 1.0f,
+                           dVn, w, b->pack);
+        copy_cols(it.dS, before, K, V, v0, w, cv.a);
+        seqk__sgemm(true, false, K, w, L, 1.0f, cv.Qg, K, dO, H * V, 1.0f, before + v0, V, b->pack);
+        seqk__sgemm(true, false, K, w, L, -1.0f, Wm, K, dVn, w, 1.0f, before + v0, V, b->pack);
+    }
+}
+
+/* (4) The backward of item ch from its kept products, scores, S0 and dS:
+ * the per-pair walk's chunk step without its state-gradient step. */
+static void stage_backward(const dnb_problem *D, const dnb_plan *pl, const int64_t *first,
+                           float *items, int64_t i0, int64_t ch, dnb_scratch *b)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t H = P->H, c = ch / H, h = ch % H, n = seqk__chunk_seq(first, P->N, c);
+    int64_t row, L;
+    chunk_rows(P, first, n, c, &row, &L);
+    seqk__chunk_view cv;
+    seqk__chunk_load(P, row, L, h, &b->cs, &cv);
+    const dnb_item it = item_at(items, pl, ch - i0);
+    point_products(b, pl, it.prod);
+    float *own = b->dS;
+    b->dS = it.dS; /* read, not written (no_ds) */
+    chunk_backward(D, &cv, row, h, c == first[n] && !P->s_in ? NULL : it.S0, true, it.P, true, b);
+    b->dS = own;
+    point_products(b, pl, NULL);
+}
+
+/* The whole backward, chunk-parallel: chunk c of sequence n has global index
+ * first[n] + c; windows of wch chunks, each through (1) the products of
+ * every (chunk, head), (2) the states per (sequence, head, column block),
+ * (3) the state gradients the same way, from the last chunk, and (4) every
+ * (chunk, head)'s backward. With several windows, (0) first walks (1) and
+ * (2) forward for the sequence that crosses each window's end, keeping its
+ * state there (ckpt [nwin, H, E]); the windows then run from the last, the
+ * gradient crossing a window's start carried in dcarry [2, H, E]. Each
+ * chunk's backward is the per-pair walk's, on the same products, states and
+ * state gradients: the same bits. */
+static void walk_staged(const dnb_problem *D, const dnb_plan *pl, const int64_t *first,
+                        float *items, float *ckpt, float *dcarry, dnb_scratch *b)
+{
+    const seqk__lin *P = &D->lin;
+    const int64_t N = P->N, H = P->H, V = P->V, E = pl->E, nvb = pl->nvb, vw = pl->vw;
+    const int64_t wch = pl->win.wch, nchunks = first[N], nwin = (nchunks + wch - 1) / wch;
+    for (int64_t iw = 0; iw + 1 < nwin; iw++) { /* (0) */
+        const int64_t c0 = iw * wch, c1 = c0 + wch, n = seqk__chunk_seq(first, N, c1 - 1);
+        if (first[n + 1] <= c1) continue; /* (every thread takes the same branch) */
+        const int64_t a0 = first[n] > c0 ? first[n] : c0;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = a0 * H; ch < c1 * H; ch++)
+            stage_products(D, pl, first, items, c0 * H, ch, false, b);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < H * nvb; item++) {
+            const int64_t h = item / nvb, v0 = item % nvb * vw;
+            stage_states(D, pl, first, n, h, v0, V - v0 < vw ? V - v0 : vw, c0, c1, items,
+                         ckpt + iw * H * E, ckpt + (iw + 1) * H * E, b);
+        }
+    }
+    float *dc_in = dcarry, *dc_out = dcarry ? dcarry + H * E : NULL;
+    for (int64_t iw = nwin - 1; iw >= 0; iw--) {
+        const int64_t c0 = iw * wch, c1 = c0 + wch < nchunks ? c0 + wch : nchunks, i0 = c0 * H;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = i0; ch < c1 * H; ch++) stage_products(D, pl, first, items, i0, ch, true, b);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < N * H * nvb; item++) {
+            const int64_t n = item / (H * nvb), h = item / nvb % H, v0 = item % nvb * vw;
+            stage_states(D, pl, first, n, h, v0, V - v0 < vw ? V - v0 : vw, c0, c1, items,
+                         ckpt ? ckpt + iw * H * E : NULL, NULL, b);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < N * H * nvb; item++) {
+            const int64_t n = item / (H * nvb), h = item / nvb % H, v0 = item % nvb * vw;
+            const int64_t w = V - v0 < vw ? V - v0 : vw;
+            if (first[n] == first[n + 1]) { /* empty: dstate_in = dstate_out, once */
+                if (iw == 0 && D->ds_in)
+                    copy_cols(D->ds_out ? D->ds_out + (n * H + h) * E : NULL,
+                              D->ds_in + (n * H + h) * E, P->K, V, v0, w, 1.0f);
+                continue;
+            }
+            stage_grads(D, pl, first, n, h, v0, w, c0, c1, items, dc_in, dc_out, b);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = i0; ch < c1 * H; ch++) stage_backward(D, pl, first, items, i0, ch, b);
+        float *t = dc_in; /* the next window reads what this one carried out */
+        dc_in = dc_out, dc_out = t;
+    }
+}
+
 static seqk_status backward_cpu(seqk_context *ctx, const dnb_problem *D)
 {
     const seqk__lin *P = &D->lin;
     const int threads = seqk__threads(ctx);
-    const dnb_plan pl = make_plan(P, seqk__lin_longest(P));
+    const dnb_plan pl = make_plan(P, seqk__lin_longest(P), threads);
     float *ws = NULL;
     seqk_status st = seqk__workspace(FN, ctx, workspace_floats(P, seqk__lin_longest(P), threads) *
                                                   sizeof(float) + 256, (void **)&ws);
     if (st) return st;
     ws = (float *)seqk__align_up((uintptr_t)ws, 32);
     const int64_t H = P->H;
+    /* the staged walk's arrays (staged_floats) */
+    float *items = ws + pl.scratch * (size_t)threads, *ckpt = NULL, *dcarry = NULL;
+    int64_t *first = NULL;
+    if (pl.staged) {
+        const size_t he = rnd8((size_t)H * (size_t)pl.E);
+        float *p = items + (size_t)(pl.win.wch * H) * pl.item_fl;
+        if (pl.win.nwin > 1) {
+            ckpt = p, p += (size_t)pl.win.nwin * he;
+            dcarry = p, p += 2 * he;
+        }
+        first = (int64_t *)p;
+        first[0] = 0;
+        for (int64_t n = 0; n < P->N; n++) {
+            int64_t r0, len;
+            seqk__lin_seq(P, n, &r0, &len);
+            first[n + 1] = first[n] + (len + pl.L - 1) / pl.L;
+        }
+    }
 #pragma omp parallel num_threads(threads)
     {
         dnb_scratch b;
         scratch_init(&b, ws + pl.scratch * (size_t)seqk__omp_thread(), P, &pl);
+        if (pl.staged) {
+            walk_staged(D, &pl, first, items, ckpt, dcarry, &b);
+        } else {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < P->N * H; item++) run_item(D, &pl, item / H, item % H, &b);
+            for (int64_t item = 0; item < P->N * H; item++)
+                run_item(D, &pl, item / H, item % H, &b);
+        }
         seqk__stream_fence(); /* the rows written by seqk__store_row_nt */
     }
     return SEQK_SUCCESS;
@@ -596,7 +924,7 @@ seqk_status seqk_deltanet_backward_workspace_size(seqk_context *ctx, int64_t B, 
     const int64_t cap_chunks = (int64_t)(SEQK__DN_BWD_FULL_BYTES / state_bytes);
     const int64_t cap_len = cap_chunks * P.chunk < T ? cap_chunks * P.chunk : T;
     /* and the longest that keeps the chunks' products too */
-    const dnb_plan pl1 = make_plan(&P, 1);
+    const dnb_plan pl1 = make_plan(&P, 1, 1);
     const int64_t keep_chunks =
         (int64_t)(SEQK__DN_BWD_KEEP_BYTES / (((size_t)pl1.E + pl1.prod_fl) * sizeof(float)));
     const int64_t keep_len = keep_chunks * P.chunk < T ? keep_chunks * P.chunk : T;

@@ -184,7 +184,9 @@ static void run_case(th_backend *be, const bcase *c, int gated, int l2, bool uni
 
 /* ---- determinism ------------------------------------------------------------------ */
 
-/* Two runs, and 1 vs 2 threads (CPU): every output bit-identical. */
+/* Two runs, and 1 vs 2 threads (the case's threads when it names them:
+ * the chunk-parallel walk when the pairs are fewer) (CPU): every output
+ * bit-identical. */
 static void determinism(th_backend *be, const bcase *c)
 {
     char what[400];
@@ -195,7 +197,7 @@ static void determinism(th_backend *be, const bcase *c)
     make_case(&h, c, 1, 1, false, &in);
     const size_t tot = 2 * in.nq + in.nv + 2 * in.ng + in.ns;
     float *runs[3];
-    const int threads[3] = {2, 2, 1};
+    const int threads[3] = {c->threads ? c->threads : 2, c->threads ? c->threads : 2, 1};
     for (int r = 0; r < 3; r++) {
         bdev x;
         upload(&d, c, &in, &x);
@@ -215,7 +217,7 @@ static void determinism(th_backend *be, const bcase *c)
     th_check(memcmp(runs[0], runs[1], tot * sizeof(float)) == 0, "%s: two runs bit-identical",
              what);
     th_check(memcmp(runs[0], runs[2], tot * sizeof(float)) == 0,
-             "%s: 1 vs 2 threads bit-identical", what);
+             "%s: 1 vs %d threads bit-identical", what, threads[0]);
     tf_arrays_free(&h);
 }
 
@@ -511,6 +513,11 @@ int main(int argc, char **argv)
         {1, 160, 2, 32, 48, 1, 1, NULL, 0, 16, -0.1, 0, NEG, 0},  /* beta in [0, 2] */
         {1, 64, 1, 33, 35, 1, 1, NULL, 0, 1, -0.2, 0, 0, 0},      /* chunk 1 */
         {1, 97, 3, 5, 3, 1, 0, NULL, 0, 16, -0.5, 0, 0, 2},       /* tiny dims, 2 threads */
+        /* fewer (sequence, head) pairs than threads: the chunk-parallel walk */
+        {1, 131, 1, 17, 40, 1, 1, NULL, 0, 16, -0.5, 0, 0, 3},    /* 3 column blocks (16 16 8) */
+        {1, 133, 1, 24, 40, 1, 1, cu1, 5, 32, -0.3, 0, 0, 8},     /* varlen, 5 pairs, 8 threads */
+        {1, 100, 1, 64, 48, 0, 0, NULL, 0, 16, -0.1, 0, 0, 2},    /* no states given */
+        {1, 70, 1, 8, 8, 1, 1, NULL, 0, 16, -0.2, 0, 0, 4},       /* V = 8: one column block */
     };
     for (int i = 0; i < nb; i++)
         for (size_t j = 0; j < sizeof cases / sizeof cases[0]; j++)
@@ -538,6 +545,7 @@ int main(int argc, char **argv)
         workspace_bound(&be[i], &wcase, 1);
         determinism(&be[i], &det);
         determinism(&be[i], &cases[3]);
+        for (size_t j = 13; j < 17; j++) determinism(&be[i], &cases[j]); /* staged vs per pair */
         workspace_bound(&be[i], &cases[7], 2);
         workspace_bound(&be[i], &cases[9], 1);
         workspace_bound(&be[i], &lng[2], 2);
