@@ -626,9 +626,11 @@ static void stage_states(const dnb_problem *D, const dnb_plan *pl, const int64_t
         if (c > first[n] || P->s_in)
             seqk__sgemm(false, false, L, w, K, -1.0f, Wm, K, it.S0 + v0, V, 1.0f, Vn + v0, V,
                         b->pack);
-        float *next = c + 1 < s1                                  ? item_at(items, pl, (c + 1 - c0) * H + h).S0
-                      : c + 1 < first[n + 1] && ckpt_out ? ckpt_out + h * E
-                                                                  : NULL;
+        /* where the state after chunk c goes: the next chunk's item, or the
+         * checkpoint at the window's end; none after the sequence's last */
+        float *next = NULL;
+        if (c + 1 < s1) next = item_at(items, pl, (c + 1 - c0) * H + h).S0;
+        else if (c + 1 < first[n + 1] && ckpt_out) next = ckpt_out + h * E;
         if (!next) continue;
         seqk__chunk_view cv;
         seqk__chunk_load_keys(P, row, L0, h, &b->cs, &cv); /* a full chunk: not the last */

@@ -545,7 +545,14 @@ int main(int argc, char **argv)
         workspace_bound(&be[i], &wcase, 1);
         determinism(&be[i], &det);
         determinism(&be[i], &cases[3]);
-        for (size_t j = 13; j < 17; j++) determinism(&be[i], &cases[j]); /* staged vs per pair */
+        /* every case that names its threads: with fewer pairs than them the
+         * chunk-parallel walk, against one thread's per-pair walk */
+        /* (and their queried workspaces: varlen queries of it among them) */
+        for (size_t j = 0; j < sizeof cases / sizeof cases[0]; j++)
+            if (cases[j].threads) {
+                determinism(&be[i], &cases[j]);
+                workspace_bound(&be[i], &cases[j], cases[j].threads);
+            }
         workspace_bound(&be[i], &cases[7], 2);
         workspace_bound(&be[i], &cases[9], 1);
         workspace_bound(&be[i], &lng[2], 2);
